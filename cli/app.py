@@ -1,0 +1,89 @@
+"""The ``tfshare`` command: global options, command groups, and the one place where errors
+become ``tfshare: error:`` / ``tfshare: hint:`` lines and exit codes."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from tfshare.errors import ExitCode, TfshareError
+from tfshare.logconfig import configure
+
+from . import envelope_cmd, keys_cmd, roster_cmd
+
+app = typer.Typer(
+    name="tfshare",
+    help="Signed, end-to-end encrypted sharing for anti-trafficking task forces.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+app.add_typer(keys_cmd.app, name="keys")
+app.add_typer(roster_cmd.app, name="roster")
+app.command("seal")(envelope_cmd.seal_cmd)
+app.command("open")(envelope_cmd.open_cmd)
+
+_debug = False
+
+
+@app.callback()
+def _global(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    log_level: Annotated[
+        str,
+        typer.Option("--log-level", envvar="TFSHARE_LOG_LEVEL", help="debug, info, warning."),
+    ] = "warning",
+) -> None:
+    global _debug  # noqa: PLW0603 - one process, one CLI invocation
+    _debug = debug
+    configure(log_level)
+
+
+def _fail(message: str, hint: str, code: int) -> int:
+    print(f"tfshare: error: {message}", file=sys.stderr)
+    print(f"tfshare: hint: {hint}", file=sys.stderr)
+    return code
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (documented in the README)."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        result = app(args=args, prog_name="tfshare", standalone_mode=False)
+    except TfshareError as exc:
+        if _debug:
+            raise
+        return _fail(str(exc), exc.hint, exc.exit_code)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        print("tfshare: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except typer.TyperException as exc:
+        # Typer's usage errors (unknown option, missing argument, bad value) carry the
+        # command context; show one error line and point at that command's help.
+        ctx = getattr(exc, "ctx", None)
+        command = getattr(ctx, "command_path", None) or "tfshare"
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            print(ctx.get_help(), file=sys.stderr)
+            return ExitCode.USAGE
+        message = exc.format_message().strip().splitlines() or ["invalid usage"]
+        return _fail(message[0], f"see '{command} --help'", ExitCode.USAGE)
+    except Exception as exc:
+        if _debug:
+            raise
+        return _fail(
+            f"internal error ({type(exc).__name__})",
+            "this is a bug in tfshare: rerun with --debug and report the traceback",
+            ExitCode.ERROR,
+        )
+    # Without standalone mode, typer.Exit(code) raised in a command comes back as the result.
+    return result if isinstance(result, int) else ExitCode.OK
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run())

@@ -1,0 +1,97 @@
+"""Shared CLI plumbing: passphrases, clock, output and the option types every command uses."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tfshare.errors import TrustError
+from tfshare.files import read_bytes
+
+MAX_PASSPHRASE_FILE = 4096
+
+PassphraseFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--passphrase-file",
+        help="Read the passphrase from this file (first line). Also: TFSHARE_PASSPHRASE, "
+        "or a prompt on a terminal. Never given on the command line.",
+        show_default=False,
+    ),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+StateDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--state",
+        help="Receiver state (replay store, roster seq). Default: $TFSHARE_HOME/state/AGENCY.",
+        show_default=False,
+    ),
+]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat(timespec="milliseconds")
+
+
+def passphrase(passphrase_file: Path | None, *, confirm: bool, purpose: str) -> bytes:
+    """The passphrase from a file, TFSHARE_PASSPHRASE, or a terminal prompt, in that order."""
+    if passphrase_file is not None:
+        data = read_bytes(passphrase_file, what="passphrase file", limit=MAX_PASSPHRASE_FILE)
+        value = data.split(b"\n", 1)[0].rstrip(b"\r")
+        if not value:
+            raise TrustError(
+                f"the passphrase file {str(passphrase_file)!r} is empty",
+                hint="write the passphrase on the file's first line",
+            )
+        return value
+    env = os.environ.get("TFSHARE_PASSPHRASE")
+    if env:
+        return env.encode()
+    if sys.stdin.isatty() and sys.stderr.isatty():
+        first = getpass.getpass(f"Passphrase for {purpose}: ")
+        if confirm and getpass.getpass("Repeat the passphrase: ") != first:
+            raise TrustError("the passphrases do not match", hint="type the same one twice")
+        if not first:
+            raise TrustError("the passphrase is empty", hint="choose a passphrase of a few words")
+        return first.encode()
+    raise TrustError(
+        "no passphrase given",
+        hint="use --passphrase-file FILE or set TFSHARE_PASSPHRASE (a prompt needs a terminal)",
+    )
+
+
+def emit_json(obj: Any) -> None:
+    """One JSON object on stdout."""
+    typer.echo(json.dumps(obj, ensure_ascii=False, sort_keys=False))
+
+
+def emit_fields(rows: list[tuple[str, str]]) -> None:
+    """Aligned "label  value" lines on stdout."""
+    width = max((len(k) for k, _ in rows), default=0)
+    for key, value in rows:
+        typer.echo(f"{key.ljust(width)}  {value}")
+
+
+def note(message: str) -> None:
+    """A message for people (stderr), never data."""
+    typer.echo(message, err=True)
+
+
+def split_list(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    return items or None

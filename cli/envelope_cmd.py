@@ -1,0 +1,172 @@
+"""``tfshare seal`` and ``tfshare open``: envelopes as files, for offline exchange."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import structlog
+import typer
+
+from tfshare.errors import ExitCode
+from tfshare.protocol import Delivered, Rejection
+from tfshare.envelope import DEFAULT_MAX_AGE_MS
+from tfshare.seal import Duplicate, ReceivePolicy
+from tfshare.workflows.exchange import Credentials, open_file, seal_file
+
+from .common import (
+    JsonFlag,
+    PassphraseFile,
+    StateDir,
+    emit_fields,
+    emit_json,
+    iso,
+    note,
+    now_ms,
+    passphrase,
+    split_list,
+)
+
+log = structlog.get_logger("tfshare.cli")
+
+KeyOpt = Annotated[Path, typer.Option("--key", help="Your agency's key file.")]
+RosterOpt = Annotated[Path, typer.Option("--roster", help="The signed roster.")]
+AnchorOpt = Annotated[Path, typer.Option("--anchor", help="The pinned trust anchor.")]
+
+
+def seal_cmd(
+    key: KeyOpt,
+    roster: RosterOpt,
+    anchor: AnchorOpt,
+    channel: Annotated[str, typer.Option("--channel", help="Channel to send on.")],
+    schema: Annotated[str, typer.Option("--schema", help="e.g. tf.alert/1")],
+    body: Annotated[Path, typer.Option("--in", help="The message body, a JSON file.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the .tfenv file.")],
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="Recipients, comma-separated (default: the channel's readers)."),
+    ] = None,
+    passphrase_file: PassphraseFile = None,
+    state: StateDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Sign and encrypt a message body to its recipients, as a .tfenv file."""
+    creds = Credentials(key, passphrase(passphrase_file, confirm=False, purpose=str(key)))
+    sealed = seal_file(
+        creds,
+        roster_path=roster,
+        anchor_path=anchor,
+        channel=channel,
+        to=split_list(to),
+        schema_name=schema,
+        body_path=body,
+        out_path=out,
+        state_dir=state,
+        clock=now_ms,
+    )
+    log.info("envelope_sealed", msg_id=sealed.msg_id, env_hash=sealed.env_hash,
+             channel=channel, recipients=len(sealed.recipients), size=len(sealed.data))
+    info = {
+        "out": str(out),
+        "msg_id": sealed.msg_id.hex(),
+        "env_hash": sealed.env_hash.hex(),
+        "channel": channel,
+        "schema": schema,
+        "recipients": list(sealed.recipients),
+        "seq": sealed.seq,
+        "time": iso(sealed.ts_ms),
+        "size": len(sealed.data),
+    }
+    if as_json:
+        emit_json(info)
+        return
+    note(f"sealed {schema} for {', '.join(sealed.recipients)} -> {out} ({len(sealed.data)} bytes)")
+    emit_fields([("msg_id", sealed.msg_id.hex()), ("env_hash", sealed.env_hash.hex())])
+
+
+def open_cmd(
+    envelope: Annotated[Path, typer.Argument(help="The .tfenv file.")],
+    key: KeyOpt,
+    roster: RosterOpt,
+    anchor: AnchorOpt,
+    passphrase_file: PassphraseFile = None,
+    state: StateDir = None,
+    max_age_days: Annotated[
+        float, typer.Option("--max-age-days", help="Refuse messages older than this (E_STALE).")
+    ] = DEFAULT_MAX_AGE_MS / 86_400_000,
+    as_json: JsonFlag = False,
+) -> None:
+    """Verify and decrypt a .tfenv file; exit 3 with the code if it is rejected."""
+    creds = Credentials(key, passphrase(passphrase_file, confirm=False, purpose=str(key)))
+    outcome = open_file(
+        creds,
+        envelope,
+        roster_path=roster,
+        anchor_path=anchor,
+        state_dir=state,
+        clock=now_ms,
+        policy=ReceivePolicy(max_age_ms=int(max_age_days * 86_400_000)),
+    )
+    if isinstance(outcome, Rejection):
+        log.info("envelope_rejected", code=outcome.code.value, env_hash=outcome.env_hash)
+        if as_json:
+            emit_json({"outcome": "rejected", "code": outcome.code.value,
+                       "reason": outcome.reason, "env_hash": outcome.env_hash.hex()})
+        note(f"tfshare: error: message rejected: {outcome.code.value} ({outcome.reason})")
+        note("tfshare: hint: do not act on it; report the code to the sender or a coordinator")
+        raise typer.Exit(ExitCode.REJECTED)
+    if isinstance(outcome, Duplicate):
+        log.info("envelope_duplicate", msg_id=outcome.msg_id, env_hash=outcome.env_hash)
+        if as_json:
+            emit_json({"outcome": "duplicate", "code": "DUPLICATE", "sender": outcome.sender,
+                       "msg_id": outcome.msg_id.hex(), "env_hash": outcome.env_hash.hex()})
+        note(f"tfshare: error: DUPLICATE: message {outcome.msg_id.hex()} from {outcome.sender} "
+             "was already opened with this state")
+        note("tfshare: hint: it was delivered before; nothing new to act on")
+        raise typer.Exit(ExitCode.REJECTED)
+    _render_delivered(outcome, as_json)
+
+
+def _render_delivered(outcome: Delivered, as_json: bool) -> None:
+    message = outcome.message
+    log.info("envelope_delivered", msg_id=message.msg_id, env_hash=message.env_hash,
+             sender=message.sender, channel=message.channel, seq=message.seq,
+             seq_note=outcome.seq_note)
+    body: Any = None
+    from tfshare.messages import BuiltinSchemas
+
+    schema = BuiltinSchemas().lookup(message.schema)
+    body = schema.to_builtins(message.record) if schema else None
+    info = {
+        "outcome": "delivered",
+        "sender": message.sender,
+        "fingerprint": message.fingerprint,
+        "time": iso(message.ts_ms),
+        "taskforce": message.taskforce,
+        "channel": message.channel,
+        "schema": message.schema,
+        "schema_fp": message.schema_fp.hex(),
+        "msg_id": message.msg_id.hex(),
+        "env_hash": message.env_hash.hex(),
+        "seq": message.seq,
+        "recipients": list(message.recipients),
+        "body": body,
+    }
+    if outcome.roster_expired:
+        note("warning: the roster has expired; ask the coordinators for a re-signed one")
+    if outcome.seq_note:
+        note(f"note: sequence {outcome.seq_note} from {message.sender} on {message.channel}")
+    if as_json:
+        emit_json(info)
+        return
+    emit_fields([
+        ("verified sender", message.sender),
+        ("fingerprint", message.fingerprint),
+        ("sent", f"{info['time']} (seq {message.seq})"),
+        ("channel", f"{message.channel} @ {message.taskforce}"),
+        ("schema", f"{message.schema} ({info['schema_fp'][:16]})"),
+        ("recipients", ", ".join(message.recipients)),
+        ("msg_id", info["msg_id"]),
+    ])
+    typer.echo(json.dumps(body, indent=2, ensure_ascii=False))

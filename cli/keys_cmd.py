@@ -1,0 +1,77 @@
+"""``tfshare keys``: create and describe agency identities."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tfshare.keyfile import DEFAULT_KDF
+from tfshare.workflows import keys as workflow
+
+from .common import JsonFlag, PassphraseFile, emit_fields, emit_json, note, now_ms, passphrase
+
+app = typer.Typer(help="Create and inspect agency keys and cards.", no_args_is_help=True)
+
+
+@app.command("init")
+def init_cmd(
+    agency_id: Annotated[str, typer.Argument(help="Agency id, e.g. police-north.")],
+    directory: Annotated[Path, typer.Option("--dir", help="Where to write AGENCY.key/.card.")],
+    name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
+    passphrase_file: PassphraseFile = None,
+    kdf: Annotated[
+        str,
+        typer.Option(
+            "--kdf",
+            envvar="TFSHARE_KDF",
+            help="Argon2id cost: interactive, moderate, sensitive (insecure-test for tests).",
+        ),
+    ] = DEFAULT_KDF,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create AGENCY.key (secret, passphrase-protected, 0600) and AGENCY.card (public)."""
+    secret = passphrase(passphrase_file, confirm=True, purpose=f"the new key of {agency_id}")
+    key, card = workflow.init_keys(
+        agency_id, directory, display_name=name, passphrase=secret, kdf=kdf, now_ms=now_ms()
+    )
+    if as_json:
+        emit_json({"key": key.path, "card": card.path, **_public(card)})
+        return
+    note(f"wrote {key.path} (secret: keep it, back it up, never send it)")
+    note(f"wrote {card.path} (public: send it to a coordinator)")
+    _render(card)
+
+
+@app.command("show")
+def show_cmd(
+    path: Annotated[Path, typer.Argument(help="A .key or .card file.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Show the agency, key ids and fingerprint of a key file or card (no passphrase needed)."""
+    info = workflow.describe(path)
+    if as_json:
+        emit_json(_public(info))
+    else:
+        _render(info)
+
+
+def _public(info: workflow.KeyInfo) -> dict[str, object]:
+    return {k: v for k, v in dataclasses.asdict(info).items() if v is not None}
+
+
+def _render(info: workflow.KeyInfo) -> None:
+    rows = [("agency", info.agency_id)]
+    if info.display_name:
+        rows.append(("name", info.display_name))
+    rows += [
+        ("file", f"{info.path} ({'secret key file' if info.kind == 'key' else 'agency card'})"),
+        ("fingerprint", info.fingerprint),
+        ("signing kid", info.kid_sig),
+        ("encryption kid", info.kid_enc),
+    ]
+    if info.nats_user:
+        rows.append(("nats user", info.nats_user))
+    emit_fields(rows)

@@ -1,0 +1,220 @@
+"""``tfshare roster``: build, sign, pin, verify and review the task-force roster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from tfshare import roster as R
+from tfshare.keys import fingerprint
+from tfshare.store import StateStore
+from tfshare.workflows import rosters as workflow
+from tfshare.workflows.filekinds import load_anchor, read_kind
+from tfshare.workflows.keys import load_identity
+
+from .common import (
+    JsonFlag,
+    PassphraseFile,
+    emit_fields,
+    emit_json,
+    note,
+    now_ms,
+    passphrase,
+)
+
+app = typer.Typer(help="Edit, sign and verify the task-force roster.", no_args_is_help=True)
+
+RosterPath = Annotated[Path, typer.Argument(help="The roster file.")]
+
+
+def _saved(roster: R.Roster, what: str) -> None:
+    note(f"{what}; roster seq {roster.seq} is unsigned: {roster.threshold} coordinator "
+         "signature(s) needed (tfshare roster sign)")
+
+
+@app.command("init")
+def init_cmd(
+    taskforce: Annotated[str, typer.Option("--taskforce", help="Task-force name.")],
+    coordinator: Annotated[
+        list[Path], typer.Option("--coordinator", help="A coordinator's card (repeat).")
+    ],
+    threshold: Annotated[int, typer.Option("--threshold", help="Signatures needed (k).")],
+    out: Annotated[Path, typer.Option("--out", help="The roster file to create.")],
+    valid_days: Annotated[int, typer.Option("--valid-days", help="Lifetime of each version.")] = 90,
+) -> None:
+    """Create a roster whose members are the founding coordinators."""
+    roster = workflow.init(
+        out,
+        taskforce=taskforce,
+        coordinator_cards=coordinator,
+        threshold=threshold,
+        valid_days=valid_days,
+        now_ms=now_ms(),
+    )
+    _saved(roster, f"created {out}")
+
+
+@app.command("add")
+def add_cmd(
+    path: RosterPath,
+    card: Annotated[Path, typer.Argument(help="The agency's card (check its fingerprint!).")],
+    role: Annotated[
+        Literal["member", "coordinator", "auditor", "key-manager"], typer.Option("--role")
+    ] = "member",
+) -> None:
+    """Add an agency from its card."""
+    roster = workflow.add(path, card, role=role, now_ms=now_ms())
+    _saved(roster, f"added {roster.members[-1].agency_id} as {role}")
+
+
+@app.command("grant")
+def grant_cmd(
+    path: RosterPath,
+    agency: Annotated[str, typer.Argument(help="Agency id.")],
+    channel: Annotated[str, typer.Option("--channel", help="Channel name (created if new).")],
+    read: Annotated[bool, typer.Option("--read", help="May read the channel.")] = False,
+    write: Annotated[bool, typer.Option("--write", help="May write the channel.")] = False,
+) -> None:
+    """Let an agency read and/or write a channel."""
+    roster = workflow.grant(path, agency, channel=channel, read=read, write=write, now_ms=now_ms())
+    rights = "+".join(r for r, on in (("read", read), ("write", write)) if on)
+    _saved(roster, f"granted {rights} on {channel} to {agency}")
+
+
+@app.command("channel")
+def channel_cmd(
+    path: RosterPath,
+    channel: Annotated[str, typer.Argument(help="Channel name.")],
+    schema: Annotated[
+        list[str] | None,
+        typer.Option("--schema", help="Allowed schema subject, e.g. tf.alert (repeat)."),
+    ] = None,
+) -> None:
+    """Restrict which message types a channel carries (no --schema: any known type)."""
+    roster = workflow.channel_schemas(path, channel, schema or [], now_ms=now_ms())
+    _saved(roster, f"channel {channel} takes {', '.join(schema or []) or 'any schema'}")
+
+
+@app.command("revoke")
+def revoke_cmd(
+    path: RosterPath,
+    agency: Annotated[str, typer.Argument(help="Agency id.")],
+    reason: Annotated[Literal["retired", "compromised"], typer.Option("--reason")],
+) -> None:
+    """Remove an agency and revoke its signing keys (compromised: even earlier messages)."""
+    roster = workflow.revoke(path, agency, reason=reason, now_ms=now_ms())
+    _saved(roster, f"revoked {agency} ({reason})")
+
+
+@app.command("sign")
+def sign_cmd(
+    path: RosterPath,
+    key: Annotated[Path, typer.Option("--key", help="Your coordinator key file.")],
+    passphrase_file: PassphraseFile = None,
+) -> None:
+    """Add your coordinator signature to the roster."""
+    identity = load_identity(key, passphrase(passphrase_file, confirm=False, purpose=str(key)))
+    roster, approvals, is_coordinator = workflow.sign(path, identity)
+    if not is_coordinator:
+        note(f"note: {identity.agency_id} is not a coordinator of this roster; the signature "
+             "counts only as an outgoing coordinator's approval of a coordinator change")
+    note(f"signed roster seq {roster.seq} as {identity.agency_id}: "
+         f"{len(approvals)} of {roster.threshold} coordinator signature(s)")
+
+
+@app.command("anchor")
+def anchor_cmd(
+    path: RosterPath,
+    out: Annotated[Path, typer.Option("--out", help="The anchor file to write.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Export the trust anchor (coordinator keys and threshold) for agencies to pin."""
+    anchor = workflow.export_anchor(path, out)
+    coordinators = [
+        {"agency": k.agency_id, "fingerprint": fingerprint(k.sign_pk)}
+        for k in anchor.coordinators
+    ]
+    if as_json:
+        emit_json({"taskforce": anchor.taskforce, "threshold": anchor.threshold,
+                   "coordinators": coordinators, "out": str(out)})
+        return
+    note(f"wrote {out}; agencies pin it after checking these fingerprints by phone:")
+    emit_fields([("taskforce", anchor.taskforce), ("threshold", str(anchor.threshold))]
+                + [(c["agency"], c["fingerprint"]) for c in coordinators])
+
+
+@app.command("verify")
+def verify_cmd(
+    path: RosterPath,
+    anchor: Annotated[Path, typer.Option("--anchor", help="The pinned trust anchor.")],
+    state: Annotated[
+        Path | None,
+        typer.Option("--state", help="Also check against this state directory (read-only)."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check a roster against the anchor (and the persisted state): exit 0 or 6 with a code."""
+    pinned = load_anchor(anchor)
+    saved = None
+    if state is not None:
+        store = StateStore(state / "state.db")
+        try:
+            saved = store.roster_state(pinned.taskforce)
+        finally:
+            store.close()
+    trusted, _ = R.verify_roster(
+        read_kind(path, "roster"), anchor=pinned, state=saved, now_ms=now_ms()
+    )
+    expired = trusted.expired(now_ms())
+    if as_json:
+        emit_json({"valid": True, "taskforce": trusted.taskforce, "seq": trusted.seq,
+                   "expired": expired})
+        return
+    note(f"roster seq {trusted.seq} of {trusted.taskforce} is valid"
+         + (" but EXPIRED: sending is refused until it is re-signed" if expired else ""))
+
+
+@app.command("show")
+def show_cmd(path: RosterPath, as_json: JsonFlag = False) -> None:
+    """Show the roster for review (members, fingerprints, channels, revocations, signatures)."""
+    info = workflow.summary(path)
+    if as_json:
+        emit_json(info)
+        return
+    emit_fields([
+        ("taskforce", info["taskforce"]),
+        ("seq", str(info["seq"])),
+        ("issued", info["issued"]),
+        ("expires", info["expires"]),
+        ("signed", f"{', '.join(info['signed_by']) or 'nobody'} "
+                   f"({len(info['signed_by'])} of {info['threshold']} needed)"),
+    ])
+    typer.echo("members:")
+    for m in info["members"]:
+        revoked = [k for k in m["sign_keys"] if k["revoked"]]
+        flag = f" [{m['status']}]" if m["status"] != "active" else ""
+        flag += f" [revoked: {revoked[0]['revoked']}]" if revoked else ""
+        typer.echo(f"  {m['agency']:<20} {','.join(m['roles']):<12} {m['fingerprint']}{flag}")
+        typer.echo(f"  {'':<20} {m['name']}")
+    typer.echo("channels:")
+    for c in info["channels"]:
+        typer.echo(f"  {c['name']}: read {','.join(c['readers']) or '-'}; "
+                   f"write {','.join(c['writers']) or '-'}; "
+                   f"schemas {','.join(c['schemas']) or 'any'}")
+
+
+@app.command("diff")
+def diff_cmd(
+    old: Annotated[Path, typer.Argument(help="The roster in force.")],
+    new: Annotated[Path, typer.Argument(help="The proposed roster.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Show what signing NEW would approve, compared with OLD."""
+    changes = workflow.diff(old, new)
+    if as_json:
+        emit_json({"changes": changes})
+        return
+    for change in changes or ["no changes"]:
+        typer.echo(change)

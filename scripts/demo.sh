@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# tfshare demo: a task force of one coordinator and three agencies, built and used offline.
+# Runs unattended (passphrases come from files) in a fresh directory under demo-out/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TFSHARE=${TFSHARE:-tfshare}
+OUT=${DEMO_DIR:-demo-out}
+rm -rf "$OUT"; mkdir -p "$OUT/keys" "$OUT/msgs"
+export TFSHARE_HOME="$OUT/home"
+export TFSHARE_KDF=interactive   # faster key files for the demo; the default is "moderate"
+K="$OUT/keys"
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+run()  { printf '$ %s\n' "$*"; "$@"; }
+expect_reject() {  # run a command that must be refused with exit code 3
+  printf '$ %s\n' "$*"
+  set +e; "$@"; rc=$?; set -e
+  if [ "$rc" -ne 3 ]; then echo "demo: expected exit 3, got $rc" >&2; exit 1; fi
+  echo "(exit $rc, as expected)"
+}
+
+step "1. Each agency creates its keys (secret .key, public .card)"
+for a in coord police-nl ngo-hotline labour-insp outsider; do
+  printf 'demo passphrase of %s\n' "$a" > "$K/$a.pass"; chmod 600 "$K/$a.pass"
+done
+run $TFSHARE keys init coord       --dir "$K" --name "Task force coordination office" --passphrase-file "$K/coord.pass"
+run $TFSHARE keys init police-nl   --dir "$K" --name "Police, human trafficking unit" --passphrase-file "$K/police-nl.pass" >/dev/null
+run $TFSHARE keys init ngo-hotline --dir "$K" --name "NGO hotline"                    --passphrase-file "$K/ngo-hotline.pass" >/dev/null
+run $TFSHARE keys init labour-insp --dir "$K" --name "Labour inspectorate"            --passphrase-file "$K/labour-insp.pass" >/dev/null
+run $TFSHARE keys init outsider    --dir "$K" --name "Not a member"                   --passphrase-file "$K/outsider.pass" >/dev/null
+
+step "2. The coordinator builds the roster, checking each card's fingerprint by phone"
+run $TFSHARE keys show "$K/police-nl.card"
+R="$OUT/taskforce.roster"
+run $TFSHARE roster init --taskforce nl-north --coordinator "$K/coord.card" --threshold 1 --out "$R"
+for a in police-nl ngo-hotline labour-insp; do run $TFSHARE roster add "$R" "$K/$a.card"; done
+run $TFSHARE roster grant "$R" police-nl   --channel alerts --read --write
+run $TFSHARE roster grant "$R" ngo-hotline --channel alerts --read
+run $TFSHARE roster grant "$R" labour-insp --channel alerts --read --write
+run $TFSHARE roster sign "$R" --key "$K/coord.key" --passphrase-file "$K/coord.pass"
+run $TFSHARE roster anchor "$R" --out "$OUT/taskforce.anchor"
+run $TFSHARE roster show "$R"
+
+step "3. Police seals an urgent alert to the 'alerts' channel (all its readers)"
+COMMON=(--roster "$R" --anchor "$OUT/taskforce.anchor")
+run $TFSHARE seal --key "$K/police-nl.key" --passphrase-file "$K/police-nl.pass" "${COMMON[@]}" \
+    --channel alerts --schema tf.alert/1 --in examples/alert.json --out "$OUT/msgs/alert.tfenv"
+
+step "4. The NGO hotline opens it: verified sender, fingerprint, then the body"
+run $TFSHARE open "$OUT/msgs/alert.tfenv" --key "$K/ngo-hotline.key" --passphrase-file "$K/ngo-hotline.pass" "${COMMON[@]}"
+
+step "5. Attacks the receivers catch"
+echo "-- a non-member (not in the roster) cannot open it:"
+expect_reject $TFSHARE open "$OUT/msgs/alert.tfenv" --key "$K/outsider.key" --passphrase-file "$K/outsider.pass" "${COMMON[@]}"
+echo "-- a copy with one byte changed in transit:"
+python3 - "$OUT/msgs/alert.tfenv" "$OUT/msgs/tampered.tfenv" <<'PY'
+import sys
+data = bytearray(open(sys.argv[1], "rb").read())
+data[-100] ^= 0x01   # inside the ciphertext
+open(sys.argv[2], "wb").write(bytes(data))
+PY
+expect_reject $TFSHARE open "$OUT/msgs/tampered.tfenv" --key "$K/labour-insp.key" --passphrase-file "$K/labour-insp.pass" "${COMMON[@]}"
+echo "-- the same envelope delivered again (replay):"
+expect_reject $TFSHARE open "$OUT/msgs/alert.tfenv" --key "$K/ngo-hotline.key" --passphrase-file "$K/ngo-hotline.pass" "${COMMON[@]}"
+
+step "Done: one alert delivered to its readers; non-member, tampering and replay refused."

@@ -1,0 +1,92 @@
+"""Canonical bytes: labels, length prefixes, BLAKE2b, and strict msgpack for signed structures.
+
+Owns: ``label``/``u32``/``blake2b_256`` (the notation of PROTOCOL.md), the shared field
+constraints (``Uint``, ``Bytes32``, ...), and ``encode``/``decode_canonical``, which accept a
+structure only if re-encoding it gives back exactly the bytes received.
+
+Never: touch the network or disk; encode floats, nil or ext types in anything signed or hashed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from typing import Annotated, Any, Final, TypeVar
+
+import msgspec
+
+MAX_UINT: Final = 2**53 - 1  # integers travel through JavaScript peers unchanged below this
+
+Uint = Annotated[int, msgspec.Meta(ge=0, le=MAX_UINT)]
+Bytes8 = Annotated[bytes, msgspec.Meta(min_length=8, max_length=8)]
+Bytes16 = Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
+Bytes24 = Annotated[bytes, msgspec.Meta(min_length=24, max_length=24)]
+Bytes32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+Bytes48 = Annotated[bytes, msgspec.Meta(min_length=48, max_length=48)]
+Bytes64 = Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
+
+# Identifiers become NATS subject tokens (tf.<taskforce>.ch.<channel>.<agency>), so no dots,
+# wildcards or spaces; lowercase so that two spellings never name one agency.
+NAME_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,31}$"
+Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
+DisplayName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+_NAME_RE: Final = re.compile(NAME_PATTERN)
+
+T = TypeVar("T")
+
+_encoder: Final = msgspec.msgpack.Encoder()
+
+
+def label(name: str) -> bytes:
+    """L(x): the ASCII label followed by one zero byte, so no label is a prefix of another."""
+    return name.encode("ascii") + b"\x00"
+
+
+def u32(data: bytes) -> bytes:
+    """u32(x): a 4-byte big-endian length, then x, so concatenations cannot be re-split."""
+    if len(data) > 0xFFFFFFFF:
+        raise ValueError("field longer than 2^32-1 bytes")
+    return len(data).to_bytes(4, "big") + data
+
+
+def blake2b_256(data: bytes, key: bytes = b"") -> bytes:
+    """H(m) or H(m, key): BLAKE2b with a 32-byte digest, libsodium's crypto_generichash."""
+    return hashlib.blake2b(data, digest_size=32, key=key).digest()
+
+
+def is_name(value: str) -> bool:
+    """True if value is a valid agency, task-force or channel name."""
+    return _NAME_RE.fullmatch(value) is not None
+
+
+def encode(obj: Any) -> bytes:
+    """Canonical msgpack of a Struct (array_like) or plain value: smallest widths, no floats."""
+    return _encoder.encode(obj)
+
+
+class NonCanonical(ValueError):
+    """Bytes decode, but are not the canonical encoding of what they decode to."""
+
+
+def decode_canonical(data: bytes, decoder: msgspec.msgpack.Decoder[T]) -> T:
+    """Strictly decode ``data`` and insist that it is the canonical encoding of the result.
+
+    Raises ``msgspec.DecodeError``/``msgspec.ValidationError`` for malformed input and
+    ``NonCanonical`` when the bytes are well formed but not canonical (wider integers or
+    lengths than needed): two implementations must never disagree about what was signed.
+    """
+    value = decoder.decode(data)
+    if _encoder.encode(value) != data:
+        raise NonCanonical("non-canonical encoding")
+    return value
+
+
+def b32(data: bytes) -> str:
+    """Lowercase RFC 4648 base32 without padding (fingerprints, for reading aloud)."""
+    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
+
+
+def group(text: str, size: int = 4) -> str:
+    """Split text into space-separated groups of ``size`` characters."""
+    return " ".join(text[i : i + size] for i in range(0, len(text), size))

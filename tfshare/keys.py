@@ -1,0 +1,237 @@
+"""Agency identities: the secret ``Identity``, the public ``Card``, key ids and fingerprints.
+
+Owns: key generation from supplied randomness, the self-signed agency card, the binding of an
+agency's encryption key to its signing key, ``kid_sig``/``kid_enc`` and the fingerprint people
+read aloud.
+
+Never: print or repr secret material (``Identity.__repr__`` shows ids only); convert an Ed25519
+key into an X25519 one (signing and encryption keys are separate, generated separately).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Final
+
+import msgspec
+import nkeys  # type: ignore[import-untyped,unused-ignore]
+from nacl import bindings
+from nacl.exceptions import BadSignatureError, CryptoError
+
+from tfshare.encoding import (
+    Bytes32,
+    Bytes64,
+    DisplayName,
+    Name,
+    NonCanonical,
+    Uint,
+    b32,
+    blake2b_256,
+    decode_canonical,
+    encode,
+    group,
+    label,
+    u32,
+)
+from tfshare.errors import TrustError
+
+Random = Callable[[int], bytes]
+"""A source of randomness: ``rng(n)`` returns n bytes (``os.urandom`` in production)."""
+
+L_KID_SIG: Final = label("tfshare/v1/kid/sig")
+L_KID_ENC: Final = label("tfshare/v1/kid/enc")
+L_FP: Final = label("tfshare/v1/fp")
+L_CARD: Final = label("tfshare/v1/card")
+L_ENC_BIND: Final = label("tfshare/v1/enc-bind")
+
+NatsUser = Annotated[str, msgspec.Meta(pattern=r"^U[A-Z2-7]{55}$")]
+
+
+def kid_sig(sign_pk: bytes) -> bytes:
+    """8-byte id of an Ed25519 public key."""
+    return blake2b_256(L_KID_SIG + sign_pk)[:8]
+
+
+def kid_enc(enc_pk: bytes) -> bytes:
+    """8-byte id of an X25519 public key."""
+    return blake2b_256(L_KID_ENC + enc_pk)[:8]
+
+
+def fingerprint(sign_pk: bytes) -> str:
+    """The agency fingerprint: 20 bytes of H(L(fp) || sign_pk), lowercase base32, grouped by 4."""
+    return group(b32(blake2b_256(L_FP + sign_pk)[:20]))
+
+
+def enc_binding_message(agency_id: str, enc_pk: bytes) -> bytes:
+    """What an agency signs to say "this X25519 key is mine"; carried into the roster."""
+    return L_ENC_BIND + u32(agency_id.encode()) + enc_pk
+
+
+def verify_signature(sign_pk: bytes, message: bytes, signature: bytes) -> bool:
+    """Ed25519 verification that answers True/False instead of raising."""
+    if len(signature) != 64 or len(sign_pk) != 32:
+        return False
+    try:
+        # PyNaCl exposes only the combined form: verify sig || message.
+        bindings.crypto_sign_open(signature + message, sign_pk)
+    except (BadSignatureError, CryptoError, ValueError, TypeError):
+        return False
+    return True
+
+
+class Identity:
+    """An agency's secret keys. Never printed: ``repr`` shows the agency and key ids only."""
+
+    __slots__ = (
+        "_enc_sk",
+        "_nats_seed",
+        "_sign_sk",
+        "agency_id",
+        "created_ms",
+        "display_name",
+        "enc_pk",
+        "sign_pk",
+    )
+
+    def __init__(
+        self,
+        *,
+        agency_id: str,
+        display_name: str,
+        sign_seed: bytes,
+        enc_sk: bytes,
+        nats_seed: bytes,
+        created_ms: int,
+    ) -> None:
+        if len(sign_seed) != 32 or len(enc_sk) != 32 or len(nats_seed) != 32:
+            raise ValueError("identity keys must be 32-byte seeds")
+        self.agency_id = agency_id
+        self.display_name = display_name
+        self.created_ms = created_ms
+        self.sign_pk, self._sign_sk = bindings.crypto_sign_seed_keypair(sign_seed)
+        self._enc_sk = enc_sk
+        self.enc_pk: bytes = bindings.crypto_scalarmult_base(enc_sk)
+        self._nats_seed = nats_seed
+
+    @classmethod
+    def generate(
+        cls, agency_id: str, display_name: str, *, rng: Random, now_ms: int
+    ) -> Identity:
+        """A new identity from ``rng``: independent signing, encryption and NATS seeds."""
+        return cls(
+            agency_id=agency_id,
+            display_name=display_name,
+            sign_seed=rng(32),
+            enc_sk=rng(32),
+            nats_seed=rng(32),
+            created_ms=now_ms,
+        )
+
+    def __repr__(self) -> str:
+        return f"Identity(agency_id={self.agency_id!r}, kid_sig={self.kid_sig.hex()}, <secret>)"
+
+    def __reduce__(self) -> str | tuple[object, ...]:
+        raise TypeError("Identity holds secret keys and cannot be pickled")
+
+    @property
+    def kid_sig(self) -> bytes:
+        return kid_sig(self.sign_pk)
+
+    @property
+    def kid_enc(self) -> bytes:
+        return kid_enc(self.enc_pk)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.sign_pk)
+
+    @property
+    def nats_user(self) -> str:
+        """The NATS user public nkey ("U..."), used only to authenticate to the broker."""
+        pair = nkeys.from_seed(self.nats_seed_encoded())
+        public: bytes = pair.public_key
+        return public.decode("ascii")
+
+    def nats_seed_encoded(self) -> bytes:
+        """The NATS user seed in nkey text form ("SU..."); secret: for the broker connection."""
+        seed: bytes = nkeys.encode_seed(self._nats_seed, nkeys.PREFIX_BYTE_USER)
+        return seed
+
+    def sign(self, message: bytes) -> bytes:
+        """Ed25519 signature over message."""
+        signed: bytes = bindings.crypto_sign(message, self._sign_sk)
+        return signed[:64]
+
+    def x25519(self, peer_pk: bytes) -> bytes:
+        """X25519(enc_sk, peer_pk); the caller must reject an all-zero result."""
+        shared: bytes = bindings.crypto_scalarmult(self._enc_sk, peer_pk)
+        return shared
+
+    def secret_material(self) -> tuple[bytes, bytes, bytes]:
+        """(sign_seed, enc_sk, nats_seed) for the key file; nothing else should call this."""
+        return self._sign_sk[:32], self._enc_sk, self._nats_seed
+
+    def card_body(self) -> CardBody:
+        """This agency's public card contents (what ``verify_card`` returns)."""
+        return CardBody(
+            agency_id=self.agency_id,
+            display_name=self.display_name,
+            sign_pk=self.sign_pk,
+            enc_pk=self.enc_pk,
+            nats_user=self.nats_user,
+            created_ms=self.created_ms,
+            enc_bind_sig=self.sign(enc_binding_message(self.agency_id, self.enc_pk)),
+        )
+
+    def card(self) -> Card:
+        """This agency's self-signed public card."""
+        body_bytes = encode(self.card_body())
+        return Card(body=body_bytes, self_sig=self.sign(L_CARD + u32(body_bytes)))
+
+
+class CardBody(msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen=True):
+    """The public part of an agency's identity (see PROTOCOL.md, "Agency card")."""
+
+    agency_id: Name
+    display_name: DisplayName
+    sign_pk: Bytes32
+    enc_pk: Bytes32
+    nats_user: NatsUser
+    created_ms: Uint
+    enc_bind_sig: Bytes64
+
+
+class Card(
+    msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen=True, tag="tfshare-card/1"
+):
+    """The card file: the encoded body and the agency's signature over it."""
+
+    body: bytes
+    self_sig: Bytes64
+
+
+_body_decoder: Final = msgspec.msgpack.Decoder(CardBody)
+
+
+def verify_card(card: Card) -> CardBody:
+    """Decode and check a card: canonical body, self-signature, encryption-key binding."""
+    hint = "ask the agency to send its card again (tfshare keys init writes it)"
+    try:
+        body = decode_canonical(card.body, _body_decoder)
+    except (msgspec.DecodeError, msgspec.ValidationError, NonCanonical) as exc:
+        raise TrustError(f"the card is malformed ({_reason(exc)})", hint=hint) from None
+    if not verify_signature(body.sign_pk, L_CARD + u32(card.body), card.self_sig):
+        raise TrustError(f"the card of {body.agency_id!r} has a bad self-signature", hint=hint)
+    if not verify_signature(
+        body.sign_pk, enc_binding_message(body.agency_id, body.enc_pk), body.enc_bind_sig
+    ):
+        raise TrustError(
+            f"the card of {body.agency_id!r} does not bind its encryption key", hint=hint
+        )
+    return body
+
+
+def _reason(exc: Exception) -> str:
+    # msgspec messages name the path ("Expected `bytes`, got `str` - at `$[2]`") and never
+    # echo the value, so they are safe to show.
+    return str(exc).split("\n", 1)[0]

@@ -1,0 +1,61 @@
+"""The replay store interface and its in-memory implementation.
+
+Owns: ``ReplayStore``, the one-method-per-question contract between the receive pipeline and
+whatever persists what was delivered (``tfshare.store.SqliteReplayStore`` on disk), and
+``MemoryReplayStore`` for tests and one-shot tools.
+
+Entries are keyed by (sender_kid, msg_id) and remember the envelope hash, so an exact replay
+is a DUPLICATE and a different envelope under the same id is equivocation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ReplayEntry:
+    sender_kid: bytes
+    msg_id: bytes
+    env_hash: bytes
+    ts_ms: int
+    sender: str
+    channel: str
+    seq: int
+
+
+class ReplayStore(Protocol):
+    """What the receive pipeline asks of persistent replay state."""
+
+    def lookup(self, sender_kid: bytes, msg_id: bytes) -> bytes | None:
+        """The env_hash recorded for this (sender_kid, msg_id), or None."""
+        ...
+
+    def last_seq(self, sender: str, channel: str) -> int | None:
+        """The highest seq delivered from sender on channel, or None."""
+        ...
+
+    def record(self, entry: ReplayEntry) -> None:
+        """Remember a delivered envelope (and raise the sender's seq high-water mark)."""
+        ...
+
+
+class MemoryReplayStore:
+    """A ReplayStore in a dict: for tests, benchmarks and short-lived tools."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[bytes, bytes], ReplayEntry] = {}
+        self.seqs: dict[tuple[str, str], int] = {}
+
+    def lookup(self, sender_kid: bytes, msg_id: bytes) -> bytes | None:
+        entry = self.entries.get((sender_kid, msg_id))
+        return entry.env_hash if entry else None
+
+    def last_seq(self, sender: str, channel: str) -> int | None:
+        return self.seqs.get((sender, channel))
+
+    def record(self, entry: ReplayEntry) -> None:
+        self.entries[(entry.sender_kid, entry.msg_id)] = entry
+        key = (entry.sender, entry.channel)
+        self.seqs[key] = max(entry.seq, self.seqs.get(key, entry.seq))

@@ -1,0 +1,481 @@
+"""Sealing and opening one envelope: the recipe layer of PROTOCOL.md.
+
+Owns: ``seal`` (sign and encrypt to 1..256 recipients, direct mode) and ``open_envelope``
+(the receiver's ordered checks, each with its stable ``RejectCode``). Callers never choose
+nonces, labels or keys; clock and randomness are arguments so every check is testable at its
+exact edge and test vectors are reproducible.
+
+Invariants:
+- nothing secret-keyed happens before the signature verifies (check 5 precedes 7 and 8);
+- nothing is returned unless every check passed; a rejection carries a code and no plaintext;
+- ``open_envelope`` reads the replay store but never writes it (``tfshare.protocol`` records
+  only after delivery, so a rejected envelope leaves the store unchanged).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import msgspec
+from nacl import bindings
+from nacl.exceptions import CryptoError
+
+from tfshare.encoding import NonCanonical, blake2b_256, label, u32
+from tfshare.envelope import (
+    DEFAULT_MAX_AGE_MS,
+    MAX_ENVELOPE,
+    MAX_RECIPIENTS,
+    MAX_SKEW_MS,
+    SUITE_1,
+    SUPPORTED_SUITES,
+    VERSION,
+    Envelope,
+    Header,
+    Mode,
+    Plain,
+    Ref,
+    Wrap,
+    pad_length,
+)
+from tfshare.errors import Rejected, RejectCode, TrustError, ValidationError
+from tfshare.keys import Identity, Random, fingerprint, kid_enc
+from tfshare.messages import MessageType, SchemaBook, safe_reason
+from tfshare.replay import ReplayStore
+from tfshare.roster import TrustedRoster
+
+L_WRAP: Final = label("tfshare/v1/wrap")
+L_COMMIT: Final = label("tfshare/v1/commit")
+L_PAYLOAD: Final = label("tfshare/v1/payload")
+L_SIG: Final = label("tfshare/v1/sig")
+ZERO_NONCE: Final = bytes(24)
+ZERO_32: Final = bytes(32)
+
+_encoder: Final = msgspec.msgpack.Encoder()
+_envelope_decoder: Final = msgspec.msgpack.Decoder(Envelope)
+_header_decoder: Final = msgspec.msgpack.Decoder(Header)
+_plain_decoder: Final = msgspec.msgpack.Decoder(Plain)
+
+_aead_encrypt = bindings.crypto_aead_xchacha20poly1305_ietf_encrypt
+_aead_decrypt = bindings.crypto_aead_xchacha20poly1305_ietf_decrypt
+
+
+def signed_message(hdr: bytes, ct: bytes) -> bytes:
+    """What the sender signs: L(sig) || u32(hdr) || u32(ct)."""
+    return L_SIG + u32(hdr) + u32(ct)
+
+
+def wrap_key(shared: bytes, eph_pk: bytes, enc_pk: bytes, msg_id: bytes, sender_kid: bytes) -> bytes:
+    """wk = H(L(wrap) || eph_pk || R || msg_id || sender_kid, key = X25519 shared secret)."""
+    return blake2b_256(L_WRAP + eph_pk + enc_pk + msg_id + sender_kid, key=shared)
+
+
+def key_commitment(payload_key: bytes, msg_id: bytes) -> bytes:
+    """commit = H(L(commit) || msg_id, key = K): binds every recipient to one K."""
+    return blake2b_256(L_COMMIT + msg_id, key=payload_key)
+
+
+def envelope_hash(data: bytes) -> bytes:
+    """env_hash: SHA-256 of the exact envelope bytes (what the audit log and refs use)."""
+    return hashlib.sha256(data).digest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Sealing
+
+
+@dataclass(frozen=True)
+class Recipient:
+    agency_id: str
+    enc_pk: bytes
+
+
+@dataclass(frozen=True)
+class Sealed:
+    data: bytes
+    msg_id: bytes
+    env_hash: bytes
+    recipients: tuple[str, ...]
+    ts_ms: int
+    seq: int
+
+
+def seal_to(
+    *,
+    identity: Identity,
+    taskforce: str,
+    channel: str,
+    roster_seq: int,
+    recipients: Sequence[Recipient],
+    schema: MessageType,
+    body: bytes,
+    seq: int,
+    now_ms: int,
+    rng: Random,
+    refs: Sequence[Ref] = (),
+) -> Sealed:
+    """The construction itself (mode 1): no roster policy, just keys. See ``seal`` for policy."""
+    if not 1 <= len(recipients) <= MAX_RECIPIENTS:
+        raise ValidationError(
+            f"{len(recipients)} recipients; direct mode takes 1 to {MAX_RECIPIENTS}",
+            hint="name fewer recipients with --to",
+        )
+    msg_id = rng(16)
+    nonce = rng(24)
+    payload_key = rng(32)
+    eph_sk = rng(32)
+    eph_pk = bindings.crypto_scalarmult_base(eph_sk)
+    sender_kid = identity.kid_sig
+    wraps: list[Wrap] = []
+    for recipient in recipients:
+        shared = bindings.crypto_scalarmult(eph_sk, recipient.enc_pk)
+        if hmac.compare_digest(shared, ZERO_32):
+            raise TrustError(
+                f"the encryption key of {recipient.agency_id!r} is a degenerate point",
+                hint="the roster entry is corrupt; tell the coordinators",
+            )
+        wk = wrap_key(shared, eph_pk, recipient.enc_pk, msg_id, sender_kid)
+        wct = _aead_encrypt(payload_key, L_WRAP + msg_id, ZERO_NONCE, wk)
+        wraps.append(Wrap(kid_enc(recipient.enc_pk), wct))
+    wraps.sort(key=lambda w: w.kid_enc)
+    header = Header(
+        v=VERSION,
+        suite=SUITE_1,
+        msg_id=msg_id,
+        ts_ms=now_ms,
+        sender=identity.agency_id,
+        sender_kid=sender_kid,
+        taskforce=taskforce,
+        channel=channel,
+        seq=seq,
+        roster_seq=roster_seq,
+        mode=Mode.DIRECT,
+        epoch=0,
+        eph_pk=eph_pk,
+        wraps=wraps,
+        nonce=nonce,
+        commit=key_commitment(payload_key, msg_id),
+        refs=list(refs),
+    )
+    hdr = _encoder.encode(header)
+    unpadded = _encoder.encode(Plain(schema.name, schema.fingerprint, body, b""))
+    plain = _encoder.encode(
+        Plain(schema.name, schema.fingerprint, body, bytes(pad_length(len(unpadded))))
+    )
+    ct = _aead_encrypt(plain, L_PAYLOAD + hdr, nonce, payload_key)
+    data = _encoder.encode(Envelope(VERSION, hdr, ct, identity.sign(signed_message(hdr, ct))))
+    if len(data) > MAX_ENVELOPE:
+        raise ValidationError(
+            f"the sealed message would be {len(data)} bytes; the limit is {MAX_ENVELOPE}",
+            hint="shorten the body or send fewer recipients",
+        )
+    return Sealed(
+        data, msg_id, envelope_hash(data), tuple(r.agency_id for r in recipients), now_ms, seq
+    )
+
+
+def _policy_error(message: str, hint: str) -> TrustError:
+    return TrustError(message, hint=hint)
+
+
+def resolve_recipients(
+    roster: TrustedRoster, channel: str, to: Sequence[str] | None
+) -> list[Recipient]:
+    """Recipients for a message on ``channel``: ``to``, or the channel's active readers.
+
+    Every named recipient must be an active member allowed to read the channel: a sender cannot
+    widen a channel's audience by naming outsiders.
+    """
+    ch = roster.channels[channel]
+    names = list(dict.fromkeys(to)) if to else roster.active_readers(channel)
+    recipients: list[Recipient] = []
+    for name in names:
+        member = roster.members.get(name)
+        if member is None:
+            raise _policy_error(
+                f"agency {name!r} is not in the roster",
+                hint="check the spelling; 'tfshare roster show' lists the agencies",
+            )
+        if member.status != "active" or name not in ch.readers:
+            raise _policy_error(
+                f"agency {name!r} may not read channel {channel!r}",
+                hint="send only to the channel's readers, or ask a coordinator to grant access",
+            )
+        recipients.append(Recipient(name, member.enc_key.pk))
+    if not recipients:
+        raise _policy_error(
+            f"channel {channel!r} has no active readers",
+            hint="ask a coordinator to grant read access (roster grant --read)",
+        )
+    return recipients
+
+
+def seal(
+    *,
+    identity: Identity,
+    roster: TrustedRoster,
+    channel: str,
+    to: Sequence[str] | None,
+    schema: MessageType,
+    body: bytes,
+    seq: int,
+    now_ms: int,
+    rng: Random,
+    refs: Sequence[Ref] = (),
+) -> Sealed:
+    """Seal ``body`` (already validated against ``schema``) from ``identity`` on ``channel``.
+
+    Refuses what a receiver would reject: an expired roster, a sender that is not an active
+    writer with this key, a schema the channel does not allow, recipients outside the channel.
+    """
+    roster.check_sendable(now_ms)
+    if channel not in roster.channels:
+        raise _policy_error(
+            f"channel {channel!r} is not in the roster",
+            hint="'tfshare roster show' lists the channels",
+        )
+    member = roster.members.get(identity.agency_id)
+    key = roster.sign_keys.get(identity.kid_sig)
+    if member is None or key is None or key.member.agency_id != identity.agency_id:
+        raise _policy_error(
+            f"this key of {identity.agency_id!r} is not in the roster",
+            hint="send your card to a coordinator and use the roster that includes it",
+        )
+    if member.status != "active" or identity.agency_id not in roster.channels[channel].writers:
+        raise _policy_error(
+            f"{identity.agency_id!r} may not write to channel {channel!r}",
+            hint="ask a coordinator to grant write access (roster grant --write)",
+        )
+    allowed = roster.channels[channel].schemas
+    if allowed and schema.subject not in allowed:
+        raise ValidationError(
+            f"schema {schema.name} is not allowed on channel {channel!r}",
+            hint=f"this channel takes: {', '.join(allowed)}",
+        )
+    return seal_to(
+        identity=identity,
+        taskforce=roster.taskforce,
+        channel=channel,
+        roster_seq=roster.seq,
+        recipients=resolve_recipients(roster, channel, to),
+        schema=schema,
+        body=body,
+        seq=seq,
+        now_ms=now_ms,
+        rng=rng,
+        refs=refs,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A verified, decrypted message. ``record`` is the decoded body."""
+
+    msg_id: bytes
+    env_hash: bytes
+    sender: str
+    sender_kid: bytes
+    fingerprint: str
+    ts_ms: int
+    taskforce: str
+    channel: str
+    seq: int
+    roster_seq: int
+    recipients: tuple[str, ...]
+    schema: str
+    schema_fp: bytes
+    record: object
+    refs: tuple[Ref, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """An envelope delivered before (same sender key, msg_id and bytes): acknowledge, don't
+    deliver again."""
+
+    msg_id: bytes
+    env_hash: bytes
+    sender: str
+
+
+@dataclass(frozen=True)
+class ReceivePolicy:
+    """Time window of acceptable ``ts_ms``; a receiver's replay store must outlive max_age."""
+
+    max_age_ms: int = DEFAULT_MAX_AGE_MS
+    max_skew_ms: int = MAX_SKEW_MS
+
+
+def _reject(code: RejectCode, message: str) -> Rejected:
+    return Rejected(code, message)
+
+
+def _decode_envelope(data: bytes) -> tuple[Envelope, Header]:
+    try:
+        env = _envelope_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        # Recognise another version's envelope by its leading integer, whatever its shape.
+        if len(data) >= 2 and 0x90 <= data[0] <= 0x9F and data[1] <= 0x7F and data[1] != VERSION:
+            raise _reject(RejectCode.E_VERSION, f"envelope version {data[1]}") from None
+        raise _reject(RejectCode.E_MALFORMED, f"envelope: {safe_reason(exc)}") from None
+    if _encoder.encode(env) != data:
+        raise _reject(RejectCode.E_NONCANONICAL, "envelope is not canonically encoded")
+    if env.v != VERSION:
+        raise _reject(RejectCode.E_VERSION, f"envelope version {env.v}")
+    try:
+        hdr = _header_decoder.decode(env.hdr)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise _reject(RejectCode.E_MALFORMED, f"header: {safe_reason(exc)}") from None
+    if _encoder.encode(hdr) != env.hdr:
+        raise _reject(RejectCode.E_NONCANONICAL, "header is not canonically encoded")
+    if hdr.v != env.v:
+        raise _reject(RejectCode.E_VERSION, f"header version {hdr.v} != envelope {env.v}")
+    if hdr.suite not in SUPPORTED_SUITES:
+        raise _reject(RejectCode.E_VERSION, f"unknown suite {hdr.suite}")
+    if hdr.mode == Mode.DIRECT:
+        kids = [w.kid_enc for w in hdr.wraps]
+        if (
+            len(hdr.eph_pk) != 32
+            or hdr.epoch != 0
+            or not kids
+            or any(a >= b for a, b in zip(kids, kids[1:], strict=False))
+        ):
+            raise _reject(RejectCode.E_MALFORMED, "direct-mode header fields are inconsistent")
+    elif hdr.mode == Mode.EPOCH:
+        raise _reject(RejectCode.E_EPOCH, "epoch mode is not supported by this receiver yet")
+    else:
+        raise _reject(RejectCode.E_MALFORMED, f"unknown mode {hdr.mode}")
+    return env, hdr
+
+
+def expected_subject(taskforce: str, channel: str, sender: str) -> str:
+    """The NATS subject an envelope must arrive on: tf.<taskforce>.ch.<channel>.<sender>."""
+    return f"tf.{taskforce}.ch.{channel}.{sender}"
+
+
+def open_envelope(
+    data: bytes,
+    *,
+    identity: Identity,
+    roster: TrustedRoster,
+    replay: ReplayStore,
+    schemas: SchemaBook,
+    now_ms: int,
+    subject: str | None,
+    policy: ReceivePolicy,
+) -> Opened | Duplicate:
+    """Run the receiver's checks in PROTOCOL.md order; raise ``Rejected`` at the first failure.
+
+    ``subject`` is the NATS subject the bytes arrived on, or None for an offline file. There
+    are no permissive defaults: roster, replay store, schemas, clock and policy are required.
+    """
+    # 1. size
+    if len(data) > MAX_ENVELOPE:
+        raise _reject(RejectCode.E_TOO_LARGE, f"{len(data)} bytes > {MAX_ENVELOPE}")
+    # 2. strict, canonical decode; versions
+    env, hdr = _decode_envelope(data)
+    # 3. task force, channel, subject, suite policy, time window
+    channel = roster.channels.get(hdr.channel)
+    if hdr.taskforce != roster.taskforce or channel is None:
+        raise _reject(RejectCode.E_CHANNEL, f"unknown task force or channel {hdr.channel!r}")
+    if subject is not None and subject != expected_subject(hdr.taskforce, hdr.channel, hdr.sender):
+        raise _reject(RejectCode.E_CHANNEL, "envelope arrived on a subject it was not sent to")
+    if hdr.suite < channel.min_suite or not channel.mode_policy & hdr.mode:
+        raise _reject(RejectCode.E_VERSION, "suite or mode below the channel's minimum")
+    if hdr.ts_ms < now_ms - policy.max_age_ms:
+        raise _reject(RejectCode.E_STALE, "timestamp older than the maximum age")
+    if hdr.ts_ms > now_ms + policy.max_skew_ms:
+        raise _reject(RejectCode.E_FUTURE, "timestamp too far in the future")
+    # 4. roster: sender, key, revocation, write permission
+    sender_key = roster.sign_keys.get(hdr.sender_kid)
+    if sender_key is None or sender_key.member.agency_id != hdr.sender:
+        raise _reject(RejectCode.E_UNKNOWN_SENDER, f"no key {hdr.sender_kid.hex()} for sender")
+    member, key = sender_key.member, sender_key.key
+    revocation = roster.revoked.get(hdr.sender_kid)
+    if revocation is not None and (
+        revocation.reason == "compromised" or hdr.ts_ms > revocation.at_ms
+    ):
+        raise _reject(RejectCode.E_REVOKED, f"sender key revoked ({revocation.reason})")
+    if hdr.ts_ms > key.not_after_ms or (member.status == "removed" and revocation is None):
+        raise _reject(RejectCode.E_REVOKED, "sender key retired before the message's time")
+    if hdr.ts_ms < key.not_before_ms:
+        raise _reject(RejectCode.E_UNKNOWN_SENDER, "sender key not yet valid at that time")
+    if member.status == "suspended" or hdr.sender not in channel.writers:
+        raise _reject(RejectCode.E_NOT_AUTHORIZED, f"sender may not write {hdr.channel!r}")
+    # 5. signature, before any secret-key operation
+    try:
+        bindings.crypto_sign_open(env.sig + signed_message(env.hdr, env.ct), key.pk)
+    except CryptoError:
+        raise _reject(RejectCode.E_BAD_SIG, "signature does not verify") from None
+    # 6. replay
+    env_hash = envelope_hash(data)
+    seen = replay.lookup(hdr.sender_kid, hdr.msg_id)
+    if seen is not None:
+        if hmac.compare_digest(seen, env_hash):
+            return Duplicate(hdr.msg_id, env_hash, hdr.sender)
+        raise _reject(RejectCode.E_EQUIVOCATION, "same msg_id, different content")
+    # 7. my wrap
+    my_kid = identity.kid_enc
+    kids = [w.kid_enc for w in hdr.wraps]
+    index = bisect_left(kids, my_kid)
+    if index == len(kids) or kids[index] != my_kid:
+        raise _reject(RejectCode.E_NOT_RECIPIENT, "not addressed to this agency's key")
+    shared = identity.x25519(hdr.eph_pk)
+    if hmac.compare_digest(shared, ZERO_32):
+        raise _reject(RejectCode.E_WRAP, "degenerate ephemeral key")
+    wk = wrap_key(shared, hdr.eph_pk, identity.enc_pk, hdr.msg_id, hdr.sender_kid)
+    try:
+        payload_key = _aead_decrypt(hdr.wraps[index].wct, L_WRAP + hdr.msg_id, ZERO_NONCE, wk)
+    except CryptoError:
+        raise _reject(RejectCode.E_WRAP, "key wrap does not open") from None
+    # 8. key commitment, then the payload
+    if not hmac.compare_digest(key_commitment(payload_key, hdr.msg_id), hdr.commit):
+        raise _reject(RejectCode.E_COMMIT, "key commitment mismatch")
+    try:
+        plain_bytes = _aead_decrypt(env.ct, L_PAYLOAD + env.hdr, hdr.nonce, payload_key)
+    except CryptoError:
+        raise _reject(RejectCode.E_DECRYPT, "payload does not decrypt") from None
+    # 9. plaintext structure, schema, body
+    try:
+        plain = _plain_decoder.decode(plain_bytes)
+        if _encoder.encode(plain) != plain_bytes:
+            raise NonCanonical("plain")
+    except (msgspec.DecodeError, msgspec.ValidationError, NonCanonical):
+        raise _reject(RejectCode.E_BODY, "plaintext structure is malformed") from None
+    if plain.pad.count(0) != len(plain.pad):
+        raise _reject(RejectCode.E_BODY, "non-zero padding")
+    schema = schemas.lookup(plain.schema)
+    if schema is None or not hmac.compare_digest(schema.fingerprint, plain.schema_fp):
+        raise _reject(RejectCode.E_SCHEMA, f"unknown schema {plain.schema!r} or fingerprint")
+    if channel.schemas and schema.subject not in channel.schemas:
+        raise _reject(RejectCode.E_SCHEMA, f"schema {plain.schema!r} not allowed on channel")
+    try:
+        record = schema.from_body(plain.body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise _reject(RejectCode.E_BODY, f"body: {safe_reason(exc)}") from None
+    by_kid = roster.agency_of_enc_kid
+    return Opened(
+        msg_id=hdr.msg_id,
+        env_hash=env_hash,
+        sender=hdr.sender,
+        sender_kid=hdr.sender_kid,
+        fingerprint=fingerprint(key.pk),
+        ts_ms=hdr.ts_ms,
+        taskforce=hdr.taskforce,
+        channel=hdr.channel,
+        seq=hdr.seq,
+        roster_seq=hdr.roster_seq,
+        recipients=tuple(by_kid.get(k, k.hex()) for k in kids),
+        schema=plain.schema,
+        schema_fp=plain.schema_fp,
+        record=record,
+        refs=tuple(hdr.refs),
+    )

@@ -1,0 +1,152 @@
+"""SQLite state of one receiver/sender: replay store, roster state, outbound sequence numbers.
+
+Owns: ``StateStore`` over one database file (``state.db`` in the state directory) and the
+``SqliteReplayStore`` view of it that satisfies ``tfshare.replay.ReplayStore``. Every write is
+one transaction; WAL mode and ``synchronous=FULL`` so what was acknowledged survives a crash.
+
+Never: store plaintext. Only ids, hashes, times, sequence numbers and the roster state.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Final
+
+from tfshare.encoding import encode
+from tfshare.errors import InputError
+from tfshare.replay import ReplayEntry
+from tfshare.roster import RosterState, decode_state
+
+SCHEMA_VERSION: Final = 1
+
+_DDL: Final = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS replay (
+    sender_kid BLOB NOT NULL, msg_id BLOB NOT NULL, env_hash BLOB NOT NULL,
+    ts_ms INTEGER NOT NULL, sender TEXT NOT NULL, channel TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (sender_kid, msg_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sender_seq (
+    sender TEXT NOT NULL, channel TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (sender, channel)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbound_seq (
+    channel TEXT PRIMARY KEY, seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS roster_state (
+    taskforce TEXT PRIMARY KEY, state BLOB NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+class StateStore:
+    """The state database of one agency's tools."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._db = sqlite3.connect(path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            with self._db:
+                self._db.executescript(_DDL)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self._db.execute(
+                    "INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+                )
+            elif row[0] != str(SCHEMA_VERSION):
+                raise InputError(
+                    f"state database {str(path)!r} has schema {row[0]}",
+                    hint="it was written by another tfshare version; upgrade tfshare",
+                )
+        except sqlite3.DatabaseError as exc:
+            raise InputError(
+                f"state database {str(path)!r} cannot be used ({exc})",
+                hint="restore the state directory from backup; without it replays go unnoticed",
+            ) from None
+        except OSError as exc:
+            raise InputError(
+                f"cannot create state directory {str(path.parent)!r}: {exc.strerror}",
+                hint="check the path and its permissions, or pass --state",
+            ) from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    # roster state -------------------------------------------------------------------------
+
+    def roster_state(self, taskforce: str) -> RosterState | None:
+        row = self._db.execute(
+            "SELECT state FROM roster_state WHERE taskforce = ?", (taskforce,)
+        ).fetchone()
+        return decode_state(bytes(row[0])) if row else None
+
+    def save_roster_state(self, taskforce: str, state: RosterState) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT INTO roster_state VALUES (?, ?) "
+                "ON CONFLICT(taskforce) DO UPDATE SET state = excluded.state",
+                (taskforce, encode(state)),
+            )
+
+    # outbound sequence numbers ------------------------------------------------------------
+
+    def next_seq(self, channel: str) -> int:
+        """Reserve the next per-channel sequence number for a message we send."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute(
+                "INSERT INTO outbound_seq VALUES (?, 1) "
+                "ON CONFLICT(channel) DO UPDATE SET seq = seq + 1 RETURNING seq",
+                (channel,),
+            ).fetchone()
+        return int(row[0])
+
+    # replay -------------------------------------------------------------------------------
+
+    def replay(self) -> SqliteReplayStore:
+        return SqliteReplayStore(self._db)
+
+
+class SqliteReplayStore:
+    """``ReplayStore`` on the state database."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def lookup(self, sender_kid: bytes, msg_id: bytes) -> bytes | None:
+        row = self._db.execute(
+            "SELECT env_hash FROM replay WHERE sender_kid = ? AND msg_id = ?",
+            (sender_kid, msg_id),
+        ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def last_seq(self, sender: str, channel: str) -> int | None:
+        row = self._db.execute(
+            "SELECT seq FROM sender_seq WHERE sender = ? AND channel = ?", (sender, channel)
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    def record(self, entry: ReplayEntry) -> None:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO replay VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    entry.sender_kid,
+                    entry.msg_id,
+                    entry.env_hash,
+                    entry.ts_ms,
+                    entry.sender,
+                    entry.channel,
+                    entry.seq,
+                ),
+            )
+            self._db.execute(
+                "INSERT INTO sender_seq VALUES (?, ?, ?) ON CONFLICT(sender, channel) "
+                "DO UPDATE SET seq = max(seq, excluded.seq)",
+                (entry.sender, entry.channel, entry.seq),
+            )

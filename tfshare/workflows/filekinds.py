@@ -1,0 +1,95 @@
+"""Recognising tfshare files by their leading tag, so a wrong file gets a precise error.
+
+age refuses a secret key pasted where a public one belongs; so do we: every tfshare file is a
+msgpack array whose first element names its kind (``tfshare-key/1``, ``tfshare-card/1``, ...),
+and an envelope starts with its version integer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final, Literal
+
+import msgspec
+
+from tfshare.envelope import MAX_ENVELOPE
+from tfshare.errors import InputError, TrustError
+from tfshare.files import read_bytes
+from tfshare.keyfile import KEYFILE_TAG
+from tfshare.keys import Card, CardBody, verify_card
+from tfshare.roster import ANCHOR_TAG, ROSTER_TAG, Anchor, decode_anchor
+
+Kind = Literal["key", "card", "roster", "anchor", "envelope", "unknown"]
+
+_TAGS: Final[dict[str, Kind]] = {
+    KEYFILE_TAG: "key",
+    "tfshare-card/1": "card",
+    ROSTER_TAG: "roster",
+    ANCHOR_TAG: "anchor",
+}
+NAMES: Final[dict[Kind, str]] = {
+    "key": "a secret key file",
+    "card": "an agency card",
+    "roster": "a roster",
+    "anchor": "a trust anchor",
+    "envelope": "a sealed message (.tfenv)",
+    "unknown": "not a tfshare file",
+}
+MAX_FILE: Final = 4 * 1024 * 1024  # rosters of 1024 members fit well inside this
+_card_decoder: Final = msgspec.msgpack.Decoder(Card)
+
+
+def sniff(data: bytes) -> Kind:
+    """What kind of tfshare file ``data`` is, from its first element only."""
+    try:
+        value = msgspec.msgpack.decode(data)
+    except msgspec.DecodeError:
+        return "unknown"
+    if isinstance(value, list) and value:
+        first = value[0]
+        if isinstance(first, str):
+            return _TAGS.get(first, "unknown")
+        if first == 1 and len(value) == 4:
+            return "envelope"
+    return "unknown"
+
+
+def read_kind(path: Path, expected: Kind, *, limit: int = MAX_FILE) -> bytes:
+    """Read ``path`` and insist it is of kind ``expected``, naming what it is instead."""
+    data = read_bytes(path, what=NAMES[expected].split(" ", 1)[1], limit=limit)
+    kind = sniff(data)
+    if kind != expected:
+        hint = (
+            "never pass a secret key file where a public card is expected; give the .card file"
+            if kind == "key"
+            else f"give {NAMES[expected]} here"
+        )
+        if kind == "unknown" and expected != "envelope":
+            message = f"{str(path)!r} is not {NAMES[expected]} (truncated, damaged or foreign)"
+        else:
+            message = f"{str(path)!r} is {NAMES[kind]}, not {NAMES[expected]}"
+        error_type = TrustError if expected in ("key", "card", "anchor", "roster") else InputError
+        raise error_type(message, hint=hint)
+    return data
+
+
+def load_card(path: Path) -> CardBody:
+    """Read and verify an agency card file."""
+    data = read_kind(path, "card")
+    try:
+        card = _card_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise TrustError(
+            f"{str(path)!r} is a damaged agency card",
+            hint="ask the agency to send its card again",
+        ) from None
+    return verify_card(card)
+
+
+def load_anchor(path: Path) -> Anchor:
+    return decode_anchor(read_kind(path, "anchor"))
+
+
+def read_envelope(path: Path) -> bytes:
+    """Read a .tfenv file; its size is checked by the receiver (E_TOO_LARGE), not here."""
+    return read_bytes(path, what="sealed message", limit=MAX_ENVELOPE, oversize_ok=True)
