@@ -9,9 +9,10 @@ from typing import Annotated, Any
 import structlog
 import typer
 
-from tfshare.errors import ExitCode
-from tfshare.protocol import Delivered, Rejection
 from tfshare.envelope import DEFAULT_MAX_AGE_MS
+from tfshare.errors import ExitCode
+from tfshare.messages import BuiltinSchemas
+from tfshare.protocol import Delivered, Rejection, log_event
 from tfshare.seal import Duplicate, ReceivePolicy
 from tfshare.workflows.exchange import Credentials, open_file, seal_file
 
@@ -65,8 +66,14 @@ def seal_cmd(
         state_dir=state,
         clock=now_ms,
     )
-    log.info("envelope_sealed", msg_id=sealed.msg_id, env_hash=sealed.env_hash,
-             channel=channel, recipients=len(sealed.recipients), size=len(sealed.data))
+    log.info(
+        "envelope_sealed",
+        msg_id=sealed.msg_id.hex(),
+        env_hash=sealed.env_hash.hex(),
+        channel=channel,
+        recipients=len(sealed.recipients),
+        size=len(sealed.data),
+    )
     info = {
         "out": str(out),
         "msg_id": sealed.msg_id.hex(),
@@ -108,21 +115,36 @@ def open_cmd(
         clock=now_ms,
         policy=ReceivePolicy(max_age_ms=int(max_age_days * 86_400_000)),
     )
+    event, fields = log_event(outcome)
+    log.info(event, **fields)
     if isinstance(outcome, Rejection):
-        log.info("envelope_rejected", code=outcome.code.value, env_hash=outcome.env_hash)
         if as_json:
-            emit_json({"outcome": "rejected", "code": outcome.code.value,
-                       "reason": outcome.reason, "env_hash": outcome.env_hash.hex()})
+            emit_json(
+                {
+                    "outcome": "rejected",
+                    "code": outcome.code.value,
+                    "reason": outcome.reason,
+                    "env_hash": outcome.env_hash.hex(),
+                }
+            )
         note(f"tfshare: error: message rejected: {outcome.code.value} ({outcome.reason})")
         note("tfshare: hint: do not act on it; report the code to the sender or a coordinator")
         raise typer.Exit(ExitCode.REJECTED)
     if isinstance(outcome, Duplicate):
-        log.info("envelope_duplicate", msg_id=outcome.msg_id, env_hash=outcome.env_hash)
         if as_json:
-            emit_json({"outcome": "duplicate", "code": "DUPLICATE", "sender": outcome.sender,
-                       "msg_id": outcome.msg_id.hex(), "env_hash": outcome.env_hash.hex()})
-        note(f"tfshare: error: DUPLICATE: message {outcome.msg_id.hex()} from {outcome.sender} "
-             "was already opened with this state")
+            emit_json(
+                {
+                    "outcome": "duplicate",
+                    "code": "DUPLICATE",
+                    "sender": outcome.sender,
+                    "msg_id": outcome.msg_id.hex(),
+                    "env_hash": outcome.env_hash.hex(),
+                }
+            )
+        note(
+            f"tfshare: error: DUPLICATE: message {outcome.msg_id.hex()} from {outcome.sender} "
+            "was already opened with this state"
+        )
         note("tfshare: hint: it was delivered before; nothing new to act on")
         raise typer.Exit(ExitCode.REJECTED)
     _render_delivered(outcome, as_json)
@@ -130,14 +152,8 @@ def open_cmd(
 
 def _render_delivered(outcome: Delivered, as_json: bool) -> None:
     message = outcome.message
-    log.info("envelope_delivered", msg_id=message.msg_id, env_hash=message.env_hash,
-             sender=message.sender, channel=message.channel, seq=message.seq,
-             seq_note=outcome.seq_note)
-    body: Any = None
-    from tfshare.messages import BuiltinSchemas
-
     schema = BuiltinSchemas().lookup(message.schema)
-    body = schema.to_builtins(message.record) if schema else None
+    body: Any = schema.to_builtins(message.record) if schema else None
     info = {
         "outcome": "delivered",
         "sender": message.sender,
@@ -160,13 +176,15 @@ def _render_delivered(outcome: Delivered, as_json: bool) -> None:
     if as_json:
         emit_json(info)
         return
-    emit_fields([
-        ("verified sender", message.sender),
-        ("fingerprint", message.fingerprint),
-        ("sent", f"{info['time']} (seq {message.seq})"),
-        ("channel", f"{message.channel} @ {message.taskforce}"),
-        ("schema", f"{message.schema} ({info['schema_fp'][:16]})"),
-        ("recipients", ", ".join(message.recipients)),
-        ("msg_id", info["msg_id"]),
-    ])
+    emit_fields(
+        [
+            ("verified sender", message.sender),
+            ("fingerprint", message.fingerprint),
+            ("sent", f"{info['time']} (seq {message.seq})"),
+            ("channel", f"{message.channel} @ {message.taskforce}"),
+            ("schema", f"{message.schema} ({info['schema_fp'][:16]})"),
+            ("recipients", ", ".join(message.recipients)),
+            ("msg_id", info["msg_id"]),
+        ]
+    )
     typer.echo(json.dumps(body, indent=2, ensure_ascii=False))

@@ -30,8 +30,10 @@ RosterPath = Annotated[Path, typer.Argument(help="The roster file.")]
 
 
 def _saved(roster: R.Roster, what: str) -> None:
-    note(f"{what}; roster seq {roster.seq} is unsigned: {roster.threshold} coordinator "
-         "signature(s) needed (tfshare roster sign)")
+    note(
+        f"{what}; roster seq {roster.seq} is unsigned: {roster.threshold} coordinator "
+        "signature(s) needed (tfshare roster sign)"
+    )
 
 
 @app.command("init")
@@ -118,10 +120,14 @@ def sign_cmd(
     identity = load_identity(key, passphrase(passphrase_file, confirm=False, purpose=str(key)))
     roster, approvals, is_coordinator = workflow.sign(path, identity)
     if not is_coordinator:
-        note(f"note: {identity.agency_id} is not a coordinator of this roster; the signature "
-             "counts only as an outgoing coordinator's approval of a coordinator change")
-    note(f"signed roster seq {roster.seq} as {identity.agency_id}: "
-         f"{len(approvals)} of {roster.threshold} coordinator signature(s)")
+        note(
+            f"note: {identity.agency_id} is not a coordinator of this roster; the signature "
+            "counts only as an outgoing coordinator's approval of a coordinator change"
+        )
+    note(
+        f"signed roster seq {roster.seq} as {identity.agency_id}: "
+        f"{len(approvals)} of {roster.threshold} coordinator signature(s)"
+    )
 
 
 @app.command("anchor")
@@ -133,16 +139,23 @@ def anchor_cmd(
     """Export the trust anchor (coordinator keys and threshold) for agencies to pin."""
     anchor = workflow.export_anchor(path, out)
     coordinators = [
-        {"agency": k.agency_id, "fingerprint": fingerprint(k.sign_pk)}
-        for k in anchor.coordinators
+        {"agency": k.agency_id, "fingerprint": fingerprint(k.sign_pk)} for k in anchor.coordinators
     ]
     if as_json:
-        emit_json({"taskforce": anchor.taskforce, "threshold": anchor.threshold,
-                   "coordinators": coordinators, "out": str(out)})
+        emit_json(
+            {
+                "taskforce": anchor.taskforce,
+                "threshold": anchor.threshold,
+                "coordinators": coordinators,
+                "out": str(out),
+            }
+        )
         return
     note(f"wrote {out}; agencies pin it after checking these fingerprints by phone:")
-    emit_fields([("taskforce", anchor.taskforce), ("threshold", str(anchor.threshold))]
-                + [(c["agency"], c["fingerprint"]) for c in coordinators])
+    emit_fields(
+        [("taskforce", anchor.taskforce), ("threshold", str(anchor.threshold))]
+        + [(c["agency"], c["fingerprint"]) for c in coordinators]
+    )
 
 
 @app.command("verify")
@@ -169,11 +182,14 @@ def verify_cmd(
     )
     expired = trusted.expired(now_ms())
     if as_json:
-        emit_json({"valid": True, "taskforce": trusted.taskforce, "seq": trusted.seq,
-                   "expired": expired})
+        emit_json(
+            {"valid": True, "taskforce": trusted.taskforce, "seq": trusted.seq, "expired": expired}
+        )
         return
-    note(f"roster seq {trusted.seq} of {trusted.taskforce} is valid"
-         + (" but EXPIRED: sending is refused until it is re-signed" if expired else ""))
+    note(
+        f"roster seq {trusted.seq} of {trusted.taskforce} is valid"
+        + (" but EXPIRED: sending is refused until it is re-signed" if expired else "")
+    )
 
 
 @app.command("show")
@@ -183,14 +199,19 @@ def show_cmd(path: RosterPath, as_json: JsonFlag = False) -> None:
     if as_json:
         emit_json(info)
         return
-    emit_fields([
-        ("taskforce", info["taskforce"]),
-        ("seq", str(info["seq"])),
-        ("issued", info["issued"]),
-        ("expires", info["expires"]),
-        ("signed", f"{', '.join(info['signed_by']) or 'nobody'} "
-                   f"({len(info['signed_by'])} of {info['threshold']} needed)"),
-    ])
+    emit_fields(
+        [
+            ("taskforce", info["taskforce"]),
+            ("seq", str(info["seq"])),
+            ("issued", info["issued"]),
+            ("expires", info["expires"]),
+            (
+                "signed",
+                f"{', '.join(info['signed_by']) or 'nobody'} "
+                f"({len(info['signed_by'])} of {info['threshold']} needed)",
+            ),
+        ]
+    )
     typer.echo("members:")
     for m in info["members"]:
         revoked = [k for k in m["sign_keys"] if k["revoked"]]
@@ -200,9 +221,11 @@ def show_cmd(path: RosterPath, as_json: JsonFlag = False) -> None:
         typer.echo(f"  {'':<20} {m['name']}")
     typer.echo("channels:")
     for c in info["channels"]:
-        typer.echo(f"  {c['name']}: read {','.join(c['readers']) or '-'}; "
-                   f"write {','.join(c['writers']) or '-'}; "
-                   f"schemas {','.join(c['schemas']) or 'any'}")
+        typer.echo(
+            f"  {c['name']}: read {','.join(c['readers']) or '-'}; "
+            f"write {','.join(c['writers']) or '-'}; "
+            f"schemas {','.join(c['schemas']) or 'any'}"
+        )
 
 
 @app.command("diff")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import HealthCheck, settings
-
 from tfkit import TaskForce, build_taskforce
 
 settings.register_profile(

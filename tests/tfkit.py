@@ -45,7 +45,9 @@ class DeterministicRng:
 
 def identity(agency_id: str, *, created_ms: int = NOW_MS - 86_400_000) -> Identity:
     return Identity.generate(
-        agency_id, agency_id.replace("-", " ").title(), rng=DeterministicRng(agency_id),
+        agency_id,
+        agency_id.replace("-", " ").title(),
+        rng=DeterministicRng(agency_id),
         now_ms=created_ms,
     )
 
@@ -153,7 +155,11 @@ def build_taskforce(
         signed = R.add_member(signed, ids[name].card_body(), role="member", now_ms=t)
     for name in [*coordinators, *members]:
         signed = R.grant(
-            signed, name, channel="alerts", read=True, write=name in ("police", "labour"),
+            signed,
+            name,
+            channel="alerts",
+            read=True,
+            write=name in ("police", "labour"),
             now_ms=t,
         )
     if "ngo" in members and "police" in members:

@@ -26,9 +26,7 @@ def read_bytes(path: Path, *, what: str, limit: int, oversize_ok: bool = False) 
         with path.open("rb") as handle:
             data = handle.read(limit + 1)
     except FileNotFoundError:
-        raise InputError(
-            f"{what} {str(path)!r} does not exist", hint="check the path"
-        ) from None
+        raise InputError(f"{what} {str(path)!r} does not exist", hint="check the path") from None
     except IsADirectoryError:
         raise InputError(
             f"{what} {str(path)!r} is a directory", hint="give the file inside it"

@@ -112,9 +112,7 @@ def _stretch(passphrase: bytes, salt: bytes, limits: KdfLimits) -> bytes:
     return key
 
 
-def seal_keyfile(
-    identity: Identity, passphrase: bytes, *, limits: KdfLimits, rng: Random
-) -> bytes:
+def seal_keyfile(identity: Identity, passphrase: bytes, *, limits: KdfLimits, rng: Random) -> bytes:
     """Encrypt ``identity`` under ``passphrase``; returns the key file's bytes."""
     if not passphrase:
         raise TrustError("the passphrase is empty", hint="choose a passphrase of a few words")

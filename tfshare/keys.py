@@ -114,9 +114,7 @@ class Identity:
         self._nats_seed = nats_seed
 
     @classmethod
-    def generate(
-        cls, agency_id: str, display_name: str, *, rng: Random, now_ms: int
-    ) -> Identity:
+    def generate(cls, agency_id: str, display_name: str, *, rng: Random, now_ms: int) -> Identity:
         """A new identity from ``rng``: independent signing, encryption and NATS seeds."""
         return cls(
             agency_id=agency_id,

@@ -48,7 +48,9 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
     return event
 
 
-def configure(level: str = "warning", *, json: bool | None = None, stream: TextIO | None = None) -> None:
+def configure(
+    level: str = "warning", *, json: bool | None = None, stream: TextIO | None = None
+) -> None:
     """Configure structlog for a CLI process: JSON lines unless on a TTY, to stderr."""
     out = stream or sys.stderr
     as_json = json if json is not None else not out.isatty()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from tfshare.errors import Rejected, RejectCode, RosterRejected
+from tfshare.errors import RejectCode, Rejected, RosterRejected
 from tfshare.keys import Identity
 from tfshare.messages import SchemaBook
 from tfshare.replay import ReplayEntry, ReplayStore
@@ -103,3 +103,33 @@ class Receiver:
             )
         )
         return Delivered(result, note, self.roster.expired(now_ms))
+
+
+def log_event(outcome: Outcome) -> tuple[str, dict[str, object]]:
+    """The log event for an outcome: its name and fields. Ids, codes and hashes only, never
+    plaintext; the agent and the CLI pass these to structlog unchanged."""
+    if isinstance(outcome, Rejection):
+        return "envelope_rejected", {
+            "code": outcome.code.value,
+            "reason": outcome.reason,
+            "env_hash": outcome.env_hash.hex(),
+        }
+    if isinstance(outcome, Duplicate):
+        return "envelope_duplicate", {
+            "code": "DUPLICATE",
+            "sender": outcome.sender,
+            "msg_id": outcome.msg_id.hex(),
+            "env_hash": outcome.env_hash.hex(),
+        }
+    message = outcome.message
+    fields: dict[str, object] = {
+        "sender": message.sender,
+        "channel": message.channel,
+        "schema": message.schema,
+        "seq": message.seq,
+        "msg_id": message.msg_id.hex(),
+        "env_hash": message.env_hash.hex(),
+    }
+    if outcome.seq_note:
+        fields["seq_anomaly"] = outcome.seq_note
+    return "envelope_delivered", fields

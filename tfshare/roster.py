@@ -304,8 +304,10 @@ def _approvals(roster_bytes: bytes, sigs: Iterable[RosterSig], anchor: Anchor) -
     approved: set[str] = set()
     for sig in sigs:
         key = by_kid.get(sig.kid)
-        if key is not None and key.agency_id not in approved and _verify(
-            key.sign_pk, message, sig.sig
+        if (
+            key is not None
+            and key.agency_id not in approved
+            and _verify(key.sign_pk, message, sig.sig)
         ):
             approved.add(key.agency_id)
     return approved
@@ -492,9 +494,7 @@ def _edit_error(message: str, hint: str) -> TrustError:
     return TrustError(message, hint=hint)
 
 
-def add_member(
-    signed: SignedRoster, card: CardBody, *, role: Role, now_ms: int
-) -> SignedRoster:
+def add_member(signed: SignedRoster, card: CardBody, *, role: Role, now_ms: int) -> SignedRoster:
     """Add an agency from its verified card; a coordinator role also makes it a coordinator."""
     _, roster = decode_signed_roster(encode(signed))
     if any(m.agency_id == card.agency_id for m in roster.members):

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 from bisect import bisect_left
 from collections.abc import Sequence
+from itertools import pairwise
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -42,7 +43,7 @@ from tfshare.envelope import (
     Wrap,
     pad_length,
 )
-from tfshare.errors import Rejected, RejectCode, TrustError, ValidationError
+from tfshare.errors import RejectCode, Rejected, TrustError, ValidationError
 from tfshare.keys import Identity, Random, fingerprint, kid_enc
 from tfshare.messages import MessageType, SchemaBook, safe_reason
 from tfshare.replay import ReplayStore
@@ -69,7 +70,9 @@ def signed_message(hdr: bytes, ct: bytes) -> bytes:
     return L_SIG + u32(hdr) + u32(ct)
 
 
-def wrap_key(shared: bytes, eph_pk: bytes, enc_pk: bytes, msg_id: bytes, sender_kid: bytes) -> bytes:
+def wrap_key(
+    shared: bytes, eph_pk: bytes, enc_pk: bytes, msg_id: bytes, sender_kid: bytes
+) -> bytes:
     """wk = H(L(wrap) || eph_pk || R || msg_id || sender_kid, key = X25519 shared secret)."""
     return blake2b_256(L_WRAP + eph_pk + enc_pk + msg_id + sender_kid, key=shared)
 
@@ -346,7 +349,7 @@ def _decode_envelope(data: bytes) -> tuple[Envelope, Header]:
             len(hdr.eph_pk) != 32
             or hdr.epoch != 0
             or not kids
-            or any(a >= b for a, b in zip(kids, kids[1:], strict=False))
+            or any(a >= b for a, b in pairwise(kids))
         ):
             raise _reject(RejectCode.E_MALFORMED, "direct-mode header fields are inconsistent")
     elif hdr.mode == Mode.EPOCH:

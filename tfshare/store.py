@@ -54,9 +54,7 @@ class StateStore:
                 self._db.executescript(_DDL)
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
-                self._db.execute(
-                    "INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
-                )
+                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             elif row[0] != str(SCHEMA_VERSION):
                 raise InputError(
                     f"state database {str(path)!r} has schema {row[0]}",

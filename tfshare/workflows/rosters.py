@@ -248,7 +248,9 @@ def diff(old_path: Path, new_path: Path) -> list[str]:
             if removed:
                 changes.append(f"channel {name}: {field} - {','.join(removed)}")
         if old_c[name]["schemas"] != new_c[name]["schemas"]:
-            changes.append(f"channel {name}: schemas -> {','.join(new_c[name]['schemas']) or 'any'}")
+            changes.append(
+                f"channel {name}: schemas -> {','.join(new_c[name]['schemas']) or 'any'}"
+            )
     old_r = {r["kid"] for r in old["revoked"]}
     for r in new["revoked"]:
         if r["kid"] not in old_r:
