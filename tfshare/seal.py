@@ -18,8 +18,8 @@ import hashlib
 import hmac
 from bisect import bisect_left
 from collections.abc import Sequence
-from itertools import pairwise
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Final
 
 import msgspec
