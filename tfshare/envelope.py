@@ -8,12 +8,15 @@ Never: hold logic beyond shape and bounds; sealing and opening live in ``tfshare
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Iterable
 from enum import IntEnum
+from functools import lru_cache
 from typing import Annotated, Final
 
 import msgspec
 
-from tfshare.encoding import Bytes8, Bytes16, Bytes24, Bytes32, Bytes48, Bytes64, Name, Uint
+from tfshare.encoding import Bytes8, Bytes16, Bytes24, Bytes32, Bytes64, Name, Uint
 
 VERSION: Final = 1
 SUITE_1: Final = 1  # Ed25519, X25519, BLAKE2b-256, XChaCha20-Poly1305
@@ -42,9 +45,34 @@ class Relation(IntEnum):
     RETRACT = 5
 
 
-class Wrap(msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen=True):
-    kid_enc: Bytes8
-    wct: Bytes48
+WRAP_SIZE: Final = 56  # kid_enc (8) || wct (48): K (32) under AEAD, plus its 16-byte tag
+
+
+@lru_cache(maxsize=MAX_RECIPIENTS)
+def _kid_reader(count: int) -> struct.Struct:
+    return struct.Struct(">" + "Q48x" * count)
+
+
+def pack_wraps(wraps: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Concatenate (kid_enc, wct) records in ascending kid order: the header's ``wraps``."""
+    return b"".join(kid + wct for kid, wct in sorted(wraps))
+
+
+def wrap_kids(wraps: bytes) -> list[int]:
+    """The kid_enc of each record as a big-endian integer, in wire order (one C call).
+
+    Raises ValueError if ``wraps`` is not a whole number of records.
+    """
+    count, rest = divmod(len(wraps), WRAP_SIZE)
+    if rest:
+        raise ValueError("wraps is not a whole number of 56-byte records")
+    return list(_kid_reader(count).unpack(wraps)) if count else []
+
+
+def wrap_at(wraps: bytes, index: int) -> tuple[bytes, bytes]:
+    """(kid_enc, wct) of record ``index``."""
+    start = index * WRAP_SIZE
+    return wraps[start : start + 8], wraps[start + 8 : start + WRAP_SIZE]
 
 
 class Ref(msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen=True):
@@ -67,7 +95,7 @@ class Header(msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen
     mode: Uint
     epoch: Uint
     eph_pk: Annotated[bytes, msgspec.Meta(max_length=32)]
-    wraps: Annotated[list[Wrap], msgspec.Meta(max_length=MAX_RECIPIENTS)]
+    wraps: Annotated[bytes, msgspec.Meta(max_length=MAX_RECIPIENTS * WRAP_SIZE)]
     nonce: Bytes24
     commit: Bytes32
     refs: Annotated[list[Ref], msgspec.Meta(max_length=MAX_REFS)]

@@ -90,6 +90,8 @@ class Identity:
         "created_ms",
         "display_name",
         "enc_pk",
+        "kid_enc",
+        "kid_sig",
         "sign_pk",
     )
 
@@ -112,6 +114,9 @@ class Identity:
         self._enc_sk = enc_sk
         self.enc_pk: bytes = bindings.crypto_scalarmult_base(enc_sk)
         self._nats_seed = nats_seed
+        # Ids are used on every seal and open; hash once.
+        self.kid_sig = kid_sig(self.sign_pk)
+        self.kid_enc = kid_enc(self.enc_pk)
 
     @classmethod
     def generate(cls, agency_id: str, display_name: str, *, rng: Random, now_ms: int) -> Identity:
@@ -130,14 +135,6 @@ class Identity:
 
     def __reduce__(self) -> str | tuple[object, ...]:
         raise TypeError("Identity holds secret keys and cannot be pickled")
-
-    @property
-    def kid_sig(self) -> bytes:
-        return kid_sig(self.sign_pk)
-
-    @property
-    def kid_enc(self) -> bytes:
-        return kid_enc(self.enc_pk)
 
     @property
     def fingerprint(self) -> str:

@@ -33,7 +33,15 @@ from tfshare.encoding import (
     u32,
 )
 from tfshare.errors import RejectCode, RosterRejected, TrustError
-from tfshare.keys import CardBody, Identity, NatsUser, enc_binding_message, kid_enc, kid_sig
+from tfshare.keys import (
+    CardBody,
+    Identity,
+    NatsUser,
+    enc_binding_message,
+    fingerprint,
+    kid_enc,
+    kid_sig,
+)
 from tfshare.keys import verify_signature as _verify
 
 L_ROSTER: Final = label("tfshare/v1/roster")
@@ -222,6 +230,7 @@ def decode_state(data: bytes) -> RosterState:
 class SenderKey:
     member: Member
     key: KeyValidity
+    fingerprint: str
 
 
 class TrustedRoster:
@@ -235,9 +244,10 @@ class TrustedRoster:
         self.sign_keys: dict[bytes, SenderKey] = {}
         for member in roster.members:
             for key in member.sign_keys:
-                self.sign_keys[kid_sig(key.pk)] = SenderKey(member, key)
+                self.sign_keys[kid_sig(key.pk)] = SenderKey(member, key, fingerprint(key.pk))
         self.revoked = {r.kid: r for r in roster.revoked}
-        self.agency_of_enc_kid = {kid_enc(m.enc_key.pk): m.agency_id for m in roster.members}
+        self.enc_kid_of = {m.agency_id: kid_enc(m.enc_key.pk) for m in roster.members}
+        self.agency_of_enc_kid = {kid: agency for agency, kid in self.enc_kid_of.items()}
 
     @property
     def taskforce(self) -> str:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 from bisect import bisect_left
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from itertools import pairwise
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Final
 
 import msgspec
@@ -35,16 +35,19 @@ from tfshare.envelope import (
     SUITE_1,
     SUPPORTED_SUITES,
     VERSION,
+    WRAP_SIZE,
     Envelope,
     Header,
     Mode,
     Plain,
     Ref,
-    Wrap,
+    pack_wraps,
     pad_length,
+    wrap_at,
+    wrap_kids,
 )
 from tfshare.errors import RejectCode, Rejected, TrustError, ValidationError
-from tfshare.keys import Identity, Random, fingerprint, kid_enc
+from tfshare.keys import Identity, Random, kid_enc
 from tfshare.messages import MessageType, SchemaBook, safe_reason
 from tfshare.replay import ReplayStore
 from tfshare.roster import TrustedRoster
@@ -95,16 +98,24 @@ def envelope_hash(data: bytes) -> bytes:
 class Recipient:
     agency_id: str
     enc_pk: bytes
+    kid: bytes = b""  # kid_enc(enc_pk); computed if not given
+
+    def __post_init__(self) -> None:
+        if not self.kid:
+            object.__setattr__(self, "kid", kid_enc(self.enc_pk))
 
 
 @dataclass(frozen=True)
 class Sealed:
     data: bytes
     msg_id: bytes
-    env_hash: bytes
     recipients: tuple[str, ...]
     ts_ms: int
     seq: int
+
+    @cached_property
+    def env_hash(self) -> bytes:
+        return envelope_hash(self.data)
 
 
 def seal_to(
@@ -127,13 +138,12 @@ def seal_to(
             f"{len(recipients)} recipients; direct mode takes 1 to {MAX_RECIPIENTS}",
             hint="name fewer recipients with --to",
         )
-    msg_id = rng(16)
-    nonce = rng(24)
-    payload_key = rng(32)
-    eph_sk = rng(32)
+    # One draw, split: msg_id || nonce || K || eph_sk (the test vectors rely on this order).
+    fresh = rng(104)
+    msg_id, nonce, payload_key, eph_sk = fresh[:16], fresh[16:40], fresh[40:72], fresh[72:]
     eph_pk = bindings.crypto_scalarmult_base(eph_sk)
     sender_kid = identity.kid_sig
-    wraps: list[Wrap] = []
+    wraps: list[tuple[bytes, bytes]] = []
     for recipient in recipients:
         shared = bindings.crypto_scalarmult(eph_sk, recipient.enc_pk)
         if hmac.compare_digest(shared, ZERO_32):
@@ -143,8 +153,7 @@ def seal_to(
             )
         wk = wrap_key(shared, eph_pk, recipient.enc_pk, msg_id, sender_kid)
         wct = _aead_encrypt(payload_key, L_WRAP + msg_id, ZERO_NONCE, wk)
-        wraps.append(Wrap(kid_enc(recipient.enc_pk), wct))
-    wraps.sort(key=lambda w: w.kid_enc)
+        wraps.append((recipient.kid, wct))
     header = Header(
         v=VERSION,
         suite=SUITE_1,
@@ -159,15 +168,19 @@ def seal_to(
         mode=Mode.DIRECT,
         epoch=0,
         eph_pk=eph_pk,
-        wraps=wraps,
+        wraps=pack_wraps(wraps),
         nonce=nonce,
         commit=key_commitment(payload_key, msg_id),
         refs=list(refs),
     )
     hdr = _encoder.encode(header)
-    unpadded = _encoder.encode(Plain(schema.name, schema.fingerprint, body, b""))
     plain = _encoder.encode(
-        Plain(schema.name, schema.fingerprint, body, bytes(pad_length(len(unpadded))))
+        Plain(
+            schema.name,
+            schema.fingerprint,
+            body,
+            bytes(pad_length(plain_size(schema.name, len(body)))),
+        )
     )
     ct = _aead_encrypt(plain, L_PAYLOAD + hdr, nonce, payload_key)
     data = _encoder.encode(Envelope(VERSION, hdr, ct, identity.sign(signed_message(hdr, ct))))
@@ -176,9 +189,22 @@ def seal_to(
             f"the sealed message would be {len(data)} bytes; the limit is {MAX_ENVELOPE}",
             hint="shorten the body or send fewer recipients",
         )
-    return Sealed(
-        data, msg_id, envelope_hash(data), tuple(r.agency_id for r in recipients), now_ms, seq
-    )
+    return Sealed(data, msg_id, tuple(r.agency_id for r in recipients), now_ms, seq)
+
+
+def _str_header(n: int) -> int:
+    return 1 if n < 32 else 2 if n < 256 else 3 if n < 65536 else 5
+
+
+def _bin_header(n: int) -> int:
+    return 2 if n < 256 else 3 if n < 65536 else 5
+
+
+def plain_size(schema_name: str, body_len: int) -> int:
+    """Encoded size of Plain with an empty pad, computed instead of encoded (hot path)."""
+    name = len(schema_name.encode())
+    # fixarray(4) + str + bin8(32) schema_fp + bin body + empty bin8 pad
+    return 1 + _str_header(name) + name + 2 + 32 + _bin_header(body_len) + body_len + 2
 
 
 def _policy_error(message: str, hint: str) -> TrustError:
@@ -208,7 +234,7 @@ def resolve_recipients(
                 f"agency {name!r} may not read channel {channel!r}",
                 hint="send only to the channel's readers, or ask a coordinator to grant access",
             )
-        recipients.append(Recipient(name, member.enc_key.pk))
+        recipients.append(Recipient(name, member.enc_key.pk, roster.enc_kid_of[name]))
     if not recipients:
         raise _policy_error(
             f"channel {channel!r} has no active readers",
@@ -278,9 +304,12 @@ def seal(
 # Opening
 
 
-@dataclass(frozen=True)
-class Opened:
-    """A verified, decrypted message. ``record`` is the decoded body."""
+class Opened(msgspec.Struct, frozen=True):
+    """A verified, decrypted message. ``record`` is the decoded body.
+
+    A msgspec Struct rather than a dataclass: it is built once per delivered message, and a
+    frozen dataclass's field-by-field __init__ costs several microseconds on that hot path.
+    """
 
     msg_id: bytes
     env_hash: bytes
@@ -292,11 +321,26 @@ class Opened:
     channel: str
     seq: int
     roster_seq: int
-    recipients: tuple[str, ...]
     schema: str
     schema_fp: bytes
     record: object
-    refs: tuple[Ref, ...] = field(default=())
+    wraps: bytes
+    agency_of_enc_kid: Mapping[bytes, str]
+    refs: tuple[Ref, ...] = ()
+
+    def __repr__(self) -> str:
+        # Never the record: a repr can end up in a log or a traceback.
+        return (
+            f"Opened(msg_id={self.msg_id.hex()}, sender={self.sender!r}, "
+            f"channel={self.channel!r}, schema={self.schema!r}, record=<hidden>)"
+        )
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        """The recipients' agency ids (by encryption key id; unknown keys as hex)."""
+        names = self.agency_of_enc_kid
+        kids = (wrap_at(self.wraps, i)[0] for i in range(len(self.wraps) // WRAP_SIZE))
+        return tuple(names.get(kid, kid.hex()) for kid in kids)
 
 
 @dataclass(frozen=True)
@@ -321,7 +365,7 @@ def _reject(code: RejectCode, message: str) -> Rejected:
     return Rejected(code, message)
 
 
-def _decode_envelope(data: bytes) -> tuple[Envelope, Header]:
+def _decode_envelope(data: bytes) -> tuple[Envelope, Header, list[int]]:
     try:
         env = _envelope_decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -344,19 +388,27 @@ def _decode_envelope(data: bytes) -> tuple[Envelope, Header]:
     if hdr.suite not in SUPPORTED_SUITES:
         raise _reject(RejectCode.E_VERSION, f"unknown suite {hdr.suite}")
     if hdr.mode == Mode.DIRECT:
-        kids = [w.kid_enc for w in hdr.wraps]
+        try:
+            kids = wrap_kids(hdr.wraps)
+        except ValueError:
+            raise _reject(
+                RejectCode.E_MALFORMED, "wraps is not a list of 56-byte records"
+            ) from None
+        # Strictly ascending (sorted, no repeats): one order for every implementation, so a
+        # binary search here and a linear scan elsewhere find the same record.
         if (
             len(hdr.eph_pk) != 32
             or hdr.epoch != 0
             or not kids
-            or any(a >= b for a, b in pairwise(kids))
+            or kids != sorted(kids)
+            or len(set(kids)) != len(kids)
         ):
             raise _reject(RejectCode.E_MALFORMED, "direct-mode header fields are inconsistent")
     elif hdr.mode == Mode.EPOCH:
         raise _reject(RejectCode.E_EPOCH, "epoch mode is not supported by this receiver yet")
     else:
         raise _reject(RejectCode.E_MALFORMED, f"unknown mode {hdr.mode}")
-    return env, hdr
+    return env, hdr, kids
 
 
 def expected_subject(taskforce: str, channel: str, sender: str) -> str:
@@ -384,7 +436,7 @@ def open_envelope(
     if len(data) > MAX_ENVELOPE:
         raise _reject(RejectCode.E_TOO_LARGE, f"{len(data)} bytes > {MAX_ENVELOPE}")
     # 2. strict, canonical decode; versions
-    env, hdr = _decode_envelope(data)
+    env, hdr, kids = _decode_envelope(data)
     # 3. task force, channel, subject, suite policy, time window
     channel = roster.channels.get(hdr.channel)
     if hdr.taskforce != roster.taskforce or channel is None:
@@ -426,8 +478,7 @@ def open_envelope(
             return Duplicate(hdr.msg_id, env_hash, hdr.sender)
         raise _reject(RejectCode.E_EQUIVOCATION, "same msg_id, different content")
     # 7. my wrap
-    my_kid = identity.kid_enc
-    kids = [w.kid_enc for w in hdr.wraps]
+    my_kid = int.from_bytes(identity.kid_enc, "big")
     index = bisect_left(kids, my_kid)
     if index == len(kids) or kids[index] != my_kid:
         raise _reject(RejectCode.E_NOT_RECIPIENT, "not addressed to this agency's key")
@@ -436,7 +487,9 @@ def open_envelope(
         raise _reject(RejectCode.E_WRAP, "degenerate ephemeral key")
     wk = wrap_key(shared, hdr.eph_pk, identity.enc_pk, hdr.msg_id, hdr.sender_kid)
     try:
-        payload_key = _aead_decrypt(hdr.wraps[index].wct, L_WRAP + hdr.msg_id, ZERO_NONCE, wk)
+        payload_key = _aead_decrypt(
+            wrap_at(hdr.wraps, index)[1], L_WRAP + hdr.msg_id, ZERO_NONCE, wk
+        )
     except CryptoError:
         raise _reject(RejectCode.E_WRAP, "key wrap does not open") from None
     # 8. key commitment, then the payload
@@ -464,19 +517,19 @@ def open_envelope(
         record = schema.from_body(plain.body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise _reject(RejectCode.E_BODY, f"body: {safe_reason(exc)}") from None
-    by_kid = roster.agency_of_enc_kid
     return Opened(
         msg_id=hdr.msg_id,
         env_hash=env_hash,
         sender=hdr.sender,
         sender_kid=hdr.sender_kid,
-        fingerprint=fingerprint(key.pk),
+        fingerprint=sender_key.fingerprint,
         ts_ms=hdr.ts_ms,
         taskforce=hdr.taskforce,
         channel=hdr.channel,
         seq=hdr.seq,
         roster_seq=hdr.roster_seq,
-        recipients=tuple(by_kid.get(k, k.hex()) for k in kids),
+        wraps=hdr.wraps,
+        agency_of_enc_kid=roster.agency_of_enc_kid,
         schema=plain.schema,
         schema_fp=plain.schema_fp,
         record=record,

@@ -1,0 +1,164 @@
+"""tfshare benchmark: seal and open cost beside the raw PyNaCl primitives, in one run.
+
+Each figure is the best of several timed rounds (the least disturbed by the rest of the
+machine), in microseconds per operation. Ratios compare tfshare to the cost of the
+primitives its construction cannot avoid, measured here in the same process:
+
+- open baseline  = Ed25519 verify (of hdr||ct) + one X25519 + AEAD decrypt of the payload
+- seal baseline  = Ed25519 sign + AEAD encrypt of the payload
+                   + per recipient (X25519 + BLAKE2b wrap key + AEAD wrap of K)
+Targets (issue 2): open <= 1.3x, seal <= 1.3x of its baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from nacl import bindings
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from tfkit import DeterministicRng, build_taskforce, identity  # noqa: E402
+
+from tfshare import roster as R  # noqa: E402
+from tfshare.encoding import blake2b_256, encode  # noqa: E402
+from tfshare.messages import BuiltinSchemas  # noqa: E402
+from tfshare.replay import MemoryReplayStore  # noqa: E402
+from tfshare.seal import ReceivePolicy, Recipient, open_envelope, seal_to  # noqa: E402
+
+BODY_SIZE = 1024
+ROUNDS = 7
+
+
+def best_us(fn: Callable[[], object], *, number: int) -> float:
+    """Best-of-ROUNDS time per call, in microseconds."""
+    best = float("inf")
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - start) / number)
+    return best * 1e6
+
+
+def primitives(msg_len: int, ct_len: int) -> dict[str, float]:
+    seed = os.urandom(32)
+    pk, sk = bindings.crypto_sign_seed_keypair(seed)
+    msg = os.urandom(msg_len)
+    signed = bindings.crypto_sign(msg, sk)
+    sig = signed[:64]
+    x_sk, x_pk = os.urandom(32), bindings.crypto_scalarmult_base(os.urandom(32))
+    key, nonce = os.urandom(32), os.urandom(24)
+    body = os.urandom(ct_len - 16)
+    ct = bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(body, b"aad", nonce, key)
+    k32 = os.urandom(32)
+    wrap_material = os.urandom(96)  # eph_pk || R || msg_id || sender_kid, roughly
+    wct = bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        k32, b"w", bytes(24), blake2b_256(wrap_material, key=key)
+    )
+    enc = bindings.crypto_aead_xchacha20poly1305_ietf_encrypt
+    dec = bindings.crypto_aead_xchacha20poly1305_ietf_decrypt
+    return {
+        "sign": best_us(lambda: bindings.crypto_sign(msg, sk), number=300),
+        "verify": best_us(lambda: bindings.crypto_sign_open(sig + msg, pk), number=300),
+        "x25519": best_us(lambda: bindings.crypto_scalarmult(x_sk, x_pk), number=300),
+        "x25519_base": best_us(lambda: bindings.crypto_scalarmult_base(x_sk), number=300),
+        "aead_enc_body": best_us(lambda: enc(body, b"aad", nonce, key), number=2000),
+        "aead_dec_body": best_us(lambda: dec(ct, b"aad", nonce, key), number=2000),
+        "wrap": best_us(
+            lambda: enc(k32, b"w", bytes(24), blake2b_256(wrap_material, key=key)), number=2000
+        ),
+        "unwrap": best_us(
+            lambda: dec(wct, b"w", bytes(24), blake2b_256(wrap_material, key=key)), number=2000
+        ),
+    }
+
+
+def main() -> None:
+    schemas = BuiltinSchemas()
+    schema = schemas.lookup("tf.alert/1")
+    assert schema is not None
+    example = json.loads((REPO / "examples/alert.json").read_text())
+    # A real alert record whose msgpack encoding is exactly 1 KiB (open decodes it).
+    base = len(schema.to_body(schema.from_json(json.dumps({**example, "summary": "s"}).encode())))
+    example["summary"] = "s" * (BODY_SIZE - base - 1)  # str16 header: 3 bytes, not 1
+    body = schema.to_body(schema.from_json(json.dumps(example).encode()))
+    assert len(body) == BODY_SIZE, len(body)
+    tf = build_taskforce()
+    sender = tf.ids["police"]
+    trusted = tf.trusted()
+    rows = []
+    print(f"tfshare bench: 1 KiB body, best of {ROUNDS} rounds, microseconds per operation")
+    for n in (1, 10, 100, 256):
+        ids = [identity(f"r{i:03d}") for i in range(n)]
+        recipients = [Recipient(i.agency_id, i.enc_pk) for i in ids]
+        number = max(20, 2000 // (n + 5))
+
+        def do_seal(payload: bytes = body) -> object:
+            return seal_to(
+                identity=sender, taskforce="nl-north", channel="alerts", roster_seq=1,
+                recipients=recipients, schema=schema, body=payload, seq=1,
+                now_ms=tf.now_ms, rng=os.urandom,
+            )
+
+        seal_us = best_us(do_seal, number=number)
+        # Opening needs the receivers in the roster: add them, re-sign, re-verify.
+        signed = tf.signed
+        for i in ids:
+            signed = R.add_member(signed, i.card_body(), role="member", now_ms=tf.now_ms - 10)
+            signed = R.grant(signed, i.agency_id, channel="alerts", read=True, write=False,
+                             now_ms=tf.now_ms - 10)
+        signed = R.sign(signed, tf.ids["coord"])
+        big, _ = R.verify_roster(encode(signed), anchor=tf.anchor, state=None, now_ms=tf.now_ms)
+        sealed = seal_to(
+            identity=sender, taskforce="nl-north", channel="alerts", roster_seq=big.seq,
+            recipients=recipients, schema=schema, body=body, seq=1, now_ms=tf.now_ms,
+            rng=DeterministicRng("bench"),
+        )
+        receiver = ids[n // 2]
+        replay = MemoryReplayStore()
+        policy = ReceivePolicy()
+
+        def do_open() -> object:
+            return open_envelope(
+                sealed.data, identity=receiver, roster=big, replay=replay, schemas=schemas,
+                now_ms=tf.now_ms, subject=None, policy=policy,
+            )
+
+        open_us = best_us(do_open, number=max(200, number))
+        # The primitives on inputs of the sizes this envelope has: the signature covers
+        # hdr || ct; the AEAD baseline is of the 1 KiB body itself (padding is ours to pay).
+        p = primitives(len(sealed.data) - 64, BODY_SIZE + 16)
+        seal_base = p["sign"] + p["aead_enc_body"] + n * (p["x25519"] + p["wrap"])
+        open_base = p["verify"] + p["x25519"] + p["aead_dec_body"]
+        rows.append({
+            "recipients": n, "envelope_bytes": len(sealed.data),
+            "seal_us": round(seal_us, 1), "seal_baseline_us": round(seal_base, 1),
+            "seal_ratio": round(seal_us / seal_base, 3),
+            "open_us": round(open_us, 1), "open_baseline_us": round(open_base, 1),
+            "open_ratio": round(open_us / open_base, 3),
+            "x25519_base_us": round(p["x25519_base"], 1),
+        })
+    head = ("recipients", "bytes", "seal us", "base us", "ratio", "open us", "base us", "ratio")
+    print("{:>10} {:>8} {:>9} {:>9} {:>6} {:>9} {:>9} {:>6}".format(*head))
+    for r in rows:
+        print(
+            f"{r['recipients']:>10} {r['envelope_bytes']:>8} {r['seal_us']:>9} "
+            f"{r['seal_baseline_us']:>9} {r['seal_ratio']:>6} {r['open_us']:>9} "
+            f"{r['open_baseline_us']:>9} {r['open_ratio']:>6}"
+        )
+    print(f"(ephemeral key generation, X25519 base point: {rows[0]['x25519_base_us']} us per "
+          "seal, counted in tfshare's seal time but not in the baseline)")
+    out = REPO / "bench-out"
+    out.mkdir(exist_ok=True)
+    (out / "envelope.json").write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

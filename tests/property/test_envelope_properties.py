@@ -1,0 +1,358 @@
+"""Property tests of sealed envelopes: round trips to any audience, and tampering refused.
+
+One task force of twelve member agencies (plus the coordinator, plus one outsider with keys but
+no membership) is built once per module; every agency may read "alerts", police and labour
+write it. Randomness and the clock are fixed per example, so every failure replays exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Final, get_args, get_type_hints
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from tfkit import NOW_MS, DeterministicRng, build_taskforce, identity
+
+from tfshare.envelope import MAX_RECIPIENTS
+from tfshare.errors import RejectCode, ValidationError
+from tfshare.messages import (
+    Alert,
+    BuiltinType,
+    Entity,
+    Grading,
+    Handling,
+    Location,
+    TimeWindow,
+)
+from tfshare.protocol import Delivered, Outcome, Receiver, Rejection
+from tfshare.replay import MemoryReplayStore
+from tfshare.seal import Recipient, ReceivePolicy, Sealed, seal, seal_to
+
+MEMBERS: Final = (
+    "police",
+    "ngo",
+    "labour",
+    "customs",
+    "immigration",
+    "prosecutor",
+    "shelter",
+    "hotline",
+    "bank",
+    "municipality",
+    "port-authority",
+    "inspectorate",
+)
+TF: Final = build_taskforce(members=MEMBERS)
+TRUSTED: Final = TF.trusted()
+READERS: Final = tuple(TRUSTED.channels["alerts"].readers)  # coord and the twelve members
+WRITERS: Final = tuple(TRUSTED.channels["alerts"].writers)  # police and labour
+EVERYONE: Final = (*READERS, "outsider")
+_alert_type = TF.schemas.lookup("tf.alert/1")
+assert _alert_type is not None
+ALERT: Final[BuiltinType] = _alert_type
+
+# Every envelope-level code of the receiver's table (envelope.md), none of the roster codes.
+ENVELOPE_CODES: Final = frozenset(RejectCode) - {c for c in RejectCode if "ROSTER" in c.name}
+# A modified envelope can never carry a valid signature, so it must be refused at or before
+# check 5: the codes of checks 7-9 (and replay) would mean tampered bytes got past the signature.
+TAMPER_CODES: Final = frozenset(
+    {
+        RejectCode.E_TOO_LARGE,
+        RejectCode.E_MALFORMED,
+        RejectCode.E_NONCANONICAL,
+        RejectCode.E_VERSION,
+        RejectCode.E_CHANNEL,
+        RejectCode.E_STALE,
+        RejectCode.E_FUTURE,
+        RejectCode.E_UNKNOWN_SENDER,
+        RejectCode.E_REVOKED,
+        RejectCode.E_NOT_AUTHORIZED,
+        RejectCode.E_EPOCH,
+        RejectCode.E_BAD_SIG,
+    }
+)
+assert TAMPER_CODES <= ENVELOPE_CODES
+
+
+def receiver(agency: str) -> Receiver:
+    """A fresh receiver (empty replay store) for ``agency`` over the module's roster."""
+    return Receiver(
+        identity=TF.ids[agency],
+        roster=TRUSTED,
+        replay=MemoryReplayStore(),
+        schemas=TF.schemas,
+        clock=lambda: NOW_MS,
+        policy=ReceivePolicy(),
+    )
+
+
+def seal_alert(record: Alert, *, sender: str, to: list[str], seed: bytes) -> Sealed:
+    return seal(
+        identity=TF.ids[sender],
+        roster=TRUSTED,
+        channel="alerts",
+        to=to,
+        schema=ALERT,
+        body=ALERT.to_body(record),
+        seq=1,
+        now_ms=NOW_MS,
+        rng=DeterministicRng(seed),
+    )
+
+
+def flip(data: bytes, position: int, xor: int) -> bytes:
+    out = bytearray(data)
+    out[position] ^= xor
+    return bytes(out)
+
+
+def is_tamper_rejection(outcome: Outcome) -> bool:
+    return isinstance(outcome, Rejection) and outcome.code in TAMPER_CODES
+
+
+# ---------------------------------------------------------------------------------------------
+# Strategies: valid tf.alert/1 records
+
+
+def _literals(struct: type, field: str) -> tuple[str, ...]:
+    return tuple(get_args(get_type_hints(struct, include_extras=False)[field]))
+
+
+GRADING_CODES: Final = {
+    "admiralty-6x6": ("ABCDEFG", "123456", None),
+    "europol-4x4": ("ABCX", "1234", None),
+    "uk-3x5x2": ("123", "ABCDE", "PC"),
+}
+_short_text = st.text(min_size=1, max_size=200)
+_datetimes = st.builds(
+    "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}Z".format,
+    st.integers(2000, 2099),
+    st.integers(1, 12),
+    st.integers(1, 28),
+    st.integers(0, 23),
+    st.integers(0, 59),
+    st.integers(0, 59),
+)
+_indicators = st.builds(
+    "{}:{}".format,
+    st.sampled_from(("ilo", "htcds", "fincen", "polaris")),
+    st.from_regex(r"[a-z0-9][a-z0-9:.-]{0,62}", fullmatch=True),
+)
+_entities = st.builds(
+    Entity,
+    kind=st.sampled_from(_literals(Entity, "kind")),
+    value=st.text(min_size=1, max_size=120),
+    hashed=st.booleans(),
+)
+_locations = st.builds(
+    Location,
+    country=st.from_regex(r"[A-Z]{2}", fullmatch=True),
+    region=st.none() | _short_text,
+    place=st.none() | _short_text,
+    lat=st.none() | st.floats(-90, 90),
+    lon=st.none() | st.floats(-180, 180),
+)
+_handling = st.builds(
+    Handling,
+    tlp=st.sampled_from(_literals(Handling, "tlp")),
+    pap=st.sampled_from(_literals(Handling, "pap")),
+    code=st.sampled_from(("H0", "H1", "H2", "H3")),
+    code_note=st.none() | st.text(max_size=500),
+    no_forward=st.booleans(),
+)
+
+
+@st.composite
+def _gradings(draw: st.DrawFn) -> Grading:
+    system = draw(st.sampled_from(sorted(GRADING_CODES)))
+    sources, infos, handlings = GRADING_CODES[system]
+    return Grading(
+        system=system,  # type: ignore[arg-type]  # a key of GRADING_CODES: one of the literals
+        source=draw(st.sampled_from(sources)),
+        information=draw(st.sampled_from(infos)),
+        handling=None if handlings is None else draw(st.sampled_from(handlings)),
+    )
+
+
+alerts: Final = st.builds(
+    Alert,
+    title=_short_text,
+    summary=st.text(min_size=1, max_size=1000),
+    severity=st.sampled_from(_literals(Alert, "severity")),
+    category=st.sampled_from(_literals(Alert, "category")),
+    where=_locations,
+    when=st.none() | st.builds(TimeWindow, start=_datetimes, end=st.none() | _datetimes),
+    entities=st.lists(_entities, max_size=6),
+    indicators=st.lists(_indicators, max_size=6),
+    handling=_handling,
+    grading=_gradings(),
+    response=st.sampled_from(_literals(Alert, "response")),
+    expires=st.none() | _datetimes,
+)
+recipient_lists: Final = st.lists(st.sampled_from(READERS), min_size=1, unique=True)
+seeds: Final = st.binary(min_size=1, max_size=16)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Round trips
+
+
+@given(record=alerts, to=recipient_lists, sender=st.sampled_from(WRITERS), seed=seeds)
+def test_every_chosen_recipient_opens_the_sealed_record(
+    record: Alert, to: list[str], sender: str, seed: bytes
+) -> None:
+    """Each named recipient gets Delivered with the exact record and the full recipient list."""
+    sealed = seal_alert(record, sender=sender, to=to, seed=seed)
+    for agency in to:
+        outcome = receiver(agency).receive(sealed.data)
+        assert isinstance(outcome, Delivered), (agency, outcome)
+        assert outcome.message.record == record
+        assert outcome.message.sender == sender
+        assert sorted(outcome.message.recipients) == sorted(to)
+
+
+@given(record=alerts, to=recipient_lists, sender=st.sampled_from(WRITERS), seed=seeds)
+def test_every_other_agency_gets_not_recipient(
+    record: Alert, to: list[str], sender: str, seed: bytes
+) -> None:
+    """Members left out, and an outsider, are refused with E_NOT_RECIPIENT."""
+    sealed = seal_alert(record, sender=sender, to=to, seed=seed)
+    for agency in set(EVERYONE) - set(to):
+        outcome = receiver(agency).receive(sealed.data)
+        assert isinstance(outcome, Rejection), (agency, outcome)
+        assert outcome.code is RejectCode.E_NOT_RECIPIENT, (agency, outcome)
+
+
+MANY: Final = [identity(f"r{i:03d}") for i in range(MAX_RECIPIENTS + 1)]
+EXAMPLE_BODY: Final = ALERT.to_body(
+    Alert(
+        title="t",
+        summary="s",
+        severity="low",
+        category="other",
+        where=Location(country="NL"),
+        handling=Handling(tlp="GREEN"),
+        grading=Grading(system="admiralty-6x6", source="A", information="1"),
+    )
+)
+
+
+def seal_to_many(count: int) -> Sealed:
+    return seal_to(
+        identity=TF.ids["police"],
+        taskforce=TRUSTED.taskforce,
+        channel="alerts",
+        roster_seq=TRUSTED.seq,
+        recipients=[Recipient(i.agency_id, i.enc_pk) for i in MANY[:count]],
+        schema=ALERT,
+        body=EXAMPLE_BODY,
+        seq=1,
+        now_ms=NOW_MS,
+        rng=DeterministicRng(f"many-{count}"),
+    )
+
+
+def test_seal_to_256_recipients_opens_for_each() -> None:
+    """With the maximum of 256 recipients every one of them opens the envelope."""
+    sealed = seal_to_many(MAX_RECIPIENTS)
+    for ident in MANY[:MAX_RECIPIENTS]:
+        outcome = Receiver(
+            identity=ident,
+            roster=TRUSTED,
+            replay=MemoryReplayStore(),
+            schemas=TF.schemas,
+            clock=lambda: NOW_MS,
+            policy=ReceivePolicy(),
+        ).receive(sealed.data)
+        assert isinstance(outcome, Delivered), (ident.agency_id, outcome)
+        assert ALERT.to_body(outcome.message.record) == EXAMPLE_BODY
+        assert len(outcome.message.recipients) == MAX_RECIPIENTS
+
+
+def test_seal_to_refuses_257_recipients() -> None:
+    """One recipient over the direct-mode maximum is a ValidationError."""
+    with pytest.raises(ValidationError):
+        seal_to_many(MAX_RECIPIENTS + 1)
+
+
+def test_seal_to_refuses_zero_recipients() -> None:
+    """An envelope for nobody is a ValidationError."""
+    with pytest.raises(ValidationError):
+        seal_to_many(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Tampering
+
+VALID: Final = seal_alert(
+    Alert(
+        title="Tamper target",
+        summary="A valid envelope whose every byte the tests below change.",
+        severity="high",
+        category="labour-exploitation",
+        where=Location(country="NL", place="Den Helder"),
+        handling=Handling(tlp="AMBER"),
+        grading=Grading(system="europol-4x4", source="B", information="2"),
+    ),
+    sender="police",
+    to=["ngo", "bank", "police"],
+    seed=b"tamper",
+).data
+# Offsets of text fields inside the header: a flip there must not escape as an exception.
+SENDER_AT: Final = VALID.index(b"police")
+TASKFORCE_AT: Final = VALID.index(b"nl-north")
+CHANNEL_AT: Final = VALID.index(b"alerts")
+
+
+def test_untampered_envelope_is_delivered() -> None:
+    """The envelope the tampering tests start from is itself delivered."""
+    assert isinstance(receiver("ngo").receive(VALID), Delivered)
+
+
+@given(position=st.integers(0, len(VALID) - 1), xor=st.integers(1, 255))
+@example(position=SENDER_AT, xor=0x80)
+@example(position=TASKFORCE_AT + 2, xor=0xC0)
+@example(position=CHANNEL_AT + 5, xor=0x80)
+def test_flipped_byte_is_rejected_before_decryption(position: int, xor: int) -> None:
+    """A single flipped byte anywhere gives a Rejection at or before the signature check."""
+    outcome = receiver("ngo").receive(flip(VALID, position, xor))
+    assert is_tamper_rejection(outcome), outcome
+
+
+def test_every_position_flipped_is_rejected() -> None:
+    """Sweep: each byte flipped by 0x01 and by 0x80 is refused, never raised or delivered."""
+    failures: list[str] = []
+    for position in range(len(VALID)):
+        for xor in (0x01, 0x80):
+            try:
+                outcome = receiver("ngo").receive(flip(VALID, position, xor))
+            except Exception as exc:
+                failures.append(f"byte {position} ^ {xor:#04x}: raised {exc!r}")
+                continue
+            if not is_tamper_rejection(outcome):
+                failures.append(f"byte {position} ^ {xor:#04x}: {outcome!r}")
+    assert not failures, f"{len(failures)} bad outcomes, first: {failures[:5]}"
+
+
+@given(length=st.integers(0, len(VALID) - 1))
+def test_truncated_envelope_is_rejected(length: int) -> None:
+    """Any proper prefix of a valid envelope is a Rejection."""
+    assert is_tamper_rejection(receiver("ngo").receive(VALID[:length]))
+
+
+@given(tail=st.binary(min_size=1, max_size=256))
+def test_extended_envelope_is_rejected(tail: bytes) -> None:
+    """A valid envelope with bytes appended is a Rejection."""
+    assert is_tamper_rejection(receiver("ngo").receive(VALID + tail))
+
+
+@settings(max_examples=200)
+@given(
+    data=st.binary(max_size=2048)
+    | st.binary(max_size=2048).map(lambda b: b"\x94\x01" + b)
+    | st.binary(max_size=2048).map(lambda b: VALID[: len(VALID) // 2] + b)
+)
+def test_garbage_is_rejected(data: bytes) -> None:
+    """Random bytes (also behind an envelope-like prefix) are a Rejection, never an exception."""
+    assert is_tamper_rejection(receiver("ngo").receive(data))
