@@ -69,6 +69,18 @@ class NonCanonical(ValueError):
     """Bytes decode, but are not the canonical encoding of what they decode to."""
 
 
+# Everything strict decoding of hostile bytes can raise: msgspec's own errors, invalid UTF-8
+# inside a string (msgspec raises UnicodeDecodeError), nesting deeper than the C stack allows,
+# and our canonical-form check. Every decode site catches exactly this tuple.
+DECODE_ERRORS: Final = (
+    msgspec.DecodeError,
+    msgspec.ValidationError,
+    UnicodeDecodeError,
+    RecursionError,
+    NonCanonical,
+)
+
+
 def decode_canonical(data: bytes, decoder: msgspec.msgpack.Decoder[T]) -> T:
     """Strictly decode ``data`` and insist that it is the canonical encoding of the result.
 

@@ -28,6 +28,8 @@ MAX_SKEW_MS: Final = 120_000
 # Offline exchange (USB sticks between air-gapped agencies) can take days; the replay store
 # must keep entries at least this long, so the two are configured together.
 DEFAULT_MAX_AGE_MS: Final = 14 * 24 * 3600 * 1000
+# Messages signed before a key was retired stay acceptable this long after the retirement.
+RETIRED_GRACE_MS: Final = 3 * 24 * 3600 * 1000
 
 
 class Mode(IntEnum):

@@ -94,6 +94,9 @@ class Rejected(TfshareError):
     def __init__(self, code: RejectCode, message: str, *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint or _REJECT_HINT, code=code.value)
         self.reject_code = code
+        # Filled in once the header decoded (claimed, not verified, before the signature).
+        self.sender: str | None = None
+        self.msg_id: bytes | None = None
 
 
 _REJECT_HINT = "do not act on this message; ask the sender to resend it, or report the code"

@@ -22,12 +22,12 @@ from nacl.exceptions import CryptoError
 from nacl.pwhash import argon2id
 
 from tfshare.encoding import (
+    DECODE_ERRORS,
     Bytes16,
     Bytes24,
     Bytes32,
     DisplayName,
     Name,
-    NonCanonical,
     Uint,
     decode_canonical,
     encode,
@@ -142,7 +142,7 @@ def read_keyfile_header(data: bytes) -> KeyFile:
     """Decode a key file without the passphrase (for ``keys show`` of public parts)."""
     try:
         keyfile = decode_canonical(data, _keyfile_decoder)
-    except (msgspec.DecodeError, msgspec.ValidationError, NonCanonical):
+    except DECODE_ERRORS:
         raise TrustError(
             "this is not a tfshare key file, or it is damaged",
             hint="give the AGENCY.key file that 'tfshare keys init' wrote",
@@ -172,7 +172,7 @@ def open_keyfile(data: bytes, passphrase: bytes) -> Identity:
             keyfile.ct, keyfile.associated_data(), keyfile.nonce, key
         )
         secrets = decode_canonical(plaintext, _secrets_decoder)
-    except (CryptoError, msgspec.DecodeError, msgspec.ValidationError, NonCanonical):
+    except (CryptoError, *DECODE_ERRORS):
         raise TrustError(
             f"cannot open the key file of {keyfile.agency_id!r}: wrong passphrase, or the file "
             "was modified",

@@ -19,11 +19,11 @@ from nacl import bindings
 from nacl.exceptions import BadSignatureError, CryptoError
 
 from tfshare.encoding import (
+    DECODE_ERRORS,
     Bytes32,
     Bytes64,
     DisplayName,
     Name,
-    NonCanonical,
     Uint,
     b32,
     blake2b_256,
@@ -65,6 +65,16 @@ def fingerprint(sign_pk: bytes) -> str:
 def enc_binding_message(agency_id: str, enc_pk: bytes) -> bytes:
     """What an agency signs to say "this X25519 key is mine"; carried into the roster."""
     return L_ENC_BIND + u32(agency_id.encode()) + enc_pk
+
+
+def usable_x25519_key(enc_pk: bytes) -> bool:
+    """False for the low-order points (and anything libsodium refuses) that would give every
+    sender an all-zero shared secret: such a key can never be a recipient."""
+    try:
+        shared = bindings.crypto_scalarmult(b"\x01" + bytes(30) + b"\x40", enc_pk)
+    except CryptoError:
+        return False
+    return shared != bytes(32)
 
 
 def verify_signature(sign_pk: bytes, message: bytes, signature: bytes) -> bool:
@@ -213,10 +223,14 @@ def verify_card(card: Card) -> CardBody:
     hint = "ask the agency to send its card again (tfshare keys init writes it)"
     try:
         body = decode_canonical(card.body, _body_decoder)
-    except (msgspec.DecodeError, msgspec.ValidationError, NonCanonical) as exc:
+    except DECODE_ERRORS as exc:
         raise TrustError(f"the card is malformed ({_reason(exc)})", hint=hint) from None
     if not verify_signature(body.sign_pk, L_CARD + u32(card.body), card.self_sig):
         raise TrustError(f"the card of {body.agency_id!r} has a bad self-signature", hint=hint)
+    if not usable_x25519_key(body.enc_pk):
+        raise TrustError(
+            f"the card of {body.agency_id!r} has an unusable encryption key", hint=hint
+        )
     if not verify_signature(
         body.sign_pk, enc_binding_message(body.agency_id, body.enc_pk), body.enc_bind_sig
     ):

@@ -28,6 +28,8 @@ SENSITIVE_KEYS: Final = frozenset(
         "token",
         "nkey",
         "payload_key",
+        "key",
+        "sk",
     }
 )
 SENSITIVE_SUFFIXES: Final = ("_sk", "_seed", "_secret", "_passphrase", "_plaintext", "_key")

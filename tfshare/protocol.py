@@ -37,11 +37,14 @@ class Delivered:
 
 @dataclass(frozen=True)
 class Rejection:
-    """Why an envelope was refused; safe to log (no plaintext)."""
+    """Why an envelope was refused; safe to log (no plaintext). ``sender`` and ``msg_id`` are
+    as claimed by the header, when it decoded."""
 
     code: RejectCode
     reason: str
     env_hash: bytes
+    sender: str | None = None
+    msg_id: bytes | None = None
 
 
 Outcome = Delivered | Duplicate | Rejection
@@ -84,14 +87,16 @@ class Receiver:
         except RosterRejected as exc:
             return Rejection(exc.reject_code, exc.message, envelope_hash(data))
         except Rejected as exc:
-            return Rejection(exc.reject_code, exc.message, envelope_hash(data))
+            return Rejection(
+                exc.reject_code, exc.message, envelope_hash(data), exc.sender, exc.msg_id
+            )
         if isinstance(result, Duplicate):
             return result
         last = self.replay.last_seq(result.sender, result.channel)
         note: SeqNote = None
         if last is not None and result.seq != last + 1:
             note = "gap" if result.seq > last + 1 else "reorder"
-        self.replay.record(
+        existing = self.replay.record(
             ReplayEntry(
                 sender_kid=result.sender_kid,
                 msg_id=result.msg_id,
@@ -102,6 +107,17 @@ class Receiver:
                 seq=result.seq,
             )
         )
+        if existing is not None:
+            # Another process delivered this (sender_kid, msg_id) between our check and now.
+            if existing == result.env_hash:
+                return Duplicate(result.msg_id, result.env_hash, result.sender)
+            return Rejection(
+                RejectCode.E_EQUIVOCATION,
+                "same msg_id, different content",
+                result.env_hash,
+                result.sender,
+                result.msg_id,
+            )
         return Delivered(result, note, self.roster.expired(now_ms))
 
 
@@ -109,11 +125,16 @@ def log_event(outcome: Outcome) -> tuple[str, dict[str, object]]:
     """The log event for an outcome: its name and fields. Ids, codes and hashes only, never
     plaintext; the agent and the CLI pass these to structlog unchanged."""
     if isinstance(outcome, Rejection):
-        return "envelope_rejected", {
+        fields: dict[str, object] = {
             "code": outcome.code.value,
             "reason": outcome.reason,
             "env_hash": outcome.env_hash.hex(),
         }
+        if outcome.sender is not None:
+            fields["sender"] = outcome.sender
+        if outcome.msg_id is not None:
+            fields["msg_id"] = outcome.msg_id.hex()
+        return "envelope_rejected", fields
     if isinstance(outcome, Duplicate):
         return "envelope_duplicate", {
             "code": "DUPLICATE",
@@ -122,7 +143,7 @@ def log_event(outcome: Outcome) -> tuple[str, dict[str, object]]:
             "env_hash": outcome.env_hash.hex(),
         }
     message = outcome.message
-    fields: dict[str, object] = {
+    fields = {
         "sender": message.sender,
         "channel": message.channel,
         "schema": message.schema,

@@ -36,8 +36,13 @@ class ReplayStore(Protocol):
         """The highest seq delivered from sender on channel, or None."""
         ...
 
-    def record(self, entry: ReplayEntry) -> None:
-        """Remember a delivered envelope (and raise the sender's seq high-water mark)."""
+    def record(self, entry: ReplayEntry) -> bytes | None:
+        """Remember a delivered envelope (and raise the sender's seq high-water mark).
+
+        Atomic check-and-insert: returns None if the entry is new, or the env_hash already
+        stored for (sender_kid, msg_id) if another process recorded it first (then nothing
+        changes and the caller reports DUPLICATE or E_EQUIVOCATION).
+        """
         ...
 
 
@@ -55,7 +60,11 @@ class MemoryReplayStore:
     def last_seq(self, sender: str, channel: str) -> int | None:
         return self.seqs.get((sender, channel))
 
-    def record(self, entry: ReplayEntry) -> None:
+    def record(self, entry: ReplayEntry) -> bytes | None:
+        existing = self.entries.get((entry.sender_kid, entry.msg_id))
+        if existing is not None:
+            return existing.env_hash
         self.entries[(entry.sender_kid, entry.msg_id)] = entry
         key = (entry.sender, entry.channel)
         self.seqs[key] = max(entry.seq, self.seqs.get(key, entry.seq))
+        return None

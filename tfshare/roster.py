@@ -18,13 +18,13 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 from tfshare.encoding import (
+    DECODE_ERRORS,
     MAX_UINT,
     Bytes8,
     Bytes32,
     Bytes64,
     DisplayName,
     Name,
-    NonCanonical,
     Uint,
     blake2b_256,
     decode_canonical,
@@ -41,6 +41,7 @@ from tfshare.keys import (
     fingerprint,
     kid_enc,
     kid_sig,
+    usable_x25519_key,
 )
 from tfshare.keys import verify_signature as _verify
 
@@ -141,6 +142,9 @@ class Anchor(
     taskforce: Name
     threshold: Uint
     coordinators: Annotated[list[CoordinatorKey], msgspec.Meta(min_length=1, max_length=64)]
+    # The roster seq the anchor was exported from: a first roster older than this is refused,
+    # so a fresh agency cannot be handed a stale roster that still lists removed members.
+    min_seq: Uint
 
 
 class RosterState(
@@ -187,11 +191,11 @@ def decode_signed_roster(data: bytes) -> tuple[SignedRoster, Roster]:
     """Strictly decode a roster file (canonical bytes only) into its envelope and content."""
     try:
         signed = decode_canonical(data, _signed_decoder)
-    except (msgspec.DecodeError, msgspec.ValidationError, NonCanonical) as exc:
+    except DECODE_ERRORS as exc:
         raise _malformed("roster file", exc) from None
     try:
         roster = decode_canonical(signed.roster, _roster_decoder)
-    except (msgspec.DecodeError, msgspec.ValidationError, NonCanonical) as exc:
+    except DECODE_ERRORS as exc:
         raise _malformed("roster", exc) from None
     return signed, roster
 
@@ -199,12 +203,12 @@ def decode_signed_roster(data: bytes) -> tuple[SignedRoster, Roster]:
 def decode_anchor(data: bytes) -> Anchor:
     try:
         anchor = decode_canonical(data, _anchor_decoder)
-    except (msgspec.DecodeError, msgspec.ValidationError, NonCanonical):
+    except DECODE_ERRORS:
         raise TrustError(
             "this is not a tfshare trust anchor, or it is damaged",
             hint="get the anchor again from a coordinator and check its fingerprints",
         ) from None
-    if not 1 <= anchor.threshold <= len(anchor.coordinators):
+    if not 1 <= anchor.threshold <= len({k.agency_id for k in anchor.coordinators}):
         raise TrustError(
             "the trust anchor's threshold is impossible",
             hint="get the anchor again from a coordinator",
@@ -215,7 +219,7 @@ def decode_anchor(data: bytes) -> Anchor:
 def decode_state(data: bytes) -> RosterState:
     try:
         return decode_canonical(data, _state_decoder)
-    except (msgspec.DecodeError, msgspec.ValidationError, NonCanonical):
+    except DECODE_ERRORS:
         raise TrustError(
             "the saved roster state is damaged",
             hint="restore the state directory from backup; do not delete it to get past this",
@@ -286,13 +290,20 @@ class TrustedRoster:
 # Verification
 
 
-def _coordinator_keys(roster: Roster, now_ms: int | None = None) -> list[CoordinatorKey]:
-    """The signing keys of the roster's coordinators, as an anchor would list them."""
+def _coordinator_keys(roster: Roster) -> list[CoordinatorKey]:
+    """The signing keys that vote for the roster's coordinators.
+
+    Only active coordinators, and only keys that are neither revoked (for any reason) nor
+    retired before this roster was issued: a stolen, rotated-away key must not keep its vote.
+    """
+    revoked = {r.kid for r in roster.revoked}
     keys: list[CoordinatorKey] = []
     for agency in roster.coordinators:
         member = next(m for m in roster.members if m.agency_id == agency)
+        if member.status != "active":
+            continue
         for key in member.sign_keys:
-            if now_ms is None or key.not_before_ms <= now_ms <= key.not_after_ms:
+            if kid_sig(key.pk) not in revoked and key.not_after_ms >= roster.issued_ms:
                 keys.append(CoordinatorKey(agency, key.pk))
     return keys
 
@@ -300,7 +311,12 @@ def _coordinator_keys(roster: Roster, now_ms: int | None = None) -> list[Coordin
 def anchor_of(roster: Roster) -> Anchor:
     """The anchor a roster implies: its coordinators' current signing keys and its threshold."""
     keys = sorted(_coordinator_keys(roster), key=lambda k: (k.agency_id, k.sign_pk))
-    return Anchor(taskforce=roster.taskforce, threshold=roster.threshold, coordinators=keys)
+    return Anchor(
+        taskforce=roster.taskforce,
+        threshold=roster.threshold,
+        coordinators=keys,
+        min_seq=roster.seq,
+    )
 
 
 def _approvals(roster_bytes: bytes, sigs: Iterable[RosterSig], anchor: Anchor) -> set[str]:
@@ -358,6 +374,7 @@ def validate_content(roster: Roster) -> None:
     if roster.expires_ms <= roster.issued_ms:
         raise bad("it expires before it is issued")
     kids: set[bytes] = set()
+    enc_keys: set[bytes] = set()
     for member in roster.members:
         if len(set(member.roles)) != len(member.roles):
             raise bad(f"{member.agency_id!r} lists a role twice")
@@ -369,9 +386,20 @@ def validate_content(roster: Roster) -> None:
             if kid in kids:
                 raise bad(f"a signing key of {member.agency_id!r} is listed twice")
             kids.add(kid)
+        if member.enc_key.pk in enc_keys:
+            raise bad(f"the encryption key of {member.agency_id!r} belongs to another member")
+        enc_keys.add(member.enc_key.pk)
+        if not usable_x25519_key(member.enc_key.pk):
+            raise bad(f"the encryption key of {member.agency_id!r} is a degenerate point")
         binding = enc_binding_message(member.agency_id, member.enc_key.pk)
         if not any(_verify(k.pk, binding, member.enc_self_sig) for k in member.sign_keys):
             raise bad(f"the encryption key of {member.agency_id!r} is not bound to its agency")
+    revoked = [r.kid for r in roster.revoked]
+    if len(set(revoked)) != len(revoked):
+        raise bad("a key is revoked twice (one entry per key: the strongest revocation)")
+    voters = {k.agency_id for k in _coordinator_keys(roster)}
+    if roster.threshold > len(voters):
+        raise bad(f"threshold {roster.threshold} but only {len(voters)} coordinator(s) can sign")
     names: set[str] = set()
     for channel in roster.channels:
         if channel.name in names:
@@ -398,6 +426,7 @@ def verify_roster(
     """
     signed, roster = decode_signed_roster(data)
     trusted = state.anchor if state is not None else anchor
+    floor = state.seq if state is not None else anchor.min_seq
     if roster.taskforce != trusted.taskforce:
         raise RosterRejected(
             RejectCode.E_ROSTER_TASKFORCE,
@@ -425,12 +454,13 @@ def verify_roster(
                 hint="a coordinator change needs k signatures of the old set and k of the new",
             )
     digest = roster_hash(signed.roster)
-    if state is not None and (
-        roster.seq < state.seq or (roster.seq == state.seq and digest != state.roster_hash)
+    if roster.seq < floor or (
+        state is not None and roster.seq == state.seq and digest != state.roster_hash
     ):
         raise RosterRejected(
             RejectCode.E_ROSTER_ROLLBACK,
-            f"roster seq {roster.seq} is older than or conflicts with accepted seq {state.seq}",
+            f"roster seq {roster.seq} is older than or conflicts with seq {floor} "
+            f"({'accepted before' if state is not None else 'pinned in the anchor'})",
             hint="get the current roster from the coordinators; the older one was not applied",
         )
     trusted_roster = TrustedRoster(roster, signed.roster)
@@ -574,12 +604,22 @@ def revoke(signed: SignedRoster, agency: str, *, reason: Reason, now_ms: int) ->
             f"{agency!r} is a coordinator; removing it changes the coordinator set",
             hint="change the coordinator set in a dedicated roster version signed by old and new",
         )
-    already = {r.kid for r in roster.revoked}
-    revoked = roster.revoked + [
-        Revocation(kid_sig(k.pk), now_ms, reason)
-        for k in member.sign_keys
-        if kid_sig(k.pk) not in already
-    ]
+    # One entry per key, the strongest: compromised beats retired, an earlier time beats a
+    # later one. Re-revoking as compromised upgrades an earlier retirement.
+    entries = {r.kid: r for r in roster.revoked}
+    for key in member.sign_keys:
+        kid = kid_sig(key.pk)
+        old = entries.get(kid)
+        if old is None:
+            entries[kid] = Revocation(kid, now_ms, reason)
+        elif reason == "compromised" and old.reason == "retired":
+            entries[kid] = Revocation(kid, old.at_ms, "compromised")
+    revoked = list(entries.values())
+    if revoked == roster.revoked:
+        raise _edit_error(
+            f"{agency!r} is already revoked ({reason} or stronger)",
+            hint="nothing to change; 'tfshare roster show' lists revocations",
+        )
     members = [
         msgspec.structs.replace(m, status="removed") if m.agency_id == agency else m
         for m in roster.members

@@ -26,12 +26,13 @@ import msgspec
 from nacl import bindings
 from nacl.exceptions import CryptoError
 
-from tfshare.encoding import NonCanonical, blake2b_256, label, u32
+from tfshare.encoding import DECODE_ERRORS, NonCanonical, blake2b_256, label, u32
 from tfshare.envelope import (
     DEFAULT_MAX_AGE_MS,
     MAX_ENVELOPE,
     MAX_RECIPIENTS,
     MAX_SKEW_MS,
+    RETIRED_GRACE_MS,
     SUITE_1,
     SUPPORTED_SUITES,
     VERSION,
@@ -145,7 +146,10 @@ def seal_to(
     sender_kid = identity.kid_sig
     wraps: list[tuple[bytes, bytes]] = []
     for recipient in recipients:
-        shared = bindings.crypto_scalarmult(eph_sk, recipient.enc_pk)
+        try:
+            shared = bindings.crypto_scalarmult(eph_sk, recipient.enc_pk)
+        except CryptoError:
+            shared = ZERO_32  # libsodium refuses low-order points; same outcome as all-zero
         if hmac.compare_digest(shared, ZERO_32):
             raise TrustError(
                 f"the encryption key of {recipient.agency_id!r} is a degenerate point",
@@ -355,10 +359,16 @@ class Duplicate:
 
 @dataclass(frozen=True)
 class ReceivePolicy:
-    """Time window of acceptable ``ts_ms``; a receiver's replay store must outlive max_age."""
+    """Time window of acceptable ``ts_ms``; a receiver's replay store must outlive max_age.
+
+    ``retired_grace_ms``: how long after a key's retirement (revocation "retired", or the end
+    of its validity window) messages it signed earlier are still accepted. The sender picks
+    ts_ms, so without this bound a retired agency could backdate new messages for max_age.
+    """
 
     max_age_ms: int = DEFAULT_MAX_AGE_MS
     max_skew_ms: int = MAX_SKEW_MS
+    retired_grace_ms: int = RETIRED_GRACE_MS
 
 
 def _reject(code: RejectCode, message: str) -> Rejected:
@@ -368,7 +378,7 @@ def _reject(code: RejectCode, message: str) -> Rejected:
 def _decode_envelope(data: bytes) -> tuple[Envelope, Header, list[int]]:
     try:
         env = _envelope_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         # Recognise another version's envelope by its leading integer, whatever its shape.
         if len(data) >= 2 and 0x90 <= data[0] <= 0x9F and data[1] <= 0x7F and data[1] != VERSION:
             raise _reject(RejectCode.E_VERSION, f"envelope version {data[1]}") from None
@@ -379,7 +389,7 @@ def _decode_envelope(data: bytes) -> tuple[Envelope, Header, list[int]]:
         raise _reject(RejectCode.E_VERSION, f"envelope version {env.v}")
     try:
         hdr = _header_decoder.decode(env.hdr)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         raise _reject(RejectCode.E_MALFORMED, f"header: {safe_reason(exc)}") from None
     if _encoder.encode(hdr) != env.hdr:
         raise _reject(RejectCode.E_NONCANONICAL, "header is not canonically encoded")
@@ -437,6 +447,29 @@ def open_envelope(
         raise _reject(RejectCode.E_TOO_LARGE, f"{len(data)} bytes > {MAX_ENVELOPE}")
     # 2. strict, canonical decode; versions
     env, hdr, kids = _decode_envelope(data)
+    try:
+        return _check_decoded(
+            data, env, hdr, kids, identity, roster, replay, schemas, now_ms, subject, policy
+        )
+    except Rejected as exc:
+        exc.sender, exc.msg_id = hdr.sender, hdr.msg_id
+        raise
+
+
+def _check_decoded(
+    data: bytes,
+    env: Envelope,
+    hdr: Header,
+    kids: list[int],
+    identity: Identity,
+    roster: TrustedRoster,
+    replay: ReplayStore,
+    schemas: SchemaBook,
+    now_ms: int,
+    subject: str | None,
+    policy: ReceivePolicy,
+) -> Opened | Duplicate:
+    """Checks 3 to 9, on a decoded envelope (see ``open_envelope``)."""
     # 3. task force, channel, subject, suite policy, time window
     channel = roster.channels.get(hdr.channel)
     if hdr.taskforce != roster.taskforce or channel is None:
@@ -456,11 +489,17 @@ def open_envelope(
     member, key = sender_key.member, sender_key.key
     revocation = roster.revoked.get(hdr.sender_kid)
     if revocation is not None and (
-        revocation.reason == "compromised" or hdr.ts_ms > revocation.at_ms
+        revocation.reason == "compromised"
+        or hdr.ts_ms > revocation.at_ms
+        or now_ms > revocation.at_ms + policy.retired_grace_ms
     ):
         raise _reject(RejectCode.E_REVOKED, f"sender key revoked ({revocation.reason})")
-    if hdr.ts_ms > key.not_after_ms or (member.status == "removed" and revocation is None):
-        raise _reject(RejectCode.E_REVOKED, "sender key retired before the message's time")
+    if (
+        hdr.ts_ms > key.not_after_ms
+        or now_ms > key.not_after_ms + policy.retired_grace_ms
+        or (member.status == "removed" and revocation is None)
+    ):
+        raise _reject(RejectCode.E_REVOKED, "sender key retired")
     if hdr.ts_ms < key.not_before_ms:
         raise _reject(RejectCode.E_UNKNOWN_SENDER, "sender key not yet valid at that time")
     if member.status == "suspended" or hdr.sender not in channel.writers:
@@ -477,12 +516,18 @@ def open_envelope(
         if hmac.compare_digest(seen, env_hash):
             return Duplicate(hdr.msg_id, env_hash, hdr.sender)
         raise _reject(RejectCode.E_EQUIVOCATION, "same msg_id, different content")
-    # 7. my wrap
+    # 7. my wrap: only an active reader of the channel opens it (policy at both ends)
+    me = roster.members.get(identity.agency_id)
+    if me is None or me.status != "active" or identity.agency_id not in channel.readers:
+        raise _reject(RejectCode.E_NOT_RECIPIENT, "this agency is not a reader of the channel")
     my_kid = int.from_bytes(identity.kid_enc, "big")
     index = bisect_left(kids, my_kid)
     if index == len(kids) or kids[index] != my_kid:
         raise _reject(RejectCode.E_NOT_RECIPIENT, "not addressed to this agency's key")
-    shared = identity.x25519(hdr.eph_pk)
+    try:
+        shared = identity.x25519(hdr.eph_pk)
+    except CryptoError:  # libsodium refuses low-order points itself
+        raise _reject(RejectCode.E_WRAP, "degenerate ephemeral key") from None
     if hmac.compare_digest(shared, ZERO_32):
         raise _reject(RejectCode.E_WRAP, "degenerate ephemeral key")
     wk = wrap_key(shared, hdr.eph_pk, identity.enc_pk, hdr.msg_id, hdr.sender_kid)
@@ -504,7 +549,7 @@ def open_envelope(
         plain = _plain_decoder.decode(plain_bytes)
         if _encoder.encode(plain) != plain_bytes:
             raise NonCanonical("plain")
-    except (msgspec.DecodeError, msgspec.ValidationError, NonCanonical):
+    except DECODE_ERRORS:
         raise _reject(RejectCode.E_BODY, "plaintext structure is malformed") from None
     if plain.pad.count(0) != len(plain.pad):
         raise _reject(RejectCode.E_BODY, "non-zero padding")
@@ -515,7 +560,7 @@ def open_envelope(
         raise _reject(RejectCode.E_SCHEMA, f"schema {plain.schema!r} not allowed on channel")
     try:
         record = schema.from_body(plain.body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         raise _reject(RejectCode.E_BODY, f"body: {safe_reason(exc)}") from None
     return Opened(
         msg_id=hdr.msg_id,

@@ -9,6 +9,7 @@ Never: store plaintext. Only ids, hashes, times, sequence numbers and the roster
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Final
@@ -35,7 +36,7 @@ CREATE TABLE IF NOT EXISTS outbound_seq (
     channel TEXT PRIMARY KEY, seq INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS roster_state (
-    taskforce TEXT PRIMARY KEY, state BLOB NOT NULL
+    taskforce TEXT PRIMARY KEY, seq INTEGER NOT NULL, state BLOB NOT NULL
 ) WITHOUT ROWID;
 """
 
@@ -47,6 +48,9 @@ class StateStore:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not path.exists():
+                # Created 0600 before SQLite opens it: ids and hashes are still case metadata.
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             self._db = sqlite3.connect(path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -83,11 +87,13 @@ class StateStore:
         return decode_state(bytes(row[0])) if row else None
 
     def save_roster_state(self, taskforce: str, state: RosterState) -> None:
+        """Persist the roster state; never moves the seq backwards (two processes may race)."""
         with self._db:
             self._db.execute(
-                "INSERT INTO roster_state VALUES (?, ?) "
-                "ON CONFLICT(taskforce) DO UPDATE SET state = excluded.state",
-                (taskforce, encode(state)),
+                "INSERT INTO roster_state VALUES (?, ?, ?) "
+                "ON CONFLICT(taskforce) DO UPDATE SET seq = excluded.seq, state = excluded.state "
+                "WHERE excluded.seq >= roster_state.seq",
+                (taskforce, state.seq, encode(state)),
             )
 
     # outbound sequence numbers ------------------------------------------------------------
@@ -128,9 +134,15 @@ class SqliteReplayStore:
         ).fetchone()
         return int(row[0]) if row else None
 
-    def record(self, entry: ReplayEntry) -> None:
+    def record(self, entry: ReplayEntry) -> bytes | None:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute(
+                "SELECT env_hash FROM replay WHERE sender_kid = ? AND msg_id = ?",
+                (entry.sender_kid, entry.msg_id),
+            ).fetchone()
+            if row is not None:
+                return bytes(row[0])
             self._db.execute(
                 "INSERT INTO replay VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -148,3 +160,4 @@ class SqliteReplayStore:
                 "DO UPDATE SET seq = max(seq, excluded.seq)",
                 (entry.sender, entry.channel, entry.seq),
             )
+        return None

@@ -12,6 +12,7 @@ from typing import Final, Literal
 
 import msgspec
 
+from tfshare.encoding import DECODE_ERRORS
 from tfshare.envelope import MAX_ENVELOPE
 from tfshare.errors import InputError, TrustError
 from tfshare.files import read_bytes
@@ -40,18 +41,36 @@ _card_decoder: Final = msgspec.msgpack.Decoder(Card)
 
 
 def sniff(data: bytes) -> Kind:
-    """What kind of tfshare file ``data`` is, from its first element only."""
-    try:
-        value = msgspec.msgpack.decode(data)
-    except msgspec.DecodeError:
+    """What kind of tfshare file ``data`` is, from its leading bytes only.
+
+    Reads the array header and the first element by hand: decoding the whole file here would
+    let a hostile file (deep nesting, bad UTF-8) fail in ways the real decoder reports better.
+    """
+    if not data:
         return "unknown"
-    if isinstance(value, list) and value:
-        first = value[0]
-        if isinstance(first, str):
-            return _TAGS.get(first, "unknown")
-        if first == 1 and len(value) == 4:
-            return "envelope"
-    return "unknown"
+    lead = data[0]
+    if 0x91 <= lead <= 0x9F:
+        count, pos = lead & 0x0F, 1
+    elif lead == 0xDC and len(data) >= 3:
+        count, pos = int.from_bytes(data[1:3], "big"), 3
+    else:
+        return "unknown"
+    if pos >= len(data):
+        return "unknown"
+    first = data[pos]
+    if first == 0x01:
+        return "envelope" if count == 4 else "unknown"
+    if 0xA0 <= first <= 0xBF:
+        length, start = first & 0x1F, pos + 1
+    elif first == 0xD9 and pos + 1 < len(data):
+        length, start = data[pos + 1], pos + 2
+    else:
+        return "unknown"
+    try:
+        tag = data[start : start + length].decode("ascii")
+    except UnicodeDecodeError:
+        return "unknown"
+    return _TAGS.get(tag, "unknown")
 
 
 def read_kind(path: Path, expected: Kind, *, limit: int = MAX_FILE) -> bytes:
@@ -78,7 +97,7 @@ def load_card(path: Path) -> CardBody:
     data = read_kind(path, "card")
     try:
         card = _card_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except DECODE_ERRORS:
         raise TrustError(
             f"{str(path)!r} is a damaged agency card",
             hint="ask the agency to send its card again",

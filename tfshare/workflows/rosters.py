@@ -189,6 +189,7 @@ def _summary(signed: R.SignedRoster, roster: R.Roster, approvals: set[str]) -> d
                 "writers": c.writers,
                 "schemas": c.schemas,
                 "min_suite": c.min_suite,
+                "mode_policy": c.mode_policy,
             }
             for c in roster.channels
         ],
@@ -228,7 +229,13 @@ def diff(old_path: Path, new_path: Path) -> list[str]:
             if a[field] != b[field]:
                 changes.append(f"member {agency}: {field} {a[field]} -> {b[field]}")
         if a["sign_keys"] != b["sign_keys"]:
-            changes.append(f"member {agency}: signing keys changed")
+            before = ", ".join(
+                f"{k['kid']} {k['not_before']}..{k['not_after']}" for k in a["sign_keys"]
+            )
+            after = ", ".join(
+                f"{k['kid']} {k['not_before']}..{k['not_after']}" for k in b["sign_keys"]
+            )
+            changes.append(f"member {agency}: signing keys [{before}] -> [{after}]")
     old_c = {c["name"]: c for c in old["channels"]}
     new_c = {c["name"]: c for c in new["channels"]}
     for name in sorted(new_c.keys() - old_c.keys()):
@@ -247,12 +254,27 @@ def diff(old_path: Path, new_path: Path) -> list[str]:
                 changes.append(f"channel {name}: {field} + {','.join(added)}")
             if removed:
                 changes.append(f"channel {name}: {field} - {','.join(removed)}")
+        for field in ("min_suite", "mode_policy"):
+            if old_c[name][field] != new_c[name][field]:
+                changes.append(
+                    f"channel {name}: {field} {old_c[name][field]} -> {new_c[name][field]}"
+                )
         if old_c[name]["schemas"] != new_c[name]["schemas"]:
             changes.append(
                 f"channel {name}: schemas -> {','.join(new_c[name]['schemas']) or 'any'}"
             )
-    old_r = {r["kid"] for r in old["revoked"]}
-    for r in new["revoked"]:
-        if r["kid"] not in old_r:
-            changes.append(f"key revoked: {r['kid']} ({r['reason']}) at {r['at']}")
+    # Every revocation difference: a weakened or withdrawn revocation must be visible.
+    old_r = {r["kid"]: r for r in old["revoked"]}
+    new_r = {r["kid"]: r for r in new["revoked"]}
+    for kid in sorted(new_r.keys() - old_r.keys()):
+        changes.append(f"key revoked: {kid} ({new_r[kid]['reason']}) at {new_r[kid]['at']}")
+    for kid in sorted(old_r.keys() - new_r.keys()):
+        changes.append(f"REVOCATION WITHDRAWN: {kid} (was {old_r[kid]['reason']})")
+    for kid in sorted(old_r.keys() & new_r.keys()):
+        a, b = old_r[kid], new_r[kid]
+        if (a["reason"], a["at"]) != (b["reason"], b["at"]):
+            changes.append(
+                f"revocation changed: {kid} {a['reason']} at {a['at']} -> "
+                f"{b['reason']} at {b['at']}"
+            )
     return changes
