@@ -199,6 +199,10 @@ def _summary(signed: R.SignedRoster, roster: R.Roster, approvals: set[str]) -> d
     }
 
 
+def _keys(member: dict[str, Any]) -> str:
+    return ", ".join(f"{k['kid']} {k['not_before']}..{k['not_after']}" for k in member["sign_keys"])
+
+
 def diff(old_path: Path, new_path: Path) -> list[str]:
     """What signing NEW would approve, relative to OLD, one change per line."""
     old = summary(old_path)
