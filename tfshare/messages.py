@@ -46,8 +46,9 @@ _GRADING_CODES: Final = {
 }
 
 
-class Struct(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Base of message records: strict and keyword-only."""
+class Struct(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """Base of message records: strict, keyword-only; fields equal to their default are left
+    off the wire (so no msgpack nil is ever sent), and come back as the default."""
 
 
 class Handling(Struct, kw_only=True):
@@ -261,7 +262,16 @@ class BuiltinType:
         return msgspec.msgpack.decode(body, type=self.struct)
 
     def to_builtins(self, record: object) -> Any:
-        return msgspec.to_builtins(record)
+        """Plain data for display and --json, with defaults shown (unlike on the wire)."""
+        return _full_builtins(record)
+
+
+def _full_builtins(value: object) -> Any:
+    if isinstance(value, msgspec.Struct):
+        return {f: _full_builtins(getattr(value, f)) for f in value.__struct_fields__}
+    if isinstance(value, list | tuple):
+        return [_full_builtins(v) for v in value]
+    return value
 
 
 def _path_of(message: str) -> str | None:

@@ -1,0 +1,219 @@
+"""Write tests/vectors/v1.json: deterministic test vectors for PROTOCOL.md.
+
+Fixed keys and fixed randomness go in; exact bytes (and every intermediate value an
+implementer needs to debug their own code) come out. Run it only when the wire format changes
+on purpose: `python tests/vectors/make_vectors.py`; test_vectors.py checks the committed file
+byte for byte against the current code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from nacl import bindings
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from tfkit import DeterministicRng  # noqa: E402
+
+from tfshare import roster as R  # noqa: E402
+from tfshare.encoding import encode  # noqa: E402
+from tfshare.envelope import Header, Plain, wrap_at  # noqa: E402
+from tfshare.keyfile import KDF_PROFILES, seal_keyfile  # noqa: E402
+from tfshare.keys import Identity, fingerprint  # noqa: E402
+from tfshare.messages import Alert, BuiltinType  # noqa: E402
+from tfshare.seal import (  # noqa: E402
+    L_PAYLOAD,
+    Recipient,
+    key_commitment,
+    seal_to,
+    signed_message,
+    wrap_key,
+)
+
+T0 = 1_790_000_000_000  # 2026-09-21T14:13:20Z
+SCHEMA_FP = bytes.fromhex("a1" * 32)  # an opaque 32-byte fingerprint for the vectors
+AGENCIES = ("coord", "police", "ngo", "labour")
+
+
+def fixed_identity(agency: str, n: int) -> Identity:
+    return Identity(
+        agency_id=agency,
+        display_name=agency.title(),
+        sign_seed=bytes([n]) * 32,
+        enc_sk=bytes([0x40 + n]) * 32,
+        nats_seed=bytes([0x80 + n]) * 32,
+        created_ms=T0,
+    )
+
+
+def identities() -> dict[str, Identity]:
+    return {agency: fixed_identity(agency, i + 1) for i, agency in enumerate(AGENCIES)}
+
+
+def vector_schema() -> BuiltinType:
+    return BuiltinType("tf.alert/1", Alert, SCHEMA_FP)
+
+
+def roster_bytes(ids: dict[str, Identity]) -> bytes:
+    signed = R.new_roster(
+        "nl-north", [ids["coord"].card_body()], threshold=1, now_ms=T0, valid_days=3650
+    )
+    for agency in ("police", "ngo", "labour"):
+        signed = R.add_member(signed, ids[agency].card_body(), role="member", now_ms=T0)
+    for agency in AGENCIES:
+        signed = R.grant(
+            signed, agency, channel="alerts", read=True, write=agency == "police", now_ms=T0
+        )
+    return encode(R.sign(signed, ids["coord"]))
+
+
+def body_bytes() -> bytes:
+    record = msgspec.json.decode(
+        (HERE.parent.parent / "examples/alert.json").read_bytes(), type=Alert
+    )
+    return msgspec.msgpack.encode(record)
+
+
+def build() -> dict[str, Any]:
+    ids = identities()
+    sender = ids["police"]
+    recipients = [Recipient(a, ids[a].enc_pk) for a in ("ngo", "labour")]
+    randomness = DeterministicRng("tfshare/v1/test-vector").__call__(104)
+    body = body_bytes()
+    ts = T0 + 60_000
+    sealed = seal_to(
+        identity=sender,
+        taskforce="nl-north",
+        channel="alerts",
+        roster_seq=1,
+        recipients=recipients,
+        schema=vector_schema(),
+        body=body,
+        seq=7,
+        now_ms=ts,
+        rng=lambda n: randomness[:n],
+    )
+    envelope = msgspec.msgpack.decode(sealed.data)
+    hdr_bytes, ct = envelope[1], envelope[2]
+    header = msgspec.msgpack.decode(hdr_bytes, type=Header)
+    msg_id, nonce, payload_key, eph_sk = (
+        randomness[:16],
+        randomness[16:40],
+        randomness[40:72],
+        randomness[72:],
+    )
+    plain = bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+        ct, L_PAYLOAD + hdr_bytes, nonce, payload_key
+    )
+    wraps = []
+    for i, recipient in enumerate(sorted(recipients, key=lambda r: r.kid)):
+        shared = bindings.crypto_scalarmult(eph_sk, recipient.enc_pk)
+        kid, wct = wrap_at(header.wraps, i)
+        wraps.append(
+            {
+                "recipient": recipient.agency_id,
+                "enc_pk": recipient.enc_pk.hex(),
+                "shared_secret": shared.hex(),
+                "wrap_key": wrap_key(
+                    shared, header.eph_pk, recipient.enc_pk, msg_id, sender.kid_sig
+                ).hex(),
+                "kid_enc": kid.hex(),
+                "wct": wct.hex(),
+            }
+        )
+    decoded_plain = msgspec.msgpack.decode(plain, type=Plain)
+    return {
+        "description": "tfshare envelope v1 test vectors (PROTOCOL.md). All byte strings are "
+        "lowercase hex. Randomness for a seal is one 104-byte draw split as "
+        "msg_id(16) || nonce(24) || K(32) || eph_sk(32).",
+        "identities": [
+            {
+                "agency_id": i.agency_id,
+                "display_name": i.display_name,
+                "sign_seed": i.secret_material()[0].hex(),
+                "enc_sk": i.secret_material()[1].hex(),
+                "nats_seed": i.secret_material()[2].hex(),
+                "created_ms": i.created_ms,
+                "sign_pk": i.sign_pk.hex(),
+                "enc_pk": i.enc_pk.hex(),
+                "kid_sig": i.kid_sig.hex(),
+                "kid_enc": i.kid_enc.hex(),
+                "fingerprint": fingerprint(i.sign_pk),
+                "nats_user": i.nats_user,
+                "card": encode(i.card()).hex(),
+            }
+            for i in ids.values()
+        ],
+        "roster": {
+            "note": "coord is the only coordinator (k=1); everyone reads 'alerts', police "
+            "writes; issued and valid from created_ms for 3650 days",
+            "signed_roster": roster_bytes(ids).hex(),
+        },
+        "envelope": {
+            "inputs": {
+                "sender": "police",
+                "recipients": ["ngo", "labour"],
+                "taskforce": "nl-north",
+                "channel": "alerts",
+                "seq": 7,
+                "roster_seq": 1,
+                "ts_ms": ts,
+                "randomness": randomness.hex(),
+                "schema": "tf.alert/1",
+                "schema_fp": SCHEMA_FP.hex(),
+                "body": body.hex(),
+                "body_json": msgspec.json.decode(
+                    (HERE.parent.parent / "examples/alert.json").read_bytes()
+                ),
+            },
+            "intermediate": {
+                "msg_id": msg_id.hex(),
+                "nonce": nonce.hex(),
+                "payload_key": payload_key.hex(),
+                "eph_sk": eph_sk.hex(),
+                "eph_pk": header.eph_pk.hex(),
+                "wraps": wraps,
+                "commit": key_commitment(payload_key, msg_id).hex(),
+                "hdr": hdr_bytes.hex(),
+                "pad_length": len(decoded_plain.pad),
+                "plain": plain.hex(),
+                "ct": ct.hex(),
+                "signed_message": signed_message(hdr_bytes, ct).hex(),
+                "sig": envelope[3].hex(),
+            },
+            "envelope": sealed.data.hex(),
+            "env_hash": sealed.env_hash.hex(),
+            "open_as": ["ngo", "labour"],
+            "not_recipient": "coord",
+            "open_at_ms": ts + 1_000,
+        },
+        "keyfile": {
+            "note": "police's key file, Argon2id opslimit 1 memlimit 8192 (test limits only), "
+            "salt and nonce from the randomness below (16 then 24 bytes)",
+            "passphrase": "correct horse battery staple",
+            "randomness": DeterministicRng("tfshare/v1/keyfile")(40).hex(),
+            "bytes": _keyfile(ids["police"]).hex(),
+        },
+    }
+
+
+def _keyfile(identity: Identity) -> bytes:
+    randomness = DeterministicRng("tfshare/v1/keyfile")(40)
+    chunks = iter([randomness[:16], randomness[16:]])
+    return seal_keyfile(
+        identity,
+        b"correct horse battery staple",
+        limits=KDF_PROFILES["insecure-test"],
+        rng=lambda n: next(chunks),
+    )
+
+
+if __name__ == "__main__":
+    (HERE / "v1.json").write_text(json.dumps(build(), indent=1) + "\n")
+    print(f"wrote {HERE / 'v1.json'}")

@@ -1,0 +1,202 @@
+"""The committed test vectors (v1.json) against the code, byte for byte, and against an
+independent re-derivation that uses only hashlib, msgspec and raw libsodium calls (what a
+second implementation would do from PROTOCOL.md)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from make_vectors import (
+    SCHEMA_FP,
+    build,
+    fixed_identity,
+    identities,
+    roster_bytes,
+    vector_schema,
+)
+from nacl import bindings
+
+from tfshare import roster as R
+from tfshare.encoding import encode
+from tfshare.errors import RejectCode
+from tfshare.keyfile import open_keyfile
+from tfshare.messages import Alert, BuiltinType
+from tfshare.protocol import Delivered, Receiver, Rejection
+from tfshare.replay import MemoryReplayStore
+from tfshare.seal import ReceivePolicy
+
+VECTORS: dict[str, Any] = json.loads((Path(__file__).parent / "v1.json").read_text())
+ENV = VECTORS["envelope"]
+
+
+def h(value: str) -> bytes:
+    return bytes.fromhex(value)
+
+
+def L(label: str) -> bytes:
+    return label.encode() + b"\x00"
+
+
+def u32(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+def blake(data: bytes, key: bytes = b"") -> bytes:
+    return hashlib.blake2b(data, digest_size=32, key=key).digest()
+
+
+class VectorSchemas:
+    """A schema book holding tf.alert/1 with the vectors' opaque fingerprint."""
+
+    def lookup(self, name: str) -> BuiltinType | None:
+        return vector_schema() if name == "tf.alert/1" else None
+
+
+def test_regenerated_vectors_equal_the_committed_file() -> None:
+    """Sealing with the fixed keys and randomness reproduces every committed byte."""
+    assert build() == VECTORS
+
+
+@pytest.mark.parametrize("entry", VECTORS["identities"], ids=lambda e: e["agency_id"])
+def test_identity_derivations(entry: dict[str, Any]) -> None:
+    """Public keys, key ids, fingerprint and card follow from the seeds as specified."""
+    sign_pk, _ = bindings.crypto_sign_seed_keypair(h(entry["sign_seed"]))
+    enc_pk = bindings.crypto_scalarmult_base(h(entry["enc_sk"]))
+    assert sign_pk.hex() == entry["sign_pk"]
+    assert enc_pk.hex() == entry["enc_pk"]
+    assert blake(L("tfshare/v1/kid/sig") + sign_pk)[:8].hex() == entry["kid_sig"]
+    assert blake(L("tfshare/v1/kid/enc") + enc_pk)[:8].hex() == entry["kid_enc"]
+    fp = base64.b32encode(blake(L("tfshare/v1/fp") + sign_pk)[:20]).decode().lower()
+    assert " ".join(fp[i : i + 4] for i in range(0, 32, 4)) == entry["fingerprint"]
+
+
+def test_envelope_bytes_are_the_documented_composition() -> None:
+    """envelope = msgpack [1, hdr, ct, sig]; sig over L(sig)||u32(hdr)||u32(ct) by police."""
+    inter = ENV["intermediate"]
+    env = msgspec.msgpack.decode(h(ENV["envelope"]))
+    assert env == [1, h(inter["hdr"]), h(inter["ct"]), h(inter["sig"])]
+    police = next(i for i in VECTORS["identities"] if i["agency_id"] == "police")
+    message = L("tfshare/v1/sig") + u32(h(inter["hdr"])) + u32(h(inter["ct"]))
+    assert message == h(inter["signed_message"])
+    bindings.crypto_sign_open(h(inter["sig"]) + message, h(police["sign_pk"]))
+    assert hashlib.sha256(h(ENV["envelope"])).hexdigest() == ENV["env_hash"]
+
+
+def test_header_fields_decode_as_specified() -> None:
+    """The header is the 17-element array of PROTOCOL.md with the inputs' values."""
+    inter, inputs = ENV["intermediate"], ENV["inputs"]
+    hdr = msgspec.msgpack.decode(h(inter["hdr"]))
+    police = next(i for i in VECTORS["identities"] if i["agency_id"] == "police")
+    wraps = b"".join(h(w["kid_enc"]) + h(w["wct"]) for w in inter["wraps"])
+    assert hdr == [
+        1, 1, h(inter["msg_id"]), inputs["ts_ms"], "police", h(police["kid_sig"]),
+        "nl-north", "alerts", 7, 1, 1, 0, h(inter["eph_pk"]), wraps, h(inter["nonce"]),
+        h(inter["commit"]), [],
+    ]  # fmt: skip
+    kids = [w["kid_enc"] for w in inter["wraps"]]
+    assert kids == sorted(kids)
+
+
+def test_wraps_and_commitment_rederived_from_raw_primitives() -> None:
+    """Each wrap key, wrap ciphertext and the key commitment follow the recipe exactly."""
+    inter = ENV["intermediate"]
+    msg_id, key, eph_sk = h(inter["msg_id"]), h(inter["payload_key"]), h(inter["eph_sk"])
+    eph_pk = bindings.crypto_scalarmult_base(eph_sk)
+    assert eph_pk.hex() == inter["eph_pk"]
+    police = next(i for i in VECTORS["identities"] if i["agency_id"] == "police")
+    for wrap in inter["wraps"]:
+        shared = bindings.crypto_scalarmult(eph_sk, h(wrap["enc_pk"]))
+        assert shared.hex() == wrap["shared_secret"]
+        wk = blake(
+            L("tfshare/v1/wrap") + eph_pk + h(wrap["enc_pk"]) + msg_id + h(police["kid_sig"]),
+            key=shared,
+        )
+        assert wk.hex() == wrap["wrap_key"]
+        wct = bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+            key, L("tfshare/v1/wrap") + msg_id, bytes(24), wk
+        )
+        assert wct.hex() == wrap["wct"]
+    assert blake(L("tfshare/v1/commit") + msg_id, key=key).hex() == inter["commit"]
+
+
+def test_payload_decrypts_to_the_padded_plain() -> None:
+    """ct = AEAD(K, nonce, aad=L(payload)||hdr, Plain); Plain pads to a size class."""
+    inter, inputs = ENV["intermediate"], ENV["inputs"]
+    plain = bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+        h(inter["ct"]),
+        L("tfshare/v1/payload") + h(inter["hdr"]),
+        h(inter["nonce"]),
+        h(inter["payload_key"]),
+    )
+    assert plain.hex() == inter["plain"]
+    schema, schema_fp, body, pad = msgspec.msgpack.decode(plain)
+    assert (schema, schema_fp, body) == ("tf.alert/1", SCHEMA_FP, h(inputs["body"]))
+    assert pad == bytes(inter["pad_length"])
+    assert len(plain) in (256, 1024, 4096, 16384, 65536) or len(plain) % 65536 == 0
+    assert msgspec.msgpack.decode(body, type=Alert) == msgspec.json.decode(
+        json.dumps(inputs["body_json"]), type=Alert
+    )
+
+
+def test_roster_vector_is_reproduced_and_verifies() -> None:
+    """The vector roster is rebuilt byte for byte and verifies against its own anchor."""
+    data = h(VECTORS["roster"]["signed_roster"])
+    assert roster_bytes(identities()) == data
+    _, roster = R.decode_signed_roster(data)
+    trusted, _ = R.verify_roster(
+        data, anchor=R.anchor_of(roster), state=None, now_ms=ENV["open_at_ms"]
+    )
+    assert trusted.seq == roster.seq
+
+
+def _receiver(agency: str) -> Receiver:
+    data = h(VECTORS["roster"]["signed_roster"])
+    _, roster = R.decode_signed_roster(data)
+    trusted, _ = R.verify_roster(
+        data, anchor=R.anchor_of(roster), state=None, now_ms=ENV["open_at_ms"]
+    )
+    number = [i["agency_id"] for i in VECTORS["identities"]].index(agency) + 1
+    return Receiver(
+        identity=fixed_identity(agency, number),
+        roster=trusted,
+        replay=MemoryReplayStore(),
+        schemas=VectorSchemas(),
+        clock=lambda: int(ENV["open_at_ms"]),
+        policy=ReceivePolicy(),
+    )
+
+
+@pytest.mark.parametrize("agency", ENV["open_as"])
+def test_vector_envelope_opens_for_each_recipient(agency: str) -> None:
+    """Each recipient opens the vector envelope to the vector body and metadata."""
+    outcome = _receiver(agency).receive(h(ENV["envelope"]))
+    assert isinstance(outcome, Delivered)
+    message = outcome.message
+    assert (message.sender, message.channel, message.seq) == ("police", "alerts", 7)
+    assert message.ts_ms == ENV["inputs"]["ts_ms"]
+    assert message.env_hash.hex() == ENV["env_hash"]
+    assert message.record == msgspec.json.decode(json.dumps(ENV["inputs"]["body_json"]), type=Alert)
+    assert sorted(message.recipients) == sorted(ENV["inputs"]["recipients"])
+
+
+def test_vector_envelope_refused_for_a_reader_outside_the_wraps() -> None:
+    """A channel reader that is not among the recipients gets E_NOT_RECIPIENT."""
+    outcome = _receiver(ENV["not_recipient"]).receive(h(ENV["envelope"]))
+    assert isinstance(outcome, Rejection)
+    assert outcome.code is RejectCode.E_NOT_RECIPIENT
+
+
+def test_keyfile_vector_opens_with_its_passphrase() -> None:
+    """The vector key file opens with the vector passphrase to police's identity."""
+    keyfile = VECTORS["keyfile"]
+    identity = open_keyfile(h(keyfile["bytes"]), keyfile["passphrase"].encode())
+    police = next(i for i in VECTORS["identities"] if i["agency_id"] == "police")
+    assert identity.sign_pk.hex() == police["sign_pk"]
+    assert identity.enc_pk.hex() == police["enc_pk"]
+    assert encode(identity.card()).hex() == police["card"]
