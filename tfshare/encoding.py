@@ -28,7 +28,7 @@ Bytes64 = Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
 
 # Identifiers become NATS subject tokens (tf.<taskforce>.ch.<channel>.<agency>), so no dots,
 # wildcards or spaces; lowercase so that two spellings never name one agency.
-NAME_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,31}$"
+NAME_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,31}\Z"
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 DisplayName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 _NAME_RE: Final = re.compile(NAME_PATTERN)

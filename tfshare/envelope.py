@@ -110,7 +110,7 @@ class Envelope(msgspec.Struct, array_like=True, forbid_unknown_fields=True, froz
     sig: Bytes64
 
 
-SchemaName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_.-]{0,63}/[1-9][0-9]{0,5}$")]
+SchemaName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_.-]{0,63}/[1-9][0-9]{0,5}\Z")]
 
 
 class Plain(msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen=True):

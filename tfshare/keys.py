@@ -44,7 +44,7 @@ L_FP: Final = label("tfshare/v1/fp")
 L_CARD: Final = label("tfshare/v1/card")
 L_ENC_BIND: Final = label("tfshare/v1/enc-bind")
 
-NatsUser = Annotated[str, msgspec.Meta(pattern=r"^U[A-Z2-7]{55}$")]
+NatsUser = Annotated[str, msgspec.Meta(pattern=r"^U[A-Z2-7]{55}\Z")]
 
 
 def kid_sig(sign_pk: bytes) -> bytes:

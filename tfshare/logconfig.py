@@ -38,15 +38,24 @@ BYTES_OK_SUFFIXES: Final = ("_id", "_hash", "kid", "_fp", "fingerprint")
 REDACTED: Final = "[redacted]"
 
 
+def _clean(key: str, value: Any) -> Any:
+    lowered = key.lower()
+    if lowered in SENSITIVE_KEYS or lowered.endswith(SENSITIVE_SUFFIXES):
+        return REDACTED
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex() if lowered.endswith(BYTES_OK_SUFFIXES) else REDACTED
+    if isinstance(value, dict):
+        return {k: _clean(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        # Items inherit their container's key: ids=[b"..."] stays hex, parts=[b"..."] does not.
+        return [_clean(key, v) for v in value]
+    return value
+
+
 def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """structlog processor: drop secrets and plaintext, render ids as hex."""
+    """structlog processor: drop secrets and plaintext (at any depth), render ids as hex."""
     for key in list(event):
-        lowered = key.lower()
-        value = event[key]
-        if lowered in SENSITIVE_KEYS or lowered.endswith(SENSITIVE_SUFFIXES):
-            event[key] = REDACTED
-        elif isinstance(value, bytes | bytearray | memoryview):
-            event[key] = bytes(value).hex() if lowered.endswith(BYTES_OK_SUFFIXES) else REDACTED
+        event[key] = _clean(key, event[key])
     return event
 
 

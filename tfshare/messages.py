@@ -24,14 +24,14 @@ ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 DateTime = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$",
+        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})\Z",
         description="RFC 3339 date-time",
     ),
 ]
 IndicatorCode = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^(ilo|htcds|fincen|polaris):[a-z0-9][a-z0-9:.-]{0,62}$",
+        pattern=r"^(ilo|htcds|fincen|polaris):[a-z0-9][a-z0-9:.-]{0,62}\Z",
         description="namespaced indicator code, e.g. ilo:debt-bondage",
     ),
 ]
@@ -76,7 +76,7 @@ class Grading(Struct, kw_only=True):
 
 
 class Location(Struct, kw_only=True):
-    country: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 a2")]
+    country: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}\Z", description="ISO 3166-1 a2")]
     region: ShortText | None = None
     place: ShortText | None = None
     lat: Annotated[float, msgspec.Meta(ge=-90, le=90)] | None = None
@@ -158,10 +158,10 @@ class TipSummary(Struct, kw_only=True):
 
 
 class Receipt(Struct, kw_only=True):
-    msg_id: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
-    env_hash: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+    msg_id: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}\Z")]
+    env_hash: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}\Z")]
     outcome: Literal["accepted", "rejected"]
-    code: Annotated[str, msgspec.Meta(pattern=r"^E_[A-Z_]{2,30}$")] | None = None
+    code: Annotated[str, msgspec.Meta(pattern=r"^E_[A-Z_]{2,30}\Z")] | None = None
     received: DateTime
 
 
@@ -243,11 +243,11 @@ class BuiltinType:
         try:
             return msgspec.json.decode(data, type=self.struct)
         except msgspec.ValidationError as exc:
-            path = _path_of(str(exc))
+            path = _path_of(str(exc)) or "$"
             raise ValidationError(
                 f"the body is not a valid {self.name}: {safe_reason(exc)}",
                 hint=f"fix the field and try again; 'examples/' has a valid {self.subject}",
-                paths=(path,) if path else (),
+                paths=(path,),
             ) from None
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             raise ValidationError(

@@ -44,6 +44,7 @@ from tfshare.keys import (
     usable_x25519_key,
 )
 from tfshare.keys import verify_signature as _verify
+from tfshare.messages import safe_reason
 
 L_ROSTER: Final = label("tfshare/v1/roster")
 ROSTER_TAG: Final = "tfshare-roster/1"
@@ -63,7 +64,7 @@ DAY_MS: Final = 24 * 3600 * 1000
 Role = Literal["coordinator", "member", "auditor", "key-manager"]
 Status = Literal["active", "suspended", "removed"]
 Reason = Literal["retired", "compromised"]
-SchemaSubject = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
+SchemaSubject = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_.-]{0,63}\Z")]
 
 
 class KeyValidity(msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen=True):
@@ -526,8 +527,17 @@ def edit(signed: SignedRoster, roster: Roster, *, now_ms: int) -> SignedRoster:
     roster = msgspec.structs.replace(
         roster, seq=seq, issued_ms=now_ms, expires_ms=now_ms + lifetime
     )
+    data = encode(roster)
+    try:
+        # Struct constructors do not check field constraints; decoding does.
+        decode_canonical(data, _roster_decoder)
+    except DECODE_ERRORS as exc:
+        raise TrustError(
+            f"the edit would make an invalid roster ({safe_reason(exc)})",
+            hint="check the names and values given; nothing was changed",
+        ) from None
     validate_content(roster)
-    return SignedRoster(roster=encode(roster), sigs=[])
+    return SignedRoster(roster=data, sigs=[])
 
 
 def _edit_error(message: str, hint: str) -> TrustError:

@@ -14,8 +14,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from tfkit import NOW_MS, DeterministicRng, build_taskforce, identity
 
+from tfshare import roster as R
+from tfshare.encoding import MAX_UINT, encode
 from tfshare.envelope import MAX_RECIPIENTS
 from tfshare.errors import RejectCode, ValidationError
+from tfshare.keys import Identity
 from tfshare.messages import (
     Alert,
     BuiltinType,
@@ -27,7 +30,7 @@ from tfshare.messages import (
 )
 from tfshare.protocol import Delivered, Outcome, Receiver, Rejection
 from tfshare.replay import MemoryReplayStore
-from tfshare.seal import Recipient, ReceivePolicy, Sealed, seal, seal_to
+from tfshare.seal import ReceivePolicy, Recipient, Sealed, seal, seal_to
 
 MEMBERS: Final = (
     "police",
@@ -225,6 +228,48 @@ def test_every_other_agency_gets_not_recipient(
 
 
 MANY: Final = [identity(f"r{i:03d}") for i in range(MAX_RECIPIENTS + 1)]
+
+
+def member_of(ident: Identity, role: R.Role) -> R.Member:
+    card = ident.card_body()
+    return R.Member(
+        agency_id=card.agency_id,
+        display_name=card.display_name,
+        roles=[role],
+        sign_keys=[R.KeyValidity(card.sign_pk, card.created_ms, MAX_UINT)],
+        enc_key=R.KeyValidity(card.enc_pk, card.created_ms, MAX_UINT),
+        enc_self_sig=card.enc_bind_sig,
+        nats_user=card.nats_user,
+        status="active",
+    )
+
+
+def big_taskforce() -> R.TrustedRoster:
+    """A roster in which all 257 generated agencies read "alerts" (built in one edit: adding
+    them one by one re-verifies the whole roster each time)."""
+    coord, police = TF.ids["coord"], TF.ids["police"]
+    readers = [i.agency_id for i in MANY]
+    roster = R.Roster(
+        v=1,
+        taskforce=TRUSTED.taskforce,
+        seq=1,
+        issued_ms=NOW_MS - 3_600_000,
+        expires_ms=NOW_MS + 30 * R.DAY_MS,
+        threshold=1,
+        coordinators=["coord"],
+        members=[member_of(coord, "coordinator"), member_of(police, "member")]
+        + [member_of(i, "member") for i in MANY],
+        channels=[R.Channel("alerts", readers, ["police"], 1, 1, [])],
+        revoked=[],
+    )
+    signed = R.sign(R.SignedRoster(roster=encode(roster), sigs=[]), coord)
+    trusted, _ = R.verify_roster(
+        encode(signed), anchor=R.anchor_of(roster), state=None, now_ms=NOW_MS
+    )
+    return trusted
+
+
+BIG: Final = big_taskforce()
 EXAMPLE_BODY: Final = ALERT.to_body(
     Alert(
         title="t",
@@ -241,9 +286,9 @@ EXAMPLE_BODY: Final = ALERT.to_body(
 def seal_to_many(count: int) -> Sealed:
     return seal_to(
         identity=TF.ids["police"],
-        taskforce=TRUSTED.taskforce,
+        taskforce=BIG.taskforce,
         channel="alerts",
-        roster_seq=TRUSTED.seq,
+        roster_seq=BIG.seq,
         recipients=[Recipient(i.agency_id, i.enc_pk) for i in MANY[:count]],
         schema=ALERT,
         body=EXAMPLE_BODY,
@@ -254,12 +299,12 @@ def seal_to_many(count: int) -> Sealed:
 
 
 def test_seal_to_256_recipients_opens_for_each() -> None:
-    """With the maximum of 256 recipients every one of them opens the envelope."""
+    """With the maximum of 256 recipients each opens it; the 257th reader does not."""
     sealed = seal_to_many(MAX_RECIPIENTS)
     for ident in MANY[:MAX_RECIPIENTS]:
         outcome = Receiver(
             identity=ident,
-            roster=TRUSTED,
+            roster=BIG,
             replay=MemoryReplayStore(),
             schemas=TF.schemas,
             clock=lambda: NOW_MS,
@@ -268,6 +313,16 @@ def test_seal_to_256_recipients_opens_for_each() -> None:
         assert isinstance(outcome, Delivered), (ident.agency_id, outcome)
         assert ALERT.to_body(outcome.message.record) == EXAMPLE_BODY
         assert len(outcome.message.recipients) == MAX_RECIPIENTS
+    last = Receiver(
+        identity=MANY[MAX_RECIPIENTS],
+        roster=BIG,
+        replay=MemoryReplayStore(),
+        schemas=TF.schemas,
+        clock=lambda: NOW_MS,
+        policy=ReceivePolicy(),
+    ).receive(sealed.data)
+    assert isinstance(last, Rejection)
+    assert last.code is RejectCode.E_NOT_RECIPIENT
 
 
 def test_seal_to_refuses_257_recipients() -> None:

@@ -113,7 +113,7 @@ def test_default_profile_is_moderate() -> None:
 
 
 def test_moderate_profile_uses_libsodium_moderate_limits() -> None:
-    """"moderate" is libsodium's moderate class: 3 passes over 256 MiB."""
+    """ "moderate" is libsodium's moderate class: 3 passes over 256 MiB."""
     moderate = KDF_PROFILES["moderate"]
     assert moderate.opslimit == argon2id.OPSLIMIT_MODERATE == 3
     assert moderate.memlimit == argon2id.MEMLIMIT_MODERATE == 256 * 1024 * 1024

@@ -23,6 +23,7 @@ from tfshare.keys import (
     fingerprint,
     kid_enc,
     kid_sig,
+    usable_x25519_key,
     verify_card,
     verify_signature,
 )
@@ -280,6 +281,30 @@ def test_card_with_swapped_enc_key_and_old_self_sig_fails() -> None:
     body = msgspec.structs.replace(ident.card_body(), enc_pk=identity("mallory").enc_pk)
     with pytest.raises(TrustError):
         verify_card(Card(body=encode(body), self_sig=card.self_sig))
+
+
+def test_card_with_a_degenerate_enc_key_is_refused() -> None:
+    """An all-zero encryption key is refused even when signed and bound by the agency."""
+    ident = identity("police")
+    zero = bytes(32)
+    body = msgspec.structs.replace(
+        ident.card_body(),
+        enc_pk=zero,
+        enc_bind_sig=ident.sign(enc_binding_message("police", zero)),
+    )
+    with pytest.raises(TrustError, match="unusable encryption key"):
+        verify_card(_resigned_card(ident, body))
+
+
+def test_usable_x25519_key_accepts_a_real_key() -> None:
+    """A generated X25519 public key is usable."""
+    assert usable_x25519_key(identity("police").enc_pk)
+
+
+def test_usable_x25519_key_refuses_low_order_points() -> None:
+    """The all-zero point and the order-1 point (u=1) are not usable."""
+    assert not usable_x25519_key(bytes(32))
+    assert not usable_x25519_key(b"\x01" + bytes(31))
 
 
 def test_card_with_renamed_agency_fails_the_binding() -> None:

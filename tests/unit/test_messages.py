@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 import pytest
@@ -20,6 +21,12 @@ from tfshare.messages import (
 )
 
 SCHEMAS = BuiltinSchemas()
+
+
+class _Severity(msgspec.Struct):
+    severity: Literal["low", "high"]
+
+
 EXAMPLE_TYPES = {
     "alert": ("tf.alert/1", Alert),
     "red_flag": ("tf.red_flag/1", RedFlag),
@@ -70,15 +77,6 @@ def test_example_round_trips_through_the_body(path: Path) -> None:
     message_type = _type(EXAMPLE_TYPES[path.stem][0])
     record = message_type.from_json(path.read_bytes())
     assert message_type.from_body(message_type.to_body(record)) == record
-
-
-@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.stem)
-def test_example_to_builtins_matches_the_json(path: Path) -> None:
-    """to_builtins renders every field the example set, with the same value."""
-    message_type = _type(EXAMPLE_TYPES[path.stem][0])
-    original = json.loads(path.read_bytes())
-    rendered = message_type.to_builtins(message_type.from_json(path.read_bytes()))
-    assert {k: rendered[k] for k in original} == original
 
 
 def test_builtin_names() -> None:
@@ -148,14 +146,11 @@ def test_error_does_not_echo_an_enum_value_containing_a_quote() -> None:
 
 def test_safe_reason_drops_the_enum_value() -> None:
     """safe_reason removes the echoed value and keeps the path."""
-    try:
-        msgspec.convert({"severity": "Victim-Jane-Doe"}, dict[str, Alert.__annotations__["severity"]])  # type: ignore[misc]
-    except msgspec.ValidationError as exc:
-        reason = safe_reason(exc)
-    else:
-        pytest.fail("no error")
+    with pytest.raises(msgspec.ValidationError) as info:
+        msgspec.convert({"severity": "Victim-Jane-Doe"}, _Severity)
+    reason = safe_reason(info.value)
     assert "Victim-Jane-Doe" not in reason
-    assert "Invalid enum value" in reason
+    assert reason.endswith(" - at `$.severity`")
 
 
 # grading --------------------------------------------------------------------------------------
@@ -210,16 +205,18 @@ def test_codes_of_another_system_are_refused(grading: dict[str, str]) -> None:
 
 def test_uk_grading_needs_a_handling_code() -> None:
     """uk-3x5x2 without a handling code is refused."""
-    with pytest.raises(ValidationError, match="handling"):
+    with pytest.raises(ValidationError) as info:
         _type("tf.alert/1").from_json(_grading(system="uk-3x5x2", source="1", information="A"))
+    assert info.value.paths == ("$.grading",)
 
 
 def test_admiralty_grading_refuses_a_handling_code() -> None:
     """admiralty-6x6 has no handling code: giving one is refused."""
-    with pytest.raises(ValidationError, match="handling"):
+    with pytest.raises(ValidationError) as info:
         _type("tf.alert/1").from_json(
             _grading(system="admiralty-6x6", source="A", information="1", handling="P")
         )
+    assert info.value.paths == ("$.grading",)
 
 
 def test_unknown_grading_system_is_refused() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,6 +73,11 @@ def test_creates_the_database_and_its_directory(store: StateStore, db_path: Path
     """Opening a store creates the state directory and the database file."""
     assert db_path.parent.is_dir()
     assert db_path.is_file()
+
+
+def test_database_file_is_private(store: StateStore, db_path: Path) -> None:
+    """state.db is created 0600: ids and hashes are case metadata."""
+    assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
 
 
 def test_records_the_schema_version(store: StateStore, db_path: Path) -> None:
@@ -212,30 +218,40 @@ def test_replay_entries_persist_across_reopen(store: StateStore) -> None:
         reopened.close()
 
 
-def test_recording_the_same_id_twice_raises(store: StateStore) -> None:
-    """A second record under the same (kid, msg_id) violates the primary key."""
+def test_record_of_a_new_entry_returns_none(store: StateStore) -> None:
+    """Recording an unseen (kid, msg_id) reports no earlier entry."""
+    assert store.replay().record(_entry()) is None
+
+
+def test_recording_the_same_id_twice_returns_the_stored_hash(store: StateStore) -> None:
+    """A second record under the same (kid, msg_id) answers the env_hash stored first."""
     replay = store.replay()
-    replay.record(_entry())
-    with pytest.raises(sqlite3.IntegrityError):
-        replay.record(_entry(env_hash=b"X" * 32, seq=8))
+    replay.record(_entry(env_hash=b"H" * 32))
+    assert replay.record(_entry(env_hash=b"X" * 32, seq=8)) == b"H" * 32
 
 
 def test_recording_the_same_id_twice_keeps_the_first_entry(store: StateStore) -> None:
-    """After the refused second record the first env_hash and seq stand."""
+    """After the second record the first env_hash and seq stand."""
     replay = store.replay()
     replay.record(_entry(env_hash=b"H" * 32, seq=2))
-    with pytest.raises(sqlite3.IntegrityError):
-        replay.record(_entry(env_hash=b"X" * 32, seq=8))
+    replay.record(_entry(env_hash=b"X" * 32, seq=8))
     assert replay.lookup(KID, b"m" * 16) == b"H" * 32
     assert replay.last_seq("police", "alerts") == 2
 
 
-def test_store_is_usable_after_a_refused_record(store: StateStore) -> None:
-    """A failed record leaves no open transaction: later writes still work."""
+def test_recording_the_same_id_twice_keeps_one_row(store: StateStore, db_path: Path) -> None:
+    """The primary key (kid, msg_id) holds one row however often it is recorded."""
+    replay = store.replay()
+    replay.record(_entry(env_hash=b"H" * 32))
+    replay.record(_entry(env_hash=b"X" * 32))
+    assert _raw(db_path, "SELECT count(*) FROM replay") == [(1,)]
+
+
+def test_store_is_usable_after_a_repeated_record(store: StateStore) -> None:
+    """A repeated record leaves no open transaction: later writes still work."""
     replay = store.replay()
     replay.record(_entry())
-    with pytest.raises(sqlite3.IntegrityError):
-        replay.record(_entry())
+    replay.record(_entry())
     replay.record(_entry(b"n" * 16, seq=3))
     assert replay.last_seq("police", "alerts") == 3
     assert store.next_seq("alerts") == 1
@@ -297,11 +313,28 @@ def test_roster_state_is_per_taskforce(store: StateStore, taskforce: TaskForce) 
     assert store.roster_state("be-south") is None
 
 
-def test_damaged_roster_state_is_a_trust_error(store: StateStore, db_path: Path) -> None:
+def test_saving_an_older_roster_state_is_ignored(store: StateStore, taskforce: TaskForce) -> None:
+    """A state with a lower seq never replaces a newer one (two processes may race)."""
+    _, state = R.verify_roster(
+        taskforce.roster_bytes, anchor=taskforce.anchor, state=None, now_ms=taskforce.now_ms
+    )
+    newer = R.RosterState(seq=state.seq + 1, roster_hash=b"n" * 32, anchor=state.anchor)
+    store.save_roster_state("nl-north", newer)
+    store.save_roster_state("nl-north", state)
+    assert store.roster_state("nl-north") == newer
+
+
+def test_damaged_roster_state_is_a_trust_error(
+    store: StateStore, db_path: Path, taskforce: TaskForce
+) -> None:
     """A damaged state blob is reported as TrustError, not a decode exception."""
+    _, state = R.verify_roster(
+        taskforce.roster_bytes, anchor=taskforce.anchor, state=None, now_ms=taskforce.now_ms
+    )
+    store.save_roster_state("nl-north", state)
     db = sqlite3.connect(db_path)
     with db:
-        db.execute("INSERT INTO roster_state VALUES ('nl-north', ?)", (b"\xc1garbage",))
+        db.execute("UPDATE roster_state SET state = ?", (b"\xc1garbage",))
     db.close()
     with pytest.raises(TrustError, match="damaged"):
         store.roster_state("nl-north")
