@@ -10,7 +10,8 @@ export TFSHARE_HOME="$OUT/home"
 export TFSHARE_KDF=interactive   # faster key files for the demo; the default is "moderate"
 K="$OUT/keys"
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then B=$'\033[1m'; N=$'\033[0m'; else B=; N=; fi
+step() { printf '\n%s== %s%s\n' "$B" "$*" "$N"; }
 run()  { printf '$ %s\n' "$*"; "$@"; }
 expect_reject() {  # run a command that must be refused with exit code 3
   printf '$ %s\n' "$*"
@@ -49,8 +50,16 @@ run $TFSHARE seal --key "$K/police-nl.key" --passphrase-file "$K/police-nl.pass"
 step "4. The NGO hotline opens it: verified sender, fingerprint, then the body"
 run $TFSHARE open "$OUT/msgs/alert.tfenv" --key "$K/ngo-hotline.key" --passphrase-file "$K/ngo-hotline.pass" "${COMMON[@]}"
 
-step "5. Attacks the receivers catch"
-echo "-- a non-member (not in the roster) cannot open it:"
+step "5. What the receivers refuse"
+echo "-- an agency outside the roster cannot send on the channel: tfshare seal refuses it,"
+set +e; $TFSHARE seal --key "$K/outsider.key" --passphrase-file "$K/outsider.pass" "${COMMON[@]}" \
+    --channel alerts --schema tf.alert/1 --in examples/alert.json --out "$OUT/msgs/x.tfenv"; rc=$?; set -e
+[ "$rc" -eq 6 ] || { echo "demo: expected exit 6, got $rc" >&2; exit 1; }
+echo "(exit $rc)"
+echo "-- and if it forges an alert with its own keys anyway, receivers reject it:"
+run python3 scripts/forge.py "$K/outsider.key" "$K/outsider.pass" "$R" "$OUT/msgs/forged.tfenv"
+expect_reject $TFSHARE open "$OUT/msgs/forged.tfenv" --key "$K/ngo-hotline.key" --passphrase-file "$K/ngo-hotline.pass" "${COMMON[@]}"
+echo "-- a non-member cannot open the real alert (it is not among the recipients):"
 expect_reject $TFSHARE open "$OUT/msgs/alert.tfenv" --key "$K/outsider.key" --passphrase-file "$K/outsider.pass" "${COMMON[@]}"
 echo "-- a copy with one byte changed in transit:"
 python3 - "$OUT/msgs/alert.tfenv" "$OUT/msgs/tampered.tfenv" <<'PY'
@@ -63,4 +72,4 @@ expect_reject $TFSHARE open "$OUT/msgs/tampered.tfenv" --key "$K/labour-insp.key
 echo "-- the same envelope delivered again (replay):"
 expect_reject $TFSHARE open "$OUT/msgs/alert.tfenv" --key "$K/ngo-hotline.key" --passphrase-file "$K/ngo-hotline.pass" "${COMMON[@]}"
 
-step "Done: one alert delivered to its readers; non-member, tampering and replay refused."
+step "Done: one alert delivered to its readers; a non-member, a tampered copy and a replay refused."

@@ -9,6 +9,7 @@ The session task force (built once, never modified: tests that edit the roster c
 lives in one directory with a fixed layout::
 
     keys/AGENCY.key, keys/AGENCY.card, keys/AGENCY.pass   for coord, police, ngo, labour, outsider
+                                                          (each passphrase unique to the session)
     taskforce.roster                                      task force "tf-north", seq 1, signed
     taskforce.anchor                                      its trust anchor
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -104,9 +106,10 @@ def tf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("taskforce")
     keys = root / "keys"
     keys.mkdir()
+    token = secrets.token_hex(8)  # every passphrase is unique: tests look for it in outputs
     cli = functools.partial(run_tfshare, home=root / "home", cwd=root)
     for agency in AGENCIES:
-        (keys / f"{agency}.pass").write_text(f"correct horse {agency} battery\n")
+        (keys / f"{agency}.pass").write_text(f"{agency} passphrase {token}\n")
         ok(
             cli(
                 "keys",
