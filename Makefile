@@ -25,6 +25,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy tests/cli/conftest.py
 
 unit: $(STAMP)
 	$(BIN)/pytest -q

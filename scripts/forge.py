@@ -30,9 +30,15 @@ def main() -> None:
     assert schema is not None
     record = schema.from_json(Path("examples/alert.json").read_bytes())
     sealed = seal_to(
-        identity=identity, taskforce=roster.taskforce, channel="alerts",
-        roster_seq=roster.seq, recipients=recipients, schema=schema,
-        body=schema.to_body(record), seq=1, now_ms=time.time_ns() // 1_000_000,
+        identity=identity,
+        taskforce=roster.taskforce,
+        channel="alerts",
+        roster_seq=roster.seq,
+        recipients=recipients,
+        schema=schema,
+        body=schema.to_body(record),
+        seq=1,
+        now_ms=time.time_ns() // 1_000_000,
         rng=os.urandom,
     )
     out.write_bytes(sealed.data)

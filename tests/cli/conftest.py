@@ -30,8 +30,6 @@ from pathlib import Path
 import pytest
 
 TFSHARE = Path(sys.executable).parent / "tfshare"
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "examples"
 TASKFORCE = "tf-north"
 AGENCIES = ("coord", "police", "ngo", "labour", "outsider")
 

@@ -173,6 +173,12 @@ CASES = [
         "E_MALFORMED",
     ),
     Case(
+        "secret-key-as-envelope",
+        lambda c: c.open(c.key("ngo")),
+        1,
+        "is a secret key file, not a sealed message",
+    ),
+    Case(
         "missing-body",
         lambda c: c.seal(body=c.work / "missing.json"),
         1,
@@ -319,9 +325,11 @@ def test_one_hint_line(outcome: Callable[[Case], Outcome], case: Case) -> None:
     """Exactly one "tfshare: hint:" line on stderr, right after the error line."""
     stderr = outcome(case).result.stderr
     hints = lines(stderr, "tfshare: hint: ")
+    errors = lines(stderr, "tfshare: error: ")
     assert len(hints) == 1, stderr
+    assert errors, stderr
     all_lines = stderr.splitlines()
-    assert all_lines.index(hints[0]) == all_lines.index(lines(stderr, "tfshare: error: ")[0]) + 1
+    assert all_lines.index(hints[0]) == all_lines.index(errors[0]) + 1
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)

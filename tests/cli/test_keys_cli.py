@@ -239,3 +239,13 @@ def test_show_json_of_key_has_no_secret_fields(run: Run, tf: Path) -> None:
     info = json.loads(result.stdout)
     assert info["kind"] == "key"
     assert set(info) <= {"kind", "agency_id", "kid_sig", "kid_enc", "fingerprint", "path"}
+
+
+def test_passphrase_file_uses_first_line_without_crlf(run: Run, tmp_path: Path) -> None:
+    """Only the first line of a passphrase file counts, without its CR LF ending."""
+    passfile = tmp_path / "p"
+    passfile.write_bytes(b"first line words\r\nsecond line\n")
+    result = run("keys", "init", "police", "--dir", tmp_path, "--passphrase-file", passfile)
+    assert result.returncode == 0, result.stderr
+    identity = open_keyfile((tmp_path / "police.key").read_bytes(), b"first line words")
+    assert identity.agency_id == "police"

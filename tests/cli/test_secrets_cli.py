@@ -160,7 +160,8 @@ def scene(run_in: RunIn, tf: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         cli(f"seal ({label})", "seal", *creds("police"), *trust, "--state", work / "s-police",
             *seal_args, "--in", path, "--out", work / "never.tfenv")  # fmt: skip
     cli("seal (no passphrase)", "seal", "--key", keys / "police.key", *trust,
-        "--state", work / "s-police", *seal_args, "--in", body, "--out", work / "never.tfenv")  # fmt: skip
+        "--state", work / "s-police", *seal_args, "--in", body,
+        "--out", work / "never.tfenv")  # fmt: skip
 
     # open: deliveries, duplicates, rejections, a wrong passphrase (also with --debug)
     ngo = [*creds("ngo"), *trust, "--state", work / "s-ngo"]
@@ -177,7 +178,7 @@ def scene(run_in: RunIn, tf: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         "--state", work / "s-labour-in")  # fmt: skip
     cli("open --json (tampered)", "open", work / "tampered.tfenv", *creds("labour"), *trust,
         "--state", work / "s-labour-in", "--json")  # fmt: skip
-    wrong = ["--key", keys / "ngo.key", "--passphrase-file", work / "wrong.pass"]
+    wrong: list[str | Path] = ["--key", keys / "ngo.key", "--passphrase-file", work / "wrong.pass"]
     cli("open (wrong passphrase)", "open", a, *wrong, *trust, "--state", work / "s-x")
     cli("--debug open (wrong passphrase)", "--debug", "open", a, *wrong, *trust,
         "--state", work / "s-x")  # fmt: skip

@@ -110,5 +110,14 @@ def load_anchor(path: Path) -> Anchor:
 
 
 def read_envelope(path: Path) -> bytes:
-    """Read a .tfenv file; its size is checked by the receiver (E_TOO_LARGE), not here."""
-    return read_bytes(path, what="sealed message", limit=MAX_ENVELOPE, oversize_ok=True)
+    """Read a .tfenv file. Another tfshare file (a key, a card...) is a mistake of the person
+    and is named as such; anything else goes to the receiver, which reports its code (damaged
+    or foreign bytes: E_MALFORMED; oversized: E_TOO_LARGE)."""
+    data = read_bytes(path, what="sealed message", limit=MAX_ENVELOPE, oversize_ok=True)
+    kind = sniff(data)
+    if kind not in ("envelope", "unknown"):
+        raise InputError(
+            f"{str(path)!r} is {NAMES[kind]}, not {NAMES['envelope']}",
+            hint="give the .tfenv file written by 'tfshare seal'",
+        )
+    return data
