@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Annotated, Any, Final, Literal, Protocol
 
 import msgspec
@@ -259,11 +260,17 @@ class BuiltinType:
         return msgspec.msgpack.encode(record)
 
     def from_body(self, body: bytes) -> object:
-        return msgspec.msgpack.decode(body, type=self.struct)
+        return _body_decoder(self.struct).decode(body)
 
     def to_builtins(self, record: object) -> Any:
         """Plain data for display and --json, with defaults shown (unlike on the wire)."""
         return _full_builtins(record)
+
+
+@lru_cache(maxsize=64)
+def _body_decoder(struct: type[msgspec.Struct]) -> msgspec.msgpack.Decoder[Any]:
+    # A prebuilt Decoder skips the per-call type lookup of msgspec.msgpack.decode(type=...).
+    return msgspec.msgpack.Decoder(struct)
 
 
 def _full_builtins(value: object) -> Any:
