@@ -246,6 +246,9 @@ class TrustedRoster:
         self.hash = roster_hash(roster_bytes)
         self.members = {m.agency_id: m for m in roster.members}
         self.channels = {c.name: c for c in roster.channels}
+        # Sets for the per-message checks (lists would be scanned once per envelope).
+        self.readers = {c.name: frozenset(c.readers) for c in roster.channels}
+        self.writers = {c.name: frozenset(c.writers) for c in roster.channels}
         self.sign_keys: dict[bytes, SenderKey] = {}
         for member in roster.members:
             for key in member.sign_keys:

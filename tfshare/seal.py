@@ -541,7 +541,7 @@ def _check_decoded(
         raise _reject(RejectCode.E_REVOKED, "sender key retired")
     if hdr.ts_ms < key.not_before_ms:
         raise _reject(RejectCode.E_UNKNOWN_SENDER, "sender key not yet valid at that time")
-    if member.status == "suspended" or hdr.sender not in channel.writers:
+    if member.status == "suspended" or hdr.sender not in roster.writers[hdr.channel]:
         raise _reject(RejectCode.E_NOT_AUTHORIZED, f"sender may not write {hdr.channel!r}")
     # 5. signature, before any secret-key operation
     try:
@@ -557,7 +557,7 @@ def _check_decoded(
         raise _reject(RejectCode.E_EQUIVOCATION, "same msg_id, different content")
     # 7. my wrap: only an active reader of the channel opens it (policy at both ends)
     me = roster.members.get(identity.agency_id)
-    if me is None or me.status != "active" or identity.agency_id not in channel.readers:
+    if me is None or me.status != "active" or identity.agency_id not in roster.readers[hdr.channel]:
         raise _reject(RejectCode.E_NOT_RECIPIENT, "this agency is not a reader of the channel")
     my_kid = int.from_bytes(identity.kid_enc, "big")
     index = bisect_left(kids, my_kid)
