@@ -102,3 +102,39 @@ def b32(data: bytes) -> str:
 def group(text: str, size: int = 4) -> str:
     """Split text into space-separated groups of ``size`` characters."""
     return " ".join(text[i : i + size] for i in range(0, len(text), size))
+
+
+_PATH = re.compile(r" - at `(\$[^`]*)`$")
+_SAFE_PREFIXES = (
+    # msgspec messages that name only types, bounds, patterns or schema field names.
+    "Expected `",
+    "Object missing required field `",
+)
+
+
+def safe_reason(exc: BaseException) -> str:
+    """What was wrong, and where, without any value from the input.
+
+    msgspec sometimes quotes the offending value ("Invalid enum value ...") or a field name
+    the sender chose ("Object contains unknown field ..."); either can be case details, and
+    this text reaches logs and other agencies' screens. Only messages that quote nothing but
+    our own schema survive; the rest become a fixed category. The JSON path is always kept.
+    """
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    match = _PATH.search(text)
+    path = match.group(1) if match else None
+    message = text[: match.start()] if match else text
+    if isinstance(exc, UnicodeDecodeError):
+        message = "invalid UTF-8 in a string"
+    elif isinstance(exc, RecursionError):
+        message = "nested too deeply"
+    elif not message.startswith(_SAFE_PREFIXES):
+        if message.startswith("Invalid enum value"):
+            message = "value not allowed"
+        elif message.startswith("Object contains unknown field"):
+            message = "unknown field"
+        elif isinstance(exc, msgspec.ValidationError):
+            message = "invalid value"
+        else:
+            message = "malformed data"
+    return f"{message} - at `{path}`" if path else message

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Final, Literal, Protocol
 import msgspec
 import rfc8785
 
+from tfshare.encoding import safe_reason
 from tfshare.errors import ValidationError
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
@@ -185,42 +186,6 @@ class SchemaBook(Protocol):
     """Where schemas are looked up by name (``tf.alert/1``)."""
 
     def lookup(self, name: str) -> MessageType | None: ...
-
-
-_PATH = re.compile(r" - at `(\$[^`]*)`$")
-_SAFE_PREFIXES = (
-    # msgspec messages that name only types, bounds, patterns or schema field names.
-    "Expected `",
-    "Object missing required field `",
-)
-
-
-def safe_reason(exc: BaseException) -> str:
-    """What was wrong, and where, without any value from the input.
-
-    msgspec sometimes quotes the offending value ("Invalid enum value ...") or a field name
-    the sender chose ("Object contains unknown field ..."); either can be case details, and
-    this text reaches logs and other agencies' screens. Only messages that quote nothing but
-    our own schema survive; the rest become a fixed category. The JSON path is always kept.
-    """
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    match = _PATH.search(text)
-    path = match.group(1) if match else None
-    message = text[: match.start()] if match else text
-    if isinstance(exc, UnicodeDecodeError):
-        message = "invalid UTF-8 in a string"
-    elif isinstance(exc, RecursionError):
-        message = "nested too deeply"
-    elif not message.startswith(_SAFE_PREFIXES):
-        if message.startswith("Invalid enum value"):
-            message = "value not allowed"
-        elif message.startswith("Object contains unknown field"):
-            message = "unknown field"
-        elif isinstance(exc, msgspec.ValidationError):
-            message = "invalid value"
-        else:
-            message = "malformed data"
-    return f"{message} - at `{path}`" if path else message
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from tfshare.encoding import (
     decode_canonical,
     encode,
     label,
+    safe_reason,
     u32,
 )
 from tfshare.errors import RejectCode, RosterRejected, TrustError
@@ -44,7 +45,6 @@ from tfshare.keys import (
     usable_x25519_key,
 )
 from tfshare.keys import verify_signature as _verify
-from tfshare.messages import safe_reason
 
 L_ROSTER: Final = label("tfshare/v1/roster")
 ROSTER_TAG: Final = "tfshare-roster/1"

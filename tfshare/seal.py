@@ -28,7 +28,7 @@ import msgspec
 from nacl import bindings
 from nacl.exceptions import CryptoError
 
-from tfshare.encoding import DECODE_ERRORS, NonCanonical, blake2b_256, label, u32
+from tfshare.encoding import DECODE_ERRORS, NonCanonical, blake2b_256, label, safe_reason, u32
 from tfshare.envelope import (
     DEFAULT_MAX_AGE_MS,
     MAX_ENVELOPE,
@@ -51,7 +51,7 @@ from tfshare.envelope import (
 )
 from tfshare.errors import RejectCode, Rejected, TrustError, ValidationError
 from tfshare.keys import Identity, Random, kid_enc
-from tfshare.messages import MessageType, SchemaBook, safe_reason
+from tfshare.messages import MessageType, SchemaBook
 from tfshare.replay import ReplayStore
 from tfshare.roster import TrustedRoster
 

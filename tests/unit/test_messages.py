@@ -10,6 +10,7 @@ import msgspec
 import pytest
 from tfkit import EXAMPLES, example_dict
 
+from tfshare.encoding import safe_reason
 from tfshare.errors import ValidationError
 from tfshare.messages import (
     Alert,
@@ -17,7 +18,6 @@ from tfshare.messages import (
     BuiltinType,
     RedFlag,
     TipSummary,
-    safe_reason,
 )
 
 SCHEMAS = BuiltinSchemas()
