@@ -11,7 +11,7 @@ import typer
 from tfshare.errors import ExitCode, TfshareError
 from tfshare.logconfig import configure
 
-from . import envelope_cmd, keys_cmd, roster_cmd
+from . import envelope_cmd, keys_cmd, roster_cmd, schema_cmd
 
 app = typer.Typer(
     name="tfshare",
@@ -23,6 +23,7 @@ app = typer.Typer(
 )
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(roster_cmd.app, name="roster")
+app.add_typer(schema_cmd.app, name="schema")
 app.command("seal")(envelope_cmd.seal_cmd)
 app.command("open")(envelope_cmd.open_cmd)
 

@@ -324,13 +324,16 @@ def anchor_of(roster: Roster) -> Anchor:
 
 
 def _approvals(roster_bytes: bytes, sigs: Iterable[RosterSig], anchor: Anchor) -> set[str]:
-    """Distinct coordinator agencies of ``anchor`` with a valid signature over the roster.
+    return approvals(roster_message(roster_bytes), sigs, anchor)
+
+
+def approvals(message: bytes, sigs: Iterable[RosterSig], anchor: Anchor) -> set[str]:
+    """Distinct coordinator agencies of ``anchor`` with a valid signature over ``message``.
 
     Unknown signers, bad signatures and repeats do not count; one agency counts once even if
-    it signed with two keys, so k really means k agencies.
+    it signed with two keys, so k really means k agencies. (Rosters and schema records.)
     """
     by_kid = {kid_sig(k.sign_pk): k for k in anchor.coordinators}
-    message = roster_message(roster_bytes)
     approved: set[str] = set()
     for sig in sigs:
         key = by_kid.get(sig.kid)

@@ -1,0 +1,227 @@
+"""``tfshare schema``: the message types the task force agreed on, and their evolution."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tfshare.registry.compat import DEFAULT_MODE, Mode
+from tfshare.store import StateStore
+from tfshare.workflows import schemas as workflow
+from tfshare.workflows.exchange import default_state_dir
+from tfshare.workflows.keys import load_identity
+from tfshare.workflows.rosters import load_trusted
+
+from .common import JsonFlag, PassphraseFile, emit_fields, emit_json, note, now_ms, passphrase
+
+app = typer.Typer(help="List, check, register and export message schemas.", no_args_is_help=True)
+
+RegistryDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--registry",
+        help="Registry cache directory. Default: $TFSHARE_HOME/registry.",
+        show_default=False,
+    ),
+]
+RosterOpt = Annotated[
+    Path | None, typer.Option("--roster", help="Verify registered versions with this roster.")
+]
+AnchorOpt = Annotated[Path | None, typer.Option("--anchor", help="The pinned trust anchor.")]
+StateOpt = Annotated[
+    Path | None, typer.Option("--state", help="Receiver state directory (roster seq).")
+]
+ModeOpt = Annotated[Mode | None, typer.Option("--mode", case_sensitive=False)]
+
+
+def _registry(
+    registry_dir: Path | None,
+    roster: Path | None,
+    anchor: Path | None,
+    state: Path | None,
+    key: Path | None = None,
+) -> workflow.Registry:
+    store = workflow.DirectoryStore(registry_dir or workflow.default_registry_dir())
+    if roster is None or anchor is None:
+        if (roster is None) != (anchor is None):
+            raise typer.BadParameter("--roster and --anchor go together")
+        cached = workflow.cached_count(store)
+        if cached:
+            note(f"note: {cached} registered version(s) in {store.root} not shown; "
+                 "give --roster and --anchor to verify and include them")
+        return workflow.load_registry(store, None)
+    state_dir = state or (default_state_dir(key) if key else workflow.default_registry_dir())
+    db = StateStore(state_dir / "state.db")
+    try:
+        trusted = load_trusted(roster, anchor, db, now_ms=now_ms())
+    finally:
+        db.close()
+    return workflow.load_registry(store, trusted)
+
+
+@app.command("list")
+def list_cmd(
+    registry_dir: RegistryDir = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
+    state: StateOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List the schemas: subject, version, fingerprint and compatibility mode."""
+    registry = _registry(registry_dir, roster, anchor, state)
+    rows = []
+    for name in registry.names():
+        schema = registry.lookup(name)
+        assert schema is not None
+        rows.append({
+            "name": name,
+            "subject": schema.subject,
+            "version": schema.version,
+            "fingerprint": schema.fingerprint.hex(),
+            "mode": registry.mode(schema.subject).value,
+        })
+    if as_json:
+        emit_json({"schemas": rows})
+        return
+    for row in rows:
+        typer.echo(f"{row['name']:<22} {row['fingerprint'][:16]}  {row['mode']}")
+
+
+@app.command("show")
+def show_cmd(
+    name: Annotated[str, typer.Argument(help="tf.alert/1, or a subject for its latest version.")],
+    registry_dir: RegistryDir = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
+    state: StateOpt = None,
+) -> None:
+    """Print a schema document (JSON) on stdout; its fingerprint and mode on stderr."""
+    registry = _registry(registry_dir, roster, anchor, state)
+    schema = workflow.resolve(registry, name)
+    note(f"{schema.name}  fingerprint {schema.fingerprint.hex()}  "
+         f"mode {registry.mode(schema.subject).value}")
+    typer.echo(json.dumps(schema.document, indent=2, ensure_ascii=False))
+
+
+@app.command("validate")
+def validate_cmd(
+    name: Annotated[str, typer.Argument(help="Schema name, e.g. tf.tip_summary/1.")],
+    body: Annotated[Path, typer.Argument(help="The body, a JSON file.")],
+    registry_dir: RegistryDir = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
+    state: StateOpt = None,
+) -> None:
+    """Check a body against a schema: exit 0, or 5 with every failing path."""
+    registry = _registry(registry_dir, roster, anchor, state)
+    schema = workflow.validate_body(registry, name, body)
+    note(f"valid {schema.name}")
+
+
+@app.command("compat")
+def compat_cmd(
+    old: Annotated[Path, typer.Argument(help="The schema in force (JSON).")],
+    new: Annotated[Path, typer.Argument(help="The proposed schema (JSON).")],
+    mode: Annotated[Mode, typer.Option("--mode", case_sensitive=False)] = DEFAULT_MODE,
+    as_json: JsonFlag = False,
+) -> None:
+    """Is NEW compatible with OLD? Exit 0 if so, 5 with the reasons if not."""
+    reasons = workflow.compat_files(old, new, mode)
+    if as_json:
+        emit_json({"compatible": not reasons, "mode": mode.value, "reasons": reasons})
+    if reasons:
+        for reason in reasons:
+            note(reason)
+        raise workflow.ValidationError(
+            f"not {mode.value}-compatible ({len(reasons)} reason(s) above)",
+            hint="make the change compatible, or publish it under a new subject",
+        )
+    if not as_json:
+        note(f"compatible under {mode.value}")
+
+
+@app.command("register")
+def register_cmd(
+    file: Annotated[Path, typer.Argument(help="The schema document, with its $id.")],
+    key: Annotated[Path, typer.Option("--key", help="Your coordinator key file.")],
+    roster: Annotated[Path, typer.Option("--roster", help="The signed roster.")],
+    anchor: Annotated[Path, typer.Option("--anchor", help="The pinned trust anchor.")],
+    registry_dir: RegistryDir = None,
+    state: StateOpt = None,
+    mode: ModeOpt = None,
+    passphrase_file: PassphraseFile = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Register a new schema version (refused with reasons if it breaks compatibility)."""
+    identity = load_identity(key, passphrase(passphrase_file, confirm=False, purpose=str(key)))
+    store = workflow.DirectoryStore(registry_dir or workflow.default_registry_dir())
+    db = StateStore((state or default_state_dir(key)) / "state.db")
+    try:
+        trusted = load_trusted(roster, anchor, db, now_ms=now_ms())
+    finally:
+        db.close()
+    result = workflow.register(
+        file, identity=identity, roster=trusted, store=store, mode=mode, now_ms=now_ms()
+    )
+    _render_registration(result, as_json)
+
+
+@app.command("sign")
+def sign_cmd(
+    pending: Annotated[Path, typer.Argument(help="A pending record (registry/pending/...).")],
+    key: Annotated[Path, typer.Option("--key", help="Your coordinator key file.")],
+    roster: Annotated[Path, typer.Option("--roster", help="The signed roster.")],
+    anchor: Annotated[Path, typer.Option("--anchor", help="The pinned trust anchor.")],
+    registry_dir: RegistryDir = None,
+    state: StateOpt = None,
+    passphrase_file: PassphraseFile = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Add your coordinator signature to a pending schema record."""
+    identity = load_identity(key, passphrase(passphrase_file, confirm=False, purpose=str(key)))
+    store = workflow.DirectoryStore(registry_dir or workflow.default_registry_dir())
+    db = StateStore((state or default_state_dir(key)) / "state.db")
+    try:
+        trusted = load_trusted(roster, anchor, db, now_ms=now_ms())
+    finally:
+        db.close()
+    result = workflow.sign_pending(pending, identity=identity, roster=trusted, store=store)
+    _render_registration(result, as_json)
+
+
+def _render_registration(result: workflow.Registration, as_json: bool) -> None:
+    info = {
+        "name": result.schema.name,
+        "fingerprint": result.schema.fingerprint.hex(),
+        "mode": result.mode.value,
+        "signatures": result.approvals,
+        "threshold": result.threshold,
+        "registered": result.committed,
+        "pending": str(result.pending_path) if result.pending_path else None,
+    }
+    if as_json:
+        emit_json(info)
+        return
+    if result.committed:
+        note(f"registered {result.schema.name} ({result.mode.value})")
+    else:
+        note(f"{result.schema.name} has {result.approvals} of {result.threshold} signatures; "
+             f"other coordinators run: tfshare schema sign {result.pending_path} --key ...")
+    emit_fields([("name", info["name"]), ("fingerprint", info["fingerprint"])])
+
+
+@app.command("export")
+def export_cmd(
+    directory: Annotated[Path, typer.Argument(help="Where to write <subject>/<version>.json.")],
+    registry_dir: RegistryDir = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
+    state: StateOpt = None,
+) -> None:
+    """Write the JSON Schemas for other agencies' tools."""
+    registry = _registry(registry_dir, roster, anchor, state)
+    for path in workflow.export(registry, directory):
+        typer.echo(str(path))

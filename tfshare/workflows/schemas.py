@@ -1,0 +1,234 @@
+"""``tfshare schema``: list, show, validate, check compatibility, register, sign and export.
+
+The registry a command sees is the shipped schemas plus the records in the registry cache
+(``--registry``, default ``$TFSHARE_HOME/registry``), each verified against the roster when a
+roster and anchor are given. Nothing is registered or cached unless every check passed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tfshare.errors import TrustError, UsageError, ValidationError
+from tfshare.files import read_bytes, write_atomic
+from tfshare.keys import Identity
+from tfshare.registry import compat
+from tfshare.registry.book import Registry, shipped
+from tfshare.registry.profile import MAX_DOCUMENT_BYTES, parse_document
+from tfshare.registry.records import (
+    SignedSchemaRecord,
+    decode_record,
+    new_record,
+    sign_record,
+    verify_record,
+)
+from tfshare.registry.schema import Schema, split_name
+from tfshare.registry_store import MAX_RECORD_FILE, DirectoryStore
+
+__all__ = ["DirectoryStore", "Registry", "ValidationError"]
+from tfshare.encoding import encode
+from tfshare.roster import TrustedRoster, anchor_of
+
+
+def default_registry_dir() -> Path:
+    return Path(os.environ.get("TFSHARE_HOME") or Path.home() / ".tfshare") / "registry"
+
+
+def load_registry(store: DirectoryStore, roster: TrustedRoster | None) -> Registry:
+    """Shipped schemas, plus every cached record verified against ``roster`` (if given).
+
+    A cached record that fails verification stops the command: the cache is fail-closed, so
+    a tampered file cannot quietly change what a message type means.
+    """
+    registry = shipped()
+    if roster is None:
+        return registry
+    for subject in store.subjects():
+        for version in store.versions(subject):
+            data = store.get(subject, version)
+            if data is None:
+                continue
+            try:
+                verified = verify_record(data, roster)
+            except (ValidationError, TrustError) as exc:
+                raise ValidationError(
+                    f"cached schema record {subject}/{version} fails verification ({exc})",
+                    hint=f"remove it from {str(store.root)!r} and fetch it again",
+                ) from None
+            registry = registry.with_schema(verified.schema, verified.mode)
+    return registry
+
+
+def cached_count(store: DirectoryStore) -> int:
+    return sum(len(store.versions(s)) for s in store.subjects())
+
+
+def read_schema_file(path: Path, *, name: str | None = None) -> Schema:
+    return Schema.from_bytes(
+        read_bytes(path, what="schema file", limit=MAX_DOCUMENT_BYTES + 1), name=name
+    )
+
+
+def resolve(registry: Registry, name: str) -> Schema:
+    """A schema by ``subject/version``, or a subject's latest version by ``subject``."""
+    schema = registry.lookup(name) if "/" in name else registry.latest(name)
+    if schema is None:
+        raise ValidationError(
+            f"unknown schema {name!r}",
+            hint=f"known: {', '.join(registry.names())} ('tfshare schema list')",
+        )
+    return schema
+
+
+def validate_body(registry: Registry, name: str, body_path: Path) -> Schema:
+    """Raise ValidationError naming every failing path, or return the schema."""
+    schema = resolve(registry, name)
+    schema.from_json(read_bytes(body_path, what="body file", limit=512 * 1024))
+    return schema
+
+
+def compat_files(old: Path, new: Path, mode: compat.Mode) -> list[str]:
+    """Reasons why NEW is not compatible with OLD under ``mode`` (empty: compatible).
+
+    Both files must be inside the profile; they need no ``$id`` (drafts often have none).
+    """
+    documents = []
+    for path in (old, new):
+        doc = parse_document(read_bytes(path, what="schema file", limit=MAX_DOCUMENT_BYTES + 1))
+        name = None if isinstance(doc.get("$id"), str) else "draft/1"
+        documents.append(Schema.from_document(doc, name=name).document)
+    return compat.check(documents[1], [documents[0]], mode)
+
+
+@dataclass(frozen=True)
+class Registration:
+    schema: Schema
+    mode: compat.Mode
+    approvals: int
+    threshold: int
+    committed: bool
+    pending_path: Path | None
+
+
+def register(
+    path: Path,
+    *,
+    identity: Identity,
+    roster: TrustedRoster,
+    store: DirectoryStore,
+    mode: compat.Mode | None,
+    now_ms: int,
+) -> Registration:
+    """Check NEW against the subject's history and register it (or leave it pending)."""
+    schema = read_schema_file(path)
+    problems = schema.example_errors()
+    if problems:
+        raise ValidationError(
+            f"{schema.name}: its examples are not valid: " + "; ".join(problems),
+            hint="every schema carries at least one valid example",
+        )
+    registry = load_registry(store, roster)
+    existing = registry.lookup(schema.name)
+    if existing is not None:
+        same = existing.fingerprint == schema.fingerprint
+        raise ValidationError(
+            f"{schema.name} is already registered"
+            + (" with the same content" if same else " with other content; versions never change"),
+            hint="nothing to do" if same else "register the change as the next version",
+        )
+    history = registry.history(schema.subject)
+    expected = history[-1].version + 1 if history else 1
+    if schema.version != expected:
+        raise ValidationError(
+            f"{schema.name}: the next version of {schema.subject} is {expected}",
+            hint=f'set "$id" to "urn:tfshare:schema:{schema.subject}/{expected}"',
+        )
+    if mode is not None and history and mode != registry.mode(schema.subject):
+        raise UsageError(
+            f"{schema.subject} is registered under {registry.mode(schema.subject)}",
+            hint="--mode only applies to a new subject's first version",
+        )
+    effective = mode or registry.mode(schema.subject)
+    reasons = compat.check(schema.document, [h.document for h in history], effective)
+    if reasons:
+        raise ValidationError(
+            f"{schema.name} is not {effective.value}-compatible with {schema.subject}'s "
+            "history: " + "; ".join(reasons),
+            hint=f"make the change compatible, or publish it under a new subject "
+            f"(e.g. {schema.subject}-v2)",
+        )
+    signed = new_record(
+        schema, mode=effective, previous=history[-1] if history else None, now_ms=now_ms
+    )
+    return _sign_and_maybe_commit(signed, identity=identity, roster=roster, store=store)
+
+
+def sign_pending(
+    path: Path, *, identity: Identity, roster: TrustedRoster, store: DirectoryStore
+) -> Registration:
+    """Add a coordinator's signature to a pending record; commit it once k have signed."""
+    signed, record = decode_record(read_bytes(path, what="schema record", limit=MAX_RECORD_FILE))
+    registry = load_registry(store, roster)
+    if registry.lookup(f"{record.subject}/{record.version}") is not None:
+        raise ValidationError(
+            f"{record.subject}/{record.version} is already registered",
+            hint="nothing to sign",
+        )
+    return _sign_and_maybe_commit(signed, identity=identity, roster=roster, store=store)
+
+
+def _sign_and_maybe_commit(
+    signed: SignedSchemaRecord,
+    *,
+    identity: Identity,
+    roster: TrustedRoster,
+    store: DirectoryStore,
+) -> Registration:
+    anchor = anchor_of(roster.roster)
+    if not any(k.sign_pk == identity.sign_pk for k in anchor.coordinators):
+        raise TrustError(
+            f"{identity.agency_id!r} is not a coordinator of task force {roster.taskforce!r}",
+            hint="schema records are signed by the coordinators",
+        )
+    signed = sign_record(signed, identity)
+    data = encode(signed)
+    verified = verify_record(data, roster, require_threshold=False)
+    schema = verified.schema
+    pending = store.pending_path(schema.subject, schema.version)
+    if len(verified.approvals) < anchor.threshold:
+        pending.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(pending, data)
+        return Registration(
+            schema, verified.mode, len(verified.approvals), anchor.threshold, False, pending
+        )
+    current = store.latest(schema.subject)
+    store.create(schema.subject, schema.version, data)
+    store.set_latest(schema.subject, schema.version,
+                     expected_revision=current[1] if current else 0)
+    pending.unlink(missing_ok=True)
+    return Registration(
+        schema, verified.mode, len(verified.approvals), anchor.threshold, True, None
+    )
+
+
+def export(registry: Registry, directory: Path) -> list[Path]:
+    """Write every known schema as DIR/<subject>/<version>.json (for other tools)."""
+    written = []
+    for name in registry.names():
+        schema = registry.lookup(name)
+        assert schema is not None
+        subject, version = split_name(name)
+        folder = directory / subject
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValidationError(
+                f"cannot create {str(folder)!r}: {exc.strerror}", hint="check the path"
+            ) from None
+        path = folder / f"{version}.json"
+        write_atomic(path, (json.dumps(schema.document, indent=2, ensure_ascii=False) + "\n").encode())
+        written.append(path)
+    return written
