@@ -24,14 +24,19 @@ from nacl import bindings
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
 
+import jsonschema  # type: ignore[import-untyped]  # noqa: E402
 import msgspec  # noqa: E402
+from handwritten import Alert, TipSummary  # noqa: E402
 from tfkit import DeterministicRng, TaskForce, build_taskforce, identity  # noqa: E402
 
 from tfshare import roster as R  # noqa: E402
 from tfshare.encoding import MAX_UINT, blake2b_256, encode  # noqa: E402
 from tfshare.keys import Identity  # noqa: E402
-from tfshare.messages import BuiltinSchemas, BuiltinType  # noqa: E402
+from tfshare.registry.book import shipped  # noqa: E402
+from tfshare.registry.profile import admission_check  # noqa: E402
+from tfshare.registry.schema import Schema  # noqa: E402
 from tfshare.replay import MemoryReplayStore  # noqa: E402
 from tfshare.seal import ReceivePolicy, Recipient, open_envelope, seal_to  # noqa: E402
 
@@ -91,7 +96,7 @@ def primitives(msg_len: int, ct_len: int, payload_len: int, env_len: int) -> dic
     }
 
 
-def alert_body(schema: BuiltinType) -> bytes:
+def alert_body(schema: Schema) -> bytes:
     """A real alert record whose msgpack encoding is exactly BODY_SIZE (open decodes it)."""
     example = json.loads((REPO / "examples/alert.json").read_text())
     one = schema.to_body(schema.from_json(json.dumps({**example, "summary": "s"}).encode()))
@@ -101,9 +106,9 @@ def alert_body(schema: BuiltinType) -> bytes:
     return body
 
 
-def measure(n: int, tf: TaskForce, schema: BuiltinType, body: bytes) -> dict[str, float]:
+def measure(n: int, tf: TaskForce, schema: Schema, body: bytes) -> dict[str, float]:
     """Seal and open with n recipients, and the primitive baselines, in microseconds."""
-    schemas = BuiltinSchemas()
+    schemas = shipped()
     sender = tf.ids["police"]
     ids = [identity(f"r{i:03d}") for i in range(n)]
     recipients = [Recipient(i.agency_id, i.enc_pk) for i in ids]
@@ -223,8 +228,42 @@ def member_of(ident: Identity) -> R.Member:
     )
 
 
+def schema_bench() -> list[dict[str, object]]:
+    """Validation (decode + check) of a typical alert and tip summary: the registry's generated
+    type, a hand-written Struct of the same shape, and the jsonschema package."""
+    rows: list[dict[str, object]] = []
+    for name, example, hand in (
+        ("tf.alert/1", "alert.json", Alert),
+        ("tf.tip_summary/1", "tip_summary.json", TipSummary),
+    ):
+        schema = shipped().lookup(name)
+        assert schema is not None
+        admission_check(schema.document, hand)  # the hand-written type has the same shape
+        data = (REPO / "examples" / example).read_bytes()
+        hand_decoder = msgspec.json.Decoder(hand)
+        validator = jsonschema.Draft202012Validator(schema.document)
+        registry_us = best_us(lambda: schema.from_json(data), number=5000)  # noqa: B023
+        hand_us = best_us(lambda: hand_decoder.decode(data), number=5000)  # noqa: B023
+        jsonschema_us = best_us(
+            lambda: validator.validate(json.loads(data)),  # noqa: B023
+            number=200,
+        )
+        rows.append(
+            {
+                "schema": name,
+                "bytes": len(data),
+                "registry_us": round(registry_us, 2),
+                "handwritten_us": round(hand_us, 2),
+                "registry_vs_handwritten": round(registry_us / hand_us, 3),
+                "jsonschema_us": round(jsonschema_us, 1),
+                "jsonschema_vs_registry": round(jsonschema_us / registry_us, 1),
+            }
+        )
+    return rows
+
+
 def main() -> None:
-    schema = BuiltinSchemas().lookup("tf.alert/1")
+    schema = shipped().lookup("tf.alert/1")
     assert schema is not None
     body = alert_body(schema)
     tf = build_taskforce()
@@ -255,9 +294,25 @@ def main() -> None:
             f"{r['recipients']:>10} {r['seal_crypto_us']:>13} {r['seal_vs_crypto']:>6} "
             f"{r['open_crypto_us']:>13} {r['open_vs_crypto']:>6}"
         )
+    schema_rows = schema_bench()
+    print("\nschema validation of a JSON body (decode + check), microseconds:")
+    print(
+        "{:>18} {:>6} {:>9} {:>12} {:>6} {:>11} {:>8}".format(
+            "schema", "bytes", "registry", "hand-written", "ratio", "jsonschema", "ratio"
+        )
+    )
+    for s in schema_rows:
+        print(
+            f"{s['schema']!s:>18} {s['bytes']!s:>6} {s['registry_us']!s:>9} "
+            f"{s['handwritten_us']!s:>12} {s['registry_vs_handwritten']!s:>6} "
+            f"{s['jsonschema_us']!s:>11} {s['jsonschema_vs_registry']!s:>7}x"
+        )
+    print("target: registry within 1.2x of the hand-written Struct; the last column is how many")
+    print("times longer the jsonschema package takes for the same document.")
     out = REPO / "bench-out"
     out.mkdir(exist_ok=True)
     (out / "envelope.json").write_text(json.dumps(rows, indent=2))
+    (out / "schemas.json").write_text(json.dumps(schema_rows, indent=2))
     print(f"figures written to {out / 'envelope.json'}")
 
 

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import msgspec
 import structlog
 import typer
 
 from tfshare.envelope import DEFAULT_MAX_AGE_MS
 from tfshare.errors import ExitCode
-from tfshare.messages import BuiltinSchemas
 from tfshare.protocol import Delivered, Rejection, log_event
 from tfshare.seal import Duplicate, ReceivePolicy
 from tfshare.workflows.exchange import Credentials, open_file, seal_file
@@ -34,6 +34,14 @@ log = structlog.get_logger("tfshare.cli")
 KeyOpt = Annotated[Path, typer.Option("--key", help="Your agency's key file.")]
 RosterOpt = Annotated[Path, typer.Option("--roster", help="The signed roster.")]
 AnchorOpt = Annotated[Path, typer.Option("--anchor", help="The pinned trust anchor.")]
+RegistryDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--registry",
+        help="Registry cache (registered schema versions). Default: $TFSHARE_HOME/registry.",
+        show_default=False,
+    ),
+]
 
 
 def seal_cmd(
@@ -50,6 +58,7 @@ def seal_cmd(
     ] = None,
     passphrase_file: PassphraseFile = None,
     state: StateDir = None,
+    registry: RegistryDir = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Sign and encrypt a message body to its recipients, as a .tfenv file."""
@@ -64,6 +73,7 @@ def seal_cmd(
         body_path=body,
         out_path=out,
         state_dir=state,
+        registry_dir=registry,
         clock=now_ms,
     )
     log.info(
@@ -99,6 +109,7 @@ def open_cmd(
     anchor: AnchorOpt,
     passphrase_file: PassphraseFile = None,
     state: StateDir = None,
+    registry: RegistryDir = None,
     max_age_days: Annotated[
         float, typer.Option("--max-age-days", help="Refuse messages older than this (E_STALE).")
     ] = DEFAULT_MAX_AGE_MS / 86_400_000,
@@ -112,6 +123,7 @@ def open_cmd(
         roster_path=roster,
         anchor_path=anchor,
         state_dir=state,
+        registry_dir=registry,
         clock=now_ms,
         policy=ReceivePolicy(max_age_ms=int(max_age_days * 86_400_000)),
     )
@@ -152,8 +164,7 @@ def open_cmd(
 
 def _render_delivered(outcome: Delivered, as_json: bool) -> None:
     message = outcome.message
-    schema = BuiltinSchemas().lookup(message.schema)
-    body: Any = schema.to_builtins(message.record) if schema else None
+    body: Any = msgspec.to_builtins(message.record)
     info = {
         "outcome": "delivered",
         "sender": message.sender,

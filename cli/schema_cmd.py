@@ -50,8 +50,10 @@ def _registry(
             raise typer.BadParameter("--roster and --anchor go together")
         cached = workflow.cached_count(store)
         if cached:
-            note(f"note: {cached} registered version(s) in {store.root} not shown; "
-                 "give --roster and --anchor to verify and include them")
+            note(
+                f"note: {cached} registered version(s) in {store.root} not shown; "
+                "give --roster and --anchor to verify and include them"
+            )
         return workflow.load_registry(store, None)
     state_dir = state or (default_state_dir(key) if key else workflow.default_registry_dir())
     db = StateStore(state_dir / "state.db")
@@ -72,22 +74,24 @@ def list_cmd(
 ) -> None:
     """List the schemas: subject, version, fingerprint and compatibility mode."""
     registry = _registry(registry_dir, roster, anchor, state)
-    rows = []
+    rows: list[dict[str, str | int]] = []
     for name in registry.names():
         schema = registry.lookup(name)
         assert schema is not None
-        rows.append({
-            "name": name,
-            "subject": schema.subject,
-            "version": schema.version,
-            "fingerprint": schema.fingerprint.hex(),
-            "mode": registry.mode(schema.subject).value,
-        })
+        rows.append(
+            {
+                "name": name,
+                "subject": schema.subject,
+                "version": schema.version,
+                "fingerprint": schema.fingerprint.hex(),
+                "mode": registry.mode(schema.subject).value,
+            }
+        )
     if as_json:
         emit_json({"schemas": rows})
         return
     for row in rows:
-        typer.echo(f"{row['name']:<22} {row['fingerprint'][:16]}  {row['mode']}")
+        typer.echo(f"{row['name']!s:<22} {str(row['fingerprint'])[:16]}  {row['mode']}")
 
 
 @app.command("show")
@@ -101,8 +105,10 @@ def show_cmd(
     """Print a schema document (JSON) on stdout; its fingerprint and mode on stderr."""
     registry = _registry(registry_dir, roster, anchor, state)
     schema = workflow.resolve(registry, name)
-    note(f"{schema.name}  fingerprint {schema.fingerprint.hex()}  "
-         f"mode {registry.mode(schema.subject).value}")
+    note(
+        f"{schema.name}  fingerprint {schema.fingerprint.hex()}  "
+        f"mode {registry.mode(schema.subject).value}"
+    )
     typer.echo(json.dumps(schema.document, indent=2, ensure_ascii=False))
 
 
@@ -193,7 +199,7 @@ def sign_cmd(
 
 
 def _render_registration(result: workflow.Registration, as_json: bool) -> None:
-    info = {
+    info: dict[str, object] = {
         "name": result.schema.name,
         "fingerprint": result.schema.fingerprint.hex(),
         "mode": result.mode.value,
@@ -208,9 +214,11 @@ def _render_registration(result: workflow.Registration, as_json: bool) -> None:
     if result.committed:
         note(f"registered {result.schema.name} ({result.mode.value})")
     else:
-        note(f"{result.schema.name} has {result.approvals} of {result.threshold} signatures; "
-             f"other coordinators run: tfshare schema sign {result.pending_path} --key ...")
-    emit_fields([("name", info["name"]), ("fingerprint", info["fingerprint"])])
+        note(
+            f"{result.schema.name} has {result.approvals} of {result.threshold} signatures; "
+            f"other coordinators run: tfshare schema sign {result.pending_path} --key ..."
+        )
+    emit_fields([("name", result.schema.name), ("fingerprint", result.schema.fingerprint.hex())])
 
 
 @app.command("export")

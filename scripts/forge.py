@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from tfshare import roster as R
-from tfshare.messages import BuiltinSchemas
+from tfshare.registry.book import shipped
 from tfshare.seal import Recipient, seal_to
 from tfshare.workflows.keys import load_identity
 
@@ -26,7 +26,7 @@ def main() -> None:
     recipients = [
         Recipient(m.agency_id, m.enc_key.pk) for m in roster.members if m.agency_id in readers
     ]
-    schema = BuiltinSchemas().lookup("tf.alert/1")
+    schema = shipped().lookup("tf.alert/1")
     assert schema is not None
     record = schema.from_json(Path("examples/alert.json").read_bytes())
     sealed = seal_to(

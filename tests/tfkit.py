@@ -15,15 +15,16 @@ from pathlib import Path
 from tfshare import roster as R
 from tfshare.encoding import encode
 from tfshare.keys import Identity
-from tfshare.messages import BuiltinSchemas, BuiltinType
 from tfshare.protocol import Receiver
+from tfshare.registry.book import Registry, shipped
+from tfshare.registry.schema import Schema
 from tfshare.replay import MemoryReplayStore
 from tfshare.seal import ReceivePolicy, Sealed, seal
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 NOW_MS = 1_795_000_000_000  # 2026-11-18, a fixed "now" for every deterministic test
-SCHEMAS = BuiltinSchemas()
+SCHEMAS = shipped()
 
 
 class DeterministicRng:
@@ -60,7 +61,7 @@ class TaskForce:
     signed: R.SignedRoster
     anchor: R.Anchor
     now_ms: int = NOW_MS
-    schemas: BuiltinSchemas = field(default_factory=BuiltinSchemas)
+    schemas: Registry = field(default_factory=shipped)
 
     @property
     def roster_bytes(self) -> bytes:
@@ -98,7 +99,7 @@ class TaskForce:
         rng_seed: str = "message",
     ) -> Sealed:
         message_type = self.schemas.lookup(schema)
-        assert isinstance(message_type, BuiltinType)
+        assert isinstance(message_type, Schema)
         if body is None:
             record = message_type.from_json(example_json(schema))
             body = message_type.to_body(record)

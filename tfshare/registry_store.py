@@ -110,9 +110,7 @@ class DirectoryStore:
                     f"the latest version of {subject} moved while registering",
                     hint="run the command again",
                 )
-            write_atomic(
-                self.root / subject / "latest", f"{version} {revision + 1}\n".encode()
-            )
+            write_atomic(self.root / subject / "latest", f"{version} {revision + 1}\n".encode())
             return revision + 1
 
     def subjects(self) -> list[str]:

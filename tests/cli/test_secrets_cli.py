@@ -21,7 +21,7 @@ import pytest
 
 from tfshare import roster as R
 from tfshare.keyfile import open_keyfile
-from tfshare.messages import BuiltinSchemas
+from tfshare.registry.book import shipped
 from tfshare.seal import seal
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -78,7 +78,7 @@ def crafted_invalid_envelope(tf: Path, passphrase: bytes, out: Path) -> Path:
         state=None,
         now_ms=now_ms,
     )
-    schema = BuiltinSchemas().lookup("tf.alert/1")
+    schema = shipped().lookup("tf.alert/1")
     assert schema is not None
     body = json.loads(alert_body(severity=f"it's {PLAIN_MARKER}"))
     sealed = seal(

@@ -51,8 +51,8 @@ from tfshare.envelope import (
 from tfshare.errors import RejectCode, RosterRejected, TrustError
 from tfshare.keyfile import KDF_PROFILES, open_keyfile, read_keyfile_header, seal_keyfile
 from tfshare.keys import Identity
-from tfshare.messages import BuiltinType
 from tfshare.protocol import Delivered, Outcome, Receiver, Rejection, log_event
+from tfshare.registry.schema import Schema
 from tfshare.replay import MemoryReplayStore
 from tfshare.seal import (
     L_PAYLOAD,
@@ -73,7 +73,7 @@ from tfshare.seal import (
 _encrypt = bindings.crypto_aead_xchacha20poly1305_ietf_encrypt
 
 
-def _schema(name: str) -> BuiltinType:
+def _schema(name: str) -> Schema:
     found = SCHEMAS.lookup(name)
     assert found is not None
     return found
@@ -1656,7 +1656,6 @@ def test_row29_non_zero_padding_is_body(taskforce: TaskForce) -> None:
 BAD_BODIES = {
     "missing-fields": msgspec.msgpack.encode({"title": "only a title"}),
     "red-flag-as-alert": RED_FLAG.to_body(example_record("tf.red_flag/1")),
-    "unknown-field": msgspec.msgpack.encode({**ALERT_DICT, "maria_lopez_address": 1}),
     "wrong-enum": msgspec.msgpack.encode({**ALERT_DICT, "severity": "apocalyptic"}),
     "not-msgpack": b"\xc1\xc1",
     "array-not-map": msgspec.msgpack.encode([1, 2, 3]),
@@ -1675,6 +1674,18 @@ def test_row29_body_not_matching_schema_is_body(taskforce: TaskForce, case: str)
         RejectCode.E_BODY,
         extra_secrets=["apocalyptic", "only a title", "maria_lopez_address"],
     )
+
+
+def test_row29_unknown_field_from_a_newer_producer_is_ignored(taskforce: TaskForce) -> None:
+    """A body with a field this receiver does not know is delivered without it (consumers are
+    tolerant, so a newer producer's optional additions do not break older agencies)."""
+    body = msgspec.msgpack.encode({**ALERT_DICT, "added_in_a_later_version": "x"})
+    forged = finish(draft(taskforce), taskforce.ids["police"], plain=plain_bytes(body))
+    outcome = receive(inbox(taskforce, "ngo"), forged, None)
+    assert isinstance(outcome, Delivered)
+    delivered = msgspec.to_builtins(outcome.message.record)
+    assert "added_in_a_later_version" not in delivered
+    assert delivered["title"] == ALERT_DICT["title"]
 
 
 def test_row29_plain_not_a_plain_is_body(taskforce: TaskForce) -> None:

@@ -1,4 +1,4 @@
-"""The shipped JSON Schemas and broker config match what the code uses."""
+"""The shipped JSON Schemas and broker config: what other agencies and operators read."""
 
 from __future__ import annotations
 
@@ -7,34 +7,88 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 import rfc8785
 
-from tfshare.messages import BuiltinSchemas
+from tfshare.registry.book import shipped
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))
-
-from export_schemas import documents  # noqa: E402
+DOCUMENTS = sorted((REPO / "schemas").glob("*/*.json"))
 
 
-def test_schema_files_match_the_builtin_types() -> None:
-    """schemas/<subject>/<version>.json is exactly the exported schema of each built-in type."""
-    for name, schema in documents().items():
-        subject, version = name.split("/")
-        shipped = json.loads((REPO / "schemas" / subject / f"{version}.json").read_text())
-        assert shipped == schema, f"{name}: run scripts/export_schemas.py"
+def _load(path: Path) -> dict[str, Any]:
+    value = json.loads(path.read_text())
+    assert isinstance(value, dict)
+    return value
 
 
-def test_fingerprints_are_sha256_of_the_canonical_shipped_schema() -> None:
-    """A built-in type's fingerprint is SHA-256 of the RFC 8785 form of its shipped file."""
-    book = BuiltinSchemas()
-    for name in book.names():
-        subject, version = name.split("/")
-        shipped = json.loads((REPO / "schemas" / subject / f"{version}.json").read_text())
-        message_type = book.lookup(name)
-        assert message_type is not None
-        assert message_type.fingerprint == hashlib.sha256(rfc8785.dumps(shipped)).digest()
+def test_the_four_message_types_ship() -> None:
+    """schemas/ holds tf.alert/1, tf.red_flag/1, tf.tip_summary/1 and tf.receipt/1."""
+    names = {f"{p.parent.name}/{p.stem}" for p in DOCUMENTS}
+    assert names == {"tf.alert/1", "tf.red_flag/1", "tf.tip_summary/1", "tf.receipt/1"}
+    assert shipped().names() == sorted(names)
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_fingerprint_is_sha256_of_the_canonical_file(path: Path) -> None:
+    """A shipped schema's fingerprint is SHA-256 of the RFC 8785 form of its file."""
+    schema = shipped().lookup(f"{path.parent.name}/{path.stem}")
+    assert schema is not None
+    assert schema.fingerprint == hashlib.sha256(rfc8785.dumps(_load(path))).digest()
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_id_names_the_file(path: Path) -> None:
+    """Each document's $id is urn:tfshare:schema:<subject>/<version> of its own path."""
+    assert _load(path)["$id"] == f"urn:tfshare:schema:{path.parent.name}/{path.stem}"
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_property_and_definition_is_described(path: Path) -> None:
+    """Agencies read these documents: every property and $defs entry has a description."""
+    doc = _load(path)
+    missing: list[str] = []
+
+    def walk(schema: Any, where: str) -> None:
+        if not isinstance(schema, dict):
+            return
+        for name, sub in schema.get("properties", {}).items():
+            if "description" not in sub:
+                missing.append(f"{where}.properties.{name}")
+            walk(sub, f"{where}.properties.{name}")
+        walk(schema.get("items"), f"{where}.items")
+
+    walk(doc, "$")
+    for name, sub in doc.get("$defs", {}).items():
+        if "description" not in sub:
+            missing.append(f"$.$defs.{name}")
+        walk(sub, f"$.$defs.{name}")
+    assert not missing
+
+
+def test_shared_definitions_are_identical_everywhere() -> None:
+    """A $defs entry used by several documents (handling, grading, ...) is the same text."""
+    seen: dict[str, tuple[str, Any]] = {}
+    for path in DOCUMENTS:
+        for name, definition in _load(path).get("$defs", {}).items():
+            if name in seen:
+                assert definition == seen[name][1], f"{name}: {path} differs from {seen[name][0]}"
+            else:
+                seen[name] = (str(path), definition)
+    assert {"handling", "grading", "entity", "indicator_code"} <= seen.keys()
+
+
+@pytest.mark.parametrize("kind", ["alert", "red_flag", "tip_summary"])
+def test_example_bodies_are_the_schemas_first_examples(kind: str) -> None:
+    """examples/<kind>.json is the first example inside tf.<kind>/1 and validates."""
+    doc = _load(REPO / "schemas" / f"tf.{kind}" / "1.json")
+    example = json.loads((REPO / "examples" / f"{kind}.json").read_text())
+    assert doc["examples"][0] == example
+    schema = shipped().lookup(f"tf.{kind}/1")
+    assert schema is not None
+    assert schema.example_errors() == []
 
 
 def test_dev_broker_config_is_valid_for_nats_server() -> None:

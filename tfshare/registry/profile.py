@@ -27,9 +27,7 @@ MAX_PROPERTIES: Final = 256
 MAX_ENUM: Final = 1024
 # RFC 3339 date-time, what "format": "date-time" means in this profile. Strings stay strings
 # on the wire (no msgpack timestamp extension), so every peer reads them the same way.
-DATE_TIME_PATTERN: Final = (
-    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})\Z"
-)
+DATE_TIME_PATTERN: Final = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})\Z"
 PROPERTY_NAME: Final = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
 DEF_REF: Final = re.compile(r"^#/\$defs/([A-Za-z0-9_.-]{1,64})\Z")
 SCHEMA_URI: Final = "https://json-schema.org/draft/2020-12/schema"
@@ -190,8 +188,9 @@ class _Builder:
             return bool
         return self.array(schema, path, depth)
 
-    def _only(self, schema: dict[str, Any], path: str, allowed: set[str] | frozenset[str],
-              what: str) -> None:
+    def _only(
+        self, schema: dict[str, Any], path: str, allowed: set[str] | frozenset[str], what: str
+    ) -> None:
         for key in schema:
             if key not in allowed and key not in ANNOTATIONS and key != "default":
                 raise ProfileError(path, key, f"cannot be combined with {what}")
@@ -225,7 +224,7 @@ class _Builder:
             raise ProfileError(path, "enum", "every value must be a string (no mixed types)")
         if len(set(values)) != len(values):
             raise ProfileError(path, "enum", "values must be unique")
-        return Literal[tuple(values)]  # type: ignore[valid-type]
+        return Literal[tuple(values)]
 
     def string(self, schema: dict[str, Any], path: str) -> Any:
         meta: dict[str, Any] = {}
@@ -236,8 +235,10 @@ class _Builder:
             raise ProfileError(path, "format", "cannot be combined with pattern")
         if "pattern" in schema:
             pattern = schema["pattern"]
-            if not isinstance(pattern, str) or not pattern.startswith("^") or not (
-                pattern.endswith("$") and not pattern.endswith("\\$")
+            if (
+                not isinstance(pattern, str)
+                or not pattern.startswith("^")
+                or not (pattern.endswith("$") and not pattern.endswith("\\$"))
             ):
                 raise ProfileError(path, "pattern", "must be a string anchored with ^...$")
             try:
@@ -404,8 +405,8 @@ def build_types(doc: dict[str, Any], *, name: str) -> BuiltTypes:
 
 def normalize(schema: Any, defs: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
     """The validation content of a schema: references inlined, annotations dropped,
-    ``const`` as a one-value ``enum``, enums sorted, ``oneOf`` as ``anyOf``, ``format: date-time`` and
-    patterns in their Python form, ``required`` sorted."""
+    ``const`` as a one-value ``enum``, enums sorted, ``oneOf`` as ``anyOf``, ``format:
+    date-time`` and patterns in their Python form, ``required`` sorted."""
     if not isinstance(schema, dict):
         return schema
     if "$ref" in schema:

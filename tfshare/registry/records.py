@@ -117,8 +117,9 @@ class VerifiedRecord:
     approvals: frozenset[str]
 
 
-def verify_record(data: bytes, roster: TrustedRoster, *, require_threshold: bool = True
-                  ) -> VerifiedRecord:
+def verify_record(
+    data: bytes, roster: TrustedRoster, *, require_threshold: bool = True
+) -> VerifiedRecord:
     """Check a record: canonical bytes, k coordinator signatures (the roster's coordinators and
     threshold), fingerprint = SHA-256 of the canonical schema, schema inside the profile."""
     signed, record = decode_record(data)

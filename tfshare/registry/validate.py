@@ -73,26 +73,38 @@ def _walk(schema: Any, value: Any, path: str, defs: dict[str, Any], errors: list
             what = "an RFC 3339 date-time" if "format" in schema else "the required pattern"
             errors.append(f"{path}: not {what}")
     elif kind in ("integer", "number"):
-        for key, ok in (
-            ("minimum", lambda b: value >= b),
-            ("maximum", lambda b: value <= b),
-            ("exclusiveMinimum", lambda b: value > b),
-            ("exclusiveMaximum", lambda b: value < b),
-        ):
-            if key in schema and not ok(schema[key]):
-                errors.append(f"{path}: outside {key} {schema[key]}")
+        _number_bounds(value, schema, path, errors)
 
 
-def _bounds(n: int, schema: dict[str, Any], low: str, high: str, what: str,
-            errors: list[str]) -> None:
+def _number_bounds(value: float, schema: dict[str, Any], path: str, errors: list[str]) -> None:
+    low, high = schema.get("minimum"), schema.get("maximum")
+    xlow, xhigh = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+    for key, bad in (
+        ("minimum", low is not None and value < low),
+        ("maximum", high is not None and value > high),
+        ("exclusiveMinimum", xlow is not None and value <= xlow),
+        ("exclusiveMaximum", xhigh is not None and value >= xhigh),
+    ):
+        if bad:
+            errors.append(f"{path}: outside {key} {schema[key]}")
+
+
+def _bounds(
+    n: int, schema: dict[str, Any], low: str, high: str, what: str, errors: list[str]
+) -> None:
     if low in schema and n < schema[low]:
         errors.append(f"{what} below {low} {schema[low]}")
     if high in schema and n > schema[high]:
         errors.append(f"{what} above {high} {schema[high]}")
 
 
-def _object(schema: dict[str, Any], value: dict[str, Any], path: str, defs: dict[str, Any],
-            errors: list[str]) -> None:
+def _object(
+    schema: dict[str, Any],
+    value: dict[str, Any],
+    path: str,
+    defs: dict[str, Any],
+    errors: list[str],
+) -> None:
     properties = schema.get("properties", {})
     for name in schema.get("required", []):
         if name not in value:
@@ -111,8 +123,9 @@ def _resolve(schema: Any, defs: dict[str, Any]) -> Any:
     return schema
 
 
-def _union(variants: list[Any], value: Any, path: str, defs: dict[str, Any],
-           errors: list[str]) -> None:
+def _union(
+    variants: list[Any], value: Any, path: str, defs: dict[str, Any], errors: list[str]
+) -> None:
     resolved = [_resolve(v, defs) for v in variants]
     if not isinstance(value, dict):
         errors.append(f"{path}: expected object")

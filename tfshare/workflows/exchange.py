@@ -14,13 +14,14 @@ from pathlib import Path
 from tfshare.errors import ValidationError
 from tfshare.files import read_bytes, write_atomic
 from tfshare.keyfile import read_keyfile_header
-from tfshare.messages import BuiltinSchemas
 from tfshare.protocol import Clock, Outcome, Receiver
+from tfshare.registry_store import DirectoryStore
 from tfshare.seal import ReceivePolicy, Sealed, seal
 from tfshare.store import StateStore
 from tfshare.workflows.filekinds import read_envelope, read_kind
 from tfshare.workflows.keys import load_identity
 from tfshare.workflows.rosters import load_trusted
+from tfshare.workflows.schemas import default_registry_dir, load_registry, resolve
 
 MAX_BODY_FILE = 512 * 1024
 
@@ -62,21 +63,23 @@ def seal_file(
     body_path: Path,
     out_path: Path,
     state_dir: Path | None,
+    registry_dir: Path | None,
     clock: Clock,
 ) -> Sealed:
-    """Validate the body, verify the roster, seal, and write the .tfenv atomically."""
-    schemas = BuiltinSchemas()
-    schema = schemas.lookup(schema_name)
-    if schema is None:
+    """Verify the roster, validate the body through the registry, seal, write atomically."""
+    body_json = read_bytes(body_path, what="body file", limit=MAX_BODY_FILE)
+    if "/" not in schema_name:
         raise ValidationError(
-            f"unknown schema {schema_name!r}", hint=f"use one of {', '.join(schemas.names())}"
+            f"{schema_name!r} names no version", hint="name the version, e.g. tf.alert/1"
         )
-    record = schema.from_json(read_bytes(body_path, what="body file", limit=MAX_BODY_FILE))
     identity = load_identity(creds.key_path, creds.passphrase)
     store = _store(state_dir, creds.key_path)
     try:
         now_ms = clock()
         roster = load_trusted(roster_path, anchor_path, store, now_ms=now_ms)
+        registry = load_registry(DirectoryStore(registry_dir or default_registry_dir()), roster)
+        schema = resolve(registry, schema_name)
+        record = schema.from_json(body_json)
         sealed = seal(
             identity=identity,
             roster=roster,
@@ -101,6 +104,7 @@ def open_file(
     roster_path: Path,
     anchor_path: Path,
     state_dir: Path | None,
+    registry_dir: Path | None,
     clock: Clock,
     policy: ReceivePolicy,
 ) -> Outcome:
@@ -110,11 +114,12 @@ def open_file(
     store = _store(state_dir, creds.key_path)
     try:
         roster = load_trusted(roster_path, anchor_path, store, now_ms=clock())
+        registry = load_registry(DirectoryStore(registry_dir or default_registry_dir()), roster)
         receiver = Receiver(
             identity=identity,
             roster=roster,
             replay=store.replay(),
-            schemas=BuiltinSchemas(),
+            schemas=registry,
             clock=clock,
             policy=policy,
         )

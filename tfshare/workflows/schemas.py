@@ -206,8 +206,7 @@ def _sign_and_maybe_commit(
         )
     current = store.latest(schema.subject)
     store.create(schema.subject, schema.version, data)
-    store.set_latest(schema.subject, schema.version,
-                     expected_revision=current[1] if current else 0)
+    store.set_latest(schema.subject, schema.version, expected_revision=current[1] if current else 0)
     pending.unlink(missing_ok=True)
     return Registration(
         schema, verified.mode, len(verified.approvals), anchor.threshold, True, None
@@ -229,6 +228,8 @@ def export(registry: Registry, directory: Path) -> list[Path]:
                 f"cannot create {str(folder)!r}: {exc.strerror}", hint="check the path"
             ) from None
         path = folder / f"{version}.json"
-        write_atomic(path, (json.dumps(schema.document, indent=2, ensure_ascii=False) + "\n").encode())
+        write_atomic(
+            path, (json.dumps(schema.document, indent=2, ensure_ascii=False) + "\n").encode()
+        )
         written.append(path)
     return written
