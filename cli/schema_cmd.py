@@ -11,7 +11,7 @@ import typer
 from tfshare.registry.compat import DEFAULT_MODE, Mode
 from tfshare.store import StateStore
 from tfshare.workflows import schemas as workflow
-from tfshare.workflows.exchange import default_state_dir
+from tfshare.workflows.exchange import default_state_dir, tfshare_home
 from tfshare.workflows.keys import load_identity
 from tfshare.workflows.rosters import load_trusted
 
@@ -23,7 +23,7 @@ RegistryDir = Annotated[
     Path | None,
     typer.Option(
         "--registry",
-        help="Registry cache directory. Default: $TFSHARE_HOME/registry.",
+        help="Registry cache directory. Default: $TFSHARE_REGISTRY or $TFSHARE_HOME/registry.",
         show_default=False,
     ),
 ]
@@ -55,7 +55,8 @@ def _registry(
                 "give --roster and --anchor to verify and include them"
             )
         return workflow.load_registry(store, None)
-    state_dir = state or (default_state_dir(key) if key else workflow.default_registry_dir())
+    # Without a key there is no agency: keep this viewer's roster state on its own.
+    state_dir = state or (default_state_dir(key) if key else tfshare_home() / "state" / "_viewer")
     db = StateStore(state_dir / "state.db")
     try:
         trusted = load_trusted(roster, anchor, db, now_ms=now_ms())

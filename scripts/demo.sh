@@ -42,15 +42,40 @@ run $TFSHARE roster sign "$R" --key "$K/coord.key" --passphrase-file "$K/coord.p
 run $TFSHARE roster anchor "$R" --out "$OUT/taskforce.anchor"
 run $TFSHARE roster show "$R"
 
-step "3. Police seals an urgent alert to the 'alerts' channel (all its readers)"
+step "3. The message types everyone agreed on (the schema registry)"
 COMMON=(--roster "$R" --anchor "$OUT/taskforce.anchor")
+export TFSHARE_REGISTRY="$OUT/registry"
+run $TFSHARE schema list
+run $TFSHARE schema validate tf.tip_summary/1 examples/tip_summary.json
+echo "-- the coordinator registers a compatible change (a new optional field) as tf.alert/2:"
+python3 - "$OUT/alert-v2.json" "$OUT/alert-broken.json" <<'PY'
+import json, sys
+doc = json.load(open("schemas/tf.alert/1.json"))
+doc["$id"] = "urn:tfshare:schema:tf.alert/2"
+doc["properties"]["case_ref"] = {"type": "string", "maxLength": 64,
+    "description": "The sending agency's own case reference, if it may be shared."}
+json.dump(doc, open(sys.argv[1], "w"), indent=1)
+broken = json.load(open(sys.argv[1]))
+broken["$id"] = "urn:tfshare:schema:tf.alert/3"
+broken["properties"]["severity"]["enum"].remove("low")   # old alerts would no longer read
+json.dump(broken, open(sys.argv[2], "w"), indent=1)
+PY
+run $TFSHARE schema register "$OUT/alert-v2.json" --key "$K/coord.key" --passphrase-file "$K/coord.pass" "${COMMON[@]}"
+echo "-- an incompatible change is refused, with its reasons:"
+printf '$ %s\n' "tfshare schema register $OUT/alert-broken.json ..."
+set +e; $TFSHARE schema register "$OUT/alert-broken.json" --key "$K/coord.key" \
+    --passphrase-file "$K/coord.pass" "${COMMON[@]}"; rc=$?; set -e
+[ "$rc" -eq 5 ] || { echo "demo: expected exit 5, got $rc" >&2; exit 1; }
+echo "(exit $rc)"
+
+step "4. Police seals an urgent alert to the 'alerts' channel (all its readers)"
 run $TFSHARE seal --key "$K/police-nl.key" --passphrase-file "$K/police-nl.pass" "${COMMON[@]}" \
     --channel alerts --schema tf.alert/1 --in examples/alert.json --out "$OUT/msgs/alert.tfenv"
 
-step "4. The NGO hotline opens it: verified sender, fingerprint, then the body"
+step "5. The NGO hotline opens it: verified sender, fingerprint, then the body"
 run $TFSHARE open "$OUT/msgs/alert.tfenv" --key "$K/ngo-hotline.key" --passphrase-file "$K/ngo-hotline.pass" "${COMMON[@]}"
 
-step "5. What the receivers refuse"
+step "6. What the receivers refuse"
 echo "-- an agency outside the roster cannot send on the channel: tfshare seal refuses it,"
 set +e; $TFSHARE seal --key "$K/outsider.key" --passphrase-file "$K/outsider.pass" "${COMMON[@]}" \
     --channel alerts --schema tf.alert/1 --in examples/alert.json --out "$OUT/msgs/x.tfenv"; rc=$?; set -e

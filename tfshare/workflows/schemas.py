@@ -34,6 +34,11 @@ from tfshare.roster import TrustedRoster, anchor_of
 
 
 def default_registry_dir() -> Path:
+    """$TFSHARE_REGISTRY, else $TFSHARE_HOME/registry (records are public and signed, so
+    every agency on a machine may share one cache)."""
+    explicit = os.environ.get("TFSHARE_REGISTRY")
+    if explicit:
+        return Path(explicit)
     return Path(os.environ.get("TFSHARE_HOME") or Path.home() / ".tfshare") / "registry"
 
 
