@@ -178,7 +178,7 @@ def register_cmd(
 
 @app.command("sign")
 def sign_cmd(
-    pending: Annotated[Path, typer.Argument(help="A pending record (registry/pending/...).")],
+    pending: Annotated[Path, typer.Argument(help="A pending record (REGISTRY/.pending/...).")],
     key: Annotated[Path, typer.Option("--key", help="Your coordinator key file.")],
     roster: Annotated[Path, typer.Option("--roster", help="The signed roster.")],
     anchor: Annotated[Path, typer.Option("--anchor", help="The pinned trust anchor.")],

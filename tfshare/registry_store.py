@@ -3,7 +3,7 @@
 Owns: ``RegistryStore`` (the interface a NATS KV bucket will also implement: create-only
 versions, a compare-and-swap ``latest`` pointer) and ``DirectoryStore``, which keeps
 ``DIR/<subject>/<version>.tfschema`` files and ``DIR/<subject>/latest``, plus pending records
-awaiting more coordinator signatures under ``DIR/pending/``.
+awaiting more coordinator signatures under ``DIR/.pending/``.
 
 Versions are immutable: ``create`` never replaces a file. ``set_latest`` takes the revision
 it expects, so two registrars racing cannot both move the pointer.
@@ -116,11 +116,7 @@ class DirectoryStore:
     def subjects(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(
-            p.name
-            for p in self.root.iterdir()
-            if p.is_dir() and p.name != "pending" and SUBJECT.match(p.name)
-        )
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and SUBJECT.match(p.name))
 
     def versions(self, subject: str) -> list[int]:
         folder = self.root / _check_subject(subject)
@@ -135,4 +131,5 @@ class DirectoryStore:
     # pending records (not yet signed by k coordinators) --------------------------------
 
     def pending_path(self, subject: str, version: int) -> Path:
-        return self.root / "pending" / _check_subject(subject) / f"{version}.tfschema"
+        # ".pending" can never be a subject name (subjects start with a letter).
+        return self.root / ".pending" / _check_subject(subject) / f"{version}.tfschema"

@@ -7,28 +7,22 @@ write it. Randomness and the clock are fixed per example, so every failure repla
 
 from __future__ import annotations
 
-from typing import Final, get_args, get_type_hints
+import json
+from typing import Any, Final
 
+import msgspec
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from tfkit import NOW_MS, DeterministicRng, build_taskforce, identity
+from tfkit import NOW_MS, REPO, DeterministicRng, build_taskforce, identity
 
 from tfshare import roster as R
 from tfshare.encoding import MAX_UINT, encode
 from tfshare.envelope import MAX_RECIPIENTS
 from tfshare.errors import RejectCode, ValidationError
 from tfshare.keys import Identity
-from tfshare.messages import (
-    Alert,
-    BuiltinType,
-    Entity,
-    Grading,
-    Handling,
-    Location,
-    TimeWindow,
-)
 from tfshare.protocol import Delivered, Outcome, Receiver, Rejection
+from tfshare.registry.schema import Schema
 from tfshare.replay import MemoryReplayStore
 from tfshare.seal import ReceivePolicy, Recipient, Sealed, seal, seal_to
 
@@ -53,7 +47,13 @@ WRITERS: Final = tuple(TRUSTED.channels["alerts"].writers)  # police and labour
 EVERYONE: Final = (*READERS, "outsider")
 _alert_type = TF.schemas.lookup("tf.alert/1")
 assert _alert_type is not None
-ALERT: Final[BuiltinType] = _alert_type
+ALERT: Final[Schema] = _alert_type
+# The strategies below read their value sets from the schema file itself, so a new enum value
+# or grading system in schemas/tf.alert/1.json is generated without touching this module.
+ALERT_DOC: Final[dict[str, Any]] = json.loads(
+    (REPO / "schemas" / "tf.alert" / "1.json").read_bytes()
+)
+assert ALERT.document == ALERT_DOC
 
 # Every envelope-level code of the receiver's table (envelope.md), none of the roster codes.
 ENVELOPE_CODES: Final = frozenset(RejectCode) - {c for c in RejectCode if "ROSTER" in c.name}
@@ -90,7 +90,17 @@ def receiver(agency: str) -> Receiver:
     )
 
 
-def seal_alert(record: Alert, *, sender: str, to: list[str], seed: bytes) -> Sealed:
+def alert_record(value: dict[str, Any]) -> object:
+    """A tf.alert/1 record from a plain dict, through the strict JSON path senders use."""
+    return ALERT.from_json(json.dumps(value).encode())
+
+
+def as_published(received: object) -> object:
+    """A received (tolerant receive type) record as the strict publish type, for comparing."""
+    return alert_record(json.loads(msgspec.json.encode(received)))
+
+
+def seal_alert(record: object, *, sender: str, to: list[str], seed: bytes) -> Sealed:
     return seal(
         identity=TF.ids[sender],
         roster=TRUSTED,
@@ -115,18 +125,28 @@ def is_tamper_rejection(outcome: Outcome) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# Strategies: valid tf.alert/1 records
+# Strategies: plain dicts valid under schemas/tf.alert/1.json
 
 
-def _literals(struct: type, field: str) -> tuple[str, ...]:
-    return tuple(get_args(get_type_hints(struct, include_extras=False)[field]))
+def _schema_at(*path: str) -> dict[str, Any]:
+    """The schema at ``path`` in the alert document, following a $ref if it is one."""
+    node: Any = ALERT_DOC
+    for key in path:
+        node = node[key]
+    if "$ref" in node:
+        node = ALERT_DOC["$defs"][node["$ref"].removeprefix("#/$defs/")]
+    assert isinstance(node, dict)
+    return node
 
 
-GRADING_CODES: Final = {
-    "admiralty-6x6": ("ABCDEFG", "123456", None),
-    "europol-4x4": ("ABCX", "1234", None),
-    "uk-3x5x2": ("123", "ABCDE", "PC"),
-}
+def _enum(*path: str) -> tuple[str, ...]:
+    return tuple(_schema_at(*path)["enum"])
+
+
+def _code(prop: dict[str, Any]) -> st.SearchStrategy[str]:
+    return st.just(prop["const"]) if "const" in prop else st.sampled_from(prop["enum"])
+
+
 _short_text = st.text(min_size=1, max_size=200)
 _datetimes = st.builds(
     "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}Z".format,
@@ -142,85 +162,117 @@ _indicators = st.builds(
     st.sampled_from(("ilo", "htcds", "fincen", "polaris")),
     st.from_regex(r"[a-z0-9][a-z0-9:.-]{0,62}", fullmatch=True),
 )
-_entities = st.builds(
-    Entity,
-    kind=st.sampled_from(_literals(Entity, "kind")),
-    value=st.text(min_size=1, max_size=120),
-    hashed=st.booleans(),
+_entities = st.fixed_dictionaries(
+    {
+        "kind": st.sampled_from(_enum("$defs", "entity", "properties", "kind")),
+        "value": st.text(min_size=1, max_size=120),
+    },
+    optional={"hashed": st.booleans()},
 )
-_locations = st.builds(
-    Location,
-    country=st.from_regex(r"[A-Z]{2}", fullmatch=True),
-    region=st.none() | _short_text,
-    place=st.none() | _short_text,
-    lat=st.none() | st.floats(-90, 90),
-    lon=st.none() | st.floats(-180, 180),
+_locations = st.fixed_dictionaries(
+    {"country": st.from_regex(r"[A-Z]{2}", fullmatch=True)},
+    optional={
+        "region": _short_text,
+        "place": _short_text,
+        "lat": st.floats(-90, 90),
+        "lon": st.floats(-180, 180),
+    },
 )
-_handling = st.builds(
-    Handling,
-    tlp=st.sampled_from(_literals(Handling, "tlp")),
-    pap=st.sampled_from(_literals(Handling, "pap")),
-    code=st.sampled_from(("H0", "H1", "H2", "H3")),
-    code_note=st.none() | st.text(max_size=500),
-    no_forward=st.booleans(),
+_handling = st.fixed_dictionaries(
+    {"tlp": st.sampled_from(_enum("$defs", "handling", "properties", "tlp"))},
+    optional={
+        "pap": st.sampled_from(_enum("$defs", "handling", "properties", "pap")),
+        "code": st.sampled_from(_enum("$defs", "handling", "properties", "code")),
+        "code_note": st.text(min_size=1, max_size=500),
+        "no_forward": st.booleans(),
+    },
 )
+# One strategy per grading system (each variant of the oneOf; all their properties required).
+_gradings = st.one_of(
+    [
+        st.fixed_dictionaries(
+            {name: _code(prop) for name, prop in _schema_at("$defs", ref)["properties"].items()}
+        )
+        for ref in (
+            v["$ref"].removeprefix("#/$defs/") for v in _schema_at("$defs", "grading")["oneOf"]
+        )
+    ]
+)
+_windows = st.fixed_dictionaries({"start": _datetimes}, optional={"end": _datetimes})
 
-
-@st.composite
-def _gradings(draw: st.DrawFn) -> Grading:
-    system = draw(st.sampled_from(sorted(GRADING_CODES)))
-    sources, infos, handlings = GRADING_CODES[system]
-    return Grading(
-        system=system,  # type: ignore[arg-type]  # a key of GRADING_CODES: one of the literals
-        source=draw(st.sampled_from(sources)),
-        information=draw(st.sampled_from(infos)),
-        handling=None if handlings is None else draw(st.sampled_from(handlings)),
-    )
-
-
-alerts: Final = st.builds(
-    Alert,
-    title=_short_text,
-    summary=st.text(min_size=1, max_size=1000),
-    severity=st.sampled_from(_literals(Alert, "severity")),
-    category=st.sampled_from(_literals(Alert, "category")),
-    where=_locations,
-    when=st.none() | st.builds(TimeWindow, start=_datetimes, end=st.none() | _datetimes),
-    entities=st.lists(_entities, max_size=6),
-    indicators=st.lists(_indicators, max_size=6),
-    handling=_handling,
-    grading=_gradings(),
-    response=st.sampled_from(_literals(Alert, "response")),
-    expires=st.none() | _datetimes,
+alerts: Final = st.fixed_dictionaries(
+    {
+        "title": _short_text,
+        "summary": st.text(min_size=1, max_size=1000),
+        "severity": st.sampled_from(_enum("properties", "severity")),
+        "category": st.sampled_from(_enum("properties", "category")),
+        "where": _locations,
+        "handling": _handling,
+        "grading": _gradings,
+    },
+    optional={
+        "when": _windows,
+        "entities": st.lists(_entities, max_size=6),
+        "indicators": st.lists(_indicators, max_size=6),
+        "response": st.sampled_from(_enum("properties", "response")),
+        "expires": _datetimes,
+    },
 )
 recipient_lists: Final = st.lists(st.sampled_from(READERS), min_size=1, unique=True)
 seeds: Final = st.binary(min_size=1, max_size=16)
+
+
+@given(value=alerts)
+def test_generated_alerts_are_valid(value: dict[str, Any]) -> None:
+    """Every generated dict is a valid tf.alert/1 body (the strategies match the schema)."""
+    record = alert_record(value)
+    assert isinstance(record, ALERT.types.publish)
+    assert alert_record(json.loads(msgspec.json.encode(record))) == record
+
+
+def test_grading_strategy_covers_every_system() -> None:
+    """The grading strategy has one branch per system, each filling every (required) field."""
+    variants = [
+        _schema_at("$defs", v["$ref"].removeprefix("#/$defs/"))
+        for v in _schema_at("$defs", "grading")["oneOf"]
+    ]
+    assert {v["properties"]["system"]["const"] for v in variants} == {
+        "admiralty-6x6",
+        "europol-4x4",
+        "uk-3x5x2",
+    }
+    for variant in variants:
+        assert set(variant["required"]) == set(variant["properties"])
 
 
 # ---------------------------------------------------------------------------------------------
 # 1. Round trips
 
 
-@given(record=alerts, to=recipient_lists, sender=st.sampled_from(WRITERS), seed=seeds)
+@given(value=alerts, to=recipient_lists, sender=st.sampled_from(WRITERS), seed=seeds)
 def test_every_chosen_recipient_opens_the_sealed_record(
-    record: Alert, to: list[str], sender: str, seed: bytes
+    value: dict[str, Any], to: list[str], sender: str, seed: bytes
 ) -> None:
     """Each named recipient gets Delivered with the exact record and the full recipient list."""
+    record = alert_record(value)
     sealed = seal_alert(record, sender=sender, to=to, seed=seed)
     for agency in to:
         outcome = receiver(agency).receive(sealed.data)
         assert isinstance(outcome, Delivered), (agency, outcome)
-        assert outcome.message.record == record
+        received = outcome.message.record
+        assert isinstance(received, ALERT.types.receive)
+        # The tolerant receive type is another class: compare field by field, strictly.
+        assert as_published(received) == record
         assert outcome.message.sender == sender
         assert sorted(outcome.message.recipients) == sorted(to)
 
 
-@given(record=alerts, to=recipient_lists, sender=st.sampled_from(WRITERS), seed=seeds)
+@given(value=alerts, to=recipient_lists, sender=st.sampled_from(WRITERS), seed=seeds)
 def test_every_other_agency_gets_not_recipient(
-    record: Alert, to: list[str], sender: str, seed: bytes
+    value: dict[str, Any], to: list[str], sender: str, seed: bytes
 ) -> None:
     """Members left out, and an outsider, are refused with E_NOT_RECIPIENT."""
-    sealed = seal_alert(record, sender=sender, to=to, seed=seed)
+    sealed = seal_alert(alert_record(value), sender=sender, to=to, seed=seed)
     for agency in set(EVERYONE) - set(to):
         outcome = receiver(agency).receive(sealed.data)
         assert isinstance(outcome, Rejection), (agency, outcome)
@@ -270,17 +322,18 @@ def big_taskforce() -> R.TrustedRoster:
 
 
 BIG: Final = big_taskforce()
-EXAMPLE_BODY: Final = ALERT.to_body(
-    Alert(
-        title="t",
-        summary="s",
-        severity="low",
-        category="other",
-        where=Location(country="NL"),
-        handling=Handling(tlp="GREEN"),
-        grading=Grading(system="admiralty-6x6", source="A", information="1"),
-    )
+EXAMPLE_RECORD: Final = alert_record(
+    {
+        "title": "t",
+        "summary": "s",
+        "severity": "low",
+        "category": "other",
+        "where": {"country": "NL"},
+        "handling": {"tlp": "GREEN"},
+        "grading": {"system": "admiralty-6x6", "source": "A", "information": "1"},
+    }
 )
+EXAMPLE_BODY: Final = ALERT.to_body(EXAMPLE_RECORD)
 
 
 def seal_to_many(count: int) -> Sealed:
@@ -311,7 +364,7 @@ def test_seal_to_256_recipients_opens_for_each() -> None:
             policy=ReceivePolicy(),
         ).receive(sealed.data)
         assert isinstance(outcome, Delivered), (ident.agency_id, outcome)
-        assert ALERT.to_body(outcome.message.record) == EXAMPLE_BODY
+        assert as_published(outcome.message.record) == EXAMPLE_RECORD
         assert len(outcome.message.recipients) == MAX_RECIPIENTS
     last = Receiver(
         identity=MANY[MAX_RECIPIENTS],
@@ -341,14 +394,16 @@ def test_seal_to_refuses_zero_recipients() -> None:
 # 2. Tampering
 
 VALID: Final = seal_alert(
-    Alert(
-        title="Tamper target",
-        summary="A valid envelope whose every byte the tests below change.",
-        severity="high",
-        category="labour-exploitation",
-        where=Location(country="NL", place="Den Helder"),
-        handling=Handling(tlp="AMBER"),
-        grading=Grading(system="europol-4x4", source="B", information="2"),
+    alert_record(
+        {
+            "title": "Tamper target",
+            "summary": "A valid envelope whose every byte the tests below change.",
+            "severity": "high",
+            "category": "labour-exploitation",
+            "where": {"country": "NL", "place": "Den Helder"},
+            "handling": {"tlp": "AMBER"},
+            "grading": {"system": "europol-4x4", "source": "B", "information": "2"},
+        }
     ),
     sender="police",
     to=["ngo", "bank", "police"],

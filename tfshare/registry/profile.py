@@ -79,7 +79,7 @@ def _no_constant(name: str) -> Any:
 def parse_document(data: bytes) -> dict[str, Any]:
     """Parse a schema document: at most 1 MiB, strict JSON, no duplicate keys, an object."""
     if len(data) > MAX_DOCUMENT_BYTES:
-        raise ProfileError("$", "(document)", f"{len(data)} bytes; at most {MAX_DOCUMENT_BYTES}")
+        raise ProfileError("$", "(document)", f"larger than the {MAX_DOCUMENT_BYTES}-byte limit")
     try:
         doc = json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except RecursionError:
@@ -381,13 +381,14 @@ class _Builder:
         )
 
     def _default(self, value: Any, typ: Any, path: str) -> dict[str, Any]:
+        # Defaults are scalars or the empty array: msgspec neither exports a default factory
+        # nor types a dict default, so anything else could not pass admission faithfully.
+        if isinstance(value, dict) or (isinstance(value, list) and value):
+            raise ProfileError(path, "default", "only a string, number, boolean or [] default")
         try:
             msgspec.convert(value, typ)
         except msgspec.ValidationError:
             raise ProfileError(path, "default", "is not valid for the property's schema") from None
-        if isinstance(value, list | dict) and value:
-            frozen = json.dumps(value)
-            return {"default_factory": lambda: json.loads(frozen)}
         return {"default": value}
 
 

@@ -48,6 +48,25 @@ def split_name(name: str) -> tuple[str, int]:
     return match.group(1), int(match.group(2))
 
 
+def _share_defaults(value: object) -> None:
+    if isinstance(value, msgspec.Struct):
+        for field_ in msgspec.structs.fields(value):
+            current = getattr(value, field_.name)
+            default = field_.default
+            if (
+                default is not msgspec.NODEFAULT
+                and current is not default
+                and type(current) is type(default)
+                and current == default
+            ):
+                setattr(value, field_.name, default)
+            else:
+                _share_defaults(current)
+    elif isinstance(value, list):
+        for item in value:
+            _share_defaults(item)
+
+
 @dataclass(frozen=True, eq=False)
 class Schema:
     """A schema version (``tf.alert/1``) with everything needed to use it."""
@@ -107,7 +126,7 @@ class Schema:
             raise ValidationError(
                 f"the body is not a valid {self.name}: " + "; ".join(paths),
                 hint=f"fix the listed fields; 'tfshare schema show {self.name}' shows the schema",
-                paths=tuple(p.split(":", 1)[0] for p in paths),
+                paths=tuple(dict.fromkeys(p.split(":", 1)[0] for p in paths)),
             ) from None
         except DECODE_ERRORS as exc:
             raise ValidationError(
@@ -119,11 +138,17 @@ class Schema:
         """Every failing path of a JSON body (empty if it is valid)."""
         try:
             value = json.loads(data)
-        except (ValueError, RecursionError):
+        except RecursionError:
+            return ["$: nested too deeply"]
+        except ValueError:
             return ["$: not JSON"]
         return all_errors(self.document, value) or ["$: invalid"]
 
     def to_body(self, record: object) -> bytes:
+        """The msgpack body. Values spelled out equal to their default are left off, as if
+        absent: msgspec's omit_defaults compares by identity, so equal records would
+        otherwise encode differently depending on how they were written."""
+        _share_defaults(record)
         return msgspec.msgpack.encode(record)
 
     def from_body(self, body: bytes) -> object:

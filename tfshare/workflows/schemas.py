@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfshare.errors import TrustError, UsageError, ValidationError
+from tfshare.errors import InputError, TrustError, UsageError, ValidationError
 from tfshare.files import read_bytes, write_atomic
 from tfshare.keys import Identity
 from tfshare.registry import compat
@@ -20,6 +20,7 @@ from tfshare.registry.book import Registry, shipped
 from tfshare.registry.profile import MAX_DOCUMENT_BYTES, parse_document
 from tfshare.registry.records import (
     SignedSchemaRecord,
+    VerifiedRecord,
     decode_record,
     new_record,
     sign_record,
@@ -58,6 +59,8 @@ def load_registry(store: DirectoryStore, roster: TrustedRoster | None) -> Regist
                 continue
             try:
                 verified = verify_record(data, roster)
+                if (verified.record.subject, verified.record.version) != (subject, version):
+                    raise ValidationError("it is filed under another name", hint="")
             except (ValidationError, TrustError) as exc:
                 raise ValidationError(
                     f"cached schema record {subject}/{version} fails verification ({exc})",
@@ -71,10 +74,13 @@ def cached_count(store: DirectoryStore) -> int:
     return sum(len(store.versions(s)) for s in store.subjects())
 
 
+def _read_document_bytes(path: Path) -> bytes:
+    # Oversized files go on to parse_document, which refuses them as schemas (exit 5).
+    return read_bytes(path, what="schema file", limit=MAX_DOCUMENT_BYTES, oversize_ok=True)
+
+
 def read_schema_file(path: Path, *, name: str | None = None) -> Schema:
-    return Schema.from_bytes(
-        read_bytes(path, what="schema file", limit=MAX_DOCUMENT_BYTES + 1), name=name
-    )
+    return Schema.from_bytes(_read_document_bytes(path), name=name)
 
 
 def resolve(registry: Registry, name: str) -> Schema:
@@ -102,7 +108,7 @@ def compat_files(old: Path, new: Path, mode: compat.Mode) -> list[str]:
     """
     documents = []
     for path in (old, new):
-        doc = parse_document(read_bytes(path, what="schema file", limit=MAX_DOCUMENT_BYTES + 1))
+        doc = parse_document(_read_document_bytes(path))
         name = None if isinstance(doc.get("$id"), str) else "draft/1"
         documents.append(Schema.from_document(doc, name=name).document)
     return compat.check(documents[1], [documents[0]], mode)
@@ -136,6 +142,53 @@ def register(
             hint="every schema carries at least one valid example",
         )
     registry = load_registry(store, roster)
+    if (
+        mode is not None
+        and registry.history(schema.subject)
+        and mode != registry.mode(schema.subject)
+    ):
+        raise UsageError(
+            f"{schema.subject} is registered under {registry.mode(schema.subject)}",
+            hint="--mode only applies to a new subject's first version",
+        )
+    history = _check_slot(registry, schema)
+    pending = store.pending_path(schema.subject, schema.version)
+    if pending.exists():
+        raise ValidationError(
+            f"a registration of {schema.name} is already waiting for signatures",
+            hint=f"sign it (tfshare schema sign {pending}) or remove it to start over",
+        )
+    signed = new_record(
+        schema,
+        mode=mode or registry.mode(schema.subject),
+        previous=history[-1] if history else None,
+        now_ms=now_ms,
+    )
+    return _sign_and_maybe_commit(
+        signed, identity=identity, roster=roster, store=store, registry=registry
+    )
+
+
+def sign_pending(
+    path: Path, *, identity: Identity, roster: TrustedRoster, store: DirectoryStore
+) -> Registration:
+    """Add a coordinator's signature to a pending record; commit it once k have signed.
+
+    The record is checked again from scratch: a pending file is just a file, and whoever
+    signs it approves what it says, not what the first signer was told."""
+    data = read_bytes(path, what="schema record", limit=MAX_RECORD_FILE)
+    signed, _ = decode_record(data)
+    return _sign_and_maybe_commit(
+        signed,
+        identity=identity,
+        roster=roster,
+        store=store,
+        registry=load_registry(store, roster),
+    )
+
+
+def _check_slot(registry: Registry, schema: Schema) -> list[Schema]:
+    """The name is free and is the subject's next version; returns the subject's history."""
     existing = registry.lookup(schema.name)
     if existing is not None:
         same = existing.fingerprint == schema.fingerprint
@@ -151,38 +204,33 @@ def register(
             f"{schema.name}: the next version of {schema.subject} is {expected}",
             hint=f'set "$id" to "urn:tfshare:schema:{schema.subject}/{expected}"',
         )
-    if mode is not None and history and mode != registry.mode(schema.subject):
-        raise UsageError(
-            f"{schema.subject} is registered under {registry.mode(schema.subject)}",
-            hint="--mode only applies to a new subject's first version",
+    return history
+
+
+def _check_next(registry: Registry, verified: VerifiedRecord) -> None:
+    """The record takes the next free version, names its predecessor, keeps the subject's
+    mode, and is compatible with the history under that mode."""
+    schema, record = verified.schema, verified.record
+    history = _check_slot(registry, schema)
+    previous = history[-1].fingerprint if history else b""
+    if record.previous_fingerprint != previous:
+        raise ValidationError(
+            f"{schema.name} does not name the current version as its predecessor",
+            hint="register it again from the current registry",
         )
-    effective = mode or registry.mode(schema.subject)
-    reasons = compat.check(schema.document, [h.document for h in history], effective)
+    if history and verified.mode != registry.mode(schema.subject):
+        raise ValidationError(
+            f"{schema.name} changes {schema.subject}'s mode to {verified.mode.value}",
+            hint="a subject keeps the compatibility mode of its first version",
+        )
+    reasons = compat.check(schema.document, [h.document for h in history], verified.mode)
     if reasons:
         raise ValidationError(
-            f"{schema.name} is not {effective.value}-compatible with {schema.subject}'s "
+            f"{schema.name} is not {verified.mode.value}-compatible with {schema.subject}'s "
             "history: " + "; ".join(reasons),
             hint=f"make the change compatible, or publish it under a new subject "
             f"(e.g. {schema.subject}-v2)",
         )
-    signed = new_record(
-        schema, mode=effective, previous=history[-1] if history else None, now_ms=now_ms
-    )
-    return _sign_and_maybe_commit(signed, identity=identity, roster=roster, store=store)
-
-
-def sign_pending(
-    path: Path, *, identity: Identity, roster: TrustedRoster, store: DirectoryStore
-) -> Registration:
-    """Add a coordinator's signature to a pending record; commit it once k have signed."""
-    signed, record = decode_record(read_bytes(path, what="schema record", limit=MAX_RECORD_FILE))
-    registry = load_registry(store, roster)
-    if registry.lookup(f"{record.subject}/{record.version}") is not None:
-        raise ValidationError(
-            f"{record.subject}/{record.version} is already registered",
-            hint="nothing to sign",
-        )
-    return _sign_and_maybe_commit(signed, identity=identity, roster=roster, store=store)
 
 
 def _sign_and_maybe_commit(
@@ -191,6 +239,7 @@ def _sign_and_maybe_commit(
     identity: Identity,
     roster: TrustedRoster,
     store: DirectoryStore,
+    registry: Registry,
 ) -> Registration:
     anchor = anchor_of(roster.roster)
     if not any(k.sign_pk == identity.sign_pk for k in anchor.coordinators):
@@ -201,6 +250,7 @@ def _sign_and_maybe_commit(
     signed = sign_record(signed, identity)
     data = encode(signed)
     verified = verify_record(data, roster, require_threshold=False)
+    _check_next(registry, verified)
     schema = verified.schema
     pending = store.pending_path(schema.subject, schema.version)
     if len(verified.approvals) < anchor.threshold:
@@ -229,8 +279,9 @@ def export(registry: Registry, directory: Path) -> list[Path]:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ValidationError(
-                f"cannot create {str(folder)!r}: {exc.strerror}", hint="check the path"
+            raise InputError(
+                f"cannot create {str(folder)!r}: {exc.strerror}",
+                hint="give a directory (it is created if missing)",
             ) from None
         path = folder / f"{version}.json"
         write_atomic(
