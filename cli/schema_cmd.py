@@ -44,17 +44,16 @@ def _registry(
     state: Path | None,
     key: Path | None = None,
 ) -> workflow.Registry:
-    store = workflow.DirectoryStore(registry_dir or workflow.default_registry_dir())
     if roster is None or anchor is None:
         if (roster is None) != (anchor is None):
             raise typer.BadParameter("--roster and --anchor go together")
-        cached = workflow.cached_count(store)
+        cached = workflow.cached_count(registry_dir)
         if cached:
             note(
-                f"note: {cached} registered version(s) in {store.root} not shown; "
+                f"note: {cached} registered version(s) in the registry cache not shown; "
                 "give --roster and --anchor to verify and include them"
             )
-        return workflow.load_registry(store, None)
+        return workflow.shipped()
     # Without a key there is no agency: keep this viewer's roster state on its own.
     state_dir = state or (default_state_dir(key) if key else tfshare_home() / "state" / "_viewer")
     db = StateStore(state_dir / "state.db")
@@ -62,7 +61,7 @@ def _registry(
         trusted = load_trusted(roster, anchor, db, now_ms=now_ms())
     finally:
         db.close()
-    return workflow.load_registry(store, trusted)
+    return workflow.load_registry(workflow.store_for(registry_dir, trusted.taskforce), trusted)
 
 
 @app.command("list")
@@ -164,12 +163,12 @@ def register_cmd(
 ) -> None:
     """Register a new schema version (refused with reasons if it breaks compatibility)."""
     identity = load_identity(key, passphrase(passphrase_file, confirm=False, purpose=str(key)))
-    store = workflow.DirectoryStore(registry_dir or workflow.default_registry_dir())
     db = StateStore((state or default_state_dir(key)) / "state.db")
     try:
         trusted = load_trusted(roster, anchor, db, now_ms=now_ms())
     finally:
         db.close()
+    store = workflow.store_for(registry_dir, trusted.taskforce)
     result = workflow.register(
         file, identity=identity, roster=trusted, store=store, mode=mode, now_ms=now_ms()
     )
@@ -189,12 +188,12 @@ def sign_cmd(
 ) -> None:
     """Add your coordinator signature to a pending schema record."""
     identity = load_identity(key, passphrase(passphrase_file, confirm=False, purpose=str(key)))
-    store = workflow.DirectoryStore(registry_dir or workflow.default_registry_dir())
     db = StateStore((state or default_state_dir(key)) / "state.db")
     try:
         trusted = load_trusted(roster, anchor, db, now_ms=now_ms())
     finally:
         db.close()
+    store = workflow.store_for(registry_dir, trusted.taskforce)
     result = workflow.sign_pending(pending, identity=identity, roster=trusted, store=store)
     _render_registration(result, as_json)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from tfshare.errors import InputError
@@ -23,8 +24,19 @@ def read_bytes(path: Path, *, what: str, limit: int, oversize_ok: bool = False) 
     returned so that the caller's own size check reports it (envelopes: E_TOO_LARGE).
     """
     try:
-        with path.open("rb") as handle:
-            data = handle.read(limit + 1)
+        # O_NONBLOCK: a FIFO put where a file belongs must not hang the command.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError
+            if not stat.S_ISREG(mode):
+                raise InputError(
+                    f"{what} {str(path)!r} is not a regular file", hint="give the file itself"
+                )
+            data = _read_all(fd, limit + 1)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise InputError(f"{what} {str(path)!r} does not exist", hint="check the path") from None
     except IsADirectoryError:
@@ -46,6 +58,18 @@ def read_bytes(path: Path, *, what: str, limit: int, oversize_ok: bool = False) 
             hint=f"this does not look like a {what}",
         )
     return data
+
+
+def _read_all(fd: int, most: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < most:
+        chunk = os.read(fd, min(1 << 20, most - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def write_atomic(path: Path, data: bytes, *, secret: bool = False, overwrite: bool = True) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -24,6 +25,7 @@ from tfshare.registry.profile import MAX_DOCUMENT_BYTES
 from tfshare.registry.schema import SUBJECT
 
 MAX_RECORD_FILE = MAX_DOCUMENT_BYTES + 64 * 1024
+VERSION_FILE = re.compile(r"[1-9][0-9]{0,5}\.tfschema")
 
 
 class Conflict(ValidationError):
@@ -125,7 +127,7 @@ class DirectoryStore:
         return sorted(
             int(p.name.removesuffix(".tfschema"))
             for p in folder.iterdir()
-            if p.name.endswith(".tfschema") and p.name.removesuffix(".tfschema").isdigit()
+            if VERSION_FILE.fullmatch(p.name) and p.is_file()
         )
 
     # pending records (not yet signed by k coordinators) --------------------------------

@@ -208,12 +208,21 @@ ROWS: list[tuple[str, Schema, Schema, bool, bool]] = [
         True,
         True,
     ),
+    # Bodies leave out values equal to the default, so a changed default changes what old
+    # messages mean: incompatible both ways (and so is adding or dropping one).
     (
         "default-changed",
         _one({**STR, "default": "a"}, required=False),
         _one({**STR, "default": "b"}, required=False),
-        True,
-        True,
+        False,
+        False,
+    ),
+    (
+        "default-added",
+        _one(STR, required=False),
+        _one({**STR, "default": "b"}, required=False),
+        False,
+        False,
     ),
     # arrays
     ("maxItems-raised", _items(STR, maxItems=5), _items(STR, maxItems=10), True, False),

@@ -282,9 +282,12 @@ def test_default_invalid_for_its_schema_is_refused(prop: Doc) -> None:
 
 @pytest.mark.parametrize("name", ["Name", "a-b", "1st", "_x", "é", "a" * 65, ""])
 def test_property_name_outside_the_rule_is_refused(name: str) -> None:
-    """Property names must match ^[a-z][a-z0-9_]{0,63}$."""
+    """Property names must match ^[a-z][a-z0-9_]{0,63}$; the path shows the name escaped to
+    printable ASCII (a document's control characters never reach a terminal)."""
     error = _refused(_object({name: STRING}))
-    assert (error.path, error.keyword) == (f"$.properties.{name}", "properties")
+    shown = "".join(c if c.isascii() and c.isprintable() else f"\\u{ord(c):04x}" for c in name)
+    assert (error.path, error.keyword) == (f"$.properties.{shown}", "properties")
+    assert error.path.isascii() and error.path.isprintable()
 
 
 @pytest.mark.parametrize("pattern", ["[a-z]+", "^[a-z]+", "[a-z]+$", "^[a-z]+\\$"])

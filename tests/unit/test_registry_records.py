@@ -52,7 +52,9 @@ ALERT2: Final = _alert(2)
 
 
 def _unsigned(schema: Schema = ALERT2, previous: Schema | None = ALERT1) -> SignedSchemaRecord:
-    return new_record(schema, mode=Mode.FULL_TRANSITIVE, previous=previous, now_ms=NOW_MS)
+    return new_record(
+        schema, taskforce="nl-north", mode=Mode.FULL_TRANSITIVE, previous=previous, now_ms=NOW_MS
+    )
 
 
 def _signed(signed: SignedSchemaRecord, *signers: Identity) -> bytes:

@@ -444,7 +444,7 @@ def test_second_register_keeps_the_first_coordinators_signature(
 
 def _crafted_pending(store: DirectoryStore, schema: Schema, mode: Mode) -> Path:
     """A pending record nobody signed, dropped in the pending folder (it is a plain folder)."""
-    signed = new_record(schema, mode=mode, previous=ALERT1, now_ms=NOW_MS)
+    signed = new_record(schema, taskforce="nl-north", mode=mode, previous=ALERT1, now_ms=NOW_MS)
     path = store.pending_path(schema.subject, schema.version)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(encode(signed))

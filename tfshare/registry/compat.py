@@ -61,8 +61,8 @@ class Change:
     forward: bool
 
     def __post_init__(self) -> None:
-        # A difference both sides can live with (an optional property added, a default or a
-        # description edited) is not a Change: ``changes`` lists only what a mode can refuse.
+        # A difference both sides can live with (an optional property added, a description
+        # edited) is not a Change: ``changes`` lists only what a mode can refuse.
         if self.backward and self.forward:
             raise ValueError("a change compatible in both directions is not reported")
 
@@ -80,8 +80,9 @@ class Change:
 def changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
     """Every difference between ``old`` and ``new`` that breaks a reading direction, in order.
 
-    Differences compatible both ways (optional properties added or removed, annotations and
-    defaults edited, equivalent spellings such as ``minLength: 0``) are not listed.
+    Differences compatible both ways (optional properties added or removed, annotations
+    edited, equivalent spellings such as ``minLength: 0``) are not listed. A changed default
+    is incompatible both ways: bodies leave default values out, so it changes old messages.
     """
     return _diff(old, new, old_name="the old schema", new_name="the new schema")
 
@@ -457,6 +458,18 @@ class _Walk:
                 self.emit(path, "property became optional", True, False)
             elif name in new_required and name not in old_required:
                 self.emit(path, "property became required", False, True)
+            old_default = _default_of(old_props[name])
+            new_default = _default_of(schema)
+            if old_default != new_default:
+                # Bodies leave out values equal to the default, and a reader fills in its own:
+                # a changed default silently changes what old messages say.
+                self.emit(
+                    path + ".default",
+                    f"default changed from {_show_default(old_default)} to "
+                    f"{_show_default(new_default)}",
+                    False,
+                    False,
+                )
             self.compare(old.sub(old_props[name], step), new.sub(schema, step))
         for name in old_props:
             if name not in new_props and name in old_required:
@@ -578,6 +591,17 @@ class _Walk:
         for value in old_variants:
             if value not in new_variants:
                 self.emit(new.path + ".oneOf", f"variant {_show(value)} removed", False, True)
+
+
+_NO_DEFAULT: Final = object()
+
+
+def _default_of(schema: Any) -> Any:
+    return schema.get("default", _NO_DEFAULT) if isinstance(schema, Mapping) else _NO_DEFAULT
+
+
+def _show_default(value: Any) -> str:
+    return "none" if value is _NO_DEFAULT else _show(value)
 
 
 def _object_parts(at: _At) -> tuple[Mapping[str, Any], set[str], str]:

@@ -20,14 +20,20 @@ from typing import Annotated, Any, Final, Literal, Union
 import msgspec
 
 from tfshare.errors import ValidationError
+from tfshare.registry.regex import PatternError, check_pattern, python_form
 
 MAX_DOCUMENT_BYTES: Final = 1024 * 1024
 MAX_DEPTH: Final = 32
 MAX_PROPERTIES: Final = 256
 MAX_ENUM: Final = 1024
-# RFC 3339 date-time, what "format": "date-time" means in this profile. Strings stay strings
-# on the wire (no msgpack timestamp extension), so every peer reads them the same way.
-DATE_TIME_PATTERN: Final = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})\Z"
+# RFC 3339 date-time, what "format": "date-time" means in this profile: ASCII digits only,
+# fields in range (day 31 is not checked against the month). Strings stay strings on the wire
+# (no msgpack timestamp extension), so every peer reads them the same way.
+DATE_TIME_PATTERN: Final = (
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?"
+    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])\Z"
+)
 PROPERTY_NAME: Final = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
 DEF_REF: Final = re.compile(r"^#/\$defs/([A-Za-z0-9_.-]{1,64})\Z")
 SCHEMA_URI: Final = "https://json-schema.org/draft/2020-12/schema"
@@ -50,10 +56,17 @@ _BOUNDS: Final = {
 }
 
 
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() and c.isascii() else f"\\u{ord(c):04x}" for c in text)
+
+
 class ProfileError(ValidationError):
     """A schema document outside the profile; ``path`` and ``keyword`` say where."""
 
     def __init__(self, path: str, keyword: str, why: str) -> None:
+        # Paths and keywords can come from the submitted document: never let its control
+        # characters (terminal escape sequences) reach a screen.
+        path, keyword = _printable(path), _printable(keyword)
         super().__init__(
             f"schema {path}: {keyword}: {why}",
             hint="see docs/SCHEMA-PROFILE.md for what a tfshare schema may contain",
@@ -76,12 +89,32 @@ def _no_constant(name: str) -> Any:
     raise ProfileError("$", name, "NaN and Infinity are not JSON")
 
 
+def _portable_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ProfileError("$", text[:20], "a number too large for every JSON implementation")
+    return value
+
+
+def _portable_int(text: str) -> int:
+    value = int(text)
+    if abs(value) > 2**53 - 1:
+        raise ProfileError("$", text[:20], "an integer outside +-(2^53-1), not portable")
+    return value
+
+
 def parse_document(data: bytes) -> dict[str, Any]:
     """Parse a schema document: at most 1 MiB, strict JSON, no duplicate keys, an object."""
     if len(data) > MAX_DOCUMENT_BYTES:
         raise ProfileError("$", "(document)", f"larger than the {MAX_DOCUMENT_BYTES}-byte limit")
     try:
-        doc = json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        doc = json.loads(
+            data,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constant,
+            parse_float=_portable_float,
+            parse_int=_portable_int,
+        )
     except RecursionError:
         raise ProfileError("$", "(document)", "nested too deeply") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -91,12 +124,7 @@ def parse_document(data: bytes) -> dict[str, Any]:
     return doc
 
 
-def python_pattern(pattern: str) -> str:
-    """The Python form of a profile pattern: a final ``$`` becomes ``\\Z`` (Python's ``$``
-    also matches before a trailing newline; ECMA-262's does not)."""
-    if pattern.endswith("$") and not pattern.endswith("\\$"):
-        return pattern[:-1] + "\\Z"
-    return pattern
+python_pattern = python_form  # the Python form of a checked pattern (see regex.py)
 
 
 def _struct_name(path_name: str) -> str:
@@ -123,7 +151,9 @@ class _Builder:
         self.name = name
         self.strict = strict
         self.def_types: dict[str, Any] = {}
+        self.variants: dict[tuple[str, str, str], type[msgspec.Struct]] = {}
         self.resolving: list[str] = []
+        self.struct_names: set[str] = set()
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -140,7 +170,14 @@ class _Builder:
         body = {k: v for k, v in doc.items() if k not in ROOT_KEYWORDS}
         if body.get("type") != "object":
             raise ProfileError("$", "type", 'the root must be "type": "object"')
-        return self.struct(body, "$", _struct_name(self.name), depth=0)
+        built = self.struct(body, "$", _struct_name(self.name), depth=0)
+        # Definitions nobody references are part of the document others read: check them too.
+        for name in self.defs:
+            if name not in self.def_types and not any(
+                k[0] == f"$.$defs.{name}" for k in self.variants
+            ):
+                self.ref(f"#/$defs/{name}", f"$.$defs.{name}", depth=0)
+        return built
 
     # -- schemas -----------------------------------------------------------------------------
 
@@ -235,17 +272,14 @@ class _Builder:
             raise ProfileError(path, "format", "cannot be combined with pattern")
         if "pattern" in schema:
             pattern = schema["pattern"]
-            if (
-                not isinstance(pattern, str)
-                or not pattern.startswith("^")
-                or not (pattern.endswith("$") and not pattern.endswith("\\$"))
-            ):
-                raise ProfileError(path, "pattern", "must be a string anchored with ^...$")
+            if not isinstance(pattern, str):
+                raise ProfileError(path, "pattern", "must be a string")
             try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ProfileError(path, "pattern", f"not a valid regex ({exc.msg})") from None
-            meta["pattern"] = python_pattern(pattern)
+                check_pattern(pattern)
+                re.compile(python_form(pattern))
+            except (PatternError, re.error) as exc:
+                raise ProfileError(path, "pattern", str(exc)) from None
+            meta["pattern"] = python_form(pattern)
         if "format" in schema:
             if schema["format"] != "date-time":
                 raise ProfileError(path, "format", 'only "date-time" is in the profile')
@@ -300,9 +334,12 @@ class _Builder:
         members = []
         for target, tpath in resolved:
             tag = target["properties"][field]["const"]
-            members.append(
-                self.struct(target, tpath, _struct_name(tpath), depth + 1, tag=(field, tag))
-            )
+            key = (tpath, field, tag)
+            if key not in self.variants:  # a variant used in several unions is built once
+                self.variants[key] = self.struct(
+                    target, tpath, _struct_name(tpath), depth + 1, tag=(field, tag)
+                )
+            members.append(self.variants[key])
         return Union[tuple(members)]  # noqa: UP007 - built at run time
 
     def _discriminator(self, variants: list[dict[str, Any]], path: str) -> str:
@@ -354,7 +391,10 @@ class _Builder:
             if not PROPERTY_NAME.match(prop):
                 raise ProfileError(ppath, "properties", "names match ^[a-z][a-z0-9_]{0,63}$")
             if tag is not None and prop == tag[0]:
-                continue  # the discriminator is the Struct's tag, not a field
+                # The discriminator is the Struct's tag, not a field: exactly a const.
+                if not isinstance(sub, dict) or set(sub) - ANNOTATIONS != {"const"}:
+                    raise ProfileError(ppath, "const", 'a discriminator is just {"const": ...}')
+                continue
             typ = self.type_of(sub, ppath, depth + 1)
             attr = f"{prop}_" if keyword.iskeyword(prop) else prop
             wire = {"name": prop} if attr != prop else {}
@@ -369,8 +409,12 @@ class _Builder:
                 fields.append(
                     (attr, msgspec.UnsetType | typ, msgspec.field(default=msgspec.UNSET, **wire))
                 )
+        unique = name
+        while unique in self.struct_names:  # msgspec's exported $defs are keyed by name
+            unique = f"{name}_{len(self.struct_names)}"
+        self.struct_names.add(unique)
         return msgspec.defstruct(
-            name,
+            unique,
             fields,
             kw_only=True,
             forbid_unknown_fields=self.strict,
@@ -404,55 +448,70 @@ def build_types(doc: dict[str, Any], *, name: str) -> BuiltTypes:
 # Admission: the built type's exported schema must say what the document says
 
 
-def normalize(schema: Any, defs: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
+MAX_NORMALIZED_NODES: Final = 200_000
+
+
+def normalize(schema: Any, defs: dict[str, Any]) -> Any:
     """The validation content of a schema: references inlined, annotations dropped,
     ``const`` as a one-value ``enum``, enums sorted, ``oneOf`` as ``anyOf``, ``format:
-    date-time`` and patterns in their Python form, ``required`` sorted."""
-    if not isinstance(schema, dict):
-        return schema
-    if "$ref" in schema:
-        match = DEF_REF.match(str(schema["$ref"]))
-        if match is None or match.group(1) in seen:
-            return {"$ref": schema["$ref"]}
-        name = match.group(1)
-        resolved = normalize(defs.get(name, {}), defs, (*seen, name))
-        if "default" in schema and isinstance(resolved, dict):
-            resolved = {**resolved, "default": schema["default"]}  # a property's own default
-        return resolved
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key in ANNOTATIONS or key in ROOT_KEYWORDS or key == "discriminator":
-            continue
-        if key == "properties":
-            out[key] = {k: normalize(v, defs, seen) for k, v in value.items()}
-        elif key == "items":
-            out[key] = normalize(value, defs, seen)
-        elif key in ("oneOf", "anyOf"):
-            out["anyOf"] = [normalize(v, defs, seen) for v in value]
-        elif key == "const":
-            out["enum"] = [value]
-        elif key == "enum":
-            out[key] = sorted(value)  # order does not change what validates
-        elif key == "format" and value == "date-time":
-            out["pattern"] = DATE_TIME_PATTERN
-        elif key == "pattern":
-            out[key] = python_pattern(value)
-        elif key == "required":
-            out[key] = sorted(value)
-        else:
-            out[key] = value
-    if "enum" in out and out.get("type") == "string":
-        del out["type"]
-    if out.get("type") == "object":
-        out.setdefault("properties", {})
-        out.setdefault("required", [])
-    return out
+    date-time`` and patterns in their Python form, ``required`` sorted.
+
+    Inlining can grow exponentially (a definition used twice by one used twice ...), so the
+    work is bounded: a schema that expands past MAX_NORMALIZED_NODES is refused.
+    """
+    budget = [MAX_NORMALIZED_NODES]
+
+    def walk(node: Any, seen: tuple[str, ...], top: bool) -> Any:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ProfileError("$", "(size)", "the schema expands to too many nodes")
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            match = DEF_REF.match(str(node["$ref"]))
+            if match is None or match.group(1) in seen:
+                return {"$ref": node["$ref"]}
+            name = match.group(1)
+            resolved = walk(defs.get(name, {}), (*seen, name), False)
+            if "default" in node and isinstance(resolved, dict):
+                resolved = {**resolved, "default": node["default"]}  # the property's default
+            return resolved
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in ANNOTATIONS or key == "discriminator" or (top and key in ROOT_KEYWORDS):
+                continue
+            if key == "properties":
+                out[key] = {k: walk(v, seen, False) for k, v in value.items()}
+            elif key == "items":
+                out[key] = walk(value, seen, False)
+            elif key in ("oneOf", "anyOf"):
+                out["anyOf"] = [walk(v, seen, False) for v in value]
+            elif key == "const":
+                out["enum"] = [value]
+            elif key == "enum":
+                out[key] = sorted(value)  # order does not change what validates
+            elif key == "format" and value == "date-time":
+                out["pattern"] = DATE_TIME_PATTERN
+            elif key == "pattern":
+                out[key] = python_pattern(value)
+            elif key == "required":
+                out[key] = sorted(value)
+            else:
+                out[key] = value
+        if "enum" in out and out.get("type") == "string":
+            del out["type"]
+        if out.get("type") == "object":
+            out.setdefault("properties", {})
+            out.setdefault("required", [])
+        return out
+
+    return walk(schema, (), True)
 
 
 def admission_check(doc: dict[str, Any], built: type[msgspec.Struct]) -> None:
     """Refuse a document whose built type would validate differently from what it says."""
     exported = msgspec.json.schema(built)
-    ours = normalize({k: v for k, v in doc.items() if k != "$defs"}, doc.get("$defs", {}))
+    ours = normalize(doc, doc.get("$defs", {}))
     theirs = normalize(exported, exported.get("$defs", {}))
     if ours != theirs:
         raise ProfileError(

@@ -10,7 +10,6 @@ Never: accept a record on a partial check; a record that fails anything changes 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Annotated, Final
 
@@ -19,6 +18,7 @@ import msgspec
 from tfshare.encoding import (
     DECODE_ERRORS,
     Bytes32,
+    Name,
     Uint,
     decode_canonical,
     encode,
@@ -29,7 +29,7 @@ from tfshare.encoding import (
 from tfshare.errors import RejectCode, RosterRejected, ValidationError
 from tfshare.keys import Identity
 from tfshare.registry.compat import Mode
-from tfshare.registry.profile import MAX_DOCUMENT_BYTES
+from tfshare.registry.profile import MAX_DOCUMENT_BYTES, parse_document
 from tfshare.registry.schema import Schema, canonical_json, fingerprint_of
 from tfshare.roster import (
     MAX_SIGS,
@@ -47,6 +47,9 @@ ModeName = Annotated[str, msgspec.Meta(pattern=r"^[A-Z_]{4,20}\Z")]
 
 
 class SchemaRecord(msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen=True):
+    # The task force whose coordinators approve it: a record never crosses task forces, even
+    # where the same coordinators sit in two of them.
+    taskforce: Name
     subject: SchemaSubject
     version: Annotated[int, msgspec.Meta(ge=1, le=999_999)]
     fingerprint: Bytes32
@@ -73,9 +76,10 @@ def record_message(record_bytes: bytes) -> bytes:
 
 
 def new_record(
-    schema: Schema, *, mode: Mode, previous: Schema | None, now_ms: int
+    schema: Schema, *, taskforce: str, mode: Mode, previous: Schema | None, now_ms: int
 ) -> SignedSchemaRecord:
     record = SchemaRecord(
+        taskforce=taskforce,
         subject=schema.subject,
         version=schema.version,
         fingerprint=schema.fingerprint,
@@ -123,6 +127,8 @@ def verify_record(
     """Check a record: canonical bytes, k coordinator signatures (the roster's coordinators and
     threshold), fingerprint = SHA-256 of the canonical schema, schema inside the profile."""
     signed, record = decode_record(data)
+    if record.taskforce != roster.taskforce:
+        raise _bad(f"it belongs to task force {record.taskforce!r}, not {roster.taskforce!r}")
     anchor = anchor_of(roster.roster)
     approved = approvals(record_message(signed.record), signed.sigs, anchor)
     if require_threshold and len(approved) < anchor.threshold:
@@ -136,11 +142,8 @@ def verify_record(
         mode = Mode(record.compat_mode)
     except ValueError:
         raise _bad(f"unknown compatibility mode {record.compat_mode!r}") from None
-    try:
-        doc = json.loads(record.canonical_schema)
-    except (ValueError, RecursionError):
-        raise _bad("the schema is not JSON") from None
-    if not isinstance(doc, dict) or canonical_json(doc) != record.canonical_schema:
+    doc = parse_document(record.canonical_schema)
+    if canonical_json(doc) != record.canonical_schema:
         raise _bad("the schema is not in RFC 8785 canonical form")
     if fingerprint_of(doc) != record.fingerprint:
         raise _bad("the fingerprint is not the schema's")

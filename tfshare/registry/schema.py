@@ -91,7 +91,13 @@ class Schema:
         elif declared is not None and declared != name:
             raise ProfileError("$", "$id", f"says {declared!r}, expected {name!r}")
         split_name(name)
-        return cls(name, doc, fingerprint_of(doc), build_types(doc, name=name))
+        try:
+            fingerprint = fingerprint_of(doc)
+        except rfc8785.CanonicalizationError:
+            raise ProfileError(
+                "$", "(numbers)", "holds a number RFC 8785 cannot canonicalize"
+            ) from None
+        return cls(name, doc, fingerprint, build_types(doc, name=name))
 
     @classmethod
     def from_bytes(cls, data: bytes, *, name: str | None = None) -> Schema:

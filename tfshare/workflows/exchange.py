@@ -15,13 +15,12 @@ from tfshare.errors import ValidationError
 from tfshare.files import read_bytes, write_atomic
 from tfshare.keyfile import read_keyfile_header
 from tfshare.protocol import Clock, Outcome, Receiver
-from tfshare.registry_store import DirectoryStore
 from tfshare.seal import ReceivePolicy, Sealed, seal
 from tfshare.store import StateStore
 from tfshare.workflows.filekinds import read_envelope, read_kind
 from tfshare.workflows.keys import load_identity
 from tfshare.workflows.rosters import load_trusted
-from tfshare.workflows.schemas import default_registry_dir, load_registry, resolve
+from tfshare.workflows.schemas import load_registry, resolve, store_for
 
 MAX_BODY_FILE = 512 * 1024
 
@@ -77,7 +76,7 @@ def seal_file(
     try:
         now_ms = clock()
         roster = load_trusted(roster_path, anchor_path, store, now_ms=now_ms)
-        registry = load_registry(DirectoryStore(registry_dir or default_registry_dir()), roster)
+        registry = load_registry(store_for(registry_dir, roster.taskforce), roster)
         schema = resolve(registry, schema_name)
         record = schema.from_json(body_json)
         sealed = seal(
@@ -114,7 +113,7 @@ def open_file(
     store = _store(state_dir, creds.key_path)
     try:
         roster = load_trusted(roster_path, anchor_path, store, now_ms=clock())
-        registry = load_registry(DirectoryStore(registry_dir or default_registry_dir()), roster)
+        registry = load_registry(store_for(registry_dir, roster.taskforce), roster)
         receiver = Receiver(
             identity=identity,
             roster=roster,

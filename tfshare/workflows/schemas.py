@@ -29,7 +29,7 @@ from tfshare.registry.records import (
 from tfshare.registry.schema import Schema, split_name
 from tfshare.registry_store import MAX_RECORD_FILE, DirectoryStore
 
-__all__ = ["DirectoryStore", "Registry", "ValidationError"]
+__all__ = ["DirectoryStore", "Registry", "ValidationError", "shipped"]
 from tfshare.encoding import encode
 from tfshare.roster import TrustedRoster, anchor_of
 
@@ -61,6 +61,12 @@ def load_registry(store: DirectoryStore, roster: TrustedRoster | None) -> Regist
                 verified = verify_record(data, roster)
                 if (verified.record.subject, verified.record.version) != (subject, version):
                     raise ValidationError("it is filed under another name", hint="")
+                latest = registry.latest(subject)
+                expected = latest.fingerprint if latest else b""
+                if version != (latest.version + 1 if latest else 1) or (
+                    verified.record.previous_fingerprint != expected
+                ):
+                    raise ValidationError("it does not follow the version before it", hint="")
             except (ValidationError, TrustError) as exc:
                 raise ValidationError(
                     f"cached schema record {subject}/{version} fails verification ({exc})",
@@ -70,8 +76,15 @@ def load_registry(store: DirectoryStore, roster: TrustedRoster | None) -> Regist
     return registry
 
 
-def cached_count(store: DirectoryStore) -> int:
-    return sum(len(store.versions(s)) for s in store.subjects())
+def store_for(registry_dir: Path | None, taskforce: str) -> DirectoryStore:
+    """The registry cache of one task force: REGISTRY/<taskforce>/ (records never mix)."""
+    return DirectoryStore((registry_dir or default_registry_dir()) / taskforce)
+
+
+def cached_count(registry_dir: Path | None) -> int:
+    """How many registered versions the cache holds, over every task force."""
+    root = registry_dir or default_registry_dir()
+    return sum(1 for _ in root.glob("*/*/*.tfschema")) if root.is_dir() else 0
 
 
 def _read_document_bytes(path: Path) -> bytes:
@@ -160,6 +173,7 @@ def register(
         )
     signed = new_record(
         schema,
+        taskforce=roster.taskforce,
         mode=mode or registry.mode(schema.subject),
         previous=history[-1] if history else None,
         now_ms=now_ms,
@@ -254,7 +268,9 @@ def _sign_and_maybe_commit(
     schema = verified.schema
     pending = store.pending_path(schema.subject, schema.version)
     if len(verified.approvals) < anchor.threshold:
-        pending.parent.mkdir(parents=True, exist_ok=True)
+        # Only coordinators should be able to put records in front of other coordinators.
+        pending.parent.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        pending.parent.mkdir(mode=0o700, exist_ok=True)
         write_atomic(pending, data)
         return Registration(
             schema, verified.mode, len(verified.approvals), anchor.threshold, False, pending
