@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import rfc8785
 
+TASKFORCE = "tf-north"  # the task force tests/cli/conftest.py builds; a cache folder each
+
 Run = Callable[..., subprocess.CompletedProcess[str]]
 RunIn = Callable[[Path], Run]
 Creds = Callable[[str], list[str]]
@@ -257,7 +259,7 @@ def test_tampered_record_makes_list_fail(
     ok(registered.result)
     registry = tmp_path / "tampered"
     shutil.copytree(registered.registry, registry)
-    record = registry / "tf.alert" / "2.tfschema"
+    record = registry / TASKFORCE / "tf.alert" / "2.tfschema"
     data = record.read_bytes()
     assert data.count(b"case reference") == 1
     record.write_bytes(data.replace(b"case reference", b"case REFERENCE"))
@@ -434,7 +436,7 @@ def test_register_compatible_change(registered: Registered) -> None:
     assert "registered tf.alert/2" in result.stderr
     assert "tf.alert/2" in result.stdout
     assert fingerprint(registered.doc) in result.stdout
-    assert (registered.registry / "tf.alert" / "2.tfschema").is_file()
+    assert (registered.registry / TASKFORCE / "tf.alert" / "2.tfschema").is_file()
 
 
 INCOMPATIBLE = {
