@@ -11,7 +11,7 @@ import typer
 from tfshare.errors import ExitCode, TfshareError
 from tfshare.logconfig import configure
 
-from . import envelope_cmd, keys_cmd, roster_cmd, schema_cmd
+from . import envelope_cmd, keys_cmd, live_cmd, roster_cmd, schema_cmd
 
 app = typer.Typer(
     name="tfshare",
@@ -24,6 +24,10 @@ app = typer.Typer(
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(roster_cmd.app, name="roster")
 app.add_typer(schema_cmd.app, name="schema")
+app.add_typer(live_cmd.broker_app, name="broker")
+app.add_typer(live_cmd.agent_app, name="agent")
+app.add_typer(live_cmd.inbox_app, name="inbox")
+app.command("publish")(live_cmd.publish_cmd)
 app.command("seal")(envelope_cmd.seal_cmd)
 app.command("open")(envelope_cmd.open_cmd)
 

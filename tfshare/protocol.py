@@ -105,6 +105,8 @@ class Receiver:
                 sender=result.sender,
                 channel=result.channel,
                 seq=result.seq,
+                schema=result.schema,
+                envelope=data,
             )
         )
         if existing is not None:

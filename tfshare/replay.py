@@ -23,6 +23,10 @@ class ReplayEntry:
     sender: str
     channel: str
     seq: int
+    # For stores that keep an inbox (the agent): the schema and the envelope as received,
+    # still encrypted, recorded in the same transaction as the replay entry.
+    schema: str = ""
+    envelope: bytes = b""
 
 
 class ReplayStore(Protocol):

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -34,6 +37,20 @@ CREATE TABLE IF NOT EXISTS sender_seq (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbound_seq (
     channel TEXT PRIMARY KEY, seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inbox (
+    msg_id BLOB NOT NULL, sender_kid BLOB NOT NULL, env_hash BLOB NOT NULL,
+    sender TEXT NOT NULL, channel TEXT NOT NULL, schema TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL, envelope BLOB NOT NULL,
+    PRIMARY KEY (sender_kid, msg_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quarantine (
+    env_hash BLOB PRIMARY KEY, code TEXT NOT NULL, reason TEXT NOT NULL, sender TEXT,
+    msg_id BLOB, subject TEXT, received_ms INTEGER NOT NULL, envelope BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    msg_id BLOB PRIMARY KEY, subject TEXT NOT NULL, envelope BLOB NOT NULL,
+    created_ms INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS roster_state (
     taskforce TEXT PRIMARY KEY, seq INTEGER NOT NULL, state BLOB NOT NULL
@@ -111,15 +128,126 @@ class StateStore:
 
     # replay -------------------------------------------------------------------------------
 
-    def replay(self) -> SqliteReplayStore:
-        return SqliteReplayStore(self._db)
+    def replay(
+        self, *, keep_inbox: bool = False, clock: Callable[[], int] | None = None
+    ) -> SqliteReplayStore:
+        """The replay store; with ``keep_inbox`` every delivered envelope is also kept
+        (encrypted, as received) in the inbox, in the same transaction."""
+        return SqliteReplayStore(self._db, keep_inbox=keep_inbox, clock=clock)
+
+    # quarantine, inbox and outbox (the agent) ----------------------------------------------
+
+    def quarantine(self, item: Quarantined) -> None:
+        """Keep a rejected envelope with its code (once per envelope hash)."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR IGNORE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    item.env_hash,
+                    item.code,
+                    item.reason,
+                    item.sender,
+                    item.msg_id,
+                    item.subject,
+                    item.received_ms,
+                    item.envelope,
+                ),
+            )
+
+    def quarantined(self, limit: int = 100) -> list[Quarantined]:
+        rows = self._db.execute(
+            "SELECT env_hash, code, reason, sender, msg_id, subject, received_ms, envelope "
+            "FROM quarantine ORDER BY received_ms DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [
+            Quarantined(
+                bytes(r[0]),
+                r[1],
+                r[2],
+                r[3],
+                bytes(r[4]) if r[4] else None,
+                r[5],
+                r[6],
+                bytes(r[7]),
+            )
+            for r in rows
+        ]
+
+    def inbox(self, limit: int = 100) -> list[InboxItem]:
+        rows = self._db.execute(
+            "SELECT msg_id, sender_kid, env_hash, sender, channel, schema, ts_ms, received_ms, "
+            "envelope FROM inbox ORDER BY received_ms DESC, ts_ms DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [
+            InboxItem(
+                bytes(r[0]), bytes(r[1]), bytes(r[2]), r[3], r[4], r[5], r[6], r[7], bytes(r[8])
+            )
+            for r in rows
+        ]
+
+    def outbox_add(self, msg_id: bytes, subject: str, envelope: bytes, created_ms: int) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT OR IGNORE INTO outbox (msg_id, subject, envelope, created_ms) "
+                "VALUES (?, ?, ?, ?)",
+                (msg_id, subject, envelope, created_ms),
+            )
+
+    def outbox(self) -> list[tuple[bytes, str, bytes]]:
+        rows = self._db.execute(
+            "SELECT msg_id, subject, envelope FROM outbox ORDER BY created_ms"
+        ).fetchall()
+        return [(bytes(r[0]), r[1], bytes(r[2])) for r in rows]
+
+    def outbox_done(self, msg_id: bytes) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM outbox WHERE msg_id = ?", (msg_id,))
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A rejected envelope kept for the coordinators, with why."""
+
+    env_hash: bytes
+    code: str
+    reason: str
+    sender: str | None
+    msg_id: bytes | None
+    subject: str | None
+    received_ms: int
+    envelope: bytes
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    """A delivered message as stored: metadata in clear, the envelope still encrypted."""
+
+    msg_id: bytes
+    sender_kid: bytes
+    env_hash: bytes
+    sender: str
+    channel: str
+    schema: str
+    ts_ms: int
+    received_ms: int
+    envelope: bytes
 
 
 class SqliteReplayStore:
     """``ReplayStore`` on the state database."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        *,
+        keep_inbox: bool = False,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
         self._db = db
+        self._keep_inbox = keep_inbox
+        self._clock = clock or (lambda: time.time_ns() // 1_000_000)
 
     def lookup(self, sender_kid: bytes, msg_id: bytes) -> bytes | None:
         row = self._db.execute(
@@ -160,4 +288,19 @@ class SqliteReplayStore:
                 "DO UPDATE SET seq = max(seq, excluded.seq)",
                 (entry.sender, entry.channel, entry.seq),
             )
+            if self._keep_inbox:
+                self._db.execute(
+                    "INSERT INTO inbox VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        entry.msg_id,
+                        entry.sender_kid,
+                        entry.env_hash,
+                        entry.sender,
+                        entry.channel,
+                        entry.schema,
+                        entry.ts_ms,
+                        self._clock(),
+                        entry.envelope,
+                    ),
+                )
         return None

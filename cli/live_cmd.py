@@ -1,0 +1,276 @@
+"""``tfshare broker``, ``agent``, ``publish`` and ``inbox``: the task force on a live broker."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tfshare.errors import ExitCode, UsageError
+from tfshare.store import StateStore
+from tfshare.workflows import live
+from tfshare.workflows.exchange import Credentials, tfshare_home
+from tfshare.workflows.rosters import load_trusted
+
+from .common import (
+    JsonFlag,
+    PassphraseFile,
+    StateDir,
+    emit_fields,
+    emit_json,
+    iso,
+    note,
+    now_ms,
+    passphrase,
+    split_list,
+)
+
+broker_app = typer.Typer(help="Run the task force's nats-server.", no_args_is_help=True)
+agent_app = typer.Typer(help="Run an agency's agent.", no_args_is_help=True)
+inbox_app = typer.Typer(help="Read the messages the agent received.", no_args_is_help=True)
+
+RosterOpt = Annotated[Path, typer.Option("--roster", help="The signed roster.")]
+AnchorOpt = Annotated[Path, typer.Option("--anchor", help="The pinned trust anchor.")]
+KeyOpt = Annotated[Path, typer.Option("--key", help="Your agency's key file.")]
+ServerOpt = Annotated[
+    str | None,
+    typer.Option("--server", help="Broker URL. Default: $TFSHARE_SERVER or nats://127.0.0.1:4222."),
+]
+RegistryOpt = Annotated[Path | None, typer.Option("--registry", help="Registry cache directory.")]
+
+
+def _broker_roster(roster: Path, anchor: Path, state: Path | None) -> Any:
+    store = StateStore((state or tfshare_home() / "state" / "_broker") / "state.db")
+    try:
+        return load_trusted(roster, anchor, store, now_ms=now_ms())
+    finally:
+        store.close()
+
+
+@broker_app.command("up")
+def broker_up(
+    roster: RosterOpt,
+    anchor: AnchorOpt,
+    directory: Annotated[Path, typer.Option("--dir", help="Config, admin key, JetStream data.")],
+    port: Annotated[int, typer.Option("--port")] = 4222,
+    state: StateDir = None,
+) -> None:
+    """Run a nats-server with JetStream, configured from the roster, until Ctrl-C."""
+    trusted = _broker_roster(roster, anchor, state)
+    broker = live.start_broker(trusted, directory, port=port)
+    note(
+        f"broker for task force {trusted.taskforce} listening on {broker.url} "
+        f"(roster seq {trusted.seq}); Ctrl-C to stop"
+    )
+    stopping = False
+
+    def _stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stopping and broker.process is not None and broker.process.poll() is None:
+            time.sleep(0.2)
+    finally:
+        broker.stop()
+    note("broker stopped")
+
+
+@broker_app.command("config")
+def broker_config(
+    roster: RosterOpt,
+    anchor: AnchorOpt,
+    directory: Annotated[Path, typer.Option("--dir", help="Where to write nats.conf.")],
+    port: Annotated[int, typer.Option("--port")] = 4222,
+    state: StateDir = None,
+) -> None:
+    """Write the nats-server configuration for operators who run nats-server themselves."""
+    path = live.write_broker_config(_broker_roster(roster, anchor, state), directory, port=port)
+    typer.echo(str(path))
+
+
+def _agency(
+    key: Path,
+    passphrase_file: Path | None,
+    roster: Path,
+    anchor: Path,
+    state: Path | None,
+    registry: Path | None,
+) -> live.Agency:
+    creds = Credentials(key, passphrase(passphrase_file, confirm=False, purpose=str(key)))
+    return live.Agency.load(
+        creds, roster_path=roster, anchor_path=anchor, state_dir=state, registry_dir=registry
+    )
+
+
+@agent_app.command("run")
+def agent_run(
+    key: KeyOpt,
+    roster: RosterOpt,
+    anchor: AnchorOpt,
+    server: ServerOpt = None,
+    passphrase_file: PassphraseFile = None,
+    state: StateDir = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Receive the agency's messages into its inbox until Ctrl-C (JSON logs on stderr)."""
+    agency = _agency(key, passphrase_file, roster, anchor, state, registry)
+    agent = live.make_agent(agency, url=live.server_url(server), clock=now_ms)
+    note(f"agent of {agent.identity.agency_id} consuming from {live.server_url(server)}")
+    asyncio.run(live.run_until_signalled(agent))
+    s = agent.stats
+    note(
+        f"agent stopped: {s.delivered} delivered, {s.duplicates} duplicates, "
+        f"{s.rejected} rejected, {s.published} sent from the outbox"
+    )
+
+
+def publish_cmd(
+    kind: Annotated[str, typer.Argument(help="alert, red-flag or tip.")],
+    channel: Annotated[str, typer.Option("--channel", help="Channel to publish on.")],
+    body: Annotated[Path, typer.Option("--file", help="The body, a JSON file.")],
+    key: KeyOpt,
+    roster: RosterOpt,
+    anchor: AnchorOpt,
+    to: Annotated[str | None, typer.Option("--to", help="Recipients, comma-separated.")] = None,
+    server: ServerOpt = None,
+    no_queue: Annotated[
+        bool, typer.Option("--no-queue", help="Fail (exit 4) instead of queueing.")
+    ] = False,
+    passphrase_file: PassphraseFile = None,
+    state: StateDir = None,
+    registry: RegistryOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Seal a message and publish it; queue it in the outbox if the broker is away."""
+    agency = _agency(key, passphrase_file, roster, anchor, state, registry)
+    result = live.publish(
+        agency,
+        kind=kind,
+        channel=channel,
+        to=split_list(to),
+        body_path=body,
+        url=live.server_url(server),
+        queue=not no_queue,
+    )
+    info = {
+        "msg_id": result.sealed.msg_id.hex(),
+        "subject": result.subject,
+        "recipients": list(result.sealed.recipients),
+        "queued": result.queued,
+        "stream_seq": result.seq,
+        "also_sent_from_outbox": result.flushed,
+    }
+    if as_json:
+        emit_json(info)
+    elif result.queued:
+        note(
+            f"queued: the broker is unreachable; {info['msg_id']} is in the outbox and goes "
+            "out with the next publish or the agent"
+        )
+    else:
+        note(f"published {kind} to {', '.join(result.sealed.recipients)} (stream seq {result.seq})")
+    if not as_json:
+        emit_fields([("msg_id", str(info["msg_id"])), ("subject", result.subject)])
+
+
+@inbox_app.command("list")
+def inbox_list(
+    key: KeyOpt,
+    roster: RosterOpt,
+    anchor: AnchorOpt,
+    passphrase_file: PassphraseFile = None,
+    state: StateDir = None,
+    registry: RegistryOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The received messages, newest first (metadata only; 'inbox show' decrypts one)."""
+    agency = _agency(key, passphrase_file, roster, anchor, state, registry)
+    rows = [
+        {
+            "msg_id": i.msg_id.hex(),
+            "sender": i.sender,
+            "channel": i.channel,
+            "schema": i.schema,
+            "sent": iso(i.ts_ms),
+            "received": iso(i.received_ms),
+        }
+        for i in agency.store.inbox()
+    ]
+    if as_json:
+        emit_json({"messages": rows})
+        return
+    for r in rows:
+        typer.echo(
+            f"{r['received']}  {r['msg_id']}  {r['sender']:<16} {r['channel']:<10} {r['schema']}"
+        )
+
+
+@inbox_app.command("show")
+def inbox_show(
+    msg_id: Annotated[str, typer.Argument(help="The msg_id (hex) from 'inbox list'.")],
+    key: KeyOpt,
+    roster: RosterOpt,
+    anchor: AnchorOpt,
+    passphrase_file: PassphraseFile = None,
+    state: StateDir = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Decrypt and show one received message."""
+    agency = _agency(key, passphrase_file, roster, anchor, state, registry)
+    item = next((i for i in agency.store.inbox(limit=10_000) if i.msg_id.hex() == msg_id), None)
+    if item is None:
+        raise UsageError(f"no message {msg_id} in the inbox", hint="see 'tfshare inbox list'")
+    opened = live.read_inbox_item(agency, item)
+    emit_json(
+        {
+            "msg_id": msg_id,
+            "sender": opened.sender,
+            "fingerprint": opened.fingerprint,
+            "channel": opened.channel,
+            "schema": opened.schema,
+            "sent": iso(opened.ts_ms),
+            "body": live.body_of(opened),
+        }
+    )
+
+
+@inbox_app.command("quarantine")
+def inbox_quarantine(
+    key: KeyOpt,
+    roster: RosterOpt,
+    anchor: AnchorOpt,
+    passphrase_file: PassphraseFile = None,
+    state: StateDir = None,
+    registry: RegistryOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Messages the agent rejected, with their codes."""
+    agency = _agency(key, passphrase_file, roster, anchor, state, registry)
+    rows = [
+        {
+            "env_hash": q.env_hash.hex(),
+            "code": q.code,
+            "reason": q.reason,
+            "sender": q.sender,
+            "subject": q.subject,
+            "received": iso(q.received_ms),
+        }
+        for q in agency.store.quarantined()
+    ]
+    if as_json:
+        emit_json({"quarantine": rows})
+        return
+    for r in rows:
+        typer.echo(f"{r['received']}  {r['code']!s:<18} {r['subject']}  {str(r['env_hash'])[:16]}")
+    if not rows:
+        note("quarantine is empty")
+
+
+__all__ = ["ExitCode", "agent_app", "broker_app", "inbox_app", "publish_cmd"]

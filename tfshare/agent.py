@@ -1,0 +1,163 @@
+"""The asyncio agent: moves envelopes between the broker, the receive pipeline and SQLite.
+
+Owns: the consume loop (fetch, receive, persist, then acknowledge -- never the other way
+round), the outbox flush (envelopes sealed while the broker was away), reconnection with
+backoff, and a clean stop (finish the message in hand, close the connection).
+
+Invariants:
+- a message is acknowledged only after its outcome is persisted: delivered into the inbox
+  (with its replay entry, in one transaction), counted as a duplicate, or quarantined;
+- a failure to persist is never acknowledged: the message is redelivered later;
+- one bad message never stops the agent: it is quarantined with its code and the flow goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from tfshare import transport
+from tfshare.errors import BrokerError, RejectCode
+from tfshare.keys import Identity
+from tfshare.messages import SchemaBook
+from tfshare.protocol import Clock, Delivered, Outcome, Receiver, Rejection, log_event
+from tfshare.roster import TrustedRoster
+from tfshare.seal import Duplicate, ReceivePolicy
+from tfshare.store import Quarantined, StateStore
+
+log = structlog.get_logger("tfshare.agent")
+
+
+@dataclass
+class AgentStats:
+    delivered: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    published: int = 0
+
+
+@dataclass
+class Agent:
+    """One agency's agent on one broker."""
+
+    identity: Identity
+    roster: TrustedRoster
+    schemas: SchemaBook
+    store: StateStore
+    url: str
+    clock: Clock
+    policy: ReceivePolicy = field(default_factory=ReceivePolicy)
+    batch: int = 32
+    fetch_timeout: float = 0.5
+    on_outcome: Callable[[Outcome], None] | None = None
+    stats: AgentStats = field(default_factory=AgentStats)
+
+    def __post_init__(self) -> None:
+        self.receiver = Receiver(
+            identity=self.identity,
+            roster=self.roster,
+            replay=self.store.replay(keep_inbox=True, clock=self.clock),
+            schemas=self.schemas,
+            clock=self.clock,
+            policy=self.policy,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; reconnect with backoff while the broker is away."""
+        backoff = 0.2
+        agency = self.identity.agency_id
+        while not stop.is_set():
+            try:
+                conn = await transport.connect(
+                    self.url,
+                    nkey_seed=self.identity.nats_seed_encoded(),
+                    agency=agency,
+                    name=f"tfshare-agent-{agency}",
+                    reconnect=False,
+                )
+            except BrokerError:
+                log.warning("broker_unavailable", url=self.url, retry_s=backoff)
+                await _sleep_or_stop(stop, backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.2
+            log.info("agent_connected", agency=agency, url=self.url)
+            try:
+                await self._consume(conn, stop)
+            except BrokerError as exc:
+                log.warning("broker_lost", reason=exc.message)
+            finally:
+                await conn.close()
+        log.info("agent_stopped", agency=agency, **self.stats.__dict__)
+
+    async def _consume(self, conn: transport.Connection, stop: asyncio.Event) -> None:
+        consumer = transport.Consumer(conn, self.roster.taskforce, self.identity.agency_id)
+        await consumer.bind()
+        while not stop.is_set():
+            await self.flush_outbox(conn)
+            for delivery in await consumer.fetch(self.batch, self.fetch_timeout):
+                await self.handle(delivery)
+
+    async def handle(self, delivery: transport.Delivery) -> Outcome | None:
+        """Receive one message, persist its outcome, then acknowledge it."""
+        try:
+            outcome = self.receiver.receive(delivery.data, delivery.subject)
+            if isinstance(outcome, Rejection) and outcome.code is not RejectCode.E_NOT_RECIPIENT:
+                self.store.quarantine(
+                    Quarantined(
+                        env_hash=outcome.env_hash,
+                        code=outcome.code.value,
+                        reason=outcome.reason,
+                        sender=outcome.sender,
+                        msg_id=outcome.msg_id,
+                        subject=delivery.subject,
+                        received_ms=self.clock(),
+                        envelope=delivery.data[: 1024 * 1024],
+                    )
+                )
+        except sqlite3.Error as exc:
+            # Not persisted, so not acknowledged: JetStream redelivers it later.
+            log.error("persist_failed", error=type(exc).__name__, subject=delivery.subject)
+            await delivery.nak(delay=5)
+            return None
+        event, fields = log_event(outcome)
+        if isinstance(outcome, Rejection) and outcome.code is RejectCode.E_NOT_RECIPIENT:
+            self.stats.skipped += 1
+            log.debug("envelope_not_for_us", **fields)
+        elif isinstance(outcome, Rejection):
+            self.stats.rejected += 1
+            log.warning(event, subject=delivery.subject, delivered=delivery.delivered, **fields)
+        elif isinstance(outcome, Duplicate):
+            self.stats.duplicates += 1
+            log.info(event, delivered=delivery.delivered, **fields)
+        else:
+            self.stats.delivered += 1
+            log.info(event, **fields)
+        await delivery.ack()
+        if self.on_outcome is not None and isinstance(outcome, Delivered | Rejection):
+            self.on_outcome(outcome)
+        return outcome
+
+    async def flush_outbox(self, conn: transport.Connection) -> int:
+        """Publish envelopes queued while the broker was away; each leaves the outbox only
+        after JetStream acknowledged it (a repeat is dropped by its Nats-Msg-Id)."""
+        sent = 0
+        for msg_id, subject, data in self.store.outbox():
+            await transport.publish(conn, subject, data, msg_id=msg_id.hex())
+            self.store.outbox_done(msg_id)
+            log.info("outbox_delivered", msg_id=msg_id.hex(), subject=subject)
+            sent += 1
+        self.stats.published += sent
+        return sent
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return

@@ -1,0 +1,206 @@
+"""NATS / JetStream adapter: the only module that imports nats.
+
+Owns: connecting as an agency (its NATS nkey, its private inbox prefix) or as the broker
+administrator; provisioning the task force's stream and each reader's durable pull consumer;
+publishing an envelope with its ``Nats-Msg-Id`` (JetStream drops a repeat inside the
+duplicate window); fetching and acknowledging. Every nats error becomes a ``BrokerError``
+(exit 4) with a hint, so callers never see nats exceptions.
+
+Never: look inside envelopes; this layer moves opaque bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+
+from tfshare.broker import (
+    durable_name,
+    inbox_prefix,
+    readable_channels,
+    stream_name,
+    stream_subjects,
+)
+from tfshare.envelope import MAX_ENVELOPE
+from tfshare.errors import BrokerError
+from tfshare.roster import TrustedRoster
+
+NATS_ERRORS: Final = (nats.errors.Error, OSError, TimeoutError)
+DAY_S: Final = 24 * 3600
+
+
+def broker_error(exc: BaseException, *, doing: str) -> BrokerError:
+    text = str(exc) or type(exc).__name__
+    if "permissions violation" in text or "Authorization" in text:
+        return BrokerError(
+            f"the broker refused {doing}: permission denied",
+            hint="check the agency's NATS user in the roster and the broker configuration",
+        )
+    return BrokerError(
+        f"broker unavailable while {doing} ({type(exc).__name__})",
+        hint="check the server address and that the broker is running; tfshare retries",
+    )
+
+
+@dataclass
+class Connection:
+    """A connection to the broker with its JetStream context."""
+
+    client: Client
+    agency: str | None
+
+    @property
+    def js(self) -> Any:
+        return self.client.jetstream()
+
+    async def close(self) -> None:
+        try:
+            await self.client.drain()
+        except NATS_ERRORS:
+            await self.client.close()
+
+
+async def connect(
+    url: str,
+    *,
+    nkey_seed: bytes,
+    agency: str | None,
+    name: str,
+    reconnect: bool = True,
+    connect_timeout: float = 2.0,
+    error_cb: Callable[[Exception], Awaitable[None]] | None = None,
+) -> Connection:
+    """Connect with an nkey seed ("SU..."); ``agency`` selects its private inbox prefix."""
+
+    async def _ignore(_exc: Exception) -> None:
+        return None
+
+    options: dict[str, Any] = {
+        "servers": [url],
+        "name": name,
+        "nkeys_seed_str": nkey_seed.decode("ascii"),
+        "allow_reconnect": reconnect,
+        "connect_timeout": connect_timeout,
+        "max_reconnect_attempts": -1 if reconnect else 0,
+        "reconnect_time_wait": 0.5,
+        "error_cb": error_cb or _ignore,
+    }
+    if agency is not None:
+        options["inbox_prefix"] = inbox_prefix(agency).encode()
+    try:
+        client = await nats.connect(**options)
+    except NATS_ERRORS as exc:
+        raise broker_error(exc, doing=f"connecting to {url}") from None
+    return Connection(client, agency)
+
+
+async def provision(
+    admin: Connection,
+    roster: TrustedRoster,
+    *,
+    max_age_days: float = 30,
+    duplicate_window_s: float = 120,
+) -> None:
+    """Create or update the task force's stream and every active reader's durable consumer."""
+    js = admin.js
+    config = StreamConfig(
+        name=stream_name(roster.taskforce),
+        subjects=stream_subjects(roster.taskforce),
+        storage=StorageType.FILE,
+        max_age=max_age_days * DAY_S,
+        duplicate_window=duplicate_window_s,
+        max_msg_size=MAX_ENVELOPE + 4096,
+    )
+    try:
+        try:
+            await js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            await js.update_stream(config)
+        for member in roster.roster.members:
+            channels = readable_channels(roster, member.agency_id)
+            if member.status != "active" or not channels:
+                continue
+            await js.add_consumer(
+                stream_name(roster.taskforce),
+                ConsumerConfig(
+                    durable_name=durable_name(member.agency_id),
+                    ack_policy=AckPolicy.EXPLICIT,
+                    deliver_policy=DeliverPolicy.ALL,
+                    ack_wait=30,
+                    max_deliver=-1,
+                    filter_subjects=[
+                        f"tf.{roster.taskforce}.ch.{channel}.*" for channel in channels
+                    ],
+                ),
+            )
+    except NATS_ERRORS as exc:
+        raise broker_error(exc, doing="provisioning the stream and consumers") from None
+
+
+async def publish(
+    conn: Connection, subject: str, data: bytes, *, msg_id: str, timeout: float = 5.0
+) -> tuple[int, bool]:
+    """Publish one envelope and wait for JetStream's ack: (stream sequence, duplicate?)."""
+    try:
+        ack = await conn.js.publish(subject, data, timeout=timeout, headers={"Nats-Msg-Id": msg_id})
+    except NATS_ERRORS as exc:
+        raise broker_error(exc, doing=f"publishing on {subject}") from None
+    return int(ack.seq), bool(ack.duplicate)
+
+
+@dataclass
+class Delivery:
+    """One message from the consumer; ``ack`` only after the outcome is persisted."""
+
+    subject: str
+    data: bytes
+    delivered: int  # how many times JetStream has delivered it (1 = first)
+    message: Msg
+
+    async def ack(self) -> None:
+        await self.message.ack()
+
+    async def nak(self, delay: float | None = None) -> None:
+        await self.message.nak(delay=delay)
+
+
+class Consumer:
+    """An agency's durable pull consumer."""
+
+    def __init__(self, conn: Connection, taskforce: str, agency: str) -> None:
+        self.conn = conn
+        self.taskforce = taskforce
+        self.agency = agency
+        self._sub: Any = None
+
+    async def bind(self) -> None:
+        try:
+            self._sub = await self.conn.js.pull_subscribe_bind(
+                durable_name(self.agency),
+                stream_name(self.taskforce),
+                inbox_prefix=f"{inbox_prefix(self.agency)}.".encode(),
+            )
+        except NATS_ERRORS as exc:
+            raise broker_error(exc, doing="binding the consumer") from None
+
+    async def fetch(self, batch: int, timeout: float) -> list[Delivery]:
+        """Up to ``batch`` messages; an empty list when none arrived within ``timeout``."""
+        if self._sub is None:
+            await self.bind()
+        try:
+            messages = await self._sub.fetch(batch, timeout=timeout)
+        except (nats.errors.TimeoutError, nats.js.errors.FetchTimeoutError, TimeoutError):
+            return []
+        except NATS_ERRORS as exc:
+            raise broker_error(exc, doing="fetching messages") from None
+        return [
+            Delivery(m.subject, bytes(m.data), int(m.metadata.num_delivered), m) for m in messages
+        ]

@@ -1,0 +1,241 @@
+"""Live operation on a broker: run the embedded broker, publish, run the agent, read the inbox.
+
+The offline workflows (exchange.py) seal and open files; these move the same envelopes
+through a real nats-server with JetStream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import nkeys  # type: ignore[import-untyped,unused-ignore]
+
+from tfshare import transport
+from tfshare.agent import Agent
+from tfshare.broker import BrokerProcess, channel_subject, check_config, render_config
+from tfshare.errors import BrokerError, UsageError
+from tfshare.files import read_bytes, write_atomic
+from tfshare.protocol import Clock
+from tfshare.registry.book import Registry
+from tfshare.replay import MemoryReplayStore
+from tfshare.roster import TrustedRoster
+from tfshare.seal import Opened, ReceivePolicy, Sealed, open_envelope, seal
+from tfshare.store import InboxItem, StateStore
+from tfshare.workflows.exchange import Credentials, default_state_dir
+from tfshare.workflows.keys import load_identity
+from tfshare.workflows.rosters import load_trusted
+from tfshare.workflows.schemas import load_registry, resolve, store_for
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+KINDS = {"alert": "tf.alert", "red-flag": "tf.red_flag", "tip": "tf.tip_summary"}
+
+
+def server_url(flag: str | None) -> str:
+    return flag or os.environ.get("TFSHARE_SERVER") or DEFAULT_URL
+
+
+def _now() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# -- broker -----------------------------------------------------------------------------------
+
+
+def admin_seed(directory: Path) -> bytes:
+    """The broker administrator's nkey seed, created once per broker directory (0600)."""
+    path = directory / "admin.seed"
+    if path.exists():
+        return read_bytes(path, what="broker admin seed", limit=256).strip()
+    seed: bytes = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    write_atomic(path, seed + b"\n", secret=True, overwrite=False)
+    return seed
+
+
+def write_broker_config(
+    roster: TrustedRoster, directory: Path, *, port: int, host: str = "127.0.0.1"
+) -> Path:
+    """Write DIR/nats.conf for the roster (checked with ``nats-server -t``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    public = nkeys.from_seed(admin_seed(directory)).public_key.decode()
+    config = render_config(
+        roster, admin_nkey=public, store_dir=directory / "jetstream", host=host, port=port
+    )
+    path = directory / "nats.conf"
+    write_atomic(path, config.encode())
+    check_config(path)
+    return path
+
+
+async def provision_broker(url: str, directory: Path, roster: TrustedRoster) -> None:
+    admin = await transport.connect(
+        url, nkey_seed=admin_seed(directory), agency=None, name="tfshare-admin", reconnect=False
+    )
+    try:
+        await transport.provision(admin, roster)
+    finally:
+        await admin.close()
+
+
+def start_broker(roster: TrustedRoster, directory: Path, *, port: int) -> BrokerProcess:
+    """Configure, start and provision a nats-server for the roster's task force."""
+    config = write_broker_config(roster, directory, port=port)
+    broker = BrokerProcess(config=config, host="127.0.0.1", port=port, log=directory / "nats.log")
+    broker.start()
+    try:
+        asyncio.run(provision_broker(broker.url, directory, roster))
+    except BaseException:
+        broker.stop()
+        raise
+    return broker
+
+
+# -- an agency's side -------------------------------------------------------------------------
+
+
+@dataclass
+class Agency:
+    """What an agency's live commands need, loaded and verified once."""
+
+    creds: Credentials
+    roster: TrustedRoster
+    registry: Registry
+    store: StateStore
+
+    @classmethod
+    def load(
+        cls,
+        creds: Credentials,
+        *,
+        roster_path: Path,
+        anchor_path: Path,
+        state_dir: Path | None,
+        registry_dir: Path | None,
+    ) -> Agency:
+        store = StateStore((state_dir or default_state_dir(creds.key_path)) / "state.db")
+        roster = load_trusted(roster_path, anchor_path, store, now_ms=_now())
+        registry = load_registry(store_for(registry_dir, roster.taskforce), roster)
+        return cls(creds, roster, registry, store)
+
+
+@dataclass(frozen=True)
+class Published:
+    sealed: Sealed
+    subject: str
+    queued: bool
+    seq: int | None
+    duplicate: bool
+    flushed: int
+
+
+def publish(
+    agency: Agency,
+    *,
+    kind: str,
+    channel: str,
+    to: Sequence[str] | None,
+    body_path: Path,
+    url: str,
+    queue: bool,
+) -> Published:
+    """Seal a body and publish it; if the broker is away, keep it in the outbox (``queue``)."""
+    if kind not in KINDS:
+        raise UsageError(f"unknown kind {kind!r}", hint=f"use one of {', '.join(KINDS)}")
+    schema = resolve(agency.registry, KINDS[kind])
+    record = schema.from_json(read_bytes(body_path, what="body file", limit=512 * 1024))
+    identity = load_identity(agency.creds.key_path, agency.creds.passphrase)
+    now = _now()
+    sealed = seal(
+        identity=identity,
+        roster=agency.roster,
+        channel=channel,
+        to=to,
+        schema=schema,
+        body=schema.to_body(record),
+        seq=agency.store.next_seq(channel),
+        now_ms=now,
+        rng=os.urandom,
+    )
+    subject = channel_subject(agency.roster.taskforce, channel, identity.agency_id)
+    # Into the outbox first: if anything below fails, the message is not lost.
+    agency.store.outbox_add(sealed.msg_id, subject, sealed.data, now)
+
+    async def send() -> tuple[int, bool, int]:
+        conn = await transport.connect(
+            url,
+            nkey_seed=identity.nats_seed_encoded(),
+            agency=identity.agency_id,
+            name=f"tfshare-publish-{identity.agency_id}",
+            reconnect=False,
+        )
+        try:
+            flushed = 0
+            result = (0, False)
+            for msg_id, subj, data in agency.store.outbox():
+                result_here = await transport.publish(conn, subj, data, msg_id=msg_id.hex())
+                agency.store.outbox_done(msg_id)
+                if msg_id == sealed.msg_id:
+                    result = result_here
+                else:
+                    flushed += 1
+            return result[0], result[1], flushed
+        finally:
+            await conn.close()
+
+    try:
+        seq, duplicate, flushed = asyncio.run(send())
+    except BrokerError:
+        if not queue:
+            agency.store.outbox_done(sealed.msg_id)
+            raise
+        return Published(sealed, subject, True, None, False, 0)
+    return Published(sealed, subject, False, seq, duplicate, flushed)
+
+
+def make_agent(agency: Agency, *, url: str, clock: Clock) -> Agent:
+    """The agency's agent (run it with ``await agent.run(stop)``)."""
+    return Agent(
+        identity=load_identity(agency.creds.key_path, agency.creds.passphrase),
+        roster=agency.roster,
+        schemas=agency.registry,
+        store=agency.store,
+        url=url,
+        clock=clock,
+    )
+
+
+async def run_until_signalled(agent: Agent) -> None:
+    """Run the agent until SIGINT or SIGTERM; then finish the message in hand and close."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await agent.run(stop)
+
+
+def read_inbox_item(agency: Agency, item: InboxItem) -> Opened:
+    """Decrypt a stored message (verified on arrival) for display: the checks run again,
+    with a throwaway replay store and no age limit."""
+    identity = load_identity(agency.creds.key_path, agency.creds.passphrase)
+    opened = open_envelope(
+        item.envelope,
+        identity=identity,
+        roster=agency.roster,
+        replay=MemoryReplayStore(),
+        schemas=agency.registry,
+        now_ms=item.received_ms,
+        subject=None,
+        policy=ReceivePolicy(max_age_ms=2**53 - 1),
+    )
+    assert isinstance(opened, Opened)
+    return opened
+
+
+def body_of(opened: Opened) -> object:
+    return msgspec.to_builtins(opened.record)
