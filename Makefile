@@ -26,6 +26,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy tests/cli/conftest.py
+	$(BIN)/mypy tests/integration/conftest.py
 
 unit: $(STAMP)
 	$(BIN)/pytest -q

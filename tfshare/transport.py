@@ -11,6 +11,7 @@ Never: look inside envelopes; this layer moves opaque bytes.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -62,10 +63,13 @@ class Connection:
         return self.client.jetstream()
 
     async def close(self) -> None:
+        """Close now. Everything we publish is awaited until JetStream acknowledges it, and
+        every fetched message is acknowledged (or not) before we get here, so there is
+        nothing to drain (and draining a pull subscription can wait for a long time)."""
         try:
-            await self.client.drain()
-        except NATS_ERRORS:
-            await self.client.close()
+            await asyncio.wait_for(self.client.close(), timeout=5)
+        except (TimeoutError, *NATS_ERRORS):
+            return
 
 
 async def connect(
@@ -96,8 +100,9 @@ async def connect(
     if agency is not None:
         options["inbox_prefix"] = inbox_prefix(agency).encode()
     try:
-        client = await nats.connect(**options)
-    except NATS_ERRORS as exc:
+        # nats-py can keep trying a dead server well past connect_timeout: bound it here.
+        client = await asyncio.wait_for(nats.connect(**options), timeout=connect_timeout * 2)
+    except (TimeoutError, *NATS_ERRORS) as exc:
         raise broker_error(exc, doing=f"connecting to {url}") from None
     return Connection(client, agency)
 

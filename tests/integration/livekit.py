@@ -1,0 +1,50 @@
+"""Helpers for integration tests: free ports, agents on the test broker, running them."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tfkit import TaskForce
+
+from tfshare.agent import Agent
+from tfshare.registry.book import shipped
+from tfshare.store import StateStore
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def make_agent(tf: TaskForce, agency: str, url: str, state: Path) -> Agent:
+    return Agent(
+        identity=tf.ids[agency],
+        roster=tf.trusted(),
+        schemas=shipped(),
+        store=StateStore(state / agency / "state.db"),
+        url=url,
+        clock=lambda: time.time_ns() // 1_000_000,
+        fetch_timeout=0.2,
+    )
+
+
+def run_agents(agents: list[Agent], until: Callable[[], bool], *, timeout: float = 10.0) -> None:
+    """Run agents concurrently until ``until()`` holds (or the timeout), then stop them."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(a.run(stop)) for a in agents]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not until() and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=10)
+
+    asyncio.run(main())
