@@ -28,6 +28,7 @@ app.add_typer(live_cmd.broker_app, name="broker")
 app.add_typer(live_cmd.agent_app, name="agent")
 app.add_typer(live_cmd.inbox_app, name="inbox")
 app.command("publish")(live_cmd.publish_cmd)
+app.command("listen")(live_cmd.listen_cmd)
 app.command("seal")(envelope_cmd.seal_cmd)
 app.command("open")(envelope_cmd.open_cmd)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -180,6 +182,88 @@ def publish_cmd(
         emit_fields([("msg_id", str(info["msg_id"])), ("subject", result.subject)])
 
 
+def listen_cmd(
+    key: KeyOpt,
+    roster: RosterOpt,
+    anchor: AnchorOpt,
+    channel: Annotated[str | None, typer.Option("--channel", help="Only this channel.")] = None,
+    min_severity: Annotated[
+        str | None, typer.Option("--min-severity", help="low, medium, high or critical.")
+    ] = None,
+    count: Annotated[int | None, typer.Option("--count", help="Exit after N messages.")] = None,
+    include_existing: Annotated[
+        bool, typer.Option("--all", help="Show messages already in the inbox first.")
+    ] = False,
+    passphrase_file: PassphraseFile = None,
+    state: StateDir = None,
+    registry: RegistryOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The live feed: each message the agent receives, as it arrives (NDJSON with --json)."""
+    if min_severity is not None and min_severity not in live.SEVERITIES:
+        raise UsageError(
+            f"unknown severity {min_severity!r}", hint=f"use one of {', '.join(live.SEVERITIES)}"
+        )
+    agency = _agency(key, passphrase_file, roster, anchor, state, registry)
+    floor = live.SEVERITIES.index(min_severity) if min_severity else 0
+    shown = 0
+    if not as_json:
+        note(f"listening for {agency.creds.key_path.stem}'s messages (Ctrl-C to stop)")
+    for item, opened in live.follow_inbox(agency, include_existing=include_existing):
+        body = live.body_of(opened)
+        severity = body.get("severity") if isinstance(body, dict) else None
+        if channel and opened.channel != channel:
+            continue
+        if severity in live.SEVERITIES and live.SEVERITIES.index(severity) < floor:
+            continue
+        if as_json:
+            emit_json(
+                {
+                    "msg_id": item.msg_id.hex(),
+                    "sender": opened.sender,
+                    "fingerprint": opened.fingerprint,
+                    "channel": opened.channel,
+                    "schema": opened.schema,
+                    "sent": iso(opened.ts_ms),
+                    "body": body,
+                }
+            )
+        else:
+            _render_feed(opened, body)
+        shown += 1
+        if count is not None and shown >= count:
+            return
+
+
+_COLOURS = {"critical": "red", "high": "magenta", "medium": "yellow", "low": "green"}
+
+
+def _render_feed(opened: Any, body: Any) -> None:
+    """One message for people: what, how urgent, from whom (verified), how to handle it."""
+    body = body if isinstance(body, dict) else {}
+    severity = body.get("severity")
+    headline = body.get("title") or body.get("summary", "")[:80] or opened.schema
+    tag = f"[{str(severity).upper()}]" if severity else f"[{opened.schema.split('/')[0]}]"
+    color = (
+        _COLOURS.get(str(severity))
+        if sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        else None
+    )
+    typer.echo(typer.style(tag, fg=color, bold=bool(color)) + f" {headline}")
+    handling = body.get("handling", {})
+    marks = [f"TLP:{handling.get('tlp')}", f"PAP:{handling.get('pap')}", str(handling.get("code"))]
+    if handling.get("no_forward"):
+        marks.append("no-forward")
+    typer.echo(
+        f"  from {opened.sender} (fp {opened.fingerprint}) on {opened.channel}, "
+        f"sent {iso(opened.ts_ms)}"
+    )
+    typer.echo(f"  handling {' '.join(marks)}")
+    indicators = body.get("indicators") or []
+    if indicators:
+        typer.echo(f"  indicators {', '.join(indicators[:6])}")
+
+
 @inbox_app.command("list")
 def inbox_list(
     key: KeyOpt,
@@ -273,4 +357,4 @@ def inbox_quarantine(
         note("quarantine is empty")
 
 
-__all__ = ["ExitCode", "agent_app", "broker_app", "inbox_app", "publish_cmd"]
+__all__ = ["ExitCode", "agent_app", "broker_app", "inbox_app", "listen_cmd", "publish_cmd"]

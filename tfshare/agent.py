@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
 
 from tfshare import transport
-from tfshare.errors import BrokerError, RejectCode
+from tfshare.errors import BrokerError, RejectCode, TfshareError
 from tfshare.keys import Identity
 from tfshare.messages import SchemaBook
 from tfshare.protocol import Clock, Delivered, Outcome, Receiver, Rejection, log_event
@@ -55,9 +56,18 @@ class Agent:
     batch: int = 32
     fetch_timeout: float = 0.5
     on_outcome: Callable[[Outcome], None] | None = None
+    # Returns the roster now in force (verified against the anchor and the rollback state);
+    # polled so that a roster update (say, a revocation) takes effect on the running agent.
+    reload_roster: Callable[[], TrustedRoster] | None = None
+    reload_every_s: float = 2.0
     stats: AgentStats = field(default_factory=AgentStats)
 
     def __post_init__(self) -> None:
+        self._next_reload = 0.0
+        self._use(self.roster)
+
+    def _use(self, roster: TrustedRoster) -> None:
+        self.roster = roster
         self.receiver = Receiver(
             identity=self.identity,
             roster=self.roster,
@@ -99,9 +109,25 @@ class Agent:
         consumer = transport.Consumer(conn, self.roster.taskforce, self.identity.agency_id)
         await consumer.bind()
         while not stop.is_set():
+            self.maybe_reload_roster()
             await self.flush_outbox(conn)
             for delivery in await consumer.fetch(self.batch, self.fetch_timeout):
                 await self.handle(delivery)
+
+    def maybe_reload_roster(self) -> None:
+        """Switch to a newer verified roster; a roster that fails verification is logged and
+        changes nothing (the agent keeps the one it trusts)."""
+        if self.reload_roster is None or time.monotonic() < self._next_reload:
+            return
+        self._next_reload = time.monotonic() + self.reload_every_s
+        try:
+            roster = self.reload_roster()
+        except TfshareError as exc:
+            log.warning("roster_update_refused", code=exc.code, reason=exc.message)
+            return
+        if roster.hash != self.roster.hash:
+            log.info("roster_updated", seq=roster.seq, previous_seq=self.roster.seq)
+            self._use(roster)
 
     async def handle(self, delivery: transport.Delivery) -> Outcome | None:
         """Receive one message, persist its outcome, then acknowledge it."""

@@ -10,7 +10,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +107,8 @@ class Agency:
     roster: TrustedRoster
     registry: Registry
     store: StateStore
+    roster_path: Path
+    anchor_path: Path
 
     @classmethod
     def load(
@@ -121,7 +123,12 @@ class Agency:
         store = StateStore((state_dir or default_state_dir(creds.key_path)) / "state.db")
         roster = load_trusted(roster_path, anchor_path, store, now_ms=_now())
         registry = load_registry(store_for(registry_dir, roster.taskforce), roster)
-        return cls(creds, roster, registry, store)
+        return cls(creds, roster, registry, store, roster_path, anchor_path)
+
+    def reload_roster(self) -> TrustedRoster:
+        """The roster file as it is now, verified (and its state persisted) as at start."""
+        self.roster = load_trusted(self.roster_path, self.anchor_path, self.store, now_ms=_now())
+        return self.roster
 
 
 @dataclass(frozen=True)
@@ -207,6 +214,7 @@ def make_agent(agency: Agency, *, url: str, clock: Clock) -> Agent:
         store=agency.store,
         url=url,
         clock=clock,
+        reload_roster=agency.reload_roster,
     )
 
 
@@ -239,3 +247,30 @@ def read_inbox_item(agency: Agency, item: InboxItem) -> Opened:
 
 def body_of(opened: Opened) -> object:
     return msgspec.to_builtins(opened.record)
+
+
+SEVERITIES = ("low", "medium", "high", "critical")
+
+
+def follow_inbox(
+    agency: Agency,
+    *,
+    include_existing: bool,
+    poll_s: float = 0.3,
+    stop: Callable[[], bool] = lambda: False,
+) -> Iterator[tuple[InboxItem, Opened]]:
+    """New inbox messages as the agent stores them, decrypted, oldest first."""
+    seen: set[bytes] = set()
+    if not include_existing:
+        seen = {i.msg_id + i.sender_kid for i in agency.store.inbox(limit=100_000)}
+    while not stop():
+        fresh = [
+            i
+            for i in reversed(agency.store.inbox(limit=1000))
+            if i.msg_id + i.sender_kid not in seen
+        ]
+        for item in fresh:
+            seen.add(item.msg_id + item.sender_kid)
+            yield item, read_inbox_item(agency, item)
+        if not fresh:
+            time.sleep(poll_s)
