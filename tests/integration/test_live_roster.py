@@ -1,0 +1,78 @@
+"""A roster update reaches running agents: a revoked agency's new messages are refused."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from livekit import make_agent, run_agents
+from test_live_delivery import publish_as
+from tfkit import TaskForce
+
+from tfshare import roster as R
+from tfshare.broker import BrokerProcess, channel_subject
+from tfshare.encoding import encode
+from tfshare.errors import RejectCode, RosterRejected
+
+
+def _now() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def test_revocation_takes_effect_on_a_running_agent(
+    live_tf: TaskForce, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """After the roster revoking labour is accepted, labour's next alert is E_REVOKED, while
+    its earlier one stays delivered; the agent never restarted."""
+    current = {"roster": live_tf.trusted()}
+    ngo = make_agent(live_tf, "ngo", broker.url, tmp_path)
+    ngo.reload_roster = lambda: current["roster"]
+    ngo.reload_every_s = 0.05
+    subject = channel_subject("nl-north", "alerts", "labour")
+
+    before = live_tf.seal("labour", now_ms=_now(), rng_seed=os.urandom(8).hex())
+    publish_as(live_tf, "labour", broker.url, subject, before.data, before.msg_id.hex())
+    run_agents([ngo], lambda: ngo.stats.delivered == 1)
+
+    revoked = R.sign(
+        R.revoke(live_tf.signed, "labour", reason="retired", now_ms=_now()), live_tf.ids["coord"]
+    )
+    current["roster"], _ = R.verify_roster(
+        encode(revoked), anchor=live_tf.anchor, state=None, now_ms=_now()
+    )
+    time.sleep(0.01)  # the next message is dated after the revocation
+    after = live_tf.seal("labour", now_ms=_now(), seq=2, rng_seed=os.urandom(8).hex())
+    # labour's NATS user still exists (the broker config was not regenerated): the roster
+    # and the signatures are the control, not the broker.
+    publish_as(live_tf, "labour", broker.url, subject, after.data, after.msg_id.hex())
+    run_agents([ngo], lambda: ngo.stats.rejected == 1)
+
+    assert ngo.roster.seq == current["roster"].seq
+    assert [q.code for q in ngo.store.quarantined()] == ["E_REVOKED"]
+    assert [i.msg_id for i in ngo.store.inbox()] == [before.msg_id]
+
+
+def test_a_roster_that_fails_verification_changes_nothing(
+    live_tf: TaskForce, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """A refused roster update is logged and the agent keeps the roster it trusts."""
+    ngo = make_agent(live_tf, "ngo", broker.url, tmp_path)
+    trusted = ngo.roster
+
+    def refuse() -> R.TrustedRoster:
+        raise RosterRejected(RejectCode.E_ROSTER_SIG, "not enough signatures", hint="-")
+
+    ngo.reload_roster = refuse
+    ngo.reload_every_s = 0.05
+    sealed = live_tf.seal("police", now_ms=_now(), rng_seed=os.urandom(8).hex())
+    publish_as(
+        live_tf,
+        "police",
+        broker.url,
+        channel_subject("nl-north", "alerts", "police"),
+        sealed.data,
+        sealed.msg_id.hex(),
+    )
+    run_agents([ngo], lambda: ngo.stats.delivered == 1)
+    assert ngo.roster is trusted
