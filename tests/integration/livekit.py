@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -10,7 +11,9 @@ from pathlib import Path
 
 from tfkit import TaskForce
 
+from tfshare import transport
 from tfshare.agent import Agent
+from tfshare.keys import Identity
 from tfshare.registry.book import shipped
 from tfshare.store import StateStore
 
@@ -48,3 +51,27 @@ def run_agents(agents: list[Agent], until: Callable[[], bool], *, timeout: float
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=10)
 
     asyncio.run(main())
+
+
+async def _publish_as(
+    identity: Identity, url: str, subject: str, data: bytes, msg_id: str
+) -> tuple[int, bool]:
+    conn = await transport.connect(
+        url,
+        nkey_seed=identity.nats_seed_encoded(),
+        agency=identity.agency_id,
+        name="test",
+        reconnect=False,
+    )
+    try:
+        return await transport.publish(conn, subject, data, msg_id=msg_id, timeout=2)
+    finally:
+        await conn.close()
+
+
+def publish_as(
+    tf: TaskForce, agency: str, url: str, subject: str, data: bytes, msg_id: str | None = None
+) -> tuple[int, bool]:
+    return asyncio.run(
+        _publish_as(tf.ids[agency], url, subject, data, msg_id or os.urandom(16).hex())
+    )

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from pathlib import Path
 
 import pytest
-from livekit import make_agent, run_agents
+from livekit import make_agent, publish_as, run_agents
 from tfkit import DeterministicRng, TaskForce, example_json
 
-from tfshare import transport
 from tfshare.broker import BrokerProcess, channel_subject
 from tfshare.errors import BrokerError
 from tfshare.keys import Identity
@@ -33,30 +31,6 @@ def sealed_alert(
 ) -> Sealed:
     return tf.seal(
         sender, channel=channel, to=to, now_ms=now_ms(), seq=seq, rng_seed=os.urandom(8).hex()
-    )
-
-
-async def _publish_as(
-    identity: Identity, url: str, subject: str, data: bytes, msg_id: str
-) -> tuple[int, bool]:
-    conn = await transport.connect(
-        url,
-        nkey_seed=identity.nats_seed_encoded(),
-        agency=identity.agency_id,
-        name="test",
-        reconnect=False,
-    )
-    try:
-        return await transport.publish(conn, subject, data, msg_id=msg_id, timeout=2)
-    finally:
-        await conn.close()
-
-
-def publish_as(
-    tf: TaskForce, agency: str, url: str, subject: str, data: bytes, msg_id: str | None = None
-) -> tuple[int, bool]:
-    return asyncio.run(
-        _publish_as(tf.ids[agency], url, subject, data, msg_id or os.urandom(16).hex())
     )
 
 

@@ -6,8 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from livekit import make_agent, run_agents
-from test_live_delivery import publish_as
+from livekit import make_agent, publish_as, run_agents
 from tfkit import TaskForce
 
 from tfshare import roster as R
