@@ -242,7 +242,8 @@ def _render_feed(opened: Any, body: Any) -> None:
     """One message for people: what, how urgent, from whom (verified), how to handle it."""
     body = body if isinstance(body, dict) else {}
     severity = body.get("severity")
-    headline = body.get("title") or body.get("summary", "")[:80] or opened.schema
+    text = body.get("title") or body.get("summary") or body.get("context") or opened.schema
+    headline = text if len(text) <= 100 else text[:97] + "..."
     tag = f"[{str(severity).upper()}]" if severity else f"[{opened.schema.split('/')[0]}]"
     color = (
         _COLOURS.get(str(severity))

@@ -38,6 +38,11 @@ for a in police-nl ngo-hotline labour-insp; do run $TFSHARE roster add "$R" "$K/
 run $TFSHARE roster grant "$R" police-nl   --channel alerts --read --write
 run $TFSHARE roster grant "$R" ngo-hotline --channel alerts --read
 run $TFSHARE roster grant "$R" labour-insp --channel alerts --read --write
+run $TFSHARE roster grant "$R" ngo-hotline --channel tips --write
+run $TFSHARE roster grant "$R" police-nl   --channel tips --read
+run $TFSHARE roster grant "$R" labour-insp --channel tips --read
+run $TFSHARE roster grant "$R" labour-insp --channel redflags --write
+run $TFSHARE roster grant "$R" police-nl   --channel redflags --read
 run $TFSHARE roster sign "$R" --key "$K/coord.key" --passphrase-file "$K/coord.pass"
 run $TFSHARE roster anchor "$R" --out "$OUT/taskforce.anchor"
 run $TFSHARE roster show "$R"
@@ -97,4 +102,66 @@ expect_reject $TFSHARE open "$OUT/msgs/tampered.tfenv" --key "$K/labour-insp.key
 echo "-- the same envelope delivered again (replay):"
 expect_reject $TFSHARE open "$OUT/msgs/alert.tfenv" --key "$K/ngo-hotline.key" --passphrase-file "$K/ngo-hotline.pass" "${COMMON[@]}"
 
-step "Done: one alert delivered to its readers; a non-member, a tampered copy and a replay refused."
+step "7. Live: the task force's broker and the agencies' agents"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+URL="nats://127.0.0.1:$PORT"
+LIVE=(--roster "$R" --anchor "$OUT/taskforce.anchor" --server "$URL")
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+broker_up() {
+  $TFSHARE broker up --roster "$R" --anchor "$OUT/taskforce.anchor" --dir "$OUT/broker" --port "$PORT" \
+      >>"$OUT/broker.log" 2>&1 &
+  BROKER=$!; PIDS+=("$BROKER")
+  for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0; sleep 0.1; done
+  echo "demo: the broker did not start; see $OUT/broker.log" >&2; exit 1
+}
+printf '$ %s\n' "tfshare broker up --roster ... --dir $OUT/broker --port $PORT &"
+broker_up
+echo "(a real nats-server with JetStream; one NATS user per agency, allowed to publish only as itself)"
+for a in police-nl ngo-hotline labour-insp; do
+  printf '$ %s\n' "tfshare agent run --key $K/$a.key ... &"
+  $TFSHARE --log-level info agent run --key "$K/$a.key" --passphrase-file "$K/$a.pass" "${LIVE[@]}" \
+      >"$OUT/agent-$a.log" 2>&1 &
+  PIDS+=($!)
+done
+echo "-- the analysts' live feeds (police: tips and red flags; NGO hotline: alerts):"
+$TFSHARE listen --key "$K/police-nl.key" --passphrase-file "$K/police-nl.pass" "${COMMON[@]}" --count 3 \
+    > >(sed 's/^/   [police feed] /') 2>/dev/null &
+FEED_POLICE=$!
+$TFSHARE listen --key "$K/ngo-hotline.key" --passphrase-file "$K/ngo-hotline.pass" "${COMMON[@]}" --count 2 \
+    > >(sed 's/^/   [ngo feed]    /') 2>/dev/null &
+FEED_NGO=$!
+sleep 1
+
+step "8. Field staff publish from the command line"
+run $TFSHARE publish tip --channel tips --file examples/tip_summary.json \
+    --key "$K/ngo-hotline.key" --passphrase-file "$K/ngo-hotline.pass" "${LIVE[@]}"
+run $TFSHARE publish alert --channel alerts --file examples/alert.json \
+    --key "$K/police-nl.key" --passphrase-file "$K/police-nl.pass" "${LIVE[@]}"
+run $TFSHARE publish red-flag --channel redflags --file examples/red_flag.json \
+    --key "$K/labour-insp.key" --passphrase-file "$K/labour-insp.pass" "${LIVE[@]}"
+sleep 2
+
+step "9. Leaked NATS credentials are not enough: injected garbage and a forgery are rejected"
+run python3 scripts/inject.py "$K/police-nl.key" "$K/police-nl.pass" "$R" "$URL"
+sleep 1.5
+run $TFSHARE inbox quarantine --key "$K/ngo-hotline.key" --passphrase-file "$K/ngo-hotline.pass" "${COMMON[@]}"
+
+step "10. The broker goes down mid-way; nothing is lost"
+kill -INT "$BROKER"; wait "$BROKER" 2>/dev/null || true
+echo "(broker stopped)"
+run $TFSHARE publish alert --channel alerts --file examples/alert.json \
+    --key "$K/labour-insp.key" --passphrase-file "$K/labour-insp.pass" "${LIVE[@]}"
+printf '$ %s\n' "tfshare broker up ... &   (restarted on the same data)"
+broker_up
+for _ in $(seq 100); do kill -0 "$FEED_NGO" 2>/dev/null || break; sleep 0.1; done
+for _ in $(seq 50); do kill -0 "$FEED_POLICE" 2>/dev/null || break; sleep 0.1; done
+run $TFSHARE inbox list --key "$K/ngo-hotline.key" --passphrase-file "$K/ngo-hotline.pass" "${COMMON[@]}"
+
+step "11. Clean shutdown"
+cleanup
+trap - EXIT
+grep -h '"agent_stopped"' "$OUT"/agent-*.log | cut -c1-160 || true
+
+step "Done: messages signed, encrypted and delivered live; forgeries, tampering and replays refused."
