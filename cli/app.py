@@ -12,6 +12,7 @@ from tfshare.errors import ExitCode, TfshareError
 from tfshare.logconfig import configure
 
 from . import envelope_cmd, keys_cmd, live_cmd, roster_cmd, schema_cmd
+from .common import set_profile
 
 app = typer.Typer(
     name="tfshare",
@@ -29,6 +30,7 @@ app.add_typer(live_cmd.agent_app, name="agent")
 app.add_typer(live_cmd.inbox_app, name="inbox")
 app.command("publish")(live_cmd.publish_cmd)
 app.command("listen")(live_cmd.listen_cmd)
+app.command("init")(keys_cmd.profile_init_cmd)
 app.command("seal")(envelope_cmd.seal_cmd)
 app.command("open")(envelope_cmd.open_cmd)
 
@@ -42,10 +44,19 @@ def _global(
         str,
         typer.Option("--log-level", envvar="TFSHARE_LOG_LEVEL", help="debug, info, warning."),
     ] = "warning",
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            envvar="TFSHARE_PROFILE",
+            help="Use this agency profile's key, roster, anchor, server and state.",
+        ),
+    ] = None,
 ) -> None:
     global _debug  # noqa: PLW0603 - one process, one CLI invocation
     _debug = debug
     configure(log_level)
+    set_profile(profile)
 
 
 def _fail(message: str, hint: str, code: int) -> int:

@@ -8,12 +8,14 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from tfshare.errors import TrustError
+from tfshare import profiles
+from tfshare.errors import TrustError, UsageError
 from tfshare.files import read_bytes
 
 MAX_PASSPHRASE_FILE = 4096
@@ -36,6 +38,71 @@ StateDir = Annotated[
         show_default=False,
     ),
 ]
+
+
+KeyOpt = Annotated[
+    Path | None, typer.Option("--key", help="Your agency's key file (default: the profile's).")
+]
+RosterOpt = Annotated[
+    Path | None, typer.Option("--roster", help="The signed roster (default: the profile's).")
+]
+AnchorOpt = Annotated[
+    Path | None, typer.Option("--anchor", help="The pinned trust anchor (default: the profile's).")
+]
+ServerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        help="Broker URL (default: the profile's, $TFSHARE_SERVER, or nats://127.0.0.1:4222).",
+    ),
+]
+
+_profile_name: str | None = None
+
+
+def set_profile(name: str | None) -> None:
+    global _profile_name  # noqa: PLW0603 - one CLI invocation per process
+    _profile_name = name
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where an agency's files are: explicit flags first, then the active profile."""
+
+    key: Path
+    roster: Path
+    anchor: Path
+    state: Path | None
+    server: str | None
+
+
+def where(
+    key: Path | None,
+    roster: Path | None,
+    anchor: Path | None,
+    state: Path | None = None,
+    server: str | None = None,
+) -> Where:
+    profile = profiles.load(_profile_name) if _profile_name else None
+
+    def pick(flag: Path | None, attr: str, option: str) -> Path:
+        if flag is not None:
+            return flag
+        if profile is None:
+            raise UsageError(
+                f"{option} is required without a profile",
+                hint=f"give {option}, or --profile NAME (see 'tfshare init')",
+            )
+        value: Path = getattr(profile, attr)
+        return value
+
+    return Where(
+        key=pick(key, "key", "--key"),
+        roster=pick(roster, "roster", "--roster"),
+        anchor=pick(anchor, "anchor", "--anchor"),
+        state=state or (profile.state if profile else None),
+        server=server or (profile.server if profile else None),
+    )
 
 
 def now_ms() -> int:

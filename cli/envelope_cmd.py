@@ -17,8 +17,11 @@ from tfshare.seal import Duplicate, ReceivePolicy
 from tfshare.workflows.exchange import Credentials, open_file, seal_file
 
 from .common import (
+    AnchorOpt,
     JsonFlag,
+    KeyOpt,
     PassphraseFile,
+    RosterOpt,
     StateDir,
     emit_fields,
     emit_json,
@@ -27,13 +30,11 @@ from .common import (
     now_ms,
     passphrase,
     split_list,
+    where,
 )
 
 log = structlog.get_logger("tfshare.cli")
 
-KeyOpt = Annotated[Path, typer.Option("--key", help="Your agency's key file.")]
-RosterOpt = Annotated[Path, typer.Option("--roster", help="The signed roster.")]
-AnchorOpt = Annotated[Path, typer.Option("--anchor", help="The pinned trust anchor.")]
 RegistryDir = Annotated[
     Path | None,
     typer.Option(
@@ -45,9 +46,6 @@ RegistryDir = Annotated[
 
 
 def seal_cmd(
-    key: KeyOpt,
-    roster: RosterOpt,
-    anchor: AnchorOpt,
     channel: Annotated[str, typer.Option("--channel", help="Channel to send on.")],
     schema: Annotated[str, typer.Option("--schema", help="e.g. tf.alert/1")],
     body: Annotated[Path, typer.Option("--in", help="The message body, a JSON file.")],
@@ -56,23 +54,27 @@ def seal_cmd(
         str | None,
         typer.Option("--to", help="Recipients, comma-separated (default: the channel's readers)."),
     ] = None,
+    key: KeyOpt = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
     passphrase_file: PassphraseFile = None,
     state: StateDir = None,
     registry: RegistryDir = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Sign and encrypt a message body to its recipients, as a .tfenv file."""
-    creds = Credentials(key, passphrase(passphrase_file, confirm=False, purpose=str(key)))
+    at = where(key, roster, anchor, state)
+    creds = Credentials(at.key, passphrase(passphrase_file, confirm=False, purpose=str(at.key)))
     sealed = seal_file(
         creds,
-        roster_path=roster,
-        anchor_path=anchor,
+        roster_path=at.roster,
+        anchor_path=at.anchor,
         channel=channel,
         to=split_list(to),
         schema_name=schema,
         body_path=body,
         out_path=out,
-        state_dir=state,
+        state_dir=at.state,
         registry_dir=registry,
         clock=now_ms,
     )
@@ -104,9 +106,9 @@ def seal_cmd(
 
 def open_cmd(
     envelope: Annotated[Path, typer.Argument(help="The .tfenv file.")],
-    key: KeyOpt,
-    roster: RosterOpt,
-    anchor: AnchorOpt,
+    key: KeyOpt = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
     passphrase_file: PassphraseFile = None,
     state: StateDir = None,
     registry: RegistryDir = None,
@@ -116,13 +118,14 @@ def open_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Verify and decrypt a .tfenv file; exit 3 with the code if it is rejected."""
-    creds = Credentials(key, passphrase(passphrase_file, confirm=False, purpose=str(key)))
+    at = where(key, roster, anchor, state)
+    creds = Credentials(at.key, passphrase(passphrase_file, confirm=False, purpose=str(at.key)))
     outcome = open_file(
         creds,
         envelope,
-        roster_path=roster,
-        anchor_path=anchor,
-        state_dir=state,
+        roster_path=at.roster,
+        anchor_path=at.anchor,
+        state_dir=at.state,
         registry_dir=registry,
         clock=now_ms,
         policy=ReceivePolicy(max_age_ms=int(max_age_days * 86_400_000)),

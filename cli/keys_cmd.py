@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from tfshare import profiles
 from tfshare.keyfile import DEFAULT_KDF
 from tfshare.workflows import keys as workflow
 
@@ -75,3 +76,39 @@ def _render(info: workflow.KeyInfo) -> None:
     if info.nats_user:
         rows.append(("nats user", info.nats_user))
     emit_fields(rows)
+
+
+def profile_init_cmd(
+    agency: Annotated[str, typer.Option("--agency", help="Your agency id.")],
+    server: Annotated[str, typer.Option("--server", help="Broker URL, e.g. nats://host:4222.")],
+    roster: Annotated[Path, typer.Option("--roster", help="The signed roster.")],
+    anchor: Annotated[Path, typer.Option("--anchor", help="The anchor (check its fingerprints).")],
+    profile: Annotated[str, typer.Option("--profile", help="Profile name.")] = "default",
+    key: Annotated[
+        Path | None, typer.Option("--key", help="Import this key file instead of creating keys.")
+    ] = None,
+    passphrase_file: PassphraseFile = None,
+    kdf: Annotated[str, typer.Option("--kdf", envvar="TFSHARE_KDF")] = DEFAULT_KDF,
+) -> None:
+    """Set up an agency profile: keys, roster, anchor, state, server (then use --profile)."""
+    # Importing a key file needs no passphrase here: it is asked when the key is used.
+    secret = (
+        b""
+        if key is not None
+        else passphrase(passphrase_file, confirm=True, purpose=f"{agency}'s new key")
+    )
+    made = profiles.create(
+        profile,
+        agency=agency,
+        server=server,
+        roster=roster,
+        anchor=anchor,
+        key=key,
+        passphrase=secret,
+        kdf=kdf,
+        now_ms=now_ms(),
+    )
+    note(f"profile {made.name} created in {made.folder}")
+    if key is None:
+        note(f"new keys: send {made.folder / (agency + '.card')} to a coordinator")
+    note(f"use it with: tfshare --profile {made.name} ... (or TFSHARE_PROFILE={made.name})")

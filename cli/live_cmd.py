@@ -19,8 +19,12 @@ from tfshare.workflows.exchange import Credentials, tfshare_home
 from tfshare.workflows.rosters import load_trusted
 
 from .common import (
+    AnchorOpt,
     JsonFlag,
+    KeyOpt,
     PassphraseFile,
+    RosterOpt,
+    ServerOpt,
     StateDir,
     emit_fields,
     emit_json,
@@ -29,19 +33,15 @@ from .common import (
     now_ms,
     passphrase,
     split_list,
+    where,
 )
 
 broker_app = typer.Typer(help="Run the task force's nats-server.", no_args_is_help=True)
 agent_app = typer.Typer(help="Run an agency's agent.", no_args_is_help=True)
 inbox_app = typer.Typer(help="Read the messages the agent received.", no_args_is_help=True)
 
-RosterOpt = Annotated[Path, typer.Option("--roster", help="The signed roster.")]
-AnchorOpt = Annotated[Path, typer.Option("--anchor", help="The pinned trust anchor.")]
-KeyOpt = Annotated[Path, typer.Option("--key", help="Your agency's key file.")]
-ServerOpt = Annotated[
-    str | None,
-    typer.Option("--server", help="Broker URL. Default: $TFSHARE_SERVER or nats://127.0.0.1:4222."),
-]
+BrokerRosterOpt = Annotated[Path, typer.Option("--roster", help="The signed roster.")]
+BrokerAnchorOpt = Annotated[Path, typer.Option("--anchor", help="The pinned trust anchor.")]
 RegistryOpt = Annotated[Path | None, typer.Option("--registry", help="Registry cache directory.")]
 
 
@@ -55,8 +55,8 @@ def _broker_roster(roster: Path, anchor: Path, state: Path | None) -> Any:
 
 @broker_app.command("up")
 def broker_up(
-    roster: RosterOpt,
-    anchor: AnchorOpt,
+    roster: BrokerRosterOpt,
+    anchor: BrokerAnchorOpt,
     directory: Annotated[Path, typer.Option("--dir", help="Config, admin key, JetStream data.")],
     port: Annotated[int, typer.Option("--port")] = 4222,
     state: StateDir = None,
@@ -86,8 +86,8 @@ def broker_up(
 
 @broker_app.command("config")
 def broker_config(
-    roster: RosterOpt,
-    anchor: AnchorOpt,
+    roster: BrokerRosterOpt,
+    anchor: BrokerAnchorOpt,
     directory: Annotated[Path, typer.Option("--dir", help="Where to write nats.conf.")],
     port: Annotated[int, typer.Option("--port")] = 4222,
     state: StateDir = None,
@@ -98,33 +98,41 @@ def broker_config(
 
 
 def _agency(
-    key: Path,
+    key: Path | None,
     passphrase_file: Path | None,
-    roster: Path,
-    anchor: Path,
+    roster: Path | None,
+    anchor: Path | None,
     state: Path | None,
     registry: Path | None,
-) -> live.Agency:
-    creds = Credentials(key, passphrase(passphrase_file, confirm=False, purpose=str(key)))
-    return live.Agency.load(
-        creds, roster_path=roster, anchor_path=anchor, state_dir=state, registry_dir=registry
+    server: str | None = None,
+) -> tuple[live.Agency, str]:
+    """The agency's verified setup (flags, else the profile) and the broker URL to use."""
+    at = where(key, roster, anchor, state, server)
+    creds = Credentials(at.key, passphrase(passphrase_file, confirm=False, purpose=str(at.key)))
+    agency = live.Agency.load(
+        creds,
+        roster_path=at.roster,
+        anchor_path=at.anchor,
+        state_dir=at.state,
+        registry_dir=registry,
     )
+    return agency, live.server_url(at.server)
 
 
 @agent_app.command("run")
 def agent_run(
-    key: KeyOpt,
-    roster: RosterOpt,
-    anchor: AnchorOpt,
     server: ServerOpt = None,
+    key: KeyOpt = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
     passphrase_file: PassphraseFile = None,
     state: StateDir = None,
     registry: RegistryOpt = None,
 ) -> None:
     """Receive the agency's messages into its inbox until Ctrl-C (JSON logs on stderr)."""
-    agency = _agency(key, passphrase_file, roster, anchor, state, registry)
-    agent = live.make_agent(agency, url=live.server_url(server), clock=now_ms)
-    note(f"agent of {agent.identity.agency_id} consuming from {live.server_url(server)}")
+    agency, url = _agency(key, passphrase_file, roster, anchor, state, registry, server)
+    agent = live.make_agent(agency, url=url, clock=now_ms)
+    note(f"agent of {agent.identity.agency_id} consuming from {url}")
     asyncio.run(live.run_until_signalled(agent))
     s = agent.stats
     note(
@@ -137,28 +145,28 @@ def publish_cmd(
     kind: Annotated[str, typer.Argument(help="alert, red-flag or tip.")],
     channel: Annotated[str, typer.Option("--channel", help="Channel to publish on.")],
     body: Annotated[Path, typer.Option("--file", help="The body, a JSON file.")],
-    key: KeyOpt,
-    roster: RosterOpt,
-    anchor: AnchorOpt,
     to: Annotated[str | None, typer.Option("--to", help="Recipients, comma-separated.")] = None,
     server: ServerOpt = None,
     no_queue: Annotated[
         bool, typer.Option("--no-queue", help="Fail (exit 4) instead of queueing.")
     ] = False,
+    key: KeyOpt = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
     passphrase_file: PassphraseFile = None,
     state: StateDir = None,
     registry: RegistryOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Seal a message and publish it; queue it in the outbox if the broker is away."""
-    agency = _agency(key, passphrase_file, roster, anchor, state, registry)
+    agency, url = _agency(key, passphrase_file, roster, anchor, state, registry, server)
     result = live.publish(
         agency,
         kind=kind,
         channel=channel,
         to=split_list(to),
         body_path=body,
-        url=live.server_url(server),
+        url=url,
         queue=not no_queue,
     )
     info = {
@@ -183,9 +191,6 @@ def publish_cmd(
 
 
 def listen_cmd(
-    key: KeyOpt,
-    roster: RosterOpt,
-    anchor: AnchorOpt,
     channel: Annotated[str | None, typer.Option("--channel", help="Only this channel.")] = None,
     min_severity: Annotated[
         str | None, typer.Option("--min-severity", help="low, medium, high or critical.")
@@ -194,6 +199,9 @@ def listen_cmd(
     include_existing: Annotated[
         bool, typer.Option("--all", help="Show messages already in the inbox first.")
     ] = False,
+    key: KeyOpt = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
     passphrase_file: PassphraseFile = None,
     state: StateDir = None,
     registry: RegistryOpt = None,
@@ -204,7 +212,7 @@ def listen_cmd(
         raise UsageError(
             f"unknown severity {min_severity!r}", hint=f"use one of {', '.join(live.SEVERITIES)}"
         )
-    agency = _agency(key, passphrase_file, roster, anchor, state, registry)
+    agency, _ = _agency(key, passphrase_file, roster, anchor, state, registry)
     floor = live.SEVERITIES.index(min_severity) if min_severity else 0
     shown = 0
     if not as_json:
@@ -267,16 +275,16 @@ def _render_feed(opened: Any, body: Any) -> None:
 
 @inbox_app.command("list")
 def inbox_list(
-    key: KeyOpt,
-    roster: RosterOpt,
-    anchor: AnchorOpt,
+    key: KeyOpt = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
     passphrase_file: PassphraseFile = None,
     state: StateDir = None,
     registry: RegistryOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
     """The received messages, newest first (metadata only; 'inbox show' decrypts one)."""
-    agency = _agency(key, passphrase_file, roster, anchor, state, registry)
+    agency, _ = _agency(key, passphrase_file, roster, anchor, state, registry)
     rows = [
         {
             "msg_id": i.msg_id.hex(),
@@ -300,15 +308,15 @@ def inbox_list(
 @inbox_app.command("show")
 def inbox_show(
     msg_id: Annotated[str, typer.Argument(help="The msg_id (hex) from 'inbox list'.")],
-    key: KeyOpt,
-    roster: RosterOpt,
-    anchor: AnchorOpt,
+    key: KeyOpt = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
     passphrase_file: PassphraseFile = None,
     state: StateDir = None,
     registry: RegistryOpt = None,
 ) -> None:
     """Decrypt and show one received message."""
-    agency = _agency(key, passphrase_file, roster, anchor, state, registry)
+    agency, _ = _agency(key, passphrase_file, roster, anchor, state, registry)
     item = next((i for i in agency.store.inbox(limit=10_000) if i.msg_id.hex() == msg_id), None)
     if item is None:
         raise UsageError(f"no message {msg_id} in the inbox", hint="see 'tfshare inbox list'")
@@ -328,16 +336,16 @@ def inbox_show(
 
 @inbox_app.command("quarantine")
 def inbox_quarantine(
-    key: KeyOpt,
-    roster: RosterOpt,
-    anchor: AnchorOpt,
+    key: KeyOpt = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
     passphrase_file: PassphraseFile = None,
     state: StateDir = None,
     registry: RegistryOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Messages the agent rejected, with their codes."""
-    agency = _agency(key, passphrase_file, roster, anchor, state, registry)
+    agency, _ = _agency(key, passphrase_file, roster, anchor, state, registry)
     rows = [
         {
             "env_hash": q.env_hash.hex(),

@@ -1,0 +1,244 @@
+"""nats-server configuration from the roster: accepted by ``nats-server -t``, one user per active
+agency with exactly its own permissions, no user for revoked or suspended agencies, and the
+broker directory written by ``write_broker_config`` (admin seed 0600, reused)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import nkeys  # type: ignore[import-untyped,unused-ignore]
+import pytest
+from tfkit import TaskForce, identity
+
+from tfshare import roster as R
+from tfshare.broker import (
+    channel_subject,
+    durable_name,
+    inbox_prefix,
+    render_config,
+    stream_name,
+)
+from tfshare.workflows.live import write_broker_config
+
+NATS_SERVER = Path(sys.executable).parent / "nats-server"
+TASKFORCE = "nl-north"
+STREAM = stream_name(TASKFORCE)
+ADMIN_SEED: bytes = nkeys.encode_seed(b"\x07" * 32, nkeys.PREFIX_BYTE_USER)
+ADMIN_NKEY: str = nkeys.from_seed(ADMIN_SEED).public_key.decode()
+# What each agency of the kit writes (tfkit.build_taskforce): alerts by police and labour,
+# tips by ngo; every member reads alerts, police also reads tips.
+WRITES: dict[str, list[str]] = {
+    "coord": [],
+    "police": ["alerts"],
+    "ngo": ["tips"],
+    "labour": ["alerts"],
+}
+USER_RE = re.compile(r"\{ nkey: (U[A-Z2-7]{55})")
+ALLOW_RE = re.compile(r"(publish|subscribe): \{ allow: (\[[^\]]*\]) \}")
+
+
+@dataclasses.dataclass(frozen=True)
+class User:
+    nkey: str
+    publish: list[str] | None  # None: no permissions block at all
+    subscribe: list[str] | None
+
+
+def users(config: str) -> dict[str, User]:
+    """The users of a rendered configuration by nkey, with their publish/subscribe allow lists."""
+    starts = [m.start() for m in USER_RE.finditer(config)]
+    found: dict[str, User] = {}
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else len(config)
+        block = config[start:end]
+        match = USER_RE.match(block)
+        assert match is not None
+        allow = {kind: json.loads(items) for kind, items in ALLOW_RE.findall(block)}
+        found[match.group(1)] = User(match.group(1), allow.get("publish"), allow.get("subscribe"))
+    return found
+
+
+def nats_allows(allow: list[str] | None, subject: str) -> bool:
+    """NATS semantics of an allow list: absent or EMPTY means no restriction at all."""
+    if not allow:
+        return True
+    tokens = subject.split(".")
+    for pattern in allow:
+        parts = pattern.split(".")
+        for i, part in enumerate(parts):
+            if part == ">":
+                if len(tokens) > i:
+                    return True
+                break
+            if i >= len(tokens) or (part not in ("*", tokens[i])):
+                break
+        else:
+            if len(parts) == len(tokens):
+                return True
+    return False
+
+
+def render(tf: TaskForce, store_dir: Path, port: int = 4222) -> str:
+    return render_config(tf.trusted(), admin_nkey=ADMIN_NKEY, store_dir=store_dir, port=port)
+
+
+def nats_check(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(NATS_SERVER), "-t", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def with_status(tf: TaskForce, agency: str, status: R.Status) -> TaskForce:
+    """The task force after a coordinator set ``agency``'s status and re-signed."""
+    _, roster = R.decode_signed_roster(tf.roster_bytes)
+    members = [
+        msgspec.structs.replace(m, status=status) if m.agency_id == agency else m
+        for m in roster.members
+    ]
+    edited = R.edit(tf.signed, msgspec.structs.replace(roster, members=members), now_ms=tf.now_ms)
+    return dataclasses.replace(tf, signed=R.sign(edited, tf.ids["coord"]))
+
+
+def revoked(tf: TaskForce, agency: str) -> TaskForce:
+    signed = R.revoke(tf.signed, agency, reason="compromised", now_ms=tf.now_ms)
+    return dataclasses.replace(tf, signed=R.sign(signed, tf.ids["coord"]))
+
+
+def test_rendered_config_passes_nats_server_check(taskforce: TaskForce, tmp_path: Path) -> None:
+    """The configuration for the kit's task force is accepted by ``nats-server -t``."""
+    config = tmp_path / "nats.conf"
+    config.write_text(render(taskforce, tmp_path / "jetstream", port=14222))
+    result = nats_check(config)
+    assert result.returncode == 0, result.stderr or result.stdout
+
+
+@pytest.mark.parametrize("agency", ["coord", "police", "ngo", "labour"])
+def test_active_agency_has_exactly_its_own_permissions(
+    taskforce: TaskForce, tmp_path: Path, agency: str
+) -> None:
+    """An active agency may publish on its own sender subjects, its own consumer, its own acks,
+    and subscribe only to its own inbox prefix: nothing else."""
+    user = users(render(taskforce, tmp_path))[taskforce.ids[agency].nats_user]
+    durable = durable_name(agency)
+    expected = [channel_subject(TASKFORCE, channel, agency) for channel in WRITES[agency]] + [
+        f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{durable}",
+        f"$JS.API.CONSUMER.INFO.{STREAM}.{durable}",
+        f"$JS.ACK.{STREAM}.{durable}.>",
+    ]
+    assert sorted(user.publish or []) == sorted(expected)
+    assert user.subscribe == [f"{inbox_prefix(agency)}.>"]
+
+
+def test_every_active_agency_has_one_user_and_the_outsider_none(
+    taskforce: TaskForce, tmp_path: Path
+) -> None:
+    """The users are the admin plus one per active member; an agency outside the roster has
+    none."""
+    found = users(render(taskforce, tmp_path))
+    members = {taskforce.ids[a].nats_user for a in ("coord", "police", "ngo", "labour")}
+    assert set(found) == {ADMIN_NKEY, *members}
+    assert taskforce.ids["outsider"].nats_user not in found
+
+
+def test_no_agency_may_publish_on_another_agencys_subject(
+    taskforce: TaskForce, tmp_path: Path
+) -> None:
+    """No user but the sender itself may publish on a sender subject, consume its consumer or
+    read its inbox."""
+    found = users(render(taskforce, tmp_path))
+    for agency in ("coord", "police", "ngo", "labour"):
+        user = found[taskforce.ids[agency].nats_user]
+        for other in ("coord", "police", "ngo", "labour"):
+            if other == agency:
+                continue
+            for channel in ("alerts", "tips"):
+                assert not nats_allows(user.publish, channel_subject(TASKFORCE, channel, other))
+            assert not nats_allows(
+                user.publish, f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{durable_name(other)}"
+            )
+            assert not nats_allows(user.subscribe, f"{inbox_prefix(other)}.abc")
+
+
+def test_agency_without_channels_may_publish_nothing(taskforce: TaskForce, tmp_path: Path) -> None:
+    """An active member with no channel grant (added, grants still to come) may publish on no
+    subject: NATS reads an empty allow list as "everything", JetStream API included."""
+    newcomer = identity("newcomer")
+    signed = R.add_member(
+        taskforce.signed, newcomer.card_body(), role="member", now_ms=taskforce.now_ms
+    )
+    tf = dataclasses.replace(taskforce, signed=R.sign(signed, taskforce.ids["coord"]))
+    user = users(render(tf, tmp_path))[newcomer.nats_user]
+    assert not nats_allows(user.publish, channel_subject(TASKFORCE, "alerts", "police"))
+    assert not nats_allows(user.publish, f"$JS.API.STREAM.DELETE.{STREAM}")
+
+
+def test_revoked_agency_has_no_user(taskforce: TaskForce, tmp_path: Path) -> None:
+    """After revocation and re-signing, the agency has no user and no subject of its own."""
+    config = render(revoked(taskforce, "labour"), tmp_path)
+    assert taskforce.ids["labour"].nats_user not in config
+    assert taskforce.ids["labour"].nats_user not in users(config)
+    assert "labour" not in re.sub(r"#.*", "", config)
+
+
+def test_suspended_agency_has_no_user(taskforce: TaskForce, tmp_path: Path) -> None:
+    """A suspended agency has no user and no subject of its own."""
+    config = render(with_status(taskforce, "police", "suspended"), tmp_path)
+    assert taskforce.ids["police"].nats_user not in config
+    assert "police" not in re.sub(r"#.*", "", config)
+
+
+def test_admin_user_is_present_without_restrictions(taskforce: TaskForce, tmp_path: Path) -> None:
+    """The admin nkey is a user, unrestricted (it provisions the stream and consumers)."""
+    admin = users(render(taskforce, tmp_path))[ADMIN_NKEY]
+    assert (admin.publish, admin.subscribe) == (None, None)
+
+
+def test_revoked_and_suspended_configs_pass_nats_server_check(
+    taskforce: TaskForce, tmp_path: Path
+) -> None:
+    """Configurations without a revoked and a suspended agency are still valid."""
+    tf = with_status(revoked(taskforce, "labour"), "police", "suspended")
+    config = tmp_path / "nats.conf"
+    config.write_text(render(tf, tmp_path / "jetstream"))
+    result = nats_check(config)
+    assert result.returncode == 0, result.stderr or result.stdout
+
+
+def test_written_broker_config_is_accepted(taskforce: TaskForce, tmp_path: Path) -> None:
+    """``write_broker_config`` writes DIR/nats.conf, which ``nats-server -t`` accepts."""
+    path = write_broker_config(taskforce.trusted(), tmp_path / "broker", port=14223)
+    assert path == tmp_path / "broker" / "nats.conf"
+    result = nats_check(path)
+    assert result.returncode == 0, result.stderr or result.stdout
+    assert "listen: 127.0.0.1:14223" in path.read_text()
+
+
+def test_admin_seed_is_private(taskforce: TaskForce, tmp_path: Path) -> None:
+    """DIR/admin.seed is a user nkey seed, mode 0600, whose public key is the admin user."""
+    write_broker_config(taskforce.trusted(), tmp_path, port=14224)
+    seed_file = tmp_path / "admin.seed"
+    assert stat.S_IMODE(seed_file.stat().st_mode) == 0o600
+    public = nkeys.from_seed(seed_file.read_bytes().strip()).public_key.decode()
+    assert public in users((tmp_path / "nats.conf").read_text())
+
+
+def test_admin_seed_is_reused(taskforce: TaskForce, tmp_path: Path) -> None:
+    """A second ``write_broker_config`` keeps the admin seed and its user."""
+    write_broker_config(taskforce.trusted(), tmp_path, port=14225)
+    seed = (tmp_path / "admin.seed").read_bytes()
+    first = users((tmp_path / "nats.conf").read_text())
+    write_broker_config(taskforce.trusted(), tmp_path, port=14225)
+    assert (tmp_path / "admin.seed").read_bytes() == seed
+    assert users((tmp_path / "nats.conf").read_text()).keys() == first.keys()
+    assert stat.S_IMODE((tmp_path / "admin.seed").stat().st_mode) == 0o600

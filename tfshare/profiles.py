@@ -1,0 +1,135 @@
+"""Profiles: one agency's setup on this machine, under $TFSHARE_HOME/profiles/NAME/.
+
+Owns: creating a profile (new keys, or an existing key file imported), its ``config.toml``
+(agency, server, file names), and loading it so every command can run with ``--profile NAME``
+(or ``TFSHARE_PROFILE``) instead of repeating --key/--roster/--anchor/--server; explicit flags
+still win.
+
+Layout: key (0600), anchor and roster copies, ``state/`` (SQLite: replay store, inbox,
+quarantine, outbox, roster state) and ``config.toml``. The folder is 0700.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from tfshare.encoding import is_name
+from tfshare.errors import InputError, UsageError
+from tfshare.files import read_bytes, write_atomic
+from tfshare.keyfile import read_keyfile_header
+from tfshare.workflows.filekinds import read_kind
+from tfshare.workflows.keys import init_keys
+
+SERVER_URL = re.compile(r"(nats|tls)://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?")
+
+
+def home() -> Path:
+    return Path(os.environ.get("TFSHARE_HOME") or Path.home() / ".tfshare")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    folder: Path
+    agency: str
+    server: str
+
+    @property
+    def key(self) -> Path:
+        return self.folder / f"{self.agency}.key"
+
+    @property
+    def roster(self) -> Path:
+        return self.folder / "roster.tfroster"
+
+    @property
+    def anchor(self) -> Path:
+        return self.folder / "anchor.tfanchor"
+
+    @property
+    def state(self) -> Path:
+        return self.folder / "state"
+
+
+def _folder(name: str) -> Path:
+    if not is_name(name):
+        raise UsageError(
+            f"{name!r} is not a valid profile name",
+            hint="use 1-32 lowercase letters, digits, '-' or '_', starting with a letter",
+        )
+    return home() / "profiles" / name
+
+
+def load(name: str) -> Profile:
+    folder = _folder(name)
+    path = folder / "config.toml"
+    if not path.exists():
+        raise UsageError(
+            f"no profile {name!r} in {str(folder.parent)!r}",
+            hint="create it with 'tfshare init --profile NAME ...'",
+        )
+    try:
+        config = tomllib.loads(read_bytes(path, what="profile config", limit=64 * 1024).decode())
+        return Profile(name, folder, str(config["agency"]), str(config["server"]))
+    except (tomllib.TOMLDecodeError, KeyError, UnicodeDecodeError):
+        raise InputError(
+            f"the profile config {str(path)!r} is damaged",
+            hint="fix it by hand (agency = ..., server = ...) or create the profile again",
+        ) from None
+
+
+def create(
+    name: str,
+    *,
+    agency: str,
+    server: str,
+    roster: Path,
+    anchor: Path,
+    key: Path | None,
+    passphrase: bytes,
+    kdf: str,
+    now_ms: int,
+) -> Profile:
+    """Create a profile: new keys (or ``key`` imported), copies of roster and anchor."""
+    if not SERVER_URL.fullmatch(server):
+        raise UsageError(
+            f"{server!r} is not a broker URL", hint="e.g. nats://127.0.0.1:4222 or tls://host:4222"
+        )
+    folder = _folder(name)
+    if folder.exists():
+        raise InputError(
+            f"profile {name!r} already exists ({str(folder)!r})",
+            hint="choose another name, or remove the folder to start over",
+        )
+    read_kind(roster, "roster")
+    read_kind(anchor, "anchor")
+    if key is not None:
+        header = read_keyfile_header(read_kind(key, "key"))
+        if header.agency_id != agency:
+            raise UsageError(
+                f"the key file belongs to {header.agency_id!r}, not {agency!r}",
+                hint="give the agency's own key file, or leave out --key to create new keys",
+            )
+    folder.mkdir(parents=True, mode=0o700)
+    try:
+        profile = Profile(name, folder, agency, server)
+        if key is None:
+            init_keys(
+                agency, folder, display_name=None, passphrase=passphrase, kdf=kdf, now_ms=now_ms
+            )
+        else:
+            write_atomic(profile.key, read_kind(key, "key"), secret=True, overwrite=False)
+        shutil.copyfile(roster, profile.roster)
+        shutil.copyfile(anchor, profile.anchor)
+        profile.state.mkdir(mode=0o700)
+        config = f'# tfshare profile {name}\nagency = "{agency}"\nserver = "{server}"\n'
+        write_atomic(folder / "config.toml", config.encode())
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # nothing half-made
+        raise
+    return profile
