@@ -12,10 +12,11 @@ from typing import Annotated, Any
 
 import typer
 
-from tfshare.errors import ExitCode, UsageError
+from tfshare.errors import ExitCode, TfshareError, UsageError
 from tfshare.store import StateStore
 from tfshare.workflows import live
 from tfshare.workflows.exchange import Credentials, tfshare_home
+from tfshare.workflows.filekinds import load_anchor, read_kind
 from tfshare.workflows.rosters import load_trusted
 
 from .common import (
@@ -61,9 +62,16 @@ def broker_up(
     port: Annotated[int, typer.Option("--port")] = 4222,
     state: StateDir = None,
 ) -> None:
-    """Run a nats-server with JetStream, configured from the roster, until Ctrl-C."""
-    trusted = _broker_roster(roster, anchor, state)
-    broker = live.start_broker(trusted, directory, port=port)
+    """Run a nats-server with JetStream, configured from the roster, until Ctrl-C.
+
+    It follows the roster bucket: a newer roster published there (tfshare roster publish) is
+    verified and applied at once (users and permissions reloaded, consumers provisioned)."""
+    store = StateStore((state or tfshare_home() / "state" / "_broker") / "state.db")
+    trusted = load_trusted(roster, anchor, store, now_ms=now_ms())
+    broker = live.start_broker(
+        trusted, directory, port=port, roster_bytes=read_kind(roster, "roster")
+    )
+    supervisor = live.BrokerSupervisor(broker, directory, load_anchor(anchor), store, trusted)
     note(
         f"broker for task force {trusted.taskforce} listening on {broker.url} "
         f"(roster seq {trusted.seq}); Ctrl-C to stop"
@@ -76,11 +84,22 @@ def broker_up(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    next_check = time.monotonic() + 2
     try:
         while not stopping and broker.process is not None and broker.process.poll() is None:
             time.sleep(0.2)
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + 2
+                try:
+                    updated = supervisor.check()
+                except TfshareError as exc:
+                    note(f"roster update refused: {exc}")
+                else:
+                    if updated is not None:
+                        note(f"applied roster seq {updated.seq} (users and permissions reloaded)")
     finally:
         broker.stop()
+        store.close()
     note("broker stopped")
 
 

@@ -13,6 +13,7 @@ from tfshare.store import StateStore
 from tfshare.workflows import rosters as workflow
 from tfshare.workflows.filekinds import load_anchor, read_kind
 from tfshare.workflows.keys import load_identity
+from tfshare.workflows.live import server_url as live_server_url
 
 from .common import (
     JsonFlag,
@@ -156,6 +157,20 @@ def anchor_cmd(
         [("taskforce", anchor.taskforce), ("threshold", str(anchor.threshold))]
         + [(c["agency"], c["fingerprint"]) for c in coordinators]
     )
+
+
+@app.command("publish")
+def publish_cmd(
+    path: RosterPath,
+    key: Annotated[Path, typer.Option("--key", help="Your coordinator key file.")],
+    server: Annotated[str | None, typer.Option("--server", help="Broker URL.")] = None,
+    passphrase_file: PassphraseFile = None,
+) -> None:
+    """Publish a fully signed roster to the broker's roster bucket (agents and the broker
+    verify it and follow it)."""
+    identity = load_identity(key, passphrase(passphrase_file, confirm=False, purpose=str(key)))
+    roster, revision = workflow.publish(path, identity, url=live_server_url(server))
+    note(f"published roster seq {roster.seq} of {roster.taskforce} (bucket revision {revision})")
 
 
 @app.command("verify")

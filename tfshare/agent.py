@@ -59,11 +59,15 @@ class Agent:
     # Returns the roster now in force (verified against the anchor and the rollback state);
     # polled so that a roster update (say, a revocation) takes effect on the running agent.
     reload_roster: Callable[[], TrustedRoster] | None = None
+    # Verifies (against the anchor and rollback state), persists and returns a roster fetched
+    # from the broker's roster bucket; when set, the agent follows the bucket.
+    accept_roster: Callable[[bytes], TrustedRoster] | None = None
     reload_every_s: float = 2.0
     stats: AgentStats = field(default_factory=AgentStats)
 
     def __post_init__(self) -> None:
         self._next_reload = 0.0
+        self._seen_roster: bytes | None = None
         self._use(self.roster)
 
     def _use(self, roster: TrustedRoster) -> None:
@@ -109,10 +113,31 @@ class Agent:
         consumer = transport.Consumer(conn, self.roster.taskforce, self.identity.agency_id)
         await consumer.bind()
         while not stop.is_set():
-            self.maybe_reload_roster()
+            if self.accept_roster is not None:
+                await self.follow_roster_bucket(conn)
+            else:
+                self.maybe_reload_roster()
             await self.flush_outbox(conn)
             for delivery in await consumer.fetch(self.batch, self.fetch_timeout):
                 await self.handle(delivery)
+
+    async def follow_roster_bucket(self, conn: transport.Connection) -> None:
+        """Apply a newer roster published in the broker's bucket (verified first)."""
+        if self.accept_roster is None or time.monotonic() < self._next_reload:
+            return
+        self._next_reload = time.monotonic() + self.reload_every_s
+        data = await transport.get_roster(conn, self.roster.taskforce)
+        if data is None or data == self._seen_roster:
+            return
+        self._seen_roster = data
+        try:
+            roster = self.accept_roster(data)
+        except TfshareError as exc:
+            log.warning("roster_update_refused", code=exc.code, reason=exc.message)
+            return
+        if roster.hash != self.roster.hash:
+            log.info("roster_updated", seq=roster.seq, previous_seq=self.roster.seq)
+            self._use(roster)
 
     def maybe_reload_roster(self) -> None:
         """Switch to a newer verified roster; a roster that fails verification is logged and

@@ -45,6 +45,14 @@ def channel_subject(taskforce: str, channel: str, sender: str) -> str:
     return f"tf.{taskforce}.ch.{channel}.{sender}"
 
 
+def roster_bucket(taskforce: str) -> str:
+    """The KV bucket holding the signed roster (key ``roster``), read by every member."""
+    return f"tf_{taskforce}_roster"
+
+
+ROSTER_KEY: Final = "roster"
+
+
 def stream_subjects(taskforce: str) -> list[str]:
     return [f"tf.{taskforce}.ch.>"]
 
@@ -80,6 +88,13 @@ def render_config(
             for c in roster.roster.channels
             if agency in c.writers
         ]
+        bucket = roster_bucket(tf)
+        publish += [  # read the roster from its KV bucket (stream info + direct get)
+            f"$JS.API.STREAM.INFO.KV_{bucket}",
+            f"$JS.API.DIRECT.GET.KV_{bucket}.>",
+        ]
+        if agency in roster.roster.coordinators:
+            publish.append(f"$KV.{bucket}.{ROSTER_KEY}")  # coordinators publish rosters
         if readable_channels(roster, agency):
             publish += [
                 f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
@@ -186,6 +201,12 @@ class BrokerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=timeout)
+
+    def reload(self) -> None:
+        """Make nats-server re-read its configuration (users and permissions)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGHUP)
+            time.sleep(0.2)  # the reload is asynchronous; give it a moment
 
     def kill(self) -> None:
         """Hard stop (tests of crashes)."""

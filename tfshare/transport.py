@@ -21,12 +21,21 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    StorageType,
+    StreamConfig,
+)
 
 from tfshare.broker import (
+    ROSTER_KEY,
     durable_name,
     inbox_prefix,
     readable_channels,
+    roster_bucket,
     stream_name,
     stream_subjects,
 )
@@ -125,6 +134,9 @@ async def provision(
         max_msg_size=MAX_ENVELOPE + 4096,
     )
     try:
+        await js.create_key_value(
+            KeyValueConfig(bucket=roster_bucket(roster.taskforce), history=16, direct=True)
+        )
         try:
             await js.add_stream(config)
         except nats.js.errors.BadRequestError:
@@ -148,6 +160,28 @@ async def provision(
             )
     except NATS_ERRORS as exc:
         raise broker_error(exc, doing="provisioning the stream and consumers") from None
+
+
+async def put_roster(conn: Connection, taskforce: str, data: bytes) -> int:
+    """Store a signed roster in the task force's roster bucket; returns the KV revision."""
+    try:
+        kv = await conn.js.key_value(roster_bucket(taskforce))
+        revision: int = await kv.put(ROSTER_KEY, data)
+    except NATS_ERRORS as exc:
+        raise broker_error(exc, doing="publishing the roster") from None
+    return revision
+
+
+async def get_roster(conn: Connection, taskforce: str) -> bytes | None:
+    """The signed roster in the bucket, or None if none was published yet."""
+    try:
+        kv = await conn.js.key_value(roster_bucket(taskforce))
+        entry = await kv.get(ROSTER_KEY)
+    except nats.js.errors.KeyNotFoundError:
+        return None
+    except NATS_ERRORS as exc:
+        raise broker_error(exc, doing="fetching the roster") from None
+    return bytes(entry.value) if entry.value is not None else None
 
 
 async def publish(

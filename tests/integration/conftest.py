@@ -23,7 +23,9 @@ def live_tf() -> TaskForce:
 @pytest.fixture
 def broker(live_tf: TaskForce, tmp_path: Path) -> Iterator[BrokerProcess]:
     """A fresh nats-server with JetStream, the stream and every reader's consumer."""
-    process = start_broker(live_tf.trusted(), tmp_path / "broker", port=free_port())
+    process = start_broker(
+        live_tf.trusted(), tmp_path / "broker", port=free_port(), roster_bytes=live_tf.roster_bytes
+    )
     try:
         yield process
     finally:

@@ -1,4 +1,5 @@
-"""An agent killed with SIGKILL mid-stream, then restarted, delivers every message exactly once.
+"""An agent killed with SIGKILL mid-stream, then restarted, delivers every message exactly once;
+an agent whose outbox holds a message the broker refuses keeps receiving.
 
 The agent runs in a subprocess (a small script around ``tfshare.agent.Agent``, built from the
 same deterministic task force as the broker's). The first run is slowed down between persisting
@@ -10,6 +11,8 @@ consumer's ack wait, 30 s); the replay store then counts it as a DUPLICATE, by d
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -21,8 +24,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from livekit import make_agent
 from tfkit import TaskForce
 
+from tfshare import roster as R
 from tfshare import transport
 from tfshare.broker import BrokerProcess, channel_subject
 from tfshare.seal import Sealed
@@ -85,13 +90,16 @@ def start_agent(
         )
 
 
-async def _publish_all(tf: TaskForce, url: str, sealed: list[Sealed]) -> None:
-    police = tf.ids["police"]
+async def _publish_all(tf: TaskForce, sender: str, url: str, sealed: list[Sealed]) -> None:
     conn = await transport.connect(
-        url, nkey_seed=police.nats_seed_encoded(), agency="police", name="test", reconnect=False
+        url,
+        nkey_seed=tf.ids[sender].nats_seed_encoded(),
+        agency=sender,
+        name="test",
+        reconnect=False,
     )
     try:
-        subject = channel_subject(tf.trusted().taskforce, "alerts", "police")
+        subject = channel_subject(tf.trusted().taskforce, "alerts", sender)
         for s in sealed:
             await transport.publish(conn, subject, s.data, msg_id=s.msg_id.hex())
     finally:
@@ -138,7 +146,7 @@ def test_agent_killed_mid_stream_then_restarted_delivers_every_message_exactly_o
         live_tf.seal("police", now_ms=now_ms(), seq=i, rng_seed=os.urandom(8).hex())
         for i in range(1, MESSAGES + 1)
     ]
-    asyncio.run(_publish_all(live_tf, broker.url, sealed))
+    asyncio.run(_publish_all(live_tf, "police", broker.url, sealed))
     store = ngo_store
 
     first = start_agent(broker.url, tmp_path, live_tf, tmp_path / "first.json", delay=0.05)
@@ -168,3 +176,47 @@ def test_agent_killed_mid_stream_then_restarted_delivers_every_message_exactly_o
     assert second_run["rejected"] == 0
     # Only messages persisted before the kill can come back as duplicates.
     assert second_run["duplicates"] <= before
+
+
+def test_a_message_the_broker_refuses_does_not_stop_the_agent(
+    live_tf: TaskForce, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """An outbox envelope the broker refuses (sealed under a newer roster than the broker's
+    configuration) does not keep the agent from receiving: the flow goes on."""
+    newer = dataclasses.replace(
+        live_tf,
+        signed=R.sign(
+            R.grant(
+                live_tf.signed,
+                "police",
+                channel="cases",
+                read=True,
+                write=True,
+                now_ms=live_tf.now_ms,
+            ),
+            live_tf.ids["coord"],
+        ),
+    )
+    refused = newer.seal(
+        "police", channel="cases", to=["police"], now_ms=now_ms(), rng_seed=os.urandom(8).hex()
+    )
+    police = make_agent(live_tf, "police", broker.url, tmp_path)
+    police.store.outbox_add(
+        refused.msg_id, channel_subject("nl-north", "cases", "police"), refused.data, now_ms()
+    )
+    alert = live_tf.seal("labour", to=["police"], now_ms=now_ms(), rng_seed=os.urandom(8).hex())
+    asyncio.run(_publish_all(live_tf, "labour", broker.url, [alert]))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(police.run(stop))
+        deadline = time.monotonic() + 7
+        while police.stats.delivered == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        stop.set()
+        task.cancel()  # do not wait out a publish in hand
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert [i.msg_id for i in police.store.inbox()] == [alert.msg_id]

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -102,17 +103,27 @@ class CliTaskForce:
         return Background(process, out, err)
 
     def publish(
-        self, state: Path, url: str, *extra: str, body: Path = ALERT
+        self,
+        state: Path,
+        url: str,
+        *extra: str,
+        body: Path = ALERT,
+        channel: str = "alerts",
+        roster: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        """police publishes an alert (``roster``: another roster than the module's)."""
+        trust = self.trust()
+        if roster is not None:
+            trust[1] = str(roster)
         return self.run(
             "publish",
             "alert",
             "--channel",
-            "alerts",
+            channel,
             "--file",
             body,
             *self.creds("police"),
-            *self.trust(),
+            *trust,
             "--state",
             state,
             "--server",
@@ -239,6 +250,16 @@ def cli_tf(tmp_path_factory: pytest.TempPathFactory) -> CliTaskForce:
     ok(tf.run("roster", "sign", roster, *tf.creds("coord")))
     ok(tf.run("roster", "anchor", roster, "--out", tf.root / "tf.anchor"))
     return tf
+
+
+def newer_roster(tf: CliTaskForce, directory: Path) -> Path:
+    """A copy of the roster, re-signed after granting police read+write on a new channel
+    "cases": a roster the running broker (configured from the old one) does not know yet."""
+    roster = directory / "newer.roster"
+    shutil.copyfile(tf.root / "tf.roster", roster)
+    ok(tf.run("roster", "grant", roster, "police", "--channel", "cases", "--read", "--write"))
+    ok(tf.run("roster", "sign", roster, *tf.creds("coord")))
+    return roster
 
 
 @dataclass(frozen=True)
@@ -414,3 +435,30 @@ def test_publish_invalid_body_exits_5_and_queues_nothing(
     assert "tfshare: hint: " in result.stderr
     assert result.stdout == ""
     assert outbox(state) == []
+
+
+def test_publish_refused_by_the_broker_is_reported_as_refused(
+    cli_tf: CliTaskForce, broker: LiveBroker, tmp_path: Path
+) -> None:
+    """A publish the running broker refuses (permission denied: its configuration predates the
+    roster) exits 4 with an error, instead of "queued: the broker is unreachable"."""
+    roster = newer_roster(cli_tf, tmp_path)
+    state = tmp_path / "police"
+    result = cli_tf.publish(state, broker.url, channel="cases", roster=roster)
+    assert "queued" not in result.stderr, result.stderr
+    assert result.returncode == 4, result.stderr
+    assert "permission denied" in result.stderr
+
+
+def test_a_message_the_broker_refuses_does_not_block_later_publishes(
+    cli_tf: CliTaskForce, broker: LiveBroker, reader: Background, tmp_path: Path
+) -> None:
+    """After the broker refused one message, the next publish on a permitted channel still
+    goes out (the refused one does not hold the outbox up forever)."""
+    roster = newer_roster(cli_tf, tmp_path)
+    state = tmp_path / "police"
+    cli_tf.publish(state, broker.url, channel="cases", roster=roster)
+    result = ok(cli_tf.publish(state, broker.url, "--json", roster=roster))
+    sent = json.loads(result.stdout)
+    assert sent["queued"] is False, result.stderr
+    assert wait_for(lambda: sent["msg_id"] in cli_tf.inbox_ids("ngo"), timeout=10, interval=0.2)

@@ -25,10 +25,11 @@ from tfshare.files import read_bytes, write_atomic
 from tfshare.protocol import Clock
 from tfshare.registry.book import Registry
 from tfshare.replay import MemoryReplayStore
-from tfshare.roster import TrustedRoster
+from tfshare.roster import Anchor, TrustedRoster, decode_signed_roster, roster_hash, verify_roster
 from tfshare.seal import Opened, ReceivePolicy, Sealed, open_envelope, seal
 from tfshare.store import InboxItem, StateStore
 from tfshare.workflows.exchange import Credentials, default_state_dir
+from tfshare.workflows.filekinds import load_anchor
 from tfshare.workflows.keys import load_identity
 from tfshare.workflows.rosters import load_trusted
 from tfshare.workflows.schemas import load_registry, resolve, store_for
@@ -73,27 +74,78 @@ def write_broker_config(
     return path
 
 
-async def provision_broker(url: str, directory: Path, roster: TrustedRoster) -> None:
-    admin = await transport.connect(
+async def _admin(url: str, directory: Path) -> transport.Connection:
+    return await transport.connect(
         url, nkey_seed=admin_seed(directory), agency=None, name="tfshare-admin", reconnect=False
     )
+
+
+async def provision_broker(
+    url: str, directory: Path, roster: TrustedRoster, roster_bytes: bytes | None = None
+) -> None:
+    """Stream, consumers and roster bucket; seeds the bucket with ``roster_bytes`` if it is
+    empty (a roster already there, perhaps newer, is left alone)."""
+    admin = await _admin(url, directory)
     try:
         await transport.provision(admin, roster)
+        if roster_bytes is not None and await transport.get_roster(admin, roster.taskforce) is None:
+            await transport.put_roster(admin, roster.taskforce, roster_bytes)
     finally:
         await admin.close()
 
 
-def start_broker(roster: TrustedRoster, directory: Path, *, port: int) -> BrokerProcess:
+def start_broker(
+    roster: TrustedRoster, directory: Path, *, port: int, roster_bytes: bytes | None = None
+) -> BrokerProcess:
     """Configure, start and provision a nats-server for the roster's task force."""
     config = write_broker_config(roster, directory, port=port)
     broker = BrokerProcess(config=config, host="127.0.0.1", port=port, log=directory / "nats.log")
     broker.start()
     try:
-        asyncio.run(provision_broker(broker.url, directory, roster))
+        asyncio.run(provision_broker(broker.url, directory, roster, roster_bytes))
     except BaseException:
         broker.stop()
         raise
     return broker
+
+
+@dataclass
+class BrokerSupervisor:
+    """Keeps a running broker in step with the roster published in its KV bucket: a new
+    verified roster rewrites the configuration, reloads nats-server (SIGHUP) and provisions
+    consumers for new readers. A removed agency loses its NATS user with it."""
+
+    broker: BrokerProcess
+    directory: Path
+    anchor: Anchor
+    store: StateStore
+    roster: TrustedRoster
+
+    def check(self) -> TrustedRoster | None:
+        """One look at the bucket; returns the new roster if it changed and was applied."""
+
+        async def fetch() -> bytes | None:
+            admin = await _admin(self.broker.url, self.directory)
+            try:
+                return await transport.get_roster(admin, self.roster.taskforce)
+            finally:
+                await admin.close()
+
+        data = asyncio.run(fetch())
+        if data is None or roster_hash(decode_signed_roster(data)[0].roster) == self.roster.hash:
+            return None
+        trusted, state = verify_roster(
+            data,
+            anchor=self.anchor,
+            state=self.store.roster_state(self.anchor.taskforce),
+            now_ms=_now(),
+        )
+        self.store.save_roster_state(self.anchor.taskforce, state)
+        write_broker_config(trusted, self.directory, port=self.broker.port)
+        self.broker.reload()
+        asyncio.run(provision_broker(self.broker.url, self.directory, trusted))
+        self.roster = trusted
+        return trusted
 
 
 # -- an agency's side -------------------------------------------------------------------------
@@ -124,6 +176,20 @@ class Agency:
         roster = load_trusted(roster_path, anchor_path, store, now_ms=_now())
         registry = load_registry(store_for(registry_dir, roster.taskforce), roster)
         return cls(creds, roster, registry, store, roster_path, anchor_path)
+
+    def accept_roster(self, data: bytes) -> TrustedRoster:
+        """A roster from the broker's bucket: verified against the anchor and the rollback
+        state, then kept (state and roster file) and returned; a bad one raises."""
+        trusted, state = verify_roster(
+            data,
+            anchor=load_anchor(self.anchor_path),
+            state=self.store.roster_state(self.roster.taskforce),
+            now_ms=_now(),
+        )
+        self.store.save_roster_state(self.roster.taskforce, state)
+        write_atomic(self.roster_path, data)
+        self.roster = trusted
+        return trusted
 
     def reload_roster(self) -> TrustedRoster:
         """The roster file as it is now, verified (and its state persisted) as at start."""
@@ -214,7 +280,7 @@ def make_agent(agency: Agency, *, url: str, clock: Clock) -> Agent:
         store=agency.store,
         url=url,
         clock=clock,
-        reload_roster=agency.reload_roster,
+        accept_roster=agency.accept_roster,
     )
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tfshare import roster as R
+from tfshare import transport
 from tfshare.encoding import encode, is_name
 from tfshare.errors import TrustError, UsageError
 from tfshare.files import write_atomic
@@ -282,3 +284,30 @@ def diff(old_path: Path, new_path: Path) -> list[str]:
                 f"{b['reason']} at {b['at']}"
             )
     return changes
+
+
+def publish(path: Path, identity: Identity, *, url: str) -> tuple[R.Roster, int]:
+    """Put a roster that its own coordinators fully signed into the broker's roster bucket,
+    using a coordinator's NATS credentials (only coordinators may write the bucket)."""
+    data = read_kind(path, "roster")
+    _, roster, approvals = R.self_verify(data)
+    if len(approvals) < roster.threshold:
+        raise TrustError(
+            f"roster seq {roster.seq} has {len(approvals)} of {roster.threshold} signatures",
+            hint="collect the coordinators' signatures first (tfshare roster sign)",
+        )
+
+    async def put() -> int:
+        conn = await transport.connect(
+            url,
+            nkey_seed=identity.nats_seed_encoded(),
+            agency=identity.agency_id,
+            name=f"tfshare-roster-{identity.agency_id}",
+            reconnect=False,
+        )
+        try:
+            return await transport.put_roster(conn, roster.taskforce, data)
+        finally:
+            await conn.close()
+
+    return roster, asyncio.run(put())
