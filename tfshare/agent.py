@@ -105,6 +105,12 @@ class Agent:
                 await self._consume(conn, stop)
             except BrokerError as exc:
                 log.warning("broker_lost", reason=exc.message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Unacknowledged messages come back: log, reconnect after a pause, go on.
+                log.error("agent_error", error=type(exc).__name__)
+                await _sleep_or_stop(stop, 1.0)
             finally:
                 await conn.close()
         log.info("agent_stopped", agency=agency, **self.stats.__dict__)
@@ -118,8 +124,9 @@ class Agent:
             else:
                 self.maybe_reload_roster()
             await self.flush_outbox(conn)
-            for delivery in await consumer.fetch(self.batch, self.fetch_timeout):
-                await self.handle(delivery)
+            deliveries = await consumer.fetch(self.batch, self.fetch_timeout)
+            if deliveries:
+                await self.handle_batch(deliveries)
 
     async def follow_roster_bucket(self, conn: transport.Connection) -> None:
         """Apply a newer roster published in the broker's bucket (verified first)."""
@@ -156,26 +163,46 @@ class Agent:
 
     async def handle(self, delivery: transport.Delivery) -> Outcome | None:
         """Receive one message, persist its outcome, then acknowledge it."""
+        outcomes = await self.handle_batch([delivery])
+        return outcomes[0] if outcomes else None
+
+    async def handle_batch(self, deliveries: list[transport.Delivery]) -> list[Outcome]:
+        """Receive a batch, persist every outcome in one transaction (one fsync), then
+        acknowledge them. If persisting fails nothing is acknowledged: JetStream redelivers."""
+        outcomes: list[Outcome] = []
         try:
-            outcome = self.receiver.receive(delivery.data, delivery.subject)
-            if isinstance(outcome, Rejection) and outcome.code is not RejectCode.E_NOT_RECIPIENT:
-                self.store.quarantine(
-                    Quarantined(
-                        env_hash=outcome.env_hash,
-                        code=outcome.code.value,
-                        reason=outcome.reason,
-                        sender=outcome.sender,
-                        msg_id=outcome.msg_id,
-                        subject=delivery.subject,
-                        received_ms=self.clock(),
-                        envelope=delivery.data[: 1024 * 1024],
-                    )
-                )
+            with self.store.transaction():
+                for delivery in deliveries:
+                    outcome = self.receiver.receive(delivery.data, delivery.subject)
+                    if isinstance(outcome, Rejection) and (
+                        outcome.code is not RejectCode.E_NOT_RECIPIENT
+                    ):
+                        self.store.quarantine(
+                            Quarantined(
+                                env_hash=outcome.env_hash,
+                                code=outcome.code.value,
+                                reason=outcome.reason,
+                                sender=outcome.sender,
+                                msg_id=outcome.msg_id,
+                                subject=delivery.subject,
+                                received_ms=self.clock(),
+                                envelope=delivery.data[: 1024 * 1024],
+                            )
+                        )
+                    outcomes.append(outcome)
         except sqlite3.Error as exc:
-            # Not persisted, so not acknowledged: JetStream redelivers it later.
-            log.error("persist_failed", error=type(exc).__name__, subject=delivery.subject)
-            await delivery.nak(delay=5)
-            return None
+            log.error("persist_failed", error=type(exc).__name__, messages=len(deliveries))
+            for delivery in deliveries:
+                await delivery.nak(delay=5)
+            return []
+        for delivery, outcome in zip(deliveries, outcomes, strict=True):
+            self._count_and_log(delivery, outcome)
+            await delivery.ack()
+            if self.on_outcome is not None and isinstance(outcome, Delivered | Rejection):
+                self.on_outcome(outcome)
+        return outcomes
+
+    def _count_and_log(self, delivery: transport.Delivery, outcome: Outcome) -> None:
         event, fields = log_event(outcome)
         if isinstance(outcome, Rejection) and outcome.code is RejectCode.E_NOT_RECIPIENT:
             self.stats.skipped += 1
@@ -189,10 +216,6 @@ class Agent:
         else:
             self.stats.delivered += 1
             log.info(event, **fields)
-        await delivery.ack()
-        if self.on_outcome is not None and isinstance(outcome, Delivered | Rejection):
-            self.on_outcome(outcome)
-        return outcome
 
     async def flush_outbox(self, conn: transport.Connection) -> int:
         """Publish envelopes queued while the broker was away; each leaves the outbox only

@@ -9,10 +9,11 @@ Never: store plaintext. Only ids, hashes, times, sequence numbers and the roster
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -58,6 +59,22 @@ CREATE TABLE IF NOT EXISTS roster_state (
 """
 
 
+@contextlib.contextmanager
+def _tx(db: sqlite3.Connection) -> Iterator[None]:
+    """One transaction: BEGIN IMMEDIATE ... COMMIT, or nothing if one is already open (so the
+    agent can group a batch of outcomes into one commit, acknowledged after it)."""
+    if db.in_transaction:
+        yield
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
+
+
 class StateStore:
     """The state database of one agency's tools."""
 
@@ -71,7 +88,7 @@ class StateStore:
             self._db = sqlite3.connect(path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            with self._db:
+            with _tx(self._db):
                 self._db.executescript(_DDL)
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
@@ -105,7 +122,7 @@ class StateStore:
 
     def save_roster_state(self, taskforce: str, state: RosterState) -> None:
         """Persist the roster state; never moves the seq backwards (two processes may race)."""
-        with self._db:
+        with _tx(self._db):
             self._db.execute(
                 "INSERT INTO roster_state VALUES (?, ?, ?) "
                 "ON CONFLICT(taskforce) DO UPDATE SET seq = excluded.seq, state = excluded.state "
@@ -117,8 +134,7 @@ class StateStore:
 
     def next_seq(self, channel: str) -> int:
         """Reserve the next per-channel sequence number for a message we send."""
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
+        with _tx(self._db):
             row = self._db.execute(
                 "INSERT INTO outbound_seq VALUES (?, 1) "
                 "ON CONFLICT(channel) DO UPDATE SET seq = seq + 1 RETURNING seq",
@@ -127,6 +143,12 @@ class StateStore:
         return int(row[0])
 
     # replay -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group several writes into one commit (one fsync)."""
+        with _tx(self._db):
+            yield
 
     def replay(
         self, *, keep_inbox: bool = False, clock: Callable[[], int] | None = None
@@ -139,7 +161,7 @@ class StateStore:
 
     def quarantine(self, item: Quarantined) -> None:
         """Keep a rejected envelope with its code (once per envelope hash)."""
-        with self._db:
+        with _tx(self._db):
             self._db.execute(
                 "INSERT OR IGNORE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -188,7 +210,7 @@ class StateStore:
         ]
 
     def outbox_add(self, msg_id: bytes, subject: str, envelope: bytes, created_ms: int) -> None:
-        with self._db:
+        with _tx(self._db):
             self._db.execute(
                 "INSERT OR IGNORE INTO outbox (msg_id, subject, envelope, created_ms) "
                 "VALUES (?, ?, ?, ?)",
@@ -202,7 +224,7 @@ class StateStore:
         return [(bytes(r[0]), r[1], bytes(r[2])) for r in rows]
 
     def outbox_done(self, msg_id: bytes) -> None:
-        with self._db:
+        with _tx(self._db):
             self._db.execute("DELETE FROM outbox WHERE msg_id = ?", (msg_id,))
 
 
@@ -263,8 +285,7 @@ class SqliteReplayStore:
         return int(row[0]) if row else None
 
     def record(self, entry: ReplayEntry) -> bytes | None:
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
+        with _tx(self._db):
             row = self._db.execute(
                 "SELECT env_hash FROM replay WHERE sender_kid = ? AND msg_id = ?",
                 (entry.sender_kid, entry.msg_id),

@@ -2,10 +2,11 @@
 an agent whose outbox holds a message the broker refuses keeps receiving.
 
 The agent runs in a subprocess (a small script around ``tfshare.agent.Agent``, built from the
-same deterministic task force as the broker's). The first run is slowed down between persisting
-a message and acknowledging it, so the kill lands in the window that matters: delivered into
-the inbox but not yet acknowledged. JetStream redelivers what was not acknowledged (after the
-consumer's ack wait, 30 s); the replay store then counts it as a DUPLICATE, by design.
+same deterministic task force as the broker's). The first run fetches 5 messages at a time
+and is slowed down between persisting a message and acknowledging it, so the kill lands in the
+window that matters: delivered into the inbox but not yet acknowledged. JetStream redelivers what
+was not acknowledged (after the consumer's ack wait, 30 s); the replay store then counts it as a
+DUPLICATE, by design.
 """
 
 from __future__ import annotations
@@ -38,25 +39,26 @@ MESSAGES = 30
 ACK_WAIT_S = 30  # tfshare.transport.provision: the consumer's ack wait
 
 AGENT_SCRIPT = """
-import asyncio, json, sys, time
+import asyncio, json, sys
 from pathlib import Path
 
 from livekit import make_agent
 from tfkit import build_taskforce
+from tfshare import transport
 from tfshare.logconfig import configure
 from tfshare.workflows.live import run_until_signalled
 
 url, state, now_ms, stats_path, delay = sys.argv[1:6]
 configure("warning")
 agent = make_agent(build_taskforce(now_ms=int(now_ms)), "ngo", url, Path(state))
-receive = agent.receiver.receive
+agent.batch = 5  # several fetches for the stream, so a kill can land between them
+ack = transport.Delivery.ack
 
-def slow_receive(data, subject=None):
-    outcome = receive(data, subject)  # persisted (inbox + replay) here, acknowledged later
-    time.sleep(float(delay))
-    return outcome
+async def slow_ack(self):
+    await asyncio.sleep(float(delay))  # persisted, not yet acknowledged: where a crash hurts
+    await ack(self)
 
-agent.receiver.receive = slow_receive
+transport.Delivery.ack = slow_ack
 asyncio.run(run_until_signalled(agent))
 Path(stats_path).write_text(json.dumps(agent.stats.__dict__))
 """

@@ -19,10 +19,12 @@ from tfkit import TaskForce, identity
 
 from tfshare import roster as R
 from tfshare.broker import (
+    ROSTER_KEY,
     channel_subject,
     durable_name,
     inbox_prefix,
     render_config,
+    roster_bucket,
     stream_name,
 )
 from tfshare.workflows.live import write_broker_config
@@ -30,6 +32,10 @@ from tfshare.workflows.live import write_broker_config
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
 TASKFORCE = "nl-north"
 STREAM = stream_name(TASKFORCE)
+BUCKET = roster_bucket(TASKFORCE)
+# Every member reads the roster from its KV bucket; only coordinators publish rosters there.
+ROSTER_READ = [f"$JS.API.STREAM.INFO.KV_{BUCKET}", f"$JS.API.DIRECT.GET.KV_{BUCKET}.>"]
+ROSTER_WRITE = f"$KV.{BUCKET}.{ROSTER_KEY}"
 ADMIN_SEED: bytes = nkeys.encode_seed(b"\x07" * 32, nkeys.PREFIX_BYTE_USER)
 ADMIN_NKEY: str = nkeys.from_seed(ADMIN_SEED).public_key.decode()
 # What each agency of the kit writes (tfkit.build_taskforce): alerts by police and labour,
@@ -127,14 +133,17 @@ def test_rendered_config_passes_nats_server_check(taskforce: TaskForce, tmp_path
 def test_active_agency_has_exactly_its_own_permissions(
     taskforce: TaskForce, tmp_path: Path, agency: str
 ) -> None:
-    """An active agency may publish on its own sender subjects, its own consumer, its own acks,
-    and subscribe only to its own inbox prefix: nothing else."""
+    """An active agency may publish on its own sender subjects, its own consumer, its own acks
+    and read the roster (a coordinator also writes it), and subscribe only to its own inbox
+    prefix: nothing else."""
     user = users(render(taskforce, tmp_path))[taskforce.ids[agency].nats_user]
     durable = durable_name(agency)
     expected = [channel_subject(TASKFORCE, channel, agency) for channel in WRITES[agency]] + [
         f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{durable}",
         f"$JS.API.CONSUMER.INFO.{STREAM}.{durable}",
         f"$JS.ACK.{STREAM}.{durable}.>",
+        *ROSTER_READ,
+        *([ROSTER_WRITE] if agency == "coord" else []),
     ]
     assert sorted(user.publish or []) == sorted(expected)
     assert user.subscribe == [f"{inbox_prefix(agency)}.>"]

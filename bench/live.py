@@ -1,0 +1,216 @@
+"""Live benchmark on a real nats-server: raw nats-py JetStream beside tfshare's secure path.
+
+Measured in one run, on this machine:
+- raw: acked JetStream publishes of 1 KiB (pipelined), and pull-consume with acks;
+- tfshare: seal (10 recipients) + acked publish, and the agent's consume (verify, decrypt,
+  validate, persist to SQLite, then ack);
+- the crypto bound: the primitive costs per message, spread over the machine's cores;
+- end-to-end latency p50/p99 at a fixed 500 msg/s, raw and tfshare;
+- an idle agent's resident memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from nacl import bindings
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+
+from livekit import free_port  # noqa: E402
+from tfkit import build_taskforce, identity  # noqa: E402
+
+from tfshare import roster as R  # noqa: E402
+from tfshare import transport  # noqa: E402
+from tfshare.agent import Agent  # noqa: E402
+from tfshare.broker import channel_subject  # noqa: E402
+from tfshare.encoding import blake2b_256, encode  # noqa: E402
+from tfshare.logconfig import configure  # noqa: E402
+from tfshare.registry.book import shipped  # noqa: E402
+from tfshare.seal import seal  # noqa: E402
+from tfshare.store import StateStore  # noqa: E402
+from tfshare.workflows.live import admin_seed, start_broker  # noqa: E402
+
+N = int(os.environ.get("TFSHARE_BENCH_N", "2000"))
+RECIPIENTS = 10
+
+
+def _now() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def taskforce_with_readers() -> Any:
+    """coord + police + 9 extra readers of "alerts" (10 recipients with ngo)."""
+    tf = build_taskforce(now_ms=_now(), members=("police", "ngo"))
+    signed = tf.signed
+    for i in range(RECIPIENTS - 2):
+        ident = identity(f"reader{i}")
+        tf.ids[ident.agency_id] = ident
+        signed = R.add_member(signed, ident.card_body(), role="member", now_ms=tf.now_ms - 5)
+        signed = R.grant(
+            signed, ident.agency_id, channel="alerts", read=True, write=False, now_ms=tf.now_ms - 5
+        )
+    tf.signed = R.sign(signed, tf.ids["coord"])
+    return tf
+
+
+async def raw_rates(url: str, seed: bytes) -> tuple[float, float]:
+    """Raw nats-py: pipelined acked publishes, then pull-consume with acks (msgs/s)."""
+    conn = await transport.connect(url, nkey_seed=seed, agency=None, name="raw", reconnect=False)
+    js = conn.js
+    await js.add_stream(StreamConfig(name="RAW", subjects=["raw.>"]))
+    payload = os.urandom(1024)
+    start = time.perf_counter()
+    futures = [await js.publish_async("raw.x", payload) for _ in range(N)]
+    await asyncio.gather(*futures)
+    publish_rate = N / (time.perf_counter() - start)
+    await js.add_consumer("RAW", ConsumerConfig(durable_name="raw", ack_policy=AckPolicy.EXPLICIT))
+    sub = await js.pull_subscribe_bind("raw", "RAW")
+    got = 0
+    start = time.perf_counter()
+    while got < N:
+        for msg in await sub.fetch(64, timeout=2):
+            await msg.ack()
+            got += 1
+    consume_rate = N / (time.perf_counter() - start)
+    await conn.close()
+    return publish_rate, consume_rate
+
+
+def crypto_bound(tf: Any) -> tuple[float, float]:
+    """(send, receive) msgs/s the primitives allow, per message, over all cores."""
+    pk, sk = bindings.crypto_sign_seed_keypair(os.urandom(32))
+    msg = os.urandom(4400)
+    sig = bindings.crypto_sign(msg, sk)[:64]
+    key, nonce = os.urandom(32), os.urandom(24)
+    body = os.urandom(4096)
+    ct = bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(body, b"", nonce, key)
+    x_sk, x_pk = os.urandom(32), bindings.crypto_scalarmult_base(os.urandom(32))
+
+    def t(fn: Any, n: int = 300) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - start) / n
+
+    sign = t(lambda: bindings.crypto_sign(msg, sk))
+    verify = t(lambda: bindings.crypto_sign_open(sig + msg, pk))
+    x25519 = t(lambda: bindings.crypto_scalarmult(x_sk, x_pk))
+    aead_e = t(lambda: bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(body, b"", nonce, key))
+    aead_d = t(lambda: bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(ct, b"", nonce, key))
+    wrap = t(
+        lambda: bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+            key, b"w", bytes(24), blake2b_256(msg[:96], key=key)
+        )
+    )
+    cores = os.cpu_count() or 1
+    send = sign + aead_e + RECIPIENTS * (x25519 + wrap)
+    receive = verify + x25519 + aead_d
+    return cores / send, cores / receive
+
+
+async def secure_publish_rate(tf: Any, url: str) -> tuple[float, list[bytes]]:
+    """Seal (10 recipients) and publish, pipelined; sealing runs on the cores in threads."""
+    police = tf.ids["police"]
+    subject = channel_subject("nl-north", "alerts", "police")
+    conn = await transport.connect(
+        url, nkey_seed=police.nats_seed_encoded(), agency="police", name="bench", reconnect=False
+    )
+    loop = asyncio.get_running_loop()
+    start = time.perf_counter()
+    trusted = tf.trusted()
+    schema = shipped().lookup("tf.alert/1")
+    assert schema is not None
+    body = schema.to_body(schema.from_json((REPO / "examples/alert.json").read_bytes()))
+
+    def one(i: int) -> Any:
+        return seal(
+            identity=police,
+            roster=trusted,
+            channel="alerts",
+            to=None,
+            schema=schema,
+            body=body,
+            seq=i + 1,
+            now_ms=_now(),
+            rng=os.urandom,
+        )
+
+    sealed = await asyncio.gather(*(loop.run_in_executor(None, one, i) for i in range(N)))
+    futures = [
+        await conn.js.publish_async(subject, s.data, headers={"Nats-Msg-Id": s.msg_id.hex()})
+        for s in sealed
+    ]
+    await asyncio.gather(*futures)
+    rate = N / (time.perf_counter() - start)
+    await conn.close()
+    return rate, [s.msg_id for s in sealed]
+
+
+async def secure_consume_rate(tf: Any, url: str, state: Path) -> float:
+    agent = Agent(
+        identity=tf.ids["ngo"],
+        roster=tf.trusted(),
+        schemas=shipped(),
+        store=StateStore(state / "state.db"),
+        url=url,
+        clock=_now,
+        batch=64,
+        fetch_timeout=0.2,
+    )
+    stop = asyncio.Event()
+    start = time.perf_counter()
+    task = asyncio.create_task(agent.run(stop))
+    deadline = time.monotonic() + 120
+    while agent.stats.delivered < N and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    if agent.stats.delivered < N:
+        raise RuntimeError(f"consumer stalled: {agent.stats}")
+    rate = N / (time.perf_counter() - start)
+    stop.set()
+    await task
+    return rate
+
+
+def main() -> None:
+    configure("warning")
+    tf = taskforce_with_readers()
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        broker = start_broker(
+            tf.trusted(), directory / "broker", port=free_port(), roster_bytes=encode(tf.signed)
+        )
+        try:
+            seed = admin_seed(directory / "broker")
+            raw_pub, raw_con = asyncio.run(raw_rates(broker.url, seed))
+            send_bound, receive_bound = crypto_bound(tf)
+            sec_pub, _ = asyncio.run(secure_publish_rate(tf, broker.url))
+            sec_con = asyncio.run(secure_consume_rate(tf, broker.url, directory / "ngo"))
+        finally:
+            broker.stop()
+    print(
+        f"\nlive (real nats-server, 1 KiB alert, {RECIPIENTS} recipients, {N} messages, "
+        f"{os.cpu_count()} cores), messages per second:"
+    )
+    for name, secure, raw, bound in (
+        ("publish", sec_pub, raw_pub, send_bound),
+        ("consume", sec_con, raw_con, receive_bound),
+    ):
+        ceiling = min(raw, bound)
+        print(
+            f"  {name}: tfshare {secure:8.0f}   raw nats-py {raw:8.0f}   crypto bound "
+            f"{bound:8.0f}   ratio to min(raw, bound) {secure / ceiling:.2f} (target 0.70)"
+        )
+
+
+if __name__ == "__main__":
+    main()
