@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tfshare.errors import ExitCode, TfshareError, UsageError
+from tfshare.errors import BrokerError, ExitCode, TfshareError, UsageError
 from tfshare.store import StateStore
 from tfshare.workflows import live
 from tfshare.workflows.exchange import Credentials, tfshare_home
@@ -98,8 +98,15 @@ def broker_up(
                     if updated is not None:
                         note(f"applied roster seq {updated.seq} (users and permissions reloaded)")
     finally:
+        died = broker.process is not None and broker.process.poll() is not None and not stopping
         broker.stop()
         store.close()
+    if died:
+        code = broker.process.returncode if broker.process else "?"
+        raise BrokerError(
+            f"nats-server exited unexpectedly (code {code})",
+            hint=f"see {directory / 'nats.log'}; a service manager should restart it",
+        )
     note("broker stopped")
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from tfshare import transport
-from tfshare.errors import BrokerError, RejectCode, TfshareError
+from tfshare.errors import BrokerError, BrokerRefused, RejectCode, TfshareError
 from tfshare.keys import Identity
 from tfshare.messages import SchemaBook
 from tfshare.protocol import Clock, Delivered, Outcome, Receiver, Rejection, log_event
@@ -222,7 +222,12 @@ class Agent:
         after JetStream acknowledged it (a repeat is dropped by its Nats-Msg-Id)."""
         sent = 0
         for msg_id, subject, data in self.store.outbox():
-            await transport.publish(conn, subject, data, msg_id=msg_id.hex())
+            try:
+                await transport.publish(conn, subject, data, msg_id=msg_id.hex())
+            except BrokerRefused as exc:
+                self.store.outbox_refused(msg_id, exc.message)
+                log.error("outbox_refused", msg_id=msg_id.hex(), subject=subject)
+                continue
             self.store.outbox_done(msg_id)
             log.info("outbox_delivered", msg_id=msg_id.hex(), subject=subject)
             sent += 1

@@ -108,6 +108,10 @@ class BrokerError(TfshareError):
     exit_code = ExitCode.BROKER
 
 
+class BrokerRefused(BrokerError):
+    """The broker is there but refused the operation (permissions): retrying cannot help."""
+
+
 class ValidationError(TfshareError):
     """A body or schema does not satisfy its message type; ``paths`` names every failing field."""
 

@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
     msg_id BLOB PRIMARY KEY, subject TEXT NOT NULL, envelope BLOB NOT NULL,
-    created_ms INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0
+    created_ms INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, refused TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS roster_state (
     taskforce TEXT PRIMARY KEY, seq INTEGER NOT NULL, state BLOB NOT NULL
@@ -219,9 +219,21 @@ class StateStore:
 
     def outbox(self) -> list[tuple[bytes, str, bytes]]:
         rows = self._db.execute(
-            "SELECT msg_id, subject, envelope FROM outbox ORDER BY created_ms"
+            "SELECT msg_id, subject, envelope FROM outbox WHERE refused IS NULL ORDER BY created_ms"
         ).fetchall()
         return [(bytes(r[0]), r[1], bytes(r[2])) for r in rows]
+
+    def outbox_refused(self, msg_id: bytes, reason: str) -> None:
+        """Set aside an envelope the broker refused: kept (for people to see), never retried,
+        and no longer in the way of the messages queued after it."""
+        with _tx(self._db):
+            self._db.execute("UPDATE outbox SET refused = ? WHERE msg_id = ?", (reason, msg_id))
+
+    def outbox_refusals(self) -> list[tuple[bytes, str, str]]:
+        rows = self._db.execute(
+            "SELECT msg_id, subject, refused FROM outbox WHERE refused IS NOT NULL"
+        ).fetchall()
+        return [(bytes(r[0]), r[1], r[2]) for r in rows]
 
     def outbox_done(self, msg_id: bytes) -> None:
         with _tx(self._db):

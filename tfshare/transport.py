@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import nats
@@ -40,7 +40,7 @@ from tfshare.broker import (
     stream_subjects,
 )
 from tfshare.envelope import MAX_ENVELOPE
-from tfshare.errors import BrokerError
+from tfshare.errors import BrokerError, BrokerRefused
 from tfshare.roster import TrustedRoster
 
 NATS_ERRORS: Final = (nats.errors.Error, OSError, TimeoutError)
@@ -66,6 +66,12 @@ class Connection:
 
     client: Client
     agency: str | None
+    # Asynchronous errors the server reported (permission violations arrive this way, not
+    # as the publish's own failure, which only times out).
+    errors: list[str] = field(default_factory=list)
+
+    def refused(self, subject: str) -> bool:
+        return any("permissions violation" in e and subject in e for e in self.errors)
 
     @property
     def js(self) -> Any:
@@ -93,8 +99,12 @@ async def connect(
 ) -> Connection:
     """Connect with an nkey seed ("SU..."); ``agency`` selects its private inbox prefix."""
 
-    async def _ignore(_exc: Exception) -> None:
-        return None
+    errors: list[str] = []
+
+    async def _record(exc: Exception) -> None:
+        errors.append(str(exc))
+        if error_cb is not None:
+            await error_cb(exc)
 
     options: dict[str, Any] = {
         "servers": [url],
@@ -104,7 +114,7 @@ async def connect(
         "connect_timeout": connect_timeout,
         "max_reconnect_attempts": -1 if reconnect else 0,
         "reconnect_time_wait": 0.5,
-        "error_cb": error_cb or _ignore,
+        "error_cb": _record,
     }
     if agency is not None:
         options["inbox_prefix"] = inbox_prefix(agency).encode()
@@ -113,7 +123,7 @@ async def connect(
         client = await asyncio.wait_for(nats.connect(**options), timeout=connect_timeout * 2)
     except (TimeoutError, *NATS_ERRORS) as exc:
         raise broker_error(exc, doing=f"connecting to {url}") from None
-    return Connection(client, agency)
+    return Connection(client, agency, errors)
 
 
 async def provision(
@@ -191,6 +201,12 @@ async def publish(
     try:
         ack = await conn.js.publish(subject, data, timeout=timeout, headers={"Nats-Msg-Id": msg_id})
     except NATS_ERRORS as exc:
+        if conn.refused(subject):
+            raise BrokerRefused(
+                f"the broker refused publishing on {subject}: permission denied",
+                hint="the roster does not let this agency write that channel (or the broker's "
+                "configuration is older than the roster)",
+            ) from None
         raise broker_error(exc, doing=f"publishing on {subject}") from None
     return int(ack.seq), bool(ack.duplicate)
 

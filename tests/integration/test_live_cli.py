@@ -252,13 +252,14 @@ def cli_tf(tmp_path_factory: pytest.TempPathFactory) -> CliTaskForce:
     return tf
 
 
-def newer_roster(tf: CliTaskForce, directory: Path) -> Path:
+@pytest.fixture(scope="module")
+def newer_roster(cli_tf: CliTaskForce) -> Path:
     """A copy of the roster, re-signed after granting police read+write on a new channel
     "cases": a roster the running broker (configured from the old one) does not know yet."""
-    roster = directory / "newer.roster"
-    shutil.copyfile(tf.root / "tf.roster", roster)
-    ok(tf.run("roster", "grant", roster, "police", "--channel", "cases", "--read", "--write"))
-    ok(tf.run("roster", "sign", roster, *tf.creds("coord")))
+    roster = cli_tf.root / "newer.roster"
+    shutil.copyfile(cli_tf.root / "tf.roster", roster)
+    ok(cli_tf.run("roster", "grant", roster, "police", "--channel", "cases", "--read", "--write"))
+    ok(cli_tf.run("roster", "sign", roster, *cli_tf.creds("coord")))
     return roster
 
 
@@ -388,11 +389,33 @@ def test_broker_exits_0_on_sigint_and_stops_nats_server(cli_tf: CliTaskForce) ->
         live.process.cleanup()
 
 
+def test_broker_up_fails_when_its_nats_server_dies(cli_tf: CliTaskForce) -> None:
+    """If its nats-server dies (crash, OOM kill), ``broker up`` exits non-zero with an error."""
+    # A service manager must see a failure here, not a clean stop.
+    live = start_broker(cli_tf, "broker-crash")
+    try:
+        pid = live.process.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        servers = [
+            c for c in children if Path(f"/proc/{c}/comm").read_text().strip() == "nats-server"
+        ]
+        assert len(servers) == 1, children
+        os.kill(int(servers[0]), signal.SIGKILL)
+        try:
+            code: int | None = live.process.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        assert code is not None, "broker up kept running without its nats-server"
+        assert code != 0, live.process.stderr()
+        assert "tfshare: error: " in live.process.stderr()
+    finally:
+        live.process.cleanup()
+
+
 def test_publish_without_broker_queues_and_the_next_publish_sends_both(
     cli_tf: CliTaskForce, broker: LiveBroker, reader: Background, tmp_path: Path
 ) -> None:
-    """With no broker, ``publish`` exits 0 with a "queued" line; the next publish to a running
-    broker sends the queued message too, and the reader gets both."""
+    """With no broker, publish queues (exit 0); the next one sends both; the reader gets both."""
     state = tmp_path / "police"
     queued = cli_tf.publish(state, f"nats://127.0.0.1:{free_port()}")
     assert queued.returncode == 0, queued.stderr
@@ -438,11 +461,11 @@ def test_publish_invalid_body_exits_5_and_queues_nothing(
 
 
 def test_publish_refused_by_the_broker_is_reported_as_refused(
-    cli_tf: CliTaskForce, broker: LiveBroker, tmp_path: Path
+    cli_tf: CliTaskForce, broker: LiveBroker, newer_roster: Path, tmp_path: Path
 ) -> None:
-    """A publish the running broker refuses (permission denied: its configuration predates the
-    roster) exits 4 with an error, instead of "queued: the broker is unreachable"."""
-    roster = newer_roster(cli_tf, tmp_path)
+    """A publish the broker refuses exits 4 "permission denied", not "queued: unreachable"."""
+    # The broker's configuration predates the roster that lets police write on "cases".
+    roster = newer_roster
     state = tmp_path / "police"
     result = cli_tf.publish(state, broker.url, channel="cases", roster=roster)
     assert "queued" not in result.stderr, result.stderr
@@ -451,11 +474,15 @@ def test_publish_refused_by_the_broker_is_reported_as_refused(
 
 
 def test_a_message_the_broker_refuses_does_not_block_later_publishes(
-    cli_tf: CliTaskForce, broker: LiveBroker, reader: Background, tmp_path: Path
+    cli_tf: CliTaskForce,
+    broker: LiveBroker,
+    reader: Background,
+    newer_roster: Path,
+    tmp_path: Path,
 ) -> None:
-    """After the broker refused one message, the next publish on a permitted channel still
-    goes out (the refused one does not hold the outbox up forever)."""
-    roster = newer_roster(cli_tf, tmp_path)
+    """After the broker refused one message, a publish on a permitted channel still goes out."""
+    # The refused envelope sits at the head of the outbox; it must not hold the rest up.
+    roster = newer_roster
     state = tmp_path / "police"
     cli_tf.publish(state, broker.url, channel="cases", roster=roster)
     result = ok(cli_tf.publish(state, broker.url, "--json", roster=roster))

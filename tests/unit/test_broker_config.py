@@ -133,9 +133,9 @@ def test_rendered_config_passes_nats_server_check(taskforce: TaskForce, tmp_path
 def test_active_agency_has_exactly_its_own_permissions(
     taskforce: TaskForce, tmp_path: Path, agency: str
 ) -> None:
-    """An active agency may publish on its own sender subjects, its own consumer, its own acks
-    and read the roster (a coordinator also writes it), and subscribe only to its own inbox
-    prefix: nothing else."""
+    """An active agency gets exactly its own sender, consumer, ack, roster and inbox subjects."""
+    # Publish: its sender subjects, its durable consumer, its acks, roster reads (coordinators
+    # also write the roster); subscribe: its own inbox prefix. Nothing else.
     user = users(render(taskforce, tmp_path))[taskforce.ids[agency].nats_user]
     durable = durable_name(agency)
     expected = [channel_subject(TASKFORCE, channel, agency) for channel in WRITES[agency]] + [
@@ -152,8 +152,7 @@ def test_active_agency_has_exactly_its_own_permissions(
 def test_every_active_agency_has_one_user_and_the_outsider_none(
     taskforce: TaskForce, tmp_path: Path
 ) -> None:
-    """The users are the admin plus one per active member; an agency outside the roster has
-    none."""
+    """The users are the admin plus one per active member; the outsider has none."""
     found = users(render(taskforce, tmp_path))
     members = {taskforce.ids[a].nats_user for a in ("coord", "police", "ngo", "labour")}
     assert set(found) == {ADMIN_NKEY, *members}
@@ -163,8 +162,7 @@ def test_every_active_agency_has_one_user_and_the_outsider_none(
 def test_no_agency_may_publish_on_another_agencys_subject(
     taskforce: TaskForce, tmp_path: Path
 ) -> None:
-    """No user but the sender itself may publish on a sender subject, consume its consumer or
-    read its inbox."""
+    """No agency may publish as another, consume its consumer or read its inbox."""
     found = users(render(taskforce, tmp_path))
     for agency in ("coord", "police", "ngo", "labour"):
         user = found[taskforce.ids[agency].nats_user]
@@ -180,8 +178,9 @@ def test_no_agency_may_publish_on_another_agencys_subject(
 
 
 def test_agency_without_channels_may_publish_nothing(taskforce: TaskForce, tmp_path: Path) -> None:
-    """An active member with no channel grant (added, grants still to come) may publish on no
-    subject: NATS reads an empty allow list as "everything", JetStream API included."""
+    """An active member with no channel grant may publish on no channel or JetStream API."""
+    # NATS reads an EMPTY allow list as "everything": render_config once emitted exactly that
+    # (publish: { allow: [] }) for a member added before its grants.
     newcomer = identity("newcomer")
     signed = R.add_member(
         taskforce.signed, newcomer.card_body(), role="member", now_ms=taskforce.now_ms
@@ -216,7 +215,7 @@ def test_admin_user_is_present_without_restrictions(taskforce: TaskForce, tmp_pa
 def test_revoked_and_suspended_configs_pass_nats_server_check(
     taskforce: TaskForce, tmp_path: Path
 ) -> None:
-    """Configurations without a revoked and a suspended agency are still valid."""
+    """Configurations without a revoked and a suspended agency pass ``nats-server -t``."""
     tf = with_status(revoked(taskforce, "labour"), "police", "suspended")
     config = tmp_path / "nats.conf"
     config.write_text(render(tf, tmp_path / "jetstream"))

@@ -20,7 +20,7 @@ import nkeys  # type: ignore[import-untyped,unused-ignore]
 from tfshare import transport
 from tfshare.agent import Agent
 from tfshare.broker import BrokerProcess, channel_subject, check_config, render_config
-from tfshare.errors import BrokerError, UsageError
+from tfshare.errors import BrokerError, BrokerRefused, UsageError
 from tfshare.files import read_bytes, write_atomic
 from tfshare.protocol import Clock
 from tfshare.registry.book import Registry
@@ -246,12 +246,19 @@ def publish(
             agency=identity.agency_id,
             name=f"tfshare-publish-{identity.agency_id}",
             reconnect=False,
+            connect_timeout=1.0,
         )
         try:
             flushed = 0
             result = (0, False)
             for msg_id, subj, data in agency.store.outbox():
-                result_here = await transport.publish(conn, subj, data, msg_id=msg_id.hex())
+                try:
+                    result_here = await transport.publish(conn, subj, data, msg_id=msg_id.hex())
+                except BrokerRefused as exc:
+                    agency.store.outbox_refused(msg_id, exc.message)
+                    if msg_id == sealed.msg_id:
+                        raise  # this publish itself is refused: say so, do not queue
+                    continue  # an older refused one must not block the rest
                 agency.store.outbox_done(msg_id)
                 if msg_id == sealed.msg_id:
                     result = result_here
@@ -263,6 +270,8 @@ def publish(
 
     try:
         seq, duplicate, flushed = asyncio.run(send())
+    except BrokerRefused:
+        raise
     except BrokerError:
         if not queue:
             agency.store.outbox_done(sealed.msg_id)
