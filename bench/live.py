@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +36,7 @@ from tfshare import transport  # noqa: E402
 from tfshare.agent import Agent  # noqa: E402
 from tfshare.broker import channel_subject  # noqa: E402
 from tfshare.encoding import blake2b_256, encode  # noqa: E402
+from tfshare.keyfile import KDF_PROFILES, seal_keyfile  # noqa: E402
 from tfshare.logconfig import configure  # noqa: E402
 from tfshare.registry.book import shipped  # noqa: E402
 from tfshare.seal import seal  # noqa: E402
@@ -181,6 +184,144 @@ async def secure_consume_rate(tf: Any, url: str, state: Path) -> float:
     return rate
 
 
+RATE = 500
+LATENCY_N = int(os.environ.get("TFSHARE_BENCH_LATENCY_N", "1500"))
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return (statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))])
+
+
+async def raw_latency(url: str, seed: bytes) -> tuple[float, float]:
+    """Raw nats-py at a fixed 500 msg/s: publish -> pull-consume, milliseconds p50/p99."""
+    conn = await transport.connect(url, nkey_seed=seed, agency=None, name="lat", reconnect=False)
+    js = conn.js
+    await js.add_stream(StreamConfig(name="LAT", subjects=["lat.>"]))
+    await js.add_consumer("LAT", ConsumerConfig(durable_name="lat", ack_policy=AckPolicy.EXPLICIT))
+    sub = await js.pull_subscribe_bind("lat", "LAT")
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    payload = os.urandom(1024)
+
+    async def consume() -> None:
+        while len(latencies) < LATENCY_N:
+            for msg in await sub.fetch(32, timeout=1):
+                latencies.append((time.perf_counter() - sent[msg.headers["Nats-Msg-Id"]]) * 1e3)
+                await msg.ack()
+
+    consumer = asyncio.create_task(consume())
+    start = time.perf_counter()
+    for i in range(LATENCY_N):
+        await asyncio.sleep(max(0.0, start + i / RATE - time.perf_counter()))
+        sent[str(i)] = time.perf_counter()
+        await js.publish("lat.x", payload, headers={"Nats-Msg-Id": str(i)})
+    await asyncio.wait_for(consumer, timeout=60)
+    await conn.close()
+    return _percentiles(latencies)
+
+
+async def secure_latency(tf: Any, url: str, state: Path) -> tuple[float, float]:
+    """tfshare at a fixed 500 msg/s: seal + publish -> agent delivered, p50/p99 ms."""
+    police = tf.ids["police"]
+    trusted = tf.trusted()
+    schema = shipped().lookup("tf.alert/1")
+    assert schema is not None
+    body = schema.to_body(schema.from_json((REPO / "examples/alert.json").read_bytes()))
+    subject = channel_subject("nl-north", "alerts", "police")
+    sent: dict[bytes, float] = {}
+    latencies: list[float] = []
+
+    def delivered(outcome: Any) -> None:
+        message = getattr(outcome, "message", None)
+        if message is not None and message.msg_id in sent:
+            latencies.append((time.perf_counter() - sent[message.msg_id]) * 1e3)
+
+    agent = Agent(
+        identity=tf.ids["ngo"],
+        roster=trusted,
+        schemas=shipped(),
+        store=StateStore(state / "state.db"),
+        url=url,
+        clock=_now,
+        batch=64,
+        fetch_timeout=0.05,
+        on_outcome=delivered,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    conn = await transport.connect(
+        url, nkey_seed=police.nats_seed_encoded(), agency="police", name="lat", reconnect=False
+    )
+    await asyncio.sleep(0.5)
+    start = time.perf_counter()
+    for i in range(LATENCY_N):
+        await asyncio.sleep(max(0.0, start + i / RATE - time.perf_counter()))
+        t0 = time.perf_counter()
+        sealed = seal(
+            identity=police,
+            roster=trusted,
+            channel="alerts",
+            to=None,
+            schema=schema,
+            body=body,
+            seq=10_000 + i,
+            now_ms=_now(),
+            rng=os.urandom,
+        )
+        sent[sealed.msg_id] = t0
+        await transport.publish(conn, subject, sealed.data, msg_id=sealed.msg_id.hex())
+    deadline = time.monotonic() + 60
+    while len(latencies) < LATENCY_N and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    stop.set()
+    await task
+    await conn.close()
+    return _percentiles(latencies)
+
+
+def idle_agent_rss_mib(directory: Path, url: str) -> float:
+    """Resident memory of an idle ``tfshare agent run`` process (after start-up settles)."""
+    tfshare = Path(sys.executable).parent / "tfshare"
+    tf = build_taskforce(now_ms=_now())
+    keys = directory / "keys"
+    keys.mkdir(parents=True)
+    (keys / "ngo.key").write_bytes(
+        seal_keyfile(tf.ids["ngo"], b"pw", limits=KDF_PROFILES["insecure-test"], rng=os.urandom)
+    )
+    (keys / "r.tfroster").write_bytes(tf.roster_bytes)
+    (keys / "a.tfanchor").write_bytes(encode(tf.anchor))
+    env = {**os.environ, "TFSHARE_PASSPHRASE": "pw", "TFSHARE_HOME": str(directory / "home")}
+    proc = subprocess.Popen(
+        [
+            str(tfshare),
+            "agent",
+            "run",
+            "--key",
+            str(keys / "ngo.key"),
+            "--roster",
+            str(keys / "r.tfroster"),
+            "--anchor",
+            str(keys / "a.tfanchor"),
+            "--server",
+            url,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(3)
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        rss_kib = int(
+            next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    return rss_kib / 1024
+
+
 def main() -> None:
     configure("warning")
     tf = taskforce_with_readers()
@@ -195,6 +336,9 @@ def main() -> None:
             send_bound, receive_bound = crypto_bound(tf)
             sec_pub, _ = asyncio.run(secure_publish_rate(tf, broker.url))
             sec_con = asyncio.run(secure_consume_rate(tf, broker.url, directory / "ngo"))
+            raw_p50, raw_p99 = asyncio.run(raw_latency(broker.url, seed))
+            sec_p50, sec_p99 = asyncio.run(secure_latency(tf, broker.url, directory / "ngo2"))
+            rss = idle_agent_rss_mib(directory / "idle", broker.url)
         finally:
             broker.stop()
     print(
@@ -210,6 +354,12 @@ def main() -> None:
             f"  {name}: tfshare {secure:8.0f}   raw nats-py {raw:8.0f}   crypto bound "
             f"{bound:8.0f}   ratio to min(raw, bound) {secure / ceiling:.2f} (target 0.70)"
         )
+    print(
+        f"  latency at {RATE} msg/s (ms): raw p50 {raw_p50:.2f} p99 {raw_p99:.2f};  tfshare "
+        f"p50 {sec_p50:.2f} p99 {sec_p99:.2f}  (target p99 <= 2 x raw p99 + 2 = "
+        f"{2 * raw_p99 + 2:.2f})"
+    )
+    print(f"  idle agent resident memory: {rss:.1f} MiB")
 
 
 if __name__ == "__main__":
