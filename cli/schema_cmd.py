@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from tfshare.errors import BrokerError
 from tfshare.registry.compat import DEFAULT_MODE, Mode
 from tfshare.store import StateStore
 from tfshare.workflows import schemas as workflow
@@ -158,6 +159,14 @@ def register_cmd(
     registry_dir: RegistryDir = None,
     state: StateOpt = None,
     mode: ModeOpt = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            envvar="TFSHARE_SERVER",
+            help="Also publish the record to this broker's registry bucket.",
+        ),
+    ] = None,
     passphrase_file: PassphraseFile = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -172,6 +181,19 @@ def register_cmd(
     result = workflow.register(
         file, identity=identity, roster=trusted, store=store, mode=mode, now_ms=now_ms()
     )
+    if result.committed and server:
+        try:
+            workflow.publish_record(
+                store,
+                subject=result.schema.subject,
+                version=result.schema.version,
+                identity=identity,
+                url=server,
+                taskforce=trusted.taskforce,
+            )
+            note(f"published {result.schema.name} to the broker's registry")
+        except BrokerError as exc:
+            note(f"registered locally; not published to the broker ({exc.message})")
     _render_registration(result, as_json)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -62,12 +62,16 @@ class Agent:
     # Verifies (against the anchor and rollback state), persists and returns a roster fetched
     # from the broker's roster bucket; when set, the agent follows the bucket.
     accept_roster: Callable[[bytes], TrustedRoster] | None = None
+    # Fetches a schema version (by name) from the broker's registry bucket, verifies and
+    # caches it, and returns the updated schema book; None if the broker has no such record.
+    fetch_schema: Callable[[transport.Connection, str], Awaitable[SchemaBook | None]] | None = None
     reload_every_s: float = 2.0
     stats: AgentStats = field(default_factory=AgentStats)
 
     def __post_init__(self) -> None:
         self._next_reload = 0.0
         self._seen_roster: bytes | None = None
+        self._schemas_tried: set[str] = set()
         self._use(self.roster)
 
     def _use(self, roster: TrustedRoster) -> None:
@@ -126,7 +130,7 @@ class Agent:
             await self.flush_outbox(conn)
             deliveries = await consumer.fetch(self.batch, self.fetch_timeout)
             if deliveries:
-                await self.handle_batch(deliveries)
+                await self.handle_batch(deliveries, conn)
 
     async def follow_roster_bucket(self, conn: transport.Connection) -> None:
         """Apply a newer roster published in the broker's bucket (verified first)."""
@@ -166,14 +170,33 @@ class Agent:
         outcomes = await self.handle_batch([delivery])
         return outcomes[0] if outcomes else None
 
-    async def handle_batch(self, deliveries: list[transport.Delivery]) -> list[Outcome]:
+    async def handle_batch(
+        self, deliveries: list[transport.Delivery], conn: transport.Connection | None = None
+    ) -> list[Outcome]:
         """Receive a batch, persist every outcome in one transaction (one fsync), then
-        acknowledge them. If persisting fails nothing is acknowledged: JetStream redelivers."""
+        acknowledge them. If persisting fails nothing is acknowledged: JetStream redelivers.
+
+        A message naming a schema this agent does not know yet is checked first against the
+        broker's registry bucket (registry.md): if the record is there and verifies, the
+        schema is cached and the message received again."""
         outcomes: list[Outcome] = []
+        handled: list[transport.Delivery] = []
+        deferred: dict[str, list[transport.Delivery]] = {}
         try:
             with self.store.transaction():
                 for delivery in deliveries:
                     outcome = self.receiver.receive(delivery.data, delivery.subject)
+                    name = outcome.schema if isinstance(outcome, Rejection) else None
+                    if (
+                        name is not None
+                        and conn is not None
+                        and self.fetch_schema is not None
+                        and name not in self._schemas_tried
+                    ):
+                        # Not persisted, not acknowledged: fetched below, then redelivered.
+                        deferred.setdefault(name, []).append(delivery)
+                        continue
+                    handled.append(delivery)
                     if isinstance(outcome, Rejection) and (
                         outcome.code is not RejectCode.E_NOT_RECIPIENT
                     ):
@@ -195,12 +218,31 @@ class Agent:
             for delivery in deliveries:
                 await delivery.nak(delay=5)
             return []
-        for delivery, outcome in zip(deliveries, outcomes, strict=True):
+        for name, waiting in deferred.items():
+            await self._fetch_schema(conn, name)
+            for delivery in waiting:
+                await delivery.nak()  # comes back now, with the schema known (or not: then
+                # it is quarantined, as the name is not tried twice)
+        for delivery, outcome in zip(handled, outcomes, strict=True):
             self._count_and_log(delivery, outcome)
             await delivery.ack()
             if self.on_outcome is not None and isinstance(outcome, Delivered | Rejection):
                 self.on_outcome(outcome)
         return outcomes
+
+    async def _fetch_schema(self, conn: transport.Connection | None, name: str) -> None:
+        self._schemas_tried.add(name)
+        if conn is None or self.fetch_schema is None:
+            return
+        try:
+            book = await self.fetch_schema(conn, name)
+        except TfshareError as exc:
+            log.warning("schema_fetch_failed", code=exc.code, reason=exc.message)
+            return
+        if book is not None:
+            log.info("schema_fetched", schema=name)
+            self.schemas = book
+            self._use(self.roster)
 
     def _count_and_log(self, delivery: transport.Delivery, outcome: Outcome) -> None:
         event, fields = log_event(outcome)

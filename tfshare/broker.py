@@ -53,6 +53,15 @@ def roster_bucket(taskforce: str) -> str:
 ROSTER_KEY: Final = "roster"
 
 
+def schema_bucket(taskforce: str) -> str:
+    """The KV bucket of registry records: key ``<subject>.v<version>``, written once."""
+    return f"tf_{taskforce}_schemas"
+
+
+def schema_key(subject: str, version: int) -> str:
+    return f"{subject}.v{version}"
+
+
 def stream_subjects(taskforce: str) -> list[str]:
     return [f"tf.{taskforce}.ch.>"]
 
@@ -88,13 +97,16 @@ def render_config(
             for c in roster.roster.channels
             if agency in c.writers
         ]
-        bucket = roster_bucket(tf)
-        publish += [  # read the roster from its KV bucket (stream info + direct get)
+        bucket, schemas = roster_bucket(tf), schema_bucket(tf)
+        publish += [  # read the roster and registry records from KV (stream info + direct get)
             f"$JS.API.STREAM.INFO.KV_{bucket}",
             f"$JS.API.DIRECT.GET.KV_{bucket}.>",
+            f"$JS.API.STREAM.INFO.KV_{schemas}",
+            f"$JS.API.DIRECT.GET.KV_{schemas}.>",
         ]
         if agency in roster.roster.coordinators:
             publish.append(f"$KV.{bucket}.{ROSTER_KEY}")  # coordinators publish rosters
+            publish.append(f"$KV.{schemas}.>")  # ... and registry records
         if readable_channels(roster, agency):
             publish += [
                 f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",

@@ -97,6 +97,9 @@ class Rejected(TfshareError):
         # Filled in once the header decoded (claimed, not verified, before the signature).
         self.sender: str | None = None
         self.msg_id: bytes | None = None
+        # E_SCHEMA only: the schema name the plaintext named, so an agent can fetch it from
+        # the registry and retry. Never logged (it comes from inside the encryption).
+        self.schema: str | None = None
 
 
 _REJECT_HINT = "do not act on this message; ask the sender to resend it, or report the code"

@@ -12,7 +12,7 @@ in, persist, log and acknowledge.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from tfshare.errors import RejectCode, Rejected, RosterRejected
@@ -45,6 +45,8 @@ class Rejection:
     env_hash: bytes
     sender: str | None = None
     msg_id: bytes | None = None
+    # E_SCHEMA: the schema named inside the plaintext (for fetching it; not logged).
+    schema: str | None = field(default=None, repr=False)
 
 
 Outcome = Delivered | Duplicate | Rejection
@@ -88,7 +90,12 @@ class Receiver:
             return Rejection(exc.reject_code, exc.message, envelope_hash(data))
         except Rejected as exc:
             return Rejection(
-                exc.reject_code, exc.message, envelope_hash(data), exc.sender, exc.msg_id
+                exc.reject_code,
+                exc.message,
+                envelope_hash(data),
+                exc.sender,
+                exc.msg_id,
+                exc.schema,
             )
         if isinstance(result, Duplicate):
             return result

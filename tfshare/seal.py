@@ -600,7 +600,9 @@ def _check_decoded(
         raise _reject(RejectCode.E_BODY, "non-zero padding")
     schema = schemas.lookup(plain.schema)
     if schema is None or not hmac.compare_digest(schema.fingerprint, plain.schema_fp):
-        raise _reject(RejectCode.E_SCHEMA, "unknown schema or fingerprint")
+        unknown = _reject(RejectCode.E_SCHEMA, "unknown schema or fingerprint")
+        unknown.schema = plain.schema
+        raise unknown
     if channel.schemas and schema.subject not in channel.schemas:
         raise _reject(RejectCode.E_SCHEMA, "schema not allowed on this channel")
     try:

@@ -36,6 +36,8 @@ from tfshare.broker import (
     inbox_prefix,
     readable_channels,
     roster_bucket,
+    schema_bucket,
+    schema_key,
     stream_name,
     stream_subjects,
 )
@@ -147,6 +149,9 @@ async def provision(
         await js.create_key_value(
             KeyValueConfig(bucket=roster_bucket(roster.taskforce), history=16, direct=True)
         )
+        await js.create_key_value(
+            KeyValueConfig(bucket=schema_bucket(roster.taskforce), history=1, direct=True)
+        )
         try:
             await js.add_stream(config)
         except nats.js.errors.BadRequestError:
@@ -191,6 +196,32 @@ async def get_roster(conn: Connection, taskforce: str) -> bytes | None:
         return None
     except NATS_ERRORS as exc:
         raise broker_error(exc, doing="fetching the roster") from None
+    return bytes(entry.value) if entry.value is not None else None
+
+
+async def put_schema_record(
+    conn: Connection, taskforce: str, subject: str, version: int, data: bytes
+) -> None:
+    """Store a registry record, write-once: a version already there is never replaced."""
+    try:
+        kv = await conn.js.key_value(schema_bucket(taskforce))
+        await kv.create(schema_key(subject, version), data)
+    except nats.js.errors.KeyWrongLastSequenceError:
+        return  # already published (by us or another coordinator): versions never change
+    except NATS_ERRORS as exc:
+        raise broker_error(exc, doing="publishing a schema record") from None
+
+
+async def get_schema_record(
+    conn: Connection, taskforce: str, subject: str, version: int
+) -> bytes | None:
+    try:
+        kv = await conn.js.key_value(schema_bucket(taskforce))
+        entry = await kv.get(schema_key(subject, version))
+    except nats.js.errors.KeyNotFoundError:
+        return None
+    except NATS_ERRORS as exc:
+        raise broker_error(exc, doing="fetching a schema record") from None
     return bytes(entry.value) if entry.value is not None else None
 
 

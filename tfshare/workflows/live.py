@@ -24,6 +24,8 @@ from tfshare.errors import BrokerError, BrokerRefused, UsageError
 from tfshare.files import read_bytes, write_atomic
 from tfshare.protocol import Clock
 from tfshare.registry.book import Registry
+from tfshare.registry.records import verify_record
+from tfshare.registry.schema import split_name
 from tfshare.replay import MemoryReplayStore
 from tfshare.roster import Anchor, TrustedRoster, decode_signed_roster, roster_hash, verify_roster
 from tfshare.seal import Opened, ReceivePolicy, Sealed, open_envelope, seal
@@ -161,6 +163,7 @@ class Agency:
     store: StateStore
     roster_path: Path
     anchor_path: Path
+    registry_dir: Path | None = None
 
     @classmethod
     def load(
@@ -175,7 +178,29 @@ class Agency:
         store = StateStore((state_dir or default_state_dir(creds.key_path)) / "state.db")
         roster = load_trusted(roster_path, anchor_path, store, now_ms=_now())
         registry = load_registry(store_for(registry_dir, roster.taskforce), roster)
-        return cls(creds, roster, registry, store, roster_path, anchor_path)
+        return cls(creds, roster, registry, store, roster_path, anchor_path, registry_dir)
+
+    async def fetch_schema(self, conn: transport.Connection, name: str) -> Registry | None:
+        """Fetch a schema version (and any missing predecessors) from the broker's registry
+        bucket, verify each record, cache it, and return the updated registry."""
+        subject, version = split_name(name)
+        latest = self.registry.latest(subject)
+        first = latest.version + 1 if latest else 1
+        if version < first:
+            return None  # we know this version: a fingerprint mismatch is not fixed here
+        store = store_for(self.registry_dir, self.roster.taskforce)
+        for number in range(first, version + 1):
+            data = await transport.get_schema_record(conn, self.roster.taskforce, subject, number)
+            if data is None:
+                return None
+            verify_record(data, self.roster)
+            if store.get(subject, number) is None:
+                current = store.latest(subject)
+                store.create(subject, number, data)
+                store.set_latest(subject, number, expected_revision=current[1] if current else 0)
+        # load_registry verifies the whole chain again; a bad record stops it (fail closed).
+        self.registry = load_registry(store, self.roster)
+        return self.registry
 
     def accept_roster(self, data: bytes) -> TrustedRoster:
         """A roster from the broker's bucket: verified against the anchor and the rollback
@@ -290,6 +315,7 @@ def make_agent(agency: Agency, *, url: str, clock: Clock) -> Agent:
         url=url,
         clock=clock,
         accept_roster=agency.accept_roster,
+        fetch_schema=agency.fetch_schema,
     )
 
 

@@ -7,11 +7,13 @@ roster and anchor are given. Nothing is registered or cached unless every check 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tfshare import transport
 from tfshare.errors import InputError, TrustError, UsageError, ValidationError
 from tfshare.files import read_bytes, write_atomic
 from tfshare.keys import Identity
@@ -305,3 +307,35 @@ def export(registry: Registry, directory: Path) -> list[Path]:
         )
         written.append(path)
     return written
+
+
+def publish_record(
+    store: DirectoryStore,
+    *,
+    subject: str,
+    version: int,
+    identity: Identity,
+    url: str,
+    taskforce: str,
+) -> None:
+    """Put a committed record into the broker's registry bucket (coordinators' NATS users may
+    write it), so agents fetch it when they first meet the version."""
+    data = store.get(subject, version)
+    if data is None:
+        raise ValidationError(f"{subject}/{version} is not registered here", hint="register it")
+
+    async def put() -> None:
+        conn = await transport.connect(
+            url,
+            nkey_seed=identity.nats_seed_encoded(),
+            agency=identity.agency_id,
+            name="tfshare-schema",
+            reconnect=False,
+            connect_timeout=1.0,
+        )
+        try:
+            await transport.put_schema_record(conn, taskforce, subject, version, data)
+        finally:
+            await conn.close()
+
+    asyncio.run(put())
