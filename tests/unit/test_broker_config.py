@@ -25,6 +25,7 @@ from tfshare.broker import (
     inbox_prefix,
     render_config,
     roster_bucket,
+    schema_bucket,
     stream_name,
 )
 from tfshare.workflows.live import write_broker_config
@@ -34,8 +35,15 @@ TASKFORCE = "nl-north"
 STREAM = stream_name(TASKFORCE)
 BUCKET = roster_bucket(TASKFORCE)
 # Every member reads the roster from its KV bucket; only coordinators publish rosters there.
-ROSTER_READ = [f"$JS.API.STREAM.INFO.KV_{BUCKET}", f"$JS.API.DIRECT.GET.KV_{BUCKET}.>"]
+SCHEMAS = schema_bucket(TASKFORCE)
+ROSTER_READ = [
+    f"$JS.API.STREAM.INFO.KV_{BUCKET}",
+    f"$JS.API.DIRECT.GET.KV_{BUCKET}.>",
+    f"$JS.API.STREAM.INFO.KV_{SCHEMAS}",  # registry records are read the same way
+    f"$JS.API.DIRECT.GET.KV_{SCHEMAS}.>",
+]
 ROSTER_WRITE = f"$KV.{BUCKET}.{ROSTER_KEY}"
+SCHEMA_WRITE = f"$KV.{SCHEMAS}.>"
 ADMIN_SEED: bytes = nkeys.encode_seed(b"\x07" * 32, nkeys.PREFIX_BYTE_USER)
 ADMIN_NKEY: str = nkeys.from_seed(ADMIN_SEED).public_key.decode()
 # What each agency of the kit writes (tfkit.build_taskforce): alerts by police and labour,
@@ -143,7 +151,7 @@ def test_active_agency_has_exactly_its_own_permissions(
         f"$JS.API.CONSUMER.INFO.{STREAM}.{durable}",
         f"$JS.ACK.{STREAM}.{durable}.>",
         *ROSTER_READ,
-        *([ROSTER_WRITE] if agency == "coord" else []),
+        *([ROSTER_WRITE, SCHEMA_WRITE] if agency == "coord" else []),
     ]
     assert sorted(user.publish or []) == sorted(expected)
     assert user.subscribe == [f"{inbox_prefix(agency)}.>"]
