@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -60,6 +61,12 @@ def broker_up(
     anchor: BrokerAnchorOpt,
     directory: Annotated[Path, typer.Option("--dir", help="Config, admin key, JetStream data.")],
     port: Annotated[int, typer.Option("--port")] = 4222,
+    max_age_days: Annotated[
+        float, typer.Option("--max-age-days", help="How long the stream keeps messages.")
+    ] = 30,
+    duplicate_window: Annotated[
+        float, typer.Option("--duplicate-window", help="Seconds JetStream drops repeats.")
+    ] = 120,
     state: StateDir = None,
 ) -> None:
     """Run a nats-server with JetStream, configured from the roster, until Ctrl-C.
@@ -69,7 +76,11 @@ def broker_up(
     store = StateStore((state or tfshare_home() / "state" / "_broker") / "state.db")
     trusted = load_trusted(roster, anchor, store, now_ms=now_ms())
     broker = live.start_broker(
-        trusted, directory, port=port, roster_bytes=read_kind(roster, "roster")
+        trusted,
+        directory,
+        port=port,
+        roster_bytes=read_kind(roster, "roster"),
+        limits=live.StreamLimits(max_age_days, duplicate_window),
     )
     supervisor = live.BrokerSupervisor(broker, directory, load_anchor(anchor), store, trusted)
     note(
@@ -358,6 +369,46 @@ def inbox_show(
             "body": live.body_of(opened),
         }
     )
+
+
+@inbox_app.command("search")
+def inbox_search(
+    text: Annotated[str, typer.Argument(help="Words to find (case-insensitive) in the bodies.")],
+    key: KeyOpt = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
+    passphrase_file: PassphraseFile = None,
+    state: StateDir = None,
+    registry: RegistryOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Search the received messages' decrypted bodies (nothing is indexed in clear)."""
+    agency, _ = _agency(key, passphrase_file, roster, anchor, state, registry)
+    needle = text.casefold()
+    hits = []
+    for item in agency.store.inbox(limit=100_000):
+        opened = live.read_inbox_item(agency, item)
+        body = live.body_of(opened)
+        if needle in json.dumps(body, ensure_ascii=False).casefold():
+            hits.append(
+                {
+                    "msg_id": item.msg_id.hex(),
+                    "sender": opened.sender,
+                    "channel": opened.channel,
+                    "schema": opened.schema,
+                    "sent": iso(opened.ts_ms),
+                    "body": body,
+                }
+            )
+    if as_json:
+        emit_json({"matches": hits})
+        return
+    for hit in hits:
+        body = hit["body"] if isinstance(hit["body"], dict) else {}
+        headline = body.get("title") or body.get("summary") or body.get("context") or ""
+        typer.echo(f"{hit['sent']}  {hit['msg_id']}  {hit['sender']:<16} {str(headline)[:70]}")
+    if not hits:
+        note("no message matches")
 
 
 @inbox_app.command("quarantine")

@@ -344,6 +344,35 @@ def test_inbox_show_prints_the_body(
     assert shown["body"]["severity"] == expected["severity"]
 
 
+def test_inbox_search_finds_words_in_the_decrypted_bodies(
+    cli_tf: CliTaskForce, broker: LiveBroker, reader: Background, tmp_path: Path
+) -> None:
+    """``inbox search`` matches words inside the encrypted-at-rest bodies, and only those."""
+    msg_id = msg_id_of(ok(cli_tf.publish(tmp_path / "police", broker.url)))
+    assert wait_for(lambda: msg_id in cli_tf.inbox_ids("ngo"), timeout=10, interval=0.2)
+    found = json.loads(
+        ok(
+            cli_tf.run(
+                "inbox", "search", "ESCORT AD", "--json", *cli_tf.creds("ngo"), *cli_tf.trust()
+            )
+        ).stdout
+    )
+    assert msg_id in {m["msg_id"] for m in found["matches"]}
+    none = json.loads(
+        ok(
+            cli_tf.run(
+                "inbox",
+                "search",
+                "no-such-words-anywhere",
+                "--json",
+                *cli_tf.creds("ngo"),
+                *cli_tf.trust(),
+            )
+        ).stdout
+    )
+    assert none == {"matches": []}
+
+
 def test_agent_exits_0_on_sigterm_with_its_summary(
     cli_tf: CliTaskForce, broker: LiveBroker, tmp_path: Path
 ) -> None:

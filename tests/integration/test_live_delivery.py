@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
 
 import pytest
-from livekit import make_agent, publish_as, run_agents
+from livekit import free_port, make_agent, publish_as, run_agents
 from tfkit import DeterministicRng, TaskForce, example_json
 
+from tfshare import transport
 from tfshare.broker import BrokerProcess, channel_subject
 from tfshare.errors import BrokerError
 from tfshare.keys import Identity
 from tfshare.registry.book import shipped
 from tfshare.seal import Recipient, Sealed, seal_to
+from tfshare.workflows.live import StreamLimits, admin_seed, start_broker
 
 
 def now_ms() -> int:
@@ -191,3 +194,29 @@ def test_broker_restart_loses_nothing(
     run_agents([ngo], lambda: ngo.stats.delivered == 6)
     assert sorted(i.msg_id for i in ngo.store.inbox()) == sorted(s.msg_id for s in first + second)
     assert ngo.stats.duplicates == 0
+
+
+def test_stream_limits_are_applied(live_tf: TaskForce, tmp_path: Path) -> None:
+    """broker up's --max-age-days and --duplicate-window reach the JetStream stream."""
+    directory = tmp_path / "limited"
+    broker = start_broker(
+        live_tf.trusted(),
+        directory,
+        port=free_port(),
+        limits=StreamLimits(max_age_days=2, duplicate_window_s=30),
+    )
+
+    async def info() -> tuple[float, float]:
+        conn = await transport.connect(
+            broker.url, nkey_seed=admin_seed(directory), agency=None, name="t", reconnect=False
+        )
+        try:
+            stream = await conn.js.stream_info("TF_nl-north")
+            return float(stream.config.max_age), float(stream.config.duplicate_window)
+        finally:
+            await conn.close()
+
+    try:
+        assert asyncio.run(info()) == (2 * 86400, 30)
+    finally:
+        broker.stop()

@@ -82,14 +82,31 @@ async def _admin(url: str, directory: Path) -> transport.Connection:
     )
 
 
+@dataclass(frozen=True)
+class StreamLimits:
+    """How long the broker keeps messages, and its duplicate-detection window."""
+
+    max_age_days: float = 30
+    duplicate_window_s: float = 120
+
+
 async def provision_broker(
-    url: str, directory: Path, roster: TrustedRoster, roster_bytes: bytes | None = None
+    url: str,
+    directory: Path,
+    roster: TrustedRoster,
+    roster_bytes: bytes | None = None,
+    limits: StreamLimits = StreamLimits(),
 ) -> None:
     """Stream, consumers and roster bucket; seeds the bucket with ``roster_bytes`` if it is
     empty (a roster already there, perhaps newer, is left alone)."""
     admin = await _admin(url, directory)
     try:
-        await transport.provision(admin, roster)
+        await transport.provision(
+            admin,
+            roster,
+            max_age_days=limits.max_age_days,
+            duplicate_window_s=limits.duplicate_window_s,
+        )
         if roster_bytes is not None and await transport.get_roster(admin, roster.taskforce) is None:
             await transport.put_roster(admin, roster.taskforce, roster_bytes)
     finally:
@@ -97,14 +114,19 @@ async def provision_broker(
 
 
 def start_broker(
-    roster: TrustedRoster, directory: Path, *, port: int, roster_bytes: bytes | None = None
+    roster: TrustedRoster,
+    directory: Path,
+    *,
+    port: int,
+    roster_bytes: bytes | None = None,
+    limits: StreamLimits = StreamLimits(),
 ) -> BrokerProcess:
     """Configure, start and provision a nats-server for the roster's task force."""
     config = write_broker_config(roster, directory, port=port)
     broker = BrokerProcess(config=config, host="127.0.0.1", port=port, log=directory / "nats.log")
     broker.start()
     try:
-        asyncio.run(provision_broker(broker.url, directory, roster, roster_bytes))
+        asyncio.run(provision_broker(broker.url, directory, roster, roster_bytes, limits))
     except BaseException:
         broker.stop()
         raise
