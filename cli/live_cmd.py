@@ -18,7 +18,7 @@ from tfshare.store import StateStore
 from tfshare.workflows import live
 from tfshare.workflows.exchange import Credentials, tfshare_home
 from tfshare.workflows.filekinds import load_anchor, read_kind
-from tfshare.workflows.rosters import load_trusted
+from tfshare.workflows.rosters import load_trusted, trusted_roster
 
 from .common import (
     AnchorOpt,
@@ -48,11 +48,9 @@ RegistryOpt = Annotated[Path | None, typer.Option("--registry", help="Registry c
 
 
 def _broker_roster(roster: Path, anchor: Path, state: Path | None) -> Any:
-    store = StateStore((state or tfshare_home() / "state" / "_broker") / "state.db")
-    try:
-        return load_trusted(roster, anchor, store, now_ms=now_ms())
-    finally:
-        store.close()
+    return trusted_roster(
+        roster, anchor, state or tfshare_home() / "state" / "_broker", now_ms=now_ms()
+    )
 
 
 @broker_app.command("up")

@@ -9,12 +9,14 @@ from typing import Annotated
 import typer
 
 from tfshare.errors import BrokerError
+from tfshare.keys import Identity
 from tfshare.registry.compat import DEFAULT_MODE, Mode
-from tfshare.store import StateStore
+from tfshare.registry_store import DirectoryStore
+from tfshare.roster import TrustedRoster
 from tfshare.workflows import schemas as workflow
 from tfshare.workflows.exchange import default_state_dir, tfshare_home
 from tfshare.workflows.keys import load_identity
-from tfshare.workflows.rosters import load_trusted
+from tfshare.workflows.rosters import trusted_roster
 
 from .common import JsonFlag, PassphraseFile, emit_fields, emit_json, note, now_ms, passphrase
 
@@ -57,11 +59,7 @@ def _registry(
         return workflow.shipped()
     # Without a key there is no agency: keep this viewer's roster state on its own.
     state_dir = state or (default_state_dir(key) if key else tfshare_home() / "state" / "_viewer")
-    db = StateStore(state_dir / "state.db")
-    try:
-        trusted = load_trusted(roster, anchor, db, now_ms=now_ms())
-    finally:
-        db.close()
+    trusted = trusted_roster(roster, anchor, state_dir, now_ms=now_ms())
     return workflow.load_registry(workflow.store_for(registry_dir, trusted.taskforce), trusted)
 
 
@@ -171,13 +169,9 @@ def register_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Register a new schema version (refused with reasons if it breaks compatibility)."""
-    identity = load_identity(key, passphrase(passphrase_file, confirm=False, purpose=str(key)))
-    db = StateStore((state or default_state_dir(key)) / "state.db")
-    try:
-        trusted = load_trusted(roster, anchor, db, now_ms=now_ms())
-    finally:
-        db.close()
-    store = workflow.store_for(registry_dir, trusted.taskforce)
+    identity, trusted, store = _coordinator(
+        key, passphrase_file, roster, anchor, state, registry_dir
+    )
     result = workflow.register(
         file, identity=identity, roster=trusted, store=store, mode=mode, now_ms=now_ms()
     )
@@ -209,15 +203,25 @@ def sign_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Add your coordinator signature to a pending schema record."""
-    identity = load_identity(key, passphrase(passphrase_file, confirm=False, purpose=str(key)))
-    db = StateStore((state or default_state_dir(key)) / "state.db")
-    try:
-        trusted = load_trusted(roster, anchor, db, now_ms=now_ms())
-    finally:
-        db.close()
-    store = workflow.store_for(registry_dir, trusted.taskforce)
+    identity, trusted, store = _coordinator(
+        key, passphrase_file, roster, anchor, state, registry_dir
+    )
     result = workflow.sign_pending(pending, identity=identity, roster=trusted, store=store)
     _render_registration(result, as_json)
+
+
+def _coordinator(
+    key: Path,
+    passphrase_file: Path | None,
+    roster: Path,
+    anchor: Path,
+    state: Path | None,
+    registry_dir: Path | None,
+) -> tuple[Identity, TrustedRoster, DirectoryStore]:
+    """A coordinator's identity, the verified roster, and the task force's registry cache."""
+    identity = load_identity(key, passphrase(passphrase_file, confirm=False, purpose=str(key)))
+    trusted = trusted_roster(roster, anchor, state or default_state_dir(key), now_ms=now_ms())
+    return identity, trusted, workflow.store_for(registry_dir, trusted.taskforce)
 
 
 def _render_registration(result: workflow.Registration, as_json: bool) -> None:

@@ -133,6 +133,17 @@ def load_trusted(
     return trusted
 
 
+def trusted_roster(
+    roster_path: Path, anchor_path: Path, state_dir: Path, *, now_ms: int
+) -> R.TrustedRoster:
+    """``load_trusted`` with the state database of ``state_dir`` opened and closed around it."""
+    store = StateStore(state_dir / "state.db")
+    try:
+        return load_trusted(roster_path, anchor_path, store, now_ms=now_ms)
+    finally:
+        store.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # Rendering helpers (data, not text: the CLI decides how it looks)
 
