@@ -176,10 +176,25 @@ def agent_run(
     )
 
 
+def _ask(path: str, allowed: list[str] | None) -> str:
+    """Ask for one missing required field on the terminal, offering its allowed values."""
+    if allowed:
+        note(f"{path}: one of {', '.join(allowed)}")
+    answer: str = typer.prompt(path, err=True)
+    while allowed and answer not in allowed:
+        note(f"{path} must be one of {', '.join(allowed)}")
+        answer = typer.prompt(path, err=True)
+    return answer
+
+
 def publish_cmd(
     kind: Annotated[str, typer.Argument(help="alert, red-flag or tip.")],
     channel: Annotated[str, typer.Option("--channel", help="Channel to publish on.")],
-    body: Annotated[Path, typer.Option("--file", help="The body, a JSON file.")],
+    body: Annotated[Path | None, typer.Option("--file", help="The body, a JSON file.")] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option("--field", help="path=value, e.g. handling.tlp=RED (repeat)."),
+    ] = None,
     to: Annotated[str | None, typer.Option("--to", help="Recipients, comma-separated.")] = None,
     server: ServerOpt = None,
     no_queue: Annotated[
@@ -201,6 +216,8 @@ def publish_cmd(
         channel=channel,
         to=split_list(to),
         body_path=body,
+        fields=field or [],
+        prompt=_ask if sys.stdin.isatty() and sys.stderr.isatty() else None,
         url=url,
         queue=not no_queue,
     )

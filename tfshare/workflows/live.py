@@ -30,6 +30,7 @@ from tfshare.replay import MemoryReplayStore
 from tfshare.roster import Anchor, TrustedRoster, decode_signed_roster, roster_hash, verify_roster
 from tfshare.seal import Opened, ReceivePolicy, Sealed, open_envelope, seal
 from tfshare.store import InboxItem, StateStore
+from tfshare.workflows.bodies import Prompt, body_json
 from tfshare.workflows.exchange import Credentials, default_state_dir
 from tfshare.workflows.filekinds import load_anchor
 from tfshare.workflows.keys import load_identity
@@ -260,15 +261,21 @@ def publish(
     kind: str,
     channel: str,
     to: Sequence[str] | None,
-    body_path: Path,
+    body_path: Path | None,
+    fields: Sequence[str] = (),
+    prompt: Prompt | None = None,
     url: str,
     queue: bool,
 ) -> Published:
-    """Seal a body and publish it; if the broker is away, keep it in the outbox (``queue``)."""
+    """Seal a body (a JSON file, ``--field``s, prompts for what is missing) and publish it;
+    if the broker is away, keep it in the outbox (``queue``)."""
     if kind not in KINDS:
         raise UsageError(f"unknown kind {kind!r}", hint=f"use one of {', '.join(KINDS)}")
     schema = resolve(agency.registry, KINDS[kind])
-    record = schema.from_json(read_bytes(body_path, what="body file", limit=512 * 1024))
+    if body_path is None and not fields and prompt is None:
+        raise UsageError("no body given", hint="give --file BODY.json and/or --field path=value")
+    base = read_bytes(body_path, what="body file", limit=512 * 1024) if body_path else None
+    record = schema.from_json(body_json(schema.document, base=base, fields=fields, prompt=prompt))
     identity = load_identity(agency.creds.key_path, agency.creds.passphrase)
     now = _now()
     sealed = seal(
