@@ -2,7 +2,14 @@
 
 Owns: the consume loop (fetch, receive, persist, then acknowledge -- never the other way
 round), the outbox flush (envelopes sealed while the broker was away), reconnection with
-backoff, and a clean stop (finish the message in hand, close the connection).
+backoff, and a clean stop (finish the batch in hand and the one fetched ahead, close the
+connection).
+
+Speed: the pull request for the next batch goes out before the current one is checked, so
+the broker's round trip overlaps our work; each batch is persisted in one transaction. The
+checks run on the event loop's thread: on CPython with the GIL, running ``Receiver.open`` on
+worker threads was measured slower (the GIL hand-offs cost more than the C calls free); the
+open/settle split in ``tfshare.protocol`` is where a process pool would go.
 
 Invariants:
 - a message is acknowledged only after its outcome is persisted: delivered into the inbox
@@ -66,12 +73,14 @@ class Agent:
     # caches it, and returns the updated schema book; None if the broker has no such record.
     fetch_schema: Callable[[transport.Connection, str], Awaitable[SchemaBook | None]] | None = None
     reload_every_s: float = 2.0
+    # A schema the registry bucket did not have is looked up again after this long.
+    schema_retry_s: float = 60.0
     stats: AgentStats = field(default_factory=AgentStats)
 
     def __post_init__(self) -> None:
         self._next_reload = 0.0
         self._seen_roster: bytes | None = None
-        self._schemas_tried: set[str] = set()
+        self._schema_attempts: dict[str, float] = {}
         self._use(self.roster)
 
     def _use(self, roster: TrustedRoster) -> None:
@@ -122,15 +131,33 @@ class Agent:
     async def _consume(self, conn: transport.Connection, stop: asyncio.Event) -> None:
         consumer = transport.Consumer(conn, self.roster.taskforce, self.identity.agency_id)
         await consumer.bind()
-        while not stop.is_set():
-            if self.accept_roster is not None:
-                await self.follow_roster_bucket(conn)
-            else:
-                self.maybe_reload_roster()
-            await self.flush_outbox(conn)
-            deliveries = await consumer.fetch(self.batch, self.fetch_timeout)
-            if deliveries:
-                await self.handle_batch(deliveries, conn)
+        ahead: asyncio.Task[list[transport.Delivery]] | None = None
+        try:
+            while not stop.is_set():
+                if self.accept_roster is not None:
+                    await self.follow_roster_bucket(conn)
+                else:
+                    self.maybe_reload_roster()
+                await self.flush_outbox(conn)
+                if ahead is None:
+                    deliveries = await consumer.fetch(self.batch, self.fetch_timeout)
+                else:
+                    deliveries, ahead = await ahead, None
+                if deliveries:
+                    # A busy stream: fetch the next batch while this one is handled.
+                    ahead = asyncio.create_task(consumer.fetch(self.batch, self.fetch_timeout))
+                    await asyncio.sleep(0)  # let it send the pull request before we get busy
+                    await self.handle_batch(deliveries, conn)
+            if ahead is not None:
+                # Stopping: what was fetched ahead is handled now, not left to be redelivered
+                # after the broker's ack wait.
+                deliveries, ahead = await ahead, None
+                if deliveries:
+                    await self.handle_batch(deliveries, conn)
+        finally:
+            if ahead is not None:  # the connection failed: unacknowledged, so redelivered
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
 
     async def follow_roster_bucket(self, conn: transport.Connection) -> None:
         """Apply a newer roster published in the broker's bucket (verified first)."""
@@ -182,16 +209,19 @@ class Agent:
         outcomes: list[Outcome] = []
         handled: list[transport.Delivery] = []
         deferred: dict[str, list[transport.Delivery]] = {}
+        receiver = self.receiver  # the roster may change while the batch is opened
+        now_ms = self.clock()
+        openings = [receiver.open(d.data, d.subject, now_ms) for d in deliveries]
         try:
             with self.store.transaction():
-                for delivery in deliveries:
-                    outcome = self.receiver.receive(delivery.data, delivery.subject)
+                for delivery, opening in zip(deliveries, openings, strict=True):
+                    outcome = receiver.settle(delivery.data, opening)
                     name = outcome.schema if isinstance(outcome, Rejection) else None
                     if (
                         name is not None
                         and conn is not None
                         and self.fetch_schema is not None
-                        and name not in self._schemas_tried
+                        and self._may_fetch_schema(name)
                     ):
                         # Not persisted, not acknowledged: fetched below, then redelivered.
                         deferred.setdefault(name, []).append(delivery)
@@ -222,7 +252,7 @@ class Agent:
             await self._fetch_schema(conn, name)
             for delivery in waiting:
                 await delivery.nak()  # comes back now, with the schema known (or not: then
-                # it is quarantined, as the name is not tried twice)
+                # it is quarantined, as the name is not looked up again for a while)
         for delivery, outcome in zip(handled, outcomes, strict=True):
             self._count_and_log(delivery, outcome)
             await delivery.ack()
@@ -230,8 +260,12 @@ class Agent:
                 self.on_outcome(outcome)
         return outcomes
 
+    def _may_fetch_schema(self, name: str) -> bool:
+        last = self._schema_attempts.get(name)
+        return last is None or time.monotonic() - last >= self.schema_retry_s
+
     async def _fetch_schema(self, conn: transport.Connection | None, name: str) -> None:
-        self._schemas_tried.add(name)
+        self._schema_attempts[name] = time.monotonic()
         if conn is None or self.fetch_schema is None:
             return
         try:
@@ -259,21 +293,34 @@ class Agent:
             self.stats.delivered += 1
             log.info(event, **fields)
 
-    async def flush_outbox(self, conn: transport.Connection) -> int:
-        """Publish envelopes queued while the broker was away; each leaves the outbox only
-        after JetStream acknowledged it (a repeat is dropped by its Nats-Msg-Id)."""
+    async def flush_outbox(self, conn: transport.Connection, chunk: int = 256) -> int:
+        """Publish envelopes queued while the broker was away, pipelined; each leaves the
+        outbox only after JetStream acknowledged it (a repeat is dropped by its Nats-Msg-Id).
+        A refused envelope is set aside so it does not block the others."""
+        queued = self.store.outbox()
         sent = 0
-        for msg_id, subject, data in self.store.outbox():
-            try:
-                await transport.publish(conn, subject, data, msg_id=msg_id.hex())
-            except BrokerRefused as exc:
-                self.store.outbox_refused(msg_id, exc.message)
-                log.error("outbox_refused", msg_id=msg_id.hex(), subject=subject)
-                continue
-            self.store.outbox_done(msg_id)
-            log.info("outbox_delivered", msg_id=msg_id.hex(), subject=subject)
-            sent += 1
-        self.stats.published += sent
+        for start in range(0, len(queued), chunk):
+            part = queued[start : start + chunk]
+            results = await transport.publish_many(
+                conn, [(subject, data, msg_id.hex()) for msg_id, subject, data in part]
+            )
+            done: list[bytes] = []
+            lost: BrokerError | None = None
+            for (msg_id, subject, _), result in zip(part, results, strict=True):
+                if isinstance(result, BrokerRefused):
+                    self.store.outbox_refused(msg_id, result.message)
+                    log.error("outbox_refused", msg_id=msg_id.hex(), subject=subject)
+                elif isinstance(result, BrokerError):
+                    lost = lost or result  # stays queued; tried again after reconnecting
+                else:
+                    done.append(msg_id)
+                    log.info("outbox_delivered", msg_id=msg_id.hex(), subject=subject)
+            if done:
+                self.store.outbox_done(*done)
+            sent += len(done)
+            self.stats.published += len(done)
+            if lost is not None:
+                raise lost
         return sent
 
 

@@ -5,12 +5,18 @@ Owns: ``Receiver``, which runs ``open_envelope`` and turns its result into exact
 store (only those); and notes sequence anomalies (gaps and reordering are delivered, not
 refused: no order is assumed, the anomaly is reported for the log).
 
+``receive`` is ``open`` then ``settle``. They are separate so that an agent can run the
+costly, stateless part (``open``: signature, key agreement, decryption, schema) for a batch on
+several cores, and the part that touches the replay store (``settle``) in arrival order on
+one thread, with exactly the outcomes ``receive`` gives.
+
 Like h11, it never reads a socket or a file and never logs: the agent and the CLI move bytes
 in, persist, log and acknowledge.
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -73,23 +79,34 @@ class Receiver:
         self.policy = policy
 
     def receive(self, data: bytes, subject: str | None = None) -> Outcome:
-        now_ms = self.clock()
+        """Check one envelope and settle it against the replay store."""
+        return self.settle(data, self.open(data, subject, self.clock()))
+
+    def open(self, data: bytes, subject: str | None, now_ms: int) -> Opening:
+        """Every check except the replay store's, without touching it.
+
+        Thread-safe and free of shared state, so an agent can run it for many envelopes at
+        once (libsodium releases the GIL). The replay check is only deferred, not skipped:
+        ``settle`` must follow, in arrival order, on one thread."""
+        deferred = _DeferredReplay()
         try:
             self.roster.check_receivable(now_ms)
             result = open_envelope(
                 data,
                 identity=self.identity,
                 roster=self.roster,
-                replay=self.replay,
+                replay=deferred,
                 schemas=self.schemas,
                 now_ms=now_ms,
                 subject=subject,
                 policy=self.policy,
             )
         except RosterRejected as exc:
-            return Rejection(exc.reject_code, exc.message, envelope_hash(data))
+            return Opening(
+                Rejection(exc.reject_code, exc.message, envelope_hash(data)), None, now_ms
+            )
         except Rejected as exc:
-            return Rejection(
+            rejection = Rejection(
                 exc.reject_code,
                 exc.message,
                 envelope_hash(data),
@@ -97,7 +114,22 @@ class Receiver:
                 exc.msg_id,
                 exc.schema,
             )
-        if isinstance(result, Duplicate):
+            return Opening(rejection, deferred.key, now_ms)
+        # open_envelope returns Duplicate only when the store says so; ours never does.
+        assert isinstance(result, Opened)
+        return Opening(result, deferred.key, now_ms)
+
+    def settle(self, data: bytes, opening: Opening) -> Outcome:
+        """The replay check ``open`` deferred, then the record: the outcome is exactly what
+        a single-threaded ``receive`` would have given. Not thread-safe (one writer)."""
+        result = opening.result
+        if isinstance(result, Rejection):
+            if opening.replay_key is not None:
+                # The signature verified and a later check failed; a replay of an envelope
+                # we already hold is still a DUPLICATE, a different one still equivocation.
+                seen = self.replay.lookup(*opening.replay_key)
+                if seen is not None and result.sender is not None and result.msg_id is not None:
+                    return self._seen(seen, result.env_hash, result.sender, result.msg_id)
             return result
         last = self.replay.last_seq(result.sender, result.channel)
         note: SeqNote = None
@@ -117,17 +149,45 @@ class Receiver:
             )
         )
         if existing is not None:
-            # Another process delivered this (sender_kid, msg_id) between our check and now.
-            if existing == result.env_hash:
-                return Duplicate(result.msg_id, result.env_hash, result.sender)
-            return Rejection(
-                RejectCode.E_EQUIVOCATION,
-                "same msg_id, different content",
-                result.env_hash,
-                result.sender,
-                result.msg_id,
-            )
-        return Delivered(result, note, self.roster.expired(now_ms))
+            # Delivered before (or by another process between our checks and now).
+            return self._seen(existing, result.env_hash, result.sender, result.msg_id)
+        return Delivered(result, note, self.roster.expired(opening.now_ms))
+
+    @staticmethod
+    def _seen(stored: bytes, env_hash: bytes, sender: str, msg_id: bytes) -> Outcome:
+        if hmac.compare_digest(stored, env_hash):
+            return Duplicate(msg_id, env_hash, sender)
+        return Rejection(
+            RejectCode.E_EQUIVOCATION, "same msg_id, different content", env_hash, sender, msg_id
+        )
+
+
+@dataclass(frozen=True)
+class Opening:
+    """What ``Receiver.open`` found: the result of every check but the replay store's, and
+    the (sender_kid, msg_id) still to look up there -- set once the signature verified."""
+
+    result: Opened | Rejection
+    replay_key: tuple[bytes, bytes] | None
+    now_ms: int
+
+
+class _DeferredReplay:
+    """A replay store that answers "not seen" and remembers that it was asked: the question
+    is put again to the real store in ``Receiver.settle``. Never shared between threads."""
+
+    def __init__(self) -> None:
+        self.key: tuple[bytes, bytes] | None = None
+
+    def lookup(self, sender_kid: bytes, msg_id: bytes) -> bytes | None:
+        self.key = (sender_kid, msg_id)
+        return None
+
+    def last_seq(self, sender: str, channel: str) -> int | None:
+        raise AssertionError("open_envelope does not ask for sequence numbers")
+
+    def record(self, entry: ReplayEntry) -> bytes | None:
+        raise AssertionError("open_envelope records nothing")
 
 
 def log_event(outcome: Outcome) -> tuple[str, dict[str, object]]:

@@ -235,9 +235,10 @@ class StateStore:
         ).fetchall()
         return [(bytes(r[0]), r[1], r[2]) for r in rows]
 
-    def outbox_done(self, msg_id: bytes) -> None:
+    def outbox_done(self, *msg_ids: bytes) -> None:
+        """Drop envelopes JetStream acknowledged (in one transaction)."""
         with _tx(self._db):
-            self._db.execute("DELETE FROM outbox WHERE msg_id = ?", (msg_id,))
+            self._db.executemany("DELETE FROM outbox WHERE msg_id = ?", [(m,) for m in msg_ids])
 
 
 @dataclass(frozen=True)
@@ -298,14 +299,8 @@ class SqliteReplayStore:
 
     def record(self, entry: ReplayEntry) -> bytes | None:
         with _tx(self._db):
-            row = self._db.execute(
-                "SELECT env_hash FROM replay WHERE sender_kid = ? AND msg_id = ?",
-                (entry.sender_kid, entry.msg_id),
-            ).fetchone()
-            if row is not None:
-                return bytes(row[0])
-            self._db.execute(
-                "INSERT INTO replay VALUES (?, ?, ?, ?, ?, ?, ?)",
+            inserted = self._db.execute(
+                "INSERT OR IGNORE INTO replay VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     entry.sender_kid,
                     entry.msg_id,
@@ -316,6 +311,8 @@ class SqliteReplayStore:
                     entry.seq,
                 ),
             )
+            if inserted.rowcount == 0:  # recorded before: report what is stored
+                return self.lookup(entry.sender_kid, entry.msg_id)
             self._db.execute(
                 "INSERT INTO sender_seq VALUES (?, ?, ?) ON CONFLICT(sender, channel) "
                 "DO UPDATE SET seq = max(seq, excluded.seq)",

@@ -12,7 +12,7 @@ Never: look inside envelopes; this layer moves opaque bytes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -240,6 +240,52 @@ async def publish(
             ) from None
         raise broker_error(exc, doing=f"publishing on {subject}") from None
     return int(ack.seq), bool(ack.duplicate)
+
+
+async def publish_many(
+    conn: Connection, items: Sequence[tuple[str, bytes, str]], *, timeout: float = 5.0
+) -> list[tuple[int, bool] | BrokerError]:
+    """Publish (subject, envelope, msg_id) items pipelined -- all in flight at once -- and
+    wait for JetStream's acks. One result per item, in order: (stream sequence, duplicate?)
+    or the ``BrokerError`` (``BrokerRefused`` for a permission denial) for that item."""
+    if not items:
+        return []
+    js = conn.js  # one context: it owns the futures of its pending publishes
+    futures: list[asyncio.Future[Any]] = []
+    try:
+        for subject, data, msg_id in items:
+            futures.append(
+                await js.publish_async(
+                    subject, data, wait_stall=timeout, headers={"Nats-Msg-Id": msg_id}
+                )
+            )
+    except NATS_ERRORS as exc:
+        for future in futures:
+            future.cancel()
+        raise broker_error(exc, doing="publishing") from None
+    await asyncio.wait(futures, timeout=timeout)
+    results: list[tuple[int, bool] | BrokerError] = []
+    for (subject, _, _), future in zip(items, futures, strict=False):
+        if not future.done():
+            future.cancel()
+            failure: BaseException = TimeoutError()
+        elif future.exception() is not None:
+            failure = future.exception() or TimeoutError()
+        else:
+            ack = future.result()
+            results.append((int(ack.seq), bool(ack.duplicate)))
+            continue
+        if conn.refused(subject):
+            results.append(
+                BrokerRefused(
+                    f"the broker refused publishing on {subject}: permission denied",
+                    hint="the roster does not let this agency write that channel (or the "
+                    "broker's configuration is older than the roster)",
+                )
+            )
+        else:
+            results.append(broker_error(failure, doing=f"publishing on {subject}"))
+    return results
 
 
 @dataclass
