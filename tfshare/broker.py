@@ -36,6 +36,24 @@ def durable_name(agency: str) -> str:
     return f"agent_{agency}"
 
 
+def audit_durable_name(agency: str) -> str:
+    """The audit service's consumer: every channel of the task force, envelopes only."""
+    return f"audit_{agency}"
+
+
+def is_auditor(roster: TrustedRoster, agency: str) -> bool:
+    """Coordinators and agencies with the auditor role may run the audit service."""
+    member = roster.members.get(agency)
+    return member is not None and (
+        agency in roster.roster.coordinators or "auditor" in member.roles
+    )
+
+
+def audit_subject(taskforce: str, what: str) -> str:
+    """Subjects of the audit service: checkpoints (published) and proofs (request-reply)."""
+    return f"tf.{taskforce}.audit.{what}"
+
+
 def inbox_prefix(agency: str) -> str:
     """Each agency's private reply subjects: no one else can read its JetStream acks."""
     return f"_INBOX_{agency}"
@@ -112,6 +130,14 @@ def render_config(
                 f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
                 f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
                 f"$JS.ACK.{stream}.{durable}.>",
+            ]
+        if is_auditor(roster, agency):
+            audit = audit_durable_name(agency)
+            publish += [
+                f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{audit}",
+                f"$JS.API.CONSUMER.INFO.{stream}.{audit}",
+                f"$JS.ACK.{stream}.{audit}.>",
+                audit_subject(tf, "checkpoint"),  # the signed checkpoints it publishes
             ]
         users.append(
             f"    {{ nkey: {member.nats_user}  # {agency}\n"

@@ -53,7 +53,7 @@ from tfshare.errors import RejectCode, Rejected, TrustError, ValidationError
 from tfshare.keys import Identity, Random, kid_enc
 from tfshare.messages import MessageType, SchemaBook
 from tfshare.replay import ReplayStore
-from tfshare.roster import TrustedRoster
+from tfshare.roster import Channel, SenderKey, TrustedRoster
 
 L_WRAP: Final = label("tfshare/v1/wrap")
 L_COMMIT: Final = label("tfshare/v1/commit")
@@ -509,45 +509,7 @@ def _check_decoded(
     policy: ReceivePolicy,
 ) -> Opened | Duplicate:
     """Checks 3 to 9, on a decoded envelope (see ``open_envelope``)."""
-    # 3. task force, channel, subject, suite policy, time window
-    channel = roster.channels.get(hdr.channel)
-    if hdr.taskforce != roster.taskforce or channel is None:
-        raise _reject(RejectCode.E_CHANNEL, f"unknown task force or channel {hdr.channel!r}")
-    if subject is not None and subject != expected_subject(hdr.taskforce, hdr.channel, hdr.sender):
-        raise _reject(RejectCode.E_CHANNEL, "envelope arrived on a subject it was not sent to")
-    if hdr.suite < channel.min_suite or not channel.mode_policy & hdr.mode:
-        raise _reject(RejectCode.E_VERSION, "suite or mode below the channel's minimum")
-    if hdr.ts_ms < now_ms - policy.max_age_ms:
-        raise _reject(RejectCode.E_STALE, "timestamp older than the maximum age")
-    if hdr.ts_ms > now_ms + policy.max_skew_ms:
-        raise _reject(RejectCode.E_FUTURE, "timestamp too far in the future")
-    # 4. roster: sender, key, revocation, write permission
-    sender_key = roster.sign_keys.get(hdr.sender_kid)
-    if sender_key is None or sender_key.member.agency_id != hdr.sender:
-        raise _reject(RejectCode.E_UNKNOWN_SENDER, f"no key {hdr.sender_kid.hex()} for sender")
-    member, key = sender_key.member, sender_key.key
-    revocation = roster.revoked.get(hdr.sender_kid)
-    if revocation is not None and (
-        revocation.reason == "compromised"
-        or hdr.ts_ms > revocation.at_ms
-        or now_ms > revocation.at_ms + policy.retired_grace_ms
-    ):
-        raise _reject(RejectCode.E_REVOKED, f"sender key revoked ({revocation.reason})")
-    if (
-        hdr.ts_ms > key.not_after_ms
-        or now_ms > key.not_after_ms + policy.retired_grace_ms
-        or (member.status == "removed" and revocation is None)
-    ):
-        raise _reject(RejectCode.E_REVOKED, "sender key retired")
-    if hdr.ts_ms < key.not_before_ms:
-        raise _reject(RejectCode.E_UNKNOWN_SENDER, "sender key not yet valid at that time")
-    if member.status == "suspended" or hdr.sender not in roster.writers[hdr.channel]:
-        raise _reject(RejectCode.E_NOT_AUTHORIZED, f"sender may not write {hdr.channel!r}")
-    # 5. signature, before any secret-key operation
-    try:
-        bindings.crypto_sign_open(_signed_with_sig(env.sig, env.hdr, env.ct), key.pk)
-    except CryptoError:
-        raise _reject(RejectCode.E_BAD_SIG, "signature does not verify") from None
+    channel, sender_key = _check_signed(data, env, hdr, roster, now_ms, subject, policy)
     # 6. replay
     env_hash = envelope_hash(data)
     seen = replay.lookup(hdr.sender_kid, hdr.msg_id)
@@ -627,3 +589,86 @@ def _check_decoded(
         record=record,
         refs=tuple(hdr.refs),
     )
+
+
+def _check_signed(
+    data: bytes,
+    env: Envelope,
+    hdr: Header,
+    roster: TrustedRoster,
+    now_ms: int,
+    subject: str | None,
+    policy: ReceivePolicy,
+) -> tuple[Channel, SenderKey]:
+    """Checks 3 to 5: all that a party without a recipient's key can check."""
+    # 3. task force, channel, subject, suite policy, time window
+    channel = roster.channels.get(hdr.channel)
+    if hdr.taskforce != roster.taskforce or channel is None:
+        raise _reject(RejectCode.E_CHANNEL, f"unknown task force or channel {hdr.channel!r}")
+    if subject is not None and subject != expected_subject(hdr.taskforce, hdr.channel, hdr.sender):
+        raise _reject(RejectCode.E_CHANNEL, "envelope arrived on a subject it was not sent to")
+    if hdr.suite < channel.min_suite or not channel.mode_policy & hdr.mode:
+        raise _reject(RejectCode.E_VERSION, "suite or mode below the channel's minimum")
+    if hdr.ts_ms < now_ms - policy.max_age_ms:
+        raise _reject(RejectCode.E_STALE, "timestamp older than the maximum age")
+    if hdr.ts_ms > now_ms + policy.max_skew_ms:
+        raise _reject(RejectCode.E_FUTURE, "timestamp too far in the future")
+    # 4. roster: sender, key, revocation, write permission
+    sender_key = roster.sign_keys.get(hdr.sender_kid)
+    if sender_key is None or sender_key.member.agency_id != hdr.sender:
+        raise _reject(RejectCode.E_UNKNOWN_SENDER, f"no key {hdr.sender_kid.hex()} for sender")
+    member, key = sender_key.member, sender_key.key
+    revocation = roster.revoked.get(hdr.sender_kid)
+    if revocation is not None and (
+        revocation.reason == "compromised"
+        or hdr.ts_ms > revocation.at_ms
+        or now_ms > revocation.at_ms + policy.retired_grace_ms
+    ):
+        raise _reject(RejectCode.E_REVOKED, f"sender key revoked ({revocation.reason})")
+    if (
+        hdr.ts_ms > key.not_after_ms
+        or now_ms > key.not_after_ms + policy.retired_grace_ms
+        or (member.status == "removed" and revocation is None)
+    ):
+        raise _reject(RejectCode.E_REVOKED, "sender key retired")
+    if hdr.ts_ms < key.not_before_ms:
+        raise _reject(RejectCode.E_UNKNOWN_SENDER, "sender key not yet valid at that time")
+    if member.status == "suspended" or hdr.sender not in roster.writers[hdr.channel]:
+        raise _reject(RejectCode.E_NOT_AUTHORIZED, f"sender may not write {hdr.channel!r}")
+    # 5. signature, before any secret-key operation
+    try:
+        bindings.crypto_sign_open(_signed_with_sig(env.sig, env.hdr, env.ct), key.pk)
+    except CryptoError:
+        raise _reject(RejectCode.E_BAD_SIG, "signature does not verify") from None
+    return channel, sender_key
+
+
+@dataclass(frozen=True)
+class Verified:
+    """An envelope whose metadata and signature verified, not decrypted (the auditor's view)."""
+
+    header: Header
+    env_hash: bytes
+    fingerprint: str
+
+
+def verify_envelope(
+    data: bytes,
+    *,
+    roster: TrustedRoster,
+    now_ms: int,
+    subject: str | None,
+    policy: ReceivePolicy,
+) -> Verified:
+    """Checks 1 to 5 of ``open_envelope``: size, strict decoding, task force, channel and
+    subject, time window, sender key and permission, signature. Needs no secret key: this is
+    what the audit service checks before it logs an envelope. Raises ``Rejected``."""
+    if len(data) > MAX_ENVELOPE:
+        raise _reject(RejectCode.E_TOO_LARGE, f"{len(data)} bytes > {MAX_ENVELOPE}")
+    env, hdr, _ = _decode_envelope(data)
+    try:
+        _, sender_key = _check_signed(data, env, hdr, roster, now_ms, subject, policy)
+    except Rejected as exc:
+        exc.sender, exc.msg_id = hdr.sender, hdr.msg_id
+        raise
+    return Verified(hdr, envelope_hash(data), sender_key.fingerprint)

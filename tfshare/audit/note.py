@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, Protocol
 
 from nacl import bindings
 
@@ -263,7 +263,20 @@ def _check_text(text: str) -> bytes:
         raise _malformed("note text is not valid Unicode (lone surrogate)") from None
 
 
-def sign_note(text: str, signers: Sequence[NoteSigner]) -> bytes:
+class Signer(Protocol):
+    """What signs a note: a key name, its key id and Ed25519. ``NoteSigner`` holds a seed;
+    the audit service signs with the agency's identity key through the same interface."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def key_id(self) -> bytes: ...
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
+def sign_note(text: str, signers: Sequence[Signer]) -> bytes:
     """The signed note: ``text``, a blank line, one signature line per signer, in order."""
     message = _check_text(text)
     if not signers:
@@ -420,7 +433,7 @@ class Checkpoint:
         return cls(origin, int(size_line), root_hash, tuple(extensions))
 
 
-def sign_checkpoint(checkpoint: Checkpoint, signers: Sequence[NoteSigner]) -> bytes:
+def sign_checkpoint(checkpoint: Checkpoint, signers: Sequence[Signer]) -> bytes:
     """The checkpoint as a signed note (the log's key name SHOULD be its origin)."""
     return sign_note(checkpoint.format(), signers)
 
