@@ -521,6 +521,31 @@ def _check_decoded(
     me = roster.members.get(identity.agency_id)
     if me is None or me.status != "active" or identity.agency_id not in roster.readers[hdr.channel]:
         raise _reject(RejectCode.E_NOT_RECIPIENT, "this agency is not a reader of the channel")
+    payload_key = _unwrap(hdr, kids, identity)
+    # 8-9. key commitment, payload, plaintext structure, schema, body
+    plain, record = _open_payload(env, hdr, payload_key, schemas, channel)
+    return Opened(
+        msg_id=hdr.msg_id,
+        env_hash=env_hash,
+        sender=hdr.sender,
+        sender_kid=hdr.sender_kid,
+        fingerprint=sender_key.fingerprint,
+        ts_ms=hdr.ts_ms,
+        taskforce=hdr.taskforce,
+        channel=hdr.channel,
+        seq=hdr.seq,
+        roster_seq=hdr.roster_seq,
+        wraps=hdr.wraps,
+        agency_of_enc_kid=roster.agency_of_enc_kid,
+        schema=plain.schema,
+        schema_fp=plain.schema_fp,
+        record=record,
+        refs=tuple(hdr.refs),
+    )
+
+
+def _unwrap(hdr: Header, kids: list[int], identity: Identity) -> bytes:
+    """Check 7 (after the reader check): find and open this identity's wrap; returns K."""
     my_kid = int.from_bytes(identity.kid_enc, "big")
     index = bisect_left(kids, my_kid)
     if index == len(kids) or kids[index] != my_kid:
@@ -538,6 +563,13 @@ def _check_decoded(
         )
     except CryptoError:
         raise _reject(RejectCode.E_WRAP, "key wrap does not open") from None
+    return payload_key
+
+
+def _open_payload(
+    env: Envelope, hdr: Header, payload_key: bytes, schemas: SchemaBook, channel: Channel
+) -> tuple[Plain, object]:
+    """Checks 8 and 9 with the payload key K: commitment, decryption, plaintext, schema, body."""
     # 8. key commitment, then the payload
     if not hmac.compare_digest(key_commitment(payload_key, hdr.msg_id), hdr.commit):
         raise _reject(RejectCode.E_COMMIT, "key commitment mismatch")
@@ -571,24 +603,7 @@ def _check_decoded(
         record = schema.from_body(plain.body)
     except DECODE_ERRORS as exc:
         raise _reject(RejectCode.E_BODY, f"body: {safe_reason(exc)}") from None
-    return Opened(
-        msg_id=hdr.msg_id,
-        env_hash=env_hash,
-        sender=hdr.sender,
-        sender_kid=hdr.sender_kid,
-        fingerprint=sender_key.fingerprint,
-        ts_ms=hdr.ts_ms,
-        taskforce=hdr.taskforce,
-        channel=hdr.channel,
-        seq=hdr.seq,
-        roster_seq=hdr.roster_seq,
-        wraps=hdr.wraps,
-        agency_of_enc_kid=roster.agency_of_enc_kid,
-        schema=plain.schema,
-        schema_fp=plain.schema_fp,
-        record=record,
-        refs=tuple(hdr.refs),
-    )
+    return plain, record
 
 
 def _check_signed(
@@ -672,3 +687,54 @@ def verify_envelope(
         exc.sender, exc.msg_id = hdr.sender, hdr.msg_id
         raise
     return Verified(hdr, envelope_hash(data), sender_key.fingerprint)
+
+
+# ---------------------------------------------------------------------------------------------
+# Disclosure: one message's key, handed over by a recipient
+
+
+def payload_key_of(
+    data: bytes, *, identity: Identity, roster: TrustedRoster, now_ms: int, policy: ReceivePolicy
+) -> bytes:
+    """The payload key K of an envelope addressed to ``identity``, after checks 1-5 and the
+    key commitment. K opens this one message and nothing else (a fresh K per message)."""
+    env, hdr, kids = _decode_envelope(data)
+    _check_signed(data, env, hdr, roster, now_ms, None, policy)
+    payload_key = _unwrap(hdr, kids, identity)
+    if not hmac.compare_digest(key_commitment(payload_key, hdr.msg_id), hdr.commit):
+        raise _reject(RejectCode.E_COMMIT, "key commitment mismatch")
+    return payload_key
+
+
+def open_with_key(
+    data: bytes,
+    payload_key: bytes,
+    *,
+    roster: TrustedRoster,
+    schemas: SchemaBook,
+    now_ms: int,
+    policy: ReceivePolicy,
+) -> tuple[Verified, str, object]:
+    """Open an envelope with a disclosed payload key: checks 1-5 (the sender's signature),
+    the key commitment (K is the key every recipient got), decryption, schema and body.
+    Returns the verified header, the schema name and the decoded body."""
+    if len(data) > MAX_ENVELOPE:
+        raise _reject(RejectCode.E_TOO_LARGE, f"{len(data)} bytes > {MAX_ENVELOPE}")
+    env, hdr, _ = _decode_envelope(data)
+    try:
+        channel, sender_key = _check_signed(data, env, hdr, roster, now_ms, None, policy)
+        if len(payload_key) != 32:
+            raise _reject(RejectCode.E_COMMIT, "a payload key is 32 bytes")
+        plain, record = _open_payload(env, hdr, payload_key, schemas, channel)
+    except Rejected as exc:
+        exc.sender, exc.msg_id = hdr.sender, hdr.msg_id
+        raise
+    return Verified(hdr, envelope_hash(data), sender_key.fingerprint), plain.schema, record
+
+
+def claimed_header(data: bytes) -> Header:
+    """The header of an envelope, strictly decoded but NOT verified (raises ``Rejected``):
+    for deciding which roster to verify it with, never for trusting what it says."""
+    if len(data) > MAX_ENVELOPE:
+        raise _reject(RejectCode.E_TOO_LARGE, f"{len(data)} bytes > {MAX_ENVELOPE}")
+    return _decode_envelope(data)[1]

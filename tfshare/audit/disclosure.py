@@ -1,0 +1,170 @@
+"""Disclosure of one message by one of its recipients, checkable by anyone.
+
+Owns: the ``tfshare-disclosure/1`` file (the envelope as received, its payload key K, the
+signed roster in force, the discloser's name and signature) and its check. K is drawn afresh
+for every message, so handing it over reveals exactly that message: not the recipient's keys,
+not any other message. The checker needs only the task force's anchor.
+
+The check runs "as of the message's time": the roster inside is verified against the anchor
+at the envelope's timestamp, the sender's key and permission are checked against that roster,
+the discloser's signature over the disclosure (so who disclosed it is on record too), then
+the sender's signature, the key commitment (K is the key every recipient got, not one made up
+by the discloser), decryption, schema and body.
+
+Pure: bytes in, bytes out; the caller reads and writes files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Final
+
+import msgspec
+
+from tfshare.encoding import DECODE_ERRORS, decode_canonical, encode, label, u32
+from tfshare.errors import Rejected, RosterRejected, TrustError
+from tfshare.keys import Identity, verify_signature
+from tfshare.messages import SchemaBook
+from tfshare.roster import Anchor, TrustedRoster, verify_roster
+from tfshare.seal import ReceivePolicy, Verified, claimed_header, open_with_key, payload_key_of
+
+DISCLOSURE_TAG: Final = "tfshare-disclosure/1"
+# Judged at the message's own time: no maximum age, no clock skew to allow for.
+_AS_OF_THEN: Final = ReceivePolicy(max_age_ms=2**53 - 1)
+
+
+class Disclosure(msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen=True):
+    tag: str
+    discloser: str
+    envelope: bytes
+    payload_key: bytes
+    roster: bytes
+    sig: bytes  # the discloser's Ed25519 signature over ``disclosure_message``
+
+    def __repr__(self) -> str:  # K opens the message: never in a log or traceback
+        return f"Disclosure(discloser={self.discloser!r}, payload_key=<hidden>)"
+
+
+_decoder: Final = msgspec.msgpack.Decoder(Disclosure)
+L_DISCLOSURE: Final = label("tfshare/v1/disclosure")
+
+
+def disclosure_message(discloser: str, envelope: bytes, payload_key: bytes, roster: bytes) -> bytes:
+    """What the discloser signs: L(disclosure) || u32(name) || SHA-256(envelope) || K ||
+    SHA-256(roster)."""
+    return b"".join(
+        (
+            L_DISCLOSURE,
+            u32(discloser.encode("utf-8")),
+            hashlib.sha256(envelope).digest(),
+            payload_key,
+            hashlib.sha256(roster).digest(),
+        )
+    )
+
+
+def decode_disclosure(data: bytes) -> Disclosure:
+    try:
+        return decode_canonical(data, _decoder)
+    except DECODE_ERRORS:
+        raise DisclosureError(
+            "not a disclosure file (or damaged)",
+            hint="ask the recipient for the file 'tfshare audit disclose' wrote",
+            code="E_DISCLOSURE_MALFORMED",
+        ) from None
+
+
+class DisclosureError(TrustError):
+    """A disclosure file that cannot be checked, or that fails (``code`` says which check)."""
+
+
+def disclose(
+    envelope: bytes, *, identity: Identity, roster: TrustedRoster, roster_bytes: bytes, now_ms: int
+) -> bytes:
+    """The disclosure file of a message addressed to ``identity`` (raises ``Rejected``)."""
+    key = payload_key_of(
+        envelope, identity=identity, roster=roster, now_ms=now_ms, policy=_AS_OF_THEN
+    )
+    name = identity.agency_id
+    sig = identity.sign(disclosure_message(name, envelope, key, roster_bytes))
+    return encode(Disclosure(DISCLOSURE_TAG, name, envelope, key, roster_bytes, sig))
+
+
+@dataclass(frozen=True)
+class Disclosed:
+    """A checked disclosure: who sent what, when, and the body (the one thing revealed)."""
+
+    verified: Verified
+    schema: str
+    record: object
+    discloser: str
+    roster_seq: int
+
+    def __repr__(self) -> str:
+        return f"Disclosed(msg_id={self.verified.header.msg_id.hex()}, record=<hidden>)"
+
+
+def check_disclosure(data: bytes, *, anchor: Anchor, schemas: SchemaBook) -> Disclosed:
+    """Check a disclosure file against the task force's anchor; raises ``DisclosureError``."""
+    disclosure = decode_disclosure(data)
+    if disclosure.tag != DISCLOSURE_TAG:
+        raise DisclosureError(
+            f"unsupported disclosure format {disclosure.tag!r}",
+            hint="upgrade tfshare",
+            code="E_DISCLOSURE_MALFORMED",
+        )
+    # The claimed time, used only to judge the roster and the sender as of then; the
+    # signature over it is checked below.
+    claimed_ms = _claimed_time(disclosure.envelope)
+    try:
+        roster, _ = verify_roster(disclosure.roster, anchor=anchor, state=None, now_ms=claimed_ms)
+    except RosterRejected as exc:
+        raise DisclosureError(
+            f"the roster in the disclosure does not verify against the anchor ({exc.code})",
+            hint="check that the anchor is this task force's",
+            code="E_DISCLOSURE_ROSTER",
+        ) from None
+    _check_discloser(disclosure, roster)
+    try:
+        verified, schema, record = open_with_key(
+            disclosure.envelope,
+            disclosure.payload_key,
+            roster=roster,
+            schemas=schemas,
+            now_ms=claimed_ms,
+            policy=_AS_OF_THEN,
+        )
+    except Rejected as exc:
+        raise DisclosureError(
+            f"the disclosed message does not check out ({exc.code}: {exc.message})",
+            hint="the file was altered, or the key is not this message's",
+            code=str(exc.code),
+        ) from None
+    return Disclosed(verified, schema, record, disclosure.discloser, roster.seq)
+
+
+def _check_discloser(disclosure: Disclosure, roster: TrustedRoster) -> None:
+    member = roster.members.get(disclosure.discloser)
+    message = disclosure_message(
+        disclosure.discloser, disclosure.envelope, disclosure.payload_key, disclosure.roster
+    )
+    if member is None or not any(
+        verify_signature(key.pk, message, disclosure.sig) for key in member.sign_keys
+    ):
+        raise DisclosureError(
+            f"the disclosure is not signed by {disclosure.discloser!r} of the roster",
+            hint="the file was altered, or the discloser is not a member",
+            code="E_DISCLOSURE_SIG",
+        )
+
+
+def _claimed_time(envelope: bytes) -> int:
+    try:
+        return claimed_header(envelope).ts_ms
+    except Rejected as exc:
+        raise DisclosureError(
+            f"the disclosed envelope is damaged ({exc.code})",
+            hint="ask the recipient for the file again",
+            code=str(exc.code),
+        ) from None
