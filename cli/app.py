@@ -11,7 +11,7 @@ import typer
 from tfshare.errors import ExitCode, TfshareError
 from tfshare.logconfig import configure
 
-from . import envelope_cmd, keys_cmd, live_cmd, roster_cmd, schema_cmd
+from . import audit_cmd, envelope_cmd, keys_cmd, live_cmd, roster_cmd, schema_cmd
 from .common import set_profile
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.add_typer(schema_cmd.app, name="schema")
 app.add_typer(live_cmd.broker_app, name="broker")
 app.add_typer(live_cmd.agent_app, name="agent")
 app.add_typer(live_cmd.inbox_app, name="inbox")
+app.add_typer(audit_cmd.app, name="audit")
 app.command("publish")(live_cmd.publish_cmd)
 app.command("listen")(live_cmd.listen_cmd)
 app.command("init")(keys_cmd.profile_init_cmd)

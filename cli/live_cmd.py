@@ -127,9 +127,45 @@ def broker_config(
     port: Annotated[int, typer.Option("--port")] = 4222,
     state: StateDir = None,
 ) -> None:
-    """Write the nats-server configuration for operators who run nats-server themselves."""
+    """Write the nats-server configuration for operators who run nats-server themselves.
+
+    DIR/nats.conf is complete; DIR/tfshare-users.conf (its users and permissions alone) is
+    what the templates in broker_config/ include. Run it again after every roster change and
+    reload nats-server, then 'tfshare broker provision' for new readers' consumers."""
     path = live.write_broker_config(_broker_roster(roster, anchor, state), directory, port=port)
     typer.echo(str(path))
+    typer.echo(str(directory / live.USERS_INCLUDE))
+
+
+@broker_app.command("provision")
+def broker_provision(
+    roster: BrokerRosterOpt,
+    anchor: BrokerAnchorOpt,
+    directory: Annotated[
+        Path, typer.Option("--dir", help="The directory of 'broker config' (its admin.seed).")
+    ],
+    server: Annotated[str, typer.Option("--server", help="The nats-server's URL.")],
+    max_age_days: Annotated[
+        float, typer.Option("--max-age-days", help="How long the stream keeps messages.")
+    ] = 30,
+    duplicate_window: Annotated[
+        float, typer.Option("--duplicate-window", help="Seconds JetStream drops repeats.")
+    ] = 120,
+    state: StateDir = None,
+) -> None:
+    """Create or update the stream, the consumers and the KV buckets on a nats-server you run
+    yourself (configured with 'broker config'); seeds the roster bucket if it is empty."""
+    trusted = _broker_roster(roster, anchor, state)
+    asyncio.run(
+        live.provision_broker(
+            server,
+            directory,
+            trusted,
+            read_kind(roster, "roster"),
+            live.StreamLimits(max_age_days, duplicate_window),
+        )
+    )
+    note(f"provisioned task force {trusted.taskforce} (roster seq {trusted.seq}) on {server}")
 
 
 def _agency(
@@ -226,6 +262,7 @@ def publish_cmd(
         "subject": result.subject,
         "recipients": list(result.sealed.recipients),
         "queued": result.queued,
+        "queued_because": result.reason,
         "stream_seq": result.seq,
         "also_sent_from_outbox": result.flushed,
     }
@@ -233,8 +270,8 @@ def publish_cmd(
         emit_json(info)
     elif result.queued:
         note(
-            f"queued: the broker is unreachable; {info['msg_id']} is in the outbox and goes "
-            "out with the next publish or the agent"
+            f"queued: {result.reason or 'the broker is unreachable'}; {info['msg_id']} is in "
+            "the outbox and goes out with the next publish or the agent"
         )
     else:
         note(f"published {kind} to {', '.join(result.sealed.recipients)} (stream seq {result.seq})")

@@ -140,9 +140,11 @@ def build_taskforce(
     threshold: int = 1,
     now_ms: int = NOW_MS,
     outsiders: Sequence[str] = ("outsider",),
+    receipts: bool = False,
 ) -> TaskForce:
     """coordinators + members; channel "alerts": everyone reads, police and labour write;
-    channel "tips": ngo writes, police reads. ``outsiders`` get identities but no membership."""
+    channel "tips": ngo writes, police reads. ``outsiders`` get identities but no membership.
+    With ``receipts``, channel "receipts": members write, coordinators read."""
     ids = {name: identity(name) for name in [*coordinators, *members, *outsiders]}
     signed = R.new_roster(
         "nl-north",
@@ -166,6 +168,16 @@ def build_taskforce(
     if "ngo" in members and "police" in members:
         signed = R.grant(signed, "ngo", channel="tips", read=False, write=True, now_ms=t)
         signed = R.grant(signed, "police", channel="tips", read=True, write=False, now_ms=t)
+    if receipts:  # the receipts channel (audit.md): members write, coordinators read
+        for name in [*coordinators, *members]:
+            signed = R.grant(
+                signed,
+                name,
+                channel="receipts",
+                read=name in coordinators,
+                write=name in members,
+                now_ms=t,
+            )
     for name in coordinators[:threshold]:
         signed = R.sign(signed, ids[name])
     _, roster = R.decode_signed_roster(encode(signed))

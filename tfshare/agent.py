@@ -14,13 +14,20 @@ open/settle split in ``tfshare.protocol`` is where a process pool would go.
 Invariants:
 - a message is acknowledged only after its outcome is persisted: delivered into the inbox
   (with its replay entry, in one transaction), counted as a duplicate, or quarantined;
-- a failure to persist is never acknowledged: the message is redelivered later;
-- one bad message never stops the agent: it is quarantined with its code and the flow goes on.
+- a failure to persist is never acknowledged: the message is redelivered later
+  (``persist_failed``; a full disk, say: delivered once there is space again);
+- one bad message never stops the agent: it is quarantined with its code and the flow goes on;
+- nothing makes it spin: a broker that refuses its NATS credentials (``broker_auth_failed``,
+  not an outage: the broker's configuration must change) and a broker that keeps failing
+  once connected (a missing stream, say) are retried with a growing pause.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
+import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -29,13 +36,23 @@ from dataclasses import dataclass, field
 import structlog
 
 from tfshare import transport
-from tfshare.errors import BrokerError, BrokerRefused, RejectCode, TfshareError
+from tfshare.broker import channel_subject
+from tfshare.errors import BrokerError, BrokerRefused, RejectCode, TfshareError, TrustError
 from tfshare.keys import Identity
 from tfshare.messages import SchemaBook
-from tfshare.protocol import Clock, Delivered, Outcome, Receiver, Rejection, log_event
+from tfshare.protocol import (
+    RECEIPT_SCHEMA,
+    RECEIPTS_CHANNEL,
+    Clock,
+    Delivered,
+    Outcome,
+    Receiver,
+    Rejection,
+    log_event,
+)
 from tfshare.roster import TrustedRoster
-from tfshare.seal import Duplicate, ReceivePolicy
-from tfshare.store import Quarantined, StateStore
+from tfshare.seal import Duplicate, ReceivePolicy, seal
+from tfshare.store import Quarantined, StateStore, StoreError
 
 log = structlog.get_logger("tfshare.agent")
 
@@ -73,14 +90,22 @@ class Agent:
     # caches it, and returns the updated schema book; None if the broker has no such record.
     fetch_schema: Callable[[transport.Connection, str], Awaitable[SchemaBook | None]] | None = None
     reload_every_s: float = 2.0
+    # Send a signed tf.receipt/1 to the coordinators for every message processed (audit.md).
+    receipts: bool = False
     # A schema the registry bucket did not have is looked up again after this long.
     schema_retry_s: float = 60.0
+    # A batch that could not be persisted (disk full) comes back after this long.
+    persist_retry_s: float = 5.0
+    # Credentials the broker does not know: tried again after this long, doubling up to max.
+    auth_retry_s: float = 1.0
+    auth_retry_max_s: float = 30.0
     stats: AgentStats = field(default_factory=AgentStats)
 
     def __post_init__(self) -> None:
         self._next_reload = 0.0
         self._seen_roster: bytes | None = None
         self._schema_attempts: dict[str, float] = {}
+        self._fetched = False  # this connection has fetched from the consumer at least once
         self._use(self.roster)
 
     def _use(self, roster: TrustedRoster) -> None:
@@ -97,6 +122,7 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; reconnect with backoff while the broker is away."""
         backoff = 0.2
+        auth_backoff = self.auth_retry_s
         agency = self.identity.agency_id
         while not stop.is_set():
             try:
@@ -107,25 +133,47 @@ class Agent:
                     name=f"tfshare-agent-{agency}",
                     reconnect=False,
                 )
+            except transport.BrokerAuthFailed as exc:
+                # Not an outage: the broker has no user for our NATS key until its
+                # configuration is regenerated from the roster. Keep running, slowly.
+                log.error(
+                    "broker_auth_failed", url=self.url, reason=exc.message, retry_s=auth_backoff
+                )
+                await _sleep_or_stop(stop, auth_backoff)
+                auth_backoff = min(auth_backoff * 2, self.auth_retry_max_s)
+                continue
             except BrokerError:
                 log.warning("broker_unavailable", url=self.url, retry_s=backoff)
                 await _sleep_or_stop(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            backoff = 0.2
+            auth_backoff = self.auth_retry_s
             log.info("agent_connected", agency=agency, url=self.url)
+            self._fetched = False
+            failed = True
             try:
                 await self._consume(conn, stop)
+                failed = False
             except BrokerError as exc:
                 log.warning("broker_lost", reason=exc.message)
+            except StoreError as exc:
+                # The outbox or roster bookkeeping could not be written (disk full, say).
+                log.error("persist_failed", reason=exc.message)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 # Unacknowledged messages come back: log, reconnect after a pause, go on.
                 log.error("agent_error", error=type(exc).__name__)
-                await _sleep_or_stop(stop, 1.0)
             finally:
                 await conn.close()
+            if failed:
+                # A connection that was consuming is re-established at once; one that keeps
+                # failing before its first fetch (a missing stream, say) waits longer each time.
+                if self._fetched:
+                    backoff = 0.2
+                await _sleep_or_stop(stop, backoff)
+                if not self._fetched:
+                    backoff = min(backoff * 2, 5.0)
         log.info("agent_stopped", agency=agency, **self.stats.__dict__)
 
     async def _consume(self, conn: transport.Connection, stop: asyncio.Event) -> None:
@@ -143,6 +191,7 @@ class Agent:
                     deliveries = await consumer.fetch(self.batch, self.fetch_timeout)
                 else:
                     deliveries, ahead = await ahead, None
+                self._fetched = True
                 if deliveries:
                     # A busy stream: fetch the next batch while this one is handled.
                     ahead = asyncio.create_task(consumer.fetch(self.batch, self.fetch_timeout))
@@ -167,12 +216,19 @@ class Agent:
         data = await transport.get_roster(conn, self.roster.taskforce)
         if data is None or data == self._seen_roster:
             return
-        self._seen_roster = data
         try:
             roster = self.accept_roster(data)
-        except TfshareError as exc:
+        except TrustError as exc:  # a verdict on this roster: not looked at again
+            self._seen_roster = data
             log.warning("roster_update_refused", code=exc.code, reason=exc.message)
             return
+        except TfshareError as exc:
+            # It could not be kept (a full disk, say): not a verdict, so tried again at the
+            # next look -- a revocation in it must not wait for a restart.
+            event = "persist_failed" if isinstance(exc, StoreError) else "roster_update_failed"
+            log.error(event, what="roster", reason=exc.message)
+            return
+        self._seen_roster = data
         if roster.hash != self.roster.hash:
             log.info("roster_updated", seq=roster.seq, previous_seq=self.roster.seq)
             self._use(roster)
@@ -185,6 +241,9 @@ class Agent:
         self._next_reload = time.monotonic() + self.reload_every_s
         try:
             roster = self.reload_roster()
+        except StoreError as exc:
+            log.error("persist_failed", what="roster", reason=exc.message)
+            return
         except TfshareError as exc:
             log.warning("roster_update_refused", code=exc.code, reason=exc.message)
             return
@@ -227,6 +286,7 @@ class Agent:
                         deferred.setdefault(name, []).append(delivery)
                         continue
                     handled.append(delivery)
+                    self._queue_receipt(delivery, outcome, now_ms)
                     if isinstance(outcome, Rejection) and (
                         outcome.code is not RejectCode.E_NOT_RECIPIENT
                     ):
@@ -243,10 +303,17 @@ class Agent:
                             )
                         )
                     outcomes.append(outcome)
-        except sqlite3.Error as exc:
-            log.error("persist_failed", error=type(exc).__name__, messages=len(deliveries))
+        except (sqlite3.Error, StoreError) as exc:
+            # Rolled back whole: nothing of the batch is stored, so nothing is acknowledged.
+            log.error(
+                "persist_failed",
+                error=type(exc).__name__,
+                reason=exc.message if isinstance(exc, StoreError) else str(exc),
+                messages=len(deliveries),
+                retry_s=self.persist_retry_s,
+            )
             for delivery in deliveries:
-                await delivery.nak(delay=5)
+                await delivery.nak(delay=self.persist_retry_s)
             return []
         for name, waiting in deferred.items():
             await self._fetch_schema(conn, name)
@@ -259,6 +326,66 @@ class Agent:
             if self.on_outcome is not None and isinstance(outcome, Delivered | Rejection):
                 self.on_outcome(outcome)
         return outcomes
+
+    def _queue_receipt(self, delivery: transport.Delivery, outcome: Outcome, now_ms: int) -> None:
+        """Seal a receipt for a processed message into the outbox, in the batch's transaction
+        (so it is sent exactly once, and only for an outcome that was stored). Receipts go to
+        the readers of the receipts channel: the coordinators."""
+        if not self.receipts:
+            return
+        parts = delivery.subject.split(".")
+        if len(parts) != 5 or parts[3] == RECEIPTS_CHANNEL:
+            return  # no receipts for receipts
+        if isinstance(outcome, Delivered):
+            message = outcome.message
+            words: dict[str, str] = {
+                "msg_id": message.msg_id.hex(),
+                "env_hash": message.env_hash.hex(),
+                "outcome": "accepted",
+            }
+        elif (
+            isinstance(outcome, Rejection)
+            and outcome.code is not RejectCode.E_NOT_RECIPIENT
+            and outcome.msg_id is not None
+        ):
+            words = {
+                "msg_id": outcome.msg_id.hex(),
+                "env_hash": outcome.env_hash.hex(),
+                "outcome": "rejected",
+                "code": outcome.code.value,
+            }
+        else:
+            return  # a duplicate was receipted the first time; a stranger's message not at all
+        roster = self.roster
+        schema = self.schemas.lookup(RECEIPT_SCHEMA)
+        agency = self.identity.agency_id
+        if schema is None or agency not in roster.writers.get(RECEIPTS_CHANNEL, ()):
+            return
+        words["received"] = (
+            dt.datetime.fromtimestamp(now_ms / 1000, tz=dt.UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z")
+        )
+        try:
+            body = schema.to_body(schema.from_json(json.dumps(words).encode()))
+            sealed = seal(
+                identity=self.identity,
+                roster=roster,
+                channel=RECEIPTS_CHANNEL,
+                to=None,
+                schema=schema,
+                body=body,
+                seq=self.store.next_seq(RECEIPTS_CHANNEL),
+                now_ms=now_ms,
+                rng=os.urandom,
+            )
+        except TfshareError as exc:
+            # A receipt that cannot be sealed (say, the roster expired for sending) must not
+            # keep the message itself from being stored.
+            log.warning("receipt_not_sent", code=exc.code, reason=exc.message)
+            return
+        subject = channel_subject(roster.taskforce, RECEIPTS_CHANNEL, agency)
+        self.store.outbox_add(sealed.msg_id, subject, sealed.data, now_ms)
 
     def _may_fetch_schema(self, name: str) -> bool:
         last = self._schema_attempts.get(name)
@@ -307,9 +434,17 @@ class Agent:
             done: list[bytes] = []
             lost: BrokerError | None = None
             for (msg_id, subject, _), result in zip(part, results, strict=True):
-                if isinstance(result, BrokerRefused):
+                if isinstance(result, BrokerRefused) and not isinstance(
+                    result,
+                    transport.BrokerAuthFailed,  # about us, not about this message
+                ):
                     self.store.outbox_refused(msg_id, result.message)
-                    log.error("outbox_refused", msg_id=msg_id.hex(), subject=subject)
+                    log.error(
+                        "outbox_refused",
+                        msg_id=msg_id.hex(),
+                        subject=subject,
+                        reason=result.message,
+                    )
                 elif isinstance(result, BrokerError):
                     lost = lost or result  # stays queued; tried again after reconnecting
                 else:

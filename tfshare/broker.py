@@ -36,6 +36,14 @@ def durable_name(agency: str) -> str:
     return f"agent_{agency}"
 
 
+CHECKPOINT_KEY: Final = "checkpoint"
+
+
+def audit_bucket(taskforce: str) -> str:
+    """KV bucket holding the audit log's latest signed checkpoint (key ``checkpoint``)."""
+    return f"tf_{taskforce}_audit"
+
+
 def audit_durable_name(agency: str) -> str:
     """The audit service's consumer: every channel of the task force, envelopes only."""
     return f"audit_{agency}"
@@ -115,12 +123,14 @@ def render_config(
             for c in roster.roster.channels
             if agency in c.writers
         ]
-        bucket, schemas = roster_bucket(tf), schema_bucket(tf)
-        publish += [  # read the roster and registry records from KV (stream info + direct get)
+        bucket, schemas, audit_kv = roster_bucket(tf), schema_bucket(tf), audit_bucket(tf)
+        publish += [  # read the roster, registry records and checkpoints from KV
             f"$JS.API.STREAM.INFO.KV_{bucket}",
             f"$JS.API.DIRECT.GET.KV_{bucket}.>",
             f"$JS.API.STREAM.INFO.KV_{schemas}",
             f"$JS.API.DIRECT.GET.KV_{schemas}.>",
+            f"$JS.API.STREAM.INFO.KV_{audit_kv}",
+            f"$JS.API.DIRECT.GET.KV_{audit_kv}.>",
         ]
         if agency in roster.roster.coordinators:
             publish.append(f"$KV.{bucket}.{ROSTER_KEY}")  # coordinators publish rosters
@@ -138,12 +148,14 @@ def render_config(
                 f"$JS.API.CONSUMER.INFO.{stream}.{audit}",
                 f"$JS.ACK.{stream}.{audit}.>",
                 audit_subject(tf, "checkpoint"),  # the signed checkpoints it publishes
+                f"$KV.{audit_kv}.{CHECKPOINT_KEY}",  # ... and keeps in the audit bucket
             ]
         users.append(
             f"    {{ nkey: {member.nats_user}  # {agency}\n"
             f"      permissions: {{\n"
             f"        publish: {{ allow: {_quote(publish)} }}\n"
-            f'        subscribe: {{ allow: ["{inbox_prefix(agency)}.>"] }}\n'
+            f"        subscribe: {{ allow: "
+            f'["{inbox_prefix(agency)}.>", "{audit_subject(tf, "checkpoint")}"] }}\n'
             f"      }} }}"
         )
     monitoring = f"http: {host}:{http_port}\n" if http_port else ""

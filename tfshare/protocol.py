@@ -28,6 +28,11 @@ from tfshare.replay import ReplayEntry, ReplayStore
 from tfshare.roster import TrustedRoster
 from tfshare.seal import Duplicate, Opened, ReceivePolicy, envelope_hash, open_envelope
 
+RECEIPTS_CHANNEL = "receipts"
+"""The channel receipts travel on (audit.md): every member writes, coordinators read. A task
+force without it sends no receipts."""
+RECEIPT_SCHEMA = "tf.receipt/1"
+
 Clock = Callable[[], int]
 """Milliseconds since the Unix epoch (``time.time_ns() // 1_000_000`` in production)."""
 

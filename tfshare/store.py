@@ -4,19 +4,25 @@ Owns: ``StateStore`` over one database file (``state.db`` in the state directory
 ``SqliteReplayStore`` view of it that satisfies ``tfshare.replay.ReplayStore``. Every write is
 one transaction; WAL mode and ``synchronous=FULL`` so what was acknowledged survives a crash.
 
+Storage failures (a full disk, a damaged file, a read-only or locked database) become a
+``StoreError`` (exit 1) that names the file and says what to do; a transaction that fails is
+rolled back whole, so nothing is ever half-written.
+
 Never: store plaintext. Only ids, hashes, times, sequence numbers and the roster state.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, ParamSpec, TypeVar
 
 from tfshare.encoding import encode
 from tfshare.errors import InputError
@@ -59,20 +65,96 @@ CREATE TABLE IF NOT EXISTS roster_state (
 """
 
 
+class StoreError(InputError):
+    """The state database cannot be read or written: the disk is full, the file is damaged,
+    read-only or locked. Whatever the failing transaction wrote was rolled back."""
+
+
+_FULL_HINT: Final = (
+    "free disk space where the state directory is (or move it elsewhere with --state), "
+    "then retry; nothing was written"
+)
+_DAMAGED_HINT: Final = "restore the state directory from backup; without it replays go unnoticed"
+
+
+def store_error(path: Path, exc: sqlite3.Error) -> StoreError | None:
+    """The ``StoreError`` for a storage failure on the state database, or None if ``exc`` is
+    not one (a constraint or programming error is a bug, and stays what it is). SQLite reports
+    ENOSPC from the file system as SQLITE_FULL, "database or disk is full"."""
+    where = repr(str(path))
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    text = str(exc)
+    if primary == sqlite3.SQLITE_FULL or "database or disk is full" in text:
+        return StoreError(
+            f"cannot write the state database {where}: the disk is full ({text})",
+            hint=_FULL_HINT,
+        )
+    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return StoreError(
+            f"the state database {where} is damaged and cannot be used ({text})",
+            hint=_DAMAGED_HINT,
+        )
+    if primary in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN):
+        return StoreError(
+            f"cannot write the state database {where} ({text})",
+            hint="check the owner and mode of the state directory and of state.db* in it",
+        )
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreError(
+            f"the state database {where} is locked by another process ({text})",
+            hint="another tfshare command is using this state directory; retry in a moment",
+        )
+    if primary == sqlite3.SQLITE_IOERR:
+        return StoreError(
+            f"cannot read or write the state database {where} ({text})",
+            hint="check the disk (free space, errors in the system log) and the state directory",
+        )
+    return None
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _guarded(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn a storage failure inside a store method into a ``StoreError``."""
+
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            error = store_error(getattr(args[0], "path", Path("state.db")), exc)
+            if error is None:
+                raise
+            raise error from None
+
+    return wrapper
+
+
 @contextlib.contextmanager
-def _tx(db: sqlite3.Connection) -> Iterator[None]:
+def _tx(db: sqlite3.Connection, path: Path) -> Iterator[None]:
     """One transaction: BEGIN IMMEDIATE ... COMMIT, or nothing if one is already open (so the
-    agent can group a batch of outcomes into one commit, acknowledged after it)."""
+    agent can group a batch of outcomes into one commit, acknowledged after it). If anything
+    fails, the commit included (a full disk often fails there), it is rolled back whole."""
     if db.in_transaction:
         yield
         return
-    db.execute("BEGIN IMMEDIATE")
     try:
-        yield
-    except BaseException:
-        db.rollback()
-        raise
-    db.commit()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            db.commit()
+        except BaseException:
+            if db.in_transaction:
+                db.rollback()
+            raise
+    except sqlite3.Error as exc:
+        error = store_error(path, exc)
+        if error is None:
+            raise
+        raise error from None
 
 
 class StateStore:
@@ -88,7 +170,7 @@ class StateStore:
             self._db = sqlite3.connect(path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            with _tx(self._db):
+            with _tx(self._db, path):
                 self._db.executescript(_DDL)
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
@@ -99,12 +181,19 @@ class StateStore:
                     hint="it was written by another tfshare version; upgrade tfshare",
                 )
         except sqlite3.DatabaseError as exc:
-            raise InputError(
-                f"state database {str(path)!r} cannot be used ({exc})",
-                hint="restore the state directory from backup; without it replays go unnoticed",
+            raise (
+                store_error(path, exc)
+                or StoreError(
+                    f"the state database {str(path)!r} cannot be used ({exc})", hint=_DAMAGED_HINT
+                )
             ) from None
         except OSError as exc:
-            raise InputError(
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreError(
+                    f"cannot create the state database {str(path)!r}: the disk is full",
+                    hint=_FULL_HINT,
+                ) from None
+            raise StoreError(
                 f"cannot create state directory {str(path.parent)!r}: {exc.strerror}",
                 hint="check the path and its permissions, or pass --state",
             ) from None
@@ -114,15 +203,17 @@ class StateStore:
 
     # roster state -------------------------------------------------------------------------
 
+    @_guarded
     def roster_state(self, taskforce: str) -> RosterState | None:
         row = self._db.execute(
             "SELECT state FROM roster_state WHERE taskforce = ?", (taskforce,)
         ).fetchone()
         return decode_state(bytes(row[0])) if row else None
 
+    @_guarded
     def save_roster_state(self, taskforce: str, state: RosterState) -> None:
         """Persist the roster state; never moves the seq backwards (two processes may race)."""
-        with _tx(self._db):
+        with _tx(self._db, self.path):
             self._db.execute(
                 "INSERT INTO roster_state VALUES (?, ?, ?) "
                 "ON CONFLICT(taskforce) DO UPDATE SET seq = excluded.seq, state = excluded.state "
@@ -132,9 +223,10 @@ class StateStore:
 
     # outbound sequence numbers ------------------------------------------------------------
 
+    @_guarded
     def next_seq(self, channel: str) -> int:
         """Reserve the next per-channel sequence number for a message we send."""
-        with _tx(self._db):
+        with _tx(self._db, self.path):
             row = self._db.execute(
                 "INSERT INTO outbound_seq VALUES (?, 1) "
                 "ON CONFLICT(channel) DO UPDATE SET seq = seq + 1 RETURNING seq",
@@ -146,8 +238,8 @@ class StateStore:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """Group several writes into one commit (one fsync)."""
-        with _tx(self._db):
+        """Group several writes into one commit (one fsync); all or nothing."""
+        with _tx(self._db, self.path):
             yield
 
     def replay(
@@ -155,13 +247,14 @@ class StateStore:
     ) -> SqliteReplayStore:
         """The replay store; with ``keep_inbox`` every delivered envelope is also kept
         (encrypted, as received) in the inbox, in the same transaction."""
-        return SqliteReplayStore(self._db, keep_inbox=keep_inbox, clock=clock)
+        return SqliteReplayStore(self._db, keep_inbox=keep_inbox, clock=clock, path=self.path)
 
     # quarantine, inbox and outbox (the agent) ----------------------------------------------
 
+    @_guarded
     def quarantine(self, item: Quarantined) -> None:
         """Keep a rejected envelope with its code (once per envelope hash)."""
-        with _tx(self._db):
+        with _tx(self._db, self.path):
             self._db.execute(
                 "INSERT OR IGNORE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -176,6 +269,7 @@ class StateStore:
                 ),
             )
 
+    @_guarded
     def quarantined(self, limit: int = 100) -> list[Quarantined]:
         rows = self._db.execute(
             "SELECT env_hash, code, reason, sender, msg_id, subject, received_ms, envelope "
@@ -196,6 +290,7 @@ class StateStore:
             for r in rows
         ]
 
+    @_guarded
     def inbox(self, limit: int = 100) -> list[InboxItem]:
         rows = self._db.execute(
             "SELECT msg_id, sender_kid, env_hash, sender, channel, schema, ts_ms, received_ms, "
@@ -209,35 +304,40 @@ class StateStore:
             for r in rows
         ]
 
+    @_guarded
     def outbox_add(self, msg_id: bytes, subject: str, envelope: bytes, created_ms: int) -> None:
-        with _tx(self._db):
+        with _tx(self._db, self.path):
             self._db.execute(
                 "INSERT OR IGNORE INTO outbox (msg_id, subject, envelope, created_ms) "
                 "VALUES (?, ?, ?, ?)",
                 (msg_id, subject, envelope, created_ms),
             )
 
+    @_guarded
     def outbox(self) -> list[tuple[bytes, str, bytes]]:
         rows = self._db.execute(
             "SELECT msg_id, subject, envelope FROM outbox WHERE refused IS NULL ORDER BY created_ms"
         ).fetchall()
         return [(bytes(r[0]), r[1], bytes(r[2])) for r in rows]
 
+    @_guarded
     def outbox_refused(self, msg_id: bytes, reason: str) -> None:
         """Set aside an envelope the broker refused: kept (for people to see), never retried,
         and no longer in the way of the messages queued after it."""
-        with _tx(self._db):
+        with _tx(self._db, self.path):
             self._db.execute("UPDATE outbox SET refused = ? WHERE msg_id = ?", (reason, msg_id))
 
+    @_guarded
     def outbox_refusals(self) -> list[tuple[bytes, str, str]]:
         rows = self._db.execute(
             "SELECT msg_id, subject, refused FROM outbox WHERE refused IS NOT NULL"
         ).fetchall()
         return [(bytes(r[0]), r[1], r[2]) for r in rows]
 
+    @_guarded
     def outbox_done(self, *msg_ids: bytes) -> None:
         """Drop envelopes JetStream acknowledged (in one transaction)."""
-        with _tx(self._db):
+        with _tx(self._db, self.path):
             self._db.executemany("DELETE FROM outbox WHERE msg_id = ?", [(m,) for m in msg_ids])
 
 
@@ -279,11 +379,14 @@ class SqliteReplayStore:
         *,
         keep_inbox: bool = False,
         clock: Callable[[], int] | None = None,
+        path: Path = Path("state.db"),
     ) -> None:
         self._db = db
+        self.path = path
         self._keep_inbox = keep_inbox
         self._clock = clock or (lambda: time.time_ns() // 1_000_000)
 
+    @_guarded
     def lookup(self, sender_kid: bytes, msg_id: bytes) -> bytes | None:
         row = self._db.execute(
             "SELECT env_hash FROM replay WHERE sender_kid = ? AND msg_id = ?",
@@ -291,14 +394,16 @@ class SqliteReplayStore:
         ).fetchone()
         return bytes(row[0]) if row else None
 
+    @_guarded
     def last_seq(self, sender: str, channel: str) -> int | None:
         row = self._db.execute(
             "SELECT seq FROM sender_seq WHERE sender = ? AND channel = ?", (sender, channel)
         ).fetchone()
         return int(row[0]) if row else None
 
+    @_guarded
     def record(self, entry: ReplayEntry) -> bytes | None:
-        with _tx(self._db):
+        with _tx(self._db, self.path):
             inserted = self._db.execute(
                 "INSERT OR IGNORE INTO replay VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (

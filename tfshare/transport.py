@@ -4,7 +4,9 @@ Owns: connecting as an agency (its NATS nkey, its private inbox prefix) or as th
 administrator; provisioning the task force's stream and each reader's durable pull consumer;
 publishing an envelope with its ``Nats-Msg-Id`` (JetStream drops a repeat inside the
 duplicate window); fetching and acknowledging. Every nats error becomes a ``BrokerError``
-(exit 4) with a hint, so callers never see nats exceptions.
+(exit 4) with a hint, so callers never see nats exceptions. Two of them are not transient and
+say so: ``BrokerAuthFailed`` (the broker has no user with these NATS credentials) and
+``MessageTooLarge`` (over the broker's max_payload or the stream's maximum message size).
 
 Never: look inside envelopes; this layer moves opaque bytes.
 """
@@ -12,6 +14,7 @@ Never: look inside envelopes; this layer moves opaque bytes.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -19,6 +22,7 @@ from typing import Any, Final
 import nats
 import nats.errors
 import nats.js.errors
+import nkeys  # type: ignore[import-untyped,unused-ignore]
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import (
@@ -31,9 +35,14 @@ from nats.js.api import (
 )
 
 from tfshare.broker import (
+    CHECKPOINT_KEY,
     ROSTER_KEY,
+    audit_bucket,
+    audit_durable_name,
+    audit_subject,
     durable_name,
     inbox_prefix,
+    is_auditor,
     readable_channels,
     roster_bucket,
     schema_bucket,
@@ -47,19 +56,133 @@ from tfshare.roster import TrustedRoster
 
 NATS_ERRORS: Final = (nats.errors.Error, OSError, TimeoutError)
 DAY_S: Final = 24 * 3600
+# JetStream's error code for "message size exceeds maximum allowed" (the stream's max_msg_size).
+JS_MESSAGE_TOO_LARGE: Final = 10054
+_PROVISION_HINT: Final = (
+    "the task force's stream or consumers are missing on the broker: run 'tfshare broker up', "
+    "or 'tfshare broker provision' for a nats-server you run yourself; tfshare retries"
+)
+
+
+class BrokerAuthFailed(BrokerRefused):
+    """The broker has no user with these NATS credentials ("Authorization Violation"): its
+    configuration does not know this agency's NATS key. Retrying the same credentials cannot
+    help until the broker is reconfigured, so this is never treated like an outage."""
+
+
+class MessageTooLarge(BrokerRefused):
+    """The broker refuses a message for its size: over the server's max_payload, or over the
+    stream's maximum message size. Sending it again cannot help."""
+
+
+def _auth_violation(exc: BaseException) -> bool:
+    return isinstance(exc, nats.errors.AuthorizationError) or (
+        "authorization violation" in str(exc).lower()
+    )
+
+
+def auth_failed(url: str, agency: str | None, nkey_seed: bytes) -> BrokerAuthFailed:
+    """The error for credentials the broker does not know; names the (public) NATS user."""
+    if agency is None:
+        return BrokerAuthFailed(
+            f"the broker at {url} refused the administrator's NATS credentials "
+            "(authorization violation)",
+            hint="the running nats-server was configured with another admin key: regenerate "
+            "its configuration from this broker directory (tfshare broker config) and reload it",
+        )
+    try:
+        user = str(nkeys.from_seed(nkey_seed).public_key.decode())
+    except Exception:  # a malformed seed: the key file check would have caught it first
+        user = "?"
+    return BrokerAuthFailed(
+        f"the broker at {url} refused the NATS credentials of agency {agency!r} "
+        f"(authorization violation: it has no user {user})",
+        hint="the broker does not know this agency's NATS key: regenerate the broker config "
+        "from the current roster ('tfshare broker config', or 'tfshare roster publish' to a "
+        "'tfshare broker up' broker) and reload nats-server; check --server is this task "
+        "force's broker",
+    )
+
+
+def too_large(subject: str, size: int, limit: int | None = None) -> MessageTooLarge:
+    if limit is not None:
+        return MessageTooLarge(
+            f"the envelope for {subject} ({size} bytes with its headers) is larger than the "
+            f"broker accepts (max_payload {limit} bytes)",
+            hint="tfshare envelopes are up to 512 KiB: set max_payload to at least 1MB in the "
+            "broker's configuration (see broker_config/) and restart nats-server",
+        )
+    return MessageTooLarge(
+        f"the broker's stream refuses the envelope for {subject} ({size} bytes): over its "
+        "maximum message size",
+        hint="tfshare seals envelopes of at most 512 KiB; if the stream's limit is lower, "
+        "provision it again ('tfshare broker up' or 'tfshare broker provision')",
+    )
 
 
 def broker_error(exc: BaseException, *, doing: str) -> BrokerError:
     text = str(exc) or type(exc).__name__
-    if "permissions violation" in text or "Authorization" in text:
+    if "permissions violation" in text:
         return BrokerError(
             f"the broker refused {doing}: permission denied",
             hint="check the agency's NATS user in the roster and the broker configuration",
+        )
+    if _auth_violation(exc):
+        return BrokerAuthFailed(
+            f"the broker refused {doing}: authorization violation",
+            hint="the broker does not know these NATS credentials: regenerate the broker "
+            "config from the current roster and reload nats-server",
+        )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return BrokerError(
+            f"the broker's TLS certificate was not accepted while {doing} "
+            f"({exc.verify_message or exc.reason})",
+            hint="a task force CA must be trusted: set SSL_CERT_FILE to its certificate; the "
+            "host in --server must match the broker's certificate",
+        )
+    if isinstance(exc, nats.js.errors.NoStreamResponseError):
+        return BrokerError(
+            f"no JetStream stream answered while {doing}: the task force's stream is missing",
+            hint=_PROVISION_HINT,
+        )
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError | nats.js.errors.NotFoundError):
+        return BrokerError(
+            f"JetStream could not serve the request while {doing} ({type(exc).__name__}): the "
+            "stream or the consumer is missing, or JetStream is unavailable",
+            hint=_PROVISION_HINT,
         )
     return BrokerError(
         f"broker unavailable while {doing} ({type(exc).__name__})",
         hint="check the server address and that the broker is running; tfshare retries",
     )
+
+
+def _headers_size(msg_id: str) -> int:
+    """Bytes of the NATS header block nats-py sends with a Nats-Msg-Id (the server counts
+    them against max_payload, nats-py's own check does not)."""
+    return len(f"NATS/1.0\r\nNats-Msg-Id: {msg_id}\r\n\r\n".encode())
+
+
+def _oversize(conn: Connection, subject: str, data: bytes, msg_id: str) -> MessageTooLarge | None:
+    """Refuse before sending what the server would refuse: a message over its max_payload
+    makes nats-server close the whole connection."""
+    size = len(data) + _headers_size(msg_id)
+    limit = int(conn.client.max_payload)
+    return too_large(subject, size, limit) if limit and size > limit else None
+
+
+def _publish_failure(
+    conn: Connection, subject: str, data: bytes, exc: BaseException
+) -> BrokerError:
+    if conn.refused(subject):
+        return BrokerRefused(
+            f"the broker refused publishing on {subject}: permission denied",
+            hint="the roster does not let this agency write that channel (or the broker's "
+            "configuration is older than the roster)",
+        )
+    if isinstance(exc, nats.js.errors.APIError) and exc.err_code == JS_MESSAGE_TOO_LARGE:
+        return too_large(subject, len(data))
+    return broker_error(exc, doing=f"publishing on {subject}")
 
 
 @dataclass
@@ -124,6 +247,8 @@ async def connect(
         # nats-py can keep trying a dead server well past connect_timeout: bound it here.
         client = await asyncio.wait_for(nats.connect(**options), timeout=connect_timeout * 2)
     except (TimeoutError, *NATS_ERRORS) as exc:
+        if _auth_violation(exc) or any("authorization violation" in e.lower() for e in errors):
+            raise auth_failed(url, agency, nkey_seed) from None
         raise broker_error(exc, doing=f"connecting to {url}") from None
     return Connection(client, agency, errors)
 
@@ -152,6 +277,9 @@ async def provision(
         await js.create_key_value(
             KeyValueConfig(bucket=schema_bucket(roster.taskforce), history=1, direct=True)
         )
+        await js.create_key_value(
+            KeyValueConfig(bucket=audit_bucket(roster.taskforce), history=64, direct=True)
+        )
         try:
             await js.add_stream(config)
         except nats.js.errors.BadRequestError:
@@ -173,6 +301,21 @@ async def provision(
                     ],
                 ),
             )
+        for member in roster.roster.members:
+            if member.status == "active" and is_auditor(roster, member.agency_id):
+                # The audit service's own consumer: every channel, acknowledged only once
+                # the entry is committed to the log.
+                await js.add_consumer(
+                    stream_name(roster.taskforce),
+                    ConsumerConfig(
+                        durable_name=audit_durable_name(member.agency_id),
+                        ack_policy=AckPolicy.EXPLICIT,
+                        deliver_policy=DeliverPolicy.ALL,
+                        ack_wait=30,
+                        max_deliver=-1,
+                        filter_subjects=stream_subjects(roster.taskforce),
+                    ),
+                )
     except NATS_ERRORS as exc:
         raise broker_error(exc, doing="provisioning the stream and consumers") from None
 
@@ -197,6 +340,43 @@ async def get_roster(conn: Connection, taskforce: str) -> bytes | None:
     except NATS_ERRORS as exc:
         raise broker_error(exc, doing="fetching the roster") from None
     return bytes(entry.value) if entry.value is not None else None
+
+
+async def publish_checkpoint(conn: Connection, taskforce: str, note: bytes) -> None:
+    """Announce a signed checkpoint on the audit subject and keep it in the audit bucket."""
+    try:
+        await conn.client.publish(audit_subject(taskforce, "checkpoint"), note)
+        kv = await conn.js.key_value(audit_bucket(taskforce))
+        await kv.put(CHECKPOINT_KEY, note)
+    except NATS_ERRORS as exc:
+        raise broker_error(exc, doing="publishing a checkpoint") from None
+
+
+async def get_checkpoint(conn: Connection, taskforce: str) -> bytes | None:
+    """The latest signed checkpoint in the audit bucket, or None."""
+    try:
+        kv = await conn.js.key_value(audit_bucket(taskforce))
+        entry = await kv.get(CHECKPOINT_KEY)
+    except nats.js.errors.KeyNotFoundError:
+        return None
+    except NATS_ERRORS as exc:
+        raise broker_error(exc, doing="fetching the checkpoint") from None
+    return bytes(entry.value) if entry.value is not None else None
+
+
+async def subscribe_checkpoints(
+    conn: Connection, taskforce: str, on_note: Callable[[bytes], None]
+) -> None:
+    """Call ``on_note`` with every checkpoint the audit service announces from now on."""
+
+    async def handler(msg: Msg) -> None:
+        on_note(bytes(msg.data))
+
+    try:
+        await conn.client.subscribe(audit_subject(taskforce, "checkpoint"), cb=handler)
+        await conn.client.flush()
+    except NATS_ERRORS as exc:
+        raise broker_error(exc, doing="subscribing to checkpoints") from None
 
 
 async def put_schema_record(
@@ -229,16 +409,13 @@ async def publish(
     conn: Connection, subject: str, data: bytes, *, msg_id: str, timeout: float = 5.0
 ) -> tuple[int, bool]:
     """Publish one envelope and wait for JetStream's ack: (stream sequence, duplicate?)."""
+    oversize = _oversize(conn, subject, data, msg_id)
+    if oversize is not None:
+        raise oversize
     try:
         ack = await conn.js.publish(subject, data, timeout=timeout, headers={"Nats-Msg-Id": msg_id})
     except NATS_ERRORS as exc:
-        if conn.refused(subject):
-            raise BrokerRefused(
-                f"the broker refused publishing on {subject}: permission denied",
-                hint="the roster does not let this agency write that channel (or the broker's "
-                "configuration is older than the roster)",
-            ) from None
-        raise broker_error(exc, doing=f"publishing on {subject}") from None
+        raise _publish_failure(conn, subject, data, exc) from None
     return int(ack.seq), bool(ack.duplicate)
 
 
@@ -247,13 +424,18 @@ async def publish_many(
 ) -> list[tuple[int, bool] | BrokerError]:
     """Publish (subject, envelope, msg_id) items pipelined -- all in flight at once -- and
     wait for JetStream's acks. One result per item, in order: (stream sequence, duplicate?)
-    or the ``BrokerError`` (``BrokerRefused`` for a permission denial) for that item."""
+    or the ``BrokerError`` for that item (``BrokerRefused`` for a permission denial,
+    ``MessageTooLarge`` for one the broker would refuse for its size: never sent)."""
     if not items:
         return []
     js = conn.js  # one context: it owns the futures of its pending publishes
-    futures: list[asyncio.Future[Any]] = []
+    futures: list[asyncio.Future[Any] | MessageTooLarge] = []
     try:
         for subject, data, msg_id in items:
+            oversize = _oversize(conn, subject, data, msg_id)
+            if oversize is not None:
+                futures.append(oversize)  # sending it would cost the whole connection
+                continue
             futures.append(
                 await js.publish_async(
                     subject, data, wait_stall=timeout, headers={"Nats-Msg-Id": msg_id}
@@ -261,11 +443,17 @@ async def publish_many(
             )
     except NATS_ERRORS as exc:
         for future in futures:
-            future.cancel()
+            if isinstance(future, asyncio.Future):
+                future.cancel()
         raise broker_error(exc, doing="publishing") from None
-    await asyncio.wait(futures, timeout=timeout)
+    pending = [f for f in futures if isinstance(f, asyncio.Future)]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout)
     results: list[tuple[int, bool] | BrokerError] = []
-    for (subject, _, _), future in zip(items, futures, strict=False):
+    for (subject, data, _), future in zip(items, futures, strict=True):
+        if isinstance(future, MessageTooLarge):
+            results.append(future)
+            continue
         if not future.done():
             future.cancel()
             failure: BaseException = TimeoutError()
@@ -275,16 +463,7 @@ async def publish_many(
             ack = future.result()
             results.append((int(ack.seq), bool(ack.duplicate)))
             continue
-        if conn.refused(subject):
-            results.append(
-                BrokerRefused(
-                    f"the broker refused publishing on {subject}: permission denied",
-                    hint="the roster does not let this agency write that channel (or the "
-                    "broker's configuration is older than the roster)",
-                )
-            )
-        else:
-            results.append(broker_error(failure, doing=f"publishing on {subject}"))
+        results.append(_publish_failure(conn, subject, data, failure))
     return results
 
 
@@ -305,23 +484,24 @@ class Delivery:
 
 
 class Consumer:
-    """An agency's durable pull consumer."""
+    """An agency's durable pull consumer (or, with ``audit``, its audit service's)."""
 
-    def __init__(self, conn: Connection, taskforce: str, agency: str) -> None:
+    def __init__(self, conn: Connection, taskforce: str, agency: str, *, audit: bool = False):
         self.conn = conn
         self.taskforce = taskforce
         self.agency = agency
+        self.durable = audit_durable_name(agency) if audit else durable_name(agency)
         self._sub: Any = None
 
     async def bind(self) -> None:
         try:
             self._sub = await self.conn.js.pull_subscribe_bind(
-                durable_name(self.agency),
+                self.durable,
                 stream_name(self.taskforce),
                 inbox_prefix=f"{inbox_prefix(self.agency)}.".encode(),
             )
         except NATS_ERRORS as exc:
-            raise broker_error(exc, doing="binding the consumer") from None
+            raise broker_error(exc, doing=f"binding consumer {self.durable}") from None
 
     async def fetch(self, batch: int, timeout: float) -> list[Delivery]:
         """Up to ``batch`` messages; an empty list when none arrived within ``timeout``."""
@@ -332,7 +512,7 @@ class Consumer:
         except (nats.errors.TimeoutError, nats.js.errors.FetchTimeoutError, TimeoutError):
             return []
         except NATS_ERRORS as exc:
-            raise broker_error(exc, doing="fetching messages") from None
+            raise broker_error(exc, doing=f"fetching from consumer {self.durable}") from None
         return [
             Delivery(m.subject, bytes(m.data), int(m.metadata.num_delivered), m) for m in messages
         ]

@@ -777,32 +777,3 @@ def test_proofs_from_a_large_log_on_disk_are_fast(tmp_path: Path) -> None:
         inclusion, consistency = _timed_proofs(store, 200)
     assert inclusion < 5e-3
     assert consistency < 5e-3
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(
-    os.environ.get("TFSHARE_AUDIT_MILLION") != "1",
-    reason="builds a 1,000,000-entry log (~400 MB, ~40 s); set TFSHARE_AUDIT_MILLION=1",
-)
-def test_proofs_from_a_million_entry_log_on_disk(tmp_path: Path) -> None:
-    path = tmp_path / "audit.db"
-    start = time.perf_counter()
-    with AuditStore(path) as store:
-        _bulk(store, 1_000_000)
-    build = time.perf_counter() - start
-    with AuditStore(path) as store:
-        inclusion, consistency = _timed_proofs(store, 500)
-        root = store.root()
-        store.add_checkpoint(store.size, sign(store.size, root), T0)
-    start = time.perf_counter()
-    report = verify_store(path, VERIFIERS, ORIGIN)
-    verify = time.perf_counter() - start
-    print(
-        f"\n1,000,000 entries: build {build:.1f} s, {path.stat().st_size / 1e6:.0f} MB; "
-        f"inclusion median {inclusion * 1e3:.3f} ms, consistency median "
-        f"{consistency * 1e3:.3f} ms; verify_store {verify:.1f} s"
-    )
-    assert report.entries == 1_000_000
-    assert report.root == root
-    assert inclusion < 2e-3
-    assert consistency < 2e-3

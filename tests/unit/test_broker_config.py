@@ -1,15 +1,20 @@
 """nats-server configuration from the roster: accepted by ``nats-server -t``, one user per active
 agency with exactly its own permissions, no user for revoked or suspended agencies, and the
-broker directory written by ``write_broker_config`` (admin seed 0600, reused)."""
+broker directory written by ``write_broker_config`` (admin seed 0600, reused); the operators'
+templates in broker_config/ pass ``nats-server -t`` with their variables and the generated
+users file, and refuse to start without them."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
@@ -19,7 +24,11 @@ from tfkit import TaskForce, identity
 
 from tfshare import roster as R
 from tfshare.broker import (
+    CHECKPOINT_KEY,
     ROSTER_KEY,
+    audit_bucket,
+    audit_durable_name,
+    audit_subject,
     channel_subject,
     durable_name,
     inbox_prefix,
@@ -28,19 +37,34 @@ from tfshare.broker import (
     schema_bucket,
     stream_name,
 )
-from tfshare.workflows.live import write_broker_config
+from tfshare.workflows.live import USERS_INCLUDE, write_broker_config
 
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
+BROKER_CONFIG = Path(__file__).resolve().parents[2] / "broker_config"
+TEMPLATES = sorted(BROKER_CONFIG.glob("*.conf"))
 TASKFORCE = "nl-north"
 STREAM = stream_name(TASKFORCE)
 BUCKET = roster_bucket(TASKFORCE)
 # Every member reads the roster from its KV bucket; only coordinators publish rosters there.
 SCHEMAS = schema_bucket(TASKFORCE)
+AUDIT_KV = audit_bucket(TASKFORCE)
 ROSTER_READ = [
     f"$JS.API.STREAM.INFO.KV_{BUCKET}",
     f"$JS.API.DIRECT.GET.KV_{BUCKET}.>",
     f"$JS.API.STREAM.INFO.KV_{SCHEMAS}",  # registry records are read the same way
     f"$JS.API.DIRECT.GET.KV_{SCHEMAS}.>",
+    f"$JS.API.STREAM.INFO.KV_{AUDIT_KV}",  # ... and the audit log's latest checkpoint
+    f"$JS.API.DIRECT.GET.KV_{AUDIT_KV}.>",
+]
+CHECKPOINTS = audit_subject(TASKFORCE, "checkpoint")
+# The coordinator also runs the audit service: its own consumer over every channel, and it
+# publishes the signed checkpoints (subject and bucket).
+AUDIT = [
+    f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{audit_durable_name('coord')}",
+    f"$JS.API.CONSUMER.INFO.{STREAM}.{audit_durable_name('coord')}",
+    f"$JS.ACK.{STREAM}.{audit_durable_name('coord')}.>",
+    CHECKPOINTS,
+    f"$KV.{AUDIT_KV}.{CHECKPOINT_KEY}",
 ]
 ROSTER_WRITE = f"$KV.{BUCKET}.{ROSTER_KEY}"
 SCHEMA_WRITE = f"$KV.{SCHEMAS}.>"
@@ -103,13 +127,16 @@ def render(tf: TaskForce, store_dir: Path, port: int = 4222) -> str:
     return render_config(tf.trusted(), admin_nkey=ADMIN_NKEY, store_dir=store_dir, port=port)
 
 
-def nats_check(config: Path) -> subprocess.CompletedProcess[str]:
+def nats_check(
+    config: Path, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(NATS_SERVER), "-t", "-c", str(config)],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
+        env={"PATH": os.environ.get("PATH", os.defpath), **(env or {})},
     )
 
 
@@ -143,7 +170,8 @@ def test_active_agency_has_exactly_its_own_permissions(
 ) -> None:
     """An active agency gets exactly its own sender, consumer, ack, roster and inbox subjects."""
     # Publish: its sender subjects, its durable consumer, its acks, roster reads (coordinators
-    # also write the roster); subscribe: its own inbox prefix. Nothing else.
+    # also write the roster and run the audit service); subscribe: its own inbox prefix and
+    # the checkpoint announcements. Nothing else.
     user = users(render(taskforce, tmp_path))[taskforce.ids[agency].nats_user]
     durable = durable_name(agency)
     expected = [channel_subject(TASKFORCE, channel, agency) for channel in WRITES[agency]] + [
@@ -151,10 +179,10 @@ def test_active_agency_has_exactly_its_own_permissions(
         f"$JS.API.CONSUMER.INFO.{STREAM}.{durable}",
         f"$JS.ACK.{STREAM}.{durable}.>",
         *ROSTER_READ,
-        *([ROSTER_WRITE, SCHEMA_WRITE] if agency == "coord" else []),
+        *([ROSTER_WRITE, SCHEMA_WRITE, *AUDIT] if agency == "coord" else []),
     ]
     assert sorted(user.publish or []) == sorted(expected)
-    assert user.subscribe == [f"{inbox_prefix(agency)}.>"]
+    assert user.subscribe == [f"{inbox_prefix(agency)}.>", CHECKPOINTS]
 
 
 def test_every_active_agency_has_one_user_and_the_outsider_none(
@@ -258,3 +286,133 @@ def test_admin_seed_is_reused(taskforce: TaskForce, tmp_path: Path) -> None:
     assert (tmp_path / "admin.seed").read_bytes() == seed
     assert users((tmp_path / "nats.conf").read_text()).keys() == first.keys()
     assert stat.S_IMODE((tmp_path / "admin.seed").stat().st_mode) == 0o600
+
+
+# -- broker_config/: the templates for operators who run nats-server themselves ---------------
+
+
+def template_variables(template: Path) -> set[str]:
+    """The $VARIABLES a template uses (outside comments)."""
+    text = re.sub(r"#.*", "", template.read_text())
+    return set(re.findall(r"\$([A-Z][A-Z0-9_]*)", text))
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is needed to make a test certificate for the TLS template")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+         "-subj", "/CN=localhost"],
+        capture_output=True, check=True, timeout=30,
+    )  # fmt: skip
+    return cert, key
+
+
+def operator_setup(taskforce: TaskForce, template: Path, directory: Path) -> dict[str, str]:
+    """What broker_config/README.md tells operators to do: ``tfshare broker config`` into a
+    directory, the template copied beside its users file; returns the environment."""
+    write_broker_config(taskforce.trusted(), directory, port=14230)
+    shutil.copyfile(template, directory / template.name)
+    env = {
+        "TFSHARE_HOST": "127.0.0.1",
+        "TFSHARE_PORT": "14231",
+        "TFSHARE_STORE_DIR": str(directory / "jetstream"),
+        "TFSHARE_MAX_PAYLOAD": "1MB",
+        "TFSHARE_MAX_FILE_STORE": "1GB",
+    }
+    if "TFSHARE_TLS_CERT" in template_variables(template):
+        cert, key = self_signed_certificate(directory)
+        env |= {"TFSHARE_TLS_CERT": str(cert), "TFSHARE_TLS_KEY": str(key)}
+    return env
+
+
+def test_there_are_operator_templates() -> None:
+    """broker_config/ holds the development config and the single-node templates."""
+    names = {t.name for t in TEMPLATES}
+    assert {"dev.conf", "single-node.conf", "single-node-tls.conf"} <= names
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda t: t.name)
+def test_every_template_passes_nats_server_check(
+    taskforce: TaskForce, tmp_path: Path, template: Path
+) -> None:
+    """Each file in broker_config/, set up as its README says, passes ``nats-server -t``."""
+    env = operator_setup(taskforce, template, tmp_path)
+    result = nats_check(tmp_path / template.name, env)
+    assert result.returncode == 0, result.stderr or result.stdout
+    assert "is valid" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "template", [t for t in TEMPLATES if template_variables(t)], ids=lambda t: t.name
+)
+def test_a_template_without_one_of_its_variables_is_refused(
+    taskforce: TaskForce, tmp_path: Path, template: Path
+) -> None:
+    """A missing variable stops ``nats-server -t`` with its name (not a server on defaults)."""
+    env = operator_setup(taskforce, template, tmp_path)
+    for variable in sorted(template_variables(template)):
+        result = nats_check(
+            tmp_path / template.name, {k: v for k, v in env.items() if k != variable}
+        )
+        assert result.returncode != 0, variable
+        assert variable in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    "template", [t for t in TEMPLATES if t.name != "dev.conf"], ids=lambda t: t.name
+)
+def test_a_template_without_the_generated_users_is_refused(
+    taskforce: TaskForce, tmp_path: Path, template: Path
+) -> None:
+    """Without tfshare-users.conf beside it, a template does not start (never without users)."""
+    env = operator_setup(taskforce, template, tmp_path)
+    (tmp_path / USERS_INCLUDE).unlink()
+    result = nats_check(tmp_path / template.name, env)
+    assert result.returncode != 0
+    assert USERS_INCLUDE in result.stderr + result.stdout
+    assert f"include ./{USERS_INCLUDE}" in template.read_text()
+
+
+def test_users_include_has_exactly_the_users_of_the_full_config(
+    taskforce: TaskForce, tmp_path: Path
+) -> None:
+    """DIR/tfshare-users.conf holds every user of DIR/nats.conf with the same permissions,
+    and nothing an operator's template decides (listen address, storage, max_payload)."""
+    write_broker_config(taskforce.trusted(), tmp_path, port=14232)
+    full = users((tmp_path / "nats.conf").read_text())
+    include = (tmp_path / USERS_INCLUDE).read_text()
+    assert users(include) == full
+    assert taskforce.ids["police"].nats_user in users(include)
+    body = re.sub(r"#.*", "", include)
+    for key in ("listen", "jetstream", "max_payload", "store_dir", "server_name"):
+        assert key not in body
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda t: t.name)
+def test_every_template_variable_is_documented(template: Path) -> None:
+    """Every $VARIABLE a template uses is explained in broker_config/README.md."""
+    readme = (BROKER_CONFIG / "README.md").read_text()
+    for variable in template_variables(template):
+        assert f"`{variable}`" in readme, variable
+
+
+def test_only_coordinators_and_auditors_run_the_audit_service(
+    taskforce: TaskForce, tmp_path: Path
+) -> None:
+    """Members may read checkpoints, never sign or announce them, nor consume as the auditor."""
+    found = users(render(taskforce, tmp_path))
+    for agency in ("police", "ngo", "labour"):
+        user = found[taskforce.ids[agency].nats_user]
+        assert nats_allows(user.subscribe, CHECKPOINTS)
+        assert not nats_allows(user.publish, CHECKPOINTS)
+        assert not nats_allows(user.publish, f"$KV.{AUDIT_KV}.{CHECKPOINT_KEY}")
+        for auditor in ("coord", agency):
+            assert not nats_allows(
+                user.publish, f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{audit_durable_name(auditor)}"
+            )
+    coord = found[taskforce.ids["coord"].nats_user]
+    assert nats_allows(coord.publish, CHECKPOINTS)

@@ -1,0 +1,301 @@
+"""``tfshare audit``: the coordinators' provenance log (serve, verify, trace, prove, check)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import typer
+
+from tfshare.audit.entry import LogEntry
+from tfshare.errors import UsageError
+from tfshare.registry.book import shipped
+from tfshare.workflows import audit
+from tfshare.workflows.exchange import tfshare_home
+from tfshare.workflows.rosters import trusted_roster
+
+from .common import (
+    AnchorOpt,
+    JsonFlag,
+    KeyOpt,
+    PassphraseFile,
+    RosterOpt,
+    ServerOpt,
+    StateDir,
+    emit_fields,
+    emit_json,
+    iso,
+    note,
+    now_ms,
+)
+from .live_cmd import _agency
+
+app = typer.Typer(help="Provenance: the tamper-evident audit log.", no_args_is_help=True)
+
+
+@app.command("serve")
+def serve_cmd(
+    server: ServerOpt = None,
+    key: KeyOpt = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
+    passphrase_file: PassphraseFile = None,
+    state: StateDir = None,
+    every: Annotated[int, typer.Option("--every", help="Sign after this many entries.")] = 100,
+    interval: Annotated[
+        float, typer.Option("--interval", help="...or after this many seconds.")
+    ] = 10.0,
+) -> None:
+    """Log every envelope of the task force (verified, never decrypted) until Ctrl-C."""
+    agency, url = _agency(key, passphrase_file, roster, anchor, state, None, server)
+    note(f"audit service of {agency.roster.taskforce} consuming from {url}")
+    service = audit.serve(agency, url=url, every=every, interval_s=interval)
+    s = service.stats
+    note(
+        f"audit service stopped: {s.appended} appended, {s.duplicates} already logged, "
+        f"{s.refused} refused, {s.checkpoints} checkpoints signed"
+    )
+
+
+@app.command("verify")
+def verify_cmd(
+    key: KeyOpt = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
+    passphrase_file: PassphraseFile = None,
+    state: StateDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Recompute the whole log and check every checkpoint and their consistency."""
+    agency, _ = _agency(key, passphrase_file, roster, anchor, state, None)
+    result = audit.verify(agency)
+    if as_json:
+        emit_json({"entries": result.entries, "checkpoints": result.checkpoints, "ok": True})
+    else:
+        typer.echo(
+            f"audit log verified: {result.entries} entries, {result.checkpoints} checkpoints "
+            "signed by the roster's coordinators, each consistent with the one before"
+        )
+
+
+def _entry_json(entry: LogEntry) -> dict[str, Any]:
+    return {
+        "type": entry.entry_type,
+        "msg_id": entry.msg_id.hex(),
+        "sender": entry.sender,
+        "sender_kid": entry.sender_kid.hex(),
+        "channel": entry.channel,
+        "ts": iso(entry.ts_ms),
+        "env_sha256": entry.env_sha256.hex(),
+        "observed": iso(entry.observed_ms),
+    }
+
+
+@app.command("trace")
+def trace_cmd(
+    msg_id: Annotated[str, typer.Argument(help="The message id (32 hex digits).")],
+    key: KeyOpt = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
+    passphrase_file: PassphraseFile = None,
+    state: StateDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Who sent the message, when, on which channel, its receipts, its lineage, and its
+    inclusion in the latest signed checkpoint."""
+    agency, _ = _agency(key, passphrase_file, roster, anchor, state, None)
+    t = audit.trace(agency, msg_id)
+    if as_json:
+        emit_json(
+            {
+                "index": t.index,
+                "entry": _entry_json(t.entry),
+                "inclusion": {"checkpoint_size": t.checkpoint_size, "verified": t.proof_verified},
+                "parents": [
+                    {"relation": r, "msg_id": pid.hex(), "logged": e is not None}
+                    for r, e, pid in t.parents
+                ],
+                "children": [
+                    {"relation": r, "index": i, **_entry_json(e)} for r, i, e in t.children
+                ],
+                "receipts": [
+                    {
+                        "index": i,
+                        "receiver": w.receiver,
+                        "outcome": w.outcome,
+                        "code": w.code,
+                        "received": iso(w.received_ms),
+                    }
+                    for i, w in t.receipts
+                ],
+            }
+        )
+        return
+    e = t.entry
+    rows = [
+        ("message", e.msg_id.hex()),
+        ("sender", f"{e.sender} (signature verified by the audit service)"),
+        ("sent", iso(e.ts_ms)),
+        ("channel", e.channel),
+        ("logged", f"entry {t.index} at {iso(e.observed_ms)}"),
+        ("envelope", f"sha256 {e.env_sha256.hex()}"),
+        (
+            "inclusion",
+            f"proved in signed checkpoint of size {t.checkpoint_size}"
+            if t.proof_verified
+            else "not yet in a signed checkpoint",
+        ),
+    ]
+    for relation, parent, pid in t.parents:
+        who = f"from {parent.sender}" if parent else "(not in this log)"
+        rows.append(("derived from", f"{relation} of {pid.hex()} {who}"))
+    for relation, index, child in t.children:
+        rows.append(
+            ("followed by", f"{relation}: {child.msg_id.hex()} by {child.sender} (entry {index})")
+        )
+    for index, words in t.receipts:
+        outcome = words.outcome + (f" {words.code}" if words.code else "")
+        rows.append(
+            ("receipt", f"{words.receiver}: {outcome} at {iso(words.received_ms)} (entry {index})")
+        )
+    if not t.receipts:
+        rows.append(("receipt", "none yet"))
+    emit_fields(rows)
+
+
+@app.command("prove")
+def prove_cmd(
+    msg_id: Annotated[str, typer.Argument(help="The message id (32 hex digits).")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the proof bundle.")],
+    key: KeyOpt = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
+    passphrase_file: PassphraseFile = None,
+    state: StateDir = None,
+) -> None:
+    """Export an offline evidence bundle: the entry, its inclusion proof, the signed
+    checkpoint and the keys that signed it."""
+    agency, _ = _agency(key, passphrase_file, roster, anchor, state, None)
+    size = audit.prove(agency, msg_id, out)
+    typer.echo(str(out))
+    note(f"proof bundle against the signed checkpoint of size {size} written")
+
+
+@app.command("check")
+def check_cmd(
+    bundle: Annotated[Path, typer.Argument(help="The proof bundle.")],
+    envelope: Annotated[
+        Path | None, typer.Option("--envelope", help="Also check this envelope is the one.")
+    ] = None,
+    roster: Annotated[
+        Path | None, typer.Option("--roster", help="Trust the signers of this roster...")
+    ] = None,
+    anchor: Annotated[
+        Path | None, typer.Option("--anchor", help="...pinned by this anchor.")
+    ] = None,
+    log_key: Annotated[
+        list[str] | None, typer.Option("--log-key", help="A trusted verifier key (repeat).")
+    ] = None,
+    taskforce: Annotated[
+        str | None, typer.Option("--taskforce", help="Expected task force.")
+    ] = None,
+    state: StateDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check a proof bundle offline: checkpoint signature, inclusion proof, envelope hash."""
+    trusted = None
+    if roster is not None or anchor is not None:
+        if roster is None or anchor is None:
+            raise UsageError("--roster and --anchor go together", hint="give both, or --log-key")
+        trusted = trusted_roster(
+            roster, anchor, state or tfshare_home() / "state" / "_check", now_ms=now_ms()
+        )
+    keys = audit.trusted_keys(trusted, list(log_key or []))
+    result = audit.check(
+        bundle,
+        keys=keys,
+        taskforce=taskforce or (trusted.taskforce if trusted else None),
+        envelope=envelope,
+    )
+    entry = result.entry
+    if as_json:
+        emit_json(
+            {
+                "ok": True,
+                "entry": _entry_json(entry),
+                "signers": list(result.signers),
+                "self_asserted": keys is None,
+                "envelope_checked": envelope is not None,
+            }
+        )
+        return
+    typer.echo(
+        f"proof verified: message {entry.msg_id.hex()} from {entry.sender} on {entry.channel} "
+        f"at {iso(entry.ts_ms)} is entry {result.index} of the log"
+        + (", and the envelope matches" if envelope else "")
+    )
+    if keys is None:
+        note(
+            "warning: checked against the keys inside the bundle; "
+            "give --roster/--anchor or --log-key"
+        )
+
+
+@app.command("disclose")
+def disclose_cmd(
+    msg_id: Annotated[str, typer.Argument(help="The message id (32 hex digits).")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the disclosure.")],
+    key: KeyOpt = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
+    passphrase_file: PassphraseFile = None,
+    state: StateDir = None,
+) -> None:
+    """Disclose one received message (envelope + its key, signed by you): proves its exact
+    content to anyone holding the task force's anchor, and reveals nothing else."""
+    agency, _ = _agency(key, passphrase_file, roster, anchor, state, None)
+    sender = audit.disclose(agency, msg_id, out)
+    typer.echo(str(out))
+    note(f"disclosure of a message from {sender} written; it reveals that message's content")
+
+
+@app.command("check-disclosure")
+def check_disclosure_cmd(
+    disclosure: Annotated[Path, typer.Argument(help="The disclosure file.")],
+    anchor: Annotated[Path, typer.Option("--anchor", help="The task force's trust anchor.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Check a disclosure offline and print the message it proves."""
+    result = audit.check_disclosure_file(disclosure, anchor, shipped())
+    hdr = result.verified.header
+    body = msgspec.to_builtins(result.record)
+    if as_json:
+        emit_json(
+            {
+                "ok": True,
+                "msg_id": hdr.msg_id.hex(),
+                "sender": hdr.sender,
+                "fingerprint": result.verified.fingerprint,
+                "channel": hdr.channel,
+                "sent": iso(hdr.ts_ms),
+                "schema": result.schema,
+                "env_sha256": result.verified.env_hash.hex(),
+                "disclosed_by": result.discloser,
+                "body": body,
+            }
+        )
+        return
+    emit_fields(
+        [
+            ("message", hdr.msg_id.hex()),
+            ("sender", f"{hdr.sender} (signature verified, key {result.verified.fingerprint})"),
+            ("sent", iso(hdr.ts_ms)),
+            ("channel", hdr.channel),
+            ("schema", result.schema),
+            ("envelope", f"sha256 {result.verified.env_hash.hex()}"),
+            ("disclosed by", result.discloser),
+        ]
+    )
+    typer.echo(json.dumps(body, indent=2, ensure_ascii=False))

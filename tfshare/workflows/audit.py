@@ -1,0 +1,222 @@
+"""Coordinators' audit commands: run the audit service, verify the log, trace a message,
+export an offline proof and check one.
+
+Owns: where the audit log lives (``audit.db`` in the agency's state directory), which keys
+may sign its checkpoints (from the verified roster), and turning store and bundle results
+into what the CLI renders. No network here except through ``AuditService``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tfshare.audit.disclosure import Disclosed, check_disclosure
+from tfshare.audit.disclosure import disclose as make_disclosure
+from tfshare.audit.entry import RELATIONS, LogEntry, encode_entry
+from tfshare.audit.evidence import (
+    CheckedBundle,
+    check_bundle,
+    decode_bundle,
+    encode_bundle,
+    make_bundle,
+)
+from tfshare.audit.logstore import AuditStore, ReceiptWords, verify_store
+from tfshare.audit.merkle import leaf_hash, verify_inclusion
+from tfshare.audit.note import checkpoint_origin, open_checkpoint
+from tfshare.audit.service import AuditService, CheckpointPolicy, log_verifiers
+from tfshare.errors import InputError, UsageError
+from tfshare.files import read_bytes, write_atomic
+from tfshare.registry.book import Registry
+from tfshare.roster import TrustedRoster
+from tfshare.workflows.filekinds import load_anchor, read_kind
+from tfshare.workflows.keys import load_identity
+from tfshare.workflows.live import Agency
+
+
+def _now() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def audit_db(agency: Agency) -> Path:
+    return agency.store.path.parent / "audit.db"
+
+
+def open_log(agency: Agency) -> AuditStore:
+    return AuditStore(audit_db(agency))
+
+
+def serve(agency: Agency, *, url: str, every: int, interval_s: float) -> AuditService:
+    """Run the audit service until SIGINT/SIGTERM; returns it (for its counts)."""
+    service = AuditService(
+        identity=load_identity(agency.creds.key_path, agency.creds.passphrase),
+        roster=agency.roster,
+        roster_bytes=read_kind(agency.roster_path, "roster"),
+        store=open_log(agency),
+        url=url,
+        clock=_now,
+        checkpoints=CheckpointPolicy(every=every, interval_s=interval_s),
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await service.run(stop)
+
+    asyncio.run(main())
+    return service
+
+
+@dataclass(frozen=True)
+class Verification:
+    entries: int
+    checkpoints: int
+
+
+def verify(agency: Agency) -> Verification:
+    """Recompute the whole log and check every checkpoint (raises, naming the first bad
+    entry or checkpoint)."""
+    roster = agency.roster
+    report = verify_store(
+        audit_db(agency), log_verifiers(roster), checkpoint_origin(roster.taskforce)
+    )
+    return Verification(report.entries, report.checkpoints)
+
+
+@dataclass(frozen=True)
+class Trace:
+    """What the log says about one message."""
+
+    index: int
+    entry: LogEntry
+    checkpoint_size: int
+    proof_verified: bool
+    parents: list[tuple[str, LogEntry | None, bytes]]  # (relation, parent entry, parent msg_id)
+    children: list[tuple[str, int, LogEntry]]  # (relation, index, child entry)
+    receipts: list[tuple[int, ReceiptWords]]  # (log index of the receipt, what it says)
+
+
+def _msg_id(text: str) -> bytes:
+    try:
+        msg_id = bytes.fromhex(text)
+    except ValueError:
+        msg_id = b""
+    if len(msg_id) != 16:
+        raise UsageError(
+            f"{text!r} is not a message id", hint="give the 32 hex digits 'inbox list' shows"
+        )
+    return msg_id
+
+
+def _message_index(store: AuditStore, msg_id: bytes) -> tuple[int, LogEntry]:
+    found = [
+        (i, e)
+        for i, e in store.find(msg_id)
+        if e.entry_type in ("message", "retraction") and e.msg_id == msg_id
+    ]
+    if not found:
+        raise InputError(
+            f"message {msg_id.hex()} is not in the audit log",
+            hint="check the id; the audit service logs messages as the broker carries them",
+        )
+    return found[0]
+
+
+def trace(agency: Agency, msg_id_text: str) -> Trace:
+    """The message's entry, its lineage up and down, its receipts, and its inclusion in the
+    latest signed checkpoint (checked)."""
+    msg_id = _msg_id(msg_id_text)
+    roster = agency.roster
+    store = open_log(agency)
+    index, entry = _message_index(store, msg_id)
+    parents: list[tuple[str, LogEntry | None, bytes]] = []
+    for relation, parent_id, _parent_hash in entry.refs:
+        known = [e for _, e in store.find(parent_id) if e.msg_id == parent_id]
+        parents.append(
+            (RELATIONS.get(relation, str(relation)), known[0] if known else None, parent_id)
+        )
+    children: list[tuple[str, int, LogEntry]] = []
+    receipts = store.receipts_for(msg_id)
+    for i, other in store.referencing(msg_id):
+        if other.entry_type == "receipt":
+            continue
+        for relation, parent_id, _ in other.refs:
+            if parent_id == msg_id:
+                children.append((RELATIONS.get(relation, str(relation)), i, other))
+    latest = store.latest_checkpoint()
+    size, verified = 0, False
+    if latest is not None and latest[0] > index:
+        checkpoint, _ = open_checkpoint(
+            latest[1], log_verifiers(roster), origin=checkpoint_origin(roster.taskforce)
+        )
+        proof = store.inclusion_proof(index, checkpoint.size)
+        verify_inclusion(
+            leaf_hash(encode_entry(entry)), index, checkpoint.size, proof, checkpoint.root_hash
+        )
+        size, verified = checkpoint.size, True
+    return Trace(index, entry, size, verified, parents, children, receipts)
+
+
+def prove(agency: Agency, msg_id_text: str, out: Path) -> int:
+    """Write an offline evidence bundle for the message; returns the checkpoint size."""
+    msg_id = _msg_id(msg_id_text)
+    roster = agency.roster
+    store = open_log(agency)
+    index, _ = _message_index(store, msg_id)
+    latest = store.latest_checkpoint()
+    if latest is None or latest[0] <= index:
+        raise InputError(
+            f"message {msg_id.hex()} is not yet covered by a signed checkpoint",
+            hint="the audit service signs one every few seconds; try again shortly",
+        )
+    vkeys = [v.format() for v in log_verifiers(roster)]
+    bundle = make_bundle(store, index, latest[1], vkeys, roster.taskforce)
+    write_atomic(out, encode_bundle(bundle))
+    return latest[0]
+
+
+def trusted_keys(roster: TrustedRoster | None, keys: list[str]) -> list[str] | None:
+    """The verifier keys to check a bundle with: the roster's, given ones, or None (the
+    bundle's own, reported as self-asserted)."""
+    if roster is not None:
+        return [v.format() for v in log_verifiers(roster)] + keys
+    return keys or None
+
+
+def check(
+    bundle_path: Path, *, keys: list[str] | None, taskforce: str | None, envelope: Path | None
+) -> CheckedBundle:
+    data = read_bytes(bundle_path, what="proof bundle", limit=16 * 1024 * 1024)
+    env = read_bytes(envelope, what="envelope", limit=2 * 1024 * 1024) if envelope else None
+    return check_bundle(decode_bundle(data), trusted_vkeys=keys, taskforce=taskforce, envelope=env)
+
+
+def disclose(agency: Agency, msg_id_text: str, out: Path) -> str:
+    """Write the disclosure of a message in this agency's inbox; returns its sender."""
+    msg_id = _msg_id(msg_id_text)
+    items = [i for i in agency.store.inbox(limit=1_000_000) if i.msg_id == msg_id]
+    if not items:
+        raise InputError(
+            f"message {msg_id.hex()} is not in this agency's inbox",
+            hint="only a recipient can disclose a message: see 'tfshare inbox list'",
+        )
+    identity = load_identity(agency.creds.key_path, agency.creds.passphrase)
+    data = make_disclosure(
+        items[0].envelope,
+        identity=identity,
+        roster=agency.roster,
+        roster_bytes=read_kind(agency.roster_path, "roster"),
+        now_ms=items[0].received_ms,
+    )
+    write_atomic(out, data)
+    return items[0].sender
+
+
+def check_disclosure_file(path: Path, anchor: Path, registry: Registry) -> Disclosed:
+    data = read_bytes(path, what="disclosure", limit=16 * 1024 * 1024)
+    return check_disclosure(data, anchor=load_anchor(anchor), schemas=registry)
