@@ -43,6 +43,9 @@ run $TFSHARE roster grant "$R" police-nl   --channel tips --read
 run $TFSHARE roster grant "$R" labour-insp --channel tips --read
 run $TFSHARE roster grant "$R" labour-insp --channel redflags --write
 run $TFSHARE roster grant "$R" police-nl   --channel redflags --read
+echo "-- receipts: every agency acknowledges what it received, to the coordinator (the audit trail):"
+for a in police-nl ngo-hotline labour-insp; do run $TFSHARE roster grant "$R" "$a" --channel receipts --write; done
+run $TFSHARE roster grant "$R" coord --channel receipts --read
 run $TFSHARE roster sign "$R" --key "$K/coord.key" --passphrase-file "$K/coord.pass"
 run $TFSHARE roster anchor "$R" --out "$OUT/taskforce.anchor"
 run $TFSHARE roster show "$R"
@@ -125,6 +128,12 @@ for a in police-nl ngo-hotline labour-insp; do
       >"$OUT/agent-$a.log" 2>&1 &
   PIDS+=($!)
 done
+printf '$ %s\n' "tfshare audit serve --key $K/coord.key ... &"
+$TFSHARE --log-level info audit serve --key "$K/coord.key" --passphrase-file "$K/coord.pass" "${LIVE[@]}" \
+    --every 5 --interval 1 >"$OUT/audit.log" 2>&1 &
+AUDIT=$!; PIDS+=("$AUDIT")
+echo "(the coordinator's audit service: logs every envelope, verified but not decrypted, and every"
+echo " receipt, in a tamper-evident Merkle log; signs a checkpoint every 5 entries or second)"
 echo "-- the analysts' live feeds (police: tips and red flags; NGO hotline: alerts):"
 $TFSHARE listen --key "$K/police-nl.key" --passphrase-file "$K/police-nl.pass" "${COMMON[@]}" --count 3 \
     > >(sed 's/^/   [police feed] /') 2>/dev/null &
@@ -137,8 +146,11 @@ sleep 1
 step "8. Field staff publish from the command line"
 run $TFSHARE publish tip --channel tips --file examples/tip_summary.json \
     --key "$K/ngo-hotline.key" --passphrase-file "$K/ngo-hotline.pass" "${LIVE[@]}"
-run $TFSHARE publish alert --channel alerts --file examples/alert.json \
-    --key "$K/police-nl.key" --passphrase-file "$K/police-nl.pass" "${LIVE[@]}"
+printf '$ %s\n' "tfshare publish alert --channel alerts --file examples/alert.json ..."
+ALERT_ID=$($TFSHARE publish alert --channel alerts --file examples/alert.json --json \
+    --key "$K/police-nl.key" --passphrase-file "$K/police-nl.pass" "${LIVE[@]}" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["msg_id"])')
+echo "msg_id  $ALERT_ID"
 run $TFSHARE publish red-flag --channel redflags --file examples/red_flag.json \
     --key "$K/labour-insp.key" --passphrase-file "$K/labour-insp.pass" "${LIVE[@]}"
 sleep 2
@@ -159,9 +171,33 @@ for _ in $(seq 100); do kill -0 "$FEED_NGO" 2>/dev/null || break; sleep 0.1; don
 for _ in $(seq 50); do kill -0 "$FEED_POLICE" 2>/dev/null || break; sleep 0.1; done
 run $TFSHARE inbox list --key "$K/ngo-hotline.key" --passphrase-file "$K/ngo-hotline.pass" "${COMMON[@]}"
 
-step "11. Clean shutdown"
+step "11. The coordinator: what happened to the police alert? (the audit log)"
+sleep 2
+COORD=(--key "$K/coord.key" --passphrase-file "$K/coord.pass" "${COMMON[@]}")
+run $TFSHARE audit trace "$ALERT_ID" "${COORD[@]}"
+run $TFSHARE audit verify "${COORD[@]}"
+echo "-- an offline proof for someone outside the task force (a court, an oversight body):"
+run $TFSHARE audit prove "$ALERT_ID" --out "$OUT/alert.tfproof" "${COORD[@]}"
+run $TFSHARE audit check "$OUT/alert.tfproof" --roster "$R" --anchor "$OUT/taskforce.anchor"
+echo "-- a proof with one byte changed is refused:"
+python3 - "$OUT/alert.tfproof" "$OUT/forged.tfproof" <<'PY'
+import sys
+data = bytearray(open(sys.argv[1], "rb").read())
+data[40] ^= 0x01
+open(sys.argv[2], "wb").write(bytes(data))
+PY
+printf '$ %s\n' "tfshare audit check $OUT/forged.tfproof --roster ... --anchor ..."
+set +e; $TFSHARE audit check "$OUT/forged.tfproof" --roster "$R" --anchor "$OUT/taskforce.anchor"; rc=$?; set -e
+[ "$rc" -ne 0 ] || { echo "demo: a forged proof was accepted" >&2; exit 1; }
+echo "(exit $rc, as expected)"
+echo "-- the NGO hotline discloses the alert's exact content (that message only) to the court:"
+run $TFSHARE audit disclose "$ALERT_ID" --out "$OUT/alert.tfdisclosure" \
+    --key "$K/ngo-hotline.key" --passphrase-file "$K/ngo-hotline.pass" "${COMMON[@]}"
+run $TFSHARE audit check-disclosure "$OUT/alert.tfdisclosure" --anchor "$OUT/taskforce.anchor" | head -12
+
+step "12. Clean shutdown"
 cleanup
 trap - EXIT
 grep -h '"agent_stopped"' "$OUT"/agent-*.log | cut -c1-160 || true
 
-step "Done: messages signed, encrypted and delivered live; forgeries, tampering and replays refused."
+step "Done: messages signed, encrypted and delivered live; forgeries, tampering and replays refused; every message and receipt in a tamper-evident log, provable offline."

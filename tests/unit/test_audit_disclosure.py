@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from pathlib import Path
+
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tfkit import TaskForce, build_taskforce
+from tfkit import TaskForce, build_taskforce, example_json
 
 from tfshare.audit.disclosure import (
     DISCLOSURE_TAG,
@@ -20,6 +24,10 @@ from tfshare.audit.disclosure import (
 from tfshare.encoding import encode
 from tfshare.errors import RejectCode, Rejected
 from tfshare.protocol import Delivered
+from tfshare.registry.book import shipped
+from tfshare.registry.compat import DEFAULT_MODE
+from tfshare.registry.records import new_record, sign_record
+from tfshare.registry.schema import Schema
 from tfshare.seal import ReceivePolicy, payload_key_of
 
 TF = build_taskforce()
@@ -35,7 +43,7 @@ DISCLOSED = disclose(
 
 def _resign(d: Disclosure, tf: TaskForce = TF) -> bytes:
     sig = tf.ids[d.discloser].sign(
-        disclosure_message(d.discloser, d.envelope, d.payload_key, d.roster)
+        disclosure_message(d.discloser, d.envelope, d.payload_key, d.roster, d.schema_record)
     )
     return encode(msgspec.structs.replace(d, sig=sig))
 
@@ -80,7 +88,7 @@ def test_another_messages_key_is_refused_by_the_commitment() -> None:
         policy=ReceivePolicy(),
     )
     forged = _resign(
-        Disclosure(DISCLOSURE_TAG, "ngo", first.data, key_of_second, TF.roster_bytes, b"")
+        Disclosure(DISCLOSURE_TAG, "ngo", first.data, key_of_second, TF.roster_bytes, b"", b"")
     )
     with pytest.raises(DisclosureError) as info:
         check_disclosure(forged, anchor=TF.anchor, schemas=TF.schemas)
@@ -114,3 +122,65 @@ def test_any_flipped_bit_is_refused(position: int, bit: int) -> None:
     flipped[position] ^= 1 << bit
     with pytest.raises(DisclosureError):
         check_disclosure(bytes(flipped), anchor=TF.anchor, schemas=TF.schemas)
+
+
+def _alert_v2() -> tuple[Schema, bytes]:
+    """tf.alert/2 (tf.alert/1 plus an optional field) and its record signed by the coordinator."""
+    doc = json.loads(json.dumps(SCHEMAS_V1))
+    doc["$id"] = "urn:tfshare:schema:tf.alert/2"
+    doc["properties"]["case_ref"] = {"type": "string", "maxLength": 64, "description": "ref"}
+    schema = Schema.from_document(doc)
+    alert1 = shipped().lookup("tf.alert/1")
+    assert isinstance(alert1, Schema)
+    signed = new_record(
+        schema, taskforce="nl-north", mode=DEFAULT_MODE, previous=alert1, now_ms=TF.now_ms
+    )
+    return schema, encode(sign_record(signed, TF.ids["coord"]))
+
+
+SCHEMAS_V1 = json.loads((Path(__file__).parents[2] / "schemas/tf.alert/1.json").read_text())
+
+
+def test_a_registered_schema_travels_with_the_disclosure() -> None:
+    schema, record = _alert_v2()
+    tf = dataclasses.replace(TF, schemas=shipped().with_schema(schema, DEFAULT_MODE))
+    body = schema.to_body(schema.from_json(example_json("tf.alert/1")))
+    sealed = tf.seal("police", schema="tf.alert/2", body=body, rng_seed="v2")
+    common = {
+        "identity": TF.ids["ngo"],
+        "roster": TF.trusted(),
+        "roster_bytes": TF.roster_bytes,
+        "now_ms": TF.now_ms,
+    }
+    with_record = disclose(sealed.data, schema_record=record, **common)  # type: ignore[arg-type]
+    result = check_disclosure(with_record, anchor=TF.anchor, schemas=shipped())
+    assert result.schema == "tf.alert/2"
+    # Without the record, a checker outside the task force cannot read the body: named.
+    without = disclose(sealed.data, **common)  # type: ignore[arg-type]
+    with pytest.raises(DisclosureError) as info:
+        check_disclosure(without, anchor=TF.anchor, schemas=shipped())
+    assert info.value.code == "E_SCHEMA"
+
+
+def test_a_schema_record_not_signed_by_the_coordinators_is_refused() -> None:
+    schema, _ = _alert_v2()
+    alert1 = shipped().lookup("tf.alert/1")
+    assert isinstance(alert1, Schema)
+    unsigned = new_record(
+        schema, taskforce="nl-north", mode=DEFAULT_MODE, previous=alert1, now_ms=TF.now_ms
+    )
+    forged = encode(sign_record(unsigned, TF.ids["police"]))
+    tf = dataclasses.replace(TF, schemas=shipped().with_schema(schema, DEFAULT_MODE))
+    body = schema.to_body(schema.from_json(example_json("tf.alert/1")))
+    sealed = tf.seal("police", schema="tf.alert/2", body=body, rng_seed="v2b")
+    data = disclose(
+        sealed.data,
+        identity=TF.ids["ngo"],
+        roster=TF.trusted(),
+        roster_bytes=TF.roster_bytes,
+        now_ms=TF.now_ms,
+        schema_record=forged,
+    )
+    with pytest.raises(DisclosureError) as info:
+        check_disclosure(data, anchor=TF.anchor, schemas=shipped())
+    assert info.value.code == "E_DISCLOSURE_SCHEMA"

@@ -23,9 +23,10 @@ from typing import Final
 import msgspec
 
 from tfshare.encoding import DECODE_ERRORS, decode_canonical, encode, label, u32
-from tfshare.errors import Rejected, RosterRejected, TrustError
+from tfshare.errors import Rejected, RosterRejected, TfshareError, TrustError
 from tfshare.keys import Identity, verify_signature
-from tfshare.messages import SchemaBook
+from tfshare.messages import MessageType, SchemaBook
+from tfshare.registry.records import verify_record
 from tfshare.roster import Anchor, TrustedRoster, verify_roster
 from tfshare.seal import ReceivePolicy, Verified, claimed_header, open_with_key, payload_key_of
 
@@ -40,6 +41,9 @@ class Disclosure(msgspec.Struct, array_like=True, forbid_unknown_fields=True, fr
     envelope: bytes
     payload_key: bytes
     roster: bytes
+    # The signed registry record of the message's schema, when it is not one tfshare ships
+    # (so that a checker outside the task force can read the body); empty otherwise.
+    schema_record: bytes
     sig: bytes  # the discloser's Ed25519 signature over ``disclosure_message``
 
     def __repr__(self) -> str:  # K opens the message: never in a log or traceback
@@ -50,9 +54,11 @@ _decoder: Final = msgspec.msgpack.Decoder(Disclosure)
 L_DISCLOSURE: Final = label("tfshare/v1/disclosure")
 
 
-def disclosure_message(discloser: str, envelope: bytes, payload_key: bytes, roster: bytes) -> bytes:
+def disclosure_message(
+    discloser: str, envelope: bytes, payload_key: bytes, roster: bytes, schema_record: bytes
+) -> bytes:
     """What the discloser signs: L(disclosure) || u32(name) || SHA-256(envelope) || K ||
-    SHA-256(roster)."""
+    SHA-256(roster) || SHA-256(schema_record)."""
     return b"".join(
         (
             L_DISCLOSURE,
@@ -60,6 +66,7 @@ def disclosure_message(discloser: str, envelope: bytes, payload_key: bytes, rost
             hashlib.sha256(envelope).digest(),
             payload_key,
             hashlib.sha256(roster).digest(),
+            hashlib.sha256(schema_record).digest(),
         )
     )
 
@@ -80,15 +87,22 @@ class DisclosureError(TrustError):
 
 
 def disclose(
-    envelope: bytes, *, identity: Identity, roster: TrustedRoster, roster_bytes: bytes, now_ms: int
+    envelope: bytes,
+    *,
+    identity: Identity,
+    roster: TrustedRoster,
+    roster_bytes: bytes,
+    now_ms: int,
+    schema_record: bytes = b"",
 ) -> bytes:
-    """The disclosure file of a message addressed to ``identity`` (raises ``Rejected``)."""
+    """The disclosure file of a message addressed to ``identity`` (raises ``Rejected``).
+    ``schema_record``: the signed registry record of its schema, if tfshare does not ship it."""
     key = payload_key_of(
         envelope, identity=identity, roster=roster, now_ms=now_ms, policy=_AS_OF_THEN
     )
     name = identity.agency_id
-    sig = identity.sign(disclosure_message(name, envelope, key, roster_bytes))
-    return encode(Disclosure(DISCLOSURE_TAG, name, envelope, key, roster_bytes, sig))
+    sig = identity.sign(disclosure_message(name, envelope, key, roster_bytes, schema_record))
+    return encode(Disclosure(DISCLOSURE_TAG, name, envelope, key, roster_bytes, schema_record, sig))
 
 
 @dataclass(frozen=True)
@@ -126,6 +140,8 @@ def check_disclosure(data: bytes, *, anchor: Anchor, schemas: SchemaBook) -> Dis
             code="E_DISCLOSURE_ROSTER",
         ) from None
     _check_discloser(disclosure, roster)
+    if disclosure.schema_record:
+        schemas = _with_record(schemas, disclosure.schema_record, roster)
     try:
         verified, schema, record = open_with_key(
             disclosure.envelope,
@@ -147,7 +163,11 @@ def check_disclosure(data: bytes, *, anchor: Anchor, schemas: SchemaBook) -> Dis
 def _check_discloser(disclosure: Disclosure, roster: TrustedRoster) -> None:
     member = roster.members.get(disclosure.discloser)
     message = disclosure_message(
-        disclosure.discloser, disclosure.envelope, disclosure.payload_key, disclosure.roster
+        disclosure.discloser,
+        disclosure.envelope,
+        disclosure.payload_key,
+        disclosure.roster,
+        disclosure.schema_record,
     )
     if member is None or not any(
         verify_signature(key.pk, message, disclosure.sig) for key in member.sign_keys
@@ -157,6 +177,30 @@ def _check_discloser(disclosure: Disclosure, roster: TrustedRoster) -> None:
             hint="the file was altered, or the discloser is not a member",
             code="E_DISCLOSURE_SIG",
         )
+
+
+def _with_record(schemas: SchemaBook, record: bytes, roster: TrustedRoster) -> SchemaBook:
+    """The schema of the disclosed message from its signed registry record (k coordinators
+    of the roster in force signed it), added to ``schemas``."""
+    try:
+        verified = verify_record(record, roster)
+    except TfshareError as exc:
+        raise DisclosureError(
+            f"the schema record in the disclosure does not verify ({exc.message})",
+            hint="the file was altered, or the record is not this task force's",
+            code="E_DISCLOSURE_SCHEMA",
+        ) from None
+    return _Both(schemas, verified.schema)
+
+
+class _Both:
+    """A schema book plus one more schema."""
+
+    def __init__(self, book: SchemaBook, extra: MessageType) -> None:
+        self._book, self._extra = book, extra
+
+    def lookup(self, name: str) -> MessageType | None:
+        return self._extra if name == self._extra.name else self._book.lookup(name)
 
 
 def _claimed_time(envelope: bytes) -> int:
