@@ -13,8 +13,6 @@ from tfshare.audit.entry import LogEntry
 from tfshare.errors import UsageError
 from tfshare.registry.book import shipped
 from tfshare.workflows import audit
-from tfshare.workflows.exchange import tfshare_home
-from tfshare.workflows.rosters import trusted_roster
 
 from .common import (
     AnchorOpt,
@@ -201,7 +199,6 @@ def check_cmd(
     taskforce: Annotated[
         str | None, typer.Option("--taskforce", help="Expected task force.")
     ] = None,
-    state: StateDir = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Check a proof bundle offline: checkpoint signature, inclusion proof, envelope hash."""
@@ -209,9 +206,7 @@ def check_cmd(
     if roster is not None or anchor is not None:
         if roster is None or anchor is None:
             raise UsageError("--roster and --anchor go together", hint="give both, or --log-key")
-        trusted = trusted_roster(
-            roster, anchor, state or tfshare_home() / "state" / "_check", now_ms=now_ms()
-        )
+        trusted = audit.checker_roster(roster, anchor, now_ms=now_ms())
     keys = audit.trusted_keys(trusted, list(log_key or []))
     result = audit.check(
         bundle,

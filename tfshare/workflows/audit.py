@@ -30,11 +30,13 @@ from tfshare.audit.note import checkpoint_origin, open_checkpoint
 from tfshare.audit.service import AuditService, CheckpointPolicy, log_verifiers
 from tfshare.errors import InputError, UsageError
 from tfshare.files import read_bytes, write_atomic
-from tfshare.registry.book import Registry
-from tfshare.roster import TrustedRoster
+from tfshare.registry.book import Registry, shipped
+from tfshare.registry.schema import split_name
+from tfshare.roster import TrustedRoster, verify_roster
 from tfshare.workflows.filekinds import load_anchor, read_kind
 from tfshare.workflows.keys import load_identity
 from tfshare.workflows.live import Agency
+from tfshare.workflows.schemas import store_for
 
 
 def _now() -> int:
@@ -45,8 +47,22 @@ def audit_db(agency: Agency) -> Path:
     return agency.store.path.parent / "audit.db"
 
 
-def open_log(agency: Agency) -> AuditStore:
-    return AuditStore(audit_db(agency))
+def existing_log(agency: Agency) -> Path:
+    """The agency's audit log file; an ``InputError`` if there is none (reading never
+    creates one)."""
+    path = audit_db(agency)
+    if not path.is_file():
+        raise InputError(
+            f"no audit log at {str(path)!r}",
+            hint="the log is kept by the coordinator running 'tfshare audit serve': give "
+            "that agency's --key and --state",
+        )
+    return path
+
+
+def open_log(agency: Agency, *, create: bool = False) -> AuditStore:
+    """The agency's audit log; only the audit service (``create``) makes a new one."""
+    return AuditStore(audit_db(agency) if create else existing_log(agency))
 
 
 def serve(agency: Agency, *, url: str, every: int, interval_s: float) -> AuditService:
@@ -55,7 +71,7 @@ def serve(agency: Agency, *, url: str, every: int, interval_s: float) -> AuditSe
         identity=load_identity(agency.creds.key_path, agency.creds.passphrase),
         roster=agency.roster,
         roster_bytes=read_kind(agency.roster_path, "roster"),
-        store=open_log(agency),
+        store=open_log(agency, create=True),
         url=url,
         clock=_now,
         checkpoints=CheckpointPolicy(every=every, interval_s=interval_s),
@@ -83,7 +99,7 @@ def verify(agency: Agency) -> Verification:
     entry or checkpoint)."""
     roster = agency.roster
     report = verify_store(
-        audit_db(agency), log_verifiers(roster), checkpoint_origin(roster.taskforce)
+        existing_log(agency), log_verifiers(roster), checkpoint_origin(roster.taskforce)
     )
     return Verification(report.entries, report.checkpoints)
 
@@ -180,6 +196,16 @@ def prove(agency: Agency, msg_id_text: str, out: Path) -> int:
     return latest[0]
 
 
+def checker_roster(roster_path: Path, anchor_path: Path, *, now_ms: int) -> TrustedRoster:
+    """The roster an offline checker trusts: verified against the anchor alone. No state
+    directory is read or written, so the same files get the same verdict on any machine,
+    whatever was checked there before (a newer roster, another task force's)."""
+    trusted, _ = verify_roster(
+        read_kind(roster_path, "roster"), anchor=load_anchor(anchor_path), state=None, now_ms=now_ms
+    )
+    return trusted
+
+
 def trusted_keys(roster: TrustedRoster | None, keys: list[str]) -> list[str] | None:
     """The verifier keys to check a bundle with: the roster's, given ones, or None (the
     bundle's own, reported as self-asserted)."""
@@ -212,9 +238,25 @@ def disclose(agency: Agency, msg_id_text: str, out: Path) -> str:
         roster=agency.roster,
         roster_bytes=read_kind(agency.roster_path, "roster"),
         now_ms=items[0].received_ms,
+        schema_record=_schema_record(agency, items[0].schema),
     )
     write_atomic(out, data)
     return items[0].sender
+
+
+def _schema_record(agency: Agency, name: str) -> bytes:
+    """The signed registry record of a schema tfshare does not ship (so a checker outside the
+    task force can read the body); empty for a shipped one."""
+    if shipped().lookup(name) is not None:
+        return b""
+    subject, version = split_name(name)
+    record = store_for(agency.registry_dir, agency.roster.taskforce).get(subject, version)
+    if record is None:
+        raise InputError(
+            f"the registry record of {name} is not in this agency's registry cache",
+            hint="the agent fetches it with the first message of that type; try again then",
+        )
+    return record
 
 
 def check_disclosure_file(path: Path, anchor: Path, registry: Registry) -> Disclosed:
