@@ -45,6 +45,7 @@ class Relation(IntEnum):
     AMEND = 3
     MERGE = 4
     RETRACT = 5
+    REPLY = 6  # answers a request (its response class deadline is met by this)
 
 
 WRAP_SIZE: Final = 56  # kid_enc (8) || wct (48): K (32) under AEAD, plus its 16-byte tag
@@ -78,7 +79,7 @@ def wrap_at(wraps: bytes, index: int) -> tuple[bytes, bytes]:
 
 
 class Ref(msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen=True):
-    relation: Annotated[int, msgspec.Meta(ge=1, le=5)]
+    relation: Annotated[int, msgspec.Meta(ge=1, le=6)]
     msg_id: Bytes16
     env_hash: Bytes32
 

@@ -6,7 +6,9 @@ for the CLI (which refuses) and the auditor (which flags what arrives anyway):
 
 - reshare, escalate and merge pass a message on: refused if the parent is marked no_forward,
   or carries handling code H2 and the resharer is not its originator;
-- amend and retract change a message: only its originator may.
+- amend and retract change a message: only its originator may;
+- reply answers a request (meeting its response-class deadline): it does not pass the
+  parent's content on, so any member may reply.
 
 The originator releases a message by amending it with handling that allows passing it on;
 the amendment (not the original) is then what others reshare.
@@ -24,7 +26,7 @@ import msgspec
 
 from tfshare.errors import ExitCode, TfshareError
 
-RELATIONS: Final = {"reshare": 1, "escalate": 2, "amend": 3, "merge": 4, "retract": 5}
+RELATIONS: Final = {"reshare": 1, "escalate": 2, "amend": 3, "merge": 4, "retract": 5, "reply": 6}
 RELATION_NAMES: Final = {number: name for name, number in RELATIONS.items()}
 PASSES_ON: Final = frozenset({"reshare", "escalate", "merge"})
 CHANGES: Final = frozenset({"amend", "retract"})

@@ -63,7 +63,7 @@ headers: Final = st.builds(
     wraps=st.lists(st.tuples(fixed(8), fixed(48)), max_size=8).map(pack_wraps),
     nonce=fixed(24),
     commit=fixed(32),
-    refs=st.lists(st.builds(Ref, st.integers(1, 5), fixed(16), fixed(32)), max_size=MAX_REFS),
+    refs=st.lists(st.builds(Ref, st.integers(1, 6), fixed(16), fixed(32)), max_size=MAX_REFS),
 )
 
 

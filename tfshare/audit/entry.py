@@ -58,10 +58,10 @@ ENVELOPE_TYPES: Final = frozenset({"message", "receipt", "retraction"})
 RECORD_TYPES: Final = frozenset({"roster", "schema", "key_event"})
 
 # The envelope's Ref.relation numbers (tfshare.envelope.Relation).
-RELATIONS: Final = {1: "reshare", 2: "escalate", 3: "amend", 4: "merge", 5: "retract"}
+RELATIONS: Final = {1: "reshare", 2: "escalate", 3: "amend", 4: "merge", 5: "retract", 6: "reply"}
 RETRACT: Final = 5
 # The relation of a receipt's single ref to the message it acknowledges. Only log entries use
-# it: envelopes carry relations 1..5.
+# it: envelopes carry relations 1..6.
 RECEIPT_OF: Final = 0
 
 MSG_ID_SIZE: Final = 16
@@ -193,7 +193,7 @@ def _check_refs(refs: object, entry_type: str) -> None:
             raise EntryError(f"refs[{position}] is not a (relation, msg_id, env_hash) tuple")
         relation, parent, parent_hash = ref
         if type(relation) is not int or not (relation in RELATIONS or relation == RECEIPT_OF):
-            raise EntryError(f"refs[{position}] relation is not one of 0..5")
+            raise EntryError(f"refs[{position}] relation is not one of 0..6")
         _check_bytes(parent, f"refs[{position}] msg_id", (MSG_ID_SIZE,))
         _check_bytes(parent_hash, f"refs[{position}] env_hash", (SHA256_SIZE,))
         relations.append(relation)

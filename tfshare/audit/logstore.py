@@ -16,6 +16,9 @@ Layout (one file, created 0600, WAL, ``synchronous=FULL``):
 - ``refs``: (idx, position, parent msg_id) for every ref of every entry, for ``referencing``.
 - ``nodes``: (level, idx, hash) of every perfect subtree, leaf hashes at level 0.
 - ``checkpoints``: (size, signed note, signed_ms).
+- ``receipts`` and ``facts``: derived data beside receipt and message entries (what a receipt
+  says; a message's recipients and, where the auditor could read it, its handling and
+  response class). Not part of the tree: reports and lineage checks read them.
 
 The lookup columns and the nodes are caches of what the entry bytes imply; ``verify_store``
 trusts none of them. Every append is one transaction, so a crash leaves the log as it was
@@ -87,6 +90,15 @@ _DDL: Final = (
         env_hash BLOB NOT NULL, outcome TEXT NOT NULL, code TEXT, received_ms INTEGER NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS receipts_msg_id ON receipts (msg_id)",
+    # What the auditor learnt of a message beyond its entry: the recipients (from the
+    # header's key ids, no decryption) and, where the auditor is itself a recipient, the
+    # schema, handling and response class from the body. Derived data, not part of the tree;
+    # it makes lineage checks, overdue requests and reports answerable. Never a payload.
+    """CREATE TABLE IF NOT EXISTS facts (
+        idx INTEGER PRIMARY KEY, msg_id BLOB NOT NULL, recipients TEXT NOT NULL,
+        schema TEXT, no_forward INTEGER, handling_code TEXT, response_class TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS facts_msg_id ON facts (msg_id)",
 )
 
 
@@ -100,6 +112,24 @@ class ReceiptWords:
     outcome: str  # "accepted" or "rejected"
     code: str | None
     received_ms: int
+
+
+@dataclass(frozen=True)
+class MessageFacts:
+    """What the auditor knows of a message beyond its log entry. ``recipients`` comes from
+    the header (every auditor knows it); the rest only where the auditor could open the
+    message (it is a recipient), else None."""
+
+    recipients: tuple[str, ...]
+    schema: str | None = None
+    no_forward: bool | None = None
+    handling_code: str | None = None
+    response_class: str | None = None
+
+    @property
+    def read(self) -> bool:
+        """Whether the auditor read the body (so handling and response class are known)."""
+        return self.schema is not None
 
 
 # SQLite failures that say nothing about the file's content (another process holds a lock,
@@ -384,6 +414,7 @@ class AuditStore:
         self,
         entries: Sequence[LogEntry],
         receipts: Sequence[ReceiptWords | None] = (),
+        facts: Sequence[MessageFacts | None] = (),
     ) -> list[int | None]:
         """Append ``entries`` in one transaction; each one's index, or None if already logged.
 
@@ -391,7 +422,8 @@ class AuditStore:
         receipts, the same sender) is: a redelivered envelope, or one seen again after a
         restart, is not appended twice, whatever its ``observed_ms``. Every entry is checked
         before anything is written; on any failure nothing is appended. ``receipts`` (one per
-        entry, or empty) are kept beside receipt entries, in the same transaction.
+        entry, or empty) are kept beside receipt entries, and ``facts`` (likewise) beside
+        message entries, in the same transaction.
         """
         encoded = [(entry, encode_entry(entry)) for entry in entries]
         if not encoded:
@@ -420,6 +452,14 @@ class AuditStore:
                             continue
                         ref_rows.extend((index, pos, ref[1]) for pos, ref in enumerate(entry.refs))
                         words = receipts[len(out)] if len(receipts) > len(out) else None
+                        known = facts[len(out)] if len(facts) > len(out) else None
+                        if known is not None:
+                            self._db.execute(
+                                "INSERT INTO facts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                (index, entry.msg_id, ",".join(known.recipients), known.schema,
+                                 None if known.no_forward is None else int(known.no_forward),
+                                 known.handling_code, known.response_class),
+                            )  # fmt: skip
                         if words is not None:
                             self._db.execute(
                                 "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -586,6 +626,37 @@ class AuditStore:
             ).fetchall()
         return [(int(r[0]), _words(r)) for r in rows]
 
+    def facts_of(self, index: int) -> MessageFacts | None:
+        """What the auditor recorded beside message entry ``index`` (None: nothing)."""
+        with self._guard("read"):
+            row = self._db.execute(
+                "SELECT recipients, schema, no_forward, handling_code, response_class "
+                "FROM facts WHERE idx = ?",
+                (index,),
+            ).fetchone()
+        return None if row is None else _facts(row)
+
+    def all_facts(self) -> list[tuple[int, MessageFacts]]:
+        """(entry index, facts) of every message with facts, in log order."""
+        with self._guard("read"):
+            rows = self._db.execute(
+                "SELECT idx, recipients, schema, no_forward, handling_code, response_class "
+                "FROM facts WHERE idx < ? ORDER BY idx",
+                (self._nodes.leaf_count(),),
+            ).fetchall()
+        return [(int(r[0]), _facts(r[1:])) for r in rows]
+
+    def entries(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, LogEntry]]:
+        """(index, entry) for entries ``start`` to ``stop`` (default: the size), decoded."""
+        end = self.size if stop is None else min(stop, self.size)
+        with self._guard("read"):
+            rows = self._db.execute(
+                "SELECT idx, entry FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+                (start, end),
+            ).fetchall()
+        for index, data in rows:
+            yield int(index), self._decode(int(index), bytes(data))
+
     def checkpoints(self) -> list[tuple[int, bytes]]:
         """Every stored checkpoint as (tree size, signed note), smallest size first."""
         with self._guard("read"):
@@ -618,6 +689,17 @@ def _words(row: tuple[Any, ...]) -> ReceiptWords:
         str(outcome),
         None if code is None else str(code),
         int(received_ms),
+    )
+
+
+def _facts(row: tuple[Any, ...]) -> MessageFacts:
+    recipients, schema, no_forward, handling_code, response_class = row
+    return MessageFacts(
+        tuple(name for name in str(recipients).split(",") if name),
+        None if schema is None else str(schema),
+        None if no_forward is None else bool(no_forward),
+        None if handling_code is None else str(handling_code),
+        None if response_class is None else str(response_class),
     )
 
 

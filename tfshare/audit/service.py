@@ -30,7 +30,7 @@ import structlog
 
 from tfshare import transport
 from tfshare.audit.entry import RECEIPT_OF, RETRACT, LogEntry
-from tfshare.audit.logstore import AuditStore, ReceiptWords
+from tfshare.audit.logstore import AuditStore, MessageFacts, ReceiptWords
 from tfshare.audit.merkle import verify_consistency
 from tfshare.audit.note import (
     Checkpoint,
@@ -40,8 +40,10 @@ from tfshare.audit.note import (
     open_checkpoint,
     sign_checkpoint,
 )
+from tfshare.envelope import WRAP_SIZE, Header, wrap_at
 from tfshare.errors import BrokerError, RejectCode, Rejected, TrustError
 from tfshare.keys import Identity
+from tfshare.lineage import RELATION_NAMES, Handling, handling_of, violation
 from tfshare.messages import SchemaBook
 from tfshare.protocol import RECEIPTS_CHANNEL
 from tfshare.registry.book import shipped
@@ -97,7 +99,67 @@ def message_entry(
     verified = verify_envelope(
         data, roster=roster, now_ms=now_ms, subject=subject, policy=AUDIT_POLICY
     )
+    return _entry_of(verified.header, verified.env_hash, now_ms)
+
+
+def recipients_of(hdr: Header, roster: TrustedRoster) -> tuple[str, ...]:
+    """The agencies a message is addressed to, from the key ids of its wraps (readable
+    without any key; a key id the roster does not know shows as hex)."""
+    kids = (wrap_at(hdr.wraps, i)[0] for i in range(len(hdr.wraps) // WRAP_SIZE))
+    return tuple(roster.agency_of_enc_kid.get(kid, kid.hex()) for kid in kids)
+
+
+def message_record(
+    data: bytes,
+    *,
+    identity: Identity,
+    roster: TrustedRoster,
+    schemas: SchemaBook,
+    subject: str | None,
+    now_ms: int,
+) -> tuple[LogEntry, MessageFacts]:
+    """The log entry of an envelope (checks 1-5, raises ``Rejected``) and its facts: the
+    recipients, and where this auditor is one of them, the schema, handling and response
+    class read from the body. A body the auditor cannot open does not stop the entry: the
+    envelope verified, so the broker did carry it, and the log says so."""
+    verified = verify_envelope(
+        data, roster=roster, now_ms=now_ms, subject=subject, policy=AUDIT_POLICY
+    )
     hdr = verified.header
+    entry = _entry_of(hdr, verified.env_hash, now_ms)
+    recipients = recipients_of(hdr, roster)
+    if identity.agency_id not in recipients:
+        return entry, MessageFacts(recipients)
+    try:
+        opened = open_envelope(
+            data,
+            identity=identity,
+            roster=roster,
+            replay=MemoryReplayStore(),
+            schemas=schemas,
+            now_ms=now_ms,
+            subject=subject,
+            policy=AUDIT_POLICY,
+        )
+    except Rejected as exc:
+        log.warning(
+            "audit_body_unreadable", code=exc.code, reason=exc.message, msg_id=hdr.msg_id.hex()
+        )
+        return entry, MessageFacts(recipients)
+    assert isinstance(opened, Opened)
+    handling = handling_of(opened.record)
+    body = msgspec.to_builtins(opened.record)
+    response = body.get("response_class") if isinstance(body, dict) else None
+    return entry, MessageFacts(
+        recipients,
+        schema=opened.schema,
+        no_forward=handling.no_forward,
+        handling_code=handling.code,
+        response_class=response if isinstance(response, str) else None,
+    )
+
+
+def _entry_of(hdr: Header, env_hash: bytes, now_ms: int) -> LogEntry:
     retracts = any(ref.relation == RETRACT for ref in hdr.refs)
     return LogEntry(
         entry_type="retraction" if retracts else "message",
@@ -107,7 +169,7 @@ def message_entry(
         taskforce=hdr.taskforce,
         channel=hdr.channel,
         ts_ms=hdr.ts_ms,
-        env_sha256=verified.env_hash,
+        env_sha256=env_hash,
         refs=[(ref.relation, ref.msg_id, ref.env_hash) for ref in hdr.refs],
         observed_ms=now_ms,
     )
@@ -187,6 +249,47 @@ def roster_entry(roster: TrustedRoster, roster_bytes: bytes, *, now_ms: int) -> 
     )
 
 
+@dataclass(frozen=True)
+class HandlingFlag:
+    """A logged message whose lineage breaks the handling rules of its parent."""
+
+    index: int
+    child: LogEntry
+    relation: str
+    parent_index: int
+    parent: LogEntry
+    code: str  # E_NO_FORWARD, E_HANDLING_H2, E_NOT_ORIGINATOR
+    why: str
+
+
+def handling_flags(store: AuditStore, index: int, entry: LogEntry) -> list[HandlingFlag]:
+    """The handling rules ``entry`` (at ``index``) breaks, judged from the log: the parent's
+    sender from its entry, its handling from the facts the auditor recorded (known only if
+    the auditor could read the parent). A child the CLI would have refused, which arrived
+    anyway (another client, an edited CLI), is flagged here."""
+    flags = []
+    for relation_number, parent_id, parent_hash in entry.refs:
+        relation = RELATION_NAMES.get(relation_number)
+        if relation is None:
+            continue  # receipt-of
+        for parent_index, parent in store.find(parent_id):
+            if parent.env_sha256 != parent_hash or parent.entry_type == "receipt":
+                continue
+            facts = store.facts_of(parent_index)
+            # Unread parent: the schema defaults (H1, forwardable) -- only what is known
+            # is flagged; the originator-only rules need no body at all.
+            handling = (
+                Handling(bool(facts.no_forward), facts.handling_code or "H1")
+                if facts is not None and facts.read
+                else Handling()
+            )
+            found = violation(relation, parent_sender=parent.sender, parent=handling,
+                              by=entry.sender)  # fmt: skip
+            if found is not None:
+                flags.append(HandlingFlag(index, entry, relation, parent_index, parent, *found))
+    return flags
+
+
 @dataclass
 class CheckpointPolicy:
     """Sign a checkpoint once ``every`` entries are unsigned, or after ``interval_s`` with any."""
@@ -225,6 +328,7 @@ class AuditStats:
     duplicates: int = 0
     refused: int = 0
     checkpoints: int = 0
+    flagged: int = 0
 
 
 @dataclass
@@ -265,9 +369,10 @@ class AuditService:
         entries: list[LogEntry] = []
         positions: list[int] = []
         receipts: list[ReceiptWords | None] = []
+        facts: list[MessageFacts | None] = []
         for position, (data, subject) in enumerate(items):
             try:
-                entry, seen = self._entry_of(data, subject, now_ms)
+                entry, seen, known = self._entry_of(data, subject, now_ms)
             except Rejected as exc:
                 self.stats.refused += 1
                 log.warning(
@@ -282,20 +387,42 @@ class AuditService:
             entries.append(entry)
             positions.append(position)
             receipts.append(seen)
+            facts.append(known)
         indices: list[int | None] = [None] * len(items)
-        appended = self._append(entries, receipts)
+        appended = self._append(entries, receipts, facts)
         for position, index in zip(positions, appended, strict=True):
             indices[position] = index
+        for entry, index in zip(entries, appended, strict=True):
+            if index is not None and entry.entry_type != "receipt" and entry.refs:
+                self._flag(index, entry)
         return indices
+
+    def _flag(self, index: int, entry: LogEntry) -> None:
+        """Report (log event) a message whose lineage breaks its parent's handling rules;
+        it stays in the log: the log records what happened, the flag says it should not
+        have."""
+        for flag in handling_flags(self.store, index, entry):
+            self.stats.flagged += 1
+            log.warning(
+                "handling_violation",
+                code=flag.code,
+                reason=flag.why,
+                index=index,
+                msg_id=entry.msg_id.hex(),
+                sender=entry.sender,
+                relation=flag.relation,
+                parent=flag.parent.msg_id.hex(),
+                parent_sender=flag.parent.sender,
+            )
 
     def _entry_of(
         self, data: bytes, subject: str | None, now_ms: int
-    ) -> tuple[LogEntry, ReceiptWords | None]:
+    ) -> tuple[LogEntry, ReceiptWords | None, MessageFacts | None]:
         channel = subject.split(".")[3] if subject and subject.count(".") >= 4 else None
         if channel == RECEIPTS_CHANNEL and self.identity.agency_id in self.roster.readers.get(
             RECEIPTS_CHANNEL, ()
         ):
-            return receipt_entry(
+            entry, seen = receipt_entry(
                 data,
                 identity=self.identity,
                 roster=self.roster,
@@ -303,14 +430,26 @@ class AuditService:
                 subject=subject,
                 now_ms=now_ms,
             )
-        return message_entry(data, roster=self.roster, subject=subject, now_ms=now_ms), None
+            return entry, seen, None
+        entry, known = message_record(
+            data,
+            identity=self.identity,
+            roster=self.roster,
+            schemas=self.schemas,
+            subject=subject,
+            now_ms=now_ms,
+        )
+        return entry, None, known
 
     def _append(
-        self, entries: list[LogEntry], receipts: list[ReceiptWords | None] | None = None
+        self,
+        entries: list[LogEntry],
+        receipts: list[ReceiptWords | None] | None = None,
+        facts: list[MessageFacts | None] | None = None,
     ) -> list[int | None]:
         if not entries:
             return []
-        indices = self.store.append(entries, receipts or ())
+        indices = self.store.append(entries, receipts or (), facts or ())
         for entry, index in zip(entries, indices, strict=True):
             if index is None:
                 self.stats.duplicates += 1

@@ -75,6 +75,7 @@ def serve(agency: Agency, *, url: str, every: int, interval_s: float) -> AuditSe
         url=url,
         clock=_now,
         checkpoints=CheckpointPolicy(every=every, interval_s=interval_s),
+        schemas=agency.registry,
     )
 
     async def main() -> None:
