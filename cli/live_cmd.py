@@ -225,7 +225,10 @@ def _ask(path: str, allowed: list[str] | None) -> str:
 
 def publish_cmd(
     kind: Annotated[str, typer.Argument(help="alert, red-flag or tip.")],
-    channel: Annotated[str, typer.Option("--channel", help="Channel to publish on.")],
+    channel: Annotated[
+        str | None,
+        typer.Option("--channel", help="Channel to publish on (default: the parent's)."),
+    ] = None,
     body: Annotated[Path | None, typer.Option("--file", help="The body, a JSON file.")] = None,
     field: Annotated[
         list[str] | None,
@@ -242,9 +245,43 @@ def publish_cmd(
     passphrase_file: PassphraseFile = None,
     state: StateDir = None,
     registry: RegistryOpt = None,
+    reshare: Annotated[
+        str | None, typer.Option("--reshare", metavar="MSG_ID", help="Pass a message on.")
+    ] = None,
+    escalate: Annotated[
+        str | None, typer.Option("--escalate", metavar="MSG_ID", help="Escalate a message.")
+    ] = None,
+    amend: Annotated[
+        str | None, typer.Option("--amend", metavar="MSG_ID", help="Amend your own message.")
+    ] = None,
+    retract: Annotated[
+        str | None, typer.Option("--retract", metavar="MSG_ID", help="Retract your own message.")
+    ] = None,
+    reply: Annotated[
+        str | None, typer.Option("--reply", metavar="MSG_ID", help="Answer a request.")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Seal a message and publish it; queue it in the outbox if the broker is away."""
+    """Seal a message and publish it; queue it in the outbox if the broker is away.
+
+    With --reshare, --escalate, --amend, --retract or --reply the new message names its parent
+    (msg_id and envelope hash, signed); the handling rules are checked first."""
+    derived = [
+        (relation, parent)
+        for relation, parent in (
+            ("reshare", reshare),
+            ("escalate", escalate),
+            ("amend", amend),
+            ("retract", retract),
+            ("reply", reply),
+        )
+        if parent is not None
+    ]
+    if len(derived) > 1:
+        raise UsageError(
+            "a message derives from one parent here",
+            hint="give only one of --reshare, --escalate, --amend, --retract, --reply",
+        )
     agency, url = _agency(key, passphrase_file, roster, anchor, state, registry, server)
     result = live.publish(
         agency,
@@ -256,6 +293,7 @@ def publish_cmd(
         prompt=_ask if sys.stdin.isatty() and sys.stderr.isatty() else None,
         url=url,
         queue=not no_queue,
+        derive=derived[0] if derived else None,
     )
     info = {
         "msg_id": result.sealed.msg_id.hex(),

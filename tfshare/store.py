@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 from tfshare.encoding import encode
 from tfshare.errors import InputError
@@ -58,6 +58,11 @@ CREATE TABLE IF NOT EXISTS quarantine (
 CREATE TABLE IF NOT EXISTS outbox (
     msg_id BLOB PRIMARY KEY, subject TEXT NOT NULL, envelope BLOB NOT NULL,
     created_ms INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, refused TEXT
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sent (
+    msg_id BLOB PRIMARY KEY, env_hash BLOB NOT NULL, channel TEXT NOT NULL,
+    schema TEXT NOT NULL, ts_ms INTEGER NOT NULL, no_forward INTEGER NOT NULL,
+    handling_code TEXT NOT NULL, envelope BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS roster_state (
     taskforce TEXT PRIMARY KEY, seq INTEGER NOT NULL, state BLOB NOT NULL
@@ -297,12 +302,7 @@ class StateStore:
             "envelope FROM inbox ORDER BY received_ms DESC, ts_ms DESC LIMIT ?",
             (limit,),
         ).fetchall()
-        return [
-            InboxItem(
-                bytes(r[0]), bytes(r[1]), bytes(r[2]), r[3], r[4], r[5], r[6], r[7], bytes(r[8])
-            )
-            for r in rows
-        ]
+        return [_inbox_item(r) for r in rows]
 
     @_guarded
     def outbox_add(self, msg_id: bytes, subject: str, envelope: bytes, created_ms: int) -> None:
@@ -335,10 +335,81 @@ class StateStore:
         return [(bytes(r[0]), r[1], r[2]) for r in rows]
 
     @_guarded
+    def sent_add(self, item: SentItem) -> None:
+        with _tx(self._db, self.path):
+            self._db.execute(
+                "INSERT OR IGNORE INTO sent VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (item.msg_id, item.env_hash, item.channel, item.schema, item.ts_ms,
+                 int(item.no_forward), item.handling_code, item.envelope),
+            )  # fmt: skip
+
+    @_guarded
+    def sent_drop(self, msg_id: bytes) -> None:
+        """Forget a sealed message that was neither sent nor queued."""
+        with _tx(self._db, self.path):
+            self._db.execute("DELETE FROM sent WHERE msg_id = ?", (msg_id,))
+
+    @_guarded
+    def find_by_prefix(self, prefix_hex: str) -> tuple[list[InboxItem], list[SentItem]]:
+        """Received and own messages whose msg_id starts with these hex digits."""
+        like = prefix_hex.upper() + "%"
+        received = self._db.execute(
+            "SELECT msg_id, sender_kid, env_hash, sender, channel, schema, ts_ms, received_ms, "
+            "envelope FROM inbox WHERE hex(msg_id) LIKE ? LIMIT 10",
+            (like,),
+        ).fetchall()
+        own = self._db.execute(
+            "SELECT msg_id, env_hash, channel, schema, ts_ms, no_forward, handling_code, "
+            "envelope FROM sent WHERE hex(msg_id) LIKE ? LIMIT 10",
+            (like,),
+        ).fetchall()
+        return (
+            [_inbox_item(r) for r in received],
+            [
+                SentItem(bytes(r[0]), bytes(r[1]), r[2], r[3], r[4], bool(r[5]), r[6], bytes(r[7]))
+                for r in own
+            ],
+        )
+
+    @_guarded
+    def sent(self, limit: int = 100) -> list[SentItem]:
+        """This agency's own messages, newest first."""
+        rows = self._db.execute(
+            "SELECT msg_id, env_hash, channel, schema, ts_ms, no_forward, handling_code, "
+            "envelope FROM sent ORDER BY ts_ms DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [
+            SentItem(bytes(r[0]), bytes(r[1]), r[2], r[3], r[4], bool(r[5]), r[6], bytes(r[7]))
+            for r in rows
+        ]
+
+    @_guarded
     def outbox_done(self, *msg_ids: bytes) -> None:
         """Drop envelopes JetStream acknowledged (in one transaction)."""
         with _tx(self._db, self.path):
             self._db.executemany("DELETE FROM outbox WHERE msg_id = ?", [(m,) for m in msg_ids])
+
+
+def _inbox_item(r: tuple[Any, ...]) -> InboxItem:
+    return InboxItem(
+        bytes(r[0]), bytes(r[1]), bytes(r[2]), r[3], r[4], r[5], r[6], r[7], bytes(r[8])
+    )
+
+
+@dataclass(frozen=True)
+class SentItem:
+    """A message this agency sealed (sent, or queued to be): what lineage needs to derive
+    from it later (amend, retract, reshare) without being able to decrypt it."""
+
+    msg_id: bytes
+    env_hash: bytes
+    channel: str
+    schema: str
+    ts_ms: int
+    no_forward: bool
+    handling_code: str
+    envelope: bytes
 
 
 @dataclass(frozen=True)

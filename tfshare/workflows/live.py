@@ -20,16 +20,20 @@ import nkeys  # type: ignore[import-untyped,unused-ignore]
 from tfshare import transport
 from tfshare.agent import Agent
 from tfshare.broker import BrokerProcess, channel_subject, check_config, render_config
-from tfshare.errors import BrokerError, BrokerRefused, UsageError
+from tfshare.envelope import Ref
+from tfshare.errors import BrokerError, BrokerRefused, InputError, UsageError
 from tfshare.files import read_bytes, write_atomic
+from tfshare.keys import Identity
+from tfshare.lineage import RELATIONS, Handling, check, handling_of
+from tfshare.messages import MessageType
 from tfshare.protocol import Clock
 from tfshare.registry.book import Registry
 from tfshare.registry.records import verify_record
-from tfshare.registry.schema import split_name
+from tfshare.registry.schema import Schema, split_name
 from tfshare.replay import MemoryReplayStore
 from tfshare.roster import Anchor, TrustedRoster, decode_signed_roster, roster_hash, verify_roster
-from tfshare.seal import Opened, ReceivePolicy, Sealed, open_envelope, seal
-from tfshare.store import InboxItem, StateStore
+from tfshare.seal import Opened, ReceivePolicy, Sealed, envelope_hash, open_envelope, seal
+from tfshare.store import InboxItem, SentItem, StateStore
 from tfshare.workflows.bodies import Prompt, body_json
 from tfshare.workflows.exchange import Credentials, default_state_dir
 from tfshare.workflows.filekinds import load_anchor
@@ -261,6 +265,97 @@ class Agency:
 
 
 @dataclass(frozen=True)
+class Parent:
+    """The message a new one derives from (``--reshare ID`` and the like), as this agency
+    knows it: from its inbox (decrypted, so its handling and body are known) or from its own
+    sent messages (handling recorded when it was sealed; body not kept)."""
+
+    msg_id: bytes
+    env_hash: bytes
+    sender: str
+    channel: str
+    schema: str
+    handling: Handling
+    body: object | None  # the decoded body, if this agency can read it
+
+
+def find_parent(agency: Agency, msg_id_text: str, *, me: str) -> Parent:
+    """The message with this id (or a unique prefix of 8+ hex digits) in the inbox or among
+    this agency's (``me``) own sent messages."""
+    wanted = msg_id_text.strip().lower()
+    if not 8 <= len(wanted) <= 32 or any(c not in "0123456789abcdef" for c in wanted):
+        raise UsageError(
+            f"{msg_id_text!r} is not a message id",
+            hint="give the 32 hex digits of the msg_id ('inbox list' shows them), or at least "
+            "the first 8",
+        )
+    received, own = agency.store.find_by_prefix(wanted)
+    found = {item.msg_id for item in received} | {item.msg_id for item in own}
+    if not found:
+        raise InputError(
+            f"no message {wanted} in this agency's inbox or sent messages",
+            hint="only a message this agency received or sent can be referenced; see "
+            "'tfshare inbox list'",
+        )
+    if len(found) > 1:
+        raise UsageError(
+            f"{wanted} matches {len(found)} messages", hint="give more digits of the msg_id"
+        )
+    if own:
+        mine: SentItem = own[0]
+        return Parent(
+            mine.msg_id,
+            mine.env_hash,
+            me,
+            mine.channel,
+            mine.schema,
+            Handling(mine.no_forward, mine.handling_code),
+            None,
+        )
+    opened = read_inbox_item(agency, received[0])
+    return Parent(
+        opened.msg_id,
+        opened.env_hash,
+        opened.sender,
+        opened.channel,
+        opened.schema,
+        handling_of(opened.record),
+        body_of(opened),
+    )
+
+
+def _derive(
+    agency: Agency,
+    derive: tuple[str, str],
+    *,
+    me: str,
+    channel: str | None,
+    to: Sequence[str] | None,
+    subject: str,
+) -> tuple[list[Ref], str, Sequence[str] | None, object | None]:
+    """The refs, channel, recipients and starting body of a derived message, after the
+    handling rules allowed it."""
+    relation, parent_text = derive
+    if relation not in RELATIONS:
+        raise UsageError(
+            f"unknown relation {relation!r}", hint=f"use one of {', '.join(RELATIONS)}"
+        )
+    parent = find_parent(agency, parent_text, me=me)
+    check(relation, parent_sender=parent.sender, parent=parent.handling, by=me)
+    channel = channel or parent.channel
+    same_type = split_name(parent.schema)[0] == subject
+    body = parent.body if relation != "reply" and same_type else None
+    if (
+        relation == "reply"
+        and to is None
+        and parent.sender != me
+        and parent.sender in agency.roster.readers.get(channel, ())
+    ):
+        to = [parent.sender]  # a reply goes back to the requester
+    return [Ref(RELATIONS[relation], parent.msg_id, parent.env_hash)], channel, to, body
+
+
+@dataclass(frozen=True)
 class Published:
     sealed: Sealed
     subject: str
@@ -271,32 +366,41 @@ class Published:
     reason: str | None = None  # why it was queued (the broker error)
 
 
-def publish(
+def _record(
+    schema: Schema,
+    body_path: Path | None,
+    fields: Sequence[str],
+    prompt: Prompt | None,
+    parent_body: object | None,
+) -> object:
+    """The validated body: the file, else the parent's body, then the fields and prompts."""
+    if body_path is None and not fields and prompt is None and parent_body is None:
+        raise UsageError("no body given", hint="give --file BODY.json and/or --field path=value")
+    base = (
+        read_bytes(body_path, what="body file", limit=512 * 1024)
+        if body_path is not None
+        else None
+        if parent_body is None
+        else msgspec.json.encode(parent_body)
+    )
+    return schema.from_json(body_json(schema.document, base=base, fields=fields, prompt=prompt))
+
+
+def _seal_and_keep(
     agency: Agency,
-    *,
-    kind: str,
+    identity: Identity,
+    schema: MessageType,
+    record: object,
     channel: str,
     to: Sequence[str] | None,
-    body_path: Path | None,
-    fields: Sequence[str] = (),
-    prompt: Prompt | None = None,
-    url: str,
-    queue: bool,
-) -> Published:
-    """Seal a body (a JSON file, ``--field``s, prompts for what is missing) and publish it;
-    if the broker is away, keep it in the outbox (``queue``)."""
-    if kind not in KINDS:
-        raise UsageError(f"unknown kind {kind!r}", hint=f"use one of {', '.join(KINDS)}")
-    schema = resolve(agency.registry, KINDS[kind])
-    if body_path is None and not fields and prompt is None:
-        raise UsageError("no body given", hint="give --file BODY.json and/or --field path=value")
-    base = read_bytes(body_path, what="body file", limit=512 * 1024) if body_path else None
-    record = schema.from_json(body_json(schema.document, base=base, fields=fields, prompt=prompt))
-    identity = load_identity(agency.creds.key_path, agency.creds.passphrase)
+    refs: list[Ref],
+    subject: str,
+) -> Sealed:
+    """Seal the message into the outbox and the sent list. Its sequence number and its place
+    in the outbox in one transaction: a store that cannot take it (disk full) keeps nothing
+    of it, not even a used-up number."""
+    handling = handling_of(record)
     now = _now()
-    subject = channel_subject(agency.roster.taskforce, channel, identity.agency_id)
-    # Its sequence number and its place in the outbox in one transaction: a store that
-    # cannot take it (disk full) keeps nothing of it, not even a used-up number.
     with agency.store.transaction():
         sealed = seal(
             identity=identity,
@@ -308,56 +412,119 @@ def publish(
             seq=agency.store.next_seq(channel),
             now_ms=now,
             rng=os.urandom,
+            refs=refs,
         )
         # Into the outbox first: if anything below fails, the message is not lost.
         agency.store.outbox_add(sealed.msg_id, subject, sealed.data, now)
-
-    async def send() -> tuple[int, bool, int]:
-        conn = await transport.connect(
-            url,
-            nkey_seed=identity.nats_seed_encoded(),
-            agency=identity.agency_id,
-            name=f"tfshare-publish-{identity.agency_id}",
-            reconnect=False,
-            connect_timeout=1.0,
+        # And among this agency's own messages, so it can amend or retract it later.
+        agency.store.sent_add(
+            SentItem(
+                sealed.msg_id,
+                envelope_hash(sealed.data),
+                channel,
+                schema.name,
+                now,
+                handling.no_forward,
+                handling.code,
+                sealed.data,
+            )
         )
-        try:
-            flushed = 0
-            result = (0, False)
-            for msg_id, subj, data in agency.store.outbox():
-                try:
-                    result_here = await transport.publish(conn, subj, data, msg_id=msg_id.hex())
-                except transport.BrokerAuthFailed:
-                    raise  # about this agency's credentials, not about this message
-                except BrokerRefused as exc:
-                    agency.store.outbox_refused(msg_id, exc.message)
-                    if msg_id == sealed.msg_id:
-                        raise  # this publish itself is refused: say so, do not queue
-                    continue  # an older refused one must not block the rest
-                agency.store.outbox_done(msg_id)
-                if msg_id == sealed.msg_id:
-                    result = result_here
-                else:
-                    flushed += 1
-            return result[0], result[1], flushed
-        finally:
-            await conn.close()
+    return sealed
+
+
+async def _send_outbox(
+    agency: Agency, identity: Identity, url: str, own: bytes
+) -> tuple[int, bool, int]:
+    """Send the outbox, oldest first, with message ``own`` among it: its (stream seq,
+    duplicate) and how many older queued ones went out with it."""
+    conn = await transport.connect(
+        url,
+        nkey_seed=identity.nats_seed_encoded(),
+        agency=identity.agency_id,
+        name=f"tfshare-publish-{identity.agency_id}",
+        reconnect=False,
+        connect_timeout=1.0,
+    )
+    try:
+        flushed = 0
+        result = (0, False)
+        for msg_id, subj, data in agency.store.outbox():
+            try:
+                result_here = await transport.publish(conn, subj, data, msg_id=msg_id.hex())
+            except transport.BrokerAuthFailed:
+                raise  # about this agency's credentials, not about this message
+            except BrokerRefused as exc:
+                agency.store.outbox_refused(msg_id, exc.message)
+                if msg_id == own:
+                    raise  # this publish itself is refused: say so, do not queue
+                continue  # an older refused one must not block the rest
+            agency.store.outbox_done(msg_id)
+            if msg_id == own:
+                result = result_here
+            else:
+                flushed += 1
+        return result[0], result[1], flushed
+    finally:
+        await conn.close()
+
+
+def publish(
+    agency: Agency,
+    *,
+    kind: str,
+    channel: str | None,
+    to: Sequence[str] | None,
+    body_path: Path | None,
+    fields: Sequence[str] = (),
+    prompt: Prompt | None = None,
+    url: str,
+    queue: bool,
+    derive: tuple[str, str] | None = None,
+) -> Published:
+    """Seal a body (a JSON file, ``--field``s, prompts for what is missing) and publish it;
+    if the broker is away, keep it in the outbox (``queue``).
+
+    ``derive`` = (relation, parent msg_id) puts the parent's msg_id and envelope hash in the
+    signed header, after the handling rules allow it (``HandlingRefused``, exit 3, if not).
+    A derived message goes on the parent's channel unless ``channel`` says otherwise; a
+    reshare, escalation or amendment of a message this agency can read starts from the
+    parent's body (``--field``s change it); a reply goes to the requester unless ``to``
+    names others."""
+    if kind not in KINDS:
+        raise UsageError(f"unknown kind {kind!r}", hint=f"use one of {', '.join(KINDS)}")
+    schema = resolve(agency.registry, KINDS[kind])
+    identity = load_identity(agency.creds.key_path, agency.creds.passphrase)
+    refs: list[Ref] = []
+    parent_body: object | None = None
+    if derive is not None:
+        # Refused here, before anything is sealed or stored: nothing to undo.
+        refs, channel, to, parent_body = _derive(
+            agency, derive, me=identity.agency_id, channel=channel, to=to, subject=schema.subject
+        )
+    if channel is None:
+        raise UsageError("no channel given", hint="give --channel (see 'tfshare roster show')")
+    record = _record(schema, body_path, fields, prompt, parent_body)
+    subject = channel_subject(agency.roster.taskforce, channel, identity.agency_id)
+    sealed = _seal_and_keep(agency, identity, schema, record, channel, to, refs, subject)
 
     try:
-        seq, duplicate, flushed = asyncio.run(send())
+        seq, duplicate, flushed = asyncio.run(_send_outbox(agency, identity, url, sealed.msg_id))
     except transport.BrokerAuthFailed as exc:
         # Not an outage: the broker does not know this agency's NATS key, and will not until
         # its configuration changes. Queueing would send the message at some unknown later
         # time after the sender was told it failed; so it is neither sent nor queued.
         agency.store.outbox_done(sealed.msg_id)
+        agency.store.sent_drop(sealed.msg_id)
         raise transport.BrokerAuthFailed(
             f"{exc.message}; the message was neither sent nor queued", hint=exc.hint
         ) from None
     except BrokerRefused:
+        agency.store.sent_drop(sealed.msg_id)  # set aside in the outbox, never sent
         raise
     except BrokerError as exc:
         if not queue:
             agency.store.outbox_done(sealed.msg_id)
+            agency.store.sent_drop(sealed.msg_id)
             raise
         return Published(sealed, subject, True, None, False, 0, reason=exc.message)
     return Published(sealed, subject, False, seq, duplicate, flushed)
