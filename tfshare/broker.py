@@ -5,6 +5,12 @@ active agency: it may publish only on its own sender subjects of the channels it
 consume only its own durable consumer, and receive replies only on its own inbox prefix), and
 ``BrokerProcess`` (start a real nats-server, wait until it listens, stop it cleanly).
 
+Proof requests (request-reply on ``proof_subject``): every active member may publish a
+request; only coordinators and auditors may subscribe to the subject, and they answer through
+``allow_responses`` (one reply per request received, within a short time) instead of a
+publish permission on other agencies' inboxes, so the audit service can reach an inbox only
+when it was asked something from it.
+
 NATS permissions are defence in depth: the signatures are the control. A revoked, removed or
 suspended agency simply has no user, so its NATS credentials stop working with the roster.
 """
@@ -26,6 +32,9 @@ from tfshare.errors import BrokerError
 from tfshare.roster import TrustedRoster
 
 MAX_PAYLOAD: Final = 1024 * 1024  # above the 512 KiB envelope limit, for headers
+# How long the audit service may take to answer a proof request it received (the broker's
+# allow_responses window); answers take milliseconds, the rest is room for a busy service.
+PROOF_REPLY_WINDOW: Final = "30s"
 
 
 def stream_name(taskforce: str) -> str:
@@ -62,6 +71,12 @@ def audit_subject(taskforce: str, what: str) -> str:
     return f"tf.{taskforce}.audit.{what}"
 
 
+def proof_subject(taskforce: str) -> str:
+    """Where members send inclusion and consistency proof requests; the audit service (a
+    coordinator or auditor) subscribes and answers on the request's reply subject."""
+    return audit_subject(taskforce, "proof")
+
+
 def inbox_prefix(agency: str) -> str:
     """Each agency's private reply subjects: no one else can read its JetStream acks."""
     return f"_INBOX_{agency}"
@@ -86,6 +101,17 @@ def schema_bucket(taskforce: str) -> str:
 
 def schema_key(subject: str, version: int) -> str:
     return f"{subject}.v{version}"
+
+
+def parse_schema_key(key: str) -> tuple[str, int] | None:
+    """(subject, version) of a registry bucket key ``<subject>.v<version>``; None if the key
+    is not one ``schema_key`` writes (the version in decimal, without leading zeros)."""
+    subject, sep, version = key.rpartition(".v")
+    if not sep or not subject or not version.isdecimal() or not version.isascii():
+        return None
+    if version != str(int(version)) or not 1 <= int(version) <= 999_999:
+        return None
+    return subject, int(version)
 
 
 def stream_subjects(taskforce: str) -> list[str]:
@@ -131,7 +157,10 @@ def render_config(
             f"$JS.API.DIRECT.GET.KV_{schemas}.>",
             f"$JS.API.STREAM.INFO.KV_{audit_kv}",
             f"$JS.API.DIRECT.GET.KV_{audit_kv}.>",
+            proof_subject(tf),  # ask the audit service for inclusion / consistency proofs
         ]
+        subscribe = [f"{inbox_prefix(agency)}.>", audit_subject(tf, "checkpoint")]
+        responses = ""
         if agency in roster.roster.coordinators:
             publish.append(f"$KV.{bucket}.{ROSTER_KEY}")  # coordinators publish rosters
             publish.append(f"$KV.{schemas}.>")  # ... and registry records
@@ -150,12 +179,17 @@ def render_config(
                 audit_subject(tf, "checkpoint"),  # the signed checkpoints it publishes
                 f"$KV.{audit_kv}.{CHECKPOINT_KEY}",  # ... and keeps in the audit bucket
             ]
+            # It answers proof requests: one reply to the reply subject of each request it
+            # received (the requester's own inbox), never a standing right to publish into
+            # other agencies' inboxes.
+            subscribe.append(proof_subject(tf))
+            responses = f'        allow_responses: {{ max: 1, expires: "{PROOF_REPLY_WINDOW}" }}\n'
         users.append(
             f"    {{ nkey: {member.nats_user}  # {agency}\n"
             f"      permissions: {{\n"
             f"        publish: {{ allow: {_quote(publish)} }}\n"
-            f"        subscribe: {{ allow: "
-            f'["{inbox_prefix(agency)}.>", "{audit_subject(tf, "checkpoint")}"] }}\n'
+            f"        subscribe: {{ allow: {_quote(subscribe)} }}\n"
+            f"{responses}"
             f"      }} }}"
         )
     monitoring = f"http: {host}:{http_port}\n" if http_port else ""

@@ -3,7 +3,9 @@
 Owns: connecting as an agency (its NATS nkey, its private inbox prefix) or as the broker
 administrator; provisioning the task force's stream and each reader's durable pull consumer;
 publishing an envelope with its ``Nats-Msg-Id`` (JetStream drops a repeat inside the
-duplicate window); fetching and acknowledging. Every nats error becomes a ``BrokerError``
+duplicate window); fetching and acknowledging; the KV buckets (roster, registry records and
+the keys of the registry bucket, checkpoints); request-reply (``request``, and
+``serve_requests`` for a service answering on a subject). Every nats error becomes a ``BrokerError``
 (exit 4) with a hint, so callers never see nats exceptions. Two of them are not transient and
 say so: ``BrokerAuthFailed`` (the broker has no user with these NATS credentials) and
 ``MessageTooLarge`` (over the broker's max_payload or the stream's maximum message size).
@@ -43,6 +45,7 @@ from tfshare.broker import (
     durable_name,
     inbox_prefix,
     is_auditor,
+    parse_schema_key,
     readable_channels,
     roster_bucket,
     schema_bucket,
@@ -68,6 +71,15 @@ class BrokerAuthFailed(BrokerRefused):
     """The broker has no user with these NATS credentials ("Authorization Violation"): its
     configuration does not know this agency's NATS key. Retrying the same credentials cannot
     help until the broker is reconfigured, so this is never treated like an outage."""
+
+
+class NoResponders(BrokerError):
+    """A request found nobody subscribed to its subject: the service is not running (the
+    broker says so at once; nothing was delivered)."""
+
+
+class NoAnswer(BrokerError):
+    """A request was delivered but no reply came in time."""
 
 
 class MessageTooLarge(BrokerRefused):
@@ -403,6 +415,84 @@ async def get_schema_record(
     except NATS_ERRORS as exc:
         raise broker_error(exc, doing="fetching a schema record") from None
     return bytes(entry.value) if entry.value is not None else None
+
+
+async def schema_keys(conn: Connection, taskforce: str) -> list[tuple[str, int]]:
+    """(subject, version) of every record in the registry bucket, sorted; keys that are not
+    ``<subject>.v<version>`` are left out. Read with a stream-info request filtered on the
+    bucket's subjects (a permission every member already has for reading the bucket), not
+    with a KV watcher, which would need a consumer of its own; a bucket that does not exist
+    (a broker provisioned before the registry) has no records."""
+    bucket = schema_bucket(taskforce)
+    prefix = f"$KV.{bucket}."
+    try:
+        info = await conn.js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
+    except nats.js.errors.NotFoundError:
+        return []
+    except NATS_ERRORS as exc:
+        raise broker_error(exc, doing="listing the registry records") from None
+    subjects = info.state.subjects or {}
+    keys = (parse_schema_key(s[len(prefix) :]) for s in subjects if s.startswith(prefix))
+    return sorted(key for key in keys if key is not None)
+
+
+async def serve_requests(conn: Connection, subject: str, answer: Callable[[bytes], bytes]) -> None:
+    """Answer every request on ``subject`` with ``answer(request bytes)``, on its reply
+    subject, until the connection closes. ``answer`` must not raise; a message without a
+    reply subject is not a request and is dropped. A reply that cannot be sent (the
+    connection went away) is dropped too: the requester times out and asks again."""
+
+    async def handler(msg: Msg) -> None:
+        if not msg.reply:
+            return
+        response = answer(bytes(msg.data))
+        try:
+            await conn.client.publish(msg.reply, response)
+        except NATS_ERRORS:
+            return
+
+    try:
+        await conn.client.subscribe(subject, cb=handler)
+        await conn.client.flush()
+    except NATS_ERRORS as exc:
+        raise broker_error(exc, doing=f"subscribing to {subject}") from None
+
+
+async def request(conn: Connection, subject: str, data: bytes, *, timeout: float) -> bytes:
+    """Send one request on ``subject`` and return the first reply. The reply comes back on
+    this agency's private inbox prefix. ``NoResponders`` if nobody serves the subject,
+    ``BrokerRefused`` if this user may not publish there, ``BrokerError`` on a timeout."""
+    try:
+        reply = await conn.client.request(subject, data, timeout=timeout)
+    except nats.errors.NoRespondersError:
+        raise NoResponders(
+            f"nobody answers requests on {subject}",
+            hint="the service for this subject is not running on the broker",
+        ) from None
+    except (nats.errors.TimeoutError, TimeoutError):
+        # A refused publish is reported asynchronously; the request itself only times out.
+        await _settle(conn)
+        if conn.refused(subject):
+            raise BrokerRefused(
+                f"the broker refused a request on {subject}: permission denied",
+                hint="this agency's NATS user may not send it (not a member, or the broker's "
+                "configuration is older than the roster)",
+            ) from None
+        raise NoAnswer(
+            f"no answer on {subject} within {timeout:g} s",
+            hint="the service may be busy or stopping; try again (or with a longer timeout)",
+        ) from None
+    except NATS_ERRORS as exc:
+        raise broker_error(exc, doing=f"sending a request on {subject}") from None
+    return bytes(reply.data)
+
+
+async def _settle(conn: Connection) -> None:
+    """Give asynchronous server errors (permission violations) a round trip to arrive."""
+    try:
+        await conn.client.flush(timeout=1)
+    except (TimeoutError, *NATS_ERRORS):
+        return
 
 
 async def publish(

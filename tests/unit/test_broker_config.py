@@ -25,6 +25,7 @@ from tfkit import TaskForce, identity
 from tfshare import roster as R
 from tfshare.broker import (
     CHECKPOINT_KEY,
+    PROOF_REPLY_WINDOW,
     ROSTER_KEY,
     audit_bucket,
     audit_durable_name,
@@ -32,6 +33,7 @@ from tfshare.broker import (
     channel_subject,
     durable_name,
     inbox_prefix,
+    proof_subject,
     render_config,
     roster_bucket,
     schema_bucket,
@@ -57,6 +59,8 @@ ROSTER_READ = [
     f"$JS.API.DIRECT.GET.KV_{AUDIT_KV}.>",
 ]
 CHECKPOINTS = audit_subject(TASKFORCE, "checkpoint")
+# Proof requests (request-reply): every member may ask; only the audit service listens.
+PROOFS = proof_subject(TASKFORCE)
 # The coordinator also runs the audit service: its own consumer over every channel, and it
 # publishes the signed checkpoints (subject and bucket).
 AUDIT = [
@@ -80,6 +84,7 @@ WRITES: dict[str, list[str]] = {
 }
 USER_RE = re.compile(r"\{ nkey: (U[A-Z2-7]{55})")
 ALLOW_RE = re.compile(r"(publish|subscribe): \{ allow: (\[[^\]]*\]) \}")
+RESPONSES_RE = re.compile(r"allow_responses: \{ max: (\d+), expires: \"([0-9a-z]+)\" \}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +92,7 @@ class User:
     nkey: str
     publish: list[str] | None  # None: no permissions block at all
     subscribe: list[str] | None
+    responses: tuple[int, str] | None = None  # allow_responses (max, expires), if any
 
 
 def users(config: str) -> dict[str, User]:
@@ -99,7 +105,13 @@ def users(config: str) -> dict[str, User]:
         match = USER_RE.match(block)
         assert match is not None
         allow = {kind: json.loads(items) for kind, items in ALLOW_RE.findall(block)}
-        found[match.group(1)] = User(match.group(1), allow.get("publish"), allow.get("subscribe"))
+        responses = RESPONSES_RE.search(block)
+        found[match.group(1)] = User(
+            match.group(1),
+            allow.get("publish"),
+            allow.get("subscribe"),
+            (int(responses.group(1)), responses.group(2)) if responses else None,
+        )
     return found
 
 
@@ -169,9 +181,10 @@ def test_active_agency_has_exactly_its_own_permissions(
     taskforce: TaskForce, tmp_path: Path, agency: str
 ) -> None:
     """An active agency gets exactly its own sender, consumer, ack, roster and inbox subjects."""
-    # Publish: its sender subjects, its durable consumer, its acks, roster reads (coordinators
-    # also write the roster and run the audit service); subscribe: its own inbox prefix and
-    # the checkpoint announcements. Nothing else.
+    # Publish: its sender subjects, its durable consumer, its acks, roster reads, proof
+    # requests (coordinators also write the roster and run the audit service); subscribe:
+    # its own inbox prefix and the checkpoint announcements (the audit service also the proof
+    # requests, which it answers through allow_responses). Nothing else.
     user = users(render(taskforce, tmp_path))[taskforce.ids[agency].nats_user]
     durable = durable_name(agency)
     expected = [channel_subject(TASKFORCE, channel, agency) for channel in WRITES[agency]] + [
@@ -179,10 +192,17 @@ def test_active_agency_has_exactly_its_own_permissions(
         f"$JS.API.CONSUMER.INFO.{STREAM}.{durable}",
         f"$JS.ACK.{STREAM}.{durable}.>",
         *ROSTER_READ,
+        PROOFS,
         *([ROSTER_WRITE, SCHEMA_WRITE, *AUDIT] if agency == "coord" else []),
     ]
     assert sorted(user.publish or []) == sorted(expected)
-    assert user.subscribe == [f"{inbox_prefix(agency)}.>", CHECKPOINTS]
+    auditor = agency == "coord"
+    assert user.subscribe == [
+        f"{inbox_prefix(agency)}.>",
+        CHECKPOINTS,
+        *([PROOFS] if auditor else []),
+    ]
+    assert user.responses == ((1, PROOF_REPLY_WINDOW) if auditor else None)
 
 
 def test_every_active_agency_has_one_user_and_the_outsider_none(
@@ -416,3 +436,53 @@ def test_only_coordinators_and_auditors_run_the_audit_service(
             )
     coord = found[taskforce.ids["coord"].nats_user]
     assert nats_allows(coord.publish, CHECKPOINTS)
+
+
+def test_members_ask_for_proofs_and_only_the_audit_service_answers(
+    taskforce: TaskForce, tmp_path: Path
+) -> None:
+    """Every active member may send a proof request; only coordinators and auditors may
+    receive them, and they answer with one reply per request received (allow_responses), not
+    with a right to publish into other agencies' inboxes. Replies reach a requester on its
+    own inbox prefix, which no other member may subscribe to."""
+    auditor = identity("inspector")
+    signed = R.add_member(
+        taskforce.signed, auditor.card_body(), role="auditor", now_ms=taskforce.now_ms
+    )
+    tf = dataclasses.replace(
+        taskforce,
+        ids={**taskforce.ids, "inspector": auditor},
+        signed=R.sign(signed, taskforce.ids["coord"]),
+    )
+    found = users(render(tf, tmp_path))
+    for agency in ("coord", "police", "ngo", "labour", "inspector"):
+        user = found[tf.ids[agency].nats_user]
+        serves = agency in ("coord", "inspector")
+        assert nats_allows(user.publish, PROOFS)
+        assert nats_allows(user.subscribe, PROOFS) is serves
+        assert user.responses == ((1, PROOF_REPLY_WINDOW) if serves else None)
+        for other in ("coord", "police", "ngo", "labour", "inspector"):
+            # Nobody, not even the audit service, holds a standing right on an inbox.
+            reply = f"{inbox_prefix(other)}.abc.def"
+            assert not nats_allows(user.publish, reply)
+            assert nats_allows(user.subscribe, reply) is (other == agency)
+    assert auditor.nats_user in found
+    config = tmp_path / "nats.conf"
+    config.write_text(render(tf, tmp_path / "jetstream"))
+    result = nats_check(config)
+    assert result.returncode == 0, result.stderr or result.stdout
+
+
+def test_a_revoked_auditor_cannot_serve_or_ask_for_proofs(
+    taskforce: TaskForce, tmp_path: Path
+) -> None:
+    """Revocation removes the NATS user, and with it every proof permission."""
+    auditor = identity("inspector")
+    signed = R.add_member(
+        taskforce.signed, auditor.card_body(), role="auditor", now_ms=taskforce.now_ms
+    )
+    signed = R.revoke(signed, "inspector", reason="compromised", now_ms=taskforce.now_ms)
+    tf = dataclasses.replace(taskforce, signed=R.sign(signed, taskforce.ids["coord"]))
+    config = render(tf, tmp_path)
+    assert auditor.nats_user not in users(config)
+    assert config.count("allow_responses") == 1  # the coordinator's

@@ -3,7 +3,11 @@
 Owns: ``Auditor``, the pure part (an envelope in, a ``LogEntry`` or the code it was refused
 with out; when a checkpoint is due and signing it after checking it extends the previous one),
 and ``AuditService``, the asyncio loop around it (fetch from the auditor's consumer, append,
-persist, then acknowledge; publish signed checkpoints).
+persist, then acknowledge; answer proof requests; publish signed checkpoints).
+
+Proof requests (``tfshare.audit.proofs``) arrive on ``broker.proof_subject`` and are answered
+from the committed log and its stored signed checkpoints; a bad request is answered with its
+code and logged (``audit_proof_request``), never allowed to stop the loop.
 
 The auditor never decrypts: it checks what a party without a recipient's key can check (size,
 strict decoding, task force, channel, subject, sender key and permission, signature) and logs
@@ -29,6 +33,7 @@ import msgspec
 import structlog
 
 from tfshare import transport
+from tfshare.audit import proofs
 from tfshare.audit.entry import RECEIPT_OF, RETRACT, LogEntry
 from tfshare.audit.logstore import AuditStore, MessageFacts, ReceiptWords
 from tfshare.audit.merkle import verify_consistency
@@ -40,6 +45,7 @@ from tfshare.audit.note import (
     open_checkpoint,
     sign_checkpoint,
 )
+from tfshare.broker import proof_subject
 from tfshare.envelope import WRAP_SIZE, Header, wrap_at
 from tfshare.errors import BrokerError, RejectCode, Rejected, TrustError
 from tfshare.keys import Identity
@@ -329,6 +335,8 @@ class AuditStats:
     refused: int = 0
     checkpoints: int = 0
     flagged: int = 0
+    proofs_given: int = 0
+    proofs_refused: int = 0  # proof requests answered with an error code
 
 
 @dataclass
@@ -465,6 +473,24 @@ class AuditService:
                 )
         return indices
 
+    def answer_request(self, request: bytes) -> bytes:
+        """Answer one proof request from the committed log (``tfshare.audit.proofs``)."""
+        answered = proofs.handle(
+            self.store, request, taskforce=self.roster.taskforce, verifiers=self.verifiers
+        )
+        if answered.code is None:
+            self.stats.proofs_given += 1
+        else:
+            self.stats.proofs_refused += 1
+        log.info(
+            "audit_proof_request",
+            kind=answered.kind,
+            code=answered.code or "OK",
+            index=answered.index,
+            size=answered.size,
+        )
+        return answered.data
+
     def maybe_checkpoint(self, *, force: bool = False) -> bytes | None:
         latest = self.store.latest_checkpoint()
         unsigned = self.store.size - (latest[0] if latest else 0)
@@ -526,6 +552,11 @@ class AuditService:
             conn, self.roster.taskforce, self.identity.agency_id, audit=True
         )
         await consumer.bind()
+        # Answered between fetches, on this loop: the store is never used from two places
+        # at once.
+        await transport.serve_requests(
+            conn, proof_subject(self.roster.taskforce), self.answer_request
+        )
         # Announce the latest checkpoint on (re)connecting: the bucket may have missed it.
         published: tuple[int, bytes] | None = None
         while True:

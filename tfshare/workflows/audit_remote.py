@@ -1,0 +1,170 @@
+"""Proofs from the broker: any member asks the running audit service for an inclusion or a
+consistency proof and checks the answer itself.
+
+Owns: connecting as the agency (its own NATS user and inbox), one request-reply on the task
+force's proof subject, and checking the answer against the log keys of the agency's own
+verified roster (``tfshare.audit.proofs``); an inclusion proof can be written as the bundle
+file ``audit check`` reads. Nothing the service says is taken on trust: a proof that does not
+verify is refused with its ``ResponseCode``, an error answer is reported with its
+``AnswerCode``. No audit log is read or written here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Final
+
+from tfshare import transport
+from tfshare.audit.evidence import MAX_NOTE_SIZE, CheckedBundle
+from tfshare.audit.note import NoteVerifier, checkpoint_origin, open_checkpoint
+from tfshare.audit.proofs import (
+    CheckedConsistency,
+    ProofRequest,
+    consistency_request,
+    encode_request,
+    inclusion_request,
+    verify_consistency_response,
+    verify_inclusion_response,
+)
+from tfshare.audit.service import log_verifiers
+from tfshare.broker import proof_subject
+from tfshare.errors import BrokerError, UsageError
+from tfshare.files import read_bytes, write_atomic
+from tfshare.workflows.keys import load_identity
+from tfshare.workflows.live import Agency
+
+DEFAULT_TIMEOUT: Final = 5.0
+
+_NO_SERVICE_HINT: Final = (
+    "a coordinator or auditor must be running 'tfshare audit serve' on this broker (a version "
+    "that answers proof requests); or ask them for the bundle ('tfshare audit prove')"
+)
+
+
+def request_inclusion(
+    agency: Agency,
+    msg_id_hex: str,
+    *,
+    url: str,
+    timeout: float = DEFAULT_TIMEOUT,
+    out: Path | None = None,
+    known: Path | None = None,
+) -> CheckedBundle:
+    """Ask the audit service to prove that message ``msg_id_hex`` is in its signed log and
+    check the answer with the agency's roster. ``out``: write the bundle there (for
+    ``audit check``). ``known``: a signed checkpoint file the agency already holds; the proof
+    is then asked against that checkpoint and its root must be the one held.
+
+    Raises ``UsageError`` (a bad id), ``BrokerError`` (no broker, no audit service answering,
+    no answer in time; ``BrokerAuthFailed`` if the broker does not know this agency),
+    ``AnswerRefused`` (the service gave no proof, with its code, e.g. E_NOT_FOUND) or
+    ``ResponseRejected`` (the answer is not a valid proof, with its code)."""
+    msg_id = _msg_id(msg_id_hex)
+    verifiers = log_verifiers(agency.roster)
+    held = _held(known, agency, verifiers)
+    request = inclusion_request(
+        agency.roster.taskforce, msg_id=msg_id, size=0 if held is None else held[0]
+    )
+    data = _ask(agency, request, url=url, timeout=timeout)
+    proven = verify_inclusion_response(
+        data, request, verifiers=verifiers, known=None if held is None else held[1]
+    )
+    if out is not None:
+        write_atomic(out, proven.bundle)
+    return proven.checked
+
+
+def request_consistency(
+    agency: Agency,
+    old_size: int | None = None,
+    *,
+    new_size: int | None = None,
+    known: Path | None = None,
+    url: str,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> CheckedConsistency:
+    """Ask the audit service to prove that its signed tree of ``old_size`` entries is a
+    prefix of its tree of ``new_size`` (default: its latest signed checkpoint). With
+    ``known`` (a signed checkpoint file the agency holds) the old size is that checkpoint's
+    and its root must be the one the proof starts from: a service that rewrote or forked
+    its log since is caught (E_RESPONSE_FORK). Raises as ``request_inclusion``."""
+    verifiers = log_verifiers(agency.roster)
+    held = _held(known, agency, verifiers)
+    if held is not None:
+        if old_size is not None and old_size != held[0]:
+            raise UsageError(
+                f"the checkpoint held is of size {held[0]}, not {old_size}",
+                hint="give either the old size or the checkpoint file, or matching ones",
+            )
+        old_size = held[0]
+    if old_size is None or old_size < 1:
+        raise UsageError(
+            "no old tree size to prove consistency from",
+            hint="give the size of a checkpoint the audit service published (1 or more), or "
+            "the checkpoint file itself",
+        )
+    request = consistency_request(agency.roster.taskforce, old_size, new_size or 0)
+    data = _ask(agency, request, url=url, timeout=timeout)
+    return verify_consistency_response(
+        data, request, verifiers=verifiers, known=None if held is None else held[1]
+    )
+
+
+def _msg_id(text: str) -> bytes:
+    try:
+        msg_id = bytes.fromhex(text)
+    except ValueError:
+        msg_id = b""
+    if len(msg_id) != 16:
+        raise UsageError(
+            f"{text!r} is not a message id", hint="give the 32 hex digits 'inbox list' shows"
+        )
+    return msg_id
+
+
+def _held(
+    path: Path | None, agency: Agency, verifiers: list[NoteVerifier]
+) -> tuple[int, bytes] | None:
+    """(size, note) of a checkpoint file the agency holds, verified with its roster (a note
+    it cannot trust is no reference to hold the service to)."""
+    if path is None:
+        return None
+    note = read_bytes(path, what="checkpoint", limit=MAX_NOTE_SIZE)
+    checkpoint, _ = open_checkpoint(
+        note, verifiers, origin=checkpoint_origin(agency.roster.taskforce)
+    )
+    return checkpoint.size, note
+
+
+def _ask(agency: Agency, request: ProofRequest, *, url: str, timeout: float) -> bytes:
+    identity = load_identity(agency.creds.key_path, agency.creds.passphrase)
+    subject = proof_subject(agency.roster.taskforce)
+    data = encode_request(request)
+
+    async def ask() -> bytes:
+        conn = await transport.connect(
+            url,
+            nkey_seed=identity.nats_seed_encoded(),
+            agency=identity.agency_id,
+            name=f"tfshare-proof-{identity.agency_id}",
+            reconnect=False,
+            connect_timeout=min(timeout, 2.0),
+        )
+        try:
+            return await transport.request(conn, subject, data, timeout=timeout)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(ask())
+    except transport.NoResponders:
+        raise BrokerError(
+            f"no audit service is answering proof requests on {subject} at {url}",
+            hint=_NO_SERVICE_HINT,
+        ) from None
+    except transport.NoAnswer:
+        raise BrokerError(
+            f"the audit service did not answer within {timeout:g} s",
+            hint="it may be busy or stopping: try again, or with a longer timeout",
+        ) from None
