@@ -1,7 +1,10 @@
-"""``tfshare audit``: the coordinators' provenance log (serve, verify, trace, prove, check)."""
+"""``tfshare audit``: the coordinators' provenance log (serve, verify, trace, overdue, report,
+prove, check, disclose)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -9,7 +12,10 @@ from typing import Annotated, Any
 import msgspec
 import typer
 
+from tfshare.audit import report as reports
 from tfshare.audit.entry import LogEntry
+from tfshare.audit.logstore import ReceiptWords
+from tfshare.audit.service import HandlingFlag
 from tfshare.errors import UsageError
 from tfshare.registry.book import shipped
 from tfshare.workflows import audit
@@ -91,6 +97,29 @@ def _entry_json(entry: LogEntry) -> dict[str, Any]:
     }
 
 
+def _flag_json(flag: HandlingFlag) -> dict[str, Any]:
+    return {
+        "code": flag.code,
+        "why": flag.why,
+        "relation": flag.relation,
+        "index": flag.index,
+        "msg_id": flag.child.msg_id.hex(),
+        "sender": flag.child.sender,
+        "parent_index": flag.parent_index,
+        "parent_msg_id": flag.parent.msg_id.hex(),
+        "parent_sender": flag.parent.sender,
+    }
+
+
+_RESPONSE = {
+    "urgent-8h": "a reply within 8 hours of receipt",
+    "urgent-3d": "a reply within 3 days of receipt",
+    "7d": "a reply within 7 days of receipt",
+    "none": "no reply requested",
+}
+_FORMATS = ("md", "json", "csv")
+
+
 @app.command("trace")
 def trace_cmd(
     msg_id: Annotated[str, typer.Argument(help="The message id (32 hex digits).")],
@@ -101,10 +130,12 @@ def trace_cmd(
     state: StateDir = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Who sent the message, when, on which channel, its receipts, its lineage, and its
-    inclusion in the latest signed checkpoint."""
+    """Who sent the message, when, on which channel, to whom, each recipient's receipt, its
+    lineage and any handling rule broken, and its inclusion in the latest signed checkpoint."""
     agency, _ = _agency(key, passphrase_file, roster, anchor, state, None)
     t = audit.trace(agency, msg_id)
+    facts = t.facts
+    read = facts if facts is not None and facts.read else None  # the body's facts, if read
     if as_json:
         emit_json(
             {
@@ -128,6 +159,13 @@ def trace_cmd(
                     }
                     for i, w in t.receipts
                 ],
+                "recipients": None if facts is None else list(facts.recipients),
+                "schema": read.schema if read else None,
+                "handling": (
+                    {"code": read.handling_code, "no_forward": read.no_forward} if read else None
+                ),
+                "response_class": read.response_class if read else None,
+                "flags": [_flag_json(f) for f in t.flags],
             }
         )
         return
@@ -153,14 +191,117 @@ def trace_cmd(
         rows.append(
             ("followed by", f"{relation}: {child.msg_id.hex()} by {child.sender} (entry {index})")
         )
-    for index, words in t.receipts:
-        outcome = words.outcome + (f" {words.code}" if words.code else "")
-        rows.append(
-            ("receipt", f"{words.receiver}: {outcome} at {iso(words.received_ms)} (entry {index})")
-        )
-    if not t.receipts:
+    if facts is not None:
+        rows.append(("recipients", ", ".join(facts.recipients)))
+        if read:
+            rows.append(("schema", str(read.schema)))
+            no_forward = ", no_forward" if read.no_forward else ""
+            rows.append(("handling", f"{read.handling_code}{no_forward}"))
+            response = read.response_class or "none"
+            rows.append(("response", f"{response}: {_RESPONSE.get(response, 'unknown class')}"))
+        else:
+            rows.append(
+                ("body", "not read by the audit service: schema, handling and response unknown")
+            )
+    # One line per recipient (its receipts, or "no receipt"), then receipts from anyone else.
+    named = list(facts.recipients) if facts is not None else []
+    for who in named:
+        mine = [(i, w) for i, w in t.receipts if w.receiver == who]
+        label = f"{who} (sender)" if who == e.sender else who
+        if not mine:
+            rows.append(("receipt", f"{label}: no receipt"))
+        rows.extend(("receipt", _receipt_line(label, i, w)) for i, w in mine)
+    rows.extend(
+        ("receipt", _receipt_line(w.receiver, i, w))
+        for i, w in t.receipts
+        if w.receiver not in named
+    )
+    if not t.receipts and not named:
         rows.append(("receipt", "none yet"))
+    for flag in t.flags:
+        rows.append(
+            (
+                "FLAG",
+                f"{flag.code}: {flag.relation} {flag.child.msg_id.hex()} by {flag.child.sender} "
+                f"(entry {flag.index}) of {flag.parent.msg_id.hex()} by {flag.parent.sender}: "
+                f"{flag.why}",
+            )
+        )
     emit_fields(rows)
+
+
+def _receipt_line(label: str, index: int, words: ReceiptWords) -> str:
+    outcome = words.outcome + (f" {words.code}" if words.code else "")
+    return f"{label}: {outcome} at {iso(words.received_ms)} (entry {index})"
+
+
+@app.command("overdue")
+def overdue_cmd(
+    key: KeyOpt = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
+    passphrase_file: PassphraseFile = None,
+    state: StateDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Requests (response class urgent-8h, urgent-3d, 7d) whose recipients are past the
+    deadline without a reply, most overdue first. The deadline counts from the recipient's
+    receipt, or from sending if it sent none."""
+    agency, _ = _agency(key, passphrase_file, roster, anchor, state, None)
+    result = audit.overdue(agency, now_ms=now_ms())
+    if as_json:
+        emit_json(reports.overdue_json(result))
+    else:
+        for line in reports.overdue_table(result.rows) or ["no overdue replies"]:
+            typer.echo(line)
+        note(
+            f"{_many(result.requests, 'request')} with a reply deadline ({result.withdrawn} "
+            f"withdrawn by their sender), {_many(len(result.rows), 'recipient')} past it "
+            "without a reply"
+        )
+    if result.unread:
+        note(
+            f"note: {_many(result.unread, 'message')} could not be judged: the audit service "
+            "could not read the body (it is not among the recipients), so whether a reply is "
+            "asked for is unknown"
+        )
+
+
+def _many(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+@app.command("report")
+def report_cmd(
+    since: Annotated[
+        str, typer.Option("--since", help="From this date (YYYY-MM-DD, UTC) or RFC 3339 time.")
+    ],
+    until: Annotated[
+        str | None, typer.Option("--until", help="Up to (not including) this date or time.")
+    ] = None,
+    output: Annotated[str, typer.Option("--format", help="md, json or csv.")] = "md",
+    key: KeyOpt = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
+    passphrase_file: PassphraseFile = None,
+    state: StateDir = None,
+) -> None:
+    """Per agency and channel: messages sent, received (accepted), rejected by code, and the
+    median delay from sending to receipt; then the totals."""
+    if output not in _FORMATS:
+        raise UsageError(f"unknown format {output!r}", hint=f"use one of {', '.join(_FORMATS)}")
+    agency, _ = _agency(key, passphrase_file, roster, anchor, state, None)
+    result = audit.report(agency, since=since, until=until)
+    if output == "json":
+        emit_json(reports.report_json(result))
+    elif output == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=reports.REPORT_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(reports.report_rows(result))
+        typer.echo(out.getvalue(), nl=False)
+    else:
+        typer.echo(reports.report_markdown(result), nl=False)
 
 
 @app.command("prove")

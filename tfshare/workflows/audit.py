@@ -1,19 +1,23 @@
 """Coordinators' audit commands: run the audit service, verify the log, trace a message,
-export an offline proof and check one.
+list overdue replies, report on the period, export an offline proof and check one.
 
 Owns: where the audit log lives (``audit.db`` in the agency's state directory), which keys
-may sign its checkpoints (from the verified roster), and turning store and bundle results
-into what the CLI renders. No network here except through ``AuditService``.
+may sign its checkpoints (from the verified roster), reading the periods the CLI is given
+(``--since``/``--until``), and turning store and bundle results into what the CLI renders.
+No network here except through ``AuditService``; reading commands never create a log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import re
 import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tfshare.audit import report as reports
 from tfshare.audit.disclosure import Disclosed, check_disclosure
 from tfshare.audit.disclosure import disclose as make_disclosure
 from tfshare.audit.entry import RELATIONS, LogEntry, encode_entry
@@ -24,10 +28,16 @@ from tfshare.audit.evidence import (
     encode_bundle,
     make_bundle,
 )
-from tfshare.audit.logstore import AuditStore, ReceiptWords, verify_store
+from tfshare.audit.logstore import AuditStore, MessageFacts, ReceiptWords, verify_store
 from tfshare.audit.merkle import leaf_hash, verify_inclusion
 from tfshare.audit.note import checkpoint_origin, open_checkpoint
-from tfshare.audit.service import AuditService, CheckpointPolicy, log_verifiers
+from tfshare.audit.service import (
+    AuditService,
+    CheckpointPolicy,
+    HandlingFlag,
+    handling_flags,
+    log_verifiers,
+)
 from tfshare.errors import InputError, UsageError
 from tfshare.files import read_bytes, write_atomic
 from tfshare.registry.book import Registry, shipped
@@ -116,6 +126,12 @@ class Trace:
     parents: list[tuple[str, LogEntry | None, bytes]]  # (relation, parent entry, parent msg_id)
     children: list[tuple[str, int, LogEntry]]  # (relation, index, child entry)
     receipts: list[tuple[int, ReceiptWords]]  # (log index of the receipt, what it says)
+    # Recipients, and where the auditor read the body, schema, handling and response class;
+    # None for a message logged without facts.
+    facts: MessageFacts | None
+    # Handling rules broken by the message itself (towards its parents) and by the messages
+    # derived from it (towards it).
+    flags: list[HandlingFlag]
 
 
 def _msg_id(text: str) -> bytes:
@@ -145,8 +161,9 @@ def _message_index(store: AuditStore, msg_id: bytes) -> tuple[int, LogEntry]:
 
 
 def trace(agency: Agency, msg_id_text: str) -> Trace:
-    """The message's entry, its lineage up and down, its receipts, and its inclusion in the
-    latest signed checkpoint (checked)."""
+    """The message's entry, its lineage up and down, its receipts, what the auditor knows of
+    it (recipients; handling and response class where it read the body), the handling rules
+    broken around it, and its inclusion in the latest signed checkpoint (checked)."""
     msg_id = _msg_id(msg_id_text)
     roster = agency.roster
     store = open_log(agency)
@@ -165,6 +182,11 @@ def trace(agency: Agency, msg_id_text: str) -> Trace:
         for relation, parent_id, _ in other.refs:
             if parent_id == msg_id:
                 children.append((RELATIONS.get(relation, str(relation)), i, other))
+    flags = handling_flags(store, index, entry)
+    for i, child in {i: child for _, i, child in children}.items():
+        # Only the child's breaches of this message's rules: a merge child's breach of
+        # another parent belongs to that parent's trace.
+        flags.extend(f for f in handling_flags(store, i, child) if f.parent_index == index)
     latest = store.latest_checkpoint()
     size, verified = 0, False
     if latest is not None and latest[0] > index:
@@ -176,7 +198,55 @@ def trace(agency: Agency, msg_id_text: str) -> Trace:
             leaf_hash(encode_entry(entry)), index, checkpoint.size, proof, checkpoint.root_hash
         )
         size, verified = checkpoint.size, True
-    return Trace(index, entry, size, verified, parents, children, receipts)
+    facts = store.facts_of(index)
+    return Trace(index, entry, size, verified, parents, children, receipts, facts, flags)
+
+
+def overdue(agency: Agency, *, now_ms: int) -> reports.OverdueReport:
+    """Requests past their reply deadline at ``now_ms`` (``tfshare.audit.report``)."""
+    with open_log(agency) as store:
+        return reports.overdue_report(store, now_ms=now_ms)
+
+
+def report(agency: Agency, *, since: str, until: str | None = None) -> reports.Report:
+    """Sent, received, rejected and receipt delays per agency and channel from ``since`` to
+    ``until`` (exclusive; None: no end), each a date or an RFC 3339 time."""
+    since_ms = parse_when(since, "--since")
+    until_ms = None if until is None else parse_when(until, "--until")
+    if until_ms is not None and until_ms <= since_ms:
+        raise UsageError(
+            f"--until {until!r} is not after --since {since!r}",
+            hint="the period runs from --since (inclusive) to --until (exclusive)",
+        )
+    with open_log(agency) as store:
+        return reports.report(store, since_ms=since_ms, until_ms=until_ms)
+
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_DATE_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def parse_when(text: str, option: str) -> int:
+    """A date (YYYY-MM-DD: midnight UTC) or an RFC 3339 date-time, in ms since the epoch.
+    A time without its offset is refused: which midnight it means would be a guess."""
+    value = text.strip()
+    try:
+        if _DATE.fullmatch(value):
+            moment = dt.datetime.combine(dt.date.fromisoformat(value), dt.time(), tzinfo=dt.UTC)
+        elif _DATE_TIME.fullmatch(value):
+            moment = dt.datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+        else:
+            raise ValueError(value)
+        return (moment - _EPOCH) // dt.timedelta(milliseconds=1)
+    except (ValueError, OverflowError):
+        raise UsageError(
+            f"{option} {text[:64]!r} is not a date or an RFC 3339 time",
+            hint="give a date as YYYY-MM-DD (midnight UTC) or a time with its offset, "
+            "e.g. 2026-11-18T09:30:00Z or 2026-11-18T10:30:00+01:00",
+        ) from None
 
 
 def prove(agency: Agency, msg_id_text: str, out: Path) -> int:
