@@ -46,6 +46,7 @@ run $TFSHARE roster grant "$R" police-nl   --channel redflags --read
 echo "-- receipts: every agency acknowledges what it received, to the coordinator (the audit trail):"
 for a in police-nl ngo-hotline labour-insp; do run $TFSHARE roster grant "$R" "$a" --channel receipts --write; done
 run $TFSHARE roster grant "$R" coord --channel receipts --read
+run $TFSHARE roster grant "$R" coord --channel alerts --read   # the auditor reads alerts: handling, deadlines
 run $TFSHARE roster sign "$R" --key "$K/coord.key" --passphrase-file "$K/coord.pass"
 run $TFSHARE roster anchor "$R" --out "$OUT/taskforce.anchor"
 run $TFSHARE roster show "$R"
@@ -144,16 +145,33 @@ FEED_NGO=$!
 sleep 1
 
 step "8. Field staff publish from the command line"
-run $TFSHARE publish tip --channel tips --file examples/tip_summary.json \
-    --key "$K/ngo-hotline.key" --passphrase-file "$K/ngo-hotline.pass" "${LIVE[@]}"
-printf '$ %s\n' "tfshare publish alert --channel alerts --file examples/alert.json ..."
-ALERT_ID=$($TFSHARE publish alert --channel alerts --file examples/alert.json --json \
-    --key "$K/police-nl.key" --passphrase-file "$K/police-nl.pass" "${LIVE[@]}" \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["msg_id"])')
+msg_id() { python3 -c 'import json,sys; print(json.load(sys.stdin)["msg_id"])'; }
+echo "-- the NGO hotline shares a tip with the police and lets them pass it on (handling H1):"
+printf '$ %s\n' "tfshare publish tip --channel tips --file examples/tip_summary.json --field handling.no_forward=false --field handling.code=H1 ..."
+TIP_ID=$($TFSHARE publish tip --channel tips --file examples/tip_summary.json --json \
+    --field handling.no_forward=false --field handling.code=H1 \
+    --key "$K/ngo-hotline.key" --passphrase-file "$K/ngo-hotline.pass" "${LIVE[@]}" | msg_id)
+echo "msg_id  $TIP_ID"
+POLICE=(--key "$K/police-nl.key" --passphrase-file "$K/police-nl.pass")
+for _ in $(seq 100); do
+  $TFSHARE inbox show "$TIP_ID" "${POLICE[@]}" "${COMMON[@]}" >/dev/null 2>&1 && break; sleep 0.1
+done
+echo "-- the police escalate the hotline's tip into an urgent alert (its lineage is signed):"
+printf '$ %s\n' "tfshare publish alert --escalate $TIP_ID --channel alerts --file examples/alert.json ..."
+ALERT_ID=$($TFSHARE publish alert --escalate "$TIP_ID" --channel alerts --file examples/alert.json \
+    --json "${POLICE[@]}" "${LIVE[@]}" | msg_id)
 echo "msg_id  $ALERT_ID"
 run $TFSHARE publish red-flag --channel redflags --file examples/red_flag.json \
     --key "$K/labour-insp.key" --passphrase-file "$K/labour-insp.pass" "${LIVE[@]}"
 sleep 2
+
+echo "-- the alert is marked no_forward: the labour inspectorate cannot pass it on:"
+for _ in $(seq 100); do
+  $TFSHARE inbox show "$ALERT_ID" --key "$K/labour-insp.key" --passphrase-file "$K/labour-insp.pass" \
+      "${COMMON[@]}" >/dev/null 2>&1 && break; sleep 0.1
+done
+expect_reject $TFSHARE publish alert --reshare "$ALERT_ID" \
+    --key "$K/labour-insp.key" --passphrase-file "$K/labour-insp.pass" "${LIVE[@]}"
 
 step "9. Leaked NATS credentials are not enough: injected garbage and a forgery are rejected"
 run python3 scripts/inject.py "$K/police-nl.key" "$K/police-nl.pass" "$R" "$URL"
@@ -175,6 +193,9 @@ step "11. The coordinator: what happened to the police alert? (the audit log)"
 sleep 2
 COORD=(--key "$K/coord.key" --passphrase-file "$K/coord.pass" "${COMMON[@]}")
 run $TFSHARE audit trace "$ALERT_ID" "${COORD[@]}"
+echo "-- and the hotline's tip it was escalated from (the coordinator cannot read tips; the log"
+echo "   still proves who sent it, to whom, who received it, and what came of it):"
+run $TFSHARE audit trace "$TIP_ID" "${COORD[@]}"
 run $TFSHARE audit verify "${COORD[@]}"
 echo "-- an offline proof for someone outside the task force (a court, an oversight body):"
 run $TFSHARE audit prove "$ALERT_ID" --out "$OUT/alert.tfproof" "${COORD[@]}"
