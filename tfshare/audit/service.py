@@ -1,9 +1,36 @@
 """The audit service: every envelope of the task force into the tamper-evident log.
 
-Owns: ``Auditor``, the pure part (an envelope in, a ``LogEntry`` or the code it was refused
-with out; when a checkpoint is due and signing it after checking it extends the previous one),
-and ``AuditService``, the asyncio loop around it (fetch from the auditor's consumer, append,
-persist, then acknowledge; answer proof requests; publish signed checkpoints).
+Owns: the pure part (an envelope, a roster change or a registry record in, the ``LogEntry``
+or the code it was refused with out; when a checkpoint is due and signing it after checking
+it extends the previous one), and ``AuditService``, the asyncio loop around it (fetch from
+the auditor's consumer, append, persist, then acknowledge; follow the roster and registry
+buckets; answer proof requests; publish signed checkpoints).
+
+Records (entry types of ``tfshare.audit.entry.RECORD_TYPES``: no channel, no single key):
+
+- "roster": a signed roster version, once when the service starts (the roster it was given)
+  and for every new one published in the roster bucket that ``accept_roster`` verifies
+  (anchor and rollback state, as agents do). msg_id = SHA-256(signed roster bytes)[:16],
+  env_sha256 = SHA-256(signed roster bytes), sender = the roster's coordinators, ts_ms =
+  the roster's issued time. A roster that fails verification is not logged (log event
+  ``audit_roster_refused`` with its code) and the service keeps the roster it trusts.
+- "key_event": beside a roster entry, one per signing key the new roster adds (event
+  "added", ts_ms = the roster's issued time) or newly revokes (event = the revocation's
+  reason, "retired" or "compromised", ts_ms = the revocation time; a retirement later
+  upgraded to compromised is a second event) compared with the roster before it. digest =
+  SHA-256(L("tfshare/v1/key-event") || u32(taskforce) || u32(kid) || u32(event)); msg_id =
+  digest[:16], env_sha256 = digest, so a key's event is logged once however often it is
+  observed. sender = the coordinators whose signatures on the new roster verify (comma
+  joined), sender_kid = the affected key id. Other changes (a key's validity, roles,
+  channels) are in the roster entry's bytes, not in key events.
+- "schema": every record in the registry bucket that ``verify_record`` accepts under the
+  roster in force. msg_id = SHA-256(record bytes)[:16], env_sha256 = SHA-256(record bytes),
+  sender = the approving coordinators (comma joined), sender_kid empty, ts_ms = the record's
+  registration time. A record that fails (or sits under another key than its own subject and
+  version) is not logged (``audit_schema_refused`` with its code); it is looked at again
+  after a roster change (a new coordinator may have signed it), otherwise once per run.
+
+The store deduplicates all of them by (type, env_sha256): a restart logs nothing twice.
 
 Proof requests (``tfshare.audit.proofs``) arrive on ``broker.proof_subject`` and are answered
 from the committed log and its stored signed checkpoints; a bad request is answered with its
@@ -26,8 +53,9 @@ import asyncio
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 import msgspec
 import structlog
@@ -45,16 +73,24 @@ from tfshare.audit.note import (
     open_checkpoint,
     sign_checkpoint,
 )
-from tfshare.broker import proof_subject
+from tfshare.broker import proof_subject, schema_key
+from tfshare.encoding import label, u32
 from tfshare.envelope import WRAP_SIZE, Header, wrap_at
-from tfshare.errors import BrokerError, RejectCode, Rejected, TrustError
-from tfshare.keys import Identity
+from tfshare.errors import BrokerError, RejectCode, Rejected, TfshareError, TrustError
+from tfshare.keys import Identity, kid_sig
 from tfshare.lineage import RELATION_NAMES, Handling, handling_of, violation
 from tfshare.messages import SchemaBook
 from tfshare.protocol import RECEIPTS_CHANNEL
 from tfshare.registry.book import shipped
+from tfshare.registry.records import VerifiedRecord, verify_record
 from tfshare.replay import MemoryReplayStore
-from tfshare.roster import TrustedRoster
+from tfshare.roster import (
+    TrustedRoster,
+    anchor_of,
+    approvals,
+    decode_signed_roster,
+    roster_message,
+)
 from tfshare.seal import Opened, ReceivePolicy, open_envelope, verify_envelope
 
 log = structlog.get_logger("tfshare.audit")
@@ -255,6 +291,88 @@ def roster_entry(roster: TrustedRoster, roster_bytes: bytes, *, now_ms: int) -> 
     )
 
 
+L_KEY_EVENT: Final = label("tfshare/v1/key-event")
+KEY_ADDED: Final = "added"
+# A revocation's event is its reason (tfshare.roster.Reason): "retired" or "compromised".
+KEY_EVENTS: Final = (KEY_ADDED, "retired", "compromised")
+# The code of a registry record refused for something other than a coded trust failure
+# (malformed bytes, a schema outside the profile, stored under another record's key).
+E_RECORD_INVALID: Final = "E_RECORD_INVALID"
+
+
+def key_event_digest(taskforce: str, kid: bytes, event: str) -> bytes:
+    """SHA-256(L("tfshare/v1/key-event") || u32(taskforce) || u32(kid) || u32(event))."""
+    return hashlib.sha256(
+        L_KEY_EVENT + u32(taskforce.encode()) + u32(kid) + u32(event.encode())
+    ).digest()
+
+
+def roster_signers(data: bytes, previous: TrustedRoster, roster: TrustedRoster) -> list[str]:
+    """The coordinators whose signatures on the signed roster ``data`` verify, counted
+    against the coordinators of the roster before it and of the roster itself (a change of
+    the coordinator set is signed by both); sorted."""
+    signed, _ = decode_signed_roster(data)
+    message = roster_message(signed.roster)
+    found: set[str] = set()
+    for trusted in (previous, roster):
+        found |= approvals(message, signed.sigs, anchor_of(trusted.roster))
+    return sorted(found)
+
+
+def key_event_entries(
+    previous: TrustedRoster, roster: TrustedRoster, signers: Sequence[str], *, now_ms: int
+) -> list[LogEntry]:
+    """The key events of ``roster`` compared with ``previous`` (see the module docstring):
+    one per signing key added, one per key newly revoked (or upgraded to compromised)."""
+    taskforce = roster.taskforce
+    sender = ",".join(signers) or ",".join(sorted(roster.roster.coordinators))
+    events: list[tuple[bytes, str, int]] = []
+    for member in roster.roster.members:
+        for key in member.sign_keys:
+            kid = kid_sig(key.pk)
+            if kid not in previous.sign_keys:
+                events.append((kid, KEY_ADDED, roster.roster.issued_ms))
+    for revocation in roster.roster.revoked:
+        before = previous.revoked.get(revocation.kid)
+        if before is None or before.reason != revocation.reason:
+            events.append((revocation.kid, revocation.reason, revocation.at_ms))
+    entries = []
+    for kid, event, ts_ms in events:
+        digest = key_event_digest(taskforce, kid, event)
+        entries.append(
+            LogEntry(
+                entry_type="key_event",
+                msg_id=digest[:16],
+                sender=sender,
+                sender_kid=kid,
+                taskforce=taskforce,
+                channel="",
+                ts_ms=ts_ms,
+                env_sha256=digest,
+                refs=[],
+                observed_ms=now_ms,
+            )
+        )
+    return entries
+
+
+def schema_entry(data: bytes, verified: VerifiedRecord, *, now_ms: int) -> LogEntry:
+    """A registry record (verified) as a log entry: who approved which schema, when."""
+    digest = hashlib.sha256(data).digest()
+    return LogEntry(
+        entry_type="schema",
+        msg_id=digest[:16],
+        sender=",".join(sorted(verified.approvals)),
+        sender_kid=b"",
+        taskforce=verified.record.taskforce,
+        channel="",
+        ts_ms=verified.record.registered_ms,
+        env_sha256=digest,
+        refs=[],
+        observed_ms=now_ms,
+    )
+
+
 @dataclass(frozen=True)
 class HandlingFlag:
     """A logged message whose lineage breaks the handling rules of its parent."""
@@ -335,6 +453,7 @@ class AuditStats:
     refused: int = 0
     checkpoints: int = 0
     flagged: int = 0
+    records_refused: int = 0  # rosters and registry records that failed verification
     proofs_given: int = 0
     proofs_refused: int = 0  # proof requests answered with an error code
 
@@ -354,12 +473,24 @@ class AuditService:
     fetch_timeout: float = 0.5
     schemas: SchemaBook = field(default_factory=shipped)
     stats: AuditStats = field(default_factory=AuditStats)
+    # Verifies (against the anchor and the rollback state), persists and returns a roster
+    # fetched from the broker's roster bucket, as ``Agent.accept_roster``; raises a
+    # TrustError for one that fails. When set, the service follows the bucket: a new roster
+    # is logged (with its key events) and used from then on. None: the roster given is kept.
+    accept_roster: Callable[[bytes], TrustedRoster] | None = None
+    # How often the roster and registry buckets are looked at (the agent's pace).
+    records_every_s: float = 2.0
 
     def __post_init__(self) -> None:
         self.origin = checkpoint_origin(self.roster.taskforce)
         self.signer = IdentitySigner(self.identity, self.origin)
         self.verifiers = log_verifiers(self.roster)
         self._last_checkpoint = time.monotonic()
+        self._next_records = 0.0
+        self._seen_roster: bytes | None = None  # the last bucket roster refused
+        # Registry keys looked at in this run: True logged, False refused (looked at again
+        # after a roster change).
+        self._judged: dict[str, bool] = {}
 
     def start(self) -> None:
         """Log the roster in force (once per version), and sign what is unsigned."""
@@ -473,6 +604,32 @@ class AuditService:
                 )
         return indices
 
+    def use_roster(self, roster: TrustedRoster, roster_bytes: bytes) -> list[int | None]:
+        """Log a verified new roster (its entry and its key events, in one transaction) and
+        use it from now on: its readers for receipts, its keys for checkpoints. Returns the
+        entries' indices (None: already logged)."""
+        previous = self.roster
+        now_ms = self.clock()
+        entries = [roster_entry(roster, roster_bytes, now_ms=now_ms)]
+        entries += key_event_entries(
+            previous, roster, roster_signers(roster_bytes, previous, roster), now_ms=now_ms
+        )
+        indices = self._append(entries)
+        self.roster = roster
+        self.roster_bytes = roster_bytes
+        # Checkpoints signed under the earlier roster must still open when the next one is
+        # checked against them, so the earlier keys stay beside the new ones.
+        self.verifiers += [v for v in log_verifiers(roster) if v not in self.verifiers]
+        # A record refused under the old roster may verify under this one.
+        self._judged = {key: logged for key, logged in self._judged.items() if logged}
+        log.info(
+            "audit_roster_updated",
+            seq=roster.seq,
+            previous_seq=previous.seq,
+            key_events=len(entries) - 1,
+        )
+        return indices
+
     def answer_request(self, request: bytes) -> bytes:
         """Answer one proof request from the committed log (``tfshare.audit.proofs``)."""
         answered = proofs.handle(
@@ -490,6 +647,77 @@ class AuditService:
             size=answered.size,
         )
         return answered.data
+
+    async def follow_records(self, conn: transport.Connection) -> None:
+        """Look at the roster and registry buckets (at most every ``records_every_s``)."""
+        if time.monotonic() < self._next_records:
+            return
+        self._next_records = time.monotonic() + self.records_every_s
+        try:
+            await self.follow_roster(conn)
+            await self.follow_schemas(conn)
+        except BrokerError as exc:
+            # The envelopes matter more: go on consuming, look again next time.
+            log.warning("audit_records_unavailable", reason=exc.message)
+
+    async def follow_roster(self, conn: transport.Connection) -> None:
+        """Log and use a newer roster from the bucket, once ``accept_roster`` verified it."""
+        if self.accept_roster is None:
+            return
+        data = await transport.get_roster(conn, self.roster.taskforce)
+        if data is None or data in (self.roster_bytes, self._seen_roster):
+            return
+        try:
+            roster = self.accept_roster(data)
+        except TrustError as exc:  # a verdict on these bytes: not looked at again
+            self._seen_roster = data
+            self.stats.records_refused += 1
+            log.warning("audit_roster_refused", code=exc.code, reason=exc.message)
+            return
+        except TfshareError as exc:
+            # Not a verdict (it could not be kept: a full disk, say): tried again next time.
+            log.error("roster_update_failed", code=exc.code, reason=exc.message)
+            return
+        self.use_roster(roster, data)
+
+    async def follow_schemas(self, conn: transport.Connection) -> None:
+        """Log every registry record in the bucket not looked at yet that verifies."""
+        taskforce = self.roster.taskforce
+        entries: list[LogEntry] = []
+        verified_keys: list[str] = []
+        for subject, version in await transport.schema_keys(conn, taskforce):
+            key = schema_key(subject, version)
+            if key in self._judged:
+                continue
+            data = await transport.get_schema_record(conn, taskforce, subject, version)
+            if data is None:
+                continue  # deleted since it was listed
+            try:
+                verified = verify_record(data, self.roster)
+                if (verified.record.subject, verified.record.version) != (subject, version):
+                    raise TrustError(
+                        f"the record under {key} is {verified.record.subject} version "
+                        f"{verified.record.version}",
+                        hint="a record belongs under the key of its own subject and version",
+                        code=E_RECORD_INVALID,
+                    )
+            except TfshareError as exc:
+                self._refuse_record(key, exc.code or E_RECORD_INVALID, exc.message)
+                continue
+            except Exception as exc:
+                # Whatever else a hostile record provokes must not stop the service.
+                self._refuse_record(key, E_RECORD_INVALID, type(exc).__name__)
+                continue
+            verified_keys.append(key)
+            entries.append(schema_entry(data, verified, now_ms=self.clock()))
+        self._append(entries)
+        # Only once committed: a record whose entry could not be written is looked at again.
+        self._judged.update(dict.fromkeys(verified_keys, True))
+
+    def _refuse_record(self, key: str, code: str, reason: str) -> None:
+        self._judged[key] = False
+        self.stats.records_refused += 1
+        log.warning("audit_schema_refused", key=key, code=code, reason=reason)
 
     def maybe_checkpoint(self, *, force: bool = False) -> bytes | None:
         latest = self.store.latest_checkpoint()
@@ -562,6 +790,7 @@ class AuditService:
         while True:
             stopping = stop.is_set()
             if not stopping:
+                await self.follow_records(conn)
                 deliveries = await consumer.fetch(self.batch, self.fetch_timeout)
                 if deliveries:
                     self.ingest([(d.data, d.subject) for d in deliveries])
