@@ -18,7 +18,7 @@ from tfshare.audit.logstore import ReceiptWords
 from tfshare.audit.service import HandlingFlag
 from tfshare.errors import UsageError
 from tfshare.registry.book import shipped
-from tfshare.workflows import audit
+from tfshare.workflows import audit, audit_remote
 
 from .common import (
     AnchorOpt,
@@ -308,6 +308,15 @@ def report_cmd(
 def prove_cmd(
     msg_id: Annotated[str, typer.Argument(help="The message id (32 hex digits).")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the proof bundle.")],
+    from_broker: Annotated[
+        bool,
+        typer.Option(
+            "--from-broker",
+            help="Ask the task force's audit service over NATS (any member), instead of "
+            "reading this agency's own audit log.",
+        ),
+    ] = False,
+    server: ServerOpt = None,
     key: KeyOpt = None,
     roster: RosterOpt = None,
     anchor: AnchorOpt = None,
@@ -316,10 +325,65 @@ def prove_cmd(
 ) -> None:
     """Export an offline evidence bundle: the entry, its inclusion proof, the signed
     checkpoint and the keys that signed it."""
-    agency, _ = _agency(key, passphrase_file, roster, anchor, state, None)
+    agency, url = _agency(key, passphrase_file, roster, anchor, state, None, server)
+    if from_broker:
+        checked = audit_remote.request_inclusion(agency, msg_id, url=url, out=out)
+        typer.echo(str(out))
+        note(
+            f"proof from the audit service, checked against this agency's roster: entry "
+            f"{checked.index} in the checkpoint of size {checked.size} signed by "
+            f"{', '.join(checked.signers)}"
+        )
+        return
     size = audit.prove(agency, msg_id, out)
     typer.echo(str(out))
     note(f"proof bundle against the signed checkpoint of size {size} written")
+
+
+@app.command("consistency")
+def consistency_cmd(
+    old_size: Annotated[
+        int | None,
+        typer.Argument(help="The tree size of the checkpoint you hold (default: --known's)."),
+    ] = None,
+    new_size: Annotated[
+        int | None, typer.Option("--new", help="The newer size (default: the latest).")
+    ] = None,
+    known: Annotated[
+        Path | None,
+        typer.Option("--known", help="A checkpoint note you hold; its root must match."),
+    ] = None,
+    server: ServerOpt = None,
+    key: KeyOpt = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
+    passphrase_file: PassphraseFile = None,
+    state: StateDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Ask the audit service (over NATS) to prove that the log only grew since a checkpoint
+    you hold: a consistency proof between two signed checkpoints, checked here."""
+    agency, url = _agency(key, passphrase_file, roster, anchor, state, None, server)
+    checked = audit_remote.request_consistency(
+        agency, old_size, new_size=new_size, known=known, url=url
+    )
+    if as_json:
+        emit_json(
+            {
+                "old_size": checked.old_size,
+                "new_size": checked.new_size,
+                "old_root": checked.old_root.hex(),
+                "new_root": checked.new_root.hex(),
+                "signers": list(checked.signers),
+                # The signed note itself: keep it (as a file) to pass as --known next time.
+                "new_checkpoint": checked.new_checkpoint.decode(),
+            }
+        )
+        return
+    typer.echo(
+        f"consistent: the log of size {checked.old_size} is a prefix of the log of size "
+        f"{checked.new_size} (new checkpoint signed by {', '.join(checked.signers)})"
+    )
 
 
 @app.command("check")

@@ -92,6 +92,7 @@ class Scene:
     index: int  # the alert's entry in coord's audit log
     rival: Files  # a task force of the same name with another coordinator
     court: Path  # the home of an offline checker: no key, no state
+    url: str  # the broker
 
     @property
     def coord(self) -> Files:
@@ -152,7 +153,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
         )
         index = traced["index"]
         assert isinstance(index, int)
-        yield Scene(tf, agencies, audit, msg_id, index, rival, root / "court")
+        yield Scene(tf, agencies, audit, msg_id, index, rival, root / "court", url)
     finally:
         for process in reversed(running):
             process.cleanup()
@@ -193,6 +194,45 @@ def test_trace_shows_the_sender_the_receipts_and_the_checked_inclusion(scene: Sc
     assert "proved in signed checkpoint of size" in shown.stdout
     for receiver in ("labour", "ngo"):
         assert re.search(rf"^receipt\s+{receiver}: accepted at ", shown.stdout, re.MULTILINE)
+
+
+# These two need the audit service running: before the test that stops it.
+def test_any_member_gets_a_proof_from_the_broker_and_it_checks_offline(
+    scene: Scene, tmp_path: Path
+) -> None:
+    """police (a member without the log) asks the running audit service over NATS: the bundle
+    it writes is checked against its own roster on the way in, and again offline by the
+    court. Then a consistency proof from the first checkpoint to the latest."""
+    police = scene.agencies["police"]
+    out = tmp_path / "from-broker.tfproof"
+    result = ok(tfshare(home(police), "audit", "prove", scene.msg_id, "--out", out,
+                        "--from-broker", *police.args(), "--server", scene.url))  # fmt: skip
+    assert result.stdout == f"{out}\n"
+    assert f"entry {scene.index} in the checkpoint of size" in result.stderr
+    assert "signed by tfshare/nl-north/audit" in result.stderr
+    checked = ok(scene.check(out, *trust(scene.coord)))
+    assert f"message {scene.msg_id} from police" in checked.stdout
+
+    ngo = scene.agencies["ngo"]
+    proved = json.loads(ok(tfshare(home(ngo), "audit", "consistency", "1", "--json",
+                                   *ngo.args(), "--server", scene.url)).stdout)  # fmt: skip
+    assert proved["old_size"] == 1 and proved["new_size"] > scene.index
+    assert proved["new_checkpoint"].startswith("tfshare/nl-north/audit\n")
+    known = tmp_path / "latest.checkpoint"
+    known.write_text(proved["new_checkpoint"])
+    again = json.loads(ok(tfshare(home(ngo), "audit", "consistency", "--known", known, "--json",
+                                  *ngo.args(), "--server", scene.url)).stdout)  # fmt: skip
+    assert again["old_size"] == proved["new_size"]
+    assert again["old_root"] == proved["new_root"]
+
+
+def test_a_proof_request_for_an_unknown_message_is_a_clean_failure(scene: Scene) -> None:
+    police = scene.agencies["police"]
+    result = tfshare(home(police), "audit", "prove", "ab" * 16, "--out", police.root / "x",
+                     "--from-broker", *police.args(), "--server", scene.url)  # fmt: skip
+    error, _hint = failure(result, 1)
+    assert "E_NOT_FOUND" in error
+    assert not (police.root / "x").exists()
 
 
 def test_verify_passes_and_a_changed_entry_is_named(scene: Scene, tmp_path: Path) -> None:

@@ -269,14 +269,6 @@ def test_facts_from_a_real_sealed_alert_make_it_a_request() -> None:
         assert sorted(r.recipient for r in rows) == ["coord", "labour", "ngo"]
 
 
-# tf.alert/1 names the field "response" (its $defs type is "response_class"); the auditor
-# (tfshare/audit/service.py, message_record) reads body["response_class"], so real alerts
-# never get a class. Strict: this test starts passing, and so fails here, once that is fixed.
-test_facts_from_a_real_sealed_alert_make_it_a_request = pytest.mark.xfail(
-    strict=True, reason="message_record reads 'response_class'; the schema field is 'response'"
-)(test_facts_from_a_real_sealed_alert_make_it_a_request)
-
-
 # --- report ----------------------------------------------------------------------------------
 
 D: Final = int(dt.datetime(2026, 3, 1, tzinfo=dt.UTC).timestamp()) * 1000

@@ -22,7 +22,12 @@ def _alert_record(**handling: object) -> object:
 
 def test_relation_numbers_match_the_envelope_refs() -> None:
     assert RELATIONS == {
-        "reshare": 1, "escalate": 2, "amend": 3, "merge": 4, "retract": 5, "reply": 6
+        "reshare": 1,
+        "escalate": 2,
+        "amend": 3,
+        "merge": 4,
+        "retract": 5,
+        "reply": 6,
     }
     assert RELATION_NAMES[2] == "escalate"
 

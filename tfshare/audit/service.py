@@ -191,7 +191,8 @@ def message_record(
     assert isinstance(opened, Opened)
     handling = handling_of(opened.record)
     body = msgspec.to_builtins(opened.record)
-    response = body.get("response_class") if isinstance(body, dict) else None
+    # The alert's field is "response" (its type in the schema is response_class).
+    response = body.get("response") if isinstance(body, dict) else None
     return entry, MessageFacts(
         recipients,
         schema=opened.schema,

@@ -86,6 +86,9 @@ def serve(agency: Agency, *, url: str, every: int, interval_s: float) -> AuditSe
         clock=_now,
         checkpoints=CheckpointPolicy(every=every, interval_s=interval_s),
         schemas=agency.registry,
+        # A new roster in the broker's bucket is verified as the agents verify it (anchor,
+        # rollback state), kept, logged, and followed.
+        accept_roster=agency.accept_roster,
     )
 
     async def main() -> None:
