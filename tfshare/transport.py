@@ -25,6 +25,7 @@ import nats
 import nats.errors
 import nats.js.errors
 import nkeys  # type: ignore[import-untyped,unused-ignore]
+import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import (
@@ -56,6 +57,8 @@ from tfshare.broker import (
 from tfshare.envelope import MAX_ENVELOPE
 from tfshare.errors import BrokerError, BrokerRefused
 from tfshare.roster import TrustedRoster
+
+log = structlog.get_logger("tfshare.transport")
 
 NATS_ERRORS: Final = (nats.errors.Error, OSError, TimeoutError)
 DAY_S: Final = 24 * 3600
@@ -436,14 +439,27 @@ async def schema_keys(conn: Connection, taskforce: str) -> list[tuple[str, int]]
     return sorted(key for key in keys if key is not None)
 
 
-async def serve_requests(conn: Connection, subject: str, answer: Callable[[bytes], bytes]) -> None:
+async def serve_requests(
+    conn: Connection,
+    subject: str,
+    answer: Callable[[bytes], bytes],
+    *,
+    reply_allowed: Callable[[str], bool],
+) -> None:
     """Answer every request on ``subject`` with ``answer(request bytes)``, on its reply
     subject, until the connection closes. ``answer`` must not raise; a message without a
     reply subject is not a request and is dropped. A reply that cannot be sent (the
-    connection went away) is dropped too: the requester times out and asks again."""
+    connection went away) is dropped too: the requester times out and asks again.
+
+    ``reply_allowed`` guards the reply subject: the broker's ``allow_responses`` lets the
+    service publish to whatever reply subject a requester names, so a member could otherwise
+    aim the answer at a KV key or a channel it may not write itself. Requests whose reply
+    subject is not an agency's private inbox are dropped, unanswered."""
 
     async def handler(msg: Msg) -> None:
-        if not msg.reply:
+        if not msg.reply or not reply_allowed(msg.reply):
+            if msg.reply:
+                log.warning("request_reply_refused", subject=subject, reply=msg.reply[:120])
             return
         response = answer(bytes(msg.data))
         try:

@@ -218,3 +218,50 @@ def test_without_a_service_non_members_and_eavesdroppers_get_nothing(
     # A member may not listen on the proof subject (to read or answer others' requests).
     errors = asyncio.run(_subscribe_as(live_tf, broker.url, "police", proof_subject("nl-north")))
     assert any("permissions violation" in error.lower() for error in errors), errors
+
+
+def test_a_reply_subject_outside_the_members_inboxes_gets_no_answer(
+    live_tf: TaskForce, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """police names, as the reply subject of a proof request, the audit bucket's checkpoint
+    key and coord's subject on the channel stream (neither of which police may publish to).
+    The service's ``allow_responses`` would let it publish there; it answers nothing: the
+    checkpoint in the bucket is unchanged and no message appears on coord's subject."""
+    _publish(live_tf, broker.url, 1)
+    log = tmp_path / "audit.db"
+    targets = ["$KV.tf_nl-north_audit.checkpoint", channel_subject("nl-north", "alerts", "coord")]
+
+    async def attack() -> tuple[bytes | None, bytes | None, list[str]]:
+        ids = live_tf.ids
+        police = await transport.connect(
+            broker.url, nkey_seed=ids["police"].nats_seed_encoded(), agency="police", name="x"
+        )
+        coord = await transport.connect(
+            broker.url, nkey_seed=ids["coord"].nats_seed_encoded(), agency="coord", name="y"
+        )
+        arrived: list[str] = []
+
+        async def seen(msg: object) -> None:
+            arrived.append(str(getattr(msg, "subject", "")))
+
+        try:
+            await coord.client.subscribe(targets[1], cb=seen)
+            before = await transport.get_checkpoint(coord, "nl-north")
+            for target in targets:
+                await police.client.publish(proof_subject("nl-north"), b"junk", reply=target)
+            await police.client.flush()
+            await asyncio.sleep(1.0)
+            after = await transport.get_checkpoint(coord, "nl-north")
+            return before, after, arrived
+        finally:
+            await police.close()
+            await coord.close()
+
+    with running(service_factory(live_tf, broker.url, log)):
+        wait_for(lambda: signed_size(log) >= 2)
+        # The service is subscribed once its first checkpoint is signed and announced.
+        time.sleep(0.3)
+        before, after, arrived = asyncio.run(attack())
+    assert before is not None and before.startswith(b"tfshare/nl-north/audit\n")
+    assert after == before
+    assert arrived == []

@@ -34,7 +34,7 @@ from tfshare import transport
 from tfshare.broker import channel_subject
 from tfshare.envelope import Ref, Relation
 from tfshare.registry.book import shipped
-from tfshare.seal import envelope_hash, seal
+from tfshare.seal import claimed_header, envelope_hash, seal
 
 REPO = Path(__file__).resolve().parents[2]
 ALERT = REPO / "examples" / "alert.json"
@@ -287,3 +287,59 @@ def test_the_auditor_flags_a_child_that_breaks_the_rules(scene: Scene) -> None:
         ("E_NO_FORWARD", child, parent, "labour")
     ]
     assert logged_parent["entry"] is not None
+
+
+def test_a_copied_msg_id_is_never_picked_silently(scene: Scene) -> None:
+    """labour seals a message reusing the msg_id of police's alert (senders choose their ids).
+    police, amending its alert by that id, is asked which one it means (exit 2, naming both
+    senders); ``police:ID`` picks its own, and the amendment refs its own envelope."""
+    parent = str(scene.publish("police", "--channel", "alerts", "--file", ALERT, *OPEN)["msg_id"])
+    alert = shipped().lookup("tf.alert/1")
+    assert alert is not None
+    copycat = seal(
+        identity=scene.tf.ids["labour"],
+        roster=scene.tf.trusted(),
+        channel="alerts",
+        to=None,
+        schema=alert,
+        body=alert.to_body(alert.from_json(ALERT.read_bytes())),
+        seq=20_000,
+        now_ms=now_ms(),
+        rng=lambda n: bytes.fromhex(parent) + os.urandom(n - 16),
+    )
+    assert copycat.msg_id.hex() == parent
+
+    async def send() -> None:
+        labour = scene.tf.ids["labour"]
+        conn = await transport.connect(scene.url, nkey_seed=labour.nats_seed_encoded(),
+                                       agency="labour", name="copycat")  # fmt: skip
+        try:
+            subject = channel_subject(scene.tf.trusted().taskforce, "alerts", "labour")
+            # Another Nats-Msg-Id: the broker's duplicate window must not drop it.
+            await transport.publish(conn, subject, copycat.data, msg_id="copy-" + parent)
+        finally:
+            await conn.close()
+
+    asyncio.run(send())
+    police = scene.agencies["police"]
+
+    def copy_arrived() -> bool:
+        store = police.store()
+        try:
+            return any(i.sender == "labour" and i.msg_id.hex() == parent
+                       for i in store.inbox(limit=10_000))  # fmt: skip
+        finally:
+            store.close()
+
+    assert wait_for(copy_arrived, timeout=10)
+    error = scene.refused("police", "--amend", parent, "--file", ALERT, code=2)
+    assert error == f"message id {parent} was used by several senders (labour, police)"
+    amended = str(scene.publish("police", "--amend", f"police:{parent}", "--file", ALERT)["msg_id"])
+    store = police.store()
+    try:
+        sent = {s.msg_id.hex(): s for s in store.sent(limit=1000)}
+    finally:
+        store.close()
+    (ref,) = claimed_header(sent[amended].envelope).refs
+    assert (ref.relation, ref.msg_id.hex()) == (Relation.AMEND, parent)
+    assert ref.env_hash == sent[parent].env_hash != copycat.env_hash

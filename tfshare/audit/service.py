@@ -52,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -122,16 +123,40 @@ class IdentitySigner:
 
 
 def log_verifiers(roster: TrustedRoster) -> list[NoteVerifier]:
-    """The keys that may sign the task force's checkpoints: every current signing key of its
-    coordinators and auditors, under the log's name. Anyone holding the roster can derive
-    them."""
+    """The keys that may sign the task force's checkpoints, under the log's name: the signing
+    keys of its active coordinators and auditors, except keys revoked as compromised. Anyone
+    holding the roster can derive them.
+
+    A key revoked as compromised is dropped whenever it was revoked: checkpoints carry no
+    trustworthy signing time, so whoever holds that key could sign a fabricated log "from
+    before". A retired key (rotation) still verifies the checkpoints it signed; an agency
+    no longer active (removed, suspended) signs nothing the task force trusts."""
     origin = checkpoint_origin(roster.taskforce)
+    compromised = {
+        revocation.kid for revocation in roster.roster.revoked if revocation.reason == "compromised"
+    }
     verifiers = []
     for member in roster.roster.members:
+        if member.status != "active":
+            continue
         if member.agency_id in roster.roster.coordinators or "auditor" in member.roles:
             for key in member.sign_keys:
-                verifiers.append(NoteVerifier.from_public_key(origin, key.pk))
+                if kid_sig(key.pk) not in compromised:
+                    verifiers.append(NoteVerifier.from_public_key(origin, key.pk))
     return verifiers
+
+
+_INBOX_TOKEN = re.compile(r"[A-Za-z0-9]+(\.[A-Za-z0-9]+)*")
+
+
+def is_member_inbox(roster: TrustedRoster, subject: str) -> bool:
+    """Whether ``subject`` is a reply subject in the private inbox of an active member
+    (``_INBOX_<agency>.<tokens>``): the only place the service sends answers."""
+    prefix, dot, rest = subject.partition(".")
+    if not dot or not prefix.startswith("_INBOX_") or not _INBOX_TOKEN.fullmatch(rest):
+        return False
+    member = roster.members.get(prefix.removeprefix("_INBOX_"))
+    return member is not None and member.status == "active"
 
 
 def message_entry(
@@ -244,14 +269,21 @@ def receipt_entry(
         raise Rejected(RejectCode.E_SCHEMA, "only receipts travel on the receipts channel")
     body = msgspec.to_builtins(opened.record)
     assert isinstance(body, dict)
-    seen = ReceiptWords(
-        receiver=opened.sender,
-        msg_id=bytes.fromhex(body["msg_id"]),
-        env_hash=bytes.fromhex(body["env_hash"]),
-        outcome=body["outcome"],
-        code=body.get("code"),
-        received_ms=parse_time_ms(body["received"]),
-    )
+    try:
+        seen = ReceiptWords(
+            receiver=opened.sender,
+            msg_id=bytes.fromhex(body["msg_id"]),
+            env_hash=bytes.fromhex(body["env_hash"]),
+            outcome=body["outcome"],
+            code=body.get("code"),
+            received_ms=parse_time_ms(body["received"]),
+        )
+    except (ValueError, KeyError, OverflowError):
+        # The schema's pattern admits what the calendar does not (February 31st, a leap
+        # second): the receipt is refused like any bad body, never a crash of the batch.
+        raise Rejected(
+            RejectCode.E_BODY, "the receipt's fields do not parse (a date that does not exist?)"
+        ) from None
     entry = LogEntry(
         entry_type="receipt",
         msg_id=opened.msg_id,
@@ -524,6 +556,12 @@ class AuditService:
                     subject=subject,
                 )
                 continue
+            except Exception as exc:
+                # A bug of ours on one envelope must not stall the log: without this, the
+                # batch is never committed nor acknowledged, and redelivered forever.
+                self.stats.refused += 1
+                log.error("audit_envelope_failed", error=type(exc).__name__, subject=subject)
+                continue
             entries.append(entry)
             positions.append(position)
             receipts.append(seen)
@@ -620,7 +658,16 @@ class AuditService:
         self.roster_bytes = roster_bytes
         # Checkpoints signed under the earlier roster must still open when the next one is
         # checked against them, so the earlier keys stay beside the new ones.
+        # (But never a key the new roster revoked as compromised.)
+        compromised = {r.kid for r in roster.roster.revoked if r.reason == "compromised"}
+        distrusted = [
+            NoteVerifier.from_public_key(self.origin, key.pk)
+            for member in roster.roster.members
+            for key in member.sign_keys
+            if kid_sig(key.pk) in compromised
+        ]
         self.verifiers += [v for v in log_verifiers(roster) if v not in self.verifiers]
+        self.verifiers = [v for v in self.verifiers if v not in distrusted]
         # A record refused under the old roster may verify under this one.
         self._judged = {key: logged for key, logged in self._judged.items() if logged}
         log.info(
@@ -784,7 +831,10 @@ class AuditService:
         # Answered between fetches, on this loop: the store is never used from two places
         # at once.
         await transport.serve_requests(
-            conn, proof_subject(self.roster.taskforce), self.answer_request
+            conn,
+            proof_subject(self.roster.taskforce),
+            self.answer_request,
+            reply_allowed=lambda reply: is_member_inbox(self.roster, reply),
         )
         # Announce the latest checkpoint on (re)connecting: the bucket may have missed it.
         published: tuple[int, bytes] | None = None

@@ -281,8 +281,12 @@ class Parent:
 
 def find_parent(agency: Agency, msg_id_text: str, *, me: str) -> Parent:
     """The message with this id (or a unique prefix of 8+ hex digits) in the inbox or among
-    this agency's (``me``) own sent messages."""
-    wanted = msg_id_text.strip().lower()
+    this agency's (``me``) own sent messages; ``SENDER:MSG_ID`` picks one sender's.
+
+    Senders choose their msg_ids, so two senders can use the same one (a member copying an id
+    it has seen): the parent must then be named with its sender, never picked silently."""
+    sender, colon, wanted = msg_id_text.strip().rpartition(":")
+    wanted = wanted.lower()
     if not 8 <= len(wanted) <= 32 or any(c not in "0123456789abcdef" for c in wanted):
         raise UsageError(
             f"{msg_id_text!r} is not a message id",
@@ -290,16 +294,26 @@ def find_parent(agency: Agency, msg_id_text: str, *, me: str) -> Parent:
             "the first 8",
         )
     received, own = agency.store.find_by_prefix(wanted)
-    found = {item.msg_id for item in received} | {item.msg_id for item in own}
+    if colon:
+        received = [item for item in received if item.sender == sender]
+        own = own if sender == me else []
+    found = {(item.sender, item.msg_id) for item in received} | {(me, i.msg_id) for i in own}
     if not found:
         raise InputError(
             f"no message {wanted} in this agency's inbox or sent messages",
             hint="only a message this agency received or sent can be referenced; see "
             "'tfshare inbox list'",
         )
-    if len(found) > 1:
+    if len({msg_id for _, msg_id in found}) > 1:
         raise UsageError(
             f"{wanted} matches {len(found)} messages", hint="give more digits of the msg_id"
+        )
+    if len(found) > 1:
+        senders = ", ".join(sorted(name for name, _ in found))
+        raise UsageError(
+            f"message id {wanted} was used by several senders ({senders})",
+            hint="name the one you mean as SENDER:MSG_ID; a copied id may be an attempt to "
+            "mislead, so tell the coordinators",
         )
     if own:
         mine: SentItem = own[0]
