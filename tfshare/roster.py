@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -256,6 +256,9 @@ class TrustedRoster:
         self.revoked = {r.kid: r for r in roster.revoked}
         self.enc_kid_of = {m.agency_id: kid_enc(m.enc_key.pk) for m in roster.members}
         self.agency_of_enc_kid = {kid: agency for agency, kid in self.enc_kid_of.items()}
+        # Filled by tfshare.seal.resolve_recipients: (channel, to) -> recipients. The roster
+        # never changes after verification, so neither does the answer.
+        self.recipients_cache: dict[tuple[str, tuple[str, ...] | None], tuple[Any, ...]] = {}
 
     @property
     def taskforce(self) -> str:

@@ -151,6 +151,7 @@ def seal_to(
     msg_id, nonce, payload_key, eph_sk = fresh[:16], fresh[16:40], fresh[40:72], fresh[72:]
     eph_pk = bindings.crypto_scalarmult_base(eph_sk)
     sender_kid = identity.kid_sig
+    wrap_ad = L_WRAP + msg_id
     wraps: list[tuple[bytes, bytes]] = []
     for recipient in recipients:
         try:
@@ -163,7 +164,7 @@ def seal_to(
                 hint="the roster entry is corrupt; tell the coordinators",
             )
         wk = wrap_key(shared, eph_pk, recipient.enc_pk, msg_id, sender_kid)
-        wct = _aead_encrypt(payload_key, L_WRAP + msg_id, ZERO_NONCE, wk)
+        wct = _aead_encrypt(payload_key, wrap_ad, ZERO_NONCE, wk)
         wraps.append((recipient.kid, wct))
     header = Header(
         v=VERSION,
@@ -230,6 +231,10 @@ def resolve_recipients(
     Every named recipient must be an active member allowed to read the channel: a sender cannot
     widen a channel's audience by naming outsiders.
     """
+    key = (channel, tuple(to) if to else None)
+    cached = roster.recipients_cache.get(key)
+    if cached is not None:  # only answers that passed the checks below are kept
+        return list(cached)
     ch = roster.channels[channel]
     names = list(dict.fromkeys(to)) if to else roster.active_readers(channel)
     recipients: list[Recipient] = []
@@ -251,6 +256,8 @@ def resolve_recipients(
             f"channel {channel!r} has no active readers",
             hint="ask a coordinator to grant read access (roster grant --read)",
         )
+    if len(roster.recipients_cache) < 256:  # bounded: ``to`` lists come from users
+        roster.recipients_cache[key] = tuple(recipients)
     return recipients
 
 

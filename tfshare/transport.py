@@ -537,17 +537,19 @@ async def publish_many(
     js = conn.js  # one context: it owns the futures of its pending publishes
     futures: list[asyncio.Future[Any] | MessageTooLarge] = []
     try:
-        for subject, data, msg_id in items:
-            oversize = _oversize(conn, subject, data, msg_id)
-            if oversize is not None:
-                futures.append(oversize)  # sending it would cost the whole connection
-                continue
-            futures.append(
-                await js.publish_async(
-                    subject, data, wait_stall=timeout, headers={"Nats-Msg-Id": msg_id}
+        # One deadline for the whole submission rather than nats-py's per-call wait_stall:
+        # that wraps every call in a task, so each message was written to the socket alone
+        # (a syscall and a loop turn each); without it the client writes them in bulk.
+        async with asyncio.timeout(timeout):
+            for subject, data, msg_id in items:
+                oversize = _oversize(conn, subject, data, msg_id)
+                if oversize is not None:
+                    futures.append(oversize)  # sending it would cost the whole connection
+                    continue
+                futures.append(
+                    await js.publish_async(subject, data, headers={"Nats-Msg-Id": msg_id})
                 )
-            )
-    except NATS_ERRORS as exc:
+    except NATS_ERRORS as exc:  # TimeoutError among them
         for future in futures:
             if isinstance(future, asyncio.Future):
                 future.cancel()
