@@ -195,7 +195,10 @@ class Agent:
                 if deliveries:
                     # A busy stream: fetch the next batch while this one is handled.
                     ahead = asyncio.create_task(consumer.fetch(self.batch, self.fetch_timeout))
-                    await asyncio.sleep(0)  # let it send the pull request before we get busy
+                    # Let it send the pull request before we get busy: one turn of the loop
+                    # queues the request, the next lets nats-py's flusher write it out.
+                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)
                     await self.handle_batch(deliveries, conn)
             if ahead is not None:
                 # Stopping: what was fetched ahead is handled now, not left to be redelivered

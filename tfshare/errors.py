@@ -70,6 +70,11 @@ class TfshareError(Exception):
         code = f"{self.code}: " if self.code else ""
         return f"{type(self).__name__}({code}{self.message!r})"
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickled whole, whatever the subclass's constructor takes (a worker process sends
+        # refusals back to its parent): the class and the attributes, nothing re-validated.
+        return (_restore_error, (type(self), self.message, dict(self.__dict__)))
+
     def __str__(self) -> str:
         return f"{self.code}: {self.message}" if self.code else self.message
 
@@ -137,3 +142,12 @@ class RosterRejected(TrustError):
     def __init__(self, code: RejectCode, message: str, *, hint: str) -> None:
         super().__init__(message, hint=hint, code=code.value)
         self.reject_code = code
+
+
+def _restore_error(
+    kind: type[TfshareError], message: str, state: dict[str, object]
+) -> TfshareError:
+    error = kind.__new__(kind)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error

@@ -28,7 +28,15 @@ import msgspec
 from nacl import bindings
 from nacl.exceptions import CryptoError
 
-from tfshare.encoding import DECODE_ERRORS, NonCanonical, blake2b_256, label, safe_reason, u32
+from tfshare.encoding import (
+    DECODE_ERRORS,
+    MAX_UINT,
+    NonCanonical,
+    blake2b_256,
+    label,
+    safe_reason,
+    u32,
+)
 from tfshare.envelope import (
     DEFAULT_MAX_AGE_MS,
     MAX_ENVELOPE,
@@ -141,6 +149,11 @@ def seal_to(
     refs: Sequence[Ref] = (),
 ) -> Sealed:
     """The construction itself (mode 1): no roster policy, just keys. See ``seal`` for policy."""
+    if not 0 <= seq <= MAX_UINT:  # a receiver's strict decoding would refuse the header
+        raise ValidationError(
+            f"sequence number {seq} is outside 0..{MAX_UINT}",
+            hint="the agency's message counter is damaged; check its state database",
+        )
     if not 1 <= len(recipients) <= MAX_RECIPIENTS:
         raise ValidationError(
             f"{len(recipients)} recipients; direct mode takes 1 to {MAX_RECIPIENTS}",

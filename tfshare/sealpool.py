@@ -68,8 +68,6 @@ _numbers = itertools.count(1)
 # bench/live.py on 2 cores: 25 beat 100 and one task per worker.
 PART = 25
 
-_Result = tuple[bytes, bytes, tuple[str, ...], int, int] | tuple[type[TfshareError], str, str, str]
-
 
 def _adopt(number: int) -> None:
     _WORKER["sender"] = _SENDERS[number]
@@ -79,7 +77,7 @@ def _ready(_: int) -> int:
     return os.getpid()
 
 
-def _seal_one(sender: _Sender, request: SealRequest) -> _Result:
+def _seal_one(sender: _Sender, request: SealRequest) -> Sealed | TfshareError:
     schema = sender.schemas.lookup(request.schema)
     try:
         if schema is None:
@@ -87,7 +85,7 @@ def _seal_one(sender: _Sender, request: SealRequest) -> _Result:
                 f"schema {request.schema} is not known here",
                 hint="register it, or fetch the registry, before sealing",
             )
-        sealed = seal(
+        return seal(
             identity=sender.identity,
             roster=sender.roster,
             channel=request.channel,
@@ -99,23 +97,13 @@ def _seal_one(sender: _Sender, request: SealRequest) -> _Result:
             rng=os.urandom,
             refs=request.refs,
         )
-    except TfshareError as exc:
-        # Exceptions with keyword-only arguments do not survive pickling: send the parts.
-        return (type(exc), exc.message, exc.hint, exc.code or "")
-    return (sealed.data, sealed.msg_id, sealed.recipients, sealed.ts_ms, sealed.seq)
+    except TfshareError as exc:  # in the request's place; pickles whole (errors.py)
+        return exc
 
 
-def _seal_chunk(requests: Sequence[SealRequest]) -> list[_Result]:
+def _seal_chunk(requests: Sequence[SealRequest]) -> list[Sealed | TfshareError]:
     sender = _WORKER["sender"]
     return [_seal_one(sender, r) for r in requests]
-
-
-def _rebuild(result: _Result) -> Sealed | TfshareError:
-    if isinstance(result[0], type):
-        kind, message, hint, code = result
-        return kind(message, hint=hint, code=code or None)
-    data, msg_id, recipients, ts_ms, seq = result
-    return Sealed(data, msg_id, recipients, ts_ms, seq)
 
 
 class SealPool:
@@ -164,10 +152,10 @@ class SealPool:
     def seal_many(self, requests: Sequence[SealRequest]) -> list[Sealed | TfshareError]:
         """Seal every request; one result per request, in order."""
         if self._executor is None or len(requests) < 2:
-            return [_rebuild(_seal_one(self._sender, r)) for r in requests]
+            return [_seal_one(self._sender, r) for r in requests]
         step = max(1, min(-(-len(requests) // self.workers), PART))
         chunks = [requests[i : i + step] for i in range(0, len(requests), step)]
-        return [_rebuild(r) for part in self._executor.map(_seal_chunk, chunks) for r in part]
+        return [r for part in self._executor.map(_seal_chunk, chunks) for r in part]
 
     async def seal_many_async(self, requests: Sequence[SealRequest]) -> list[Sealed | TfshareError]:
         """``seal_many`` without blocking the event loop: the loop goes on (publishing the
@@ -182,7 +170,7 @@ class SealPool:
                 for i in range(0, len(requests), step)
             )
         )
-        return [_rebuild(r) for part in parts for r in part]
+        return [r for part in parts for r in part]
 
     def close(self) -> None:
         if self._executor is not None:

@@ -12,6 +12,7 @@ import base64
 import json
 import multiprocessing
 import os
+import pickle
 import time
 from collections.abc import Iterator, Sequence
 
@@ -270,16 +271,6 @@ def test_refused_requests_come_back_in_place_without_workers(
     _check_refusals_in_place(tf, serial_pool)
 
 
-# Known bug (see the report): ``_rebuild`` calls ``kind(message, hint=..., code=...)``, which
-# only fits TfshareError's own signature. ValidationError takes no ``code`` and RosterRejected
-# takes the code first, so a refusal of either kind raises TypeError from ``seal_many`` and
-# loses every other result of the batch. Strict: these start failing once it is fixed.
-_REBUILD_BUG = pytest.mark.xfail(
-    raises=TypeError, strict=True, reason="sealpool._rebuild cannot rebuild this error type"
-)
-
-
-@_REBUILD_BUG
 @pytest.mark.parametrize("workers", [1, 2])
 def test_an_unknown_schema_is_a_validation_error_in_place(
     tf: TaskForce, pool: SealPool, serial_pool: SealPool, workers: int
@@ -295,7 +286,6 @@ def test_an_unknown_schema_is_a_validation_error_in_place(
     assert "register it" in unknown.hint
 
 
-@_REBUILD_BUG
 @pytest.mark.parametrize("workers", [1, 2])
 def test_an_expired_roster_is_a_roster_rejection_in_place(
     tf: TaskForce, pool: SealPool, serial_pool: SealPool, workers: int
@@ -313,16 +303,15 @@ def test_an_expired_roster_is_a_roster_rejection_in_place(
     assert "expired" in str(expired)
 
 
-# Known bug in ``seal`` (not in the pool): a seq outside 0..MAX_UINT is sealed, and every
-# receiver rejects the envelope as E_MALFORMED. ``seal`` refuses what a receiver would reject,
-# so this should be a refusal in the request's place.
-@pytest.mark.xfail(strict=True, reason="seal does not check seq against 0..MAX_UINT")
+# A seq outside 0..MAX_UINT would be sealed into a header every receiver refuses as
+# E_MALFORMED; ``seal`` refuses it instead, in the request's place.
 @pytest.mark.parametrize("seq", [-1, MAX_UINT + 1])
 def test_a_seq_no_receiver_accepts_is_refused(tf: TaskForce, pool: SealPool, seq: int) -> None:
     results = pool.seal_many([request(1), request(seq), request(3)])
     assert isinstance(results[0], Sealed)
     assert isinstance(results[2], Sealed)
-    assert isinstance(results[1], TfshareError)
+    assert isinstance(results[1], ValidationError)
+    assert str(seq) in str(results[1])
 
 
 def test_the_largest_seq_opens(tf: TaskForce, pool: SealPool) -> None:
@@ -527,3 +516,26 @@ def test_named_recipients_and_only_they_open(
                 assert summary_of(opened) == f"alert number {seq}"
             else:
                 assert refused_code(tf, reader, s.data) is RejectCode.E_NOT_RECIPIENT
+
+
+# ---------------------------------------------------------------------------------------------
+# errors cross the process boundary whole
+
+
+def test_every_error_kind_survives_pickling_with_its_attributes() -> None:
+    rejected = Rejected(RejectCode.E_BAD_SIG, "signature does not verify")
+    rejected.sender = "police"
+    errors: list[TfshareError] = [
+        ValidationError("field 'severity' is missing", hint="add it", paths=("severity",)),
+        RosterRejected(RejectCode.E_ROSTER_EXPIRED, "roster seq 3 expired", hint="re-sign it"),
+        rejected,
+        TrustError("agency 'x' is not in the roster", hint="check the spelling", code="E_X"),
+    ]
+    for error in errors:
+        back = pickle.loads(pickle.dumps(error))
+        assert type(back) is type(error)
+        assert back.__dict__ == error.__dict__
+        assert (str(back), repr(back), back.args) == (str(error), repr(error), error.args)
+    assert pickle.loads(pickle.dumps(errors[0])).paths == ("severity",)
+    assert pickle.loads(pickle.dumps(errors[1])).reject_code is RejectCode.E_ROSTER_EXPIRED
+    assert pickle.loads(pickle.dumps(rejected)).sender == "police"
