@@ -510,9 +510,22 @@ def main() -> None:
     print("  CPU per message, microseconds (client process + nats-server):")
     for name, (client_us, broker_us) in CPU.items():
         print(f"    {name:16s} {client_us:7.0f} + {broker_us:5.0f}")
+    receive_us = 1e6 * cores / receive_bound
     print(
         f"  primitives per message on one core: send {1e6 * cores / send_bound:.0f}, "
-        f"receive {1e6 * cores / receive_bound:.0f}; the machine has {cores} cores"
+        f"receive {receive_us:.0f}; the machine has {cores} cores"
+    )
+    # The consume target against what this machine can do at all: the receive primitives, the
+    # raw client's own consume-and-ack and the broker's share are paid per message by any
+    # secure consumer built on nats-py and PyNaCl, before a single check of its own.
+    raw_client_us, raw_broker_us = CPU["raw consume"]
+    floor_us = receive_us + raw_client_us + raw_broker_us
+    target = 0.70 * min(raw_con, receive_bound)
+    print(
+        f"  consume floor: primitives {receive_us:.0f} + raw nats-py {raw_client_us:.0f} + "
+        f"broker {raw_broker_us:.0f} = {floor_us:.0f} us of CPU per message, so at most "
+        f"{cores * 1e6 / floor_us:.0f} msg/s on {cores} cores with no work of our own; "
+        f"the target is {target:.0f}"
     )
 
 
