@@ -149,11 +149,6 @@ def seal_to(
     refs: Sequence[Ref] = (),
 ) -> Sealed:
     """The construction itself (mode 1): no roster policy, just keys. See ``seal`` for policy."""
-    if not 0 <= seq <= MAX_UINT:  # a receiver's strict decoding would refuse the header
-        raise ValidationError(
-            f"sequence number {seq} is outside 0..{MAX_UINT}",
-            hint="the agency's message counter is damaged; check its state database",
-        )
     if not 1 <= len(recipients) <= MAX_RECIPIENTS:
         raise ValidationError(
             f"{len(recipients)} recipients; direct mode takes 1 to {MAX_RECIPIENTS}",
@@ -244,12 +239,13 @@ def resolve_recipients(
     Every named recipient must be an active member allowed to read the channel: a sender cannot
     widen a channel's audience by naming outsiders.
     """
-    key = (channel, tuple(to) if to else None)
+    named = tuple(dict.fromkeys(to)) if to else None  # once: ``to`` may be an iterator
+    key = (channel, named)
     cached = roster.recipients_cache.get(key)
     if cached is not None:  # only answers that passed the checks below are kept
         return list(cached)
     ch = roster.channels[channel]
-    names = list(dict.fromkeys(to)) if to else roster.active_readers(channel)
+    names = list(named) if named else roster.active_readers(channel)
     recipients: list[Recipient] = []
     for name in names:
         member = roster.members.get(name)
@@ -292,6 +288,14 @@ def seal(
     Refuses what a receiver would reject: an expired roster, a sender that is not an active
     writer with this key, a schema the channel does not allow, recipients outside the channel.
     """
+    # What a receiver's strict decoding would refuse in the header (an int in 0..2^53-1; a
+    # bool or a float is not one) is refused here, before anything is sealed.
+    for name, value in (("sequence number", seq), ("timestamp", now_ms)):
+        if type(value) is not int or not 0 <= value <= MAX_UINT:
+            raise ValidationError(
+                f"{name} {value!r} is not an integer in 0..{MAX_UINT}",
+                hint="the agency's counter or clock is damaged; check its state and clock",
+            )
     roster.check_sendable(now_ms)
     if channel not in roster.channels:
         raise _policy_error(

@@ -19,16 +19,21 @@ place, so one bad request does not cost the others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import ctypes.util
 import itertools
 import multiprocessing
 import os
+import signal
 from collections.abc import Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
 from tfshare.envelope import Ref
-from tfshare.errors import TfshareError, ValidationError
+from tfshare.errors import TfshareError, TrustError, ValidationError
 from tfshare.keys import Identity
 from tfshare.messages import SchemaBook
 from tfshare.roster import TrustedRoster
@@ -69,7 +74,24 @@ _numbers = itertools.count(1)
 PART = 25
 
 
-def _adopt(number: int) -> None:
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _adopt(number: int, parent: int) -> None:
+    """Worker start-up. A worker holds the agency's keys, so it must not outlive the process
+    that made it: the kernel kills it when the parent dies (Linux), and one whose parent is
+    already gone leaves at once. It also drops the signal handling it inherited (an asyncio
+    loop's wake-up fd and handlers): Ctrl-C is the parent's to handle, SIGTERM ends it."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is not None:
+        # Not Linux: no prctl; the getppid check below still covers a parent already gone.
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(libc_name, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER["sender"] = _SENDERS[number]
 
 
@@ -122,7 +144,7 @@ class SealPool:
         self._sender = _Sender(identity, roster, schemas)
         self.workers = max(1, workers or os.cpu_count() or 1)
         self._number = next(_numbers)
-        self._executor: Executor | None = None
+        self._executor: ProcessPoolExecutor | None = None
         if self.workers > 1 and "fork" in multiprocessing.get_all_start_methods():
             _SENDERS[self._number] = self._sender
             try:
@@ -130,12 +152,45 @@ class SealPool:
                     self.workers,
                     mp_context=multiprocessing.get_context("fork"),
                     initializer=_adopt,
-                    initargs=(self._number,),
+                    initargs=(self._number, os.getpid()),
                 )
                 # Fork every worker now, while the parent holds nothing they should not.
                 list(self._executor.map(_ready, range(self.workers)))
+            except BaseException:
+                # A worker that did start holds the keys: it must not be left behind.
+                self._discard()
+                raise
             finally:
                 del _SENDERS[self._number]  # the parent keeps no second reference
+
+    @property
+    def roster_hash(self) -> bytes:
+        """The roster the workers seal under (they were forked with it)."""
+        return self._sender.roster.hash
+
+    def _discard(self) -> None:
+        """Stop the workers now, without waiting for them; the pool seals in-process after."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        for process in list((getattr(executor, "_processes", None) or {}).values()):
+            process.kill()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    def _check(self, roster: TrustedRoster | None) -> None:
+        if roster is not None and roster.hash != self.roster_hash:
+            raise TrustError(
+                f"this pool seals under roster seq {self._sender.roster.seq}; "
+                f"seq {roster.seq} is in force",
+                hint="make a new SealPool with the roster in force (a revocation may be in it)",
+            )
+
+    def _broken(self) -> TfshareError:
+        self._discard()
+        return TfshareError(
+            "a sealing worker process died; nothing of this batch was sealed",
+            hint="seal the batch again: the pool now seals in this process",
+        )
 
     @property
     def worker_pids(self) -> tuple[int, ...]:
@@ -149,27 +204,44 @@ class SealPool:
     def parallel(self) -> bool:
         return self._executor is not None
 
-    def seal_many(self, requests: Sequence[SealRequest]) -> list[Sealed | TfshareError]:
-        """Seal every request; one result per request, in order."""
+    def seal_many(
+        self, requests: Sequence[SealRequest], *, roster: TrustedRoster | None = None
+    ) -> list[Sealed | TfshareError]:
+        """Seal every request; one result per request, in order.
+
+        ``roster``: the roster in force now. A pool seals under the roster it was made with;
+        when they differ (a revocation, say) nothing is sealed and ``TrustError`` is raised.
+        A worker that died raises ``TfshareError`` for the whole batch (nothing sealed)."""
+        self._check(roster)
         if self._executor is None or len(requests) < 2:
             return [_seal_one(self._sender, r) for r in requests]
         step = max(1, min(-(-len(requests) // self.workers), PART))
         chunks = [requests[i : i + step] for i in range(0, len(requests), step)]
-        return [r for part in self._executor.map(_seal_chunk, chunks) for r in part]
+        try:
+            return [r for part in self._executor.map(_seal_chunk, chunks) for r in part]
+        except BrokenProcessPool:
+            raise self._broken() from None
 
-    async def seal_many_async(self, requests: Sequence[SealRequest]) -> list[Sealed | TfshareError]:
+    async def seal_many_async(
+        self, requests: Sequence[SealRequest], *, roster: TrustedRoster | None = None
+    ) -> list[Sealed | TfshareError]:
         """``seal_many`` without blocking the event loop: the loop goes on (publishing the
         previous batch, say) while the workers seal."""
         if self._executor is None or not requests:
-            return self.seal_many(requests)
+            return self.seal_many(requests, roster=roster)
+        self._check(roster)
         loop = asyncio.get_running_loop()
+        executor = self._executor
         step = max(1, min(-(-len(requests) // self.workers), PART))
-        parts = await asyncio.gather(
-            *(
-                loop.run_in_executor(self._executor, _seal_chunk, requests[i : i + step])
-                for i in range(0, len(requests), step)
+        try:
+            parts = await asyncio.gather(
+                *(
+                    loop.run_in_executor(executor, _seal_chunk, requests[i : i + step])
+                    for i in range(0, len(requests), step)
+                )
             )
-        )
+        except BrokenProcessPool:
+            raise self._broken() from None
         return [r for part in parts for r in part]
 
     def close(self) -> None:

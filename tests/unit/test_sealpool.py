@@ -13,6 +13,9 @@ import json
 import multiprocessing
 import os
 import pickle
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 
@@ -539,3 +542,95 @@ def test_every_error_kind_survives_pickling_with_its_attributes() -> None:
     assert pickle.loads(pickle.dumps(errors[0])).paths == ("severity",)
     assert pickle.loads(pickle.dumps(errors[1])).reject_code is RejectCode.E_ROSTER_EXPIRED
     assert pickle.loads(pickle.dumps(rejected)).sender == "police"
+
+
+# ---------------------------------------------------------------------------------------------
+# workers hold the keys: they never outlive the pool's owner; a dead worker is a clean error
+
+
+def dead(pid: int, *, within_s: float = 10.0) -> bool:
+    """True once ``pid`` has exited: gone, or a zombie waiting for a reaper that is not us."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                if any(line.startswith("State:\tZ") for line in f):
+                    return True
+        except FileNotFoundError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+OWNER = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from tfkit import build_taskforce
+from tfshare.registry.book import shipped
+from tfshare.sealpool import SealPool
+tf = build_taskforce()
+pool = SealPool(tf.ids["police"], tf.trusted(), shipped(), workers=2)
+print(" ".join(map(str, pool.worker_pids)), flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_die_with_a_killed_owner() -> None:
+    tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER.format(tests=tests)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert owner.stdout is not None
+        pids = [int(p) for p in owner.stdout.readline().split()]
+        assert len(pids) == 2
+        assert not any(dead(pid, within_s=0) for pid in pids)
+        owner.kill()  # SIGKILL: no atexit, no executor shutdown
+        owner.wait(timeout=10)
+        assert all(dead(pid) for pid in pids), "a worker holding the keys outlived its owner"
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+
+
+def test_a_dead_worker_fails_the_batch_cleanly_and_the_pool_goes_on(tf: TaskForce) -> None:
+    with SealPool(tf.ids["police"], tf.trusted(), shipped(), workers=2) as pool:
+        victim = pool.worker_pids[0]
+        os.kill(victim, signal.SIGKILL)
+        assert dead(victim)
+        with pytest.raises(TfshareError) as caught:
+            pool.seal_many([request(seq) for seq in range(1, 9)])
+        assert type(caught.value) is TfshareError
+        assert "worker process died" in caught.value.message
+        assert not pool.parallel and pool.worker_pids == ()
+        # Sealed in this process from now on, correctly.
+        again = sealed_only(pool.seal_many([request(seq) for seq in range(1, 4)]))
+        assert [open_as(tf, "ngo", s.data).seq for s in again] == [1, 2, 3]
+
+
+def test_a_pool_refuses_to_seal_under_a_roster_that_is_no_longer_in_force(
+    tf: TaskForce, pool: SealPool
+) -> None:
+    newer = build_taskforce(members=("police", "labour"))  # ngo gone: another roster
+    with pytest.raises(TrustError) as caught:
+        pool.seal_many([request(1), request(2)], roster=newer.trusted())
+    assert "new SealPool" in caught.value.hint
+    with pytest.raises(TrustError):
+        asyncio.run(pool.seal_many_async([request(1), request(2)], roster=newer.trusted()))
+    assert pool.roster_hash == tf.trusted().hash
+    same = sealed_only(pool.seal_many([request(1), request(2)], roster=tf.trusted()))
+    assert len(same) == 2
+
+
+@pytest.mark.parametrize(
+    ("seq", "now_ms"), [(True, NOW_MS), (2.0, NOW_MS), (1, -1), (1, MAX_UINT + 1), (1, 1.5)]
+)
+def test_values_no_receiver_would_decode_are_refused(
+    serial_pool: SealPool, seq: object, now_ms: object
+) -> None:
+    bad = SealRequest("alerts", ALERT, b"{}", seq=seq, now_ms=now_ms)  # type: ignore[arg-type]
+    (result,) = serial_pool.seal_many([bad])
+    assert isinstance(result, ValidationError)
+    assert "is not an integer" in result.message
