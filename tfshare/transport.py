@@ -213,9 +213,15 @@ class Connection:
     def refused(self, subject: str) -> bool:
         return any("permissions violation" in e and subject in e for e in self.errors)
 
+    _js: Any = field(default=None, repr=False)
+
     @property
     def js(self) -> Any:
-        return self.client.jetstream()
+        # One context per connection: each context subscribes for its async publish acks
+        # once, so a context per call left a subscription behind every time.
+        if self._js is None:
+            self._js = self.client.jetstream()
+        return self._js
 
     async def close(self) -> None:
         """Close now. Everything we publish is awaited until JetStream acknowledges it, and
@@ -254,6 +260,9 @@ async def connect(
         "connect_timeout": connect_timeout,
         "max_reconnect_attempts": -1 if reconnect else 0,
         "reconnect_time_wait": 0.5,
+        # A broker that stops reading must not hold a publish forever: nats-py's forced
+        # flush (a full write buffer) swallows cancellation, so it needs its own limit.
+        "flush_timeout": connect_timeout * 2,
         "error_cb": _record,
     }
     if agency is not None:
@@ -540,6 +549,8 @@ async def publish_many(
         # One deadline for the whole submission rather than nats-py's per-call wait_stall:
         # that wraps every call in a task, so each message was written to the socket alone
         # (a syscall and a loop turn each); without it the client writes them in bulk.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         async with asyncio.timeout(timeout):
             for subject, data, msg_id in items:
                 oversize = _oversize(conn, subject, data, msg_id)
@@ -549,6 +560,8 @@ async def publish_many(
                 futures.append(
                     await js.publish_async(subject, data, headers={"Nats-Msg-Id": msg_id})
                 )
+                if loop.time() > deadline:  # a cancellation nats-py swallowed, say
+                    raise TimeoutError
     except NATS_ERRORS as exc:  # TimeoutError among them
         for future in futures:
             if isinstance(future, asyncio.Future):
