@@ -28,6 +28,7 @@ from tfshare.encoding import encode
 from tfshare.errors import InputError
 from tfshare.replay import ReplayEntry
 from tfshare.roster import RosterState, decode_state
+from tfshare.sqlfail import Failure, classify
 
 SCHEMA_VERSION: Final = 1
 
@@ -87,30 +88,29 @@ def store_error(path: Path, exc: sqlite3.Error) -> StoreError | None:
     not one (a constraint or programming error is a bug, and stays what it is). SQLite reports
     ENOSPC from the file system as SQLITE_FULL, "database or disk is full"."""
     where = repr(str(path))
-    code = getattr(exc, "sqlite_errorcode", None)
-    primary = code & 0xFF if isinstance(code, int) else None
+    failure = classify(exc)
     text = str(exc)
-    if primary == sqlite3.SQLITE_FULL or "database or disk is full" in text:
+    if failure is Failure.FULL:
         return StoreError(
             f"cannot write the state database {where}: the disk is full ({text})",
             hint=_FULL_HINT,
         )
-    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+    if failure is Failure.DAMAGED:
         return StoreError(
             f"the state database {where} is damaged and cannot be used ({text})",
             hint=_DAMAGED_HINT,
         )
-    if primary in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN):
+    if failure is Failure.ACCESS:
         return StoreError(
             f"cannot write the state database {where} ({text})",
             hint="check the owner and mode of the state directory and of state.db* in it",
         )
-    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+    if failure is Failure.LOCKED:
         return StoreError(
             f"the state database {where} is locked by another process ({text})",
             hint="another tfshare command is using this state directory; retry in a moment",
         )
-    if primary == sqlite3.SQLITE_IOERR:
+    if failure in (Failure.IO, Failure.RESOURCE):
         return StoreError(
             f"cannot read or write the state database {where} ({text})",
             hint="check the disk (free space, errors in the system log) and the state directory",
