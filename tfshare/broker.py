@@ -53,6 +53,13 @@ def audit_bucket(taskforce: str) -> str:
     return f"tf_{taskforce}_audit"
 
 
+def witness_bucket(taskforce: str) -> str:
+    """KV bucket of witness cosignatures: key ``<agency>`` holds that agency's cosignature of
+    the latest checkpoint it checked (AUDIT-LOG.md, witnesses). Each member writes only its
+    own key; every member reads them all."""
+    return f"tf_{taskforce}_witness"
+
+
 def audit_durable_name(agency: str) -> str:
     """The audit service's consumer: every channel of the task force, envelopes only."""
     return f"audit_{agency}"
@@ -150,13 +157,17 @@ def render_config(
             if agency in c.writers
         ]
         bucket, schemas, audit_kv = roster_bucket(tf), schema_bucket(tf), audit_bucket(tf)
-        publish += [  # read the roster, registry records and checkpoints from KV
+        witness_kv = witness_bucket(tf)
+        publish += [  # read the roster, registry records, checkpoints and cosignatures
             f"$JS.API.STREAM.INFO.KV_{bucket}",
             f"$JS.API.DIRECT.GET.KV_{bucket}.>",
             f"$JS.API.STREAM.INFO.KV_{schemas}",
             f"$JS.API.DIRECT.GET.KV_{schemas}.>",
             f"$JS.API.STREAM.INFO.KV_{audit_kv}",
             f"$JS.API.DIRECT.GET.KV_{audit_kv}.>",
+            f"$JS.API.STREAM.INFO.KV_{witness_kv}",
+            f"$JS.API.DIRECT.GET.KV_{witness_kv}.>",
+            f"$KV.{witness_kv}.{agency}",  # every member witnesses the log: its own key only
             proof_subject(tf),  # ask the audit service for inclusion / consistency proofs
         ]
         subscribe = [f"{inbox_prefix(agency)}.>", audit_subject(tf, "checkpoint")]

@@ -53,6 +53,7 @@ from tfshare.broker import (
     schema_key,
     stream_name,
     stream_subjects,
+    witness_bucket,
 )
 from tfshare.envelope import MAX_ENVELOPE
 from tfshare.errors import BrokerError, BrokerRefused
@@ -304,6 +305,9 @@ async def provision(
         await js.create_key_value(
             KeyValueConfig(bucket=audit_bucket(roster.taskforce), history=64, direct=True)
         )
+        await js.create_key_value(
+            KeyValueConfig(bucket=witness_bucket(roster.taskforce), history=64, direct=True)
+        )
         try:
             await js.add_stream(config)
         except nats.js.errors.BadRequestError:
@@ -385,6 +389,27 @@ async def get_checkpoint(conn: Connection, taskforce: str) -> bytes | None:
         return None
     except NATS_ERRORS as exc:
         raise broker_error(exc, doing="fetching the checkpoint") from None
+    return bytes(entry.value) if entry.value is not None else None
+
+
+async def put_cosignature(conn: Connection, taskforce: str, agency: str, data: bytes) -> None:
+    """Keep this agency's latest witness cosignature in the witness bucket (key = agency)."""
+    try:
+        kv = await conn.js.key_value(witness_bucket(taskforce))
+        await kv.put(agency, data)
+    except NATS_ERRORS as exc:
+        raise broker_error(exc, doing="publishing a witness cosignature") from None
+
+
+async def get_cosignature(conn: Connection, taskforce: str, agency: str) -> bytes | None:
+    """The latest witness cosignature ``agency`` published, or None."""
+    try:
+        kv = await conn.js.key_value(witness_bucket(taskforce))
+        entry = await kv.get(agency)
+    except nats.js.errors.KeyNotFoundError:
+        return None
+    except NATS_ERRORS as exc:
+        raise broker_error(exc, doing="fetching a witness cosignature") from None
     return bytes(entry.value) if entry.value is not None else None
 
 

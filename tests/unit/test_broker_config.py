@@ -38,6 +38,7 @@ from tfshare.broker import (
     roster_bucket,
     schema_bucket,
     stream_name,
+    witness_bucket,
 )
 from tfshare.workflows.live import USERS_INCLUDE, write_broker_config
 
@@ -50,6 +51,7 @@ BUCKET = roster_bucket(TASKFORCE)
 # Every member reads the roster from its KV bucket; only coordinators publish rosters there.
 SCHEMAS = schema_bucket(TASKFORCE)
 AUDIT_KV = audit_bucket(TASKFORCE)
+WITNESS_KV = witness_bucket(TASKFORCE)
 ROSTER_READ = [
     f"$JS.API.STREAM.INFO.KV_{BUCKET}",
     f"$JS.API.DIRECT.GET.KV_{BUCKET}.>",
@@ -57,6 +59,8 @@ ROSTER_READ = [
     f"$JS.API.DIRECT.GET.KV_{SCHEMAS}.>",
     f"$JS.API.STREAM.INFO.KV_{AUDIT_KV}",  # ... and the audit log's latest checkpoint
     f"$JS.API.DIRECT.GET.KV_{AUDIT_KV}.>",
+    f"$JS.API.STREAM.INFO.KV_{WITNESS_KV}",  # ... and every witness's cosignature
+    f"$JS.API.DIRECT.GET.KV_{WITNESS_KV}.>",
 ]
 CHECKPOINTS = audit_subject(TASKFORCE, "checkpoint")
 # Proof requests (request-reply): every member may ask; only the audit service listens.
@@ -192,6 +196,7 @@ def test_active_agency_has_exactly_its_own_permissions(
         f"$JS.API.CONSUMER.INFO.{STREAM}.{durable}",
         f"$JS.ACK.{STREAM}.{durable}.>",
         *ROSTER_READ,
+        f"$KV.{WITNESS_KV}.{agency}",  # its own witness cosignature, no one else's
         PROOFS,
         *([ROSTER_WRITE, SCHEMA_WRITE, *AUDIT] if agency == "coord" else []),
     ]
