@@ -11,7 +11,7 @@ import typer
 from tfshare.errors import ExitCode, TfshareError
 from tfshare.logconfig import configure
 
-from . import audit_cmd, envelope_cmd, keys_cmd, live_cmd, roster_cmd, schema_cmd
+from . import audit_cmd, broker_cmd, envelope_cmd, keys_cmd, live_cmd, roster_cmd, schema_cmd
 from .common import set_profile
 
 app = typer.Typer(
@@ -25,7 +25,7 @@ app = typer.Typer(
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(roster_cmd.app, name="roster")
 app.add_typer(schema_cmd.app, name="schema")
-app.add_typer(live_cmd.broker_app, name="broker")
+app.add_typer(broker_cmd.broker_app, name="broker")
 app.add_typer(live_cmd.agent_app, name="agent")
 app.add_typer(live_cmd.inbox_app, name="inbox")
 app.add_typer(audit_cmd.app, name="audit")
