@@ -47,6 +47,9 @@ class RejectCode(StrEnum):
     E_DECRYPT = "E_DECRYPT"
     E_SCHEMA = "E_SCHEMA"
     E_BODY = "E_BODY"
+    # The receiver could not finish its checks or its bookkeeping for this envelope (a fault
+    # in the receiver, or an input no check foresaw): refused, quarantined, never delivered.
+    E_INTERNAL = "E_INTERNAL"
     # Roster verification (trust.md); a receiver that cannot trust its roster opens nothing.
     E_ROSTER_MALFORMED = "E_ROSTER_MALFORMED"
     E_ROSTER_SIG = "E_ROSTER_SIG"

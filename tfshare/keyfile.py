@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Final
 
 import msgspec
-from nacl import bindings
 from nacl.exceptions import CryptoError
 from nacl.pwhash import argon2id
 
+from tfshare import primitives
 from tfshare.encoding import (
     DECODE_ERRORS,
     Bytes16,
@@ -132,9 +132,7 @@ def seal_keyfile(identity: Identity, passphrase: bytes, *, limits: KdfLimits, rn
         _Secrets(sign_seed, enc_sk, nats_seed, identity.display_name, identity.created_ms)
     )
     key = _stretch(passphrase, header.salt, limits)
-    ct = bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
-        plaintext, header.associated_data(), header.nonce, key
-    )
+    ct = primitives.aead_encrypt(plaintext, header.associated_data(), header.nonce, key)
     return encode(msgspec.structs.replace(header, ct=ct))
 
 
@@ -168,7 +166,7 @@ def open_keyfile(data: bytes, passphrase: bytes) -> Identity:
     keyfile = read_keyfile_header(data)
     key = _stretch(passphrase, keyfile.salt, KdfLimits(keyfile.opslimit, keyfile.memlimit))
     try:
-        plaintext = bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+        plaintext = primitives.aead_decrypt(
             keyfile.ct, keyfile.associated_data(), keyfile.nonce, key
         )
         secrets = decode_canonical(plaintext, _secrets_decoder)

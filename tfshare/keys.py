@@ -15,9 +15,9 @@ from typing import Annotated, Final
 
 import msgspec
 import nkeys  # type: ignore[import-untyped,unused-ignore]
-from nacl import bindings
-from nacl.exceptions import BadSignatureError, CryptoError
+from nacl.exceptions import CryptoError
 
+from tfshare import primitives
 from tfshare.encoding import (
     DECODE_ERRORS,
     Bytes32,
@@ -71,7 +71,7 @@ def usable_x25519_key(enc_pk: bytes) -> bool:
     """False for the low-order points (and anything libsodium refuses) that would give every
     sender an all-zero shared secret: such a key can never be a recipient."""
     try:
-        shared = bindings.crypto_scalarmult(b"\x01" + bytes(30) + b"\x40", enc_pk)
+        shared = primitives.scalarmult(b"\x01" + bytes(30) + b"\x40", enc_pk)
     except CryptoError:
         return False
     return shared != bytes(32)
@@ -83,8 +83,8 @@ def verify_signature(sign_pk: bytes, message: bytes, signature: bytes) -> bool:
         return False
     try:
         # PyNaCl exposes only the combined form: verify sig || message.
-        bindings.crypto_sign_open(signature + message, sign_pk)
-    except (BadSignatureError, CryptoError, ValueError, TypeError):
+        primitives.sign_open(signature + message, sign_pk)
+    except CryptoError:
         return False
     return True
 
@@ -120,9 +120,9 @@ class Identity:
         self.agency_id = agency_id
         self.display_name = display_name
         self.created_ms = created_ms
-        self.sign_pk, self._sign_sk = bindings.crypto_sign_seed_keypair(sign_seed)
+        self.sign_pk, self._sign_sk = primitives.sign_seed_keypair(sign_seed)
         self._enc_sk = enc_sk
-        self.enc_pk: bytes = bindings.crypto_scalarmult_base(enc_sk)
+        self.enc_pk: bytes = primitives.scalarmult_base(enc_sk)
         self._nats_seed = nats_seed
         # Ids are used on every seal and open; hash once.
         self.kid_sig = kid_sig(self.sign_pk)
@@ -164,12 +164,12 @@ class Identity:
 
     def sign(self, message: bytes) -> bytes:
         """Ed25519 signature over message."""
-        signed: bytes = bindings.crypto_sign(message, self._sign_sk)
+        signed: bytes = primitives.sign(message, self._sign_sk)
         return signed[:64]
 
     def x25519(self, peer_pk: bytes) -> bytes:
         """X25519(enc_sk, peer_pk); the caller must reject an all-zero result."""
-        shared: bytes = bindings.crypto_scalarmult(self._enc_sk, peer_pk)
+        shared: bytes = primitives.scalarmult(self._enc_sk, peer_pk)
         return shared
 
     def secret_material(self) -> tuple[bytes, bytes, bytes]:

@@ -49,7 +49,10 @@ class Delivered:
 @dataclass(frozen=True)
 class Rejection:
     """Why an envelope was refused; safe to log (no plaintext). ``sender`` and ``msg_id`` are
-    as claimed by the header, when it decoded."""
+    as claimed by the header, when it decoded; ``verified`` says whether the sender's
+    signature verified (a later check failed), so that they are more than a claim. Anyone
+    with NATS credentials can publish unsigned junk: only a verified rejection is worth a
+    signed receipt or a log line of its own."""
 
     code: RejectCode
     reason: str
@@ -58,6 +61,7 @@ class Rejection:
     msg_id: bytes | None = None
     # E_SCHEMA: the schema named inside the plaintext (for fetching it; not logged).
     schema: str | None = field(default=None, repr=False)
+    verified: bool = False
 
 
 Outcome = Delivered | Duplicate | Rejection
@@ -118,8 +122,21 @@ class Receiver:
                 exc.sender,
                 exc.msg_id,
                 exc.schema,
+                # The replay question is asked right after the signature verified (check 6).
+                verified=deferred.key is not None,
             )
             return Opening(rejection, deferred.key, now_ms)
+        except Exception as exc:
+            # Last resort: every input ends in one outcome with a code. Each primitive call
+            # is guarded (tfshare.primitives), so this is a bug or an input no check foresaw;
+            # the envelope is refused, never delivered. Only the exception's type is kept.
+            internal = Rejection(
+                RejectCode.E_INTERNAL,
+                f"the receiver could not check this envelope ({type(exc).__name__})",
+                envelope_hash(data),
+                verified=deferred.key is not None,
+            )
+            return Opening(internal, deferred.key, now_ms)
         # open_envelope returns Duplicate only when the store says so; ours never does.
         assert isinstance(result, Opened)
         return Opening(result, deferred.key, now_ms)
@@ -163,7 +180,12 @@ class Receiver:
         if hmac.compare_digest(stored, env_hash):
             return Duplicate(msg_id, env_hash, sender)
         return Rejection(
-            RejectCode.E_EQUIVOCATION, "same msg_id, different content", env_hash, sender, msg_id
+            RejectCode.E_EQUIVOCATION,
+            "same msg_id, different content",
+            env_hash,
+            sender,
+            msg_id,
+            verified=True,  # only asked once the signature verified
         )
 
 

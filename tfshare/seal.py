@@ -25,9 +25,9 @@ from itertools import islice
 from typing import Final
 
 import msgspec
-from nacl import bindings
 from nacl.exceptions import CryptoError
 
+from tfshare import primitives
 from tfshare.encoding import (
     DECODE_ERRORS,
     MAX_UINT,
@@ -75,8 +75,9 @@ _envelope_decoder: Final = msgspec.msgpack.Decoder(Envelope)
 _header_decoder: Final = msgspec.msgpack.Decoder(Header)
 _plain_decoder: Final = msgspec.msgpack.Decoder(Plain)
 
-_aead_encrypt = bindings.crypto_aead_xchacha20poly1305_ietf_encrypt
-_aead_decrypt = bindings.crypto_aead_xchacha20poly1305_ietf_decrypt
+# Every libsodium call goes through tfshare.primitives: it fails with CryptoError only.
+_aead_encrypt = primitives.aead_encrypt
+_aead_decrypt = primitives.aead_decrypt
 
 
 def signed_message(hdr: bytes, ct: bytes) -> bytes:
@@ -157,13 +158,13 @@ def seal_to(
     # One draw, split: msg_id || nonce || K || eph_sk (the test vectors rely on this order).
     fresh = rng(104)
     msg_id, nonce, payload_key, eph_sk = fresh[:16], fresh[16:40], fresh[40:72], fresh[72:]
-    eph_pk = bindings.crypto_scalarmult_base(eph_sk)
+    eph_pk = primitives.scalarmult_base(eph_sk)
     sender_kid = identity.kid_sig
     wrap_ad = L_WRAP + msg_id
     wraps: list[tuple[bytes, bytes]] = []
     for recipient in recipients:
         try:
-            shared = bindings.crypto_scalarmult(eph_sk, recipient.enc_pk)
+            shared = primitives.scalarmult(eph_sk, recipient.enc_pk)
         except CryptoError:
             shared = ZERO_32  # libsodium refuses low-order points; same outcome as all-zero
         if hmac.compare_digest(shared, ZERO_32):
@@ -676,7 +677,7 @@ def _check_signed(
         raise _reject(RejectCode.E_NOT_AUTHORIZED, f"sender may not write {hdr.channel!r}")
     # 5. signature, before any secret-key operation
     try:
-        bindings.crypto_sign_open(_signed_with_sig(env.sig, env.hdr, env.ct), key.pk)
+        primitives.sign_open(_signed_with_sig(env.sig, env.hdr, env.ct), key.pk)
     except CryptoError:
         raise _reject(RejectCode.E_BAD_SIG, "signature does not verify") from None
     return channel, sender_key
