@@ -5,8 +5,10 @@ versions, a compare-and-swap ``latest`` pointer) and ``DirectoryStore``, which k
 ``DIR/<subject>/<version>.tfschema`` files and ``DIR/<subject>/latest``, plus pending records
 awaiting more coordinator signatures under ``DIR/.pending/``.
 
-Versions are immutable: ``create`` never replaces a file. ``set_latest`` takes the revision
-it expects, so two registrars racing cannot both move the pointer.
+Versions are immutable: ``create`` never replaces a file; only a file that failed verification
+is ever moved aside (``set_aside``), to make room for the verified record of its version.
+``set_latest`` takes the revision it expects, so two registrars racing cannot both move the
+pointer.
 """
 
 from __future__ import annotations
@@ -69,18 +71,19 @@ class DirectoryStore:
         finally:
             os.close(fd)
 
-    def _file(self, subject: str, version: int) -> Path:
+    def path_of(self, subject: str, version: int) -> Path:
+        """Where ``subject/version`` is (or would be) kept."""
         return self.root / _check_subject(subject) / f"{version}.tfschema"
 
     def get(self, subject: str, version: int) -> bytes | None:
-        path = self._file(subject, version)
+        path = self.path_of(subject, version)
         if not path.exists():
             return None
         return read_bytes(path, what="schema record", limit=MAX_RECORD_FILE)
 
     def create(self, subject: str, version: int, data: bytes) -> None:
         with self._locked():
-            path = self._file(subject, version)
+            path = self.path_of(subject, version)
             if path.exists():
                 raise Conflict(
                     f"{subject}/{version} is already registered; versions never change",
@@ -88,6 +91,25 @@ class DirectoryStore:
                 )
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, data, overwrite=False)
+
+    def set_aside(self, subject: str, version: int, *, stamp: int) -> Path | None:
+        """Move a version's file out of the way (to ``<version>.tfschema.<stamp>.bad``, which
+        ``versions`` never lists) so a verified record can take its place; returns where it
+        went, or None if there was none. Only for a file that failed verification: it is kept,
+        not deleted, as evidence of what was there."""
+        with self._locked():
+            path = self.path_of(subject, version)
+            if not path.exists():
+                return None
+            aside = path.with_name(f"{path.name}.{stamp}.bad")
+            try:
+                os.replace(path, aside)
+            except OSError as exc:
+                raise InputError(
+                    f"cannot move {str(path)!r} aside: {exc.strerror}",
+                    hint=f"remove {str(path)!r} by hand; it failed verification",
+                ) from None
+            return aside
 
     def latest(self, subject: str) -> tuple[int, int] | None:
         path = self.root / _check_subject(subject) / "latest"

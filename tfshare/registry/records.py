@@ -122,11 +122,23 @@ class VerifiedRecord:
 
 
 def verify_record(
-    data: bytes, roster: TrustedRoster, *, require_threshold: bool = True
+    data: bytes,
+    roster: TrustedRoster,
+    *,
+    require_threshold: bool = True,
+    name: tuple[str, int] | None = None,
 ) -> VerifiedRecord:
     """Check a record: canonical bytes, k coordinator signatures (the roster's coordinators and
-    threshold), fingerprint = SHA-256 of the canonical schema, schema inside the profile."""
+    threshold), fingerprint = SHA-256 of the canonical schema, schema inside the profile.
+
+    ``name`` is the (subject, version) the record was asked for or filed under: a validly
+    signed record of another version is not a record of this one, so it fails like a forgery.
+    """
     signed, record = decode_record(data)
+    if name is not None and (record.subject, record.version) != name:
+        raise _bad(
+            f"it is the record of {record.subject}/{record.version}, not of {name[0]}/{name[1]}"
+        )
     if record.taskforce != roster.taskforce:
         raise _bad(f"it belongs to task force {record.taskforce!r}, not {roster.taskforce!r}")
     anchor = anchor_of(roster.roster)

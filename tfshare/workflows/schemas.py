@@ -13,8 +13,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
 from tfshare import transport
-from tfshare.errors import InputError, TrustError, UsageError, ValidationError
+from tfshare.encoding import encode
+from tfshare.errors import InputError, TfshareError, TrustError, UsageError, ValidationError
 from tfshare.files import read_bytes, write_atomic
 from tfshare.keys import Identity
 from tfshare.registry import compat
@@ -29,11 +32,10 @@ from tfshare.registry.records import (
     verify_record,
 )
 from tfshare.registry.schema import Schema, split_name
-from tfshare.registry_store import MAX_RECORD_FILE, DirectoryStore
+from tfshare.registry_store import MAX_RECORD_FILE, Conflict, DirectoryStore
+from tfshare.roster import TrustedRoster, anchor_of
 
 __all__ = ["DirectoryStore", "Registry", "ValidationError", "shipped"]
-from tfshare.encoding import encode
-from tfshare.roster import TrustedRoster, anchor_of
 
 
 def default_registry_dir() -> Path:
@@ -45,37 +47,86 @@ def default_registry_dir() -> Path:
     return Path(os.environ.get("TFSHARE_HOME") or Path.home() / ".tfshare") / "registry"
 
 
+log = structlog.get_logger("tfshare.registry")
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A cached record that was not used, and why (built from identifiers, never content)."""
+
+    subject: str
+    version: int
+    path: Path
+    reason: str
+
+
 def load_registry(store: DirectoryStore, roster: TrustedRoster | None) -> Registry:
     """Shipped schemas, plus every cached record verified against ``roster`` (if given).
 
-    A cached record that fails verification stops the command: the cache is fail-closed, so
-    a tampered file cannot quietly change what a message type means.
+    A cached record that fails verification is skipped with a warning (``schema_record_skipped``),
+    never used and never fatal: one bad file must not stop every command of the agency. Every
+    other record still loads; a message of the skipped version is fetched again (or refused
+    with E_SCHEMA), exactly as if the file were not there.
     """
+    return _load(store, roster)[0]
+
+
+def _load(store: DirectoryStore, roster: TrustedRoster | None) -> tuple[Registry, list[Skipped]]:
     registry = shipped()
+    skipped: list[Skipped] = []
     if roster is None:
-        return registry
+        return registry, skipped
     for subject in store.subjects():
+        broken: int | None = None  # the first version skipped: later ones cannot follow it
         for version in store.versions(subject):
-            data = store.get(subject, version)
-            if data is None:
-                continue
             try:
-                verified = verify_record(data, roster)
-                if (verified.record.subject, verified.record.version) != (subject, version):
-                    raise ValidationError("it is filed under another name", hint="")
-                latest = registry.latest(subject)
-                expected = latest.fingerprint if latest else b""
-                if version != (latest.version + 1 if latest else 1) or (
-                    verified.record.previous_fingerprint != expected
-                ):
-                    raise ValidationError("it does not follow the version before it", hint="")
-            except (ValidationError, TrustError) as exc:
-                raise ValidationError(
-                    f"cached schema record {subject}/{version} fails verification ({exc})",
-                    hint=f"remove it from {str(store.root)!r} and fetch it again",
-                ) from None
+                if broken is not None:
+                    raise ValidationError(
+                        f"it follows {subject}/{broken}, which was skipped", hint=""
+                    )
+                data = store.get(subject, version)
+                if data is None:
+                    continue  # removed since the folder was listed
+                verified = _verify_cached(registry, roster, subject, version, data)
+            except TfshareError as exc:
+                broken = version if broken is None else broken
+                entry = Skipped(subject, version, store.path_of(subject, version), exc.message)
+                skipped.append(entry)
+                log.warning(
+                    "schema_record_skipped",
+                    schema=f"{subject}/{version}",
+                    file=str(entry.path),
+                    reason=entry.reason,
+                )
+                continue
             registry = registry.with_schema(verified.schema, verified.mode)
-    return registry
+    return registry, skipped
+
+
+def _verify_cached(
+    registry: Registry, roster: TrustedRoster, subject: str, version: int, data: bytes
+) -> VerifiedRecord:
+    """A cached record: fully verified, filed under its own name, the next link of its chain."""
+    verified = verify_record(data, roster, name=(subject, version))
+    latest = registry.latest(subject)
+    expected = latest.fingerprint if latest else b""
+    if version != (latest.version + 1 if latest else 1) or (
+        verified.record.previous_fingerprint != expected
+    ):
+        raise ValidationError("it does not follow the version before it", hint="")
+    return verified
+
+
+def _check_history(skipped: list[Skipped], subject: str) -> None:
+    """Coordinators build the next version on a subject's history: refuse to build on a
+    history with a cached record that failed verification (others' subjects do not matter)."""
+    for entry in skipped:
+        if entry.subject == subject:
+            raise ValidationError(
+                f"cached schema record {entry.subject}/{entry.version} fails verification "
+                f"({entry.reason})",
+                hint=f"remove {str(entry.path)!r} and fetch it again",
+            )
 
 
 def store_for(registry_dir: Path | None, taskforce: str) -> DirectoryStore:
@@ -156,7 +207,8 @@ def register(
             f"{schema.name}: its examples are not valid: " + "; ".join(problems),
             hint="every schema carries at least one valid example",
         )
-    registry = load_registry(store, roster)
+    registry, skipped = _load(store, roster)
+    _check_history(skipped, schema.subject)
     if (
         mode is not None
         and registry.history(schema.subject)
@@ -193,13 +245,11 @@ def sign_pending(
     The record is checked again from scratch: a pending file is just a file, and whoever
     signs it approves what it says, not what the first signer was told."""
     data = read_bytes(path, what="schema record", limit=MAX_RECORD_FILE)
-    signed, _ = decode_record(data)
+    signed, record = decode_record(data)
+    registry, skipped = _load(store, roster)
+    _check_history(skipped, record.subject)
     return _sign_and_maybe_commit(
-        signed,
-        identity=identity,
-        roster=roster,
-        store=store,
-        registry=load_registry(store, roster),
+        signed, identity=identity, roster=roster, store=store, registry=registry
     )
 
 
@@ -284,6 +334,119 @@ def _sign_and_maybe_commit(
     return Registration(
         schema, verified.mode, len(verified.approvals), anchor.threshold, True, None
     )
+
+
+# -- records fetched from the broker's registry bucket -----------------------------------------
+
+
+async def fetch_schema(
+    conn: transport.Connection,
+    name: str,
+    *,
+    registry: Registry,
+    roster: TrustedRoster,
+    store: DirectoryStore,
+    now_ms: int,
+) -> Registry | None:
+    """Fetch a schema version (and any missing predecessors) from the broker's registry
+    bucket, keep each record that verifies fully (``cache_fetched``), and return the registry
+    that knows them; None if the bucket lacks one. A record that fails raises, and neither it
+    nor anything after it is written."""
+    subject, version = split_name(name)
+    latest = registry.latest(subject)
+    first = latest.version + 1 if latest else 1
+    if version < first:
+        return None  # we know this version: a fingerprint mismatch is not fixed here
+    for number in range(first, version + 1):
+        data = await transport.get_schema_record(conn, roster.taskforce, subject, number)
+        if data is None:
+            return None
+        registry = cache_fetched(store, registry, roster, subject, number, data, now_ms=now_ms)
+    return registry
+
+
+def cache_fetched(
+    store: DirectoryStore,
+    registry: Registry,
+    roster: TrustedRoster,
+    subject: str,
+    version: int,
+    data: bytes,
+    *,
+    now_ms: int,
+) -> Registry:
+    """Keep a record fetched for ``subject/version`` and return ``registry`` with its schema.
+
+    The record is verified in full BEFORE anything is written: k coordinator signatures of
+    this roster, the subject and version it was asked for (a validly signed record of another
+    version under this key is refused), fingerprint and profile, the next link of the
+    subject's chain, the subject's mode, compatibility with every earlier version. A record
+    that fails raises ValidationError (keeping its code) and the cache is left as it was.
+
+    A file already in the slot that the registry did not take (it failed verification when
+    loaded) is moved aside, kept as evidence, and replaced: the cache heals without a hand.
+    """
+    try:
+        verified = verify_record(data, roster, name=(subject, version))
+        _check_next(registry, verified)
+    except TfshareError as exc:
+        refused = ValidationError(
+            f"the registry record fetched for {subject}/{version} was refused: {exc.message}",
+            hint="nothing was cached; a coordinator should check the broker's registry bucket",
+        )
+        refused.code = exc.code  # E_ROSTER_SIG and the like stay visible in the agent's log
+        raise refused from None
+    path = store.path_of(subject, version)
+    if path.exists() or path.is_symlink():
+        existing = _read_quietly(store, subject, version)
+        if existing == data:
+            return registry.with_schema(verified.schema, verified.mode)
+        kept = _verify_next(registry, roster, subject, version, existing)
+        if kept is not None:
+            # Valid too (written by another process since the registry was loaded): a
+            # verified version is never replaced.
+            return registry.with_schema(kept.schema, kept.mode)
+        aside = store.set_aside(subject, version, stamp=now_ms)
+        log.warning(
+            "schema_record_set_aside",
+            schema=f"{subject}/{version}",
+            file=str(path),
+            moved_to=str(aside),
+            reason="it failed verification; replaced by the verified record from the broker",
+        )
+    current = store.latest(subject)
+    try:
+        store.create(subject, version, data)
+    except Conflict:
+        # Another agent sharing this cache kept it meanwhile: the same record, or we refuse.
+        if _read_quietly(store, subject, version) != data:
+            raise
+        return registry.with_schema(verified.schema, verified.mode)
+    store.set_latest(subject, version, expected_revision=current[1] if current else 0)
+    return registry.with_schema(verified.schema, verified.mode)
+
+
+def _verify_next(
+    registry: Registry, roster: TrustedRoster, subject: str, version: int, data: bytes | None
+) -> VerifiedRecord | None:
+    """``data`` verified in full as the record of ``subject/version`` next in ``registry``,
+    or None if it is missing or fails anything."""
+    if data is None:
+        return None
+    try:
+        verified = verify_record(data, roster, name=(subject, version))
+        _check_next(registry, verified)
+    except TfshareError:
+        return None
+    return verified
+
+
+def _read_quietly(store: DirectoryStore, subject: str, version: int) -> bytes | None:
+    """The file's bytes, or None if it is missing or cannot be read (a damaged entry)."""
+    try:
+        return store.get(subject, version)
+    except TfshareError:
+        return None
 
 
 def export(registry: Registry, directory: Path) -> list[Path]:
