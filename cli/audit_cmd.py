@@ -399,34 +399,37 @@ def check_cmd(
         Path | None, typer.Option("--anchor", help="...pinned by this anchor.")
     ] = None,
     log_key: Annotated[
-        list[str] | None, typer.Option("--log-key", help="A trusted verifier key (repeat).")
+        list[str] | None,
+        typer.Option("--log-key", help="An extra trusted log verifier key (repeat)."),
     ] = None,
     taskforce: Annotated[
         str | None, typer.Option("--taskforce", help="Expected task force.")
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Check a proof bundle offline: checkpoint signature, inclusion proof, envelope hash."""
+    """Check a proof bundle offline against the task force's roster: checkpoint signed by
+    its log keys and co-signed by its witnesses, inclusion proof, and the envelope's hash,
+    sender signature and header."""
     trusted = None
     if roster is not None or anchor is not None:
         if roster is None or anchor is None:
-            raise UsageError("--roster and --anchor go together", hint="give both, or --log-key")
+            raise UsageError("--roster and --anchor go together", hint="give both")
         trusted = audit.checker_roster(roster, anchor, now_ms=now_ms())
-    keys = audit.trusted_keys(trusted, list(log_key or []))
-    result = audit.check(
-        bundle,
-        keys=keys,
-        taskforce=taskforce or (trusted.taskforce if trusted else None),
-        envelope=envelope,
+    evidence = audit.check(
+        bundle, roster=trusted, keys=list(log_key or []), taskforce=taskforce, envelope=envelope
     )
+    result = evidence.checked
     entry = result.entry
+    witnesses = [w.agency for w in evidence.witnesses]
     if as_json:
         emit_json(
             {
                 "ok": True,
                 "entry": _entry_json(entry),
                 "signers": list(result.signers),
-                "self_asserted": keys is None,
+                "witnesses": witnesses,
+                "witness_threshold": evidence.threshold,
+                "self_asserted": False,
                 "envelope_checked": envelope is not None,
             }
         )
@@ -434,13 +437,13 @@ def check_cmd(
     typer.echo(
         f"proof verified: message {entry.msg_id.hex()} from {entry.sender} on {entry.channel} "
         f"at {iso(entry.ts_ms)} is entry {result.index} of the log"
-        + (", and the envelope matches" if envelope else "")
+        + (", and the envelope matches and is signed by its sender" if envelope else "")
     )
-    if keys is None:
-        note(
-            "warning: checked against the keys inside the bundle; "
-            "give --roster/--anchor or --log-key"
-        )
+    note(
+        f"checkpoint of size {result.size} witnessed by "
+        + (", ".join(witnesses) if witnesses else "no other member")
+        + f" (the roster requires {evidence.threshold})"
+    )
 
 
 @app.command("disclose")

@@ -25,6 +25,7 @@ from tfshare.encoding import (
     Bytes64,
     DisplayName,
     Name,
+    NonCanonical,
     Uint,
     blake2b_256,
     decode_canonical,
@@ -114,6 +115,11 @@ class Roster(msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen
     members: Annotated[list[Member], msgspec.Meta(min_length=1, max_length=MAX_MEMBERS)]
     channels: Annotated[list[Channel], msgspec.Meta(max_length=MAX_CHANNELS)]
     revoked: Annotated[list[Revocation], msgspec.Meta(max_length=MAX_REVOKED)]
+    # How many witness cosignatures (distinct active members other than the log's signer)
+    # a checkpoint needs before evidence resting on it is trusted (docs/AUDIT-LOG.md, 13).
+    # Optional trailing element: encoded only when it is not 0, so every roster signed
+    # before the field existed keeps its exact bytes and signatures (``encode_roster``).
+    witness_threshold: Uint = 0
 
 
 class RosterSig(msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen=True):
@@ -166,6 +172,26 @@ _state_decoder: Final = msgspec.msgpack.Decoder(RosterState)
 _HINT_RESIGN: Final = "ask the coordinators for a correctly signed roster"
 
 
+ROSTER_BASE_FIELDS: Final = 10  # the elements every roster has; witness_threshold is the 11th
+
+
+def encode_roster(roster: Roster) -> bytes:
+    """The canonical bytes of a roster: 10 elements while ``witness_threshold`` is 0 (the
+    shape of every roster made before it existed), 11 elements otherwise."""
+    if roster.witness_threshold == 0:
+        return encode(list(msgspec.structs.astuple(roster))[:ROSTER_BASE_FIELDS])
+    return encode(roster)
+
+
+def decode_roster(data: bytes) -> Roster:
+    """Strictly decode roster bytes; raises the ``DECODE_ERRORS`` (``NonCanonical`` for an
+    11th element of 0, which has one canonical spelling: absent)."""
+    roster = _roster_decoder.decode(data)
+    if encode_roster(roster) != data:
+        raise NonCanonical("non-canonical encoding")
+    return roster
+
+
 def roster_message(roster_bytes: bytes) -> bytes:
     """What a coordinator signs."""
     return L_ROSTER + u32(roster_bytes)
@@ -195,7 +221,7 @@ def decode_signed_roster(data: bytes) -> tuple[SignedRoster, Roster]:
     except DECODE_ERRORS as exc:
         raise _malformed("roster file", exc) from None
     try:
-        roster = decode_canonical(signed.roster, _roster_decoder)
+        roster = decode_roster(signed.roster)
     except DECODE_ERRORS as exc:
         raise _malformed("roster", exc) from None
     return signed, roster
@@ -407,6 +433,13 @@ def validate_content(roster: Roster) -> None:
     revoked = [r.kid for r in roster.revoked]
     if len(set(revoked)) != len(revoked):
         raise bad("a key is revoked twice (one entry per key: the strongest revocation)")
+    active = sum(1 for m in roster.members if m.status == "active")
+    if roster.witness_threshold >= max(active, 1):
+        # The log's own signer never witnesses itself, so at most active - 1 can cosign.
+        raise bad(
+            f"witness threshold {roster.witness_threshold} with {active} active member(s): "
+            "at most one less than the active members can be met"
+        )
     voters = {k.agency_id for k in _coordinator_keys(roster)}
     if roster.threshold > len(voters):
         raise bad(f"threshold {roster.threshold} but only {len(voters)} coordinator(s) can sign")
@@ -524,7 +557,7 @@ def new_roster(
         revoked=[],
     )
     validate_content(roster)
-    return SignedRoster(roster=encode(roster), sigs=[])
+    return SignedRoster(roster=encode_roster(roster), sigs=[])
 
 
 def edit(signed: SignedRoster, roster: Roster, *, now_ms: int) -> SignedRoster:
@@ -536,10 +569,10 @@ def edit(signed: SignedRoster, roster: Roster, *, now_ms: int) -> SignedRoster:
     roster = msgspec.structs.replace(
         roster, seq=seq, issued_ms=now_ms, expires_ms=now_ms + lifetime
     )
-    data = encode(roster)
+    data = encode_roster(roster)
     try:
         # Struct constructors do not check field constraints; decoding does.
-        decode_canonical(data, _roster_decoder)
+        decode_roster(data)
     except DECODE_ERRORS as exc:
         raise TrustError(
             f"the edit would make an invalid roster ({safe_reason(exc)})",
@@ -644,6 +677,19 @@ def revoke(signed: SignedRoster, agency: str, *, reason: Reason, now_ms: int) ->
         for m in roster.members
     ]
     roster = msgspec.structs.replace(roster, members=members, revoked=revoked)
+    return edit(signed, roster, now_ms=now_ms)
+
+
+def set_witness_threshold(signed: SignedRoster, threshold: int, *, now_ms: int) -> SignedRoster:
+    """Require ``threshold`` witness cosignatures on a checkpoint before evidence resting on
+    it is trusted (0: none, the default of every older roster)."""
+    _, roster = decode_signed_roster(encode(signed))
+    if threshold == roster.witness_threshold:
+        raise _edit_error(
+            f"the witness threshold is already {threshold}",
+            hint="nothing to change; 'tfshare roster show' shows it",
+        )
+    roster = msgspec.structs.replace(roster, witness_threshold=threshold)
     return edit(signed, roster, now_ms=now_ms)
 
 

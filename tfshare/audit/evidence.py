@@ -52,6 +52,7 @@ from tfshare.audit.note import (
     checkpoint_origin,
     open_checkpoint,
 )
+from tfshare.audit.witness import Cosignature, require_witnesses, witnessed_before
 from tfshare.encoding import (
     DECODE_ERRORS,
     Name,
@@ -60,7 +61,9 @@ from tfshare.encoding import (
     encode,
     safe_reason,
 )
-from tfshare.errors import TrustError
+from tfshare.errors import RejectCode, Rejected, TrustError
+from tfshare.roster import TrustedRoster
+from tfshare.seal import ReceivePolicy, Verified, claimed_header, verify_envelope
 
 FORMAT: Final = "tfshare-proof/1"
 MAX_PROOF_HASHES: Final = 64  # the height of a tree of 2^64-1 leaves
@@ -79,6 +82,7 @@ class BundleCode(StrEnum):
     E_BUNDLE_PROOF = "E_BUNDLE_PROOF"  # the entry is not proven under the signed root
     E_BUNDLE_ENVELOPE = "E_BUNDLE_ENVELOPE"  # the envelope given is not the logged one
     E_BUNDLE_INDEX = "E_BUNDLE_INDEX"  # the entry index is not inside the signed tree
+    E_BUNDLE_SENDER = "E_BUNDLE_SENDER"  # the envelope is not validly signed by its sender
 
 
 _HINTS: Final = {
@@ -102,6 +106,10 @@ _HINTS: Final = {
     BundleCode.E_BUNDLE_ENVELOPE: (
         "the envelope you hold is not the one this entry logged (its SHA-256 differs): check "
         "that you gave the exact envelope file, byte for byte"
+    ),
+    BundleCode.E_BUNDLE_SENDER: (
+        "the envelope's sender signature or header does not check out against the roster "
+        "(or it is not the message this entry names): it is not evidence of that message"
     ),
     BundleCode.E_BUNDLE_INDEX: (
         "the entry index is not inside the signed tree: export the bundle against a "
@@ -416,3 +424,147 @@ _NOTE_CODES: Final = {
     NoteCode.E_NOTE_TOO_MANY_SIGS: BundleCode.E_BUNDLE_MALFORMED,
     NoteCode.E_CHECKPOINT_MALFORMED: BundleCode.E_BUNDLE_MALFORMED,
 }
+
+
+# --- evidence: a bundle judged against the roster --------------------------------------------
+
+# Evidence is checked long after the fact: the envelope is judged as of its own time, with
+# no maximum age and no clock skew to allow for.
+_AS_OF_THEN: Final = ReceivePolicy(max_age_ms=2**53 - 1)
+# Entries whose env_sha256 is the hash of an envelope (the others hash a roster or record).
+ENVELOPE_ENTRIES: Final = frozenset({"message", "retraction", "receipt"})
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """A bundle checked against a verified roster: the entry in the log signed by the
+    roster's log keys, the witnesses that co-signed that checkpoint (at least the roster's
+    threshold), and, if an envelope was given, its verified header."""
+
+    checked: CheckedBundle
+    witnesses: tuple[Cosignature, ...]
+    threshold: int
+    envelope: Verified | None
+
+
+def check_evidence(
+    bundle: bytes,
+    *,
+    roster: TrustedRoster,
+    log_keys: Sequence[str],
+    envelope: bytes | None = None,
+) -> Evidence:
+    """Everything ``audit check`` proves: ``check_bundle`` under ``log_keys`` (the roster's
+    log verifier keys, and any the checker adds) for the roster's task force; at least the
+    roster's ``witness_threshold`` distinct other members co-signed the checkpoint
+    (``WitnessError`` E_WITNESS_THRESHOLD); and with ``envelope``: its hash is the entry's,
+    and it passes PROTOCOL.md checks 1 to 5 against the roster as of its own time, with a
+    header naming the entry's message (E_BUNDLE_SENDER)."""
+    decoded = decode_bundle(bundle)
+    checked = check_bundle(
+        decoded, trusted_vkeys=log_keys, taskforce=roster.taskforce, envelope=envelope
+    )
+    witnesses = require_witnesses(decoded.checkpoint, roster)
+    verified = None
+    if envelope is not None:
+        verified = check_logged_envelope(
+            checked.entry,
+            envelope,
+            roster=roster,
+            witnesses=witnesses,
+            threshold=roster.roster.witness_threshold,
+        )
+    return Evidence(checked, witnesses, roster.roster.witness_threshold, verified)
+
+
+def check_logged_envelope(
+    entry: LogEntry,
+    envelope: bytes,
+    *,
+    roster: TrustedRoster,
+    witnesses: Sequence[Cosignature] = (),
+    threshold: int = 0,
+) -> Verified:
+    """The envelope is the logged message, validly signed by its sender as of its time.
+
+    A key the roster revoked as compromised is refused, unless ``threshold`` (>= 1)
+    witnesses co-signed the tree holding the entry before the revocation: the message was
+    then logged while the key was still trusted (a thief cannot predate a witnessed log)."""
+    if entry.entry_type not in ENVELOPE_ENTRIES:
+        raise BundleError(
+            BundleCode.E_BUNDLE_ENVELOPE,
+            f"entry is a {entry.entry_type!r} record, not an envelope",
+        )
+    if hashlib.sha256(envelope).digest() != entry.env_sha256:
+        raise BundleError(
+            BundleCode.E_BUNDLE_ENVELOPE,
+            "SHA-256 of the envelope given is not the env_sha256 logged in the entry",
+        )
+    try:
+        then = claimed_header(envelope).ts_ms
+        verified = _verify_then(envelope, roster, then, witnesses, threshold)
+    except Rejected as exc:
+        raise BundleError(
+            BundleCode.E_BUNDLE_SENDER,
+            f"the envelope does not verify against the roster ({exc.code}: {exc.message})",
+        ) from None
+    header = verified.header
+    logged = (entry.msg_id, entry.sender, entry.sender_kid, entry.taskforce, entry.ts_ms)
+    if (header.msg_id, header.sender, header.sender_kid, header.taskforce, header.ts_ms) != logged:
+        raise BundleError(
+            BundleCode.E_BUNDLE_SENDER,
+            "the envelope's signed header does not name the message the entry logged",
+        )
+    return verified
+
+
+def _verify_then(
+    envelope: bytes,
+    roster: TrustedRoster,
+    then: int,
+    witnesses: Sequence[Cosignature],
+    threshold: int,
+) -> Verified:
+    try:
+        return verify_envelope(
+            envelope, roster=roster, now_ms=then, subject=None, policy=_AS_OF_THEN
+        )
+    except Rejected as exc:
+        if exc.code is not RejectCode.E_REVOKED:
+            raise
+        kid = claimed_header(envelope).sender_kid
+        revocation = roster.revoked.get(kid)
+        if (
+            revocation is None
+            or revocation.reason != "compromised"
+            or not witnessed_before(witnesses, threshold=threshold, at_ms=revocation.at_ms)
+        ):
+            raise
+        # Logged, and witnessed, before the key was revoked: judge it as that roster did.
+        return verify_envelope(
+            envelope,
+            roster=without_revocation(roster, kid),
+            now_ms=then,
+            subject=None,
+            policy=_AS_OF_THEN,
+        )
+
+
+def without_revocation(roster: TrustedRoster, kid: bytes) -> TrustedRoster:
+    """The roster as it stood before ``kid`` was revoked (for a message proven older): the
+    revocation gone, and its agency active again if revoking it removed it."""
+    owner = roster.sign_keys.get(kid)
+    members = [
+        msgspec.structs.replace(m, status="active")
+        if owner is not None and m.agency_id == owner.member.agency_id and m.status == "removed"
+        else m
+        for m in roster.roster.members
+    ]
+    content = msgspec.structs.replace(
+        roster.roster,
+        members=members,
+        revoked=[r for r in roster.roster.revoked if r.kid != kid],
+    )
+    view = TrustedRoster(content, b"")
+    view.hash = roster.hash
+    return view

@@ -310,14 +310,24 @@ def _verifier_index(verifiers: Iterable[NoteVerifier]) -> dict[tuple[str, bytes]
     return known
 
 
-def open_note(note: bytes, verifiers: Iterable[NoteVerifier]) -> OpenedNote:
-    """Verify a signed note against the trusted ``verifiers``; returns its text and signers.
+class NoteLine(NamedTuple):
+    """One signature line of a note: the key name and the decoded key id || signature."""
 
-    Signatures from unknown keys (another name, or the same name with another key id) are
-    ignored, as c2sp.org/signed-note requires; every signature from a known key must verify,
-    and at least one must be present.
-    """
-    known = _verifier_index(verifiers)
+    name: str
+    raw: bytes
+
+    @property
+    def key_id(self) -> bytes:
+        return self.raw[:KEY_ID_SIZE]
+
+    @property
+    def signature(self) -> bytes:
+        return self.raw[KEY_ID_SIZE:]
+
+
+def split_note(note: bytes) -> tuple[bytes, list[NoteLine]]:
+    """The signed text of a note (bytes, exactly as received) and its signature lines, read
+    strictly but not verified. Raises ``NoteError`` (E_NOTE_MALFORMED, E_NOTE_TOO_MANY_SIGS)."""
     try:
         decoded = note.decode("utf-8")
     except UnicodeDecodeError:
@@ -338,7 +348,7 @@ def open_note(note: bytes, verifiers: Iterable[NoteVerifier]) -> OpenedNote:
             NoteCode.E_NOTE_TOO_MANY_SIGS,
             f"note has {len(lines)} signature lines, at most {MAX_SIGNATURES}",
         )
-    verified: list[str] = []
+    parsed: list[NoteLine] = []
     for number, line in enumerate(lines, start=1):
         if not line.startswith(_SIG_PREFIX_BYTES):
             raise _malformed(f"signature line {number} does not start with an em dash and space")
@@ -352,16 +362,38 @@ def open_note(note: bytes, verifiers: Iterable[NoteVerifier]) -> OpenedNote:
             raise _malformed(f"signature line {number} is not canonical base64") from None
         if len(raw) <= KEY_ID_SIZE:
             raise _malformed(f"signature line {number} is too short")
-        verifier = known.get((name, raw[:KEY_ID_SIZE]))
+        parsed.append(NoteLine(name, raw))
+    return text, parsed
+
+
+def format_note_line(name: str, raw: bytes) -> bytes:
+    """One signature line: em dash, space, key name, space, base64(raw), newline."""
+    if not is_key_name(name):
+        raise _key_error("invalid key name")
+    return f"{_SIG_PREFIX}{name} {base64.b64encode(raw).decode('ascii')}\n".encode()
+
+
+def open_note(note: bytes, verifiers: Iterable[NoteVerifier]) -> OpenedNote:
+    """Verify a signed note against the trusted ``verifiers``; returns its text and signers.
+
+    Signatures from unknown keys (another name, or the same name with another key id) are
+    ignored, as c2sp.org/signed-note requires; every signature from a known key must verify,
+    and at least one must be present.
+    """
+    known = _verifier_index(verifiers)
+    text, lines = split_note(note)
+    verified: list[str] = []
+    for line in lines:
+        verifier = known.get((line.name, line.key_id))
         if verifier is None:
             continue  # an unknown key (a witness, a rotated key): ignored, never trusted
-        if not verifier.verify(text, raw[KEY_ID_SIZE:]):
+        if not verifier.verify(text, line.signature):
             raise NoteError(
                 NoteCode.E_NOTE_BAD_SIG,
-                f"signature by {name!r} ({verifier.key_id.hex()}) does not verify",
+                f"signature by {line.name!r} ({verifier.key_id.hex()}) does not verify",
             )
-        if name not in verified:
-            verified.append(name)
+        if line.name not in verified:
+            verified.append(line.name)
     if not verified:
         raise NoteError(NoteCode.E_NOTE_UNKNOWN_KEY, "note carries no signature from a known key")
     return OpenedNote(text.decode("utf-8"), tuple(verified))
