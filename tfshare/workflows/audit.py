@@ -22,9 +22,8 @@ from tfshare.audit.disclosure import Disclosed, check_disclosure
 from tfshare.audit.disclosure import disclose as make_disclosure
 from tfshare.audit.entry import RELATIONS, LogEntry, encode_entry
 from tfshare.audit.evidence import (
-    CheckedBundle,
-    check_bundle,
-    decode_bundle,
+    Evidence,
+    check_evidence,
     encode_bundle,
     make_bundle,
 )
@@ -38,7 +37,7 @@ from tfshare.audit.service import (
     handling_flags,
     log_verifiers,
 )
-from tfshare.errors import InputError, UsageError
+from tfshare.errors import InputError, TrustError, UsageError
 from tfshare.files import read_bytes, write_atomic
 from tfshare.registry.book import Registry, shipped
 from tfshare.registry.schema import split_name
@@ -280,20 +279,41 @@ def checker_roster(roster_path: Path, anchor_path: Path, *, now_ms: int) -> Trus
     return trusted
 
 
-def trusted_keys(roster: TrustedRoster | None, keys: list[str]) -> list[str] | None:
-    """The verifier keys to check a bundle with: the roster's, given ones, or None (the
-    bundle's own, reported as self-asserted)."""
-    if roster is not None:
-        return [v.format() for v in log_verifiers(roster)] + keys
-    return keys or None
+def trusted_keys(roster: TrustedRoster, keys: list[str]) -> list[str]:
+    """The verifier keys to check a bundle with: the roster's log keys, and any the checker
+    adds (a key retired from the roster since, say)."""
+    return [v.format() for v in log_verifiers(roster)] + keys
 
 
 def check(
-    bundle_path: Path, *, keys: list[str] | None, taskforce: str | None, envelope: Path | None
-) -> CheckedBundle:
+    bundle_path: Path,
+    *,
+    roster: TrustedRoster | None,
+    keys: list[str] | None = None,
+    taskforce: str | None = None,
+    envelope: Path | None = None,
+) -> Evidence:
+    """Check an evidence bundle against a roster verified with the checker's anchor: the
+    checkpoint is signed by the roster's log keys and co-signed by its witness threshold of
+    other members, the entry is in it, and the envelope (if given) is that entry's, validly
+    signed by its sender. Without a roster nothing can be trusted: a TrustError (exit 6)."""
+    if roster is None:
+        raise TrustError(
+            "no roster to check the bundle against: a bundle's own keys prove nothing (anyone "
+            "can sign a log of their own)",
+            hint="give the task force's roster and the anchor you pinned: --roster FILE "
+            "--anchor FILE",
+        )
+    if taskforce is not None and taskforce != roster.taskforce:
+        raise UsageError(
+            f"--taskforce {taskforce!r} is not the roster's task force {roster.taskforce!r}",
+            hint="give the roster and anchor of the task force the evidence is about",
+        )
     data = read_bytes(bundle_path, what="proof bundle", limit=16 * 1024 * 1024)
     env = read_bytes(envelope, what="envelope", limit=2 * 1024 * 1024) if envelope else None
-    return check_bundle(decode_bundle(data), trusted_vkeys=keys, taskforce=taskforce, envelope=env)
+    return check_evidence(
+        data, roster=roster, log_keys=trusted_keys(roster, list(keys or [])), envelope=env
+    )
 
 
 def disclose(agency: Agency, msg_id_text: str, out: Path) -> str:
