@@ -4,7 +4,9 @@ Owns: ``AuditStore`` (append with deduplication, lookups, proofs and roots for a
 the stored perfect-subtree hashes, checkpoints), ``SqliteSubtreeStore`` (the ``SubtreeStore``
 of ``tfshare.audit.tree`` over the ``nodes`` table), ``verify_store`` (recompute everything
 from the entry bytes and check it against the stored tree and the signed checkpoints) and its
-refusals, ``AuditTampered``.
+refusals, ``AuditTampered``, and ``AuditStoreUnavailable``: the disk, a lock or the
+permissions failed (SQLite's error sorted by its primary code in ``tfshare.sqlfail``), which
+says nothing about the file's content and is never reported as tampering.
 
 Layout (one file, created 0600, WAL, ``synchronous=FULL``):
 
@@ -57,6 +59,7 @@ from tfshare.audit.note import (
 from tfshare.audit.tree import CompactRange, MerkleLog
 from tfshare.encoding import MAX_UINT
 from tfshare.errors import InputError, TrustError
+from tfshare.sqlfail import Failure, classify
 
 SCHEMA_VERSION: Final = 1
 KIND: Final = "tfshare-audit"
@@ -132,12 +135,48 @@ class MessageFacts:
         return self.schema is not None
 
 
-# SQLite failures that say nothing about the file's content (another process holds a lock,
-# the disk or the permissions): reported as InputError, never as tampering.
-_ENVIRONMENT_ERRORS: Final = frozenset(
-    {"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_PERM",
-     "SQLITE_READONLY", "SQLITE_FULL", "SQLITE_NOMEM", "SQLITE_AUTH"}
-)  # fmt: skip
+class AuditStoreUnavailable(InputError):
+    """The audit log could not be read or written for a reason outside the file's content:
+    the disk is full or failing (a quota, an I/O error), another process holds a lock, the
+    permissions. Whatever the failing transaction wrote was rolled back. ``failure`` says
+    which (``tfshare.sqlfail``); ``transient`` failures are worth retrying as they are.
+
+    Never tampering: that is only what verification finds (``AuditTampered``)."""
+
+    def __init__(self, message: str, *, failure: Failure, hint: str) -> None:
+        super().__init__(message, hint=hint)
+        self.failure = failure
+
+    @property
+    def transient(self) -> bool:
+        return self.failure.transient
+
+
+_UNAVAILABLE_HINTS: Final = {
+    Failure.FULL: "free disk space where the audit log is (or raise the quota), then retry; "
+    "nothing was written",
+    Failure.IO: "check the disk (free space, quota, errors in the system log); nothing was "
+    "written, and the service retries by itself",
+    Failure.LOCKED: "another process is using the audit log; retry in a moment",
+    Failure.ACCESS: "check the owner and mode of the audit log, its -wal/-shm files and their "
+    "directory",
+    Failure.RESOURCE: "the machine is short of memory; retry",
+}
+
+
+def _unavailable(action: str, path: Path | str, exc: sqlite3.Error) -> AuditStoreUnavailable | None:
+    """The ``AuditStoreUnavailable`` for an SQLite failure of the environment, classified by
+    its primary code in ``tfshare.sqlfail`` (so SQLITE_IOERR_WRITE is an I/O error like
+    SQLITE_IOERR), or None for a failure that speaks about the file (damaged, or not what
+    our statements expect): the caller reports that as tampering."""
+    failure = classify(exc)
+    if failure is None or failure is Failure.DAMAGED:
+        return None
+    return AuditStoreUnavailable(
+        f"cannot {action} the audit log {str(path)!r} ({exc})",
+        failure=failure,
+        hint=_UNAVAILABLE_HINTS[failure],
+    )
 
 
 class TamperCode(StrEnum):
@@ -362,8 +401,9 @@ class AuditStore:
 
     @contextlib.contextmanager
     def _guard(self, action: str) -> Iterator[None]:
-        """SQLite failures become InputError (or AuditTampered for a damaged file), and a
-        node the tree needs but cannot find becomes AuditTampered: never a traceback."""
+        """SQLite failures of the environment (full or failing disk, lock, permissions)
+        become ``AuditStoreUnavailable``; a damaged file, and a node the tree needs but cannot
+        find, become ``AuditTampered``: never a traceback."""
         try:
             yield
         except sqlite3.IntegrityError:
@@ -374,13 +414,9 @@ class AuditStore:
                 "committed size (edited)"
             ) from None
         except sqlite3.DatabaseError as exc:
-            name = getattr(exc, "sqlite_errorname", "")
-            if name in _ENVIRONMENT_ERRORS:
-                raise InputError(
-                    f"cannot {action} the audit log {str(self.path)!r} ({exc})",
-                    hint="another process may hold it, or the disk or permissions are the "
-                    "problem; retry, and check free space and permissions",
-                ) from None
+            unavailable = _unavailable(action, self.path, exc)
+            if unavailable is not None:
+                raise unavailable from None
             raise _tampered(
                 f"cannot {action} the audit log {str(self.path)!r}: the file is damaged or "
                 f"not an audit log ({exc})"
@@ -845,11 +881,9 @@ def _verify_open(
             if began:
                 db.rollback()
     except sqlite3.DatabaseError as exc:
-        if getattr(exc, "sqlite_errorname", "") in _ENVIRONMENT_ERRORS:
-            raise InputError(
-                f"cannot read the audit log {name!r} ({exc})",
-                hint="another process may hold it, or the disk or permissions are the problem",
-            ) from None
+        unavailable = _unavailable("read", name, exc)
+        if unavailable is not None:
+            raise unavailable from None
         raise _tampered(
             f"the audit log {name!r} is damaged, truncated or not an audit log ({exc})"
         ) from None

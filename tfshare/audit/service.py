@@ -54,7 +54,7 @@ import datetime as dt
 import hashlib
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -64,7 +64,7 @@ import structlog
 from tfshare import transport
 from tfshare.audit import proofs
 from tfshare.audit.entry import RECEIPT_OF, RETRACT, LogEntry
-from tfshare.audit.logstore import AuditStore, MessageFacts, ReceiptWords
+from tfshare.audit.logstore import AuditStore, AuditStoreUnavailable, MessageFacts, ReceiptWords
 from tfshare.audit.merkle import verify_consistency
 from tfshare.audit.note import (
     Checkpoint,
@@ -74,6 +74,7 @@ from tfshare.audit.note import (
     open_checkpoint,
     sign_checkpoint,
 )
+from tfshare.backoff import Backoff, sleep_or_stop
 from tfshare.broker import proof_subject, schema_key
 from tfshare.encoding import label, u32
 from tfshare.envelope import WRAP_SIZE, Header, wrap_at
@@ -489,6 +490,7 @@ class AuditStats:
     records_refused: int = 0  # rosters and registry records that failed verification
     proofs_given: int = 0
     proofs_refused: int = 0  # proof requests answered with an error code
+    store_failures: int = 0  # writes of the log that failed (full or failing disk) and were retried
 
 
 @dataclass
@@ -513,6 +515,15 @@ class AuditService:
     accept_roster: Callable[[bytes], TrustedRoster] | None = None
     # How often the roster and registry buckets are looked at (the agent's pace).
     records_every_s: float = 2.0
+    # The pause before reconnecting after a connection failed, growing while every attempt
+    # fails before consuming anything (a broker away, a stream or consumer missing during a
+    # leader election); back to its start once a fetch succeeded.
+    reconnect_backoff: Backoff = field(default_factory=Backoff)
+    # The pause before writing again after the log could not be written (a full or failing
+    # disk: ``AuditStoreUnavailable``); the batch is held, unacknowledged, meanwhile.
+    store_backoff: Backoff = field(default_factory=lambda: Backoff(first=0.5, ceiling=10.0))
+    # How the service waits (a stop request cuts the wait short); tests observe the pauses.
+    pause: Callable[[asyncio.Event, float], Awaitable[None]] = sleep_or_stop
 
     def __post_init__(self) -> None:
         self.origin = checkpoint_origin(self.roster.taskforce)
@@ -524,6 +535,7 @@ class AuditService:
         # Registry keys looked at in this run: True logged, False refused (looked at again
         # after a roster change).
         self._judged: dict[str, bool] = {}
+        self._fetched = False  # the current connection has fetched from the consumer
 
     def start(self) -> None:
         """Log the roster in force (once per version), and sign what is unsigned."""
@@ -704,8 +716,9 @@ class AuditService:
         try:
             await self.follow_roster(conn)
             await self.follow_schemas(conn)
-        except BrokerError as exc:
-            # The envelopes matter more: go on consuming, look again next time.
+        except (BrokerError, AuditStoreUnavailable) as exc:
+            # The envelopes matter more: go on consuming, look again next time (a record
+            # whose entry could not be written is not marked as judged).
             log.warning("audit_records_unavailable", reason=exc.message)
 
     async def follow_roster(self, conn: transport.Connection) -> None:
@@ -785,11 +798,21 @@ class AuditService:
         return note
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set; reconnect with backoff while the broker is away."""
-        self.start()
-        backoff = 0.2
+        """Consume until ``stop`` is set; reconnect with backoff while the broker is away.
+
+        Nothing spins: a connection that fails before its first fetch (the broker away, the
+        stream or consumer missing) waits ``reconnect_backoff``, longer each time; a log that
+        cannot be written (``AuditStoreUnavailable``) is retried after ``store_backoff``
+        while the batch waits unacknowledged. Only what verification finds in the log itself
+        (``AuditTampered``, a log that does not extend its last checkpoint) stops the
+        service."""
+        if not await self._until_stored(stop, "start", self.start):
+            log.info("audit_stopped", **self.stats.__dict__)
+            return
+        backoff = self.reconnect_backoff
         agency = self.identity.agency_id
         while not stop.is_set():
+            self._fetched = False
             try:
                 conn = await transport.connect(
                     self.url,
@@ -799,29 +822,86 @@ class AuditService:
                     reconnect=False,
                 )
             except BrokerError:
-                log.warning("broker_unavailable", url=self.url, retry_s=backoff)
-                await _sleep_or_stop(stop, backoff)
-                backoff = min(backoff * 2, 5.0)
+                retry_s = backoff.next()
+                log.warning("broker_unavailable", url=self.url, retry_s=round(retry_s, 3))
+                await self.pause(stop, retry_s)
                 continue
-            backoff = 0.2
             log.info("audit_connected", agency=agency, url=self.url)
             try:
                 await self._consume(conn, stop)
             except BrokerError as exc:
-                log.warning("broker_lost", reason=exc.message)
+                log.warning("broker_lost", reason=exc.message, fetched=self._fetched)
             except TrustError as exc:
-                # The stored log does not extend the last checkpoint: stop signing, say so.
+                # The stored log does not extend the last checkpoint, or verification found
+                # it altered: stop signing, say so.
                 log.error("audit_log_inconsistent", code=exc.code, reason=exc.message)
                 raise
+            except AuditStoreUnavailable as exc:
+                # A read of the log failed between writes (the disk, again): nothing
+                # unpersisted was acknowledged; reconnect after a pause.
+                log.error("audit_store_failed", what="read", failure=exc.failure.value,
+                          reason=exc.message)  # fmt: skip
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 # Nothing unpersisted was acknowledged: log, pause, reconnect, go on.
                 log.error("audit_error", error=type(exc).__name__)
-                await _sleep_or_stop(stop, 1.0)
             finally:
                 await conn.close()
+            if stop.is_set():
+                break
+            # A connection that was consuming is re-established at once (after the first
+            # pause); one that keeps failing before its first fetch waits longer each time.
+            if self._fetched:
+                backoff.reset()
+            await self.pause(stop, backoff.next())
         log.info("audit_stopped", **self.stats.__dict__)
+
+    async def _until_stored(
+        self, stop: asyncio.Event, what: str, write: Callable[[], object]
+    ) -> bool:
+        """``write()`` (a step that writes the log), again after ``store_backoff`` for as
+        long as the log cannot be written; False if ``stop`` is set first (nothing of it was
+        committed). A write error is not tampering: the failing transaction was rolled back,
+        and what it would have written is written once the disk is back."""
+        while True:
+            try:
+                write()
+            except AuditStoreUnavailable as exc:
+                retry_s = self.store_backoff.next()
+                self.stats.store_failures += 1
+                log.error(
+                    "audit_store_failed",
+                    what=what,
+                    failure=exc.failure.value,
+                    reason=exc.message,
+                    hint=exc.hint,
+                    retry_s=round(retry_s, 3),
+                )
+                await self.pause(stop, retry_s)
+                if stop.is_set():
+                    return False
+                continue
+            self.store_backoff.reset()
+            return True
+
+    async def store_batch(
+        self, items: list[tuple[bytes, str | None]], stop: asyncio.Event
+    ) -> list[int | None] | None:
+        """``ingest`` a batch, retried while the log cannot be written; None if stopped
+        before it was committed (then nothing of it may be acknowledged)."""
+        appended: list[list[int | None]] = []
+        if await self._until_stored(stop, "append", lambda: appended.append(self.ingest(items))):
+            return appended[0]
+        return None
+
+    def _checkpoint_on_stop(self) -> None:
+        try:
+            self.maybe_checkpoint(force=True)
+        except AuditStoreUnavailable as exc:
+            # Not signed now: the entries are signed at the next start.
+            log.error("audit_store_failed", what="checkpoint", failure=exc.failure.value,
+                      reason=exc.message)  # fmt: skip
 
     async def _consume(self, conn: transport.Connection, stop: asyncio.Event) -> None:
         consumer = transport.Consumer(
@@ -843,22 +923,21 @@ class AuditService:
             if not stopping:
                 await self.follow_records(conn)
                 deliveries = await consumer.fetch(self.batch, self.fetch_timeout)
+                self._fetched = True
                 if deliveries:
-                    self.ingest([(d.data, d.subject) for d in deliveries])
+                    stored = await self.store_batch([(d.data, d.subject) for d in deliveries], stop)
+                    if stored is None:
+                        return  # stopped before the batch was committed: redelivered later
                     for delivery in deliveries:  # only now: the entries are committed
                         await delivery.ack()
-            # Stopping: sign what is still unsigned, so no entry waits for the next start.
-            self.maybe_checkpoint(force=stopping)
+            if stopping:
+                # Sign what is still unsigned, so no entry waits for the next start.
+                self._checkpoint_on_stop()
+            elif not await self._until_stored(stop, "checkpoint", self.maybe_checkpoint):
+                continue  # stopped meanwhile: the next turn signs once more, then returns
             latest = self.store.latest_checkpoint()
             if latest is not None and latest != published:
                 await transport.publish_checkpoint(conn, self.roster.taskforce, latest[1])
                 published = latest
             if stopping:
                 return
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        return
