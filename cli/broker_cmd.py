@@ -26,6 +26,101 @@ from .common import (
 broker_app = typer.Typer(help="Run the task force's nats-server.", no_args_is_help=True)
 
 BrokerRosterOpt = Annotated[Path, typer.Option("--roster", help="The signed roster.")]
+
+# The limits (README, "Limits"). Sizes take nats-server's units: 512MB, 8GiB, or bytes.
+MaxAgeOpt = Annotated[
+    float,
+    typer.Option(
+        "--max-age-days",
+        help="How long the stream keeps messages. Also the window of the per-sender quota: "
+        "a sender's messages make room as they expire.",
+    ),
+]
+DuplicateWindowOpt = Annotated[
+    float, typer.Option("--duplicate-window", help="Seconds JetStream drops repeats.")
+]
+MaxBytesOpt = Annotated[
+    str,
+    typer.Option(
+        "--max-bytes",
+        help="Largest size of the task force's stream on disk (e.g. 8GiB). When it is full "
+        "every publish is refused ('stream is full'); nothing already accepted is dropped.",
+    ),
+]
+MaxPerSenderOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-msgs-per-sender",
+        help="Sender quota: how many messages the stream keeps from one agency on one "
+        "channel. Over it, that agency's publishes on that channel are refused ('sender "
+        "quota full') until its older ones expire; other members are not affected. It must "
+        "not let one sender fill --max-bytes with messages of 512 KiB.",
+    ),
+]
+MaxAckPendingOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-ack-pending",
+        help="Messages one reader may hold unacknowledged on one channel; the rest wait "
+        "on the broker.",
+    ),
+]
+MaxWaitingOpt = Annotated[
+    int,
+    typer.Option("--max-waiting", help="Pull requests one reader may have waiting on one channel."),
+]
+MaxFileStoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--max-file-store",
+        help="Disk JetStream may use, for the stream, the KV buckets and consumer state "
+        "(default: --max-bytes plus 1GiB). Keep it below the file system's free space.",
+    ),
+]
+MaxConnectionsOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-connections", help="Connections the broker accepts, from all members together."
+    ),
+]
+MaxSubscriptionsOpt = Annotated[
+    int,
+    typer.Option("--max-subscriptions", help="Subscriptions one connection may hold."),
+]
+_DEFAULT = live.StreamLimits()
+DEFAULT_MAX_BYTES = "8GiB"
+
+
+def _limits(
+    *,
+    max_age_days: float = _DEFAULT.max_age_days,
+    duplicate_window: float = _DEFAULT.duplicate_window_s,
+    max_bytes: str = DEFAULT_MAX_BYTES,
+    max_msgs_per_sender: int = _DEFAULT.max_msgs_per_sender,
+    max_ack_pending: int = _DEFAULT.max_ack_pending,
+    max_waiting: int = _DEFAULT.max_waiting,
+    max_file_store: str | None = None,
+    max_connections: int = _DEFAULT.max_connections,
+    max_subscriptions: int = _DEFAULT.max_subscriptions,
+) -> live.StreamLimits:
+    """The flags as limits, checked (``UsageError``, exit 2, for a wrong one)."""
+    return live.StreamLimits(
+        max_age_days=max_age_days,
+        duplicate_window_s=duplicate_window,
+        max_bytes=live.parse_size(max_bytes, flag="--max-bytes"),
+        max_msgs_per_sender=max_msgs_per_sender,
+        max_ack_pending=max_ack_pending,
+        max_waiting=max_waiting,
+        max_file_store=(
+            None
+            if max_file_store is None
+            else live.parse_size(max_file_store, flag="--max-file-store")
+        ),
+        max_connections=max_connections,
+        max_subscriptions=max_subscriptions,
+    ).check()
+
+
 BrokerAnchorOpt = Annotated[Path, typer.Option("--anchor", help="The pinned trust anchor.")]
 
 
@@ -41,18 +136,33 @@ def broker_up(
     anchor: BrokerAnchorOpt,
     directory: Annotated[Path, typer.Option("--dir", help="Config, admin key, JetStream data.")],
     port: Annotated[int, typer.Option("--port")] = 4222,
-    max_age_days: Annotated[
-        float, typer.Option("--max-age-days", help="How long the stream keeps messages.")
-    ] = 30,
-    duplicate_window: Annotated[
-        float, typer.Option("--duplicate-window", help="Seconds JetStream drops repeats.")
-    ] = 120,
+    max_age_days: MaxAgeOpt = _DEFAULT.max_age_days,
+    duplicate_window: DuplicateWindowOpt = _DEFAULT.duplicate_window_s,
+    max_bytes: MaxBytesOpt = DEFAULT_MAX_BYTES,
+    max_msgs_per_sender: MaxPerSenderOpt = _DEFAULT.max_msgs_per_sender,
+    max_ack_pending: MaxAckPendingOpt = _DEFAULT.max_ack_pending,
+    max_waiting: MaxWaitingOpt = _DEFAULT.max_waiting,
+    max_file_store: MaxFileStoreOpt = None,
+    max_connections: MaxConnectionsOpt = _DEFAULT.max_connections,
+    max_subscriptions: MaxSubscriptionsOpt = _DEFAULT.max_subscriptions,
     state: StateDir = None,
 ) -> None:
     """Run a nats-server with JetStream, configured from the roster, until Ctrl-C.
 
     It follows the roster bucket: a newer roster published there (tfshare roster publish) is
-    verified and applied at once (users and permissions reloaded, consumers provisioned)."""
+    verified and applied at once (users and permissions reloaded, consumers provisioned).
+    The --max-* flags bound what members can make the broker keep (README, "Limits")."""
+    limits = _limits(
+        max_age_days=max_age_days,
+        duplicate_window=duplicate_window,
+        max_bytes=max_bytes,
+        max_msgs_per_sender=max_msgs_per_sender,
+        max_ack_pending=max_ack_pending,
+        max_waiting=max_waiting,
+        max_file_store=max_file_store,
+        max_connections=max_connections,
+        max_subscriptions=max_subscriptions,
+    )
     store = StateStore((state or tfshare_home() / "state" / "_broker") / "state.db")
     trusted = load_trusted(roster, anchor, store, now_ms=now_ms())
     broker = live.start_broker(
@@ -60,9 +170,11 @@ def broker_up(
         directory,
         port=port,
         roster_bytes=read_kind(roster, "roster"),
-        limits=live.StreamLimits(max_age_days, duplicate_window),
+        limits=limits,
     )
-    supervisor = live.BrokerSupervisor(broker, directory, load_anchor(anchor), store, trusted)
+    supervisor = live.BrokerSupervisor(
+        broker, directory, load_anchor(anchor), store, trusted, limits
+    )
     note(
         f"broker for task force {trusted.taskforce} listening on {broker.url} "
         f"(roster seq {trusted.seq}); Ctrl-C to stop"
@@ -107,6 +219,16 @@ def broker_config(
     anchor: BrokerAnchorOpt,
     directory: Annotated[Path, typer.Option("--dir", help="Where to write nats.conf.")],
     port: Annotated[int, typer.Option("--port")] = 4222,
+    max_bytes: Annotated[
+        str,
+        typer.Option(
+            "--max-bytes",
+            help="The stream's size you will provision with (sets the default --max-file-store).",
+        ),
+    ] = DEFAULT_MAX_BYTES,
+    max_file_store: MaxFileStoreOpt = None,
+    max_connections: MaxConnectionsOpt = _DEFAULT.max_connections,
+    max_subscriptions: MaxSubscriptionsOpt = _DEFAULT.max_subscriptions,
     state: StateDir = None,
 ) -> None:
     """Write the nats-server configuration for operators who run nats-server themselves.
@@ -114,7 +236,15 @@ def broker_config(
     DIR/nats.conf is complete; DIR/tfshare-users.conf (its users and permissions alone) is
     what the templates in broker_config/ include. Run it again after every roster change and
     reload nats-server, then 'tfshare broker provision' for new readers' consumers."""
-    path = live.write_broker_config(_broker_roster(roster, anchor, state), directory, port=port)
+    limits = _limits(
+        max_bytes=max_bytes,
+        max_file_store=max_file_store,
+        max_connections=max_connections,
+        max_subscriptions=max_subscriptions,
+    )
+    path = live.write_broker_config(
+        _broker_roster(roster, anchor, state), directory, port=port, server=limits.server()
+    )
     typer.echo(str(path))
     typer.echo(str(directory / live.USERS_INCLUDE))
 
@@ -127,16 +257,27 @@ def broker_provision(
         Path, typer.Option("--dir", help="The directory of 'broker config' (its admin.seed).")
     ],
     server: Annotated[str, typer.Option("--server", help="The nats-server's URL.")],
-    max_age_days: Annotated[
-        float, typer.Option("--max-age-days", help="How long the stream keeps messages.")
-    ] = 30,
-    duplicate_window: Annotated[
-        float, typer.Option("--duplicate-window", help="Seconds JetStream drops repeats.")
-    ] = 120,
+    max_age_days: MaxAgeOpt = _DEFAULT.max_age_days,
+    duplicate_window: DuplicateWindowOpt = _DEFAULT.duplicate_window_s,
+    max_bytes: MaxBytesOpt = DEFAULT_MAX_BYTES,
+    max_msgs_per_sender: MaxPerSenderOpt = _DEFAULT.max_msgs_per_sender,
+    max_ack_pending: MaxAckPendingOpt = _DEFAULT.max_ack_pending,
+    max_waiting: MaxWaitingOpt = _DEFAULT.max_waiting,
     state: StateDir = None,
 ) -> None:
     """Create or update the stream, the consumers and the KV buckets on a nats-server you run
-    yourself (configured with 'broker config'); seeds the roster bucket if it is empty."""
+    yourself (configured with 'broker config'); seeds the roster bucket if it is empty.
+    Run again with other --max-* values to change the limits of a running broker."""
+    limits = _limits(
+        max_age_days=max_age_days,
+        duplicate_window=duplicate_window,
+        max_bytes=max_bytes,
+        max_msgs_per_sender=max_msgs_per_sender,
+        max_ack_pending=max_ack_pending,
+        max_waiting=max_waiting,
+        # The server's disk limit is the operator's template here (TFSHARE_MAX_FILE_STORE).
+        max_file_store=max_bytes,
+    )
     trusted = _broker_roster(roster, anchor, state)
     asyncio.run(
         live.provision_broker(
@@ -144,7 +285,7 @@ def broker_provision(
             directory,
             trusted,
             read_kind(roster, "roster"),
-            live.StreamLimits(max_age_days, duplicate_window),
+            limits,
         )
     )
     note(f"provisioned task force {trusted.taskforce} (roster seq {trusted.seq}) on {server}")

@@ -2,7 +2,8 @@
 
 Owns: naming (stream, consumers, subjects, inboxes), ``render_config`` (one nkey user per
 active agency: it may publish only on its own sender subjects of the channels it writes,
-consume only its own durable consumer, and receive replies only on its own inbox prefix), and
+consume only its own durable consumers - one per channel it reads -, and receive replies only
+on its own inbox prefix; and the server's own limits, ``ServerLimits``), and
 ``BrokerProcess`` (start a real nats-server, wait until it listens, stop it cleanly).
 
 Proof requests (request-reply on ``proof_subject``): every active member may publish a
@@ -37,11 +38,45 @@ MAX_PAYLOAD: Final = 1024 * 1024  # above the 512 KiB envelope limit, for header
 PROOF_REPLY_WINDOW: Final = "30s"
 
 
+GIB: Final = 1024**3
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What the generated nats-server configuration bounds for the whole server (the task
+    force's members all share its one account). ``max_file_store`` is the disk JetStream may
+    use: the stream's max_bytes, the KV buckets and the consumers' state must fit in it."""
+
+    max_file_store: int = 9 * GIB
+    max_connections: int = 1024  # agents, CLI commands and the audit service together
+    max_subscriptions: int = 1024  # per connection; an agent needs a handful
+    max_ack_pending: int = 10_000  # the most any consumer may be configured with
+
+
 def stream_name(taskforce: str) -> str:
     return f"TF_{taskforce}"
 
 
-def durable_name(agency: str) -> str:
+# Agency and channel names are lower case (encoding.NAME_PATTERN): an upper-case separator
+# keeps every (agency, channel) pair's durable name distinct from every other's.
+_CHANNEL_SEPARATOR: Final = "_CH_"
+
+
+def durable_name(agency: str, channel: str) -> str:
+    """A reader's durable pull consumer for one channel: one per readable channel, so a
+    backlog on one channel never stands in front of another channel's messages."""
+    return f"{reader_durable_prefix(agency)}{channel}"
+
+
+def reader_durable_prefix(agency: str) -> str:
+    """What every one of ``agency``'s channel consumers' names starts with (and no other
+    agency's: names have no upper case)."""
+    return f"agent_{agency}{_CHANNEL_SEPARATOR}"
+
+
+def legacy_durable_name(agency: str) -> str:
+    """The single consumer over all readable channels that provisioning made before
+    per-channel consumers (migrated, then deleted, by ``transport.provision``)."""
     return f"agent_{agency}"
 
 
@@ -141,6 +176,7 @@ def render_config(
     host: str = "127.0.0.1",
     port: int = 4222,
     http_port: int | None = None,
+    limits: ServerLimits = ServerLimits(),
 ) -> str:
     """nats-server configuration for the roster's task force (pass to ``nats-server -c``)."""
     tf = roster.taskforce
@@ -150,7 +186,6 @@ def render_config(
         if member.status != "active":
             continue  # revoked, removed or suspended: no broker access at all
         agency = member.agency_id
-        durable = durable_name(agency)
         publish = [
             channel_subject(tf, c.name, agency)
             for c in roster.roster.channels
@@ -175,7 +210,13 @@ def render_config(
         if agency in roster.roster.coordinators:
             publish.append(f"$KV.{bucket}.{ROSTER_KEY}")  # coordinators publish rosters
             publish.append(f"$KV.{schemas}.>")  # ... and registry records
-        if readable_channels(roster, agency):
+        readable = readable_channels(roster, agency)
+        if readable:
+            # Its consumers are found by name (the agent does not pass its roster to the
+            # transport); the names say only who reads what, which the roster says to all.
+            publish.append(f"$JS.API.CONSUMER.NAMES.{stream}")
+        for channel in readable:
+            durable = durable_name(agency, channel)
             publish += [
                 f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
                 f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
@@ -211,7 +252,14 @@ def render_config(
         f"listen: {host}:{port}\n"
         f"{monitoring}"
         f"max_payload: {MAX_PAYLOAD}\n"
-        f'jetstream {{\n    store_dir: "{store_dir}"\n}}\n'
+        f"max_connections: {limits.max_connections}\n"
+        f"max_subscriptions: {limits.max_subscriptions}\n"
+        f"jetstream {{\n"
+        f'    store_dir: "{store_dir}"\n'
+        f"    max_file_store: {limits.max_file_store}\n"
+        f"    max_memory_store: {64 * 1024 * 1024}  # tfshare keeps everything on file storage\n"
+        f"    limits {{ max_ack_pending: {limits.max_ack_pending} }}\n"
+        f"}}\n"
         f"authorization {{\n  users = [\n" + "\n".join(users) + "\n  ]\n}\n"
     )
 

@@ -1,14 +1,17 @@
 """NATS / JetStream adapter: the only module that imports nats.
 
 Owns: connecting as an agency (its NATS nkey, its private inbox prefix) or as the broker
-administrator; provisioning the task force's stream and each reader's durable pull consumer;
+administrator; provisioning the task force's stream with its limits (``StreamLimits``) and
+each reader's durable pull consumers, one per channel it reads, fetched fairly (``Consumer``);
 publishing an envelope with its ``Nats-Msg-Id`` (JetStream drops a repeat inside the
 duplicate window); fetching and acknowledging; the KV buckets (roster, registry records and
 the keys of the registry bucket, checkpoints); request-reply (``request``, and
 ``serve_requests`` for a service answering on a subject). Every nats error becomes a ``BrokerError``
-(exit 4) with a hint, so callers never see nats exceptions. Two of them are not transient and
-say so: ``BrokerAuthFailed`` (the broker has no user with these NATS credentials) and
-``MessageTooLarge`` (over the broker's max_payload or the stream's maximum message size).
+(exit 4) with a hint, so callers never see nats exceptions. Some are not transient and
+say so: ``BrokerAuthFailed`` (the broker has no user with these NATS credentials),
+``MessageTooLarge`` (over the broker's max_payload or the stream's maximum message size),
+``SenderQuotaFull`` (this sender's subject holds as many messages as the stream keeps per
+sender) and ``StreamFull`` (the stream holds its max_bytes).
 
 Never: look inside envelopes; this layer moves opaque bytes.
 """
@@ -16,7 +19,9 @@ Never: look inside envelopes; this layer moves opaque bytes.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -32,6 +37,7 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
+    DiscardPolicy,
     KeyValueConfig,
     StorageType,
     StreamConfig,
@@ -46,8 +52,10 @@ from tfshare.broker import (
     durable_name,
     inbox_prefix,
     is_auditor,
+    legacy_durable_name,
     parse_schema_key,
     readable_channels,
+    reader_durable_prefix,
     roster_bucket,
     schema_bucket,
     schema_key,
@@ -65,6 +73,15 @@ NATS_ERRORS: Final = (nats.errors.Error, OSError, TimeoutError)
 DAY_S: Final = 24 * 3600
 # JetStream's error code for "message size exceeds maximum allowed" (the stream's max_msg_size).
 JS_MESSAGE_TOO_LARGE: Final = 10054
+# ... for a stream limit reached under DiscardNew: "maximum messages per subject exceeded"
+# (this sender's quota), "maximum bytes exceeded" / "maximum messages exceeded" (the stream).
+JS_STREAM_LIMIT: Final = 10077
+# ... for "insufficient resources": the server's JetStream storage (max_file_store) is full.
+JS_INSUFFICIENT_RESOURCES: Final = 10023
+MIB: Final = 1024 * 1024
+GIB: Final = 1024 * MIB
+# The stream's largest message: the largest envelope, and room for its headers.
+MAX_MSG_SIZE: Final = MAX_ENVELOPE + 4096
 _PROVISION_HINT: Final = (
     "the task force's stream or consumers are missing on the broker: run 'tfshare broker up', "
     "or 'tfshare broker provision' for a nats-server you run yourself; tfshare retries"
@@ -118,6 +135,51 @@ def auth_failed(url: str, agency: str | None, nkey_seed: bytes) -> BrokerAuthFai
         "'tfshare broker up' broker) and reload nats-server; check --server is this task "
         "force's broker",
     )
+
+
+class SenderQuotaFull(BrokerRefused):
+    """The stream already keeps as many messages from this sender on this channel as it
+    keeps per sender (max_msgs_per_subject, DiscardNew per subject): the broker refuses the
+    new one rather than drop an older one. Room comes back as old messages expire."""
+
+
+class StreamFull(BrokerRefused):
+    """The task force's stream (or the server's JetStream storage) is full: DiscardNew
+    refuses every new message rather than delete older ones that readers have not read."""
+
+
+def quota_full(subject: str) -> SenderQuotaFull:
+    return SenderQuotaFull(
+        f"publish refused: sender quota full on {subject} (the broker already keeps as many "
+        "messages from this agency on this channel as it keeps per sender)",
+        hint="nothing was sent; room comes back as this agency's older messages on the "
+        "channel expire (the stream's max age). If this agency did not send that many, its "
+        "key may be in the wrong hands: tell the coordinators. Operators set the quota with "
+        "'tfshare broker up/provision --max-msgs-per-sender'",
+    )
+
+
+def stream_full(subject: str, what: str) -> StreamFull:
+    return StreamFull(
+        f"publish refused on {subject}: the task force's stream on the broker is full ({what})",
+        hint="nothing was sent, and nothing already accepted was dropped; tell the broker's "
+        "operator: raise 'tfshare broker up/provision --max-bytes' (and the disk JetStream "
+        "may use, --max-file-store), or lower the per-sender quota",
+    )
+
+
+def _limit_refusal(subject: str, exc: BaseException) -> BrokerRefused | None:
+    """The refusal for a stream limit reached, or None if ``exc`` is something else."""
+    if not isinstance(exc, nats.js.errors.APIError):
+        return None
+    description = (exc.description or "").lower()
+    if exc.err_code == JS_STREAM_LIMIT and "per subject" in description:
+        return quota_full(subject)
+    if exc.err_code == JS_STREAM_LIMIT:
+        return stream_full(subject, exc.description or "a stream limit")
+    if exc.err_code == JS_INSUFFICIENT_RESOURCES:
+        return stream_full(subject, "JetStream storage")
+    return None
 
 
 def too_large(subject: str, size: int, limit: int | None = None) -> MessageTooLarge:
@@ -198,7 +260,7 @@ def _publish_failure(
         )
     if isinstance(exc, nats.js.errors.APIError) and exc.err_code == JS_MESSAGE_TOO_LARGE:
         return too_large(subject, len(data))
-    return broker_error(exc, doing=f"publishing on {subject}")
+    return _limit_refusal(subject, exc) or broker_error(exc, doing=f"publishing on {subject}")
 
 
 @dataclass
@@ -278,22 +340,145 @@ async def connect(
     return Connection(client, agency, errors)
 
 
+# Defaults of the limits an operator sets (``tfshare broker up/provision``; README, Limits).
+DEFAULT_MAX_BYTES: Final = 8 * GIB
+DEFAULT_MAX_MSGS_PER_SENDER: Final = 5000
+DEFAULT_MAX_ACK_PENDING: Final = 256
+DEFAULT_MAX_WAITING: Final = 16
+
+
+def stream_config(
+    taskforce: str,
+    *,
+    max_age_days: float = 30,
+    duplicate_window_s: float = 120,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_msgs_per_sender: int = DEFAULT_MAX_MSGS_PER_SENDER,
+) -> StreamConfig:
+    """The task force's stream. Every limit refuses the NEW message (DiscardNew), never
+    deletes an old one: DiscardOld would make room for a flooder by silently dropping other
+    members' messages that readers may not have fetched yet. Each sender publishes only on
+    its own subjects (tf.<tf>.ch.<channel>.<sender>), so a per-subject limit with
+    discard_new_per_subject is a per-sender, per-channel quota: a flooder fills its own
+    quota and then only its own publishes are refused (``SenderQuotaFull``); max_bytes bounds
+    the whole stream on disk (``StreamFull`` once reached, for everyone: so keep one sender's
+    worst case, max_msgs_per_sender x max_msg_size, well below it)."""
+    return StreamConfig(
+        name=stream_name(taskforce),
+        subjects=stream_subjects(taskforce),
+        storage=StorageType.FILE,
+        max_age=max_age_days * DAY_S,
+        duplicate_window=duplicate_window_s,
+        max_msg_size=MAX_MSG_SIZE,
+        max_bytes=max_bytes,
+        discard=DiscardPolicy.NEW,
+        max_msgs_per_subject=max_msgs_per_sender,
+        discard_new_per_subject=True,
+    )
+
+
+def reader_consumer_config(
+    durable: str,
+    subjects: list[str],
+    *,
+    max_ack_pending: int = DEFAULT_MAX_ACK_PENDING,
+    max_waiting: int = DEFAULT_MAX_WAITING,
+    deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
+    opt_start_seq: int | None = None,
+) -> ConsumerConfig:
+    """A durable pull consumer. ``max_ack_pending`` bounds what one reader holds unacknowledged
+    on one consumer (a flood waits on the broker, not in the reader's memory); ``max_waiting``
+    bounds its outstanding pull requests (tfshare keeps one or two per consumer)."""
+    return ConsumerConfig(
+        durable_name=durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=deliver_policy,
+        opt_start_seq=opt_start_seq,
+        ack_wait=30,
+        max_deliver=-1,
+        filter_subjects=subjects,
+        max_ack_pending=max_ack_pending,
+        max_waiting=max_waiting,
+    )
+
+
+async def _consumer_info(js: Any, stream: str, durable: str) -> Any | None:
+    try:
+        return await js.consumer_info(stream, durable)
+    except nats.js.errors.NotFoundError:
+        return None
+
+
+async def _provision_reader(
+    js: Any,
+    roster: TrustedRoster,
+    agency: str,
+    channels: list[str],
+    *,
+    max_ack_pending: int,
+    max_waiting: int,
+) -> None:
+    """One durable per channel the agency reads. A consumer that exists keeps where it
+    starts (JetStream cannot change it) and gets the current limits. Migration from the
+    single all-channels consumer of older versions: a new channel consumer starts after the
+    old one's ack floor (for a channel the old one covered), so what was acknowledged is not
+    delivered again; then the old one is deleted -- left in place it would only keep a
+    second, unused cursor, and an agent of an older version bound to it would go on reading
+    beside the new one instead of failing visibly until upgraded."""
+    stream = stream_name(roster.taskforce)
+    legacy = await _consumer_info(js, stream, legacy_durable_name(agency))
+    legacy_subjects: set[str] = set()
+    if legacy is not None:
+        legacy_subjects = set(legacy.config.filter_subjects or [])
+        if legacy.config.filter_subject:
+            legacy_subjects.add(legacy.config.filter_subject)
+    for channel in channels:
+        durable = durable_name(agency, channel)
+        subject = f"tf.{roster.taskforce}.ch.{channel}.*"
+        existing = await _consumer_info(js, stream, durable)
+        if existing is not None:
+            policy = existing.config.deliver_policy or DeliverPolicy.ALL
+            start = existing.config.opt_start_seq
+        elif legacy is not None and subject in legacy_subjects and legacy.ack_floor.stream_seq:
+            policy, start = DeliverPolicy.BY_START_SEQUENCE, legacy.ack_floor.stream_seq + 1
+        else:
+            policy, start = DeliverPolicy.ALL, None
+        await js.add_consumer(
+            stream,
+            reader_consumer_config(
+                durable,
+                [subject],
+                max_ack_pending=max_ack_pending,
+                max_waiting=max_waiting,
+                deliver_policy=policy,
+                opt_start_seq=start,
+            ),
+        )
+    if legacy is not None:
+        await js.delete_consumer(stream, legacy_durable_name(agency))
+        log.info("legacy_consumer_migrated", agency=agency, channels=len(channels))
+
+
 async def provision(
     admin: Connection,
     roster: TrustedRoster,
     *,
     max_age_days: float = 30,
     duplicate_window_s: float = 120,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_msgs_per_sender: int = DEFAULT_MAX_MSGS_PER_SENDER,
+    max_ack_pending: int = DEFAULT_MAX_ACK_PENDING,
+    max_waiting: int = DEFAULT_MAX_WAITING,
 ) -> None:
-    """Create or update the task force's stream and every active reader's durable consumer."""
+    """Create or update the task force's stream, its KV buckets, every active reader's
+    durable consumers (one per channel it reads) and the audit service's consumer."""
     js = admin.js
-    config = StreamConfig(
-        name=stream_name(roster.taskforce),
-        subjects=stream_subjects(roster.taskforce),
-        storage=StorageType.FILE,
-        max_age=max_age_days * DAY_S,
-        duplicate_window=duplicate_window_s,
-        max_msg_size=MAX_ENVELOPE + 4096,
+    config = stream_config(
+        roster.taskforce,
+        max_age_days=max_age_days,
+        duplicate_window_s=duplicate_window_s,
+        max_bytes=max_bytes,
+        max_msgs_per_sender=max_msgs_per_sender,
     )
     try:
         await js.create_key_value(
@@ -316,18 +501,13 @@ async def provision(
             channels = readable_channels(roster, member.agency_id)
             if member.status != "active" or not channels:
                 continue
-            await js.add_consumer(
-                stream_name(roster.taskforce),
-                ConsumerConfig(
-                    durable_name=durable_name(member.agency_id),
-                    ack_policy=AckPolicy.EXPLICIT,
-                    deliver_policy=DeliverPolicy.ALL,
-                    ack_wait=30,
-                    max_deliver=-1,
-                    filter_subjects=[
-                        f"tf.{roster.taskforce}.ch.{channel}.*" for channel in channels
-                    ],
-                ),
+            await _provision_reader(
+                js,
+                roster,
+                member.agency_id,
+                channels,
+                max_ack_pending=max_ack_pending,
+                max_waiting=max_waiting,
             )
         for member in roster.roster.members:
             if member.status == "active" and is_auditor(roster, member.agency_id):
@@ -335,15 +515,22 @@ async def provision(
                 # the entry is committed to the log.
                 await js.add_consumer(
                     stream_name(roster.taskforce),
-                    ConsumerConfig(
-                        durable_name=audit_durable_name(member.agency_id),
-                        ack_policy=AckPolicy.EXPLICIT,
-                        deliver_policy=DeliverPolicy.ALL,
-                        ack_wait=30,
-                        max_deliver=-1,
-                        filter_subjects=stream_subjects(roster.taskforce),
+                    reader_consumer_config(
+                        audit_durable_name(member.agency_id),
+                        stream_subjects(roster.taskforce),
+                        max_ack_pending=max(max_ack_pending, 1024),
+                        max_waiting=max_waiting,
                     ),
                 )
+    except nats.js.errors.APIError as exc:
+        if exc.err_code == JS_INSUFFICIENT_RESOURCES:
+            raise BrokerError(
+                "the broker cannot reserve the stream's max_bytes: JetStream's storage limit "
+                "(max_file_store) is smaller",
+                hint="give JetStream more disk (--max-file-store, or TFSHARE_MAX_FILE_STORE in "
+                "your own template) or provision with a smaller --max-bytes",
+            ) from None
+        raise broker_error(exc, doing="provisioning the stream and consumers") from None
     except NATS_ERRORS as exc:
         raise broker_error(exc, doing="provisioning the stream and consumers") from None
 
@@ -629,36 +816,205 @@ class Delivery:
         await self.message.nak(delay=delay)
 
 
-class Consumer:
-    """An agency's durable pull consumer (or, with ``audit``, its audit service's)."""
+@dataclass
+class _Lane:
+    """One durable consumer of a ``Consumer``: its subscription, the pull in flight (at
+    most one) and what it fetched that was not handed out yet."""
 
-    def __init__(self, conn: Connection, taskforce: str, agency: str, *, audit: bool = False):
+    durable: str
+    sub: Any
+    pull: asyncio.Task[list[Msg]] | None = None
+    ready: deque[Msg] = field(default_factory=deque)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """A pull left behind when its connection closed: its error is not news."""
+    if not task.cancelled():
+        task.exception()
+
+
+class Consumer:
+    """An agency's durable pull consumers, one per channel it reads (or, with ``audit``, its
+    audit service's single consumer over every channel), behind one ``fetch``.
+
+    Fair by construction: each consumer has at most one pull in flight, asking for its share
+    of the batch; ``fetch`` returns as soon as any consumer has messages, and hands them out
+    in turn (one from each consumer with messages, starting with a different one each call).
+    A pull still waiting when ``fetch`` returns stays in flight for the next call, so nothing
+    fetched is dropped. A backlog on one channel therefore costs another channel at most one
+    share of a batch, never the backlog.
+
+    The channel consumers are found on the broker by name (their common prefix), and looked
+    up again every ``refresh_s``, so a channel granted to the agency later is read without a
+    reconnect. ``channels`` names them instead (no lookup)."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        taskforce: str,
+        agency: str,
+        *,
+        audit: bool = False,
+        channels: Sequence[str] | None = None,
+        refresh_s: float = 30.0,
+    ):
         self.conn = conn
         self.taskforce = taskforce
         self.agency = agency
-        self.durable = audit_durable_name(agency) if audit else durable_name(agency)
-        self._sub: Any = None
+        self.audit = audit
+        self.channels = None if channels is None else list(channels)
+        self.refresh_s = refresh_s
+        self._lanes: dict[str, _Lane] = {}
+        self._bound = False
+        self._next_refresh = 0.0
+        self._turn = 0
+
+    @property
+    def durables(self) -> list[str]:
+        """The durable consumers this one reads, in a stable order."""
+        return sorted(self._lanes)
+
+    async def _wanted(self) -> list[str]:
+        if self.audit:
+            return [audit_durable_name(self.agency)]
+        if self.channels is not None:
+            return [durable_name(self.agency, channel) for channel in self.channels]
+        prefix = reader_durable_prefix(self.agency)
+        names: list[str] = []
+        offset = 0
+        subject = f"$JS.API.CONSUMER.NAMES.{stream_name(self.taskforce)}"
+        while True:
+            request = json.dumps({"offset": offset}).encode()
+            reply = await self.conn.client.request(subject, request, timeout=5)
+            answer = json.loads(reply.data)
+            if "error" in answer:
+                raise nats.js.errors.APIError.from_error(answer["error"])
+            page = [str(n) for n in answer.get("consumers") or []]
+            names += [n for n in page if n.startswith(prefix)]
+            offset += len(page)
+            if not page or offset >= int(answer.get("total", 0)):
+                return sorted(names)
 
     async def bind(self) -> None:
+        """Bind to every consumer this agency reads (again: new ones added, gone ones left)."""
         try:
-            self._sub = await self.conn.js.pull_subscribe_bind(
-                self.durable,
-                stream_name(self.taskforce),
-                inbox_prefix=f"{inbox_prefix(self.agency)}.".encode(),
-            )
+            wanted = await self._wanted()
+            for durable in wanted:
+                if durable in self._lanes:
+                    continue
+                sub = await self.conn.js.pull_subscribe_bind(
+                    durable,
+                    stream_name(self.taskforce),
+                    inbox_prefix=f"{inbox_prefix(self.agency)}.".encode(),
+                )
+                self._lanes[durable] = _Lane(durable, sub)
         except NATS_ERRORS as exc:
-            raise broker_error(exc, doing=f"binding consumer {self.durable}") from None
+            raise broker_error(exc, doing=f"binding the consumers of {self.agency}") from None
+        for durable in set(self._lanes) - set(wanted):
+            lane = self._lanes.pop(durable)  # the agency no longer reads that channel
+            if lane.pull is not None:
+                lane.pull.cancel()
+        self._bound = True
+        loop = asyncio.get_running_loop()
+        self._next_refresh = loop.time() + self.refresh_s
+
+    async def _pull(self, lane: _Lane, batch: int, timeout: float) -> list[Msg]:
+        try:
+            messages: list[Msg] = await lane.sub.fetch(batch, timeout=timeout)
+        except (nats.errors.TimeoutError, nats.js.errors.FetchTimeoutError, TimeoutError):
+            return []
+        return messages
+
+    def _collect(self) -> None:
+        """Move the results of finished pulls to their lanes; a pull's broker error ends
+        the fetch (the caller reconnects)."""
+        for lane in self._lanes.values():
+            if lane.pull is None or not lane.pull.done():
+                continue
+            pull, lane.pull = lane.pull, None
+            if pull.cancelled():
+                continue
+            exc = pull.exception()
+            if exc is not None:
+                raise broker_error(exc, doing=f"fetching from consumer {lane.durable}") from None
+            lane.ready.extend(pull.result())
+
+    def _hand_out(self, batch: int) -> list[Delivery]:
+        lanes = [self._lanes[d] for d in self.durables]
+        if not lanes:
+            return []
+        self._turn = (self._turn + 1) % len(lanes)
+        order = lanes[self._turn :] + lanes[: self._turn]
+        taken: list[Msg] = []
+        while len(taken) < batch and any(lane.ready for lane in order):
+            for lane in order:
+                if lane.ready and len(taken) < batch:
+                    taken.append(lane.ready.popleft())
+        return [Delivery(m.subject, bytes(m.data), int(m.metadata.num_delivered), m) for m in taken]
 
     async def fetch(self, batch: int, timeout: float) -> list[Delivery]:
         """Up to ``batch`` messages; an empty list when none arrived within ``timeout``."""
-        if self._sub is None:
+        loop = asyncio.get_running_loop()
+        if not self._bound or loop.time() >= self._next_refresh:
             await self.bind()
-        try:
-            messages = await self._sub.fetch(batch, timeout=timeout)
-        except (nats.errors.TimeoutError, nats.js.errors.FetchTimeoutError, TimeoutError):
+        if not self._lanes:  # reads no channel (yet): nothing will come
+            await asyncio.sleep(timeout)
             return []
-        except NATS_ERRORS as exc:
-            raise broker_error(exc, doing=f"fetching from consumer {self.durable}") from None
-        return [
-            Delivery(m.subject, bytes(m.data), int(m.metadata.num_delivered), m) for m in messages
-        ]
+        share = max(1, -(-batch // len(self._lanes)))
+        deadline = loop.time() + timeout
+        while True:
+            self._collect()
+            if any(lane.ready for lane in self._lanes.values()):
+                break
+            for lane in self._lanes.values():
+                if lane.pull is None:
+                    lane.pull = asyncio.create_task(self._pull(lane, share, timeout))
+                    lane.pull.add_done_callback(_retrieve)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            pulls = [lane.pull for lane in self._lanes.values() if lane.pull is not None]
+            done, _ = await asyncio.wait(
+                pulls, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                break
+        return self._hand_out(batch)
+
+    async def backlog(self) -> dict[str, int]:
+        """Messages not yet delivered, per durable consumer (needs CONSUMER.INFO rights)."""
+        result: dict[str, int] = {}
+        for durable in self.durables:
+            try:
+                info = await self.conn.js.consumer_info(stream_name(self.taskforce), durable)
+            except NATS_ERRORS as exc:
+                raise broker_error(exc, doing=f"reading consumer {durable}") from None
+            result[durable] = int(info.num_pending)
+        return result
+
+    async def close(self) -> None:
+        """Stop the pulls in flight (what they fetched comes back after the ack wait)."""
+        pulls = [lane.pull for lane in self._lanes.values() if lane.pull is not None]
+        for pull in pulls:
+            pull.cancel()
+        await asyncio.gather(*pulls, return_exceptions=True)
+        for lane in self._lanes.values():
+            lane.pull = None
+
+
+async def reader_backlog(
+    admin: Connection, taskforce: str, agency: str, channels: Sequence[str]
+) -> tuple[int, int]:
+    """(not yet delivered, delivered but not acknowledged) over an agency's channel
+    consumers: what the single consumer's num_pending and num_ack_pending were."""
+    pending = ack_pending = 0
+    try:
+        for channel in channels:
+            info = await admin.js.consumer_info(
+                stream_name(taskforce), durable_name(agency, channel)
+            )
+            pending += int(info.num_pending)
+            ack_pending += int(info.num_ack_pending)
+    except NATS_ERRORS as exc:
+        raise broker_error(exc, doing=f"reading the consumers of {agency}") from None
+    return pending, ack_pending

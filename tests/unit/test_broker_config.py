@@ -27,13 +27,16 @@ from tfshare.broker import (
     CHECKPOINT_KEY,
     PROOF_REPLY_WINDOW,
     ROSTER_KEY,
+    ServerLimits,
     audit_bucket,
     audit_durable_name,
     audit_subject,
     channel_subject,
     durable_name,
     inbox_prefix,
+    legacy_durable_name,
     proof_subject,
+    readable_channels,
     render_config,
     roster_bucket,
     schema_bucket,
@@ -185,16 +188,26 @@ def test_active_agency_has_exactly_its_own_permissions(
     taskforce: TaskForce, tmp_path: Path, agency: str
 ) -> None:
     """An active agency gets exactly its own sender, consumer, ack, roster and inbox subjects."""
-    # Publish: its sender subjects, its durable consumer, its acks, roster reads, proof
-    # requests (coordinators also write the roster and run the audit service); subscribe:
-    # its own inbox prefix and the checkpoint announcements (the audit service also the proof
-    # requests, which it answers through allow_responses). Nothing else.
+    # Publish: its sender subjects, its durable consumers (one per channel it reads) and their
+    # acks, the consumer names (to find its own), roster reads, proof requests (coordinators
+    # also write the roster and run the audit service); subscribe: its own inbox prefix and the
+    # checkpoint announcements (the audit service also the proof requests, which it answers
+    # through allow_responses). Nothing else.
     user = users(render(taskforce, tmp_path))[taskforce.ids[agency].nats_user]
-    durable = durable_name(agency)
+    channels = readable_channels(taskforce.trusted(), agency)
+    assert channels  # every agency of the kit reads something
+    consumers = [
+        subject
+        for channel in channels
+        for subject in (
+            f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{durable_name(agency, channel)}",
+            f"$JS.API.CONSUMER.INFO.{STREAM}.{durable_name(agency, channel)}",
+            f"$JS.ACK.{STREAM}.{durable_name(agency, channel)}.>",
+        )
+    ]
     expected = [channel_subject(TASKFORCE, channel, agency) for channel in WRITES[agency]] + [
-        f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{durable}",
-        f"$JS.API.CONSUMER.INFO.{STREAM}.{durable}",
-        f"$JS.ACK.{STREAM}.{durable}.>",
+        *consumers,
+        f"$JS.API.CONSUMER.NAMES.{STREAM}",
         *ROSTER_READ,
         f"$KV.{WITNESS_KV}.{agency}",  # its own witness cosignature, no one else's
         PROOFS,
@@ -232,10 +245,58 @@ def test_no_agency_may_publish_on_another_agencys_subject(
                 continue
             for channel in ("alerts", "tips"):
                 assert not nats_allows(user.publish, channel_subject(TASKFORCE, channel, other))
-            assert not nats_allows(
-                user.publish, f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{durable_name(other)}"
-            )
+            for channel in ("alerts", "tips", "receipts"):
+                for api in ("MSG.NEXT", "INFO"):
+                    subject = f"$JS.API.CONSUMER.{api}.{STREAM}.{durable_name(other, channel)}"
+                    assert not nats_allows(user.publish, subject)
+                ack = f"$JS.ACK.{STREAM}.{durable_name(other, channel)}.1.2.3.4.5"
+                assert not nats_allows(user.publish, ack)
             assert not nats_allows(user.subscribe, f"{inbox_prefix(other)}.abc")
+
+
+@pytest.mark.parametrize("agency", ["coord", "police", "ngo", "labour"])
+def test_agency_may_consume_only_the_channels_it_reads(
+    taskforce: TaskForce, tmp_path: Path, agency: str
+) -> None:
+    """One consumer per channel it reads, none for a channel it does not read, and not the
+    single all-channels consumer of older versions."""
+    user = users(render(taskforce, tmp_path))[taskforce.ids[agency].nats_user]
+    reads = readable_channels(taskforce.trusted(), agency)
+    for channel in ("alerts", "tips", "receipts"):
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{durable_name(agency, channel)}"
+        assert nats_allows(user.publish, subject) is (channel in reads), channel
+    legacy = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{legacy_durable_name(agency)}"
+    assert not nats_allows(user.publish, legacy)
+
+
+def test_durable_names_of_different_readers_never_collide() -> None:
+    """Names with underscores cannot make one agency's channel consumer another's."""
+    pairs = [("a", "b_c"), ("a_b", "c"), ("a_", "b"), ("a", "_b"), ("ab", "c"), ("a", "bc")]
+    names = [durable_name(agency, channel) for agency, channel in pairs]
+    assert len(set(names)) == len(names)
+    assert all(legacy_durable_name(a) not in names for a, _ in pairs)
+
+
+def test_server_limits_are_in_the_generated_config(taskforce: TaskForce, tmp_path: Path) -> None:
+    """The operator's server limits reach nats.conf, and nats-server accepts them."""
+    limits = ServerLimits(
+        max_file_store=3 * 1024**3, max_connections=77, max_subscriptions=55, max_ack_pending=999
+    )
+    text = render_config(
+        taskforce.trusted(),
+        admin_nkey=ADMIN_NKEY,
+        store_dir=tmp_path / "jetstream",
+        port=14226,
+        limits=limits,
+    )
+    assert f"max_file_store: {3 * 1024**3}" in text
+    assert "max_connections: 77" in text
+    assert "max_subscriptions: 55" in text
+    assert "max_ack_pending: 999" in text
+    config = tmp_path / "nats.conf"
+    config.write_text(text)
+    result = nats_check(config)
+    assert result.returncode == 0, result.stderr or result.stdout
 
 
 def test_agency_without_channels_may_publish_nothing(taskforce: TaskForce, tmp_path: Path) -> None:

@@ -19,7 +19,13 @@ import nkeys  # type: ignore[import-untyped,unused-ignore]
 
 from tfshare import transport
 from tfshare.agent import Agent
-from tfshare.broker import BrokerProcess, channel_subject, check_config, render_config
+from tfshare.broker import (
+    BrokerProcess,
+    ServerLimits,
+    channel_subject,
+    check_config,
+    render_config,
+)
 from tfshare.envelope import Ref
 from tfshare.errors import BrokerError, BrokerRefused, InputError, UsageError
 from tfshare.files import read_bytes, write_atomic
@@ -71,7 +77,12 @@ USERS_INCLUDE = "tfshare-users.conf"
 
 
 def write_broker_config(
-    roster: TrustedRoster, directory: Path, *, port: int, host: str = "127.0.0.1"
+    roster: TrustedRoster,
+    directory: Path,
+    *,
+    port: int,
+    host: str = "127.0.0.1",
+    server: ServerLimits | None = None,
 ) -> Path:
     """Write DIR/nats.conf for the roster (checked with ``nats-server -t``), and beside it
     DIR/tfshare-users.conf: its ``authorization`` block alone, which the single-node
@@ -79,7 +90,12 @@ def write_broker_config(
     directory.mkdir(parents=True, exist_ok=True)
     public = nkeys.from_seed(admin_seed(directory)).public_key.decode()
     config = render_config(
-        roster, admin_nkey=public, store_dir=directory / "jetstream", host=host, port=port
+        roster,
+        admin_nkey=public,
+        store_dir=directory / "jetstream",
+        host=host,
+        port=port,
+        limits=server or StreamLimits().server(),
     )
     path = directory / "nats.conf"
     write_atomic(path, config.encode())
@@ -104,10 +120,103 @@ async def _admin(url: str, directory: Path) -> transport.Connection:
 
 @dataclass(frozen=True)
 class StreamLimits:
-    """How long the broker keeps messages, and its duplicate-detection window."""
+    """What the operator bounds on the broker (README, "Limits"): how long the stream keeps
+    messages, its duplicate window, its size on disk, each sender's quota per channel, what
+    a reader may hold unacknowledged per channel, and the server's own limits (disk for
+    JetStream, connections, subscriptions per connection). ``check`` refuses values that do
+    not make sense before anything is started."""
 
     max_age_days: float = 30
     duplicate_window_s: float = 120
+    max_bytes: int = transport.DEFAULT_MAX_BYTES
+    max_msgs_per_sender: int = transport.DEFAULT_MAX_MSGS_PER_SENDER
+    max_ack_pending: int = transport.DEFAULT_MAX_ACK_PENDING
+    max_waiting: int = transport.DEFAULT_MAX_WAITING
+    max_file_store: int | None = None  # None: max_bytes and 1 GiB for buckets and state
+    max_connections: int = ServerLimits.max_connections
+    max_subscriptions: int = ServerLimits.max_subscriptions
+
+    @property
+    def file_store(self) -> int:
+        return self.max_file_store or self.max_bytes + transport.GIB
+
+    @property
+    def sender_worst_case(self) -> int:
+        """The most bytes one sender can keep on one channel: its quota of largest messages."""
+        return self.max_msgs_per_sender * transport.MAX_MSG_SIZE
+
+    def server(self) -> ServerLimits:
+        return ServerLimits(
+            max_file_store=self.file_store,
+            max_connections=self.max_connections,
+            max_subscriptions=self.max_subscriptions,
+            max_ack_pending=max(ServerLimits.max_ack_pending, self.max_ack_pending, 1024),
+        )
+
+    def check(self) -> StreamLimits:
+        """These limits, or ``UsageError`` (exit 2) naming the first one that is wrong."""
+        positive = {
+            "--max-age-days": self.max_age_days,
+            "--duplicate-window": self.duplicate_window_s,
+            "--max-bytes": self.max_bytes,
+            "--max-msgs-per-sender": self.max_msgs_per_sender,
+            "--max-ack-pending": self.max_ack_pending,
+            "--max-waiting": self.max_waiting,
+            "--max-connections": self.max_connections,
+            "--max-subscriptions": self.max_subscriptions,
+        }
+        for flag, value in positive.items():
+            if not value > 0:
+                raise UsageError(f"{flag} must be more than 0 (got {value:g})", hint=_LIMITS_HINT)
+        if self.duplicate_window_s > self.max_age_days * 86400:
+            raise UsageError(
+                "--duplicate-window is longer than --max-age-days",
+                hint="JetStream refuses a duplicate window longer than the stream keeps "
+                "messages; the default is 120 seconds",
+            )
+        if self.max_bytes < transport.MAX_MSG_SIZE * 16:
+            raise UsageError(
+                f"--max-bytes {self.max_bytes} is too small for the stream",
+                hint=f"give at least {transport.MAX_MSG_SIZE * 16 // transport.MIB} MiB "
+                "(e.g. 8GiB, the default)",
+            )
+        if self.sender_worst_case > self.max_bytes:
+            raise UsageError(
+                f"one sender could fill the whole stream: {self.max_msgs_per_sender} messages "
+                f"of up to {transport.MAX_MSG_SIZE // 1024} KiB is more than --max-bytes",
+                hint="lower --max-msgs-per-sender or raise --max-bytes, so that a member that "
+                "floods one channel is refused before the stream is full for everyone",
+            )
+        if self.file_store < self.max_bytes:
+            raise UsageError(
+                "--max-file-store is smaller than --max-bytes",
+                hint="JetStream must have room for the whole stream and its KV buckets: give "
+                "--max-file-store at least --max-bytes plus 1GiB (or leave it out)",
+            )
+        return self
+
+
+_LIMITS_HINT = "see 'tfshare broker up --help' for each limit and its default"
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+               "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}  # fmt: skip
+
+
+def parse_size(text: str, *, flag: str) -> int:
+    """Bytes from "8GiB", "500MB", "1048576" (what nats-server accepts, and the same units);
+    ``UsageError`` (exit 2) for anything else."""
+    value = text.strip().lower().replace(" ", "")
+    number = value.rstrip("kmgtib")
+    unit = value[len(number) :]
+    try:
+        amount = float(number) * _SIZE_UNITS.get(unit, 0)
+    except ValueError:
+        amount = 0.0
+    if not 1 <= amount < 2**62:  # NaN and infinity fail this too
+        raise UsageError(
+            f"{flag}: {text[:40]!r} is not a size",
+            hint="give a number of bytes with an optional unit: 512MB, 8GiB, 1073741824",
+        )
+    return int(amount)
 
 
 async def provision_broker(
@@ -126,6 +235,10 @@ async def provision_broker(
             roster,
             max_age_days=limits.max_age_days,
             duplicate_window_s=limits.duplicate_window_s,
+            max_bytes=limits.max_bytes,
+            max_msgs_per_sender=limits.max_msgs_per_sender,
+            max_ack_pending=limits.max_ack_pending,
+            max_waiting=limits.max_waiting,
         )
         if roster_bytes is not None and await transport.get_roster(admin, roster.taskforce) is None:
             await transport.put_roster(admin, roster.taskforce, roster_bytes)
@@ -142,7 +255,7 @@ def start_broker(
     limits: StreamLimits = StreamLimits(),
 ) -> BrokerProcess:
     """Configure, start and provision a nats-server for the roster's task force."""
-    config = write_broker_config(roster, directory, port=port)
+    config = write_broker_config(roster, directory, port=port, server=limits.check().server())
     broker = BrokerProcess(config=config, host="127.0.0.1", port=port, log=directory / "nats.log")
     broker.start()
     try:
@@ -164,6 +277,7 @@ class BrokerSupervisor:
     anchor: Anchor
     store: StateStore
     roster: TrustedRoster
+    limits: StreamLimits = StreamLimits()  # the broker's: a roster change keeps them
 
     def check(self) -> TrustedRoster | None:
         """One look at the bucket; returns the new roster if it changed and was applied."""
@@ -185,9 +299,11 @@ class BrokerSupervisor:
             now_ms=_now(),
         )
         self.store.save_roster_state(self.anchor.taskforce, state)
-        write_broker_config(trusted, self.directory, port=self.broker.port)
+        write_broker_config(
+            trusted, self.directory, port=self.broker.port, server=self.limits.server()
+        )
         self.broker.reload()
-        asyncio.run(provision_broker(self.broker.url, self.directory, trusted))
+        asyncio.run(provision_broker(self.broker.url, self.directory, trusted, limits=self.limits))
         self.roster = trusted
         return trusted
 
