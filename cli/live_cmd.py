@@ -13,6 +13,7 @@ import typer
 
 from tfshare.errors import ExitCode, UsageError
 from tfshare.workflows import live
+from tfshare.workflows.bodies import read_stdin_body
 from tfshare.workflows.exchange import Credentials
 
 from .common import (
@@ -94,16 +95,46 @@ def _ask(path: str, allowed: list[str] | None) -> str:
     return answer
 
 
+def _stdin_body() -> Path:
+    """The body piped to stdin, as a path ``live.publish`` reads like a body file.
+
+    An anonymous in-memory file (memfd): nothing reaches the disk or the command line, and
+    the body is read exactly as ``--body-file PATH`` would read it. Kept open until exit.
+    """
+    data = read_stdin_body(sys.stdin.buffer)
+    if not hasattr(os, "memfd_create"):
+        raise UsageError(
+            "--body-file - needs Linux here", hint="give the body as --body-file PATH instead"
+        )
+    fd = os.memfd_create("tfshare-body", os.MFD_CLOEXEC)
+    os.write(fd, data)
+    return Path(f"/proc/self/fd/{fd}")
+
+
 def publish_cmd(
     kind: Annotated[str, typer.Argument(help="alert, red-flag or tip.")],
     channel: Annotated[
         str | None,
         typer.Option("--channel", help="Channel to publish on (default: the parent's)."),
     ] = None,
-    body: Annotated[Path | None, typer.Option("--file", help="The body, a JSON file.")] = None,
+    body: Annotated[
+        str | None,
+        typer.Option(
+            "--body-file",
+            "--file",
+            metavar="PATH",
+            help="The body, one JSON object, from a file, or '-' for stdin: kept out of the "
+            "command line, where other users of this machine can read it.",
+        ),
+    ] = None,
     field: Annotated[
         list[str] | None,
-        typer.Option("--field", help="path=value, e.g. handling.tlp=RED (repeat)."),
+        typer.Option(
+            "--field",
+            help="path=value, e.g. handling.tlp=RED (repeat). VISIBLE to other local users "
+            "of this machine (the command line is public, in ps and /proc): put message "
+            "content in --body-file, or let the prompts ask for it.",
+        ),
     ] = None,
     to: Annotated[str | None, typer.Option("--to", help="Recipients, comma-separated.")] = None,
     server: ServerOpt = None,
@@ -135,6 +166,10 @@ def publish_cmd(
 ) -> None:
     """Seal a message and publish it; queue it in the outbox if the broker is away.
 
+    The body comes from --body-file (a JSON file, or '-' for stdin), then --field flags; on a
+    terminal, required fields still missing are asked for (typed answers stay out of the
+    command line, which other local users can read).
+
     With --reshare, --escalate, --amend, --retract or --reply the new message names its parent
     (msg_id and envelope hash, signed); the handling rules are checked first."""
     derived = [
@@ -153,15 +188,19 @@ def publish_cmd(
             "a message derives from one parent here",
             hint="give only one of --reshare, --escalate, --amend, --retract, --reply",
         )
+    from_stdin = body == "-"
+    # Read before the passphrase prompt could touch stdin; a piped stdin is spent after this.
+    body_path = _stdin_body() if from_stdin else Path(body) if body is not None else None
     agency, url = _agency(key, passphrase_file, roster, anchor, state, registry, server)
+    on_terminal = sys.stdin.isatty() and sys.stderr.isatty() and not from_stdin
     result = live.publish(
         agency,
         kind=kind,
         channel=channel,
         to=split_list(to),
-        body_path=body,
+        body_path=body_path,
         fields=field or [],
-        prompt=_ask if sys.stdin.isatty() and sys.stderr.isatty() else None,
+        prompt=_ask if on_terminal else None,
         url=url,
         queue=not no_queue,
         derive=derived[0] if derived else None,

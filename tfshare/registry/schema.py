@@ -2,7 +2,8 @@
 
 Owns: ``Schema``, the ``tfshare.messages.MessageType`` that sealing and opening use. Publishing
 decodes JSON strictly (unknown fields refused, every failing path reported); receiving decodes
-msgpack tolerantly (a newer producer's optional additions are ignored).
+msgpack tolerantly (a newer producer's optional additions are ignored). Both refuse an object
+or map that has one key twice, at any depth: decoders disagree about which value wins.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Final
 import msgspec
 import rfc8785
 
-from tfshare.encoding import DECODE_ERRORS, safe_reason
+from tfshare.encoding import DECODE_ERRORS, check_body_form, safe_reason
 from tfshare.errors import ValidationError
 from tfshare.registry.profile import BuiltTypes, ProfileError, build_types, parse_document
 from tfshare.registry.validate import all_errors
@@ -26,6 +27,49 @@ SUBJECT: Final = re.compile(r"^[a-z][a-z0-9_.-]{0,63}\Z")
 NAME: Final = re.compile(r"^([a-z][a-z0-9_.-]{0,63})/([1-9][0-9]{0,5})\Z")
 ID_PREFIX: Final = "urn:tfshare:schema:"
 MAX_BODY_DEPTH: Final = 64
+_KEY_SHOWN: Final = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")  # a property name, never content
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object as parsed: every (key, value) pair, repeats included."""
+
+
+def duplicate_key_path(data: bytes) -> str | None:
+    """The JSON path of the first object key that appears twice in ``data`` (any depth), or
+    None if there is none or ``data`` is not JSON (the caller's own decode says why).
+
+    Only keys shaped like property names are spelled out: the input is a message body, and
+    a key the schema does not know may be case content."""
+    try:
+        parsed = json.loads(data, object_pairs_hook=_Pairs)
+    except (ValueError, RecursionError):
+        return None
+    pending: list[tuple[Any, str]] = [(parsed, "$")]
+    while pending:
+        value, path = pending.pop()
+        if isinstance(value, _Pairs):
+            seen: set[str] = set()
+            for key, item in value:
+                shown = f"{path}.{key}" if _KEY_SHOWN.match(key) else f"{path}.(a key)"
+                if key in seen:
+                    return shown
+                seen.add(key)
+                pending.append((item, shown))
+        elif isinstance(value, list):
+            pending.extend((item, f"{path}[{i}]") for i, item in enumerate(value))
+    return None
+
+
+def refuse_duplicate_keys(data: bytes) -> None:
+    """ValidationError (exit 5) if a JSON body has an object key twice, at any depth."""
+    path = duplicate_key_path(data)
+    if path is not None:
+        raise ValidationError(
+            f"the body has the key {path} twice",
+            hint="give each field once: which of two values counts is not defined, so "
+            "tfshare refuses to guess",
+            paths=(path,),
+        )
 
 
 def fingerprint_of(doc: dict[str, Any]) -> bytes:
@@ -124,7 +168,9 @@ class Schema:
         return msgspec.msgpack.Decoder(self.types.receive)
 
     def from_json(self, data: bytes) -> object:
-        """A body from JSON, strictly; ValidationError naming every failing path."""
+        """A body from JSON, strictly; ValidationError naming every failing path, or the
+        first key given twice."""
+        refuse_duplicate_keys(data)
         try:
             return self._json_decoder.decode(data)
         except msgspec.ValidationError:
@@ -158,7 +204,11 @@ class Schema:
         return msgspec.msgpack.encode(record)
 
     def from_body(self, body: bytes) -> object:
-        return self._body_decoder.decode(body)
+        """A received body: typed decode, then the form check of PROTOCOL.md 9 (no map key
+        twice at any depth, shortest forms). Raises one of ``DECODE_ERRORS`` (E_BODY)."""
+        record = self._body_decoder.decode(body)
+        check_body_form(body)
+        return record
 
     def to_builtins(self, record: object) -> Any:
         return msgspec.to_builtins(record)

@@ -3,6 +3,10 @@ prompts for required fields that are still missing (with their allowed values).
 
 Field paths are dotted (``handling.tlp=RED``, ``where.country=NL``); a value that reads as
 JSON (a number, true/false, a list) is taken as such, anything else as a string.
+
+Also a body given as one JSON object on stdin (``--body-file -``), which never appears in the
+process's command line. No key may be given twice, in the JSON or in two ``--field``s: which
+value would count is exactly what a reader must never have to guess (PROTOCOL.md 9).
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ from typing import Any
 
 from tfshare.errors import UsageError, ValidationError
 from tfshare.registry.profile import DEF_REF
+from tfshare.registry.schema import refuse_duplicate_keys
+
+MAX_BODY_JSON = 512 * 1024  # as for a body file: an envelope holds no more
 
 Prompt = Callable[[str, list[str] | None], str]
 """prompt(path, allowed values or None) -> what the person typed."""
@@ -26,11 +33,20 @@ def _value(text: str) -> Any:
 
 
 def apply_fields(body: dict[str, Any], fields: Sequence[str]) -> dict[str, Any]:
-    """Set each ``path=value`` in ``body`` (creating nested objects)."""
+    """Set each ``path=value`` in ``body`` (creating nested objects). A path given twice is
+    refused (ValidationError); a field may replace what a body file or a parent said."""
+    given: set[str] = set()
     for field in fields:
         path, sep, text = field.partition("=")
         if not sep or not path:
             raise UsageError(f"--field {field!r} is not path=value", hint="e.g. handling.tlp=RED")
+        if path in given:
+            raise ValidationError(
+                f"--field {path} is given twice",
+                hint="give each field once: which of two values counts is not defined",
+                paths=(f"$.{path}",),
+            )
+        given.add(path)
         keys = path.split(".")
         node = body
         for key in keys[:-1]:
@@ -98,17 +114,39 @@ def body_json(
     prompt: Prompt | None,
 ) -> bytes:
     """The JSON body: the file's object (if any), then ``--field``s, then prompts."""
-    body: Any = {}
-    if base is not None:
-        try:
-            body = json.loads(base)
-        except (ValueError, RecursionError):
-            raise ValidationError(
-                "the body is not valid JSON", hint="the body file must hold one JSON object"
-            ) from None
-        if not isinstance(body, dict):
-            raise ValidationError("the body is not a JSON object", hint="give one JSON object")
+    body = parse_object(base) if base is not None else {}
     body = apply_fields(body, fields)
     if prompt is not None:
         body = prompt_missing(document, body, prompt)
     return json.dumps(body).encode()
+
+
+def parse_object(data: bytes) -> dict[str, Any]:
+    """A body given as JSON: one object, no key twice at any depth; ValidationError if not."""
+    refuse_duplicate_keys(data)
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        raise ValidationError(
+            "the body is not valid JSON", hint="the body file must hold one JSON object"
+        ) from None
+    if not isinstance(body, dict):
+        raise ValidationError(
+            "the body is not a JSON object", hint='give one JSON object: {"title": ...}'
+        )
+    return body
+
+
+def read_stdin_body(stream: Any) -> bytes:
+    """The body JSON from ``stream`` (binary stdin), at most MAX_BODY_JSON bytes."""
+    data: bytes = stream.read(MAX_BODY_JSON + 1)
+    if len(data) > MAX_BODY_JSON:
+        raise ValidationError(
+            f"the body on stdin is larger than {MAX_BODY_JSON} bytes",
+            hint="a message body is at most 512 KiB; share large files another way",
+        )
+    if not data.strip():
+        raise ValidationError(
+            "no body on stdin", hint="pipe one JSON object in, or give --body-file PATH"
+        )
+    return data
