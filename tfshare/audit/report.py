@@ -3,7 +3,8 @@ received and rejected how much.
 
 Owns: ``overdue`` / ``overdue_report`` (requests whose response-class deadline passed without
 a reply), ``report`` (per agency and channel: sent, received, rejected by code, median
-receipt delay) and their renderings (``overdue_json``, ``overdue_table``, ``report_json``,
+receipt delay; and the equivocations: one sender, one msg_id, different envelopes) and their
+renderings (``overdue_json``, ``overdue_table``, ``report_json``,
 ``report_rows``, ``report_markdown``).
 
 Pure: no clock (``now_ms`` is passed in), no files, no output. The functions take the audit
@@ -47,6 +48,12 @@ Report (``since_ms`` <= t < ``until_ms``, half-open; ``until_ms`` None: no end):
   most from an integer); None without a receipt of a logged message. Clocks differ between
   agencies, so a small negative delay is possible and is kept as it is.
 - totals: the same over every row (the total median is over all receipts, not of the rows).
+- equivocations: every (sender, msg_id) under which the log holds two or more different
+  envelopes (message, retraction or receipt entries; a redelivery has the same bytes and is
+  logged once), when one of them was sent (``ts_ms``) in the period. Listed apart from the
+  rows (JSON ``equivocations``, a Markdown section when there is one; the CSV rows keep their
+  columns), and the same judgment as the service's ``equivocation`` event and the
+  ``E_EQUIVOCATION`` flag of ``audit trace``.
 """
 
 from __future__ import annotations
@@ -285,11 +292,22 @@ class Tally:
 
 
 @dataclass(frozen=True)
+class Equivocation:
+    """Different envelopes one sender logged under one msg_id."""
+
+    sender: str
+    msg_id: bytes
+    channels: tuple[str, ...]  # of the envelopes, in log order (usually one)
+    indices: tuple[int, ...]  # every entry of that sender and msg_id, in log order
+
+
+@dataclass(frozen=True)
 class Report:
     since_ms: int
     until_ms: int | None
     rows: list[Tally]  # by agency, then channel
     totals: Tally
+    equivocations: list[Equivocation] = field(default_factory=list)  # by first index
 
 
 @dataclass
@@ -309,8 +327,15 @@ def report(store: AuditReader, *, since_ms: int, until_ms: int | None = None) ->
     counts: dict[tuple[str, str], _Counts] = defaultdict(_Counts)
     # (msg_id, env hash) -> (channel, sent ms) of every logged message, for the receipts.
     messages: dict[tuple[bytes, bytes], tuple[str, int]] = {}
-    for _, entry in _scan(store):
-        if entry.entry_type not in ("message", "retraction"):
+    # (sender, msg_id) -> (index, env hash, channel, sent ms) of every envelope entry.
+    by_id: dict[tuple[str, bytes], list[tuple[int, bytes, str, int]]] = defaultdict(list)
+    for index, entry in _scan(store):
+        if entry.entry_type not in ("message", "retraction", "receipt"):
+            continue
+        by_id[(entry.sender, entry.msg_id)].append(
+            (index, entry.env_sha256, entry.channel, entry.ts_ms)
+        )
+        if entry.entry_type == "receipt":
             continue
         messages[(entry.msg_id, entry.env_sha256)] = (entry.channel, entry.ts_ms)
         if entry.channel != RECEIPTS_CHANNEL and within(entry.ts_ms):
@@ -338,7 +363,18 @@ def report(store: AuditReader, *, since_ms: int, until_ms: int | None = None) ->
         everything.delays.extend(c.delays)
         for code, n in c.rejected.items():
             everything.rejected[code] += n
-    return Report(since_ms, until_ms, rows, _tally(ALL, ALL, everything))
+    equivocations = [
+        Equivocation(
+            sender,
+            msg_id,
+            tuple(dict.fromkeys(channel for _, _, channel, _ in seen)),
+            tuple(index for index, _, _, _ in seen),
+        )
+        for (sender, msg_id), seen in by_id.items()
+        if len({env for _, env, _, _ in seen}) > 1 and any(within(ts) for *_, ts in seen)
+    ]
+    equivocations.sort(key=lambda e: e.indices[0])
+    return Report(since_ms, until_ms, rows, _tally(ALL, ALL, everything), equivocations)
 
 
 def _tally(agency: str, channel: str, c: _Counts) -> Tally:
@@ -371,6 +407,15 @@ def report_json(result: Report) -> dict[str, Any]:
         "until": None if result.until_ms is None else iso(result.until_ms),
         "rows": [row(t) for t in result.rows],
         "totals": row(result.totals),
+        "equivocations": [
+            {
+                "sender": e.sender,
+                "msg_id": e.msg_id.hex(),
+                "channels": list(e.channels),
+                "entries": list(e.indices),
+            }
+            for e in result.equivocations
+        ],
     }
 
 
@@ -417,6 +462,22 @@ def report_markdown(result: Report) -> str:
         lines.append(f"| {name} | {channel} | {t.sent} | {t.received} | {rejected} | {delay} |")
     if not result.rows:
         lines += ["", "Nothing was sent or received in this period."]
+    if result.equivocations:
+        lines += [
+            "",
+            f"## Equivocations: {len(result.equivocations)}",
+            "",
+            "A sender signed different envelopes under one message id (E_EQUIVOCATION): "
+            "readers may have been shown different messages. Every envelope is in the log.",
+            "",
+            "| sender | msg_id | channels | log entries |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {e.sender} | {e.msg_id.hex()} | {', '.join(e.channels)} | "
+            f"{', '.join(map(str, e.indices))} |"
+            for e in result.equivocations
+        ]
     return "\n".join(lines) + "\n"
 
 

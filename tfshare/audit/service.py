@@ -409,14 +409,16 @@ def schema_entry(data: bytes, verified: VerifiedRecord, *, now_ms: int) -> LogEn
 
 @dataclass(frozen=True)
 class HandlingFlag:
-    """A logged message whose lineage breaks the handling rules of its parent."""
+    """A logged message whose lineage breaks the handling rules of its parent; or (relation
+    "equivocation", code E_EQUIVOCATION) one whose sender logged another envelope under the
+    same msg_id, that envelope's entry standing as ``parent``."""
 
     index: int
     child: LogEntry
     relation: str
     parent_index: int
     parent: LogEntry
-    code: str  # E_NO_FORWARD, E_HANDLING_H2, E_NOT_ORIGINATOR
+    code: str  # E_NO_FORWARD, E_HANDLING_H2, E_NOT_ORIGINATOR; E_EQUIVOCATION
     why: str
 
 
@@ -445,6 +447,42 @@ def handling_flags(store: AuditStore, index: int, entry: LogEntry) -> list[Handl
                               by=entry.sender)  # fmt: skip
             if found is not None:
                 flags.append(HandlingFlag(index, entry, relation, parent_index, parent, *found))
+    return flags
+
+
+# A sender signed two different envelopes under one msg_id (the same "message" with different
+# contents, shown to different readers perhaps): both stay in the log, the flag says so.
+E_EQUIVOCATION: Final = "E_EQUIVOCATION"
+EQUIVOCATION: Final = "equivocation"
+# Entry types made from a sender's envelope (records have no single sender and key).
+ENVELOPE_TYPES: Final = frozenset({"message", "retraction", "receipt"})
+
+
+def equivocation_flags(store: AuditStore, index: int, entry: LogEntry) -> list[HandlingFlag]:
+    """The other envelopes in the log with the sender and msg_id of ``entry`` (at ``index``)
+    but other bytes: each one is an equivocation by that sender (relation "equivocation",
+    the other entry as ``parent``). A redelivered or replayed envelope has the same bytes
+    and is logged once, so it is never one."""
+    if entry.entry_type not in ENVELOPE_TYPES:
+        return []
+    flags = []
+    for other_index, other in store.find(entry.msg_id):
+        if (
+            other_index == index
+            or other.entry_type not in ENVELOPE_TYPES
+            or other.sender != entry.sender
+            or other.env_sha256 == entry.env_sha256
+        ):
+            continue
+        why = (
+            f"{entry.sender} signed two different envelopes with one msg_id: entries "
+            f"{min(index, other_index)} and {max(index, other_index)} (env_sha256 "
+            f"{entry.env_sha256.hex()[:16]}... and {other.env_sha256.hex()[:16]}...); readers "
+            "may have been shown different messages under one id"
+        )
+        flags.append(
+            HandlingFlag(index, entry, EQUIVOCATION, other_index, other, E_EQUIVOCATION, why)
+        )
     return flags
 
 
@@ -487,6 +525,7 @@ class AuditStats:
     refused: int = 0
     checkpoints: int = 0
     flagged: int = 0
+    equivocations: int = 0  # envelopes logged under a msg_id their sender had used already
     records_refused: int = 0  # rosters and registry records that failed verification
     proofs_given: int = 0
     proofs_refused: int = 0  # proof requests answered with an error code
@@ -583,9 +622,31 @@ class AuditService:
         for position, index in zip(positions, appended, strict=True):
             indices[position] = index
         for entry, index in zip(entries, appended, strict=True):
-            if index is not None and entry.entry_type != "receipt" and entry.refs:
+            if index is None:
+                continue
+            if entry.entry_type != "receipt" and entry.refs:
                 self._flag(index, entry)
+            self._flag_equivocation(index, entry)
         return indices
+
+    def _flag_equivocation(self, index: int, entry: LogEntry) -> None:
+        """Report (log event ``equivocation``) an envelope whose sender already logged
+        another one under its msg_id. Both stay in the log: it is the evidence."""
+        for flag in equivocation_flags(self.store, index, entry):
+            if flag.parent_index > index:
+                continue  # judged when the later one was appended
+            self.stats.equivocations += 1
+            log.warning(
+                "equivocation",
+                code=flag.code,
+                reason=flag.why,
+                index=index,
+                other_index=flag.parent_index,
+                msg_id=entry.msg_id.hex(),
+                sender=entry.sender,
+                channel=entry.channel,
+                other_channel=flag.parent.channel,
+            )
 
     def _flag(self, index: int, entry: LogEntry) -> None:
         """Report (log event) a message whose lineage breaks its parent's handling rules;

@@ -34,6 +34,7 @@ from tfshare.audit.service import (
     AuditService,
     CheckpointPolicy,
     HandlingFlag,
+    equivocation_flags,
     handling_flags,
     log_verifiers,
 )
@@ -131,7 +132,8 @@ class Trace:
     # Recipients, and where the auditor read the body, schema, handling and response class;
     # None for a message logged without facts.
     facts: MessageFacts | None
-    # Handling rules broken by the message itself (towards its parents) and by the messages
+    # Equivocation (E_EQUIVOCATION: the sender logged other envelopes under this msg_id),
+    # handling rules broken by the message itself (towards its parents) and by the messages
     # derived from it (towards it).
     flags: list[HandlingFlag]
 
@@ -184,7 +186,8 @@ def trace(agency: Agency, msg_id_text: str) -> Trace:
         for relation, parent_id, _ in other.refs:
             if parent_id == msg_id:
                 children.append((RELATIONS.get(relation, str(relation)), i, other))
-    flags = handling_flags(store, index, entry)
+    # Other envelopes its sender logged under the same msg_id, then the handling rules.
+    flags = equivocation_flags(store, index, entry) + handling_flags(store, index, entry)
     for i, child in {i: child for _, i, child in children}.items():
         # Only the child's breaches of this message's rules: a merge child's breach of
         # another parent belongs to that parent's trace.
