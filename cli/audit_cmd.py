@@ -1,5 +1,5 @@
 """``tfshare audit``: the coordinators' provenance log (serve, verify, trace, overdue, report,
-prove, check, disclose)."""
+prove, check, disclose) and every member's part in it (witness)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tfshare.audit.logstore import ReceiptWords
 from tfshare.audit.service import HandlingFlag
 from tfshare.errors import UsageError
 from tfshare.registry.book import shipped
-from tfshare.workflows import audit, audit_remote
+from tfshare.workflows import audit, audit_remote, witness
 
 from .common import (
     AnchorOpt,
@@ -384,6 +384,35 @@ def consistency_cmd(
         f"consistent: the log of size {checked.old_size} is a prefix of the log of size "
         f"{checked.new_size} (new checkpoint signed by {', '.join(checked.signers)})"
     )
+
+
+@app.command("witness")
+def witness_cmd(
+    server: ServerOpt = None,
+    key: KeyOpt = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
+    passphrase_file: PassphraseFile = None,
+    state: StateDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Witness the audit log once: fetch its latest checkpoint, check it extends the one this
+    agency holds (a consistency proof from the audit service), co-sign it and publish the
+    cosignature. A fork is refused and reported (exit 6)."""
+    agency, url = _agency(key, passphrase_file, roster, anchor, state, None, server)
+    result = witness.witness(agency, url=url)
+    if as_json:
+        emit_json({"verdict": result.verdict, "size": result.size, "cosigned": result.cosigned})
+        return
+    if result.verdict == "none":
+        typer.echo("no checkpoint published yet: nothing to witness")
+    elif result.cosigned:
+        typer.echo(f"co-signed the checkpoint of size {result.size} ({result.verdict})")
+    else:
+        typer.echo(
+            f"the published checkpoint of size {result.size} is older than the one held "
+            "(consistent); nothing co-signed"
+        )
 
 
 @app.command("check")

@@ -54,6 +54,7 @@ class WitnessCode(StrEnum):
     E_WITNESS_BAD_SIG = "E_WITNESS_BAD_SIG"  # a known witness's cosignature fails
     E_WITNESS_THRESHOLD = "E_WITNESS_THRESHOLD"  # fewer witnesses than the roster requires
     E_LOG_FORK = "E_LOG_FORK"  # two signed checkpoints that cannot both be the same log
+    E_WITNESS_UNPROVEN = "E_WITNESS_UNPROVEN"  # no consistency proof to the new checkpoint
 
 
 _HINTS: Final = {
@@ -68,6 +69,10 @@ _HINTS: Final = {
         "the roster requires more member agencies to have witnessed this checkpoint: wait "
         "until the agents have co-signed it ('tfshare audit witness') and export the proof "
         "again; a log signed by one key alone is not trusted"
+    ),
+    WitnessCode.E_WITNESS_UNPROVEN: (
+        "the audit service could not prove the new checkpoint extends the one held, so it "
+        "was not co-signed: try again later; if it persists, tell the coordinators"
     ),
     WitnessCode.E_LOG_FORK: (
         "the audit log was shown in two versions that cannot both be true (a split view, or "

@@ -12,13 +12,23 @@ verify is refused with its ``ResponseCode``, an error answer is reported with it
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
+
+import msgspec
 
 from tfshare import transport
-from tfshare.audit.evidence import MAX_NOTE_SIZE, CheckedBundle
-from tfshare.audit.note import NoteVerifier, checkpoint_origin, open_checkpoint
+from tfshare.audit.evidence import (
+    MAX_NOTE_SIZE,
+    CheckedBundle,
+    check_bundle,
+    decode_bundle,
+    encode_bundle,
+)
+from tfshare.audit.note import NoteError, NoteVerifier, checkpoint_origin, open_checkpoint
 from tfshare.audit.proofs import (
+    AnswerRefused,
     CheckedConsistency,
     ProofRequest,
     consistency_request,
@@ -28,11 +38,15 @@ from tfshare.audit.proofs import (
     verify_inclusion_response,
 )
 from tfshare.audit.service import log_verifiers
+from tfshare.audit.witness import WitnessError, merge_cosignatures, require_witnesses
 from tfshare.broker import proof_subject
 from tfshare.errors import BrokerError, UsageError
 from tfshare.files import read_bytes, write_atomic
+from tfshare.roster import TrustedRoster
 from tfshare.workflows.keys import load_identity
 from tfshare.workflows.live import Agency
+
+T = TypeVar("T")
 
 DEFAULT_TIMEOUT: Final = 5.0
 
@@ -56,23 +70,84 @@ def request_inclusion(
     ``audit check``). ``known``: a signed checkpoint file the agency already holds; the proof
     is then asked against that checkpoint and its root must be the one held.
 
+    Without ``known`` the proof is asked against the largest checkpoint the witnesses
+    co-signed often enough for the roster's threshold (else the latest), and the witnesses'
+    cosignatures from the witness bucket are merged into the bundle's checkpoint, so that
+    ``audit check`` can count them.
+
     Raises ``UsageError`` (a bad id), ``BrokerError`` (no broker, no audit service answering,
     no answer in time; ``BrokerAuthFailed`` if the broker does not know this agency),
     ``AnswerRefused`` (the service gave no proof, with its code, e.g. E_NOT_FOUND) or
     ``ResponseRejected`` (the answer is not a valid proof, with its code)."""
     msg_id = _msg_id(msg_id_hex)
-    verifiers = log_verifiers(agency.roster)
+    roster = agency.roster
+    verifiers = log_verifiers(roster)
     held = _held(known, agency, verifiers)
-    request = inclusion_request(
-        agency.roster.taskforce, msg_id=msg_id, size=0 if held is None else held[0]
-    )
-    data = _ask(agency, request, url=url, timeout=timeout)
+
+    async def ask(conn: transport.Connection) -> tuple[ProofRequest, bytes, list[bytes]]:
+        published = await published_cosignatures(conn, roster)
+        size = held[0] if held is not None else _witnessed_size(published, roster)
+        request = inclusion_request(roster.taskforce, msg_id=msg_id, size=size)
+        try:
+            data = await _request(conn, agency, request, url=url, timeout=timeout)
+            verify_inclusion_response(data, request, verifiers=verifiers)
+        except AnswerRefused as exc:
+            if size == 0 or held is not None or exc.code != "E_PAST_SIZE":
+                raise
+            # The entry is newer than every witnessed checkpoint: prove it in the latest.
+            request = inclusion_request(roster.taskforce, msg_id=msg_id, size=0)
+            data = await _request(conn, agency, request, url=url, timeout=timeout)
+        return request, data, published
+
+    request, data, published = _run(agency, ask, url=url, timeout=timeout)
     proven = verify_inclusion_response(
         data, request, verifiers=verifiers, known=None if held is None else held[1]
     )
+    bundle = decode_bundle(proven.bundle)
+    witnessed = msgspec.structs.replace(
+        bundle, checkpoint=merge_cosignatures(bundle.checkpoint, published)
+    )
+    data = encode_bundle(witnessed)
+    checked = check_bundle(
+        data, trusted_vkeys=[v.format() for v in verifiers], taskforce=roster.taskforce
+    )
     if out is not None:
-        write_atomic(out, proven.bundle)
-    return proven.checked
+        write_atomic(out, data)
+    return checked
+
+
+async def published_cosignatures(conn: transport.Connection, roster: TrustedRoster) -> list[bytes]:
+    """Every active member's latest published witness note (unverified: checked on use)."""
+    published: list[bytes] = []
+    for member in roster.roster.members:
+        if member.status == "active":
+            value = await transport.get_cosignature(conn, roster.taskforce, member.agency_id)
+            if value is not None:
+                published.append(value)
+    return published
+
+
+def _witnessed_size(published: list[bytes], roster: TrustedRoster) -> int:
+    """The size of the largest log-signed checkpoint the witnesses co-signed often enough
+    for the roster's threshold; 0 (the latest) if none is or none is required."""
+    if roster.roster.witness_threshold == 0:
+        return 0
+    origin = checkpoint_origin(roster.taskforce)
+    verifiers = log_verifiers(roster)
+    sizes: dict[int, bytes] = {}
+    for note in published:
+        try:
+            checkpoint, _ = open_checkpoint(note, verifiers, origin=origin)
+        except NoteError:
+            continue
+        sizes.setdefault(checkpoint.size, note)
+    for size in sorted(sizes, reverse=True):
+        try:
+            require_witnesses(merge_cosignatures(sizes[size], published), roster)
+        except WitnessError:
+            continue
+        return size
+    return 0
 
 
 def request_consistency(
@@ -138,26 +213,18 @@ def _held(
 
 
 def _ask(agency: Agency, request: ProofRequest, *, url: str, timeout: float) -> bytes:
-    identity = load_identity(agency.creds.key_path, agency.creds.passphrase)
+    async def ask(conn: transport.Connection) -> bytes:
+        return await _request(conn, agency, request, url=url, timeout=timeout)
+
+    return _run(agency, ask, url=url, timeout=timeout)
+
+
+async def _request(
+    conn: transport.Connection, agency: Agency, request: ProofRequest, *, url: str, timeout: float
+) -> bytes:
     subject = proof_subject(agency.roster.taskforce)
-    data = encode_request(request)
-
-    async def ask() -> bytes:
-        conn = await transport.connect(
-            url,
-            nkey_seed=identity.nats_seed_encoded(),
-            agency=identity.agency_id,
-            name=f"tfshare-proof-{identity.agency_id}",
-            reconnect=False,
-            connect_timeout=min(timeout, 2.0),
-        )
-        try:
-            return await transport.request(conn, subject, data, timeout=timeout)
-        finally:
-            await conn.close()
-
     try:
-        return asyncio.run(ask())
+        return await transport.request(conn, subject, encode_request(request), timeout=timeout)
     except transport.NoResponders:
         raise BrokerError(
             f"no audit service is answering proof requests on {subject} at {url}",
@@ -168,3 +235,30 @@ def _ask(agency: Agency, request: ProofRequest, *, url: str, timeout: float) -> 
             f"the audit service did not answer within {timeout:g} s",
             hint="it may be busy or stopping: try again, or with a longer timeout",
         ) from None
+
+
+def _run(
+    agency: Agency,
+    work: Callable[[transport.Connection], Awaitable[T]],
+    *,
+    url: str,
+    timeout: float,
+) -> T:
+    """Connect as the agency, run ``work`` with the connection, close it."""
+    identity = load_identity(agency.creds.key_path, agency.creds.passphrase)
+
+    async def main() -> T:
+        conn = await transport.connect(
+            url,
+            nkey_seed=identity.nats_seed_encoded(),
+            agency=identity.agency_id,
+            name=f"tfshare-proof-{identity.agency_id}",
+            reconnect=False,
+            connect_timeout=min(timeout, 2.0),
+        )
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(main())
