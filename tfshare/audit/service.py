@@ -39,7 +39,16 @@ code and logged (``audit_proof_request``), never allowed to stop the loop.
 The auditor never decrypts: it checks what a party without a recipient's key can check (size,
 strict decoding, task force, channel, subject, sender key and permission, signature) and logs
 hashes and identifiers, never payloads. An envelope that fails is not logged as if its claimed
-sender had sent it; it is reported (log event with its code) and acknowledged.
+sender had sent it; it is acknowledged and reported. Junk - an envelope refused before its
+signature verified (``JUNK_CODES``), which anyone holding NATS credentials can make - is
+counted, not reported one by one: one ``audit_junk`` event per ``junk_report_s`` with the
+counts by code (each one only at debug level). A "rejected" receipt of an envelope the
+service never logged (so never saw verified) is junk too: not appended, counted; a rejected
+receipt of a logged message, and every accepted receipt, is logged.
+
+Equivocation: an envelope whose sender already logged another, different envelope under the
+same msg_id is logged (the log records what the broker carried) and flagged: log event
+``equivocation``, ``E_EQUIVOCATION`` in ``audit trace`` and ``audit report``.
 
 Invariants:
 - an envelope is acknowledged only after its entry (or the decision not to log it) is
@@ -450,6 +459,18 @@ def handling_flags(store: AuditStore, index: int, entry: LogEntry) -> list[Handl
     return flags
 
 
+# The refusals of ``verify_envelope``: all come before or at the sender's signature, so none is
+# attributable to a member; anyone with NATS credentials can produce them. Counted, not
+# reported one by one (``audit_junk``).
+JUNK_CODES: Final = frozenset(
+    {RejectCode.E_TOO_LARGE, RejectCode.E_MALFORMED, RejectCode.E_NONCANONICAL,
+     RejectCode.E_VERSION, RejectCode.E_CHANNEL, RejectCode.E_STALE, RejectCode.E_FUTURE,
+     RejectCode.E_UNKNOWN_SENDER, RejectCode.E_REVOKED, RejectCode.E_NOT_AUTHORIZED,
+     RejectCode.E_BAD_SIG}
+)  # fmt: skip
+# The junk code of a "rejected" receipt for an envelope this service never logged.
+RECEIPT_OF_UNLOGGED: Final = "receipt_of_unlogged"
+
 # A sender signed two different envelopes under one msg_id (the same "message" with different
 # contents, shown to different readers perhaps): both stay in the log, the flag says so.
 E_EQUIVOCATION: Final = "E_EQUIVOCATION"
@@ -526,6 +547,9 @@ class AuditStats:
     checkpoints: int = 0
     flagged: int = 0
     equivocations: int = 0  # envelopes logged under a msg_id their sender had used already
+    # Counted, never logged: envelopes refused before their signature verified (also in
+    # ``refused``), and "rejected" receipts of envelopes this service never saw verified.
+    junk: int = 0
     records_refused: int = 0  # rosters and registry records that failed verification
     proofs_given: int = 0
     proofs_refused: int = 0  # proof requests answered with an error code
@@ -561,6 +585,9 @@ class AuditService:
     # The pause before writing again after the log could not be written (a full or failing
     # disk: ``AuditStoreUnavailable``); the batch is held, unacknowledged, meanwhile.
     store_backoff: Backoff = field(default_factory=lambda: Backoff(first=0.5, ceiling=10.0))
+    # Junk (envelopes refused before their signature verified) is counted and reported in
+    # one ``audit_junk`` event at most this often.
+    junk_report_s: float = 60.0
     # How the service waits (a stop request cuts the wait short); tests observe the pauses.
     pause: Callable[[asyncio.Event, float], Awaitable[None]] = sleep_or_stop
 
@@ -575,6 +602,8 @@ class AuditService:
         # after a roster change).
         self._judged: dict[str, bool] = {}
         self._fetched = False  # the current connection has fetched from the consumer
+        self._junk: dict[str, int] = {}  # junk counted since the last audit_junk event
+        self._junk_since = time.monotonic()
 
     def start(self) -> None:
         """Log the roster in force (once per version), and sign what is unsigned."""
@@ -593,12 +622,22 @@ class AuditService:
         positions: list[int] = []
         receipts: list[ReceiptWords | None] = []
         facts: list[MessageFacts | None] = []
+        junk: list[str] = []  # codes of what is counted, not logged (see _count_junk)
+        refused = 0
         for position, (data, subject) in enumerate(items):
             try:
                 entry, seen, known = self._entry_of(data, subject, now_ms)
             except Rejected as exc:
-                self.stats.refused += 1
-                log.warning(
+                refused += 1
+                # Every refusal of verify_envelope comes before or at the signature check:
+                # nothing in it is attributable to a member, and anyone with NATS credentials
+                # can make it. Counted; one line each only at debug level.
+                if exc.code in JUNK_CODES:
+                    junk.append(exc.code)
+                    level = log.debug
+                else:  # a member's validly signed envelope (a receipt that does not open)
+                    level = log.warning
+                level(
                     "audit_envelope_refused",
                     code=exc.code,
                     reason=exc.message,
@@ -610,8 +649,24 @@ class AuditService:
             except Exception as exc:
                 # A bug of ours on one envelope must not stall the log: without this, the
                 # batch is never committed nor acknowledged, and redelivered forever.
-                self.stats.refused += 1
+                refused += 1
                 log.error("audit_envelope_failed", error=type(exc).__name__, subject=subject)
+                continue
+            if (
+                seen is not None
+                and seen.outcome != "accepted"
+                and not self._logged_envelope(seen.msg_id, seen.env_hash, entries)
+            ):
+                # A member refused an envelope this service never saw verified: junk whose
+                # signature did not verify (current agents no longer receipt it). Logging each
+                # would let one outsider's junk add a permanent entry per reader.
+                junk.append(RECEIPT_OF_UNLOGGED)
+                log.debug(
+                    "audit_receipt_of_unlogged",
+                    receiver=seen.receiver,
+                    msg_id=seen.msg_id.hex(),
+                    code=seen.code,
+                )
                 continue
             entries.append(entry)
             positions.append(position)
@@ -619,6 +674,9 @@ class AuditService:
             facts.append(known)
         indices: list[int | None] = [None] * len(items)
         appended = self._append(entries, receipts, facts)
+        # Counted only once the batch is committed (a failed write retries the whole batch).
+        self.stats.refused += refused
+        self._count_junk(junk)
         for position, index in zip(positions, appended, strict=True):
             indices[position] = index
         for entry, index in zip(entries, appended, strict=True):
@@ -628,6 +686,36 @@ class AuditService:
                 self._flag(index, entry)
             self._flag_equivocation(index, entry)
         return indices
+
+    def _logged_envelope(self, msg_id: bytes, env_hash: bytes, batch: list[LogEntry]) -> bool:
+        """Whether the message (msg_id, envelope hash) is in the log or in ``batch``."""
+        kinds = ("message", "retraction")
+        if any(e.msg_id == msg_id and e.env_sha256 == env_hash and e.entry_type in kinds
+               for e in batch):  # fmt: skip
+            return True
+        return any(
+            e.env_sha256 == env_hash and e.entry_type in kinds for _, e in self.store.find(msg_id)
+        )
+
+    def _count_junk(self, codes: list[str]) -> None:
+        for code in codes:
+            self._junk[code] = self._junk.get(code, 0) + 1
+        self.stats.junk += len(codes)
+
+    def report_junk(self, *, force: bool = False) -> None:
+        """One ``audit_junk`` event with the junk counted since the last one (by code), at
+        most every ``junk_report_s`` (and when stopping): a flood of junk costs one line."""
+        now = time.monotonic()
+        if not self._junk or (not force and now - self._junk_since < self.junk_report_s):
+            return
+        log.warning(
+            "audit_junk",
+            count=sum(self._junk.values()),
+            by_code=dict(sorted(self._junk.items())),
+            seconds=round(now - self._junk_since, 1),
+        )
+        self._junk = {}
+        self._junk_since = now
 
     def _flag_equivocation(self, index: int, entry: LogEntry) -> None:
         """Report (log event ``equivocation``) an envelope whose sender already logged
@@ -991,6 +1079,7 @@ class AuditService:
                         return  # stopped before the batch was committed: redelivered later
                     for delivery in deliveries:  # only now: the entries are committed
                         await delivery.ack()
+            self.report_junk(force=stopping)
             if stopping:
                 # Sign what is still unsigned, so no entry waits for the next start.
                 self._checkpoint_on_stop()
