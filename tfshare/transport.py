@@ -78,6 +78,7 @@ JS_MESSAGE_TOO_LARGE: Final = 10054
 JS_STREAM_LIMIT: Final = 10077
 # ... for "insufficient resources": the server's JetStream storage (max_file_store) is full.
 JS_INSUFFICIENT_RESOURCES: Final = 10023
+JS_INSUFFICIENT_STORAGE: Final = 10047  # "insufficient storage resources available"
 MIB: Final = 1024 * 1024
 GIB: Final = 1024 * MIB
 # The stream's largest message: the largest envelope, and room for its headers.
@@ -177,7 +178,7 @@ def _limit_refusal(subject: str, exc: BaseException) -> BrokerRefused | None:
         return quota_full(subject)
     if exc.err_code == JS_STREAM_LIMIT:
         return stream_full(subject, exc.description or "a stream limit")
-    if exc.err_code == JS_INSUFFICIENT_RESOURCES:
+    if exc.err_code in (JS_INSUFFICIENT_RESOURCES, JS_INSUFFICIENT_STORAGE):
         return stream_full(subject, "JetStream storage")
     return None
 
@@ -493,9 +494,14 @@ async def provision(
         await js.create_key_value(
             KeyValueConfig(bucket=witness_bucket(roster.taskforce), history=64, direct=True)
         )
+        # Update a stream that exists rather than add it again: adding checks the storage
+        # reservation of max_bytes before it notices the stream is there, and would count
+        # the stream's own reservation twice ("insufficient storage resources").
         try:
+            await js.stream_info(config.name)
+        except nats.js.errors.NotFoundError:
             await js.add_stream(config)
-        except nats.js.errors.BadRequestError:
+        else:
             await js.update_stream(config)
         for member in roster.roster.members:
             channels = readable_channels(roster, member.agency_id)
@@ -523,13 +529,14 @@ async def provision(
                     ),
                 )
     except nats.js.errors.APIError as exc:
-        if exc.err_code == JS_INSUFFICIENT_RESOURCES:
+        if exc.err_code in (JS_INSUFFICIENT_RESOURCES, JS_INSUFFICIENT_STORAGE):
             raise BrokerError(
                 "the broker cannot reserve the stream's max_bytes: JetStream's storage limit "
                 "(max_file_store) is smaller",
                 hint="give JetStream more disk (--max-file-store, or TFSHARE_MAX_FILE_STORE in "
                 "your own template) or provision with a smaller --max-bytes",
             ) from None
+        log.error("provision_refused", code=exc.err_code, description=exc.description)
         raise broker_error(exc, doing="provisioning the stream and consumers") from None
     except NATS_ERRORS as exc:
         raise broker_error(exc, doing="provisioning the stream and consumers") from None
