@@ -198,6 +198,7 @@ def build() -> dict[str, Any]:
             "not_recipient": "coord",
             "open_at_ms": ts + 1_000,
         },
+        "refusals": refusals(sender, body, randomness, ts),
         "keyfile": {
             "note": "police's key file, Argon2id opslimit 1 memlimit 8192 (test limits only), "
             "salt and nonce from the randomness below (16 then 24 bytes)",
@@ -206,6 +207,102 @@ def build() -> dict[str, Any]:
             "bytes": _keyfile(ids["police"]).hex(),
         },
     }
+
+
+def _map_with(body: bytes, key: str, value: object) -> bytes:
+    """The body map with one more entry ``key: value`` at its end (a repeat if key is in it)."""
+    entries = msgspec.msgpack.decode(body)
+    count = len(entries) + 1
+    assert count < 16  # a fixmap header, as in the vector body
+    return (
+        bytes([0x80 | count])
+        + body[1:]
+        + msgspec.msgpack.encode(key)
+        + msgspec.msgpack.encode(value)
+    )
+
+
+def refusals(sender: Identity, body: bytes, randomness: bytes, ts: int) -> list[dict[str, Any]]:
+    """Envelopes from police to ngo and labour, each validly signed, that a receiver must
+    refuse with the given code (PROTOCOL.md 4, 8.4, 9). Opened at ``open_at_ms`` by ngo or
+    labour with a fresh replay store, under the vector roster and schema."""
+    good = bytes.fromhex(build_base_envelope(sender, body, randomness, ts))
+    _, hdr, ct, _ = msgspec.msgpack.decode(good)
+    header = msgspec.msgpack.decode(hdr, type=Header)
+    payload_key, nonce = randomness[40:72], randomness[16:40]
+    plain = bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+        ct, L_PAYLOAD + hdr, nonce, payload_key
+    )
+
+    def signed(hdr_bytes: bytes, plain_bytes: bytes) -> str:
+        """Encrypt ``plain_bytes`` under ``hdr_bytes`` with the vector K and nonce, sign."""
+        ct2 = bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+            plain_bytes, L_PAYLOAD + hdr_bytes, nonce, payload_key
+        )
+        sig = sender.sign(signed_message(hdr_bytes, ct2))
+        return encode([1, hdr_bytes, ct2, sig]).hex()
+
+    def sealed_with(body_bytes: bytes) -> str:
+        return build_base_envelope(sender, body_bytes, randomness, ts)
+
+    mode3 = encode(msgspec.structs.replace(header, mode=3))
+    return [
+        {
+            "name": "body_key_twice",
+            "what": "the body map has the key 'severity' twice (first 'critical', then "
+            "'low'); msgpack decoders differ on which wins, so no receiver may pick one",
+            "envelope": sealed_with(_map_with(body, "severity", "low")),
+            "code": "E_BODY",
+        },
+        {
+            "name": "trailing_after_body",
+            "what": "one zero byte after the body map, inside Plain.body",
+            "envelope": sealed_with(body + b"\x00"),
+            "code": "E_BODY",
+        },
+        {
+            "name": "trailing_after_plain",
+            "what": "one zero byte after the Plain array, inside the ciphertext",
+            "envelope": signed(hdr, plain + b"\x00"),
+            "code": "E_BODY",
+        },
+        {
+            "name": "trailing_after_header",
+            "what": "one zero byte after the Header array, inside hdr (signed)",
+            "envelope": signed(hdr + b"\x00", plain),
+            "code": "E_MALFORMED",
+        },
+        {
+            "name": "trailing_after_envelope",
+            "what": "one zero byte after the vector envelope",
+            "envelope": (good + b"\x00").hex(),
+            "code": "E_MALFORMED",
+        },
+        {
+            "name": "mode_3",
+            "what": "the vector header with mode 3 (neither direct nor epoch), signed",
+            "envelope": signed(mode3, plain),
+            "code": "E_MALFORMED",
+        },
+    ]
+
+
+def build_base_envelope(sender: Identity, body: bytes, randomness: bytes, ts: int) -> str:
+    """The vector envelope (hex) with another body: same sender, recipients and randomness."""
+    ids = identities()
+    sealed = seal_to(
+        identity=sender,
+        taskforce="nl-north",
+        channel="alerts",
+        roster_seq=1,
+        recipients=[Recipient(a, ids[a].enc_pk) for a in ("ngo", "labour")],
+        schema=vector_schema(),
+        body=body,
+        seq=7,
+        now_ms=ts,
+        rng=lambda n: randomness[:n],
+    )
+    return sealed.data.hex()
 
 
 def _keyfile(identity: Identity) -> bytes:

@@ -204,3 +204,115 @@ def test_keyfile_vector_opens_with_its_passphrase() -> None:
     assert identity.sign_pk.hex() == police["sign_pk"]
     assert identity.enc_pk.hex() == police["enc_pk"]
     assert encode(identity.card()).hex() == police["card"]
+
+
+# --- Values PROTOCOL.md left open (issue 11, item 10) ---------------------------------------
+
+
+def _crc16_xmodem(data: bytes) -> int:
+    """CRC-16/XMODEM (polynomial 0x1021, initial value 0, no reflection), bit by bit."""
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+@pytest.mark.parametrize("entry", VECTORS["identities"], ids=lambda e: e["agency_id"])
+def test_nats_user_is_the_nkey_of_the_nats_seed(entry: dict[str, Any]) -> None:
+    """nats_user = base32(0xa0 || pk || crc16_le) without padding, pk = Ed25519(nats_seed)
+    (PROTOCOL.md 6.1): the NATS user nkey, derived with raw primitives only."""
+    pk, _ = bindings.crypto_sign_seed_keypair(h(entry["nats_seed"]))
+    raw = bytes([20 << 3]) + pk
+    raw += _crc16_xmodem(raw).to_bytes(2, "little")
+    user = base64.b32encode(raw).decode("ascii").rstrip("=")
+    assert user == entry["nats_user"]
+    assert user.startswith("U") and len(user) == 56
+    card = msgspec.msgpack.decode(h(entry["card"]))
+    assert msgspec.msgpack.decode(card[1])[4] == user  # CardBody.nats_user
+
+
+REFUSALS: list[dict[str, Any]] = VECTORS["refusals"]
+
+
+@pytest.mark.parametrize("vector", REFUSALS, ids=lambda v: v["name"])
+@pytest.mark.parametrize("agency", ENV["open_as"])
+def test_refusal_vector_gets_its_code(vector: dict[str, Any], agency: str) -> None:
+    """Each refusal vector (validly signed by police) is refused with exactly its code."""
+    outcome = _receiver(agency).receive(h(vector["envelope"]))
+    assert isinstance(outcome, Rejection), vector["name"]
+    assert outcome.code is RejectCode(vector["code"])
+
+
+def _refusal(name: str) -> bytes:
+    return h(next(v["envelope"] for v in REFUSALS if v["name"] == name))
+
+
+def _raw_plain(envelope: bytes) -> bytes:
+    """Verify police's signature and decrypt with the vector K, raw primitives only."""
+    _, hdr, ct, sig = msgspec.msgpack.decode(envelope)
+    police = next(i for i in VECTORS["identities"] if i["agency_id"] == "police")
+    bindings.crypto_sign_open(sig + L("tfshare/v1/sig") + u32(hdr) + u32(ct), h(police["sign_pk"]))
+    inter = ENV["intermediate"]
+    plain: bytes = bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+        ct, L("tfshare/v1/payload") + hdr, h(inter["nonce"]), h(inter["payload_key"])
+    )
+    return plain
+
+
+def test_body_key_twice_vector_holds_a_repeated_key() -> None:
+    """The body's map header counts one entry more than its distinct keys, the repeat being
+    'severity'; a last-wins decoder would read 'low', a first-wins one 'critical'."""
+    _, _, body, _ = msgspec.msgpack.decode(_raw_plain(_refusal("body_key_twice")))
+    assert 0x80 <= body[0] <= 0x8F
+    distinct = msgspec.msgpack.decode(body)
+    assert body[0] & 0x0F == len(distinct) + 1
+    assert distinct["severity"] == "low"
+    assert h(ENV["inputs"]["body"])[1:] == body[1 : len(h(ENV["inputs"]["body"]))]
+
+
+def test_trailing_byte_vectors_are_signed_and_end_in_one_zero_byte() -> None:
+    """Trailing bytes are refused where they are found, under a valid signature: after the
+    body and after Plain E_BODY, after the header and after the envelope E_MALFORMED."""
+    good_plain = h(ENV["intermediate"]["plain"])
+    assert _raw_plain(_refusal("trailing_after_plain")) == good_plain + b"\x00"
+    _, _, body, _ = msgspec.msgpack.decode(_raw_plain(_refusal("trailing_after_body")))
+    assert body == h(ENV["inputs"]["body"]) + b"\x00"
+    _, hdr, _, _ = msgspec.msgpack.decode(_refusal("trailing_after_header"))
+    assert hdr == h(ENV["intermediate"]["hdr"]) + b"\x00"
+    _raw_plain(_refusal("trailing_after_header"))
+    assert _refusal("trailing_after_envelope") == h(ENV["envelope"]) + b"\x00"
+
+
+def test_mode_3_vector_differs_from_the_vector_header_only_in_mode() -> None:
+    """mode 3 (neither 1 nor 2) in a validly signed header: E_MALFORMED, not E_VERSION."""
+    _, hdr, _, _ = msgspec.msgpack.decode(_refusal("mode_3"))
+    fields = msgspec.msgpack.decode(hdr)
+    expected = msgspec.msgpack.decode(h(ENV["intermediate"]["hdr"]))
+    assert fields[10] == 3
+    assert fields[:10] + fields[11:] == expected[:10] + expected[11:]
+    _raw_plain(_refusal("mode_3"))
+
+
+def test_a_new_members_keys_are_valid_from_its_card_creation_time() -> None:
+    """roster add: a member's signing and encryption key windows start at the card's
+    created_ms, not at the time of the edit, and have no end (2^53 - 1); so in the vector
+    roster (cards made at T0) every window is [T0, 2^53 - 1]."""
+    ids = identities()
+    signed, roster = R.decode_signed_roster(h(VECTORS["roster"]["signed_roster"]))
+    for member in roster.members:
+        created = ids[member.agency_id].created_ms
+        windows = [(k.not_before_ms, k.not_after_ms) for k in [*member.sign_keys, member.enc_key]]
+        assert windows == [(created, 2**53 - 1)] * 2
+    later = R.add_member(
+        signed,
+        fixed_identity("harbour", 9).card_body(),
+        role="member",
+        now_ms=ids["coord"].created_ms + 86_400_000,
+    )
+    _, edited = R.decode_signed_roster(encode(later))
+    added = next(m for m in edited.members if m.agency_id == "harbour")
+    assert added.sign_keys[0].not_before_ms == ids["coord"].created_ms  # the card's time
+    assert edited.issued_ms == ids["coord"].created_ms + 86_400_000  # the edit's time
