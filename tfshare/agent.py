@@ -17,6 +17,13 @@ Invariants:
 - a failure to persist is never acknowledged: the message is redelivered later
   (``persist_failed``; a full disk, say: delivered once there is space again);
 - one bad message never stops the agent: it is quarantined with its code and the flow goes on;
+- one message that cannot be processed (a bug, an input nothing foresaw) never holds up the
+  others: each message of a batch is settled in a savepoint of its own, so the others are
+  persisted and acknowledged; it is retried, and after ``max_attempts`` deliveries (JetStream's
+  count) quarantined with E_INTERNAL and acknowledged. The store being unavailable is not
+  such a failure: then nothing is acknowledged and the agent waits, as above;
+- receipts only for envelopes whose sender signature verified; unsigned junk (anyone with NATS
+  credentials can publish it) is counted and logged in aggregate, never one line each;
 - nothing makes it spin: a broker that refuses its NATS credentials (``broker_auth_failed``,
   not an outage: the broker's configuration must change) and a broker that keeps failing
   once connected (a missing stream, say) are retried with a growing pause.
@@ -30,12 +37,14 @@ import json
 import os
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
 
 from tfshare import transport
+from tfshare.backoff import Backoff, sleep_or_stop
 from tfshare.broker import channel_subject
 from tfshare.errors import BrokerError, BrokerRefused, RejectCode, TfshareError, TrustError
 from tfshare.keys import Identity
@@ -45,14 +54,22 @@ from tfshare.protocol import (
     RECEIPTS_CHANNEL,
     Clock,
     Delivered,
+    Opening,
     Outcome,
     Receiver,
     Rejection,
     log_event,
 )
 from tfshare.roster import TrustedRoster
-from tfshare.seal import Duplicate, ReceivePolicy, seal
-from tfshare.store import Quarantined, StateStore, StoreError
+from tfshare.seal import Duplicate, ReceivePolicy, envelope_hash, seal
+from tfshare.sqlfail import classify
+from tfshare.store import (
+    QUARANTINE_KEEP_BYTES,
+    QUARANTINE_TOTAL_BYTES,
+    Quarantined,
+    StateStore,
+    StoreError,
+)
 
 log = structlog.get_logger("tfshare.agent")
 
@@ -61,9 +78,11 @@ log = structlog.get_logger("tfshare.agent")
 class AgentStats:
     delivered: int = 0
     duplicates: int = 0
-    rejected: int = 0
+    rejected: int = 0  # every rejection, junk included
+    unverified: int = 0  # of which the sender's signature did not verify (junk)
     skipped: int = 0
     published: int = 0
+    failed: int = 0  # processing failures (each retried; quarantined after max_attempts)
 
 
 @dataclass
@@ -99,6 +118,15 @@ class Agent:
     # Credentials the broker does not know: tried again after this long, doubling up to max.
     auth_retry_s: float = 1.0
     auth_retry_max_s: float = 30.0
+    # A message whose processing fails (not the store: a bug, an unforeseen input) is tried
+    # this many times in all (JetStream's delivery count), then quarantined and acknowledged.
+    max_attempts: int = 5
+    failed_retry_s: float = 1.0
+    # What the quarantine keeps of a rejected envelope, and of all of them together.
+    quarantine_keep_bytes: int = QUARANTINE_KEEP_BYTES
+    quarantine_total_bytes: int = QUARANTINE_TOTAL_BYTES
+    # Unsigned junk is logged as one summary line at most this often.
+    junk_log_every_s: float = 10.0
     stats: AgentStats = field(default_factory=AgentStats)
 
     def __post_init__(self) -> None:
@@ -106,6 +134,8 @@ class Agent:
         self._seen_roster: bytes | None = None
         self._schema_attempts: dict[str, float] = {}
         self._fetched = False  # this connection has fetched from the consumer at least once
+        self._junk: Counter[str] = Counter()  # unverified rejections not yet logged, by code
+        self._junk_logged_at = float("-inf")
         self._use(self.roster)
 
     def _use(self, roster: TrustedRoster) -> None:
@@ -121,8 +151,10 @@ class Agent:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; reconnect with backoff while the broker is away."""
-        backoff = 0.2
-        auth_backoff = self.auth_retry_s
+        backoff = Backoff(first=0.2, ceiling=5.0)
+        # Refused credentials: the operator must act; 1 s, 2 s, ... (jitter small, so the
+        # logged pause is the one taken within 10 %).
+        auth_backoff = Backoff(first=self.auth_retry_s, ceiling=self.auth_retry_max_s, jitter=0.1)
         agency = self.identity.agency_id
         while not stop.is_set():
             try:
@@ -136,18 +168,21 @@ class Agent:
             except transport.BrokerAuthFailed as exc:
                 # Not an outage: the broker has no user for our NATS key until its
                 # configuration is regenerated from the roster. Keep running, slowly.
+                pause = auth_backoff.next()
                 log.error(
-                    "broker_auth_failed", url=self.url, reason=exc.message, retry_s=auth_backoff
+                    "broker_auth_failed",
+                    url=self.url,
+                    reason=exc.message,
+                    retry_s=auth_backoff.current,
                 )
-                await _sleep_or_stop(stop, auth_backoff)
-                auth_backoff = min(auth_backoff * 2, self.auth_retry_max_s)
+                await sleep_or_stop(stop, pause)
                 continue
             except BrokerError:
-                log.warning("broker_unavailable", url=self.url, retry_s=backoff)
-                await _sleep_or_stop(stop, backoff)
-                backoff = min(backoff * 2, 5.0)
+                pause = backoff.next()
+                log.warning("broker_unavailable", url=self.url, retry_s=backoff.current)
+                await sleep_or_stop(stop, pause)
                 continue
-            auth_backoff = self.auth_retry_s
+            auth_backoff.reset()
             log.info("agent_connected", agency=agency, url=self.url)
             self._fetched = False
             failed = True
@@ -170,10 +205,9 @@ class Agent:
                 # A connection that was consuming is re-established at once; one that keeps
                 # failing before its first fetch (a missing stream, say) waits longer each time.
                 if self._fetched:
-                    backoff = 0.2
-                await _sleep_or_stop(stop, backoff)
-                if not self._fetched:
-                    backoff = min(backoff * 2, 5.0)
+                    backoff.reset()
+                await sleep_or_stop(stop, backoff.next())
+        self._log_junk(force=True)
         log.info("agent_stopped", agency=agency, **self.stats.__dict__)
 
     async def _consume(self, conn: transport.Connection, stop: asyncio.Event) -> None:
@@ -263,49 +297,46 @@ class Agent:
         self, deliveries: list[transport.Delivery], conn: transport.Connection | None = None
     ) -> list[Outcome]:
         """Receive a batch, persist every outcome in one transaction (one fsync), then
-        acknowledge them. If persisting fails nothing is acknowledged: JetStream redelivers.
+        acknowledge them. If the store fails nothing is acknowledged: JetStream redelivers.
+
+        Each message is settled in a savepoint of its own: one whose processing fails for
+        another reason is undone alone, retried (not acknowledged), and quarantined with
+        E_INTERNAL once it has been delivered ``max_attempts`` times (``_failed``).
 
         A message naming a schema this agent does not know yet is checked first against the
         broker's registry bucket (registry.md): if the record is there and verifies, the
         schema is cached and the message received again."""
         outcomes: list[Outcome] = []
         handled: list[transport.Delivery] = []
+        retry: list[transport.Delivery] = []
         deferred: dict[str, list[transport.Delivery]] = {}
         receiver = self.receiver  # the roster may change while the batch is opened
         now_ms = self.clock()
+        # Receiver.open never raises: every input ends in an outcome with a code.
         openings = [receiver.open(d.data, d.subject, now_ms) for d in deliveries]
         try:
             with self.store.transaction():
                 for delivery, opening in zip(deliveries, openings, strict=True):
-                    outcome = receiver.settle(delivery.data, opening)
-                    name = outcome.schema if isinstance(outcome, Rejection) else None
-                    if (
-                        name is not None
-                        and conn is not None
-                        and self.fetch_schema is not None
-                        and self._may_fetch_schema(name)
-                    ):
+                    result: Outcome | str | None
+                    try:
+                        with self.store.savepoint():
+                            result = self._settle(receiver, delivery, opening, now_ms, conn)
+                    except (StoreError, asyncio.CancelledError):
+                        raise  # the store is unavailable: the whole batch waits
+                    except sqlite3.Error as exc:
+                        if classify(exc) is not None:
+                            raise  # a storage failure, not this message's
+                        result = self._failed(delivery, opening, exc)
+                    except Exception as exc:
+                        result = self._failed(delivery, opening, exc)
+                    if result is None:
+                        retry.append(delivery)
+                    elif isinstance(result, str):
                         # Not persisted, not acknowledged: fetched below, then redelivered.
-                        deferred.setdefault(name, []).append(delivery)
-                        continue
-                    handled.append(delivery)
-                    self._queue_receipt(delivery, outcome, now_ms)
-                    if isinstance(outcome, Rejection) and (
-                        outcome.code is not RejectCode.E_NOT_RECIPIENT
-                    ):
-                        self.store.quarantine(
-                            Quarantined(
-                                env_hash=outcome.env_hash,
-                                code=outcome.code.value,
-                                reason=outcome.reason,
-                                sender=outcome.sender,
-                                msg_id=outcome.msg_id,
-                                subject=delivery.subject,
-                                received_ms=self.clock(),
-                                envelope=delivery.data[: 1024 * 1024],
-                            )
-                        )
-                    outcomes.append(outcome)
+                        deferred.setdefault(result, []).append(delivery)
+                    else:
+                        handled.append(delivery)
+                        outcomes.append(result)
         except (sqlite3.Error, StoreError) as exc:
             # Rolled back whole: nothing of the batch is stored, so nothing is acknowledged.
             log.error(
@@ -323,12 +354,115 @@ class Agent:
             for delivery in waiting:
                 await delivery.nak()  # comes back now, with the schema known (or not: then
                 # it is quarantined, as the name is not looked up again for a while)
+        for delivery in retry:
+            await delivery.nak(delay=self.failed_retry_s)
         for delivery, outcome in zip(handled, outcomes, strict=True):
             self._count_and_log(delivery, outcome)
             await delivery.ack()
             if self.on_outcome is not None and isinstance(outcome, Delivered | Rejection):
                 self.on_outcome(outcome)
+        self._log_junk()
         return outcomes
+
+    def _settle(
+        self,
+        receiver: Receiver,
+        delivery: transport.Delivery,
+        opening: Opening,
+        now_ms: int,
+        conn: transport.Connection | None,
+    ) -> Outcome | str:
+        """One message's bookkeeping, inside its savepoint: the replay check and record, the
+        receipt, the quarantine. Returns the outcome, or the name of a schema to fetch first."""
+        outcome = receiver.settle(delivery.data, opening)
+        name = outcome.schema if isinstance(outcome, Rejection) else None
+        if (
+            name is not None
+            and conn is not None
+            and self.fetch_schema is not None
+            and self._may_fetch_schema(name)
+        ):
+            return name
+        self._queue_receipt(delivery, outcome, now_ms)
+        if isinstance(outcome, Rejection) and outcome.code is not RejectCode.E_NOT_RECIPIENT:
+            self._quarantine(delivery, outcome)
+        return outcome
+
+    def _failed(
+        self, delivery: transport.Delivery, opening: Opening, exc: Exception
+    ) -> Rejection | None:
+        """A message whose processing failed (its savepoint undone): None while it has
+        attempts left (it is retried), else its E_INTERNAL rejection, quarantined (so it is
+        acknowledged and never comes back). Only the exception's type is logged."""
+        self.stats.failed += 1
+        claimed = opening.result
+        sender = claimed.sender
+        msg_id = claimed.msg_id
+        env_hash = envelope_hash(delivery.data)
+        fields: dict[str, object] = {
+            "error": type(exc).__name__,
+            "attempt": delivery.delivered,
+            "max_attempts": self.max_attempts,
+            "subject": delivery.subject,
+            "env_hash": env_hash.hex(),
+        }
+        if delivery.delivered < self.max_attempts:
+            log.error("processing_failed", retry_s=self.failed_retry_s, **fields)
+            return None
+        rejection = Rejection(
+            RejectCode.E_INTERNAL,
+            f"processing failed {delivery.delivered} times ({type(exc).__name__})",
+            env_hash,
+            sender,
+            msg_id,
+            verified=opening.replay_key is not None,
+        )
+        try:
+            with self.store.savepoint():
+                self._quarantine(delivery, rejection)
+        except StoreError:
+            raise
+        except Exception as again:
+            # Even the quarantine fails for this message: it is acknowledged all the same
+            # (bounded attempts), and this line is all that is left of it.
+            log.error("quarantine_failed", quarantine_error=type(again).__name__, **fields)
+            return rejection
+        log.error("processing_failed_quarantined", code=rejection.code.value, **fields)
+        return rejection
+
+    def _quarantine(self, delivery: transport.Delivery, rejection: Rejection) -> None:
+        self.store.quarantine(
+            Quarantined(
+                env_hash=rejection.env_hash,
+                code=rejection.code.value,
+                reason=rejection.reason,
+                sender=rejection.sender,
+                msg_id=rejection.msg_id,
+                subject=delivery.subject,
+                received_ms=self.clock(),
+                envelope=delivery.data,
+                size=len(delivery.data),
+            ),
+            keep_bytes=self.quarantine_keep_bytes,
+            total_bytes=self.quarantine_total_bytes,
+        )
+
+    def _log_junk(self, *, force: bool = False) -> None:
+        """One line for the unsigned junk rejected since the last one, at most every
+        ``junk_log_every_s``: a flood of junk must not become a flood of log lines."""
+        if not self._junk:
+            return
+        now = time.monotonic()
+        if not force and now - self._junk_logged_at < self.junk_log_every_s:
+            return
+        self._junk_logged_at = now
+        log.warning(
+            "unverified_envelopes_rejected",
+            count=sum(self._junk.values()),
+            codes=dict(self._junk),
+            total=self.stats.unverified,
+        )
+        self._junk.clear()
 
     def _queue_receipt(self, delivery: transport.Delivery, outcome: Outcome, now_ms: int) -> None:
         """Seal a receipt for a processed message into the outbox, in the batch's transaction
@@ -348,6 +482,7 @@ class Agent:
             }
         elif (
             isinstance(outcome, Rejection)
+            and outcome.verified  # never for junk: its msg_id and sender are only claims
             and outcome.code is not RejectCode.E_NOT_RECIPIENT
             and outcome.msg_id is not None
         ):
@@ -358,7 +493,7 @@ class Agent:
                 "code": outcome.code.value,
             }
         else:
-            return  # a duplicate was receipted the first time; a stranger's message not at all
+            return  # a duplicate was receipted the first time; junk and strangers' messages never
         roster = self.roster
         schema = self.schemas.lookup(RECEIPT_SCHEMA)
         agency = self.identity.agency_id
@@ -413,6 +548,10 @@ class Agent:
         if isinstance(outcome, Rejection) and outcome.code is RejectCode.E_NOT_RECIPIENT:
             self.stats.skipped += 1
             log.debug("envelope_not_for_us", **fields)
+        elif isinstance(outcome, Rejection) and not outcome.verified:
+            self.stats.rejected += 1
+            self.stats.unverified += 1
+            self._junk[outcome.code.value] += 1  # logged in aggregate (_log_junk)
         elif isinstance(outcome, Rejection):
             self.stats.rejected += 1
             log.warning(event, subject=delivery.subject, delivered=delivery.delivered, **fields)
@@ -460,10 +599,3 @@ class Agent:
             if lost is not None:
                 raise lost
         return sent
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        return

@@ -9,6 +9,8 @@ Storage failures (a full disk, a damaged file, a read-only or locked database) b
 rolled back whole, so nothing is ever half-written.
 
 Never: store plaintext. Only ids, hashes, times, sequence numbers and the roster state.
+Never grow without bound from what others send: the quarantine keeps a capped prefix of
+each rejected envelope and no content past a total cap (metadata rows only).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ CREATE TABLE IF NOT EXISTS inbox (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS quarantine (
     env_hash BLOB PRIMARY KEY, code TEXT NOT NULL, reason TEXT NOT NULL, sender TEXT,
-    msg_id BLOB, subject TEXT, received_ms INTEGER NOT NULL, envelope BLOB NOT NULL
+    msg_id BLOB, subject TEXT, received_ms INTEGER NOT NULL, envelope BLOB NOT NULL,
+    size INTEGER
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
     msg_id BLOB PRIMARY KEY, subject TEXT NOT NULL, envelope BLOB NOT NULL,
@@ -69,6 +72,20 @@ CREATE TABLE IF NOT EXISTS roster_state (
     taskforce TEXT PRIMARY KEY, seq INTEGER NOT NULL, state BLOB NOT NULL
 ) WITHOUT ROWID;
 """
+
+
+# What the quarantine keeps of rejected envelopes (defaults; the agent passes its own):
+# the first 64 KiB of each, and no content at all beyond 64 MiB in total.
+QUARANTINE_KEEP_BYTES: Final = 64 * 1024
+QUARANTINE_TOTAL_BYTES: Final = 64 * 1024 * 1024
+
+
+def _add_quarantine_size(db: sqlite3.Connection) -> None:
+    """A database from before the quarantine kept sizes gains the column (NULL: the size is
+    that of the envelope kept, which was then the whole envelope)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(quarantine)")}
+    if "size" not in columns:
+        db.execute("ALTER TABLE quarantine ADD COLUMN size INTEGER")
 
 
 class StoreError(InputError):
@@ -177,6 +194,8 @@ class StateStore:
             self._db.execute("PRAGMA synchronous=FULL")
             with _tx(self._db, path):
                 self._db.executescript(_DDL)
+            with _tx(self._db, path):
+                _add_quarantine_size(self._db)
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
@@ -256,12 +275,54 @@ class StateStore:
 
     # quarantine, inbox and outbox (the agent) ----------------------------------------------
 
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside a transaction: the writes of the block, undone alone if it fails (the rest
+        of the transaction stays). The agent gives each message of a batch its own, so one
+        message that cannot be processed does not take the others' outcomes with it."""
+        try:
+            self._db.execute("SAVEPOINT one_message")
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc) or exc from None
+        try:
+            yield
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK TO one_message")
+                self._db.execute("RELEASE one_message")
+            raise
+        try:
+            self._db.execute("RELEASE one_message")
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc) or exc from None
+
     @_guarded
-    def quarantine(self, item: Quarantined) -> None:
-        """Keep a rejected envelope with its code (once per envelope hash)."""
+    def quarantine(
+        self,
+        item: Quarantined,
+        *,
+        keep_bytes: int = QUARANTINE_KEEP_BYTES,
+        total_bytes: int = QUARANTINE_TOTAL_BYTES,
+    ) -> bool:
+        """Keep a rejected envelope with its code (once per envelope hash): always the code,
+        reason, claimed sender and msg_id, env_hash and size; of the envelope itself the first
+        ``keep_bytes``, and nothing once the quarantine holds ``total_bytes`` of envelopes (a
+        member flooding junk cannot fill the disk). Returns whether content was kept."""
         with _tx(self._db, self.path):
-            self._db.execute(
-                "INSERT OR IGNORE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            row = self._db.execute(
+                "SELECT value FROM meta WHERE key = 'quarantine_bytes'"
+            ).fetchone()
+            if row is None:  # first use (or a database from before the cap): count once
+                (used,) = self._db.execute(
+                    "SELECT coalesce(sum(length(envelope)), 0) FROM quarantine"
+                ).fetchone()
+            else:
+                used = int(row[0])
+            kept = item.envelope[: max(keep_bytes, 0)]
+            if used + len(kept) > total_bytes:
+                kept = b""
+            inserted = self._db.execute(
+                "INSERT OR IGNORE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     item.env_hash,
                     item.code,
@@ -270,15 +331,32 @@ class StateStore:
                     item.msg_id,
                     item.subject,
                     item.received_ms,
-                    item.envelope,
+                    kept,
+                    item.size if item.size is not None else len(item.envelope),
                 ),
+            ).rowcount
+            if inserted:
+                used += len(kept)
+            self._db.execute(
+                "INSERT INTO meta VALUES ('quarantine_bytes', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(used),),
             )
+        return bool(inserted and kept)
+
+    @_guarded
+    def quarantine_usage(self) -> tuple[int, int]:
+        """(entries, bytes of envelope content kept) in the quarantine."""
+        count, used = self._db.execute(
+            "SELECT count(*), coalesce(sum(length(envelope)), 0) FROM quarantine"
+        ).fetchone()
+        return int(count), int(used)
 
     @_guarded
     def quarantined(self, limit: int = 100) -> list[Quarantined]:
         rows = self._db.execute(
-            "SELECT env_hash, code, reason, sender, msg_id, subject, received_ms, envelope "
-            "FROM quarantine ORDER BY received_ms DESC LIMIT ?",
+            "SELECT env_hash, code, reason, sender, msg_id, subject, received_ms, envelope, "
+            "coalesce(size, length(envelope)) FROM quarantine ORDER BY received_ms DESC LIMIT ?",
             (limit,),
         ).fetchall()
         return [
@@ -291,6 +369,7 @@ class StateStore:
                 r[5],
                 r[6],
                 bytes(r[7]),
+                int(r[8]),
             )
             for r in rows
         ]
@@ -414,7 +493,9 @@ class SentItem:
 
 @dataclass(frozen=True)
 class Quarantined:
-    """A rejected envelope kept for the coordinators, with why."""
+    """A rejected envelope kept for the coordinators, with why. ``envelope`` is what was kept
+    of it (a prefix, possibly empty: ``StateStore.quarantine`` caps it), ``size`` its full
+    size in bytes (None when given to ``quarantine``: then ``len(envelope)``)."""
 
     env_hash: bytes
     code: str
@@ -424,6 +505,11 @@ class Quarantined:
     subject: str | None
     received_ms: int
     envelope: bytes
+    size: int | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return self.size is not None and len(self.envelope) < self.size
 
 
 @dataclass(frozen=True)
