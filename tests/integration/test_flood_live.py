@@ -17,6 +17,7 @@ from tfkit import TaskForce
 
 from tfshare import transport
 from tfshare.broker import BrokerProcess, channel_subject, stream_name
+from tfshare.errors import BrokerError, BrokerRefused
 from tfshare.protocol import Delivered, Outcome, Rejection
 from tfshare.workflows.live import StreamLimits, admin_seed, start_broker
 
@@ -59,7 +60,7 @@ async def _connect(tf: TaskForce, agency: str, url: str) -> transport.Connection
     )
 
 
-async def flood(tf: TaskForce, url: str) -> tuple[set[bytes], int, list[transport.BrokerError]]:
+async def flood(tf: TaskForce, url: str) -> tuple[set[bytes], int, list[BrokerError]]:
     """labour floods 'alerts': many small valid alerts, then large junk until refused.
     Returns (msg_ids of the valid alerts accepted, junk accepted, the refusals)."""
     conn = await _connect(tf, "labour", url)
@@ -73,14 +74,14 @@ async def flood(tf: TaskForce, url: str) -> tuple[set[bytes], int, list[transpor
             conn, [(subject, s.data, s.msg_id.hex()) for s in sealed], timeout=30
         )
         accepted = {s.msg_id for s, r in zip(sealed, results, strict=True) if isinstance(r, tuple)}
-        refusals = [r for r in results if isinstance(r, transport.BrokerError)]
+        refusals = [r for r in results if isinstance(r, BrokerError)]
         junk = 0
         for _ in range(LIMITS.max_msgs_per_sender):  # bounded: the quota refuses sooner
             try:
                 await transport.publish(
                     conn, subject, os.urandom(BIG), msg_id=os.urandom(16).hex(), timeout=10
                 )
-            except transport.BrokerError as exc:
+            except BrokerError as exc:
                 refusals.append(exc)
                 if len(refusals) >= 3:
                     break
@@ -119,7 +120,7 @@ def test_flood_on_one_channel_is_stopped_by_its_quota_and_does_not_hold_up_anoth
     assert junk == LIMITS.max_msgs_per_sender - SMALL_FLOOD
     assert refusals and all(isinstance(r, transport.SenderQuotaFull) for r in refusals)
     assert "sender quota full" in refusals[0].message
-    assert isinstance(refusals[0], transport.BrokerRefused)  # not queued, not retried
+    assert isinstance(refusals[0], BrokerRefused)  # not queued, not retried
 
     # The broker stays within its bounds.
     size, messages, max_bytes = asyncio.run(stream_bytes(limited_broker))
