@@ -497,10 +497,22 @@ def disclose_cmd(
 def check_disclosure_cmd(
     disclosure: Annotated[Path, typer.Argument(help="The disclosure file.")],
     anchor: Annotated[Path, typer.Option("--anchor", help="The task force's trust anchor.")],
+    roster: Annotated[
+        Path | None,
+        typer.Option("--roster", help="The current roster, for revocations since the message."),
+    ] = None,
+    proof: Annotated[
+        Path | None,
+        typer.Option(
+            "--proof",
+            help="The message's evidence bundle: needed if the sender's key was revoked as "
+            "compromised (it must show the message witnessed in the log before that).",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Check a disclosure offline and print the message it proves."""
-    result = audit.check_disclosure_file(disclosure, anchor, shipped())
+    result = audit.check_disclosure_file(disclosure, anchor, shipped(), roster=roster, proof=proof)
     hdr = result.verified.header
     body = msgspec.to_builtins(result.record)
     if as_json:

@@ -17,17 +17,19 @@ Pure: bytes in, bytes out; the caller reads and writes files.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import msgspec
 
+from tfshare.audit.evidence import check_evidence, without_revocation
 from tfshare.encoding import DECODE_ERRORS, decode_canonical, encode, label, u32
-from tfshare.errors import Rejected, RosterRejected, TfshareError, TrustError
-from tfshare.keys import Identity, verify_signature
+from tfshare.errors import RejectCode, Rejected, RosterRejected, TfshareError, TrustError
+from tfshare.keys import Identity, kid_sig, verify_signature
 from tfshare.messages import MessageType, SchemaBook
 from tfshare.registry.records import verify_record
-from tfshare.roster import Anchor, TrustedRoster, verify_roster
+from tfshare.roster import Anchor, TrustedRoster, decode_signed_roster, verify_roster
 from tfshare.seal import ReceivePolicy, Verified, claimed_header, open_with_key, payload_key_of
 
 DISCLOSURE_TAG: Final = "tfshare-disclosure/1"
@@ -119,8 +121,26 @@ class Disclosed:
         return f"Disclosed(msg_id={self.verified.header.msg_id.hex()}, record=<hidden>)"
 
 
-def check_disclosure(data: bytes, *, anchor: Anchor, schemas: SchemaBook) -> Disclosed:
-    """Check a disclosure file against the task force's anchor; raises ``DisclosureError``."""
+def check_disclosure(
+    data: bytes,
+    *,
+    anchor: Anchor,
+    schemas: SchemaBook,
+    latest_roster: bytes | None = None,
+    proof: bytes | None = None,
+    log_keys: Callable[[TrustedRoster], Sequence[str]] | None = None,
+) -> Disclosed:
+    """Check a disclosure file against the task force's anchor; raises ``DisclosureError``.
+
+    The message is judged as of its time, under the roster inside the disclosure (verified
+    against the anchor's coordinators; an older roster than the anchor's is history, not a
+    rollback). Revocations are judged under the latest roster the checker can verify: the
+    ``latest_roster`` given (verified against the anchor, no older than the disclosure's),
+    else the disclosure's own, which must then be at least the anchor's ``min_seq``. A key
+    revoked as compromised in it is trusted only if ``proof`` (an evidence bundle of the
+    message, checked with ``log_keys`` of that roster) shows the message in a checkpoint its
+    witness threshold co-signed before the revocation.
+    """
     disclosure = decode_disclosure(data)
     if disclosure.tag != DISCLOSURE_TAG:
         raise DisclosureError(
@@ -131,15 +151,21 @@ def check_disclosure(data: bytes, *, anchor: Anchor, schemas: SchemaBook) -> Dis
     # The claimed time, used only to judge the roster and the sender as of then; the
     # signature over it is checked below.
     claimed_ms = _claimed_time(disclosure.envelope)
+    history = msgspec.structs.replace(anchor, min_seq=0)
     try:
-        roster, _ = verify_roster(disclosure.roster, anchor=anchor, state=None, now_ms=claimed_ms)
+        roster, _ = verify_roster(disclosure.roster, anchor=history, state=None, now_ms=claimed_ms)
     except RosterRejected as exc:
         raise DisclosureError(
             f"the roster in the disclosure does not verify against the anchor ({exc.code})",
             hint="check that the anchor is this task force's",
             code="E_DISCLOSURE_ROSTER",
         ) from None
-    _check_discloser(disclosure, roster)
+    latest = _latest(roster, anchor, latest_roster, claimed_ms)
+    _check_discloser(disclosure, roster, latest)
+    kid = claimed_header(disclosure.envelope).sender_kid
+    if _revoked_since(latest, kid, claimed_ms):
+        _proven_before_revocation(disclosure.envelope, latest, proof, log_keys)
+        roster = without_revocation(roster, kid)
     if disclosure.schema_record:
         schemas = _with_record(schemas, disclosure.schema_record, roster)
     try:
@@ -160,7 +186,90 @@ def check_disclosure(data: bytes, *, anchor: Anchor, schemas: SchemaBook) -> Dis
     return Disclosed(verified, schema, record, disclosure.discloser, roster.seq)
 
 
-def _check_discloser(disclosure: Disclosure, roster: TrustedRoster) -> None:
+def _latest(
+    inside: TrustedRoster, anchor: Anchor, latest_roster: bytes | None, claimed_ms: int
+) -> TrustedRoster:
+    """The latest roster the checker can verify (see ``check_disclosure``)."""
+    if latest_roster is None:
+        if inside.seq < anchor.min_seq:
+            raise DisclosureError(
+                f"the disclosure carries roster seq {inside.seq}, older than your anchor's "
+                f"seq {anchor.min_seq}: keys may have been revoked since",
+                hint="give the task force's current roster with --roster",
+                code="E_DISCLOSURE_ROSTER",
+            )
+        return inside
+    try:
+        # Judged at the later of the message's time and the roster's own issue: a current
+        # roster is never refused for being issued after the message.
+        _, content = decode_signed_roster(latest_roster)
+        latest, _ = verify_roster(
+            latest_roster,
+            anchor=anchor,
+            state=None,
+            now_ms=max(claimed_ms, content.issued_ms),
+        )
+    except RosterRejected as exc:
+        raise DisclosureError(
+            f"the roster given does not verify against the anchor ({exc.code})",
+            hint="give the task force's current roster and the anchor you pinned",
+            code="E_DISCLOSURE_ROSTER",
+        ) from None
+    if latest.taskforce != inside.taskforce or latest.seq < inside.seq:
+        raise DisclosureError(
+            f"the roster given (seq {latest.seq}) is older than the disclosure's "
+            f"(seq {inside.seq})",
+            hint="give the task force's current roster",
+            code="E_ROSTER_ROLLBACK",
+        )
+    return latest
+
+
+def _revoked_since(latest: TrustedRoster, kid: bytes, claimed_ms: int) -> bool:
+    """True if the latest roster revoked the sender's key as compromised (a message then
+    needs a proof); a retirement before the message's time refuses it outright."""
+    revocation = latest.revoked.get(kid)
+    if revocation is None:
+        return False
+    if revocation.reason == "retired":
+        if claimed_ms > revocation.at_ms:
+            raise DisclosureError(
+                "the sender's key was retired before the message's time",
+                hint="a retired key signs nothing after its retirement",
+                code=RejectCode.E_REVOKED.value,
+            )
+        return False
+    return True
+
+
+def _proven_before_revocation(
+    envelope: bytes,
+    latest: TrustedRoster,
+    proof: bytes | None,
+    log_keys: Callable[[TrustedRoster], Sequence[str]] | None,
+) -> None:
+    if proof is None or log_keys is None:
+        raise DisclosureError(
+            "the sender's key was revoked as compromised: whoever stole it can sign messages "
+            "dated before the revocation",
+            hint="give the message's evidence bundle with --proof ('tfshare audit prove "
+            "--from-broker'): it is trusted if witnesses co-signed its log before the revocation",
+            code=RejectCode.E_REVOKED.value,
+        )
+    try:
+        check_evidence(proof, roster=latest, log_keys=log_keys(latest), envelope=envelope)
+    except TrustError as exc:
+        raise DisclosureError(
+            f"the proof does not show the message logged before the revocation ({exc.code}: "
+            f"{exc.message})",
+            hint="without a witnessed proof from before the revocation the message is not trusted",
+            code=exc.code or RejectCode.E_REVOKED.value,
+        ) from None
+
+
+def _check_discloser(
+    disclosure: Disclosure, roster: TrustedRoster, latest: TrustedRoster | None = None
+) -> None:
     member = roster.members.get(disclosure.discloser)
     message = disclosure_message(
         disclosure.discloser,
@@ -169,12 +278,20 @@ def _check_discloser(disclosure: Disclosure, roster: TrustedRoster) -> None:
         disclosure.roster,
         disclosure.schema_record,
     )
+    stolen = (
+        set()
+        if latest is None
+        else {kid for kid, r in latest.revoked.items() if r.reason == "compromised"}
+    )
     if member is None or not any(
-        verify_signature(key.pk, message, disclosure.sig) for key in member.sign_keys
+        verify_signature(key.pk, message, disclosure.sig)
+        for key in member.sign_keys
+        if kid_sig(key.pk) not in stolen
     ):
         raise DisclosureError(
-            f"the disclosure is not signed by {disclosure.discloser!r} of the roster",
-            hint="the file was altered, or the discloser is not a member",
+            f"the disclosure is not signed by {disclosure.discloser!r} of the roster "
+            "(with a key not since revoked as compromised)",
+            hint="the file was altered, the discloser is not a member, or its key was stolen",
             code="E_DISCLOSURE_SIG",
         )
 

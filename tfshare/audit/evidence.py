@@ -530,7 +530,7 @@ def _verify_then(
             envelope, roster=roster, now_ms=then, subject=None, policy=_AS_OF_THEN
         )
     except Rejected as exc:
-        if exc.code is not RejectCode.E_REVOKED:
+        if exc.reject_code is not RejectCode.E_REVOKED:
             raise
         kid = claimed_header(envelope).sender_kid
         revocation = roster.revoked.get(kid)

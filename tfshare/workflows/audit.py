@@ -356,6 +356,24 @@ def _schema_record(agency: Agency, name: str) -> bytes:
     return record
 
 
-def check_disclosure_file(path: Path, anchor: Path, registry: Registry) -> Disclosed:
+def check_disclosure_file(
+    path: Path,
+    anchor: Path,
+    registry: Registry,
+    *,
+    roster: Path | None = None,
+    proof: Path | None = None,
+) -> Disclosed:
+    """Check a disclosure with the anchor and, for revocations since, the current roster
+    (``roster``) and the message's evidence bundle (``proof``)."""
     data = read_bytes(path, what="disclosure", limit=16 * 1024 * 1024)
-    return check_disclosure(data, anchor=load_anchor(anchor), schemas=registry)
+    latest = read_kind(roster, "roster") if roster is not None else None
+    bundle = read_bytes(proof, what="proof bundle", limit=16 * 1024 * 1024) if proof else None
+    return check_disclosure(
+        data,
+        anchor=load_anchor(anchor),
+        schemas=registry,
+        latest_roster=latest,
+        proof=bundle,
+        log_keys=lambda trusted: trusted_keys(trusted, []),
+    )
