@@ -11,6 +11,7 @@ both detect the fork, refuse to co-sign and log ``log_fork_detected`` with both 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -97,6 +98,14 @@ def test_witnesses_make_evidence_trusted_and_catch_a_forged_checkpoint(
             proof.read_bytes(), roster=police.roster, log_keys=log_keys, envelope=first.data
         )
         assert [w.agency for w in evidence.witnesses] == ["ngo"]
+
+        # The roster entry's msg_id (SHA-256 of the roster file, first 16 bytes) is provable.
+        roster_id = hashlib.sha256(live_tf.roster_bytes).digest()[:16]
+        roster_proof = tmp_path / "roster.tfproof"
+        request_inclusion(police, roster_id.hex(), url=broker.url, out=roster_proof)
+        logged = check_evidence(roster_proof.read_bytes(), roster=police.roster, log_keys=log_keys)
+        assert logged.checked.entry.entry_type == "roster"
+        assert logged.checked.entry.env_sha256 == hashlib.sha256(live_tf.roster_bytes).digest()
 
         # The log grows; ngo co-signs the new checkpoint after a consistency proof.
         size_before = round_one.size
