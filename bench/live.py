@@ -6,7 +6,9 @@ Measured in one run, on this machine:
   validate, persist to SQLite, then ack);
 - the crypto bound: the primitive costs per message, spread over the machine's cores;
 - end-to-end latency p50/p99 at a fixed 500 msg/s, raw and tfshare;
-- an idle agent's resident memory.
+- an idle agent's resident memory;
+- the delivery delay of one alert on channel "tips" while a bounded flood on channel "alerts"
+  is being delivered to the same reader, beside the same delay without the flood.
 """
 
 from __future__ import annotations
@@ -461,6 +463,86 @@ def idle_agent_rss_mib(directory: Path, url: str) -> float:
     return rss_kib / 1024
 
 
+FLOOD_N = int(os.environ.get("TFSHARE_BENCH_FLOOD_N", "3000"))
+
+
+def flood_delay(directory: Path) -> tuple[float, float, int]:
+    """ms from ngo's tip being acknowledged by the broker to police's agent having it, without
+    and then during a flood of FLOOD_N alerts by labour on another channel (police reads both);
+    and how many flood messages police had not yet received when the tip arrived."""
+    tf = build_taskforce(now_ms=_now())
+    broker = start_broker(
+        tf.trusted(), directory / "broker", port=free_port(), roster_bytes=tf.roster_bytes
+    )
+
+    async def run() -> tuple[float, float, int]:
+        got: dict[bytes, float] = {}
+        flood_seen = 0
+
+        def delivered(outcome: Any) -> None:
+            nonlocal flood_seen
+            message = getattr(outcome, "message", None)
+            if message is not None:
+                got[message.msg_id] = time.perf_counter()
+                flood_seen += message.channel == "alerts"
+
+        agent = Agent(
+            identity=tf.ids["police"],
+            roster=tf.trusted(),
+            schemas=shipped(),
+            store=StateStore(directory / "police" / "state.db"),
+            url=broker.url,
+            clock=_now,
+            fetch_timeout=0.2,
+            on_outcome=delivered,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        ngo = await transport.connect(
+            broker.url, nkey_seed=tf.ids["ngo"].nats_seed_encoded(), agency="ngo", name="n"
+        )
+        labour = await transport.connect(
+            broker.url, nkey_seed=tf.ids["labour"].nats_seed_encoded(), agency="labour", name="l"
+        )
+
+        async def tip_delay(seq: int) -> float:
+            sealed = tf.seal(
+                "ngo", channel="tips", schema="tf.tip_summary/1", now_ms=_now(), seq=seq,
+                rng_seed=os.urandom(8).hex(),
+            )  # fmt: skip
+            subject = channel_subject("nl-north", "tips", "ngo")
+            await transport.publish(ngo, subject, sealed.data, msg_id=sealed.msg_id.hex())
+            sent = time.perf_counter()
+            while sealed.msg_id not in got:
+                await asyncio.sleep(0.001)
+            return (got[sealed.msg_id] - sent) * 1000
+
+        await asyncio.sleep(0.5)
+        calm = statistics.median([await tip_delay(i) for i in range(1, 6)])
+        flood = [
+            tf.seal("labour", now_ms=_now(), seq=i, rng_seed=os.urandom(8).hex())
+            for i in range(1, FLOOD_N + 1)
+        ]
+        subject = channel_subject("nl-north", "alerts", "labour")
+        await transport.publish_many(
+            labour, [(subject, s.data, s.msg_id.hex()) for s in flood], timeout=60
+        )
+        during = await tip_delay(100)
+        behind = FLOOD_N - flood_seen
+        while flood_seen < FLOOD_N:
+            await asyncio.sleep(0.05)
+        stop.set()
+        await task
+        await ngo.close()
+        await labour.close()
+        return calm, during, behind
+
+    try:
+        return asyncio.run(run())
+    finally:
+        broker.stop()
+
+
 def main() -> None:
     configure("warning")
     tf = taskforce_with_readers()
@@ -483,6 +565,7 @@ def main() -> None:
             commit_p50, commit_p99 = commit_latency_ms(directory)
         finally:
             broker.stop()
+        calm_ms, flood_ms, behind = flood_delay(directory / "flood")
     cores = os.cpu_count() or 1
     print(
         f"\nlive (real nats-server, 1 KiB alert, {RECIPIENTS} recipients, {N} messages, "
@@ -507,6 +590,11 @@ def main() -> None:
         f"p99 {commit_p99:.2f}; raw nats-py persists nothing"
     )
     print(f"  idle agent resident memory: {rss:.1f} MiB")
+    print(
+        f"  one tip on another channel, delivery delay (ms): calm {calm_ms:.1f};  during a "
+        f"flood of {FLOOD_N} alerts {flood_ms:.1f} (ratio {flood_ms / calm_ms:.1f}); "
+        f"{behind} flood messages were still undelivered when it arrived"
+    )
     print("  CPU per message, microseconds (client process + nats-server):")
     for name, (client_us, broker_us) in CPU.items():
         print(f"    {name:16s} {client_us:7.0f} + {broker_us:5.0f}")
