@@ -34,7 +34,6 @@ from tfshare.lineage import RELATIONS, Handling, check, handling_of
 from tfshare.messages import MessageType
 from tfshare.protocol import Clock
 from tfshare.registry.book import Registry
-from tfshare.registry.records import verify_record
 from tfshare.registry.schema import Schema, split_name
 from tfshare.replay import MemoryReplayStore
 from tfshare.roster import Anchor, TrustedRoster, decode_signed_roster, roster_hash, verify_roster
@@ -45,7 +44,7 @@ from tfshare.workflows.exchange import Credentials, default_state_dir
 from tfshare.workflows.filekinds import load_anchor
 from tfshare.workflows.keys import load_identity
 from tfshare.workflows.rosters import load_trusted
-from tfshare.workflows.schemas import load_registry, resolve, store_for
+from tfshare.workflows.schemas import fetch_schema, load_registry, resolve, store_for
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 KINDS = {"alert": "tf.alert", "red-flag": "tf.red_flag", "tip": "tf.tip_summary"}
@@ -340,25 +339,19 @@ class Agency:
 
     async def fetch_schema(self, conn: transport.Connection, name: str) -> Registry | None:
         """Fetch a schema version (and any missing predecessors) from the broker's registry
-        bucket, verify each record, cache it, and return the updated registry."""
-        subject, version = split_name(name)
-        latest = self.registry.latest(subject)
-        first = latest.version + 1 if latest else 1
-        if version < first:
-            return None  # we know this version: a fingerprint mismatch is not fixed here
-        store = store_for(self.registry_dir, self.roster.taskforce)
-        for number in range(first, version + 1):
-            data = await transport.get_schema_record(conn, self.roster.taskforce, subject, number)
-            if data is None:
-                return None
-            verify_record(data, self.roster)
-            if store.get(subject, number) is None:
-                current = store.latest(subject)
-                store.create(subject, number, data)
-                store.set_latest(subject, number, expected_revision=current[1] if current else 0)
-        # load_registry verifies the whole chain again; a bad record stops it (fail closed).
-        self.registry = load_registry(store, self.roster)
-        return self.registry
+        bucket; each record is verified in full, the subject and version asked for included,
+        before anything is cached (``schemas.fetch_schema``). Returns the updated registry."""
+        registry = await fetch_schema(
+            conn,
+            name,
+            registry=self.registry,
+            roster=self.roster,
+            store=store_for(self.registry_dir, self.roster.taskforce),
+            now_ms=_now(),
+        )
+        if registry is not None:
+            self.registry = registry
+        return registry
 
     def accept_roster(self, data: bytes) -> TrustedRoster:
         """A roster from the broker's bucket: verified against the anchor and the rollback
