@@ -100,6 +100,23 @@ def channel_cmd(
     _saved(roster, f"channel {channel} takes {', '.join(schema or []) or 'any schema'}")
 
 
+@app.command("witnesses")
+def witnesses_cmd(
+    path: RosterPath,
+    threshold: Annotated[
+        int,
+        typer.Argument(
+            min=0,
+            help="How many member agencies (other than the log's signer) must co-sign a "
+            "checkpoint before evidence resting on it is trusted; 0: none.",
+        ),
+    ],
+) -> None:
+    """Require witness cosignatures on the audit log's checkpoints (issue a new version)."""
+    roster = workflow.witnesses(path, threshold, now_ms=now_ms())
+    _saved(roster, f"checkpoints need {threshold} witness cosignature(s)")
+
+
 @app.command("revoke")
 def revoke_cmd(
     path: RosterPath,
@@ -220,6 +237,7 @@ def show_cmd(path: RosterPath, as_json: JsonFlag = False) -> None:
             ("seq", str(info["seq"])),
             ("issued", info["issued"]),
             ("expires", info["expires"]),
+            ("witnesses", f"{info['witness_threshold']} needed per checkpoint"),
             (
                 "signed",
                 f"{', '.join(info['signed_by']) or 'nobody'} "

@@ -88,6 +88,13 @@ def channel_schemas(path: Path, channel: str, schemas: list[str], *, now_ms: int
     return R.decode_signed_roster(encode(signed))[1]
 
 
+def witnesses(path: Path, threshold: int, *, now_ms: int) -> R.Roster:
+    """Set how many member witnesses a checkpoint needs before evidence is trusted."""
+    signed = R.set_witness_threshold(_read(path), threshold, now_ms=now_ms)
+    _write(path, signed)
+    return R.decode_signed_roster(encode(signed))[1]
+
+
 def revoke(path: Path, agency: str, *, reason: R.Reason, now_ms: int) -> R.Roster:
     signed = R.revoke(_read(path), agency, reason=reason, now_ms=now_ms)
     _write(path, signed)
@@ -168,6 +175,7 @@ def _summary(signed: R.SignedRoster, roster: R.Roster, approvals: set[str]) -> d
         "issued": _iso(roster.issued_ms),
         "expires": _iso(roster.expires_ms),
         "threshold": roster.threshold,
+        "witness_threshold": roster.witness_threshold,
         "coordinators": roster.coordinators,
         "signed_by": sorted(approvals),
         "signatures": len(signed.sigs),
@@ -223,7 +231,7 @@ def diff(old_path: Path, new_path: Path) -> list[str]:
     changes: list[str] = []
     if old["taskforce"] != new["taskforce"]:
         changes.append(f"task force: {old['taskforce']} -> {new['taskforce']}")
-    for field in ("seq", "threshold", "expires"):
+    for field in ("seq", "threshold", "witness_threshold", "expires"):
         if old[field] != new[field]:
             changes.append(f"{field}: {old[field]} -> {new[field]}")
     for who in sorted(set(new["coordinators"]) - set(old["coordinators"])):
