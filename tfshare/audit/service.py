@@ -34,7 +34,11 @@ The store deduplicates all of them by (type, env_sha256): a restart logs nothing
 
 Proof requests (``tfshare.audit.proofs``) arrive on ``broker.proof_subject`` and are answered
 from the committed log and its stored signed checkpoints; a bad request is answered with its
-code and logged (``audit_proof_request``), never allowed to stop the loop.
+code and logged (``audit_proof_request``), never allowed to stop the loop. Each member has a
+share (``RateLimit``, a token bucket per requesting agency, 20 a second in bursts of 40 by
+default): a request over it is answered ``E_RATE_LIMITED`` without reading the log, and
+counted (``audit_proofs_limited``, one event per interval), so a member that floods the
+service neither starves the others' requests nor the log.
 
 The auditor never decrypts: it checks what a party without a recipient's key can check (size,
 strict decoding, task force, channel, subject, sender key and permission, signature) and logs
@@ -539,6 +543,49 @@ def sign_next_checkpoint(
     return note
 
 
+# The answer to a member that asks for proofs faster than its share (not an AnswerCode of
+# tfshare.audit.proofs yet: clients pass an unknown code on as received).
+E_RATE_LIMITED: Final = "E_RATE_LIMITED"
+
+
+@dataclass
+class RateLimit:
+    """A token bucket per requester: ``rate`` requests a second on average, up to ``burst``
+    at once. Keys are active members' agency names (answers go only to members' inboxes),
+    so the table is as large as the roster at most."""
+
+    rate: float = 20.0
+    burst: float = 40.0
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0 or self.burst < 1:
+            raise ValueError("RateLimit needs rate > 0 and burst >= 1")
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    def allow(self, key: str) -> bool:
+        """Take one token of ``key``'s bucket; False if it is empty."""
+        now = self.clock()
+        tokens, at = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        allowed = tokens >= 1
+        self._buckets[key] = (tokens - 1 if allowed else tokens, now)
+        return allowed
+
+
+def rate_limited_response(taskforce: str, agency: str, limit: RateLimit) -> bytes:
+    """The ``tfshare-proof-response/1`` error answer to a request over ``agency``'s share."""
+    message = (
+        f"too many proof requests from {agency}: at most {limit.rate:g} a second "
+        f"(bursts of {limit.burst:g}); try again shortly"
+    )
+    return proofs.encode_response(
+        proofs.ProofResponse(
+            proofs.RESPONSE_FORMAT, taskforce, proofs.ErrorAnswer(E_RATE_LIMITED, message[:200])
+        )
+    )
+
+
 @dataclass
 class AuditStats:
     appended: int = 0
@@ -553,6 +600,7 @@ class AuditStats:
     records_refused: int = 0  # rosters and registry records that failed verification
     proofs_given: int = 0
     proofs_refused: int = 0  # proof requests answered with an error code
+    proofs_limited: int = 0  # proof requests over their member's rate (E_RATE_LIMITED)
     store_failures: int = 0  # writes of the log that failed (full or failing disk) and were retried
 
 
@@ -588,6 +636,9 @@ class AuditService:
     # Junk (envelopes refused before their signature verified) is counted and reported in
     # one ``audit_junk`` event at most this often.
     junk_report_s: float = 60.0
+    # Proof requests each member may make (token bucket per requesting agency): a member
+    # flooding the service gets E_RATE_LIMITED, never the others' share or the log's time.
+    proof_limit: RateLimit = field(default_factory=RateLimit)
     # How the service waits (a stop request cuts the wait short); tests observe the pauses.
     pause: Callable[[asyncio.Event, float], Awaitable[None]] = sleep_or_stop
 
@@ -604,6 +655,11 @@ class AuditService:
         self._fetched = False  # the current connection has fetched from the consumer
         self._junk: dict[str, int] = {}  # junk counted since the last audit_junk event
         self._junk_since = time.monotonic()
+        self._limited: dict[str, int] = {}  # proof requests limited since the last report
+        # The agency whose request is being answered: set by ``reply_allowed`` (which
+        # transport.serve_requests calls with the reply subject just before ``answer``, with
+        # no await between them), read once by ``answer_request``.
+        self._requester: str | None = None
 
     def start(self) -> None:
         """Log the roster in force (once per version), and sign what is unsigned."""
@@ -703,18 +759,22 @@ class AuditService:
         self.stats.junk += len(codes)
 
     def report_junk(self, *, force: bool = False) -> None:
-        """One ``audit_junk`` event with the junk counted since the last one (by code), at
-        most every ``junk_report_s`` (and when stopping): a flood of junk costs one line."""
+        """One ``audit_junk`` event with the junk counted since the last one (by code), and
+        one ``audit_proofs_limited`` with the proof requests refused E_RATE_LIMITED (by
+        agency), at most every ``junk_report_s`` (and when stopping): a flood costs a line."""
         now = time.monotonic()
-        if not self._junk or (not force and now - self._junk_since < self.junk_report_s):
+        if not (self._junk or self._limited) or (
+            not force and now - self._junk_since < self.junk_report_s
+        ):
             return
-        log.warning(
-            "audit_junk",
-            count=sum(self._junk.values()),
-            by_code=dict(sorted(self._junk.items())),
-            seconds=round(now - self._junk_since, 1),
-        )
-        self._junk = {}
+        seconds = round(now - self._junk_since, 1)
+        if self._junk:
+            log.warning("audit_junk", count=sum(self._junk.values()),
+                        by_code=dict(sorted(self._junk.items())), seconds=seconds)  # fmt: skip
+        if self._limited:
+            log.warning("audit_proofs_limited", count=sum(self._limited.values()),
+                        by_agency=dict(sorted(self._limited.items())), seconds=seconds)  # fmt: skip
+        self._junk, self._limited = {}, {}
         self._junk_since = now
 
     def _flag_equivocation(self, index: int, entry: LogEntry) -> None:
@@ -839,8 +899,21 @@ class AuditService:
         )
         return indices
 
+    def reply_allowed(self, reply: str) -> bool:
+        """Whether to answer a request whose reply subject is ``reply``: only into an active
+        member's inbox (``is_member_inbox``). Remembers that member for the rate limit."""
+        allowed = is_member_inbox(self.roster, reply)
+        self._requester = reply.partition(".")[0].removeprefix("_INBOX_") if allowed else None
+        return allowed
+
     def answer_request(self, request: bytes) -> bytes:
-        """Answer one proof request from the committed log (``tfshare.audit.proofs``)."""
+        """Answer one proof request from the committed log (``tfshare.audit.proofs``), or
+        E_RATE_LIMITED, without reading the log, if its member is over its share."""
+        requester, self._requester = self._requester, None
+        if requester is not None and not self.proof_limit.allow(requester):
+            self.stats.proofs_limited += 1
+            self._limited[requester] = self._limited.get(requester, 0) + 1
+            return rate_limited_response(self.roster.taskforce, requester, self.proof_limit)
         answered = proofs.handle(
             self.store, request, taskforce=self.roster.taskforce, verifiers=self.verifiers
         )
@@ -1063,7 +1136,7 @@ class AuditService:
             conn,
             proof_subject(self.roster.taskforce),
             self.answer_request,
-            reply_allowed=lambda reply: is_member_inbox(self.roster, reply),
+            reply_allowed=self.reply_allowed,
         )
         # Announce the latest checkpoint on (re)connecting: the bucket may have missed it.
         published: tuple[int, bytes] | None = None
