@@ -34,6 +34,7 @@ from tfshare.audit.service import (
     AuditService,
     CheckpointPolicy,
     HandlingFlag,
+    RateLimit,
     equivocation_flags,
     handling_flags,
     log_verifiers,
@@ -75,8 +76,22 @@ def open_log(agency: Agency, *, create: bool = False) -> AuditStore:
     return AuditStore(audit_db(agency) if create else existing_log(agency))
 
 
-def serve(agency: Agency, *, url: str, every: int, interval_s: float) -> AuditService:
-    """Run the audit service until SIGINT/SIGTERM; returns it (for its counts)."""
+def serve(
+    agency: Agency,
+    *,
+    url: str,
+    every: int,
+    interval_s: float,
+    proof_rate: float = 20.0,
+    proof_burst: float = 40.0,
+) -> AuditService:
+    """Run the audit service until SIGINT/SIGTERM; returns it (for its counts). Each member
+    may ask ``proof_rate`` proofs a second, in bursts of ``proof_burst``."""
+    if proof_rate <= 0 or proof_burst < 1:
+        raise UsageError(
+            f"a proof rate of {proof_rate:g}/s in bursts of {proof_burst:g} answers nothing",
+            hint="give a rate above 0 and a burst of at least 1",
+        )
     service = AuditService(
         identity=load_identity(agency.creds.key_path, agency.creds.passphrase),
         roster=agency.roster,
@@ -89,6 +104,7 @@ def serve(agency: Agency, *, url: str, every: int, interval_s: float) -> AuditSe
         # A new roster in the broker's bucket is verified as the agents verify it (anchor,
         # rollback state), kept, logged, and followed.
         accept_roster=agency.accept_roster,
+        proof_limit=RateLimit(rate=proof_rate, burst=proof_burst),
     )
 
     async def main() -> None:
