@@ -29,14 +29,14 @@ from tfshare import transport
 from tfshare.broker import BrokerProcess, channel_subject
 from tfshare.encoding import encode
 from tfshare.keyfile import KDF_PROFILES, seal_keyfile
-from tfshare.registry.book import Registry, shipped
+from tfshare.registry.book import shipped
 from tfshare.registry.schema import Schema
 from tfshare.registry_store import DirectoryStore
 from tfshare.seal import seal
 from tfshare.workflows import live
 from tfshare.workflows.exchange import Credentials
 from tfshare.workflows.live import Agency
-from tfshare.workflows.schemas import fetch_schema, load_registry, register, store_for
+from tfshare.workflows.schemas import load_registry, register, store_for
 
 TF = "nl-north"
 TFSHARE = Path(sys.executable).parent / "tfshare"
@@ -194,21 +194,7 @@ def test_a_record_under_another_subjects_key_does_not_poison_the_agency(
 
     ngo = make_agent(live_tf, "ngo", broker.url, tmp_path / "agents")
 
-    async def fetch(conn: transport.Connection, name: str) -> Registry | None:
-        # What Agency.fetch_schema does once it delegates to workflows.schemas.fetch_schema.
-        registry = await fetch_schema(
-            conn,
-            name,
-            registry=agency.registry,
-            roster=agency.roster,
-            store=store_for(agency.registry_dir, agency.roster.taskforce),
-            now_ms=_now(),
-        )
-        if registry is not None:
-            agency.registry = registry
-        return registry
-
-    ngo.fetch_schema = fetch
+    ngo.fetch_schema = agency.fetch_schema
     with capture_logs() as logs:
         run_agents(
             [ngo],

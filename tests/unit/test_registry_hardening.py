@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import msgspec
 import pytest
+from structlog.testing import capture_logs
 from tfkit import NOW_MS, build_taskforce
 
 from tfshare import roster as R
@@ -219,8 +220,8 @@ def test_caches_of_two_task_forces_do_not_mix(tmp_path: Path) -> None:
     assert store_for(tmp_path, "be-south").root != store_for(tmp_path, "nl-north").root
 
 
-def test_record_breaking_the_version_chain_fails_closed(tmp_path: Path) -> None:
-    """A cached record that does not name its predecessor's fingerprint stops the load."""
+def test_record_breaking_the_version_chain_is_skipped(tmp_path: Path) -> None:
+    """A cached record that does not name its predecessor's fingerprint is skipped, warned."""
     store = store_for(tmp_path, "nl-north")
     doc_path = tmp_path / "v2.json"
     doc_path.write_text(json.dumps(_v2_doc()))
@@ -242,8 +243,12 @@ def test_record_breaking_the_version_chain_fails_closed(tmp_path: Path) -> None:
         TF.ids["coord"],
     )
     store.create("tf.alert", 3, encode(forged))
-    with pytest.raises(ValidationError, match="does not follow"):
-        load_registry(store, TF.trusted())
+    with capture_logs() as logs:
+        registry = load_registry(store, TF.trusted())
+    assert registry.lookup("tf.alert/2") is not None
+    assert registry.lookup("tf.alert/3") is None
+    assert [e["schema"] for e in logs] == ["tf.alert/3"]
+    assert "does not follow" in logs[0]["reason"]
 
 
 def test_pending_records_folder_is_private(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Registry workflows: register, co-sign, load (fail-closed), export, compare, validate."""
+"""Registry workflows: register, co-sign, load (bad records skipped), export, compare, validate."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
+from structlog.testing import capture_logs
 from tfkit import EXAMPLES, NOW_MS, TaskForce, build_taskforce
 
 from tfshare.encoding import encode
@@ -472,7 +473,7 @@ def test_sign_pending_rechecks_the_next_version_and_mode(
 
 
 # ---------------------------------------------------------------------------------------------
-# load_registry is fail-closed
+# load_registry skips a bad cached record with a warning: never used, never fatal
 
 
 def _tamper_schema_text(data: bytes) -> bytes:
@@ -498,35 +499,43 @@ def _tamper_member_signature(data: bytes) -> bytes:
     [_tamper_schema_text, _tamper_signature, _tamper_truncate, _tamper_member_signature],
     ids=["schema-text", "signature-bit", "truncated", "member-signed"],
 )
-def test_tampered_cached_record_fails_closed(
+def test_tampered_cached_record_is_skipped_with_a_warning(
     tamper: Callable[[bytes], bytes],
     with_v2: Registration,
     store: DirectoryStore,
     taskforce: TaskForce,
 ) -> None:
-    """A cached record changed after commit makes load_registry raise ValidationError."""
+    """A cached record changed after commit is not used, and load_registry warns about it."""
     path = store.root / "tf.alert" / "2.tfschema"
     path.write_bytes(tamper(path.read_bytes()))
-    with pytest.raises(ValidationError, match=re.escape("tf.alert/2")):
-        load_registry(store, taskforce.trusted())
+    with capture_logs() as logs:
+        registry = load_registry(store, taskforce.trusted())
+    assert registry.lookup("tf.alert/2") is None
+    assert registry.lookup("tf.alert/1") is not None
+    assert [(e["event"], e["schema"]) for e in logs] == [("schema_record_skipped", "tf.alert/2")]
 
 
-def test_record_filed_under_another_version_fails_closed(
+def test_record_filed_under_another_version_is_skipped(
     with_v2: Registration, store: DirectoryStore, taskforce: TaskForce
 ) -> None:
-    """A valid tf.alert/2 record copied to 3.tfschema makes load_registry raise."""
+    """A valid tf.alert/2 record copied to 3.tfschema is skipped; version 2 still loads."""
     folder = store.root / "tf.alert"
     (folder / "3.tfschema").write_bytes((folder / "2.tfschema").read_bytes())
-    with pytest.raises(ValidationError, match=re.escape("tf.alert/3")):
-        load_registry(store, taskforce.trusted())
+    with capture_logs() as logs:
+        registry = load_registry(store, taskforce.trusted())
+    assert registry.lookup("tf.alert/2") is not None
+    assert registry.lookup("tf.alert/3") is None
+    assert [e["schema"] for e in logs] == ["tf.alert/3"]
 
 
-def test_cached_record_of_another_task_force_fails_closed(
+def test_cached_record_of_another_task_force_is_skipped(
     with_v2: Registration, store: DirectoryStore
 ) -> None:
-    """Records signed by one task force's coordinator are refused under another's roster."""
-    with pytest.raises(ValidationError):
-        load_registry(store, TF3.trusted())
+    """Records signed by one task force's coordinator are skipped under another's roster."""
+    with capture_logs() as logs:
+        registry = load_registry(store, TF3.trusted())
+    assert registry.lookup("tf.alert/2") is None
+    assert [e["schema"] for e in logs] == ["tf.alert/2"]
 
 
 def test_tampered_cache_also_stops_register(
