@@ -95,22 +95,6 @@ def _ask(path: str, allowed: list[str] | None) -> str:
     return answer
 
 
-def _stdin_body() -> Path:
-    """The body piped to stdin, as a path ``live.publish`` reads like a body file.
-
-    An anonymous in-memory file (memfd): nothing reaches the disk or the command line, and
-    the body is read exactly as ``--body-file PATH`` would read it. Kept open until exit.
-    """
-    data = read_stdin_body(sys.stdin.buffer)
-    if not hasattr(os, "memfd_create"):
-        raise UsageError(
-            "--body-file - needs Linux here", hint="give the body as --body-file PATH instead"
-        )
-    fd = os.memfd_create("tfshare-body", os.MFD_CLOEXEC)
-    os.write(fd, data)
-    return Path(f"/proc/self/fd/{fd}")
-
-
 def publish_cmd(
     kind: Annotated[str, typer.Argument(help="alert, red-flag or tip.")],
     channel: Annotated[
@@ -190,7 +174,8 @@ def publish_cmd(
         )
     from_stdin = body == "-"
     # Read before the passphrase prompt could touch stdin; a piped stdin is spent after this.
-    body_path = _stdin_body() if from_stdin else Path(body) if body is not None else None
+    stdin_body = read_stdin_body(sys.stdin.buffer) if from_stdin else None
+    body_path = Path(body) if body is not None and not from_stdin else None
     agency, url = _agency(key, passphrase_file, roster, anchor, state, registry, server)
     on_terminal = sys.stdin.isatty() and sys.stderr.isatty() and not from_stdin
     result = live.publish(
@@ -199,6 +184,7 @@ def publish_cmd(
         channel=channel,
         to=split_list(to),
         body_path=body_path,
+        body=stdin_body,
         fields=field or [],
         prompt=_ask if on_terminal else None,
         url=url,

@@ -495,13 +495,20 @@ def _record(
     fields: Sequence[str],
     prompt: Prompt | None,
     parent_body: object | None,
+    body: bytes | None = None,
 ) -> object:
-    """The validated body: the file, else the parent's body, then the fields and prompts."""
-    if body_path is None and not fields and prompt is None and parent_body is None:
-        raise UsageError("no body given", hint="give --file BODY.json and/or --field path=value")
+    """The validated body: the given bytes or file, else the parent's body, then the fields
+    and prompts."""
+    if body is None and body_path is not None:
+        body = read_bytes(body_path, what="body file", limit=512 * 1024)
+    if body is None and not fields and prompt is None and parent_body is None:
+        raise UsageError(
+            "no body given",
+            hint="give --body-file BODY.json (or - for stdin) and/or --field path=value",
+        )
     base = (
-        read_bytes(body_path, what="body file", limit=512 * 1024)
-        if body_path is not None
+        body
+        if body is not None
         else None
         if parent_body is None
         else msgspec.json.encode(parent_body)
@@ -603,8 +610,10 @@ def publish(
     url: str,
     queue: bool,
     derive: tuple[str, str] | None = None,
+    body: bytes | None = None,
 ) -> Published:
-    """Seal a body (a JSON file, ``--field``s, prompts for what is missing) and publish it;
+    """Seal a body (JSON bytes or a file, ``--field``s, prompts for what is missing) and
+    publish it;
     if the broker is away, keep it in the outbox (``queue``).
 
     ``derive`` = (relation, parent msg_id) puts the parent's msg_id and envelope hash in the
@@ -626,7 +635,7 @@ def publish(
         )
     if channel is None:
         raise UsageError("no channel given", hint="give --channel (see 'tfshare roster show')")
-    record = _record(schema, body_path, fields, prompt, parent_body)
+    record = _record(schema, body_path, fields, prompt, parent_body, body)
     subject = channel_subject(agency.roster.taskforce, channel, identity.agency_id)
     sealed = _seal_and_keep(agency, identity, schema, record, channel, to, refs, subject)
 
