@@ -466,8 +466,13 @@ def check_cmd(
     typer.echo(
         f"proof verified: message {entry.msg_id.hex()} from {entry.sender} on {entry.channel} "
         f"at {iso(entry.ts_ms)} is entry {result.index} of the log"
-        + (", and the envelope matches and is signed by its sender" if envelope else "")
+        + (", and the envelope matches" if envelope else "")
     )
+    if evidence.envelope is not None:
+        note(
+            f"envelope signed by {evidence.envelope.header.sender} (key "
+            f"{evidence.envelope.fingerprint}), checked against the roster as of its time"
+        )
     note(
         f"checkpoint of size {result.size} witnessed by "
         + (", ".join(witnesses) if witnesses else "no other member")
