@@ -73,6 +73,9 @@ from tfshare.store import (
 
 log = structlog.get_logger("tfshare.agent")
 
+Sidecar = Callable[[transport.Connection, asyncio.Event], Awaitable[None]]
+"""A job beside the consumer: runs on the agent's connection until the event is set."""
+
 
 @dataclass
 class AgentStats:
@@ -127,6 +130,11 @@ class Agent:
     quarantine_total_bytes: int = QUARANTINE_TOTAL_BYTES
     # Unsigned junk is logged as one summary line at most this often.
     junk_log_every_s: float = 10.0
+    # Jobs that run beside the consumer on the agent's connection while it is up (the
+    # witness of the audit log, say): each gets the connection and an event set when the
+    # connection ends. A job that fails is logged and started again with the next connection;
+    # it never takes the consumer down.
+    sidecars: list[Sidecar] = field(default_factory=list)
     stats: AgentStats = field(default_factory=AgentStats)
 
     def __post_init__(self) -> None:
@@ -214,6 +222,8 @@ class Agent:
         consumer = transport.Consumer(conn, self.roster.taskforce, self.identity.agency_id)
         await consumer.bind()
         ahead: asyncio.Task[list[transport.Delivery]] | None = None
+        ended = asyncio.Event()
+        jobs = [asyncio.create_task(_run_sidecar(job, conn, ended)) for job in self.sidecars]
         try:
             while not stop.is_set():
                 if self.accept_roster is not None:
@@ -244,6 +254,10 @@ class Agent:
             if ahead is not None:  # the connection failed: unacknowledged, so redelivered
                 ahead.cancel()
                 await asyncio.gather(ahead, return_exceptions=True)
+            ended.set()
+            for job in jobs:
+                job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
 
     async def follow_roster_bucket(self, conn: transport.Connection) -> None:
         """Apply a newer roster published in the broker's bucket (verified first)."""
@@ -599,3 +613,13 @@ class Agent:
             if lost is not None:
                 raise lost
         return sent
+
+
+async def _run_sidecar(job: Sidecar, conn: transport.Connection, ended: asyncio.Event) -> None:
+    try:
+        await job(conn, ended)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a failing job must not take the consumer down
+        name = getattr(job, "__name__", type(job).__name__)
+        log.error("sidecar_failed", job=name, error=type(exc).__name__)

@@ -45,6 +45,7 @@ from tfshare.workflows.filekinds import load_anchor
 from tfshare.workflows.keys import load_identity
 from tfshare.workflows.rosters import load_trusted
 from tfshare.workflows.schemas import fetch_schema, load_registry, resolve, store_for
+from tfshare.workflows.witness import run_witness
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 KINDS = {"alert": "tf.alert", "red-flag": "tf.red_flag", "tip": "tf.tip_summary"}
@@ -662,10 +663,23 @@ def publish(
     return Published(sealed, subject, False, seq, duplicate, flushed)
 
 
-def make_agent(agency: Agency, *, url: str, clock: Clock) -> Agent:
-    """The agency's agent (run it with ``await agent.run(stop)``)."""
+def make_agent(agency: Agency, *, url: str, clock: Clock, witness: bool = True) -> Agent:
+    """The agency's agent (run it with ``await agent.run(stop)``). Unless ``witness`` is
+    False it also witnesses the audit log (AUDIT-LOG.md 13): it checks each new checkpoint
+    against the one it holds, co-signs it and publishes the cosignature."""
+    identity = load_identity(agency.creds.key_path, agency.creds.passphrase)
+
+    async def witness_log(conn: transport.Connection, ended: asyncio.Event) -> None:
+        await run_witness(
+            conn,
+            identity=identity,
+            roster=lambda: agency.roster,
+            state_dir=agency.store.path.parent,
+            stop=ended,
+        )
+
     return Agent(
-        identity=load_identity(agency.creds.key_path, agency.creds.passphrase),
+        identity=identity,
         roster=agency.roster,
         schemas=agency.registry,
         store=agency.store,
@@ -674,6 +688,7 @@ def make_agent(agency: Agency, *, url: str, clock: Clock) -> Agent:
         accept_roster=agency.accept_roster,
         fetch_schema=agency.fetch_schema,
         receipts=True,
+        sidecars=[witness_log] if witness else [],
     )
 
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import structlog
 
@@ -53,7 +53,9 @@ from tfshare.files import read_bytes, write_atomic
 from tfshare.keys import Identity
 from tfshare.roster import TrustedRoster
 from tfshare.workflows.keys import load_identity
-from tfshare.workflows.live import Agency
+
+if TYPE_CHECKING:  # live imports this module to give every agent its witness
+    from tfshare.workflows.live import Agency
 
 log = structlog.get_logger("tfshare.witness")
 
