@@ -51,15 +51,35 @@ def serve_cmd(
     interval: Annotated[
         float, typer.Option("--interval", help="...or after this many seconds.")
     ] = 10.0,
+    proof_rate: Annotated[
+        float,
+        typer.Option(
+            "--proof-rate",
+            help="Proof requests a second each member may make; over it the member is "
+            "answered E_RATE_LIMITED.",
+        ),
+    ] = 20.0,
+    proof_burst: Annotated[
+        float,
+        typer.Option("--proof-burst", help="...in bursts of up to this many requests."),
+    ] = 40.0,
 ) -> None:
     """Log every envelope of the task force (verified, never decrypted) until Ctrl-C."""
     agency, url = _agency(key, passphrase_file, roster, anchor, state, None, server)
     note(f"audit service of {agency.roster.taskforce} consuming from {url}")
-    service = audit.serve(agency, url=url, every=every, interval_s=interval)
+    service = audit.serve(
+        agency,
+        url=url,
+        every=every,
+        interval_s=interval,
+        proof_rate=proof_rate,
+        proof_burst=proof_burst,
+    )
     s = service.stats
     note(
         f"audit service stopped: {s.appended} appended, {s.duplicates} already logged, "
-        f"{s.refused} refused, {s.checkpoints} checkpoints signed"
+        f"{s.refused} refused, {s.junk} unsigned junk counted, {s.equivocations} "
+        f"equivocations flagged, {s.checkpoints} checkpoints signed"
     )
 
 
@@ -335,7 +355,12 @@ def prove_cmd(
             f"{', '.join(checked.signers)}"
         )
         return
-    size = audit.prove(agency, msg_id, out)
+    size = audit.prove(
+        agency,
+        msg_id,
+        out,
+        cosignatures=lambda: audit_remote.fetch_cosignatures(agency, url=url),
+    )
     typer.echo(str(out))
     note(f"proof bundle against the signed checkpoint of size {size} written")
 

@@ -98,6 +98,7 @@ class AnswerCode(StrEnum):
     E_PAST_SIZE = "E_PAST_SIZE"  # an index or a tree size beyond the log (or the checkpoint)
     E_NO_CHECKPOINT = "E_NO_CHECKPOINT"  # no signed checkpoint of that size / covering it yet
     E_UNAVAILABLE = "E_UNAVAILABLE"  # the service cannot answer from its log now
+    E_RATE_LIMITED = "E_RATE_LIMITED"  # this member asked faster than its share
 
 
 class ResponseCode(StrEnum):
@@ -121,6 +122,10 @@ _ANSWER_HINTS: Final = {
     AnswerCode.E_NO_CHECKPOINT: (
         "the service has no signed checkpoint for that: it signs one every few seconds after "
         "new entries, so try again shortly; for a size, give one of a checkpoint it published"
+    ),
+    AnswerCode.E_RATE_LIMITED: (
+        "the audit service answers each member a limited number of proofs a second; wait a "
+        "moment and ask again"
     ),
     AnswerCode.E_UNAVAILABLE: (
         "the audit service could not read its log: its operator should run 'tfshare audit "

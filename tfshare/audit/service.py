@@ -545,7 +545,7 @@ def sign_next_checkpoint(
 
 # The answer to a member that asks for proofs faster than its share (not an AnswerCode of
 # tfshare.audit.proofs yet: clients pass an unknown code on as received).
-E_RATE_LIMITED: Final = "E_RATE_LIMITED"
+E_RATE_LIMITED: Final = proofs.AnswerCode.E_RATE_LIMITED.value
 
 
 @dataclass

@@ -14,6 +14,7 @@ import datetime as dt
 import re
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from tfshare.audit.service import (
     handling_flags,
     log_verifiers,
 )
+from tfshare.audit.witness import WitnessError, merge_cosignatures, require_witnesses
 from tfshare.errors import InputError, TrustError, UsageError
 from tfshare.files import read_bytes, write_atomic
 from tfshare.registry.book import Registry, shipped
@@ -270,22 +272,70 @@ def parse_when(text: str, option: str) -> int:
         ) from None
 
 
-def prove(agency: Agency, msg_id_text: str, out: Path) -> int:
-    """Write an offline evidence bundle for the message; returns the checkpoint size."""
+def prove(
+    agency: Agency,
+    msg_id_text: str,
+    out: Path,
+    *,
+    cosignatures: Callable[[], list[bytes]] | None = None,
+) -> int:
+    """Write an offline evidence bundle for the entry with that msg_id (a message, a
+    retraction, a roster...; the first such entry); returns the checkpoint size.
+
+    If the roster asks for witnesses, the bundle is made against the largest stored
+    checkpoint that covers the entry and that enough witnesses co-signed, with their
+    cosignatures (``cosignatures`` fetches the witnesses' published notes: the broker's
+    witness bucket); ``audit check`` would refuse any other."""
     msg_id = _msg_id(msg_id_text)
     roster = agency.roster
     store = open_log(agency)
-    index, _ = _message_index(store, msg_id)
-    latest = store.latest_checkpoint()
-    if latest is None or latest[0] <= index:
+    found = [(i, e) for i, e in store.find(msg_id) if e.msg_id == msg_id]
+    if not found:
         raise InputError(
-            f"message {msg_id.hex()} is not yet covered by a signed checkpoint",
+            f"entry {msg_id.hex()} is not in the audit log",
+            hint="check the id; the audit service logs messages as the broker carries them, "
+            "and a roster's id is the first 16 bytes of the SHA-256 of the roster file",
+        )
+    index = found[0][0]
+    covering = [(size, note) for size, note in store.checkpoints() if size > index]
+    if not covering:
+        raise InputError(
+            f"entry {msg_id.hex()} is not yet covered by a signed checkpoint",
             hint="the audit service signs one every few seconds; try again shortly",
         )
     vkeys = [v.format() for v in log_verifiers(roster)]
-    bundle = make_bundle(store, index, latest[1], vkeys, roster.taskforce)
+    size, note = covering[-1]
+    if roster.roster.witness_threshold > 0:
+        published = [] if cosignatures is None else cosignatures()
+        witnessed = _witnessed(covering, published, roster)
+        if witnessed is None:
+            raise InputError(
+                f"no signed checkpoint covering entry {msg_id.hex()} has the "
+                f"{roster.roster.witness_threshold} witness cosignatures the roster requires "
+                "yet",
+                hint="the agencies' agents co-sign new checkpoints every 30 s: try again "
+                "shortly (the broker must be reachable for their cosignatures), or use "
+                "--from-broker",
+            )
+        size, note = witnessed
+    bundle = make_bundle(store, index, note, vkeys, roster.taskforce)
     write_atomic(out, encode_bundle(bundle))
-    return latest[0]
+    return size
+
+
+def _witnessed(
+    checkpoints: list[tuple[int, bytes]], published: list[bytes], roster: TrustedRoster
+) -> tuple[int, bytes] | None:
+    """The largest of ``checkpoints`` that the published cosignatures witness enough for the
+    roster, with those cosignatures merged into its note; None if none is."""
+    for size, stored in reversed(checkpoints):
+        note = merge_cosignatures(stored, published)
+        try:
+            require_witnesses(note, roster)
+        except WitnessError:
+            continue
+        return size, note
+    return None
 
 
 def checker_roster(roster_path: Path, anchor_path: Path, *, now_ms: int) -> TrustedRoster:

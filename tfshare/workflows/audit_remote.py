@@ -127,6 +127,17 @@ async def published_cosignatures(conn: transport.Connection, roster: TrustedRost
     return published
 
 
+def fetch_cosignatures(
+    agency: Agency, *, url: str, timeout: float = DEFAULT_TIMEOUT
+) -> list[bytes]:
+    """Every active member's latest published witness note, fetched as ``agency``."""
+
+    async def fetch(conn: transport.Connection) -> list[bytes]:
+        return await published_cosignatures(conn, agency.roster)
+
+    return _run(agency, fetch, url=url, timeout=timeout)
+
+
 def _witnessed_size(published: list[bytes], roster: TrustedRoster) -> int:
     """The size of the largest log-signed checkpoint the witnesses co-signed often enough
     for the roster's threshold; 0 (the latest) if none is or none is required."""
