@@ -80,7 +80,8 @@ def agent_run(
     s = agent.stats
     note(
         f"agent stopped: {s.delivered} delivered, {s.duplicates} duplicates, "
-        f"{s.rejected} rejected, {s.published} sent from the outbox"
+        f"{s.rejected} rejected ({s.unverified} unsigned junk), {s.failed} processing "
+        f"failures, {s.published} sent from the outbox"
     )
 
 
@@ -417,6 +418,8 @@ def inbox_quarantine(
             "sender": q.sender,
             "subject": q.subject,
             "received": iso(q.received_ms),
+            "size": q.size,
+            "kept": len(q.envelope),  # the quarantine keeps content only up to its caps
         }
         for q in agency.store.quarantined()
     ]
@@ -424,7 +427,11 @@ def inbox_quarantine(
         emit_json({"quarantine": rows})
         return
     for r in rows:
-        typer.echo(f"{r['received']}  {r['code']!s:<18} {r['subject']}  {str(r['env_hash'])[:16]}")
+        kept = "" if r["kept"] == r["size"] else f" (first {r['kept']} bytes kept)"
+        typer.echo(
+            f"{r['received']}  {r['code']!s:<18} {r['subject']}  {str(r['env_hash'])[:16]}  "
+            f"{r['size']} bytes{kept}"
+        )
     if not rows:
         note("quarantine is empty")
 
