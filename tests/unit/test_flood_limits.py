@@ -4,17 +4,33 @@ configuration they become (DiscardNew, a per-sender quota, bounded consumers).""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from nats.js.api import DiscardPolicy
-from tfshare.cli.app import run  # type: ignore[import-not-found,unused-ignore]  # cli/ installs as tfshare.cli
 
 from tfshare import transport
 from tfshare.errors import UsageError
 from tfshare.workflows.live import StreamLimits, parse_size
 
 MIB = 1024 * 1024
+
+
+def tfshare(*args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in its own process (it configures logging for the whole process)."""
+    return subprocess.run(
+        [sys.executable, "-m", "tfshare", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )
+
+
 GIB = 1024 * MIB
 
 
@@ -97,24 +113,23 @@ def test_reader_consumers_are_bounded() -> None:
     ],
 )
 @pytest.mark.parametrize("command", ["up", "provision"])
-def test_bad_limit_flags_are_usage_errors(
-    capsys: pytest.CaptureFixture[str], command: str, flags: list[str], named: str
-) -> None:
+def test_bad_limit_flags_are_usage_errors(command: str, flags: list[str], named: str) -> None:
     """Refused with exit 2, one error line and a hint, before any roster is read."""
     where = ["--server", "nats://127.0.0.1:1"] if command == "provision" else []
     argv = ["broker", command, "--roster", "no.roster", "--anchor", "no.anchor", "--dir", "x"]
-    code = run([*argv, *where, *flags])
-    err = capsys.readouterr().err
-    assert code == 2, err
+    result = tfshare(*argv, *where, *flags)
+    err = result.stderr
+    assert result.returncode == 2, err
     assert f"tfshare: error: {named}" in err or named in err.splitlines()[0]
     assert "tfshare: hint: " in err
     assert "Traceback" not in err
 
 
-def test_limit_flags_are_explained_in_help(capsys: pytest.CaptureFixture[str]) -> None:
+def test_limit_flags_are_explained_in_help() -> None:
     for command in ("up", "provision"):
-        assert run(["broker", command, "--help"]) == 0
-        text = " ".join(capsys.readouterr().out.split())
+        result = tfshare("broker", command, "--help")
+        assert result.returncode == 0
+        text = " ".join(result.stdout.split())
         for flag in ("--max-bytes", "--max-msgs-per-sender", "--max-ack-pending"):
             assert flag in text
         assert "quota" in text
