@@ -489,8 +489,9 @@ def check_cmd(
         )
         return
     typer.echo(
-        f"proof verified: message {entry.msg_id.hex()} from {entry.sender} on {entry.channel} "
-        f"at {iso(entry.ts_ms)} is entry {result.index} of the log"
+        f"proof verified: {entry.entry_type} {entry.msg_id.hex()} from {entry.sender}"
+        + (f" on {entry.channel}" if entry.channel else "")
+        + f" at {iso(entry.ts_ms)} is entry {result.index} of the log"
         + (", and the envelope matches" if envelope else "")
     )
     if evidence.envelope is not None:

@@ -107,8 +107,28 @@ def check_body_form(data: bytes) -> None:
     is in shortest form: one C-speed pass each way, a few microseconds for an alert.
     Raises ``NonCanonical`` (and whatever ``DECODE_ERRORS`` lists for malformed bytes).
     """
-    if _encoder.encode(_any_decoder.decode(data)) != data:
+    value = _any_decoder.decode(data)
+    if _encoder.encode(value) != data:
         raise NonCanonical("a map key appears twice, or a value is not in its shortest form")
+    _check_json_like(value)
+
+
+def _check_json_like(value: object) -> None:
+    """Refuse what a body may not hold (PROTOCOL.md 9): a map key that is not a string, and
+    nil, binary or extension values (an absent property is left out, never nil). A decoder that turns keys into strings (most JavaScript and Go ones) would read
+    ``"x"`` and ``b"x"`` as one key given twice, which the re-encode check cannot see."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                if type(key) is not str:
+                    raise NonCanonical("a map key is not a string")
+                stack.append(inner)
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif not isinstance(item, str | int | float):  # bool is an int
+            raise NonCanonical("a value is nil, binary or an extension (PROTOCOL.md 9)")
 
 
 def b32(data: bytes) -> str:

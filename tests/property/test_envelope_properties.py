@@ -314,7 +314,7 @@ def big_taskforce() -> R.TrustedRoster:
         channels=[R.Channel("alerts", readers, ["police"], 1, 1, [])],
         revoked=[],
     )
-    signed = R.sign(R.SignedRoster(roster=encode(roster), sigs=[]), coord)
+    signed = R.sign(R.SignedRoster(roster=R.encode_roster(roster), sigs=[]), coord)
     trusted, _ = R.verify_roster(
         encode(signed), anchor=R.anchor_of(roster), state=None, now_ms=NOW_MS
     )

@@ -126,6 +126,36 @@ def test_receiver_rejects_a_signed_envelope_with_a_key_twice_as_E_BODY() -> None
     assert isinstance(control, Delivered)
 
 
+def _raw_entry(key: object, value: object) -> bytes:
+    return msgspec.msgpack.encode(key) + msgspec.msgpack.encode(value)
+
+
+@pytest.mark.parametrize(
+    "inner",
+    [
+        _map(_raw_entry("x", 1), _raw_entry(b"x", 2)),  # "x" as str and as bin
+        _map(_raw_entry(1, "a")),  # an integer key
+        _map(_raw_entry("x", b"\x00\x01")),  # a binary value
+        _map(_raw_entry("x", msgspec.msgpack.Ext(1, b"e"))),  # an extension value
+        _map(_raw_entry("x", None)),  # nil: an absent property is left out
+    ],
+    ids=["str-and-bin-twin", "int-key", "bin-value", "ext-value", "nil-value"],
+)
+def test_a_body_with_what_json_cannot_say_is_refused_even_in_an_ignored_field(
+    inner: bytes,
+) -> None:
+    """Review finding F6: a str key "x" and a bin key b"x" are two keys to msgspec, but one
+    key given twice to a decoder that turns keys into strings; inside a field the schema does
+    not know (ignored by the typed decode) the re-encode check alone did not see them."""
+    body = _alert_body_with(msgspec.msgpack.encode("later_field") + inner)
+    with pytest.raises(NonCanonical):
+        ALERT.from_body(body)
+    tf = build_taskforce()
+    outcome = tf.receiver("ngo").receive(tf.seal("police", body=body).data)
+    assert isinstance(outcome, Rejection)
+    assert outcome.code is RejectCode.E_BODY
+
+
 @pytest.mark.parametrize(
     ("text", "path"),
     [
