@@ -36,9 +36,11 @@ def _guarded(primitive: Callable[_P, _R]) -> Callable[_P, _R]:
             return primitive(*args, **kwargs)
         except CryptoError:
             raise
-        except Exception as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             # The argument was refused below PyNaCl's own checks (cffi's ValueError, say).
-            # Only the exception's type is kept: its text could quote an argument.
+            # Only the exception's type is kept: its text could quote an argument. Nothing
+            # else is caught: a MemoryError says nothing about the input, and turning it into
+            # a verdict would refuse a valid message for good (the caller retries it).
             raise CryptoError(
                 f"{primitive.__name__} refused its input ({type(exc).__name__})"
             ) from None

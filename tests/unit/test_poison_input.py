@@ -91,6 +91,25 @@ def test_every_guarded_primitive_turns_a_builtin_error_into_crypto_error() -> No
         primitives.aead_encrypt(b"m", b"", bytes(23), bytes(32))
 
 
+def test_the_guard_lets_a_memory_error_through_as_what_it_is() -> None:
+    """Review finding F5: an out-of-memory moment says nothing about the input. Turned into a
+    CryptoError it became a verdict (E_DECRYPT on a valid message, acknowledged for good);
+    let through, the agent's bounded retries give the message its next chance."""
+
+    def out_of_memory(*_args: object) -> bytes:
+        raise MemoryError
+
+    guarded = primitives._guarded(out_of_memory)
+    with pytest.raises(MemoryError):
+        guarded(b"")
+
+    def refuses_argument(*_args: object) -> bytes:
+        raise OverflowError("int too big")
+
+    with pytest.raises(CryptoError):
+        primitives._guarded(refuses_argument)(b"")
+
+
 class ExplodingSchemas:
     """A schema book with a bug: any lookup raises something no check expects."""
 
