@@ -4,6 +4,7 @@ become ``tfshare: error:`` / ``tfshare: hint:`` lines and exit codes."""
 from __future__ import annotations
 
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
@@ -38,8 +39,31 @@ app.command("open")(envelope_cmd.open_cmd)
 _debug = False
 
 
+def installed_version() -> str:
+    """The version of the installed distribution (the one pip and bug reports name)."""
+    try:
+        return version("tfshare")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _print_version(requested: bool) -> None:
+    if requested:
+        print(f"tfshare {installed_version()}")
+        raise typer.Exit(ExitCode.OK)
+
+
 @app.callback()
 def _global(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_print_version,
+            help="Print the version and exit.",
+        ),
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     log_level: Annotated[
         str,

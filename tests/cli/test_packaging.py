@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -97,3 +99,14 @@ def test_command_help_documents_passphrase_file(run: Run) -> None:
     result = run("seal", "--help")
     assert result.returncode == 0, result.stderr
     assert "--passphrase-file" in result.stdout
+
+
+def test_version_prints_the_installed_distribution_version(run: Run) -> None:
+    """``tfshare --version`` prints "tfshare <version>" (the installed metadata, which is
+    pyproject.toml's version) and exits 0 without needing a command."""
+    result = run("--version")
+    assert result.returncode == 0, result.stderr
+    expected = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert result.stdout == f"tfshare {expected}\n"
+    assert version("tfshare") == expected
+    assert result.stderr == ""
