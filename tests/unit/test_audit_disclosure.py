@@ -41,6 +41,9 @@ DISCLOSED = disclose(
 )
 
 
+CURRENT = TF.roster_bytes  # the checker's current roster (here: the one the message was sent under)
+
+
 def _resign(d: Disclosure, tf: TaskForce = TF) -> bytes:
     sig = tf.ids[d.discloser].sign(
         disclosure_message(d.discloser, d.envelope, d.payload_key, d.roster, d.schema_record)
@@ -48,8 +51,10 @@ def _resign(d: Disclosure, tf: TaskForce = TF) -> bytes:
     return encode(msgspec.structs.replace(d, sig=sig))
 
 
-def test_a_disclosure_checks_against_the_anchor_alone() -> None:
-    result = check_disclosure(DISCLOSED, anchor=TF.anchor, schemas=TF.schemas)
+def test_a_disclosure_checks_against_the_anchor_and_the_current_roster() -> None:
+    result = check_disclosure(
+        DISCLOSED, anchor=TF.anchor, schemas=TF.schemas, latest_roster=CURRENT
+    )
     assert result.discloser == "ngo"
     assert result.verified.header.sender == "police"
     assert result.schema == "tf.alert/1"
@@ -91,27 +96,31 @@ def test_another_messages_key_is_refused_by_the_commitment() -> None:
         Disclosure(DISCLOSURE_TAG, "ngo", first.data, key_of_second, TF.roster_bytes, b"", b"")
     )
     with pytest.raises(DisclosureError) as info:
-        check_disclosure(forged, anchor=TF.anchor, schemas=TF.schemas)
+        check_disclosure(forged, anchor=TF.anchor, schemas=TF.schemas, latest_roster=CURRENT)
     assert info.value.code == "E_COMMIT"
 
 
 def test_the_discloser_named_must_have_signed_it() -> None:
     relabelled = encode(msgspec.structs.replace(decode_disclosure(DISCLOSED), discloser="labour"))
     with pytest.raises(DisclosureError) as info:
-        check_disclosure(relabelled, anchor=TF.anchor, schemas=TF.schemas)
+        check_disclosure(relabelled, anchor=TF.anchor, schemas=TF.schemas, latest_roster=CURRENT)
     assert info.value.code == "E_DISCLOSURE_SIG"
 
 
 def test_another_task_forces_anchor_is_refused() -> None:
     other = build_taskforce(coordinators=("chief",))
     with pytest.raises(DisclosureError) as info:
-        check_disclosure(DISCLOSED, anchor=other.anchor, schemas=other.schemas)
+        check_disclosure(
+            DISCLOSED, anchor=other.anchor, schemas=other.schemas, latest_roster=other.roster_bytes
+        )
     assert info.value.code == "E_DISCLOSURE_ROSTER"
 
 
 def test_garbage_is_named_as_such() -> None:
     with pytest.raises(DisclosureError) as info:
-        check_disclosure(b"\x93garbage", anchor=TF.anchor, schemas=TF.schemas)
+        check_disclosure(
+            b"\x93garbage", anchor=TF.anchor, schemas=TF.schemas, latest_roster=CURRENT
+        )
     assert info.value.code == "E_DISCLOSURE_MALFORMED"
 
 
@@ -121,7 +130,9 @@ def test_any_flipped_bit_is_refused(position: int, bit: int) -> None:
     flipped = bytearray(DISCLOSED)
     flipped[position] ^= 1 << bit
     with pytest.raises(DisclosureError):
-        check_disclosure(bytes(flipped), anchor=TF.anchor, schemas=TF.schemas)
+        check_disclosure(
+            bytes(flipped), anchor=TF.anchor, schemas=TF.schemas, latest_roster=CURRENT
+        )
 
 
 def _alert_v2() -> tuple[Schema, bytes]:
@@ -153,12 +164,14 @@ def test_a_registered_schema_travels_with_the_disclosure() -> None:
         "now_ms": TF.now_ms,
     }
     with_record = disclose(sealed.data, schema_record=record, **common)  # type: ignore[arg-type]
-    result = check_disclosure(with_record, anchor=TF.anchor, schemas=shipped())
+    result = check_disclosure(
+        with_record, anchor=TF.anchor, schemas=shipped(), latest_roster=CURRENT
+    )
     assert result.schema == "tf.alert/2"
     # Without the record, a checker outside the task force cannot read the body: named.
     without = disclose(sealed.data, **common)  # type: ignore[arg-type]
     with pytest.raises(DisclosureError) as info:
-        check_disclosure(without, anchor=TF.anchor, schemas=shipped())
+        check_disclosure(without, anchor=TF.anchor, schemas=shipped(), latest_roster=CURRENT)
     assert info.value.code == "E_SCHEMA"
 
 
@@ -182,5 +195,5 @@ def test_a_schema_record_not_signed_by_the_coordinators_is_refused() -> None:
         schema_record=forged,
     )
     with pytest.raises(DisclosureError) as info:
-        check_disclosure(data, anchor=TF.anchor, schemas=shipped())
+        check_disclosure(data, anchor=TF.anchor, schemas=shipped(), latest_roster=CURRENT)
     assert info.value.code == "E_DISCLOSURE_SCHEMA"

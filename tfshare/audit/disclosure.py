@@ -3,7 +3,9 @@
 Owns: the ``tfshare-disclosure/1`` file (the envelope as received, its payload key K, the
 signed roster in force, the discloser's name and signature) and its check. K is drawn afresh
 for every message, so handing it over reveals exactly that message: not the recipient's keys,
-not any other message. The checker needs only the task force's anchor.
+not any other message. The checker needs the task force's anchor and its current roster:
+the roster inside the disclosure is the one the message was sent under, and says nothing of
+the keys revoked since.
 
 The check runs "as of the message's time": the roster inside is verified against the anchor
 at the envelope's timestamp, the sender's key and permission are checked against that roster,
@@ -115,7 +117,10 @@ class Disclosed:
     schema: str
     record: object
     discloser: str
-    roster_seq: int
+    roster_seq: int  # the roster the message was judged under (the disclosure's)
+    # The current roster revocations were judged under: its seq and issue time.
+    current_seq: int
+    current_issued_ms: int
 
     def __repr__(self) -> str:
         return f"Disclosed(msg_id={self.verified.header.msg_id.hex()}, record=<hidden>)"
@@ -126,7 +131,7 @@ def check_disclosure(
     *,
     anchor: Anchor,
     schemas: SchemaBook,
-    latest_roster: bytes | None = None,
+    latest_roster: bytes | TrustedRoster | None = None,
     proof: bytes | None = None,
     log_keys: Callable[[TrustedRoster], Sequence[str]] | None = None,
 ) -> Disclosed:
@@ -134,10 +139,12 @@ def check_disclosure(
 
     The message is judged as of its time, under the roster inside the disclosure (verified
     against the anchor's coordinators; an older roster than the anchor's is history, not a
-    rollback). Revocations are judged under the latest roster the checker can verify: the
-    ``latest_roster`` given (verified against the anchor, no older than the disclosure's),
-    else the disclosure's own, which must then be at least the anchor's ``min_seq``. A key
-    revoked as compromised in it is trusted only if ``proof`` (an evidence bundle of the
+    rollback). Revocations are judged under the checker's current roster, ``latest_roster``:
+    roster file bytes (verified here against the anchor alone), or a roster the caller
+    verified with its rollback state; never older than the disclosure's. It is required: the
+    anchor is pinned once, so the disclosure's own roster (chosen by whoever made the file)
+    cannot show a revocation since, and a thief's key would pass (E_DISCLOSURE_ROSTER). A
+    key revoked as compromised in it is trusted only if ``proof`` (an evidence bundle of the
     message, checked with ``log_keys`` of that roster) shows the message in a checkpoint its
     witness threshold co-signed before the revocation.
     """
@@ -183,22 +190,47 @@ def check_disclosure(
             hint="the file was altered, or the key is not this message's",
             code=str(exc.code),
         ) from None
-    return Disclosed(verified, schema, record, disclosure.discloser, roster.seq)
+    return Disclosed(
+        verified,
+        schema,
+        record,
+        disclosure.discloser,
+        roster.seq,
+        latest.seq,
+        latest.roster.issued_ms,
+    )
 
 
 def _latest(
-    inside: TrustedRoster, anchor: Anchor, latest_roster: bytes | None, claimed_ms: int
+    inside: TrustedRoster,
+    anchor: Anchor,
+    latest_roster: bytes | TrustedRoster | None,
+    claimed_ms: int,
 ) -> TrustedRoster:
-    """The latest roster the checker can verify (see ``check_disclosure``)."""
+    """The checker's current roster (see ``check_disclosure``); never the disclosure's own."""
     if latest_roster is None:
-        if inside.seq < anchor.min_seq:
-            raise DisclosureError(
-                f"the disclosure carries roster seq {inside.seq}, older than your anchor's "
-                f"seq {anchor.min_seq}: keys may have been revoked since",
-                hint="give the task force's current roster with --roster",
-                code="E_DISCLOSURE_ROSTER",
-            )
-        return inside
+        raise DisclosureError(
+            "no current roster to judge the disclosure by: the roster inside it is the one "
+            "the message was sent under, and keys may have been revoked as compromised since",
+            hint="give --roster with the task force's current roster (or check with your "
+            "agency's profile or --state)",
+            code="E_DISCLOSURE_ROSTER",
+        )
+    if isinstance(latest_roster, TrustedRoster):
+        latest = latest_roster
+    else:
+        latest = _verify_given(latest_roster, anchor, claimed_ms)
+    if latest.taskforce != inside.taskforce or latest.seq < inside.seq:
+        raise DisclosureError(
+            f"the current roster (seq {latest.seq}) is older than the disclosure's "
+            f"(seq {inside.seq})",
+            hint="give --roster with the task force's current roster",
+            code="E_ROSTER_ROLLBACK",
+        )
+    return latest
+
+
+def _verify_given(latest_roster: bytes, anchor: Anchor, claimed_ms: int) -> TrustedRoster:
     try:
         # Judged at the later of the message's time and the roster's own issue: a current
         # roster is never refused for being issued after the message.
@@ -215,13 +247,6 @@ def _latest(
             hint="give the task force's current roster and the anchor you pinned",
             code="E_DISCLOSURE_ROSTER",
         ) from None
-    if latest.taskforce != inside.taskforce or latest.seq < inside.seq:
-        raise DisclosureError(
-            f"the roster given (seq {latest.seq}) is older than the disclosure's "
-            f"(seq {inside.seq})",
-            hint="give the task force's current roster",
-            code="E_ROSTER_ROLLBACK",
-        )
     return latest
 
 

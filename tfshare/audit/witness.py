@@ -3,7 +3,8 @@
 Owns: the cosignature format (c2sp.org/tlog-cosignature, Ed25519 ``cosignature/v1``, under
 the key name ``tfshare/<taskforce>/witness/<agency>``), which roster keys may witness, how
 many distinct witnesses a checkpoint carries (and whether that meets the roster's
-``witness_threshold``), merging published cosignatures into a checkpoint note, and the
+``witness_threshold``), merging published cosignatures into a checkpoint note (each
+agency's own line, verified on its own: a bad line is dropped, not fatal), and the
 verdict of one checkpoint against the one a witness holds (same, newer, older, or a fork).
 
 Why: one coordinator or auditor key signs the log. Whoever steals it can sign a made-up
@@ -205,6 +206,46 @@ def log_signers(note: bytes, roster: TrustedRoster) -> set[str]:
     return agencies
 
 
+def _verify_line(
+    text: bytes, line: NoteLine, candidates: Sequence[WitnessKey]
+) -> tuple[WitnessKey, int]:
+    """One cosignature line of a known witness key on checkpoint ``text``: the key that
+    signed it and its time, or a ``WitnessError`` (E_WITNESS_MALFORMED, E_WITNESS_BAD_SIG).
+    The key's window is judged by the caller (``_counts``)."""
+    if len(line.raw) != COSIGNATURE_SIZE:
+        raise WitnessError(
+            WitnessCode.E_WITNESS_MALFORMED,
+            f"cosignature by {line.name!r} is {len(line.raw)} bytes, not {COSIGNATURE_SIZE}",
+        )
+    (timestamp,) = struct.unpack(">Q", line.raw[KEY_ID_SIZE : KEY_ID_SIZE + TIMESTAMP_SIZE])
+    if timestamp > MAX_TIMESTAMP:
+        raise WitnessError(
+            WitnessCode.E_WITNESS_MALFORMED, f"cosignature by {line.name!r}: time too large"
+        )
+    message = cosigned_message(text, timestamp)
+    signature = line.raw[KEY_ID_SIZE + TIMESTAMP_SIZE :]
+    signer = next(
+        (k for k in candidates if verify_signature(k.public_key, message, signature)), None
+    )
+    if signer is None:
+        raise WitnessError(
+            WitnessCode.E_WITNESS_BAD_SIG, f"cosignature by {line.name!r} does not verify"
+        )
+    return signer, timestamp
+
+
+def _counts(signer: WitnessKey, timestamp: int) -> bool:
+    """A cosignature counts only if dated inside its key's window."""
+    return signer.not_before_ms <= timestamp * 1000 <= signer.not_after_ms
+
+
+def _index(keys: Sequence[WitnessKey]) -> dict[tuple[str, bytes], list[WitnessKey]]:
+    index: dict[tuple[str, bytes], list[WitnessKey]] = {}
+    for key in keys:
+        index.setdefault((key.name, key.key_id), []).append(key)
+    return index
+
+
 def verify_cosignatures(
     note: bytes, keys: Sequence[WitnessKey], *, exclude: Iterable[str] = ()
 ) -> tuple[Cosignature, ...]:
@@ -213,39 +254,18 @@ def verify_cosignatures(
     ignored (signed-note); a line of a known key that is malformed or does not verify refuses
     the note (E_WITNESS_MALFORMED, E_WITNESS_BAD_SIG)."""
     text, lines = _split(note)
-    index: dict[tuple[str, bytes], list[WitnessKey]] = {}
-    for key in keys:
-        index.setdefault((key.name, key.key_id), []).append(key)
+    index = _index(keys)
     excluded = set(exclude)
     found: dict[str, Cosignature] = {}
     for line in lines:
-        candidates = index.get((line.name, line.raw[:KEY_ID_SIZE]))
+        candidates = index.get((line.name, line.key_id))
         if not candidates:
             continue
-        if len(line.raw) != COSIGNATURE_SIZE:
-            raise WitnessError(
-                WitnessCode.E_WITNESS_MALFORMED,
-                f"cosignature by {line.name!r} is {len(line.raw)} bytes, not {COSIGNATURE_SIZE}",
-            )
-        (timestamp,) = struct.unpack(">Q", line.raw[KEY_ID_SIZE : KEY_ID_SIZE + TIMESTAMP_SIZE])
-        if timestamp > MAX_TIMESTAMP:
-            raise WitnessError(
-                WitnessCode.E_WITNESS_MALFORMED, f"cosignature by {line.name!r}: time too large"
-            )
-        message = cosigned_message(text, timestamp)
-        signature = line.raw[KEY_ID_SIZE + TIMESTAMP_SIZE :]
-        signer = next(
-            (k for k in candidates if verify_signature(k.public_key, message, signature)), None
-        )
-        if signer is None:
-            raise WitnessError(
-                WitnessCode.E_WITNESS_BAD_SIG, f"cosignature by {line.name!r} does not verify"
-            )
+        signer, timestamp = _verify_line(text, line, candidates)
         if signer.agency in excluded or signer.agency in found:
             continue
-        if not signer.not_before_ms <= timestamp * 1000 <= signer.not_after_ms:
-            continue  # dated outside the key's window: it does not count
-        found[signer.agency] = Cosignature(signer.agency, signer.name, timestamp)
+        if _counts(signer, timestamp):
+            found[signer.agency] = Cosignature(signer.agency, signer.name, timestamp)
     return tuple(found.values())
 
 
@@ -276,10 +296,82 @@ def witnessed_before(cosignatures: Iterable[Cosignature], *, threshold: int, at_
     return len(before) >= threshold
 
 
+@dataclass(frozen=True, slots=True)
+class Merged:
+    """A checkpoint note with the published cosignatures that verified merged in, and the
+    agencies whose published note on that checkpoint carried anything else (dropped)."""
+
+    note: bytes
+    dropped: tuple[str, ...]
+
+
+def merge_witnessed(
+    note: bytes, published: Iterable[tuple[str, bytes]], roster: TrustedRoster
+) -> Merged:
+    """``note`` with, from each ``(agency, witness note)`` published (the witness bucket's
+    key is the agency: each member writes only its own), that agency's own cosignature line
+    on the same checkpoint text, verified on its own: named ``witness_name(tf, agency)``, of
+    one of that agency's witness keys, valid, dated inside the key's window. Anything else
+    in a note on this checkpoint (a line of another name, a bad or stale line, a note that
+    does not parse) is dropped and the agency reported in ``dropped``: one hostile member
+    must not make every bundle fail to verify. Log signature lines (the checkpoint's origin)
+    are the note's own and expected. Notes on another checkpoint are skipped silently."""
+    text, lines = _split(note)
+    origin = checkpoint_origin(roster.taskforce)
+    index = _index(witness_keys(roster))
+    have = {(line.name, line.raw) for line in lines}
+    cosigned = {
+        line.name for line in lines if (line.name, line.key_id) in index
+    }  # agencies whose line the note already carries
+    extra: list[bytes] = []
+    dropped: list[str] = []
+    for agency, witness in published:
+        try:
+            other_text, other_lines = split_note(witness)
+        except NoteError:
+            dropped.append(agency)
+            continue
+        if other_text != text:
+            continue
+        name = witness_name(roster.taskforce, agency)
+        accepted: NoteLine | None = None
+        rejected = False
+        for line in other_lines:
+            if line.name == origin:
+                continue
+            if accepted is None and line.name == name and _valid(text, line, index):
+                accepted = line
+            elif line != accepted:
+                rejected = True
+        if rejected:
+            dropped.append(agency)
+        if accepted is None or name in cosigned or (accepted.name, accepted.raw) in have:
+            continue
+        if len(lines) + len(extra) >= MAX_SIGNATURES:
+            continue
+        cosigned.add(name)
+        have.add((accepted.name, accepted.raw))
+        extra.append(format_note_line(accepted.name, accepted.raw))
+    return Merged(note + b"".join(extra), tuple(dropped))
+
+
+def _valid(text: bytes, line: NoteLine, index: dict[tuple[str, bytes], list[WitnessKey]]) -> bool:
+    """The line is a witness key's, verifies and is dated inside that key's window."""
+    candidates = index.get((line.name, line.key_id))
+    if not candidates:
+        return False
+    try:
+        signer, timestamp = _verify_line(text, line, candidates)
+    except WitnessError:
+        return False
+    return _counts(signer, timestamp)
+
+
 def merge_cosignatures(note: bytes, published: Iterable[bytes]) -> bytes:
-    """``note`` with the cosignature lines of every published witness note on the same
-    checkpoint text appended (each line once; other checkpoints' notes are skipped; at most
-    the signed-note limit of lines). Nothing is verified here: the checker does that."""
+    """``note`` with every cosignature line of ``published`` notes on the same checkpoint
+    text appended, nothing verified. Only for notes the caller made itself (tests); never
+    for the witness bucket, where one hostile member's bad line would make every bundle
+    fail: use ``merge_witnessed``."""
     text, lines = _split(note)
     have = {(line.name, line.raw) for line in lines}
     extra: list[bytes] = []
