@@ -33,6 +33,7 @@ from .common import (
     iso,
     note,
     now_ms,
+    where,
 )
 from .live_cmd import _agency
 
@@ -440,6 +441,49 @@ def witness_cmd(
         )
 
 
+def _checker_agency(state: Path | None) -> audit.CheckerAgency | None:
+    """The checking agency's own trust: the active profile's roster, anchor and state (its
+    --state if given), or --state alone; None without either (an offline check)."""
+    try:
+        at = where(None, None, None, state)
+    except UsageError:  # no profile: only what --state gives
+        return audit.CheckerAgency(state_dir=state) if state is not None else None
+    assert at.state is not None  # a profile always has a state directory
+    return audit.CheckerAgency(state_dir=at.state, roster_path=at.roster, anchor_path=at.anchor)
+
+
+CheckerState = Annotated[
+    Path | None,
+    typer.Option(
+        "--state",
+        help="Your agency's state directory (default: the profile's): the roster is checked "
+        "against the roster state kept there (an older one is refused), and your agency's "
+        "roster is used if it is newer.",
+        show_default=False,
+    ),
+]
+
+
+def _roster_json(current: audit.CurrentRoster) -> dict[str, Any]:
+    return {
+        "seq": current.seq,
+        "issued": iso(current.issued_ms),
+        "source": current.source,
+        "rollback_checked": current.rollback_checked,
+    }
+
+
+def _roster_note(current: audit.CurrentRoster) -> None:
+    source = "your agency's roster" if current.source == "agency" else "the roster given"
+    note(f"judged under roster seq {current.seq} issued {iso(current.issued_ms)} ({source})")
+    if not current.rollback_checked:
+        note(
+            "note: checked offline against the anchor alone: a newer roster may have revoked "
+            "keys or raised the witness threshold since; check with your agency's profile or "
+            "--state, or with the task force's current roster"
+        )
+
+
 @app.command("check")
 def check_cmd(
     bundle: Annotated[Path, typer.Argument(help="The proof bundle.")],
@@ -447,11 +491,13 @@ def check_cmd(
         Path | None, typer.Option("--envelope", help="Also check this envelope is the one.")
     ] = None,
     roster: Annotated[
-        Path | None, typer.Option("--roster", help="Trust the signers of this roster...")
+        Path | None,
+        typer.Option("--roster", help="Trust the signers of this roster (the current one)..."),
     ] = None,
     anchor: Annotated[
         Path | None, typer.Option("--anchor", help="...pinned by this anchor.")
     ] = None,
+    state: CheckerState = None,
     log_key: Annotated[
         list[str] | None,
         typer.Option("--log-key", help="An extra trusted log verifier key (repeat)."),
@@ -461,17 +507,26 @@ def check_cmd(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Check a proof bundle offline against the task force's roster: checkpoint signed by
+    """Check a proof bundle against the task force's current roster: checkpoint signed by
     its log keys and co-signed by its witnesses, inclusion proof, and the envelope's hash,
-    sender signature and header."""
-    trusted = None
-    if roster is not None or anchor is not None:
-        if roster is None or anchor is None:
-            raise UsageError("--roster and --anchor go together", hint="give both")
-        trusted = audit.checker_roster(roster, anchor, now_ms=now_ms())
-    evidence = audit.check(
-        bundle, roster=trusted, keys=list(log_key or []), taskforce=taskforce, envelope=envelope
+    sender signature and header. With your agency's profile or --state the roster is checked
+    against the roster your agency trusts; without, offline against the anchor alone."""
+    agency = _checker_agency(state)
+    if agency is None and (roster is None) != (anchor is None):
+        raise UsageError("--roster and --anchor go together", hint="give both")
+    current = (
+        None
+        if agency is None and roster is None
+        else audit.checker_roster(roster, anchor, now_ms=now_ms(), agency=agency)
     )
+    evidence = audit.check(
+        bundle,
+        roster=None if current is None else current.trusted,
+        keys=list(log_key or []),
+        taskforce=taskforce,
+        envelope=envelope,
+    )
+    assert current is not None  # audit.check refuses without a roster
     result = evidence.checked
     entry = result.entry
     witnesses = [w.agency for w in evidence.witnesses]
@@ -485,6 +540,7 @@ def check_cmd(
                 "witness_threshold": evidence.threshold,
                 "self_asserted": False,
                 "envelope_checked": envelope is not None,
+                "roster": _roster_json(current),
             }
         )
         return
@@ -504,6 +560,7 @@ def check_cmd(
         + (", ".join(witnesses) if witnesses else "no other member")
         + f" (the roster requires {evidence.threshold})"
     )
+    _roster_note(current)
 
 
 @app.command("disclose")
@@ -527,11 +584,19 @@ def disclose_cmd(
 @app.command("check-disclosure")
 def check_disclosure_cmd(
     disclosure: Annotated[Path, typer.Argument(help="The disclosure file.")],
-    anchor: Annotated[Path, typer.Option("--anchor", help="The task force's trust anchor.")],
+    anchor: Annotated[
+        Path | None,
+        typer.Option("--anchor", help="The task force's trust anchor (default: the profile's)."),
+    ] = None,
     roster: Annotated[
         Path | None,
-        typer.Option("--roster", help="The current roster, for revocations since the message."),
+        typer.Option(
+            "--roster",
+            help="The task force's current roster, for keys revoked since the message "
+            "(needed unless your agency's profile or --state gives it).",
+        ),
     ] = None,
+    state: CheckerState = None,
     proof: Annotated[
         Path | None,
         typer.Option(
@@ -542,8 +607,16 @@ def check_disclosure_cmd(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Check a disclosure offline and print the message it proves."""
-    result = audit.check_disclosure_file(disclosure, anchor, shipped(), roster=roster, proof=proof)
+    """Check a disclosure and print the message it proves, judging revocations by the task
+    force's current roster (--roster, checked against your agency's roster state if you
+    have one, or your agency's own roster if newer)."""
+    agency = _checker_agency(state)
+    if agency is None and anchor is None:
+        raise UsageError("--anchor is required without a profile", hint="give --anchor FILE")
+    checked = audit.check_disclosure_file(
+        disclosure, anchor, shipped(), roster=roster, proof=proof, agency=agency, now_ms=now_ms()
+    )
+    result, current = checked.disclosed, checked.current
     hdr = result.verified.header
     body = msgspec.to_builtins(result.record)
     if as_json:
@@ -559,6 +632,7 @@ def check_disclosure_cmd(
                 "env_sha256": result.verified.env_hash.hex(),
                 "disclosed_by": result.discloser,
                 "body": body,
+                "roster": _roster_json(current),
             }
         )
         return
@@ -574,3 +648,4 @@ def check_disclosure_cmd(
         ]
     )
     typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
+    _roster_note(current)

@@ -367,6 +367,18 @@ def _valid(text: bytes, line: NoteLine, index: dict[tuple[str, bytes], list[Witn
     return _counts(signer, timestamp)
 
 
+def log_signed_only(note: bytes, taskforce: str) -> bytes:
+    """``note`` keeping only its log signature lines (the checkpoint's origin): the bare
+    checkpoint a published witness note carries, to merge verified cosignatures into."""
+    text, lines = _split(note)
+    origin = checkpoint_origin(taskforce)
+    return (
+        text
+        + b"\n"
+        + b"".join(format_note_line(line.name, line.raw) for line in lines if line.name == origin)
+    )
+
+
 def merge_cosignatures(note: bytes, published: Iterable[bytes]) -> bytes:
     """``note`` with every cosignature line of ``published`` notes on the same checkpoint
     text appended, nothing verified. Only for notes the caller made itself (tests); never

@@ -14,9 +14,12 @@ import datetime as dt
 import re
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+import structlog
 
 from tfshare.audit import report as reports
 from tfshare.audit.disclosure import Disclosed, check_disclosure
@@ -40,16 +43,19 @@ from tfshare.audit.service import (
     handling_flags,
     log_verifiers,
 )
-from tfshare.audit.witness import WitnessError, merge_cosignatures, require_witnesses
-from tfshare.errors import InputError, TrustError, UsageError
+from tfshare.audit.witness import WitnessError, merge_witnessed, require_witnesses
+from tfshare.errors import InputError, RejectCode, RosterRejected, TrustError, UsageError
 from tfshare.files import read_bytes, write_atomic
 from tfshare.registry.book import Registry, shipped
 from tfshare.registry.schema import split_name
-from tfshare.roster import TrustedRoster, verify_roster
+from tfshare.roster import Anchor, RosterState, TrustedRoster, verify_roster
+from tfshare.store import StateStore
 from tfshare.workflows.filekinds import load_anchor, read_kind
 from tfshare.workflows.keys import load_identity
 from tfshare.workflows.live import Agency
 from tfshare.workflows.schemas import store_for
+
+log = structlog.get_logger("tfshare.audit")
 
 
 def _now() -> int:
@@ -277,15 +283,15 @@ def prove(
     msg_id_text: str,
     out: Path,
     *,
-    cosignatures: Callable[[], list[bytes]] | None = None,
+    cosignatures: Callable[[], list[tuple[str, bytes]]] | None = None,
 ) -> int:
     """Write an offline evidence bundle for the entry with that msg_id (a message, a
     retraction, a roster...; the first such entry); returns the checkpoint size.
 
     If the roster asks for witnesses, the bundle is made against the largest stored
     checkpoint that covers the entry and that enough witnesses co-signed, with their
-    cosignatures (``cosignatures`` fetches the witnesses' published notes: the broker's
-    witness bucket); ``audit check`` would refuse any other."""
+    cosignatures (``cosignatures`` fetches the witnesses' published ``(agency, note)``
+    pairs: the broker's witness bucket); ``audit check`` would refuse any other."""
     msg_id = _msg_id(msg_id_text)
     roster = agency.roster
     store = open_log(agency)
@@ -324,12 +330,14 @@ def prove(
 
 
 def _witnessed(
-    checkpoints: list[tuple[int, bytes]], published: list[bytes], roster: TrustedRoster
+    checkpoints: list[tuple[int, bytes]],
+    published: list[tuple[str, bytes]],
+    roster: TrustedRoster,
 ) -> tuple[int, bytes] | None:
     """The largest of ``checkpoints`` that the published cosignatures witness enough for the
     roster, with those cosignatures merged into its note; None if none is."""
     for size, stored in reversed(checkpoints):
-        note = merge_cosignatures(stored, published)
+        note = merge_published(stored, published, roster)
         try:
             require_witnesses(note, roster)
         except WitnessError:
@@ -338,14 +346,153 @@ def _witnessed(
     return None
 
 
-def checker_roster(roster_path: Path, anchor_path: Path, *, now_ms: int) -> TrustedRoster:
-    """The roster an offline checker trusts: verified against the anchor alone. No state
-    directory is read or written, so the same files get the same verdict on any machine,
-    whatever was checked there before (a newer roster, another task force's)."""
-    trusted, _ = verify_roster(
-        read_kind(roster_path, "roster"), anchor=load_anchor(anchor_path), state=None, now_ms=now_ms
-    )
-    return trusted
+def merge_published(
+    note: bytes, published: Iterable[tuple[str, bytes]], roster: TrustedRoster
+) -> bytes:
+    """``note`` with each publishing agency's own verified cosignature merged in
+    (``merge_witnessed``); an agency whose note carried anything else is logged
+    (``cosignature_dropped``): a member publishing bad lines, or a damaged note."""
+    merged = merge_witnessed(note, published, roster)
+    for agency in merged.dropped:
+        log.warning(
+            "cosignature_dropped",
+            agency=agency,
+            reason="its published witness note carries a line that is not its own valid "
+            "cosignature of this checkpoint",
+        )
+    return merged.note
+
+
+@dataclass(frozen=True)
+class CheckerAgency:
+    """The checking agency's own trust (its profile, or ``--state``): the state directory
+    holding its roster rollback state, and with a profile its roster file and anchor."""
+
+    state_dir: Path
+    roster_path: Path | None = None
+    anchor_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class CurrentRoster:
+    """The roster evidence is judged by, and where it came from: the ``given`` roster file,
+    or the ``agency``'s own (newer) roster. ``rollback_checked``: verified against the
+    checking agency's rollback state, so no older roster could be passed off as current."""
+
+    trusted: TrustedRoster
+    source: Literal["given", "agency"]
+    rollback_checked: bool
+
+    @property
+    def seq(self) -> int:
+        return self.trusted.seq
+
+    @property
+    def issued_ms(self) -> int:
+        return self.trusted.roster.issued_ms
+
+
+NO_ROSTER_HINT = (
+    "give --roster with the task force's current roster and --anchor with the anchor you "
+    "pinned (or check with your agency's profile or --state)"
+)
+
+
+def checker_roster(
+    roster_path: Path | None,
+    anchor_path: Path | None,
+    *,
+    now_ms: int,
+    agency: CheckerAgency | None = None,
+) -> CurrentRoster:
+    """The roster a checker judges evidence by.
+
+    Offline (no ``agency``): the roster given, verified against the anchor alone; nothing is
+    read or written beyond the two files, so the same files get the same verdict on any
+    machine. Such a roster may be older than the current one (the anchor is pinned once),
+    which the verdict must say (``rollback_checked`` False).
+
+    With the checking agency's state: the roster given is verified against its rollback
+    state (an older roster than the one it trusts: E_ROSTER_ROLLBACK), and if the agency's
+    own roster is newer that one is used, so its witness threshold and revocations apply.
+    The state is only read. Without any roster: a ``TrustError`` (exit 6)."""
+    if agency is None:
+        if roster_path is None or anchor_path is None:
+            raise TrustError(
+                "no current roster to check against: evidence's own keys and rosters prove "
+                "nothing (anyone can sign a log of their own, a disclosure carries the "
+                "roster its maker chose)",
+                hint=NO_ROSTER_HINT,
+            )
+        trusted, _ = verify_roster(
+            read_kind(roster_path, "roster"),
+            anchor=load_anchor(anchor_path),
+            state=None,
+            now_ms=now_ms,
+        )
+        return CurrentRoster(trusted, "given", rollback_checked=False)
+    pinned = anchor_path or agency.anchor_path
+    if pinned is None:
+        raise UsageError(
+            "no anchor to verify the roster with", hint="give --anchor, or use your profile"
+        )
+    anchor = load_anchor(pinned)
+    state = _rollback_state(agency.state_dir, anchor.taskforce, required=agency.roster_path is None)
+    own = given = None
+    if agency.roster_path is not None:
+        own, _ = verify_roster(
+            read_kind(agency.roster_path, "roster"), anchor=anchor, state=state, now_ms=now_ms
+        )
+    if roster_path is not None:
+        given = _given_with_state(read_kind(roster_path, "roster"), anchor, state, own, now_ms)
+    checked = state is not None or own is not None
+    if given is not None and (own is None or given.seq >= own.seq):
+        return CurrentRoster(given, "given", rollback_checked=checked)
+    if own is not None:
+        return CurrentRoster(own, "agency", rollback_checked=checked)
+    raise TrustError("no current roster to check against", hint=NO_ROSTER_HINT)
+
+
+def _given_with_state(
+    data: bytes,
+    anchor: Anchor,
+    state: RosterState | None,
+    own: TrustedRoster | None,
+    now_ms: int,
+) -> TrustedRoster:
+    """A roster handed over with the evidence, verified against the agency's rollback state
+    and no older than (nor conflicting with) the agency's own roster."""
+    given, _ = verify_roster(data, anchor=anchor, state=state, now_ms=now_ms)
+    if own is not None and (
+        given.seq < own.seq or (given.seq == own.seq and given.hash != own.hash)
+    ):
+        raise RosterRejected(
+            RejectCode.E_ROSTER_ROLLBACK,
+            f"the roster given (seq {given.seq}) is older than or conflicts with the one your "
+            f"agency trusts (seq {own.seq})",
+            hint="whoever handed it over may be hiding a revocation or a witness threshold: "
+            "check with the current roster (your agency's is used if you give none)",
+        )
+    return given
+
+
+def _rollback_state(state_dir: Path, taskforce: str, *, required: bool) -> RosterState | None:
+    """The agency's persisted roster state, read only (a checker changes nothing). None if
+    there is none yet and its roster file (a profile's) can stand in."""
+    path = state_dir / "state.db"
+    if not path.is_file():
+        if not required:
+            return None
+        raise InputError(
+            f"no agency state at {str(state_dir)!r}",
+            hint="give the state directory your agency's commands use (--state), or none to "
+            "check offline",
+        )
+    store = StateStore(path)
+    try:
+        return store.roster_state(taskforce)
+    finally:
+        store.close()
 
 
 def trusted_keys(roster: TrustedRoster, keys: list[str]) -> list[str]:
@@ -422,24 +569,37 @@ def _schema_record(agency: Agency, name: str) -> bytes:
     return record
 
 
+@dataclass(frozen=True)
+class CheckedDisclosure:
+    disclosed: Disclosed
+    current: CurrentRoster  # the roster revocations were judged under
+
+
 def check_disclosure_file(
     path: Path,
-    anchor: Path,
+    anchor: Path | None,
     registry: Registry,
     *,
     roster: Path | None = None,
     proof: Path | None = None,
-) -> Disclosed:
-    """Check a disclosure with the anchor and, for revocations since, the current roster
-    (``roster``) and the message's evidence bundle (``proof``)."""
+    agency: CheckerAgency | None = None,
+    now_ms: int | None = None,
+) -> CheckedDisclosure:
+    """Check a disclosure with the anchor and the current roster (``checker_roster``: the
+    ``roster`` given, verified against the checking ``agency``'s rollback state if there is
+    one, or that agency's own newer roster), and for a key revoked as compromised since, the
+    message's evidence bundle (``proof``). Without a current roster: a ``TrustError``."""
+    current = checker_roster(roster, anchor, now_ms=now_ms or _now(), agency=agency)
+    pinned = anchor or (agency.anchor_path if agency is not None else None)
+    assert pinned is not None  # checker_roster refused otherwise
     data = read_bytes(path, what="disclosure", limit=16 * 1024 * 1024)
-    latest = read_kind(roster, "roster") if roster is not None else None
     bundle = read_bytes(proof, what="proof bundle", limit=16 * 1024 * 1024) if proof else None
-    return check_disclosure(
+    disclosed = check_disclosure(
         data,
-        anchor=load_anchor(anchor),
+        anchor=load_anchor(pinned),
         schemas=registry,
-        latest_roster=latest,
+        latest_roster=current.trusted,
         proof=bundle,
         log_keys=lambda trusted: trusted_keys(trusted, []),
     )
+    return CheckedDisclosure(disclosed, current)

@@ -38,11 +38,12 @@ from tfshare.audit.proofs import (
     verify_inclusion_response,
 )
 from tfshare.audit.service import log_verifiers
-from tfshare.audit.witness import WitnessError, merge_cosignatures, require_witnesses
+from tfshare.audit.witness import WitnessError, log_signed_only, require_witnesses
 from tfshare.broker import proof_subject
 from tfshare.errors import BrokerError, UsageError
 from tfshare.files import read_bytes, write_atomic
 from tfshare.roster import TrustedRoster
+from tfshare.workflows.audit import merge_published
 from tfshare.workflows.keys import load_identity
 from tfshare.workflows.live import Agency
 
@@ -84,7 +85,9 @@ def request_inclusion(
     verifiers = log_verifiers(roster)
     held = _held(known, agency, verifiers)
 
-    async def ask(conn: transport.Connection) -> tuple[ProofRequest, bytes, list[bytes]]:
+    async def ask(
+        conn: transport.Connection,
+    ) -> tuple[ProofRequest, bytes, list[tuple[str, bytes]]]:
         published = await published_cosignatures(conn, roster)
         size = held[0] if held is not None else _witnessed_size(published, roster)
         request = inclusion_request(roster.taskforce, msg_id=msg_id, size=size)
@@ -105,7 +108,7 @@ def request_inclusion(
     )
     bundle = decode_bundle(proven.bundle)
     witnessed = msgspec.structs.replace(
-        bundle, checkpoint=merge_cosignatures(bundle.checkpoint, published)
+        bundle, checkpoint=merge_published(bundle.checkpoint, published, roster)
     )
     data = encode_bundle(witnessed)
     checked = check_bundle(
@@ -116,29 +119,33 @@ def request_inclusion(
     return checked
 
 
-async def published_cosignatures(conn: transport.Connection, roster: TrustedRoster) -> list[bytes]:
-    """Every active member's latest published witness note (unverified: checked on use)."""
-    published: list[bytes] = []
+async def published_cosignatures(
+    conn: transport.Connection, roster: TrustedRoster
+) -> list[tuple[str, bytes]]:
+    """Every active member's latest published witness note, as ``(agency, note)``: the
+    bucket's key is the agency, which alone may write it (unverified: each agency's own
+    cosignature line is checked on merging, ``merge_published``)."""
+    published: list[tuple[str, bytes]] = []
     for member in roster.roster.members:
         if member.status == "active":
             value = await transport.get_cosignature(conn, roster.taskforce, member.agency_id)
             if value is not None:
-                published.append(value)
+                published.append((member.agency_id, value))
     return published
 
 
 def fetch_cosignatures(
     agency: Agency, *, url: str, timeout: float = DEFAULT_TIMEOUT
-) -> list[bytes]:
+) -> list[tuple[str, bytes]]:
     """Every active member's latest published witness note, fetched as ``agency``."""
 
-    async def fetch(conn: transport.Connection) -> list[bytes]:
+    async def fetch(conn: transport.Connection) -> list[tuple[str, bytes]]:
         return await published_cosignatures(conn, agency.roster)
 
     return _run(agency, fetch, url=url, timeout=timeout)
 
 
-def _witnessed_size(published: list[bytes], roster: TrustedRoster) -> int:
+def _witnessed_size(published: list[tuple[str, bytes]], roster: TrustedRoster) -> int:
     """The size of the largest log-signed checkpoint the witnesses co-signed often enough
     for the roster's threshold; 0 (the latest) if none is or none is required."""
     if roster.roster.witness_threshold == 0:
@@ -146,15 +153,16 @@ def _witnessed_size(published: list[bytes], roster: TrustedRoster) -> int:
     origin = checkpoint_origin(roster.taskforce)
     verifiers = log_verifiers(roster)
     sizes: dict[int, bytes] = {}
-    for note in published:
+    for _, note in published:
         try:
             checkpoint, _ = open_checkpoint(note, verifiers, origin=origin)
         except NoteError:
             continue
-        sizes.setdefault(checkpoint.size, note)
+        # The bare checkpoint: whatever else a member's note carries is not merged unchecked.
+        sizes.setdefault(checkpoint.size, log_signed_only(note, roster.taskforce))
     for size in sorted(sizes, reverse=True):
         try:
-            require_witnesses(merge_cosignatures(sizes[size], published), roster)
+            require_witnesses(merge_published(sizes[size], published, roster), roster)
         except WitnessError:
             continue
         return size
