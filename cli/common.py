@@ -1,4 +1,10 @@
-"""Shared CLI plumbing: passphrases, clock, output and the option types every command uses."""
+"""Shared CLI plumbing: passphrases, clock, output and the option types every command uses.
+
+Output: every string that came from outside (names, message fields, subjects, claimed senders)
+reaches the terminal through ``shown`` - directly, or through ``emit_fields``, ``note`` and
+``emit_json``, which apply it themselves - so no such string can move the cursor, rewrite the
+screen, reorder text or start a line of its own (``tfshare.visible``).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import typer
 from tfshare import profiles
 from tfshare.errors import TrustError, UsageError
 from tfshare.files import read_bytes
+from tfshare.visible import escape, escape_json
 
 MAX_PASSPHRASE_FILE = 4096
 
@@ -140,21 +147,34 @@ def passphrase(passphrase_file: Path | None, *, confirm: bool, purpose: str) -> 
     )
 
 
+def shown(text: object) -> str:
+    """``text`` made safe to print: each control, format or line-break character (newline,
+    ESC, bidirectional overrides and isolates, zero-width characters, U+2028/U+2029, ...)
+    becomes its visible escape (``\\x1b``, ``\\u202e``); the result is always one line.
+
+    Use it on every string from outside that is printed other than through ``emit_fields``,
+    ``note`` or ``emit_json`` (which apply it): display names, message fields, subjects.
+    """
+    return escape(text if isinstance(text, str) else str(text))
+
+
 def emit_json(obj: Any) -> None:
-    """One JSON object on stdout."""
-    typer.echo(json.dumps(obj, ensure_ascii=False, sort_keys=False))
+    """One JSON object on stdout; characters a terminal would act on are ``\\u`` escapes
+    (JSON's own spelling: the document decodes to the same value)."""
+    typer.echo(escape_json(json.dumps(obj, ensure_ascii=False, sort_keys=False)))
 
 
 def emit_fields(rows: list[tuple[str, str]]) -> None:
-    """Aligned "label  value" lines on stdout."""
-    width = max((len(k) for k, _ in rows), default=0)
-    for key, value in rows:
+    """Aligned "label  value" lines on stdout, values escaped (``shown``): one line each."""
+    safe = [(shown(key), shown(value)) for key, value in rows]
+    width = max((len(k) for k, _ in safe), default=0)
+    for key, value in safe:
         typer.echo(f"{key.ljust(width)}  {value}")
 
 
 def note(message: str) -> None:
-    """A message for people (stderr), never data."""
-    typer.echo(message, err=True)
+    """A message for people (stderr), never data; escaped (``shown``), so one line."""
+    typer.echo(shown(message), err=True)
 
 
 def split_list(value: str | None) -> list[str] | None:

@@ -34,6 +34,8 @@ def init_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Create AGENCY.key (secret, passphrase-protected, 0600) and AGENCY.card (public)."""
+    if name:
+        workflow.check_display_name(name)  # before the passphrase is typed twice
     secret = passphrase(passphrase_file, confirm=True, purpose=f"the new key of {agency_id}")
     key, card = workflow.init_keys(
         agency_id, directory, display_name=name, passphrase=secret, kdf=kdf, now_ms=now_ms()

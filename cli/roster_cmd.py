@@ -10,6 +10,7 @@ import typer
 from tfshare import roster as R
 from tfshare.keys import fingerprint
 from tfshare.store import StateStore
+from tfshare.visible import hidden_chars
 from tfshare.workflows import rosters as workflow
 from tfshare.workflows.filekinds import load_anchor, read_kind
 from tfshare.workflows.keys import load_identity
@@ -23,6 +24,7 @@ from .common import (
     note,
     now_ms,
     passphrase,
+    shown,
 )
 
 app = typer.Typer(help="Edit, sign and verify the task-force roster.", no_args_is_help=True)
@@ -245,20 +247,39 @@ def show_cmd(path: RosterPath, as_json: JsonFlag = False) -> None:
             ),
         ]
     )
+    # Every line goes through shown(): only the display names are free text today, but a line
+    # of this listing must never be forgeable by anything a card or roster carries.
     typer.echo("members:")
     for m in info["members"]:
         revoked = [k for k in m["sign_keys"] if k["revoked"]]
         flag = f" [{m['status']}]" if m["status"] != "active" else ""
         flag += f" [revoked: {revoked[0]['revoked']}]" if revoked else ""
-        typer.echo(f"  {m['agency']:<20} {','.join(m['roles']):<12} {m['fingerprint']}{flag}")
-        typer.echo(f"  {'':<20} {m['name']}")
+        typer.echo(
+            shown(f"  {m['agency']:<20} {','.join(m['roles']):<12} {m['fingerprint']}{flag}")
+        )
+        typer.echo(shown(f"  {'':<20} {m['name']}"))
     typer.echo("channels:")
     for c in info["channels"]:
         typer.echo(
-            f"  {c['name']}: read {','.join(c['readers']) or '-'}; "
-            f"write {','.join(c['writers']) or '-'}; "
-            f"schemas {','.join(c['schemas']) or 'any'}"
+            shown(
+                f"  {c['name']}: read {','.join(c['readers']) or '-'}; "
+                f"write {','.join(c['writers']) or '-'}; "
+                f"schemas {','.join(c['schemas']) or 'any'}"
+            )
         )
+    _warn_hidden_names(info["members"])
+
+
+def _warn_hidden_names(members: list[dict[str, object]]) -> None:
+    """A roster signed before display names were checked may carry a name that tries to forge
+    lines; it still verifies (refusing it would cut the task force off), shown escaped, flagged."""
+    for m in members:
+        if hidden_chars(str(m["name"])):
+            note(
+                f"warning: the display name of {m['agency']} holds characters shown escaped "
+                "above (it could forge lines on a terminal): check this agency's fingerprint "
+                "by phone"
+            )
 
 
 @app.command("diff")
@@ -273,4 +294,4 @@ def diff_cmd(
         emit_json({"changes": changes})
         return
     for change in changes or ["no changes"]:
-        typer.echo(change)
+        typer.echo(shown(change))  # a change line quotes display names: one line each, escaped

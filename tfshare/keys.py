@@ -1,8 +1,8 @@
 """Agency identities: the secret ``Identity``, the public ``Card``, key ids and fingerprints.
 
 Owns: key generation from supplied randomness, the self-signed agency card, the binding of an
-agency's encryption key to its signing key, ``kid_sig``/``kid_enc`` and the fingerprint people
-read aloud.
+agency's encryption key to its signing key, ``kid_sig``/``kid_enc``, the fingerprint people
+read aloud, and the rule a display name follows (``display_name_problem``).
 
 Never: print or repr secret material (``Identity.__repr__`` shows ids only); convert an Ed25519
 key into an X25519 one (signing and encryption keys are separate, generated separately).
@@ -34,6 +34,7 @@ from tfshare.encoding import (
     u32,
 )
 from tfshare.errors import TrustError
+from tfshare.visible import codepoint, hidden_chars
 
 Random = Callable[[int], bytes]
 """A source of randomness: ``rng(n)`` returns n bytes (``os.urandom`` in production)."""
@@ -60,6 +61,31 @@ def kid_enc(enc_pk: bytes) -> bytes:
 def fingerprint(sign_pk: bytes) -> str:
     """The agency fingerprint: 20 bytes of H(L(fp) || sign_pk), lowercase base32, grouped by 4."""
     return group(b32(blake2b_256(L_FP + sign_pk)[:20]))
+
+
+MAX_DISPLAY_NAME: Final = 128
+
+
+def display_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an agency's display name, or None if it can.
+
+    A display name is shown next to the fingerprint people read aloud, so it must not be able
+    to forge or hide lines: no control, format, separator, private-use or unassigned character
+    (``tfshare.visible``: newlines, terminal escapes, bidirectional overrides and isolates,
+    zero-width characters, U+2028/U+2029), no leading or trailing space, 1-128 characters.
+    The reason names the character by code point and never repeats the name.
+    """
+    if not 1 <= len(name) <= MAX_DISPLAY_NAME:
+        return f"a display name has 1-{MAX_DISPLAY_NAME} characters, this one {len(name)}"
+    hidden = hidden_chars(name)
+    if hidden:
+        return (
+            f"the display name holds {codepoint(hidden[0])} (a control, format or line-break "
+            "character, which could forge or hide what a terminal shows)"
+        )
+    if name != name.strip():
+        return "the display name starts or ends with a space"
+    return None
 
 
 def enc_binding_message(agency_id: str, enc_pk: bytes) -> bytes:
@@ -219,7 +245,8 @@ _body_decoder: Final = msgspec.msgpack.Decoder(CardBody)
 
 
 def verify_card(card: Card) -> CardBody:
-    """Decode and check a card: canonical body, self-signature, encryption-key binding."""
+    """Decode and check a card: canonical body, self-signature, encryption-key binding, and a
+    display name that cannot forge what a terminal shows (``display_name_problem``)."""
     hint = "ask the agency to send its card again (tfshare keys init writes it)"
     try:
         body = decode_canonical(card.body, _body_decoder)
@@ -236,6 +263,14 @@ def verify_card(card: Card) -> CardBody:
     ):
         raise TrustError(
             f"the card of {body.agency_id!r} does not bind its encryption key", hint=hint
+        )
+    problem = display_name_problem(body.display_name)
+    if problem is not None:
+        # Signed by its key or not, such a card is refused: its name is the impostor's tool.
+        raise TrustError(
+            f"the card of {body.agency_id!r} is refused: {problem}",
+            hint="do not add this card; ask the agency by phone to make its card again with "
+            "'tfshare keys init --name' and a plain name",
         )
     return body
 

@@ -39,6 +39,7 @@ from tfshare.keys import (
     CardBody,
     Identity,
     NatsUser,
+    display_name_problem,
     enc_binding_message,
     fingerprint,
     kid_enc,
@@ -523,6 +524,14 @@ def self_verify(data: bytes) -> tuple[SignedRoster, Roster, set[str]]:
 
 
 def _member_from_card(card: CardBody, roles: list[Role], now_ms: int) -> Member:
+    # New names only: a roster already carrying such a name (signed before this rule) still
+    # verifies and can still be edited - above all to revoke the agency - and is shown escaped.
+    problem = display_name_problem(card.display_name)
+    if problem is not None:
+        raise _edit_error(
+            f"agency {card.agency_id!r} cannot be added: {problem}",
+            hint="ask the agency by phone to make its card again with a plain --name",
+        )
     return Member(
         agency_id=card.agency_id,
         display_name=card.display_name,

@@ -11,7 +11,7 @@ from tfshare.encoding import encode, is_name
 from tfshare.errors import InputError, TrustError, UsageError
 from tfshare.files import read_bytes, write_atomic
 from tfshare.keyfile import KDF_PROFILES, open_keyfile, read_keyfile_header, seal_keyfile
-from tfshare.keys import Identity, fingerprint, kid_enc, kid_sig
+from tfshare.keys import Identity, display_name_problem, fingerprint, kid_enc, kid_sig
 from tfshare.workflows.filekinds import MAX_FILE, load_card, read_kind, sniff
 
 
@@ -37,6 +37,18 @@ def _check_name(agency_id: str) -> None:
         )
 
 
+def check_display_name(name: str) -> None:
+    """Refuse a display name that could forge or hide lines on a terminal (a usage error:
+    the person typed it, and is told before any passphrase is asked)."""
+    problem = display_name_problem(name)
+    if problem is not None:
+        raise UsageError(
+            problem,
+            hint="give --name the agency's plain name on one line, e.g. --name "
+            "'Police North', without control characters, direction marks or line breaks",
+        )
+
+
 def init_keys(
     agency_id: str,
     directory: Path,
@@ -53,8 +65,7 @@ def init_keys(
             f"unknown KDF profile {kdf!r}", hint=f"choose one of {', '.join(KDF_PROFILES)}"
         )
     name = display_name or agency_id
-    if not 1 <= len(name) <= 128:
-        raise UsageError("the display name must be 1-128 characters", hint="shorten --name")
+    check_display_name(name)
     key_path = directory / f"{agency_id}.key"
     card_path = directory / f"{agency_id}.card"
     for path in (key_path, card_path):
