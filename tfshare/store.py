@@ -4,9 +4,12 @@ Owns: ``StateStore`` over one database file (``state.db`` in the state directory
 ``SqliteReplayStore`` view of it that satisfies ``tfshare.replay.ReplayStore``. Every write is
 one transaction; WAL mode and ``synchronous=FULL`` so what was acknowledged survives a crash.
 
-Storage failures (a full disk, a damaged file, a read-only or locked database) become a
-``StoreError`` (exit 1) that names the file and says what to do; a transaction that fails is
-rolled back whole, so nothing is ever half-written.
+The file, its pragmas, transactions, the wording of storage failures and the schema upgrades
+are ``tfshare.sqlite_db``'s, shared with the audit log. Storage failures (a full disk, a
+damaged file, a read-only or locked database) become a ``StoreError`` (exit 1) that names the
+file and says what to do; a transaction that fails is rolled back whole, so nothing is ever
+half-written. The schema is ``MIGRATIONS``: a database of an earlier tfshare is upgraded in
+place when opened, keeping its data; one of a later tfshare is refused (``SchemaError``).
 
 Never: store plaintext. Only ids, hashes, times, sequence numbers and the roster state.
 Never grow without bound from what others send: the quarantine keeps a capped prefix of
@@ -16,9 +19,7 @@ each rejected envelope and no content past a total cap (metadata rows only).
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -26,15 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, ParamSpec, TypeVar
 
+from tfshare import sqlite_db
 from tfshare.encoding import encode
-from tfshare.errors import InputError
 from tfshare.replay import ReplayEntry
 from tfshare.roster import RosterState, decode_state
-from tfshare.sqlfail import Failure, classify
+from tfshare.sqlite_db import DatabaseFile, Migration, StorageError
 
-SCHEMA_VERSION: Final = 1
-
-_DDL: Final = """
+# Schema 1: the tables as tfshare first created them. Never edited: a change is a new step.
+_SCHEMA_1: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS replay (
     sender_kid BLOB NOT NULL, msg_id BLOB NOT NULL, env_hash BLOB NOT NULL,
@@ -56,8 +56,7 @@ CREATE TABLE IF NOT EXISTS inbox (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS quarantine (
     env_hash BLOB PRIMARY KEY, code TEXT NOT NULL, reason TEXT NOT NULL, sender TEXT,
-    msg_id BLOB, subject TEXT, received_ms INTEGER NOT NULL, envelope BLOB NOT NULL,
-    size INTEGER
+    msg_id BLOB, subject TEXT, received_ms INTEGER NOT NULL, envelope BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
     msg_id BLOB PRIMARY KEY, subject TEXT NOT NULL, envelope BLOB NOT NULL,
@@ -80,98 +79,81 @@ QUARANTINE_KEEP_BYTES: Final = 64 * 1024
 QUARANTINE_TOTAL_BYTES: Final = 64 * 1024 * 1024
 
 
-def _add_quarantine_size(db: sqlite3.Connection) -> None:
-    """A database from before the quarantine kept sizes gains the column (NULL: the size is
-    that of the envelope kept, which was then the whole envelope)."""
+def _quarantine_sizes(db: sqlite3.Connection) -> None:
+    """Schema 2: the quarantine keeps each envelope's full size (NULL in older rows: the size
+    is that of the envelope kept, which was then the whole envelope) and ``meta`` the running
+    total of envelope bytes it keeps (the cap is checked against it). A database of the
+    versions that added both before this step existed already has them: nothing is doubled."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(quarantine)")}
     if "size" not in columns:
         db.execute("ALTER TABLE quarantine ADD COLUMN size INTEGER")
+    db.execute(
+        "INSERT OR IGNORE INTO meta (key, value) "
+        "SELECT 'quarantine_bytes', coalesce(sum(length(envelope)), 0) FROM quarantine"
+    )
 
 
-class StoreError(InputError):
-    """The state database cannot be read or written: the disk is full, the file is damaged,
-    read-only or locked. Whatever the failing transaction wrote was rolled back."""
-
-
-_FULL_HINT: Final = (
-    "free disk space where the state directory is (or move it elsewhere with --state), "
-    "then retry; nothing was written"
+# The schema, step by step, oldest first; a database is brought from its version to the last.
+MIGRATIONS: Final = (
+    Migration(1, "the first tables", sqlite_db.statements(_SCHEMA_1)),
+    Migration(2, "quarantine sizes and their total", _quarantine_sizes),
 )
-_DAMAGED_HINT: Final = "restore the state directory from backup; without it replays go unnoticed"
+SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 
 
-def store_error(path: Path, exc: sqlite3.Error) -> StoreError | None:
+class StoreError(StorageError):
+    """The state database cannot be read or written: the disk is full, the file is damaged,
+    read-only or locked. Whatever the failing transaction wrote was rolled back. ``failure``
+    says which (``tfshare.sqlfail``), as for the audit log's ``AuditStoreUnavailable``."""
+
+
+STATE_DATABASE: Final = DatabaseFile(
+    name="the state database",
+    location="where the state directory is (or move it elsewhere with --state)",
+    files="the state directory and of state.db* in it",
+    damaged_hint="restore the state directory from backup; without it replays go unnoticed",
+)
+
+
+def store_error(path: Path, exc: sqlite3.Error, action: str = "write") -> StoreError | None:
     """The ``StoreError`` for a storage failure on the state database, or None if ``exc`` is
     not one (a constraint or programming error is a bug, and stays what it is). SQLite reports
     ENOSPC from the file system as SQLITE_FULL, "database or disk is full"."""
-    where = repr(str(path))
-    failure = classify(exc)
-    text = str(exc)
-    if failure is Failure.FULL:
-        return StoreError(
-            f"cannot write the state database {where}: the disk is full ({text})",
-            hint=_FULL_HINT,
-        )
-    if failure is Failure.DAMAGED:
-        return StoreError(
-            f"the state database {where} is damaged and cannot be used ({text})",
-            hint=_DAMAGED_HINT,
-        )
-    if failure is Failure.ACCESS:
-        return StoreError(
-            f"cannot write the state database {where} ({text})",
-            hint="check the owner and mode of the state directory and of state.db* in it",
-        )
-    if failure is Failure.LOCKED:
-        return StoreError(
-            f"the state database {where} is locked by another process ({text})",
-            hint="another tfshare command is using this state directory; retry in a moment",
-        )
-    if failure in (Failure.IO, Failure.RESOURCE):
-        return StoreError(
-            f"cannot read or write the state database {where} ({text})",
-            hint="check the disk (free space, errors in the system log) and the state directory",
-        )
-    return None
+    return sqlite_db.storage_error(STATE_DATABASE, action, path, exc, StoreError)
 
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
-def _guarded(method: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Turn a storage failure inside a store method into a ``StoreError``."""
+def _guarded(action: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Turn a storage failure inside a store method into a ``StoreError`` that says what
+    the method was doing ("read", "write")."""
 
-    @functools.wraps(method)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return method(*args, **kwargs)
-        except sqlite3.Error as exc:
-            error = store_error(getattr(args[0], "path", Path("state.db")), exc)
-            if error is None:
-                raise
-            raise error from None
+    def decorate(method: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(method)
+        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return method(*args, **kwargs)
+            except sqlite3.Error as exc:
+                error = store_error(getattr(args[0], "path", Path("state.db")), exc, action)
+                if error is None:
+                    raise
+                raise error from None
 
-    return wrapper
+        return wrapper
+
+    return decorate
 
 
 @contextlib.contextmanager
 def _tx(db: sqlite3.Connection, path: Path) -> Iterator[None]:
-    """One transaction: BEGIN IMMEDIATE ... COMMIT, or nothing if one is already open (so the
-    agent can group a batch of outcomes into one commit, acknowledged after it). If anything
-    fails, the commit included (a full disk often fails there), it is rolled back whole."""
-    if db.in_transaction:
-        yield
-        return
+    """One transaction (``sqlite_db.transaction``), or nothing if one is already open (so the
+    agent can group a batch of outcomes into one commit, acknowledged after it); rolled back
+    whole on any failure, and a storage failure is a ``StoreError``."""
     try:
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with sqlite_db.transaction(db):
             yield
-            db.commit()
-        except BaseException:
-            if db.in_transaction:
-                db.rollback()
-            raise
     except sqlite3.Error as exc:
         error = store_error(path, exc)
         if error is None:
@@ -179,62 +161,49 @@ def _tx(db: sqlite3.Connection, path: Path) -> Iterator[None]:
         raise error from None
 
 
+def _unusable(path: Path, exc: sqlite3.Error) -> StoreError:
+    """What opening the database found: a storage failure, or a file SQLite can open but
+    our statements cannot use."""
+    return store_error(path, exc, "open") or StoreError(
+        f"the state database {str(path)!r} cannot be used ({exc})",
+        hint=STATE_DATABASE.damaged_hint,
+    )
+
+
 class StateStore:
     """The state database of one agency's tools."""
 
     def __init__(self, path: Path) -> None:
+        """Open (or create) the database and bring its schema to ``SCHEMA_VERSION``: one of
+        an earlier tfshare is upgraded in place, its data kept; one of a later tfshare is
+        refused (``SchemaError``) and left as it is."""
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if not path.exists():
-                # Created 0600 before SQLite opens it: ids and hashes are still case metadata.
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            self._db = sqlite3.connect(path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            with _tx(self._db, path):
-                self._db.executescript(_DDL)
-            with _tx(self._db, path):
-                _add_quarantine_size(self._db)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif row[0] != str(SCHEMA_VERSION):
-                raise InputError(
-                    f"state database {str(path)!r} has schema {row[0]}",
-                    hint="it was written by another tfshare version; upgrade tfshare",
-                )
-        except sqlite3.DatabaseError as exc:
-            raise (
-                store_error(path, exc)
-                or StoreError(
-                    f"the state database {str(path)!r} cannot be used ({exc})", hint=_DAMAGED_HINT
-                )
-            ) from None
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StoreError(
-                    f"cannot create the state database {str(path)!r}: the disk is full",
-                    hint=_FULL_HINT,
-                ) from None
-            raise StoreError(
-                f"cannot create state directory {str(path.parent)!r}: {exc.strerror}",
-                hint="check the path and its permissions, or pass --state",
-            ) from None
+            self._db = sqlite_db.open_database(path, STATE_DATABASE, kind=StoreError)
+        except sqlite3.Error as exc:
+            raise _unusable(path, exc) from None
+        try:
+            self.upgraded_from, _ = sqlite_db.migrate(self._db, STATE_DATABASE, path, MIGRATIONS)
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise _unusable(path, exc) from None
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         self._db.close()
 
     # roster state -------------------------------------------------------------------------
 
-    @_guarded
+    @_guarded("read")
     def roster_state(self, taskforce: str) -> RosterState | None:
         row = self._db.execute(
             "SELECT state FROM roster_state WHERE taskforce = ?", (taskforce,)
         ).fetchone()
         return decode_state(bytes(row[0])) if row else None
 
-    @_guarded
+    @_guarded("write")
     def save_roster_state(self, taskforce: str, state: RosterState) -> None:
         """Persist the roster state; never moves the seq backwards (two processes may race)."""
         with _tx(self._db, self.path):
@@ -247,7 +216,7 @@ class StateStore:
 
     # outbound sequence numbers ------------------------------------------------------------
 
-    @_guarded
+    @_guarded("write")
     def next_seq(self, channel: str) -> int:
         """Reserve the next per-channel sequence number for a message we send."""
         with _tx(self._db, self.path):
@@ -281,22 +250,12 @@ class StateStore:
         of the transaction stays). The agent gives each message of a batch its own, so one
         message that cannot be processed does not take the others' outcomes with it."""
         try:
-            self._db.execute("SAVEPOINT one_message")
-        except sqlite3.Error as exc:
-            raise store_error(self.path, exc) or exc from None
-        try:
-            yield
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK TO one_message")
-                self._db.execute("RELEASE one_message")
-            raise
-        try:
-            self._db.execute("RELEASE one_message")
+            with sqlite_db.savepoint(self._db, "one_message"):
+                yield
         except sqlite3.Error as exc:
             raise store_error(self.path, exc) or exc from None
 
-    @_guarded
+    @_guarded("write")
     def quarantine(
         self,
         item: Quarantined,
@@ -312,7 +271,7 @@ class StateStore:
             row = self._db.execute(
                 "SELECT value FROM meta WHERE key = 'quarantine_bytes'"
             ).fetchone()
-            if row is None:  # first use (or a database from before the cap): count once
+            if row is None:  # kept by schema 2; counted again only if someone removed it
                 (used,) = self._db.execute(
                     "SELECT coalesce(sum(length(envelope)), 0) FROM quarantine"
                 ).fetchone()
@@ -344,7 +303,7 @@ class StateStore:
             )
         return bool(inserted and kept)
 
-    @_guarded
+    @_guarded("read")
     def quarantine_usage(self) -> tuple[int, int]:
         """(entries, bytes of envelope content kept) in the quarantine."""
         count, used = self._db.execute(
@@ -352,7 +311,7 @@ class StateStore:
         ).fetchone()
         return int(count), int(used)
 
-    @_guarded
+    @_guarded("read")
     def quarantined(self, limit: int = 100) -> list[Quarantined]:
         rows = self._db.execute(
             "SELECT env_hash, code, reason, sender, msg_id, subject, received_ms, envelope, "
@@ -374,7 +333,7 @@ class StateStore:
             for r in rows
         ]
 
-    @_guarded
+    @_guarded("read")
     def inbox(self, limit: int = 100) -> list[InboxItem]:
         rows = self._db.execute(
             "SELECT msg_id, sender_kid, env_hash, sender, channel, schema, ts_ms, received_ms, "
@@ -383,7 +342,7 @@ class StateStore:
         ).fetchall()
         return [_inbox_item(r) for r in rows]
 
-    @_guarded
+    @_guarded("write")
     def outbox_add(self, msg_id: bytes, subject: str, envelope: bytes, created_ms: int) -> None:
         with _tx(self._db, self.path):
             self._db.execute(
@@ -392,28 +351,28 @@ class StateStore:
                 (msg_id, subject, envelope, created_ms),
             )
 
-    @_guarded
+    @_guarded("read")
     def outbox(self) -> list[tuple[bytes, str, bytes]]:
         rows = self._db.execute(
             "SELECT msg_id, subject, envelope FROM outbox WHERE refused IS NULL ORDER BY created_ms"
         ).fetchall()
         return [(bytes(r[0]), r[1], bytes(r[2])) for r in rows]
 
-    @_guarded
+    @_guarded("write")
     def outbox_refused(self, msg_id: bytes, reason: str) -> None:
         """Set aside an envelope the broker refused: kept (for people to see), never retried,
         and no longer in the way of the messages queued after it."""
         with _tx(self._db, self.path):
             self._db.execute("UPDATE outbox SET refused = ? WHERE msg_id = ?", (reason, msg_id))
 
-    @_guarded
+    @_guarded("read")
     def outbox_refusals(self) -> list[tuple[bytes, str, str]]:
         rows = self._db.execute(
             "SELECT msg_id, subject, refused FROM outbox WHERE refused IS NOT NULL"
         ).fetchall()
         return [(bytes(r[0]), r[1], r[2]) for r in rows]
 
-    @_guarded
+    @_guarded("write")
     def sent_add(self, item: SentItem) -> None:
         with _tx(self._db, self.path):
             self._db.execute(
@@ -422,13 +381,13 @@ class StateStore:
                  int(item.no_forward), item.handling_code, item.envelope),
             )  # fmt: skip
 
-    @_guarded
+    @_guarded("write")
     def sent_drop(self, msg_id: bytes) -> None:
         """Forget a sealed message that was neither sent nor queued."""
         with _tx(self._db, self.path):
             self._db.execute("DELETE FROM sent WHERE msg_id = ?", (msg_id,))
 
-    @_guarded
+    @_guarded("read")
     def find_by_prefix(self, prefix_hex: str) -> tuple[list[InboxItem], list[SentItem]]:
         """Received and own messages whose msg_id starts with these hex digits."""
         like = prefix_hex.upper() + "%"
@@ -450,7 +409,7 @@ class StateStore:
             ],
         )
 
-    @_guarded
+    @_guarded("read")
     def sent(self, limit: int = 100) -> list[SentItem]:
         """This agency's own messages, newest first."""
         rows = self._db.execute(
@@ -463,7 +422,7 @@ class StateStore:
             for r in rows
         ]
 
-    @_guarded
+    @_guarded("write")
     def outbox_done(self, *msg_ids: bytes) -> None:
         """Drop envelopes JetStream acknowledged (in one transaction)."""
         with _tx(self._db, self.path):
@@ -543,7 +502,7 @@ class SqliteReplayStore:
         self._keep_inbox = keep_inbox
         self._clock = clock or (lambda: time.time_ns() // 1_000_000)
 
-    @_guarded
+    @_guarded("read")
     def lookup(self, sender_kid: bytes, msg_id: bytes) -> bytes | None:
         row = self._db.execute(
             "SELECT env_hash FROM replay WHERE sender_kid = ? AND msg_id = ?",
@@ -551,14 +510,14 @@ class SqliteReplayStore:
         ).fetchone()
         return bytes(row[0]) if row else None
 
-    @_guarded
+    @_guarded("read")
     def last_seq(self, sender: str, channel: str) -> int | None:
         row = self._db.execute(
             "SELECT seq FROM sender_seq WHERE sender = ? AND channel = ?", (sender, channel)
         ).fetchone()
         return int(row[0]) if row else None
 
-    @_guarded
+    @_guarded("write")
     def record(self, entry: ReplayEntry) -> bytes | None:
         with _tx(self._db, self.path):
             inserted = self._db.execute(

@@ -8,10 +8,13 @@ refusals, ``AuditTampered``, and ``AuditStoreUnavailable``: the disk, a lock or 
 permissions failed (SQLite's error sorted by its primary code in ``tfshare.sqlfail``), which
 says nothing about the file's content and is never reported as tampering.
 
-Layout (one file, created 0600, WAL, ``synchronous=FULL``):
+Layout (one file, opened by ``tfshare.sqlite_db`` like the state database: created 0600, WAL,
+``synchronous=FULL``, its schema brought to ``SCHEMA_VERSION`` by the ordered ``MIGRATIONS``,
+a log newer than the code refused):
 
-- ``meta``: ``kind`` (always ``tfshare-audit``), ``schema`` and ``leaf_count``. The leaf count
-  is the commit point: entries and nodes at or beyond it are not part of the log.
+- ``meta``: ``kind`` (always ``tfshare-audit``), ``schema`` (the version, ``sqlite_db``'s)
+  and ``leaf_count``. The leaf count is the commit point: entries and nodes at or beyond it
+  are not part of the log.
 - ``entries``: ``idx`` (0-based, the leaf index), the entry bytes, and lookup columns derived
   from them (type, env_sha256, the sender for receipts, msg_id). The unique key (type,
   env_sha256, receipt sender) is what makes a redelivered message a no-op.
@@ -33,7 +36,6 @@ count.
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
+from tfshare import sqlite_db
 from tfshare.audit.entry import (
     EntryError,
     LogEntry,
@@ -60,12 +63,13 @@ from tfshare.audit.tree import CompactRange, MerkleLog
 from tfshare.encoding import MAX_UINT
 from tfshare.errors import InputError, TrustError
 from tfshare.sqlfail import Failure, classify
+from tfshare.sqlite_db import DatabaseFile, Migration, StorageError, failure_text, transaction
 
-SCHEMA_VERSION: Final = 1
 KIND: Final = "tfshare-audit"
 
-# Executed one statement at a time inside a transaction (executescript would commit first).
-_DDL: Final = (
+# Schema 1, executed one statement at a time inside its step's transaction. Never edited: a
+# change of the layout is a new step in ``MIGRATIONS``.
+_SCHEMA_1: Final = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS entries (
         idx INTEGER PRIMARY KEY, entry BLOB NOT NULL, entry_type TEXT NOT NULL,
@@ -102,6 +106,20 @@ _DDL: Final = (
         schema TEXT, no_forward INTEGER, handling_code TEXT, response_class TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS facts_msg_id ON facts (msg_id)",
+    # KIND, and an empty log:
+    "INSERT OR IGNORE INTO meta (key, value) VALUES ('kind', 'tfshare-audit'), ('leaf_count', '0')",
+)
+
+# The layout, step by step, oldest first; a log is brought from its version to the last.
+MIGRATIONS: Final = (Migration(1, "the first tables", _SCHEMA_1),)
+SCHEMA_VERSION: Final = MIGRATIONS[-1].version
+
+AUDIT_LOG: Final = DatabaseFile(
+    name="the audit log",
+    location="where the audit log is",
+    files="the audit log, its -wal/-shm files and their directory",
+    damaged_hint="keep the file as evidence, compare it with the published checkpoints or a "
+    "member's copy, and restore a verified backup",
 )
 
 
@@ -135,33 +153,19 @@ class MessageFacts:
         return self.schema is not None
 
 
-class AuditStoreUnavailable(InputError):
+class AuditStoreUnavailable(StorageError):
     """The audit log could not be read or written for a reason outside the file's content:
     the disk is full or failing (a quota, an I/O error), another process holds a lock, the
     permissions. Whatever the failing transaction wrote was rolled back. ``failure`` says
-    which (``tfshare.sqlfail``); ``transient`` failures are worth retrying as they are.
+    which (``tfshare.sqlfail``); ``transient`` failures are worth retrying as they are. The
+    message and hint are ``tfshare.sqlite_db``'s, worded as for the state database.
 
     Never tampering: that is only what verification finds (``AuditTampered``)."""
 
+    failure: Failure
+
     def __init__(self, message: str, *, failure: Failure, hint: str) -> None:
-        super().__init__(message, hint=hint)
-        self.failure = failure
-
-    @property
-    def transient(self) -> bool:
-        return self.failure.transient
-
-
-_UNAVAILABLE_HINTS: Final = {
-    Failure.FULL: "free disk space where the audit log is (or raise the quota), then retry; "
-    "nothing was written",
-    Failure.IO: "check the disk (free space, quota, errors in the system log); nothing was "
-    "written, and the service retries by itself",
-    Failure.LOCKED: "another process is using the audit log; retry in a moment",
-    Failure.ACCESS: "check the owner and mode of the audit log, its -wal/-shm files and their "
-    "directory",
-    Failure.RESOURCE: "the machine is short of memory; retry",
-}
+        super().__init__(message, hint=hint, failure=failure)
 
 
 def _unavailable(action: str, path: Path | str, exc: sqlite3.Error) -> AuditStoreUnavailable | None:
@@ -172,11 +176,8 @@ def _unavailable(action: str, path: Path | str, exc: sqlite3.Error) -> AuditStor
     failure = classify(exc)
     if failure is None or failure is Failure.DAMAGED:
         return None
-    return AuditStoreUnavailable(
-        f"cannot {action} the audit log {str(path)!r} ({exc})",
-        failure=failure,
-        hint=_UNAVAILABLE_HINTS[failure],
-    )
+    message, hint = failure_text(AUDIT_LOG, failure, action, path, str(exc))
+    return AuditStoreUnavailable(message, failure=failure, hint=hint)
 
 
 class TamperCode(StrEnum):
@@ -244,24 +245,9 @@ def _tampered(
     )
 
 
-@contextlib.contextmanager
-def _tx(db: sqlite3.Connection) -> Iterator[None]:
-    """One transaction: BEGIN IMMEDIATE ... COMMIT (or join the one already open).
-
-    A failed COMMIT is rolled back too, so the connection is never left inside a
-    transaction that later writes would silently join.
-    """
-    if db.in_transaction:
-        yield
-        return
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        db.commit()
-    except BaseException:
-        if db.in_transaction:
-            db.rollback()
-        raise
+# One transaction, BEGIN IMMEDIATE ... COMMIT (or join the one already open); a failed
+# COMMIT is rolled back too (``tfshare.sqlite_db``).
+_tx = transaction
 
 
 def _blob(value: object) -> bytes | None:
@@ -344,60 +330,36 @@ class AuditStore:
         self.path = Path(path)
         self._merkle: MerkleLog | None = None
         with self._guard("open"):
+            # Created 0600: who sent what to whom is case metadata, even without payloads.
+            # Three indexes keyed by random hashes: a larger page cache keeps appends to a
+            # large log from going to disk for every index page they touch.
+            self._db = sqlite_db.open_database(
+                self.path, AUDIT_LOG, pragmas=("cache_size=-65536",), kind=AuditStoreUnavailable
+            )
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                if not self.path.exists():
-                    # Created 0600 before SQLite opens it: who sent what to whom is case
-                    # metadata, even without payloads.
-                    os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            except OSError as exc:
-                raise InputError(
-                    f"cannot create the audit log {str(self.path)!r}: {exc.strerror}",
-                    hint="check the path and the permissions of its directory",
-                ) from None
-            self._db = sqlite3.connect(self.path, isolation_level=None)
-            try:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=FULL")
-                # Three indexes keyed by random hashes: a larger page cache keeps appends to a
-                # large log from going to disk for every index page they touch.
-                self._db.execute("PRAGMA cache_size=-65536")
-                self._init_schema()
+                self._check_kind()
+                self.upgraded_from, _ = sqlite_db.migrate(
+                    self._db, AUDIT_LOG, self.path, MIGRATIONS
+                )
             except BaseException:
                 self._db.close()
                 raise
         self._nodes = SqliteSubtreeStore(self._db)
 
-    def _init_schema(self) -> None:
-        with _tx(self._db):
-            tables = {
-                row[0]
-                for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")
-            }
-            kind = None
-            if "meta" in tables:
-                row = self._db.execute("SELECT value FROM meta WHERE key = 'kind'").fetchone()
-                kind = None if row is None else row[0]
-            if tables and kind != KIND:
-                # Never add audit tables to some other database (a state.db given by mistake).
-                raise InputError(
-                    f"{str(self.path)!r} is an SQLite file but not a tfshare audit log",
-                    hint="give the path of the audit log (or of a new file to create)",
-                )
-            for statement in _DDL:
-                self._db.execute(statement)
-            if not tables:
-                self._db.executemany(
-                    "INSERT INTO meta (key, value) VALUES (?, ?)",
-                    [("kind", KIND), ("schema", str(SCHEMA_VERSION)), ("leaf_count", "0")],
-                )
-                return
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            if row is None or row[0] != str(SCHEMA_VERSION):
-                raise InputError(
-                    f"audit log {str(self.path)!r} has schema {row[0] if row else 'none'}",
-                    hint="it was written by another tfshare version; use that version or upgrade",
-                )
+    def _check_kind(self) -> None:
+        """Never add audit tables to some other database (a state.db given by mistake)."""
+        tables = {
+            row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        kind = None
+        if "meta" in tables:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'kind'").fetchone()
+            kind = None if row is None else row[0]
+        if tables and kind != KIND:
+            raise InputError(
+                f"{str(self.path)!r} is an SQLite file but not a tfshare audit log",
+                hint="give the path of the audit log (or of a new file to create)",
+            )
 
     @contextlib.contextmanager
     def _guard(self, action: str) -> Iterator[None]:
