@@ -32,8 +32,16 @@ MaxAgeOpt = Annotated[
     float,
     typer.Option(
         "--max-age-days",
-        help="How long the stream keeps messages. Also the window of the per-sender quota: "
-        "a sender's messages make room as they expire.",
+        help="How long a message channel's stream keeps messages. Also the window of the "
+        "per-sender quota: a sender's messages make room as they expire.",
+    ),
+]
+ReceiptsMaxAgeOpt = Annotated[
+    float,
+    typer.Option(
+        "--receipts-max-age-days",
+        help="How long the receipts channel's stream keeps receipts (the audit service and "
+        "the coordinators read them within hours); the window of the receipts quota.",
     ),
 ]
 DuplicateWindowOpt = Annotated[
@@ -43,18 +51,29 @@ MaxBytesOpt = Annotated[
     str,
     typer.Option(
         "--max-bytes",
-        help="Largest size of the task force's stream on disk (e.g. 8GiB). When it is full "
-        "every publish is refused ('stream is full'); nothing already accepted is dropped.",
+        help="Largest size of the task force's streams on disk together (e.g. 8GiB): each "
+        "channel has its own stream, the receipts channel an eighth of this, the other "
+        "channels equal shares of the rest. When a channel's stream is full its publishes "
+        "are refused ('stream is full'); nothing already accepted is dropped.",
     ),
 ]
 MaxPerSenderOpt = Annotated[
     int,
     typer.Option(
         "--max-msgs-per-sender",
-        help="Sender quota: how many messages the stream keeps from one agency on one "
-        "channel. Over it, that agency's publishes on that channel are refused ('sender "
-        "quota full') until its older ones expire; other members are not affected. It must "
-        "not let one sender fill --max-bytes with messages of 512 KiB.",
+        help="Sender quota: how many messages a message channel's stream keeps from one "
+        "agency. Over it, that agency's publishes on that channel are refused ('sender "
+        "quota full') until its older ones expire; other members are not affected. Lowered "
+        "on a channel whose share of --max-bytes it could fill more than half of with "
+        "messages of 516 KiB.",
+    ),
+]
+MaxReceiptsOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-receipts-per-sender",
+        help="The receipts channel's quota: how many receipts its stream keeps from one "
+        "reader (one per message it received) within --receipts-max-age-days.",
     ),
 ]
 MaxAckPendingOpt = Annotated[
@@ -94,9 +113,11 @@ DEFAULT_MAX_BYTES = "8GiB"
 def _limits(
     *,
     max_age_days: float = _DEFAULT.max_age_days,
+    receipts_max_age_days: float = _DEFAULT.receipts_max_age_days,
     duplicate_window: float = _DEFAULT.duplicate_window_s,
     max_bytes: str = DEFAULT_MAX_BYTES,
     max_msgs_per_sender: int = _DEFAULT.max_msgs_per_sender,
+    max_receipts_per_sender: int = _DEFAULT.max_receipts_per_sender,
     max_ack_pending: int = _DEFAULT.max_ack_pending,
     max_waiting: int = _DEFAULT.max_waiting,
     max_file_store: str | None = None,
@@ -106,9 +127,11 @@ def _limits(
     """The flags as limits, checked (``UsageError``, exit 2, for a wrong one)."""
     return live.StreamLimits(
         max_age_days=max_age_days,
+        receipts_max_age_days=receipts_max_age_days,
         duplicate_window_s=duplicate_window,
         max_bytes=live.parse_size(max_bytes, flag="--max-bytes"),
         max_msgs_per_sender=max_msgs_per_sender,
+        max_receipts_per_sender=max_receipts_per_sender,
         max_ack_pending=max_ack_pending,
         max_waiting=max_waiting,
         max_file_store=(
@@ -137,9 +160,11 @@ def broker_up(
     directory: Annotated[Path, typer.Option("--dir", help="Config, admin key, JetStream data.")],
     port: Annotated[int, typer.Option("--port")] = 4222,
     max_age_days: MaxAgeOpt = _DEFAULT.max_age_days,
+    receipts_max_age_days: ReceiptsMaxAgeOpt = _DEFAULT.receipts_max_age_days,
     duplicate_window: DuplicateWindowOpt = _DEFAULT.duplicate_window_s,
     max_bytes: MaxBytesOpt = DEFAULT_MAX_BYTES,
     max_msgs_per_sender: MaxPerSenderOpt = _DEFAULT.max_msgs_per_sender,
+    max_receipts_per_sender: MaxReceiptsOpt = _DEFAULT.max_receipts_per_sender,
     max_ack_pending: MaxAckPendingOpt = _DEFAULT.max_ack_pending,
     max_waiting: MaxWaitingOpt = _DEFAULT.max_waiting,
     max_file_store: MaxFileStoreOpt = None,
@@ -154,9 +179,11 @@ def broker_up(
     The --max-* flags bound what members can make the broker keep (README, "Limits")."""
     limits = _limits(
         max_age_days=max_age_days,
+        receipts_max_age_days=receipts_max_age_days,
         duplicate_window=duplicate_window,
         max_bytes=max_bytes,
         max_msgs_per_sender=max_msgs_per_sender,
+        max_receipts_per_sender=max_receipts_per_sender,
         max_ack_pending=max_ack_pending,
         max_waiting=max_waiting,
         max_file_store=max_file_store,
@@ -258,28 +285,31 @@ def broker_provision(
     ],
     server: Annotated[str, typer.Option("--server", help="The nats-server's URL.")],
     max_age_days: MaxAgeOpt = _DEFAULT.max_age_days,
+    receipts_max_age_days: ReceiptsMaxAgeOpt = _DEFAULT.receipts_max_age_days,
     duplicate_window: DuplicateWindowOpt = _DEFAULT.duplicate_window_s,
     max_bytes: MaxBytesOpt = DEFAULT_MAX_BYTES,
     max_msgs_per_sender: MaxPerSenderOpt = _DEFAULT.max_msgs_per_sender,
+    max_receipts_per_sender: MaxReceiptsOpt = _DEFAULT.max_receipts_per_sender,
     max_ack_pending: MaxAckPendingOpt = _DEFAULT.max_ack_pending,
     max_waiting: MaxWaitingOpt = _DEFAULT.max_waiting,
     state: StateDir = None,
 ) -> None:
-    """Create or update the stream, the consumers and the KV buckets on a nats-server you run
-    yourself (configured with 'broker config'); seeds the roster bucket if it is empty.
-    Run again with other --max-* values to change the limits of a running broker."""
+    """Create or update the streams (one per channel), the consumers and the KV buckets on a
+    nats-server you run yourself (configured with 'broker config'); seeds the roster bucket
+    if it is empty. Run again with other --max-* values to change the limits of a running
+    broker, and after every roster change (a new channel gets its stream)."""
     limits = _limits(
         max_age_days=max_age_days,
+        receipts_max_age_days=receipts_max_age_days,
         duplicate_window=duplicate_window,
         max_bytes=max_bytes,
         max_msgs_per_sender=max_msgs_per_sender,
+        max_receipts_per_sender=max_receipts_per_sender,
         max_ack_pending=max_ack_pending,
         max_waiting=max_waiting,
-        # The server's disk limit is the operator's template here (TFSHARE_MAX_FILE_STORE).
-        max_file_store=max_bytes,
-    )
+    )  # the server's disk limit is the operator's template here (TFSHARE_MAX_FILE_STORE)
     trusted = _broker_roster(roster, anchor, state)
-    asyncio.run(
+    streams = asyncio.run(
         live.provision_broker(
             server,
             directory,
@@ -289,3 +319,9 @@ def broker_provision(
         )
     )
     note(f"provisioned task force {trusted.taskforce} (roster seq {trusted.seq}) on {server}")
+    for channel, limit in sorted(streams.items()):
+        note(
+            f"  channel {channel}: {limit.max_bytes // 2**20} MiB, {limit.max_msgs_per_sender} "
+            f"messages per sender, kept {limit.max_age_days:g} days, messages up to "
+            f"{limit.max_msg_size // 1024} KiB"
+        )

@@ -45,7 +45,7 @@ import structlog
 
 from tfshare import transport
 from tfshare.backoff import Backoff, sleep_or_stop
-from tfshare.broker import channel_subject
+from tfshare.broker import channel_subject, readable_channels
 from tfshare.errors import BrokerError, BrokerRefused, RejectCode, TfshareError, TrustError
 from tfshare.keys import Identity
 from tfshare.messages import SchemaBook
@@ -219,7 +219,15 @@ class Agent:
         log.info("agent_stopped", agency=agency, **self.stats.__dict__)
 
     async def _consume(self, conn: transport.Connection, stop: asyncio.Event) -> None:
-        consumer = transport.Consumer(conn, self.roster.taskforce, self.identity.agency_id)
+        agency = self.identity.agency_id
+        # The channels of the roster in force: a roster update that grants one is read at
+        # the consumer's next refresh, without a reconnect.
+        consumer = transport.Consumer(
+            conn,
+            self.roster.taskforce,
+            agency,
+            channels=lambda: readable_channels(self.roster, agency),
+        )
         await consumer.bind()
         ahead: asyncio.Task[list[transport.Delivery]] | None = None
         ended = asyncio.Event()
@@ -254,6 +262,9 @@ class Agent:
             if ahead is not None:  # the connection failed: unacknowledged, so redelivered
                 ahead.cancel()
                 await asyncio.gather(ahead, return_exceptions=True)
+            # Pulls still in flight are cancelled now: left to the connection's close, what
+            # they were fetching would come back only after the broker's ack wait.
+            await consumer.close()
             ended.set()
             for job in jobs:
                 job.cancel()

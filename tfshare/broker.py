@@ -1,13 +1,16 @@
 """The task force's nats-server: configuration generated from the roster, and the process.
 
-Owns: naming (stream, consumers, subjects, inboxes), ``render_config`` (one nkey user per
-active agency: it may publish only on its own sender subjects of the channels it writes,
-consume only its own durable consumers - one per channel it reads -, and receive replies only
-on its own inbox prefix; and the server's own limits, ``ServerLimits``), and
-``BrokerProcess`` (start a real nats-server, wait until it listens, stop it cleanly).
+Owns: naming (one stream per channel, consumers, subjects, inboxes), ``render_config`` (one
+nkey user per active agency: it may publish only on its own sender subjects of the channels it
+writes, consume only its own durable consumers - one per channel it reads, on that channel's
+stream -, and receive replies only on its own inbox prefix; and the server's own limits,
+``ServerLimits``), and ``BrokerProcess`` (start a real nats-server, wait until it listens,
+stop it cleanly).
 
-Proof requests (request-reply on ``proof_subject``): every active member may publish a
-request; only coordinators and auditors may subscribe to the subject, and they answer through
+Proof requests (request-reply on ``proof_subject(taskforce, agency)``): every active member
+may publish a request on its own proof subject only, so the subject names the requester
+(the audit service's per-member rate limit keys on it, never on a reply subject the requester
+chose); only coordinators and auditors may subscribe to them, and they answer through
 ``allow_responses`` (one reply per request received, within a short time) instead of a
 publish permission on other agencies' inboxes, so the audit service can reach an inbox only
 when it was asked something from it.
@@ -53,8 +56,29 @@ class ServerLimits:
     max_ack_pending: int = 10_000  # the most any consumer may be configured with
 
 
-def stream_name(taskforce: str) -> str:
+def stream_name(taskforce: str, channel: str) -> str:
+    """One JetStream stream per channel, with its own limits (a flood or a busy receipts
+    channel never uses up another channel's room). Task force and channel names match
+    ``encoding.NAME_PATTERN`` (lower-case letters, digits, ``_`` and ``-``, at most 32
+    characters): valid in stream names as they are (no ``.``, ``*``, ``>``, whitespace or
+    path separator), and distinct for distinct channels of one task force."""
+    return f"TF_{taskforce}_{channel}"
+
+
+def stream_subjects(taskforce: str, channel: str) -> list[str]:
+    """What a channel's stream keeps: every sender's subject of that channel."""
+    return [f"tf.{taskforce}.ch.{channel}.*"]
+
+
+def legacy_stream_name(taskforce: str) -> str:
+    """The single stream over every channel that earlier (unreleased) versions provisioned;
+    ``transport.provision`` deletes it once drained (its subjects overlap the channels')."""
     return f"TF_{taskforce}"
+
+
+def task_force_channels(roster: TrustedRoster) -> list[str]:
+    """Every channel of the roster: each has its stream; the audit service reads them all."""
+    return sorted(c.name for c in roster.roster.channels)
 
 
 # Agency and channel names are lower case (encoding.NAME_PATTERN): an upper-case separator
@@ -63,21 +87,11 @@ _CHANNEL_SEPARATOR: Final = "_CH_"
 
 
 def durable_name(agency: str, channel: str) -> str:
-    """A reader's durable pull consumer for one channel: one per readable channel, so a
-    backlog on one channel never stands in front of another channel's messages."""
-    return f"{reader_durable_prefix(agency)}{channel}"
-
-
-def reader_durable_prefix(agency: str) -> str:
-    """What every one of ``agency``'s channel consumers' names starts with (and no other
-    agency's: names have no upper case)."""
-    return f"agent_{agency}{_CHANNEL_SEPARATOR}"
-
-
-def legacy_durable_name(agency: str) -> str:
-    """The single consumer over all readable channels that provisioning made before
-    per-channel consumers (migrated, then deleted, by ``transport.provision``)."""
-    return f"agent_{agency}"
+    """A reader's durable pull consumer on one channel's stream: one per readable channel,
+    so a backlog on one channel never stands in front of another channel's messages. The
+    channel stays in the name (it is unique per stream anyway) so that permissions and logs
+    say which channel a consumer reads."""
+    return f"agent_{agency}{_CHANNEL_SEPARATOR}{channel}"
 
 
 CHECKPOINT_KEY: Final = "checkpoint"
@@ -96,7 +110,8 @@ def witness_bucket(taskforce: str) -> str:
 
 
 def audit_durable_name(agency: str) -> str:
-    """The audit service's consumer: every channel of the task force, envelopes only."""
+    """The audit service's consumer on each channel's stream (one per channel, read in turn
+    like an agent's): every channel of the task force, envelopes only."""
     return f"audit_{agency}"
 
 
@@ -113,10 +128,27 @@ def audit_subject(taskforce: str, what: str) -> str:
     return f"tf.{taskforce}.audit.{what}"
 
 
-def proof_subject(taskforce: str) -> str:
-    """Where members send inclusion and consistency proof requests; the audit service (a
-    coordinator or auditor) subscribes and answers on the request's reply subject."""
-    return audit_subject(taskforce, "proof")
+def proof_subject(taskforce: str, agency: str) -> str:
+    """Where ``agency`` sends inclusion and consistency proof requests: its own subject,
+    the only one of them it may publish on, so the subject says who asks. The audit service
+    (a coordinator or auditor) subscribes to ``proof_subjects`` and answers on the request's
+    reply subject, only in that same agency's inbox."""
+    return audit_subject(taskforce, f"proof.{agency}")
+
+
+def proof_subjects(taskforce: str) -> str:
+    """Every member's proof subject (the audit service's subscription)."""
+    return audit_subject(taskforce, "proof.*")
+
+
+def proof_requester(taskforce: str, subject: str) -> str | None:
+    """The agency a proof request came from (its proof subject's last token), or None for a
+    subject that is not one of ``proof_subjects``."""
+    prefix = audit_subject(taskforce, "proof.")
+    agency = subject.removeprefix(prefix)
+    if agency == subject or not agency or "." in agency:
+        return None
+    return agency
 
 
 def inbox_prefix(agency: str) -> str:
@@ -156,12 +188,17 @@ def parse_schema_key(key: str) -> tuple[str, int] | None:
     return subject, int(version)
 
 
-def stream_subjects(taskforce: str) -> list[str]:
-    return [f"tf.{taskforce}.ch.>"]
-
-
 def readable_channels(roster: TrustedRoster, agency: str) -> list[str]:
     return sorted(c.name for c in roster.roster.channels if agency in c.readers)
+
+
+def _consumer_rights(stream: str, durable: str) -> list[str]:
+    """Fetch from, look at and acknowledge one durable consumer (nothing else of it)."""
+    return [
+        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
+        f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
+        f"$JS.ACK.{stream}.{durable}.>",
+    ]
 
 
 def _quote(items: list[str]) -> str:
@@ -180,7 +217,6 @@ def render_config(
 ) -> str:
     """nats-server configuration for the roster's task force (pass to ``nats-server -c``)."""
     tf = roster.taskforce
-    stream = stream_name(tf)
     users = [f"    {{ nkey: {admin_nkey} }}  # tfshare broker administration (streams, consumers)"]
     for member in roster.roster.members:
         if member.status != "active":
@@ -203,38 +239,28 @@ def render_config(
             f"$JS.API.STREAM.INFO.KV_{witness_kv}",
             f"$JS.API.DIRECT.GET.KV_{witness_kv}.>",
             f"$KV.{witness_kv}.{agency}",  # every member witnesses the log: its own key only
-            proof_subject(tf),  # ask the audit service for inclusion / consistency proofs
+            # ask the audit service for inclusion / consistency proofs, on its own subject
+            proof_subject(tf, agency),
         ]
         subscribe = [f"{inbox_prefix(agency)}.>", audit_subject(tf, "checkpoint")]
         responses = ""
         if agency in roster.roster.coordinators:
             publish.append(f"$KV.{bucket}.{ROSTER_KEY}")  # coordinators publish rosters
             publish.append(f"$KV.{schemas}.>")  # ... and registry records
-        readable = readable_channels(roster, agency)
-        if readable:
-            # Its consumers are found by name (the agent does not pass its roster to the
-            # transport); the names say only who reads what, which the roster says to all.
-            publish.append(f"$JS.API.CONSUMER.NAMES.{stream}")
-        for channel in readable:
-            durable = durable_name(agency, channel)
-            publish += [
-                f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
-                f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
-                f"$JS.ACK.{stream}.{durable}.>",
-            ]
+        for channel in readable_channels(roster, agency):
+            publish += _consumer_rights(stream_name(tf, channel), durable_name(agency, channel))
         if is_auditor(roster, agency):
             audit = audit_durable_name(agency)
+            for channel in task_force_channels(roster):
+                publish += _consumer_rights(stream_name(tf, channel), audit)
             publish += [
-                f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{audit}",
-                f"$JS.API.CONSUMER.INFO.{stream}.{audit}",
-                f"$JS.ACK.{stream}.{audit}.>",
                 audit_subject(tf, "checkpoint"),  # the signed checkpoints it publishes
                 f"$KV.{audit_kv}.{CHECKPOINT_KEY}",  # ... and keeps in the audit bucket
             ]
             # It answers proof requests: one reply to the reply subject of each request it
             # received (the requester's own inbox), never a standing right to publish into
             # other agencies' inboxes.
-            subscribe.append(proof_subject(tf))
+            subscribe.append(proof_subjects(tf))
             responses = f'        allow_responses: {{ max: 1, expires: "{PROOF_REPLY_WINDOW}" }}\n'
         users.append(
             f"    {{ nkey: {member.nats_user}  # {agency}\n"

@@ -1,8 +1,9 @@
 """NATS / JetStream adapter: the only module that imports nats.
 
 Owns: connecting as an agency (its NATS nkey, its private inbox prefix) or as the broker
-administrator; provisioning the task force's stream with its limits (``StreamLimits``) and
-each reader's durable pull consumers, one per channel it reads, fetched fairly (``Consumer``);
+administrator; provisioning one stream per channel with that channel's limits
+(``ChannelLimits``), the bounded KV buckets, and each reader's durable pull consumers, one
+per channel it reads on that channel's stream, fetched fairly (``Consumer``);
 publishing an envelope with its ``Nats-Msg-Id`` (JetStream drops a repeat inside the
 duplicate window); fetching and acknowledging; the KV buckets (roster, registry records and
 the keys of the registry bucket, checkpoints); request-reply (``request``, and
@@ -10,8 +11,8 @@ the keys of the registry bucket, checkpoints); request-reply (``request``, and
 (exit 4) with a hint, so callers never see nats exceptions. Some are not transient and
 say so: ``BrokerAuthFailed`` (the broker has no user with these NATS credentials),
 ``MessageTooLarge`` (over the broker's max_payload or the stream's maximum message size),
-``SenderQuotaFull`` (this sender's subject holds as many messages as the stream keeps per
-sender) and ``StreamFull`` (the stream holds its max_bytes).
+``SenderQuotaFull`` (this sender's subject holds as many messages as the channel's stream
+keeps per sender) and ``StreamFull`` (the channel's stream holds its max_bytes).
 
 Never: look inside envelopes; this layer moves opaque bytes.
 """
@@ -19,10 +20,10 @@ Never: look inside envelopes; this layer moves opaque bytes.
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -43,8 +44,10 @@ from nats.js.api import (
     StreamConfig,
 )
 
+from tfshare.audit.evidence import MAX_NOTE_SIZE
 from tfshare.broker import (
     CHECKPOINT_KEY,
+    MAX_PAYLOAD,
     ROSTER_KEY,
     audit_bucket,
     audit_durable_name,
@@ -52,15 +55,15 @@ from tfshare.broker import (
     durable_name,
     inbox_prefix,
     is_auditor,
-    legacy_durable_name,
+    legacy_stream_name,
     parse_schema_key,
     readable_channels,
-    reader_durable_prefix,
     roster_bucket,
     schema_bucket,
     schema_key,
     stream_name,
     stream_subjects,
+    task_force_channels,
     witness_bucket,
 )
 from tfshare.envelope import MAX_ENVELOPE
@@ -81,10 +84,10 @@ JS_INSUFFICIENT_RESOURCES: Final = 10023
 JS_INSUFFICIENT_STORAGE: Final = 10047  # "insufficient storage resources available"
 MIB: Final = 1024 * 1024
 GIB: Final = 1024 * MIB
-# The stream's largest message: the largest envelope, and room for its headers.
+# A message channel's largest message: the largest envelope, and room for its headers.
 MAX_MSG_SIZE: Final = MAX_ENVELOPE + 4096
 _PROVISION_HINT: Final = (
-    "the task force's stream or consumers are missing on the broker: run 'tfshare broker up', "
+    "the task force's streams or consumers are missing on the broker: run 'tfshare broker up', "
     "or 'tfshare broker provision' for a nats-server you run yourself; tfshare retries"
 )
 
@@ -145,8 +148,9 @@ class SenderQuotaFull(BrokerRefused):
 
 
 class StreamFull(BrokerRefused):
-    """The task force's stream (or the server's JetStream storage) is full: DiscardNew
-    refuses every new message rather than delete older ones that readers have not read."""
+    """A channel's stream (or the server's JetStream storage) is full: DiscardNew refuses
+    every new message on that channel rather than delete older ones that readers have not
+    read. Other channels have streams (and shares of max_bytes) of their own."""
 
 
 def quota_full(subject: str) -> SenderQuotaFull:
@@ -156,13 +160,14 @@ def quota_full(subject: str) -> SenderQuotaFull:
         hint="nothing was sent; room comes back as this agency's older messages on the "
         "channel expire (the stream's max age). If this agency did not send that many, its "
         "key may be in the wrong hands: tell the coordinators. Operators set the quota with "
-        "'tfshare broker up/provision --max-msgs-per-sender'",
+        "'tfshare broker up/provision --max-msgs-per-sender' (--max-receipts-per-sender for "
+        "the receipts channel)",
     )
 
 
 def stream_full(subject: str, what: str) -> StreamFull:
     return StreamFull(
-        f"publish refused on {subject}: the task force's stream on the broker is full ({what})",
+        f"publish refused on {subject}: the channel's stream on the broker is full ({what})",
         hint="nothing was sent, and nothing already accepted was dropped; tell the broker's "
         "operator: raise 'tfshare broker up/provision --max-bytes' (and the disk JetStream "
         "may use, --max-file-store), or lower the per-sender quota",
@@ -194,8 +199,9 @@ def too_large(subject: str, size: int, limit: int | None = None) -> MessageTooLa
     return MessageTooLarge(
         f"the broker's stream refuses the envelope for {subject} ({size} bytes): over its "
         "maximum message size",
-        hint="tfshare seals envelopes of at most 512 KiB; if the stream's limit is lower, "
-        "provision it again ('tfshare broker up' or 'tfshare broker provision')",
+        hint="tfshare seals envelopes of at most 512 KiB (receipts of at most 24 KiB); if the "
+        "stream's limit is lower, provision it again ('tfshare broker up' or 'tfshare broker "
+        "provision')",
     )
 
 
@@ -221,7 +227,7 @@ def broker_error(exc: BaseException, *, doing: str) -> BrokerError:
         )
     if isinstance(exc, nats.js.errors.NoStreamResponseError):
         return BrokerError(
-            f"no JetStream stream answered while {doing}: the task force's stream is missing",
+            f"no JetStream stream answered while {doing}: the channel's stream is missing",
             hint=_PROVISION_HINT,
         )
     if isinstance(exc, nats.js.errors.ServiceUnavailableError | nats.js.errors.NotFoundError):
@@ -276,6 +282,16 @@ class Connection:
 
     def refused(self, subject: str) -> bool:
         return any("permissions violation" in e and subject in e for e in self.errors)
+
+    @property
+    def member(self) -> str:
+        """The agency whose credentials (and inbox) this connection uses."""
+        if self.agency is None:
+            raise BrokerError(
+                "this needs a member agency's connection, not the administrator's",
+                hint="connect with the agency's own key",
+            )
+        return self.agency
 
     _js: Any = field(default=None, repr=False)
 
@@ -342,204 +358,279 @@ async def connect(
 
 
 # Defaults of the limits an operator sets (``tfshare broker up/provision``; README, Limits).
-DEFAULT_MAX_BYTES: Final = 8 * GIB
-DEFAULT_MAX_MSGS_PER_SENDER: Final = 5000
+DEFAULT_MAX_BYTES: Final = 8 * GIB  # every channel's stream together
+DEFAULT_MAX_MSGS_PER_SENDER: Final = 3000  # per sender per message channel, over max_age
+DEFAULT_MAX_RECEIPTS_PER_SENDER: Final = 16_000  # per reader on the receipts channel
+DEFAULT_MAX_AGE_DAYS: Final = 30.0
+DEFAULT_RECEIPTS_MAX_AGE_DAYS: Final = 7.0
 DEFAULT_MAX_ACK_PENDING: Final = 256
 DEFAULT_MAX_WAITING: Final = 16
+# The receipts channel's share of max_bytes (when the roster has it); the message channels
+# share the rest equally.
+RECEIPTS_SHARE: Final = 1 / 8
+# The largest receipt envelope: at most MAX_RECIPIENTS wraps of WRAP_SIZE bytes (14 KiB: a
+# receipt goes to every reader of the receipts channel), a header of fixed-size fields and
+# names of at most 32 characters (under 1 KiB, no refs), and a ciphertext of one padding class
+# (a receipt's body is under 300 bytes, so its Plain pads to 1 KiB; 4 KiB allowed) plus the
+# tag and the signature. tests/unit/test_flood_limits.py builds the worst case and checks it.
+RECEIPT_MAX_ENVELOPE: Final = 24 * 1024
+RECEIPT_MAX_MSG_SIZE: Final = RECEIPT_MAX_ENVELOPE + 4096
+
+# The KV buckets, bounded too (a coordinator's or a member's key could otherwise fill the
+# broker's disk): the largest value each holds, and the bucket's size. A value can never be
+# larger than the broker's max_payload anyway.
+ROSTER_BUCKET_MAX_VALUE: Final = MAX_PAYLOAD  # a signed roster (1024 members fit in ~300 KiB)
+SCHEMA_BUCKET_MAX_VALUE: Final = MAX_PAYLOAD  # a registry record (its document is <= 1 MiB)
+CHECKPOINT_MAX_VALUE: Final = MAX_NOTE_SIZE  # a signed checkpoint note
+COSIGNATURE_MAX_VALUE: Final = MAX_NOTE_SIZE + 1024  # a checkpoint note and one cosignature line
+BUCKET_MAX_BYTES: Final = {
+    "roster": 32 * MIB,  # 16 versions kept
+    "schemas": 128 * MIB,  # written once each; records are a few KiB
+    "audit": 8 * MIB,  # 64 checkpoints kept
+    "witness": 128 * MIB,  # one key per member, 64 versions each
+}
+BUCKETS_MAX_BYTES: Final = sum(BUCKET_MAX_BYTES.values())
+
+
+@dataclass(frozen=True)
+class ChannelLimits:
+    """What one channel's stream keeps: its share of the task force's bytes, each sender's
+    quota of messages on it (over ``max_age_days``), and its largest message."""
+
+    max_bytes: int
+    max_msgs_per_sender: int
+    max_age_days: float
+    max_msg_size: int
+
+    @property
+    def sender_worst_case(self) -> int:
+        """The most bytes one sender can make this stream keep: its quota of largest ones."""
+        return self.max_msgs_per_sender * self.max_msg_size
 
 
 def stream_config(
     taskforce: str,
+    channel: str,
+    limits: ChannelLimits,
     *,
-    max_age_days: float = 30,
     duplicate_window_s: float = 120,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    max_msgs_per_sender: int = DEFAULT_MAX_MSGS_PER_SENDER,
 ) -> StreamConfig:
-    """The task force's stream. Every limit refuses the NEW message (DiscardNew), never
-    deletes an old one: DiscardOld would make room for a flooder by silently dropping other
-    members' messages that readers may not have fetched yet. Each sender publishes only on
-    its own subjects (tf.<tf>.ch.<channel>.<sender>), so a per-subject limit with
-    discard_new_per_subject is a per-sender, per-channel quota: a flooder fills its own
-    quota and then only its own publishes are refused (``SenderQuotaFull``); max_bytes bounds
-    the whole stream on disk (``StreamFull`` once reached, for everyone: so keep one sender's
-    worst case, max_msgs_per_sender x max_msg_size, well below it)."""
+    """One channel's stream. Every limit refuses the NEW message (DiscardNew), never deletes
+    an old one: DiscardOld would make room for a flooder by silently dropping other members'
+    messages that readers may not have fetched yet. Each sender publishes only on its own
+    subject of the channel (tf.<tf>.ch.<channel>.<sender>), so a per-subject limit with
+    discard_new_per_subject is a per-sender quota on this channel: a flooder fills its own
+    quota and then only its own publishes here are refused (``SenderQuotaFull``); max_bytes
+    bounds the stream on disk (``StreamFull`` once reached, for everyone on this channel
+    only: so one sender's worst case is kept to half of it, ``channel_limits``)."""
     return StreamConfig(
-        name=stream_name(taskforce),
-        subjects=stream_subjects(taskforce),
+        name=stream_name(taskforce, channel),
+        subjects=stream_subjects(taskforce, channel),
         storage=StorageType.FILE,
-        max_age=max_age_days * DAY_S,
+        max_age=limits.max_age_days * DAY_S,
         duplicate_window=duplicate_window_s,
-        max_msg_size=MAX_MSG_SIZE,
-        max_bytes=max_bytes,
+        max_msg_size=limits.max_msg_size,
+        max_bytes=limits.max_bytes,
         discard=DiscardPolicy.NEW,
-        max_msgs_per_subject=max_msgs_per_sender,
+        max_msgs_per_subject=limits.max_msgs_per_sender,
         discard_new_per_subject=True,
     )
 
 
 def reader_consumer_config(
     durable: str,
-    subjects: list[str],
     *,
     max_ack_pending: int = DEFAULT_MAX_ACK_PENDING,
     max_waiting: int = DEFAULT_MAX_WAITING,
-    deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
-    opt_start_seq: int | None = None,
 ) -> ConsumerConfig:
-    """A durable pull consumer. ``max_ack_pending`` bounds what one reader holds unacknowledged
-    on one consumer (a flood waits on the broker, not in the reader's memory); ``max_waiting``
-    bounds its outstanding pull requests (tfshare keeps one or two per consumer)."""
+    """A durable pull consumer on one channel's stream (all of it: the stream is the
+    channel). ``max_ack_pending`` bounds what one reader holds unacknowledged on one channel
+    (a flood waits on the broker, not in the reader's memory); ``max_waiting`` bounds its
+    outstanding pull requests (tfshare keeps one or two per consumer)."""
     return ConsumerConfig(
         durable_name=durable,
         ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=deliver_policy,
-        opt_start_seq=opt_start_seq,
+        deliver_policy=DeliverPolicy.ALL,
         ack_wait=30,
         max_deliver=-1,
-        filter_subjects=subjects,
         max_ack_pending=max_ack_pending,
         max_waiting=max_waiting,
     )
 
 
-async def _consumer_info(js: Any, stream: str, durable: str) -> Any | None:
+def bucket_configs(taskforce: str) -> list[KeyValueConfig]:
+    """The task force's KV buckets, each with its largest value and its size."""
+    return [
+        KeyValueConfig(
+            bucket=roster_bucket(taskforce),
+            history=16,
+            direct=True,
+            max_value_size=ROSTER_BUCKET_MAX_VALUE,
+            max_bytes=BUCKET_MAX_BYTES["roster"],
+        ),
+        KeyValueConfig(
+            bucket=schema_bucket(taskforce),
+            history=1,
+            direct=True,
+            max_value_size=SCHEMA_BUCKET_MAX_VALUE,
+            max_bytes=BUCKET_MAX_BYTES["schemas"],
+        ),
+        KeyValueConfig(
+            bucket=audit_bucket(taskforce),
+            history=64,
+            direct=True,
+            max_value_size=CHECKPOINT_MAX_VALUE,
+            max_bytes=BUCKET_MAX_BYTES["audit"],
+        ),
+        KeyValueConfig(
+            bucket=witness_bucket(taskforce),
+            history=64,
+            direct=True,
+            max_value_size=COSIGNATURE_MAX_VALUE,
+            max_bytes=BUCKET_MAX_BYTES["witness"],
+        ),
+    ]
+
+
+async def _ensure_bucket(js: Any, config: KeyValueConfig) -> None:
+    """Create the bucket, or give an existing one (made before buckets were bounded) the
+    bounds of ``config``; nothing in it is touched."""
     try:
-        return await js.consumer_info(stream, durable)
+        info = await js.stream_info(f"KV_{config.bucket}")
     except nats.js.errors.NotFoundError:
-        return None
+        await js.create_key_value(config)
+        return
+    current = info.config
+    if (current.max_msg_size, current.max_bytes) != (config.max_value_size, config.max_bytes):
+        current.max_msg_size = config.max_value_size
+        current.max_bytes = config.max_bytes
+        await js.update_stream(current)
 
 
-async def _provision_reader(
-    js: Any,
-    roster: TrustedRoster,
-    agency: str,
-    channels: list[str],
-    *,
-    max_ack_pending: int,
-    max_waiting: int,
-) -> None:
-    """One durable per channel the agency reads. A consumer that exists keeps where it
-    starts (JetStream cannot change it) and gets the current limits. Migration from the
-    single all-channels consumer of older versions: a new channel consumer starts after the
-    old one's ack floor (for a channel the old one covered), so what was acknowledged is not
-    delivered again; then the old one is deleted -- left in place it would only keep a
-    second, unused cursor, and an agent of an older version bound to it would go on reading
-    beside the new one instead of failing visibly until upgraded."""
-    stream = stream_name(roster.taskforce)
-    legacy = await _consumer_info(js, stream, legacy_durable_name(agency))
-    legacy_subjects: set[str] = set()
-    if legacy is not None:
-        legacy_subjects = set(legacy.config.filter_subjects or [])
-        if legacy.config.filter_subject:
-            legacy_subjects.add(legacy.config.filter_subject)
-    for channel in channels:
-        durable = durable_name(agency, channel)
-        subject = f"tf.{roster.taskforce}.ch.{channel}.*"
-        existing = await _consumer_info(js, stream, durable)
-        if existing is not None:
-            policy = existing.config.deliver_policy or DeliverPolicy.ALL
-            start = existing.config.opt_start_seq
-        elif legacy is not None and subject in legacy_subjects and legacy.ack_floor.stream_seq:
-            policy, start = DeliverPolicy.BY_START_SEQUENCE, legacy.ack_floor.stream_seq + 1
-        else:
-            policy, start = DeliverPolicy.ALL, None
-        await js.add_consumer(
-            stream,
-            reader_consumer_config(
-                durable,
-                [subject],
-                max_ack_pending=max_ack_pending,
-                max_waiting=max_waiting,
-                deliver_policy=policy,
-                opt_start_seq=start,
-            ),
+class LegacyStreamNotDrained(BrokerRefused):
+    """The single all-channels stream of an earlier version still holds messages a reader
+    has not acknowledged: deleting it would lose them, keeping it blocks the channel streams
+    (their subjects overlap)."""
+
+
+async def _retire_legacy_stream(js: Any, taskforce: str) -> None:
+    """Delete the single all-channels stream ``TF_<taskforce>`` of earlier (unreleased)
+    versions once every consumer on it has acknowledged everything; refuse while one has
+    not (``LegacyStreamNotDrained``). Its subjects overlap the channel streams', so the two
+    cannot both exist; nothing is copied over."""
+    name = legacy_stream_name(taskforce)
+    try:
+        info = await js.stream_info(name)
+    except nats.js.errors.NotFoundError:
+        return
+    consumers = await js.consumers_info(name)
+    unread = sum(int(c.num_pending) + int(c.num_ack_pending) for c in consumers)
+    if unread:
+        raise LegacyStreamNotDrained(
+            f"the broker still has the single stream {name} of an earlier tfshare version, "
+            f"with {unread} message(s) its readers have not acknowledged",
+            hint="run the earlier version's agents and audit service until they have read "
+            "everything, then provision again; or, if what it holds may be lost, delete it "
+            f"('nats stream rm {name}' as the administrator) and provision again",
         )
-    if legacy is not None:
-        await js.delete_consumer(stream, legacy_durable_name(agency))
-        log.info("legacy_consumer_migrated", agency=agency, channels=len(channels))
+    await js.delete_stream(name)
+    log.info("legacy_stream_deleted", stream=name, messages=int(info.state.messages))
 
 
 async def provision(
     admin: Connection,
     roster: TrustedRoster,
+    limits: Mapping[str, ChannelLimits],
     *,
-    max_age_days: float = 30,
     duplicate_window_s: float = 120,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    max_msgs_per_sender: int = DEFAULT_MAX_MSGS_PER_SENDER,
     max_ack_pending: int = DEFAULT_MAX_ACK_PENDING,
     max_waiting: int = DEFAULT_MAX_WAITING,
 ) -> None:
-    """Create or update the task force's stream, its KV buckets, every active reader's
-    durable consumers (one per channel it reads) and the audit service's consumer."""
+    """Create or update the task force's KV buckets, one stream per channel of the roster
+    with that channel's ``limits``, every active reader's durable consumer on each channel
+    it reads, and the audit service's consumer on every channel. Streams that exist are
+    updated first, new ones added after: a new channel shrinks the others' share of
+    max_bytes, and JetStream checks the storage reservation when a stream is added (a
+    stream shrunk below what it holds keeps it all and refuses new messages until under)."""
     js = admin.js
-    config = stream_config(
-        roster.taskforce,
-        max_age_days=max_age_days,
-        duplicate_window_s=duplicate_window_s,
-        max_bytes=max_bytes,
-        max_msgs_per_sender=max_msgs_per_sender,
-    )
+    tf = roster.taskforce
     try:
-        await js.create_key_value(
-            KeyValueConfig(bucket=roster_bucket(roster.taskforce), history=16, direct=True)
-        )
-        await js.create_key_value(
-            KeyValueConfig(bucket=schema_bucket(roster.taskforce), history=1, direct=True)
-        )
-        await js.create_key_value(
-            KeyValueConfig(bucket=audit_bucket(roster.taskforce), history=64, direct=True)
-        )
-        await js.create_key_value(
-            KeyValueConfig(bucket=witness_bucket(roster.taskforce), history=64, direct=True)
-        )
+        for bucket in bucket_configs(tf):
+            await _ensure_bucket(js, bucket)
+        await _retire_legacy_stream(js, tf)
+        existing: list[StreamConfig] = []
+        added: list[StreamConfig] = []
+        for channel in task_force_channels(roster):
+            config = stream_config(
+                tf, channel, limits[channel], duplicate_window_s=duplicate_window_s
+            )
+            try:
+                await js.stream_info(config.name)
+            except nats.js.errors.NotFoundError:
+                added.append(config)
+            else:
+                existing.append(config)
         # Update a stream that exists rather than add it again: adding checks the storage
         # reservation of max_bytes before it notices the stream is there, and would count
         # the stream's own reservation twice ("insufficient storage resources").
-        try:
-            await js.stream_info(config.name)
-        except nats.js.errors.NotFoundError:
-            await js.add_stream(config)
-        else:
+        for config in existing:
             await js.update_stream(config)
+        for config in added:
+            await js.add_stream(config)
+        reader = reader_consumer_config
         for member in roster.roster.members:
-            channels = readable_channels(roster, member.agency_id)
-            if member.status != "active" or not channels:
+            if member.status != "active":
                 continue
-            await _provision_reader(
-                js,
-                roster,
-                member.agency_id,
-                channels,
-                max_ack_pending=max_ack_pending,
-                max_waiting=max_waiting,
-            )
-        for member in roster.roster.members:
-            if member.status == "active" and is_auditor(roster, member.agency_id):
-                # The audit service's own consumer: every channel, acknowledged only once
-                # the entry is committed to the log.
+            agency = member.agency_id
+            for channel in readable_channels(roster, agency):
                 await js.add_consumer(
-                    stream_name(roster.taskforce),
-                    reader_consumer_config(
-                        audit_durable_name(member.agency_id),
-                        stream_subjects(roster.taskforce),
-                        max_ack_pending=max(max_ack_pending, 1024),
+                    stream_name(tf, channel),
+                    reader(
+                        durable_name(agency, channel),
+                        max_ack_pending=max_ack_pending,
                         max_waiting=max_waiting,
                     ),
                 )
+            if is_auditor(roster, agency):
+                # The audit service's consumers: one on every channel, acknowledged only
+                # once the entry is committed to the log.
+                for channel in task_force_channels(roster):
+                    await js.add_consumer(
+                        stream_name(tf, channel),
+                        reader(
+                            audit_durable_name(agency),
+                            max_ack_pending=max(max_ack_pending, 1024),
+                            max_waiting=max_waiting,
+                        ),
+                    )
     except nats.js.errors.APIError as exc:
         if exc.err_code in (JS_INSUFFICIENT_RESOURCES, JS_INSUFFICIENT_STORAGE):
             raise BrokerError(
-                "the broker cannot reserve the stream's max_bytes: JetStream's storage limit "
+                "the broker cannot reserve the streams' max_bytes: JetStream's storage limit "
                 "(max_file_store) is smaller",
                 hint="give JetStream more disk (--max-file-store, or TFSHARE_MAX_FILE_STORE in "
-                "your own template) or provision with a smaller --max-bytes",
+                "your own template: at least --max-bytes plus 1GiB) or provision with a "
+                "smaller --max-bytes",
             ) from None
         log.error("provision_refused", code=exc.err_code, description=exc.description)
-        raise broker_error(exc, doing="provisioning the stream and consumers") from None
+        raise broker_error(exc, doing="provisioning the streams and consumers") from None
     except NATS_ERRORS as exc:
-        raise broker_error(exc, doing="provisioning the stream and consumers") from None
+        raise broker_error(exc, doing="provisioning the streams and consumers") from None
+
+
+async def stream_limits(admin: Connection, taskforce: str, channel: str) -> ChannelLimits:
+    """What the broker's stream of ``channel`` is configured with (for operators and tests)."""
+    try:
+        info = await admin.js.stream_info(stream_name(taskforce, channel))
+    except NATS_ERRORS as exc:
+        raise broker_error(exc, doing=f"reading the stream of channel {channel}") from None
+    config = info.config
+    return ChannelLimits(
+        max_bytes=int(config.max_bytes),
+        max_msgs_per_sender=int(config.max_msgs_per_subject),
+        max_age_days=float(config.max_age) / DAY_S,
+        max_msg_size=int(config.max_msg_size),
+    )
 
 
 async def put_roster(conn: Connection, taskforce: str, data: bytes) -> int:
@@ -672,22 +763,24 @@ async def serve_requests(
     subject: str,
     answer: Callable[[bytes], bytes],
     *,
-    reply_allowed: Callable[[str], bool],
+    reply_allowed: Callable[[str, str], bool],
 ) -> None:
-    """Answer every request on ``subject`` with ``answer(request bytes)``, on its reply
-    subject, until the connection closes. ``answer`` must not raise; a message without a
-    reply subject is not a request and is dropped. A reply that cannot be sent (the
-    connection went away) is dropped too: the requester times out and asks again.
+    """Answer every request on ``subject`` (wildcards allowed) with ``answer(request
+    bytes)``, on its reply subject, until the connection closes. ``answer`` must not raise; a
+    message without a reply subject is not a request and is dropped. A reply that cannot be
+    sent (the connection went away) is dropped too: the requester times out and asks again.
 
-    ``reply_allowed`` guards the reply subject: the broker's ``allow_responses`` lets the
-    service publish to whatever reply subject a requester names, so a member could otherwise
-    aim the answer at a KV key or a channel it may not write itself. Requests whose reply
-    subject is not an agency's private inbox are dropped, unanswered."""
+    ``reply_allowed(request subject, reply subject)`` guards the reply: the broker's
+    ``allow_responses`` lets the service publish to whatever reply subject a requester
+    names, so a member could otherwise aim the answer at a KV key, a channel, or another
+    member's inbox. Refused requests are dropped, unanswered (``request_reply_refused``)."""
 
     async def handler(msg: Msg) -> None:
-        if not msg.reply or not reply_allowed(msg.reply):
+        if not msg.reply or not reply_allowed(msg.subject, msg.reply):
             if msg.reply:
-                log.warning("request_reply_refused", subject=subject, reply=msg.reply[:120])
+                log.warning(
+                    "request_reply_refused", subject=msg.subject[:120], reply=msg.reply[:120]
+                )
             return
         response = answer(bytes(msg.data))
         try:
@@ -825,9 +918,11 @@ class Delivery:
 
 @dataclass
 class _Lane:
-    """One durable consumer of a ``Consumer``: its subscription, the pull in flight (at
-    most one) and what it fetched that was not handed out yet."""
+    """One durable consumer of a ``Consumer`` (on one channel's stream): its subscription, the
+    pull in flight (at most one) and what it fetched that was not handed out yet."""
 
+    channel: str
+    stream: str
     durable: str
     sub: Any
     pull: asyncio.Task[list[Msg]] | None = None
@@ -840,9 +935,14 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
+ChannelList = Sequence[str] | Callable[[], Sequence[str]]
+"""Channels to read: a list, or a function giving the current list (the roster in force)."""
+
+
 class Consumer:
-    """An agency's durable pull consumers, one per channel it reads (or, with ``audit``, its
-    audit service's single consumer over every channel), behind one ``fetch``.
+    """An agency's durable pull consumers, one per channel it reads, each on that channel's
+    stream (or, with ``audit``, its audit service's consumer on every channel's stream),
+    behind one ``fetch``.
 
     Fair by construction: each consumer has at most one pull in flight, asking for its share
     of the batch; ``fetch`` returns as soon as any consumer has messages, and hands them out
@@ -851,9 +951,11 @@ class Consumer:
     fetched is dropped. A backlog on one channel therefore costs another channel at most one
     share of a batch, never the backlog.
 
-    The channel consumers are found on the broker by name (their common prefix), and looked
-    up again every ``refresh_s``, so a channel granted to the agency later is read without a
-    reconnect. ``channels`` names them instead (no lookup)."""
+    ``channels`` (a list, or a function returning the channels now: the agent passes its
+    roster's) is looked at again every ``refresh_s``, so a channel granted later is read
+    without a reconnect. A channel whose consumer is not on the broker yet (the roster
+    changed before the broker was provisioned again) is skipped and looked for at the next
+    refresh; only when none of them is there does binding fail (nothing to read)."""
 
     def __init__(
         self,
@@ -861,66 +963,76 @@ class Consumer:
         taskforce: str,
         agency: str,
         *,
+        channels: ChannelList,
         audit: bool = False,
-        channels: Sequence[str] | None = None,
         refresh_s: float = 30.0,
     ):
         self.conn = conn
         self.taskforce = taskforce
         self.agency = agency
         self.audit = audit
-        self.channels = None if channels is None else list(channels)
+        self.channels = channels
         self.refresh_s = refresh_s
-        self._lanes: dict[str, _Lane] = {}
+        self._lanes: dict[str, _Lane] = {}  # by channel
         self._bound = False
         self._next_refresh = 0.0
         self._turn = 0
+        self._missing: list[str] = []
 
     @property
-    def durables(self) -> list[str]:
-        """The durable consumers this one reads, in a stable order."""
+    def bound_channels(self) -> list[str]:
+        """The channels whose consumers this one reads, in a stable order."""
         return sorted(self._lanes)
 
-    async def _wanted(self) -> list[str]:
-        if self.audit:
-            return [audit_durable_name(self.agency)]
-        if self.channels is not None:
-            return [durable_name(self.agency, channel) for channel in self.channels]
-        prefix = reader_durable_prefix(self.agency)
-        names: list[str] = []
-        offset = 0
-        subject = f"$JS.API.CONSUMER.NAMES.{stream_name(self.taskforce)}"
-        while True:
-            request = json.dumps({"offset": offset}).encode()
-            reply = await self.conn.client.request(subject, request, timeout=5)
-            answer = json.loads(reply.data)
-            if "error" in answer:
-                raise nats.js.errors.APIError.from_error(answer["error"])
-            page = [str(n) for n in answer.get("consumers") or []]
-            names += [n for n in page if n.startswith(prefix)]
-            offset += len(page)
-            if not page or offset >= int(answer.get("total", 0)):
-                return sorted(names)
+    @property
+    def missing(self) -> list[str]:
+        """Channels wanted whose consumer the broker did not have at the last bind."""
+        return list(self._missing)
+
+    def _wanted(self) -> list[str]:
+        channels = self.channels() if callable(self.channels) else self.channels
+        return sorted(set(channels))
+
+    def _durable(self, channel: str) -> str:
+        return audit_durable_name(self.agency) if self.audit else durable_name(self.agency, channel)
 
     async def bind(self) -> None:
         """Bind to every consumer this agency reads (again: new ones added, gone ones left)."""
+        wanted = self._wanted()
+        missing: list[str] = []
         try:
-            wanted = await self._wanted()
-            for durable in wanted:
-                if durable in self._lanes:
+            for channel in wanted:
+                if channel in self._lanes:
+                    continue
+                stream, durable = stream_name(self.taskforce, channel), self._durable(channel)
+                try:
+                    await self.conn.js.consumer_info(stream, durable)
+                except nats.js.errors.NotFoundError:
+                    missing.append(channel)
                     continue
                 sub = await self.conn.js.pull_subscribe_bind(
-                    durable,
-                    stream_name(self.taskforce),
-                    inbox_prefix=f"{inbox_prefix(self.agency)}.".encode(),
+                    durable, stream, inbox_prefix=f"{inbox_prefix(self.agency)}.".encode()
                 )
-                self._lanes[durable] = _Lane(durable, sub)
+                self._lanes[channel] = _Lane(channel, stream, durable, sub)
         except NATS_ERRORS as exc:
             raise broker_error(exc, doing=f"binding the consumers of {self.agency}") from None
-        for durable in set(self._lanes) - set(wanted):
-            lane = self._lanes.pop(durable)  # the agency no longer reads that channel
+        for channel in set(self._lanes) - set(wanted):
+            lane = self._lanes.pop(channel)  # the agency no longer reads that channel
             if lane.pull is not None:
                 lane.pull.cancel()
+            with contextlib.suppress(*NATS_ERRORS):
+                await lane.sub.unsubscribe()
+        if missing and missing != self._missing:
+            log.warning(
+                "consumer_missing", agency=self.agency, channels=missing, hint=_PROVISION_HINT
+            )
+        self._missing = missing
+        if missing and not self._lanes:
+            raise BrokerError(
+                f"the broker has no consumer of {self.agency} on the stream of channel(s) "
+                f"{', '.join(missing)}",
+                hint=_PROVISION_HINT,
+            )
         self._bound = True
         loop = asyncio.get_running_loop()
         self._next_refresh = loop.time() + self.refresh_s
@@ -947,7 +1059,7 @@ class Consumer:
             lane.ready.extend(pull.result())
 
     def _hand_out(self, batch: int) -> list[Delivery]:
-        lanes = [self._lanes[d] for d in self.durables]
+        lanes = [self._lanes[c] for c in self.bound_channels]
         if not lanes:
             return []
         self._turn = (self._turn + 1) % len(lanes)
@@ -989,24 +1101,30 @@ class Consumer:
         return self._hand_out(batch)
 
     async def backlog(self) -> dict[str, int]:
-        """Messages not yet delivered, per durable consumer (needs CONSUMER.INFO rights)."""
+        """Messages not yet delivered, per channel (needs CONSUMER.INFO rights)."""
         result: dict[str, int] = {}
-        for durable in self.durables:
+        for channel in self.bound_channels:
+            lane = self._lanes[channel]
             try:
-                info = await self.conn.js.consumer_info(stream_name(self.taskforce), durable)
+                info = await self.conn.js.consumer_info(lane.stream, lane.durable)
             except NATS_ERRORS as exc:
-                raise broker_error(exc, doing=f"reading consumer {durable}") from None
-            result[durable] = int(info.num_pending)
+                raise broker_error(exc, doing=f"reading consumer {lane.durable}") from None
+            result[channel] = int(info.num_pending)
         return result
 
     async def close(self) -> None:
-        """Stop the pulls in flight (what they fetched comes back after the ack wait)."""
+        """Stop the pulls in flight, and hand back (nak) what was fetched but not handed out,
+        so the broker redelivers it at once rather than after the ack wait. What a cancelled
+        pull was still receiving comes back after the ack wait."""
         pulls = [lane.pull for lane in self._lanes.values() if lane.pull is not None]
         for pull in pulls:
             pull.cancel()
         await asyncio.gather(*pulls, return_exceptions=True)
         for lane in self._lanes.values():
             lane.pull = None
+            while lane.ready:
+                with contextlib.suppress(*NATS_ERRORS):
+                    await lane.ready.popleft().nak()
 
 
 async def reader_backlog(
@@ -1018,7 +1136,7 @@ async def reader_backlog(
     try:
         for channel in channels:
             info = await admin.js.consumer_info(
-                stream_name(taskforce), durable_name(agency, channel)
+                stream_name(taskforce, channel), durable_name(agency, channel)
             )
             pending += int(info.num_pending)
             ack_pending += int(info.num_ack_pending)

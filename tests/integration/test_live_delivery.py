@@ -197,7 +197,8 @@ def test_broker_restart_loses_nothing(
 
 
 def test_stream_limits_are_applied(live_tf: TaskForce, tmp_path: Path) -> None:
-    """broker up's --max-age-days and --duplicate-window reach the JetStream stream."""
+    """broker up's --max-age-days and --duplicate-window reach every message channel's
+    JetStream stream (one per channel)."""
     directory = tmp_path / "limited"
     broker = start_broker(
         live_tf.trusted(),
@@ -211,8 +212,12 @@ def test_stream_limits_are_applied(live_tf: TaskForce, tmp_path: Path) -> None:
             broker.url, nkey_seed=admin_seed(directory), agency=None, name="t", reconnect=False
         )
         try:
-            stream = await conn.js.stream_info("TF_nl-north")
-            return float(stream.config.max_age), float(stream.config.duplicate_window)
+            found = set()
+            for channel in ("alerts", "tips"):
+                stream = await conn.js.stream_info(f"TF_nl-north_{channel}")
+                found.add((float(stream.config.max_age), float(stream.config.duplicate_window)))
+            (only,) = found
+            return only
         finally:
             await conn.close()
 

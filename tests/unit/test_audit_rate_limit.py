@@ -15,6 +15,7 @@ from tfshare.audit.service import (
     RateLimit,
     rate_limited_response,
 )
+from tfshare.broker import proof_subject
 
 
 class Clock:
@@ -55,7 +56,10 @@ def test_the_limited_answer_is_a_proof_response_error_clients_read() -> None:
     assert "at most 20 a second" in response.answer.message
 
 
-def test_the_service_limits_the_member_named_by_the_reply_inbox_only(tmp_path: Path) -> None:
+def test_the_service_limits_the_member_named_by_its_proof_subject_only(tmp_path: Path) -> None:
+    """The share spent is that of the member whose proof subject the request came on (the
+    broker lets only that member publish there); a reply inbox of another member is refused
+    outright, so naming a victim's inbox spends nobody's share and gets no answer."""
     tf = build_taskforce()
     service = AuditService(identity=tf.ids["coord"], roster=tf.trusted(),
                            roster_bytes=tf.roster_bytes,
@@ -64,12 +68,17 @@ def test_the_service_limits_the_member_named_by_the_reply_inbox_only(tmp_path: P
                            proof_limit=RateLimit(rate=1e-9, burst=2))  # fmt: skip
     request = proofs.encode_request(proofs.inclusion_request("nl-north", index=0))
 
-    def ask(reply: str) -> str:
-        assert service.reply_allowed(reply)
+    def ask(agency: str, reply: str) -> str:
+        assert service.reply_allowed(proof_subject("nl-north", agency), reply)
         answer = proofs.decode_response(service.answer_request(request)).answer
         return answer.code if isinstance(answer, proofs.ErrorAnswer) else "proof"
 
-    assert [ask("_INBOX_ngo.a1") for _ in range(3)][2] == E_RATE_LIMITED
-    assert ask("_INBOX_labour.b1") != E_RATE_LIMITED  # labour's share is untouched
-    assert not service.reply_allowed("_INBOX_outsider.x")  # never answered, never counted
+    assert [ask("ngo", "_INBOX_ngo.a1") for _ in range(3)][2] == E_RATE_LIMITED
+    # ngo naming labour's inbox: refused, and labour's share is untouched.
+    assert not service.reply_allowed(proof_subject("nl-north", "ngo"), "_INBOX_labour.x")
+    assert ask("labour", "_INBOX_labour.b1") != E_RATE_LIMITED
+    assert ask("labour", "_INBOX_labour.b2") != E_RATE_LIMITED
+    outsider = proof_subject("nl-north", "outsider")
+    assert not service.reply_allowed(outsider, "_INBOX_outsider.x")  # not a member
+    assert not service.reply_allowed("tf.nl-north.audit.proof", "_INBOX_ngo.x")  # no requester
     assert service.stats.proofs_limited == 1

@@ -20,6 +20,8 @@ from pathlib import Path
 import msgspec
 import nkeys  # type: ignore[import-untyped,unused-ignore]
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from tfkit import TaskForce, identity
 
 from tfshare import roster as R
@@ -34,8 +36,9 @@ from tfshare.broker import (
     channel_subject,
     durable_name,
     inbox_prefix,
-    legacy_durable_name,
+    legacy_stream_name,
     proof_subject,
+    proof_subjects,
     readable_channels,
     render_config,
     roster_bucket,
@@ -43,13 +46,15 @@ from tfshare.broker import (
     stream_name,
     witness_bucket,
 )
+from tfshare.encoding import NAME_PATTERN
 from tfshare.workflows.live import USERS_INCLUDE, write_broker_config
 
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
 BROKER_CONFIG = Path(__file__).resolve().parents[2] / "broker_config"
 TEMPLATES = sorted(BROKER_CONFIG.glob("*.conf"))
 TASKFORCE = "nl-north"
-STREAM = stream_name(TASKFORCE)
+CHANNELS = ("alerts", "tips", "receipts")
+KIT_CHANNELS = ("alerts", "tips")  # the channels of tfkit's roster (no receipts channel)
 BUCKET = roster_bucket(TASKFORCE)
 # Every member reads the roster from its KV bucket; only coordinators publish rosters there.
 SCHEMAS = schema_bucket(TASKFORCE)
@@ -66,14 +71,24 @@ ROSTER_READ = [
     f"$JS.API.DIRECT.GET.KV_{WITNESS_KV}.>",
 ]
 CHECKPOINTS = audit_subject(TASKFORCE, "checkpoint")
-# Proof requests (request-reply): every member may ask; only the audit service listens.
-PROOFS = proof_subject(TASKFORCE)
-# The coordinator also runs the audit service: its own consumer over every channel, and it
-# publishes the signed checkpoints (subject and bucket).
+# Proof requests (request-reply): every member may ask on its own subject; only the audit
+# service listens (to all of them).
+PROOFS = proof_subjects(TASKFORCE)
+
+
+def consumer_rights(channel: str, durable: str) -> list[str]:
+    stream = stream_name(TASKFORCE, channel)
+    return [
+        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
+        f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
+        f"$JS.ACK.{stream}.{durable}.>",
+    ]
+
+
+# The coordinator also runs the audit service: its own consumer on every channel's stream,
+# and it publishes the signed checkpoints (subject and bucket).
 AUDIT = [
-    f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{audit_durable_name('coord')}",
-    f"$JS.API.CONSUMER.INFO.{STREAM}.{audit_durable_name('coord')}",
-    f"$JS.ACK.{STREAM}.{audit_durable_name('coord')}.>",
+    *(s for c in KIT_CHANNELS for s in consumer_rights(c, audit_durable_name("coord"))),
     CHECKPOINTS,
     f"$KV.{AUDIT_KV}.{CHECKPOINT_KEY}",
 ]
@@ -197,20 +212,13 @@ def test_active_agency_has_exactly_its_own_permissions(
     channels = readable_channels(taskforce.trusted(), agency)
     assert channels  # every agency of the kit reads something
     consumers = [
-        subject
-        for channel in channels
-        for subject in (
-            f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{durable_name(agency, channel)}",
-            f"$JS.API.CONSUMER.INFO.{STREAM}.{durable_name(agency, channel)}",
-            f"$JS.ACK.{STREAM}.{durable_name(agency, channel)}.>",
-        )
+        s for channel in channels for s in consumer_rights(channel, durable_name(agency, channel))
     ]
     expected = [channel_subject(TASKFORCE, channel, agency) for channel in WRITES[agency]] + [
         *consumers,
-        f"$JS.API.CONSUMER.NAMES.{STREAM}",
         *ROSTER_READ,
         f"$KV.{WITNESS_KV}.{agency}",  # its own witness cosignature, no one else's
-        PROOFS,
+        proof_subject(TASKFORCE, agency),  # its own proof requests, no one else's
         *([ROSTER_WRITE, SCHEMA_WRITE, *AUDIT] if agency == "coord" else []),
     ]
     assert sorted(user.publish or []) == sorted(expected)
@@ -245,28 +253,41 @@ def test_no_agency_may_publish_on_another_agencys_subject(
                 continue
             for channel in ("alerts", "tips"):
                 assert not nats_allows(user.publish, channel_subject(TASKFORCE, channel, other))
-            for channel in ("alerts", "tips", "receipts"):
+            for channel in CHANNELS:
+                stream = stream_name(TASKFORCE, channel)
                 for api in ("MSG.NEXT", "INFO"):
-                    subject = f"$JS.API.CONSUMER.{api}.{STREAM}.{durable_name(other, channel)}"
+                    subject = f"$JS.API.CONSUMER.{api}.{stream}.{durable_name(other, channel)}"
                     assert not nats_allows(user.publish, subject)
-                ack = f"$JS.ACK.{STREAM}.{durable_name(other, channel)}.1.2.3.4.5"
+                ack = f"$JS.ACK.{stream}.{durable_name(other, channel)}.1.2.3.4.5"
                 assert not nats_allows(user.publish, ack)
             assert not nats_allows(user.subscribe, f"{inbox_prefix(other)}.abc")
+            # Nor ask for proofs as another (the audit service's rate limit keys on it).
+            assert not nats_allows(user.publish, proof_subject(TASKFORCE, other))
 
 
 @pytest.mark.parametrize("agency", ["coord", "police", "ngo", "labour"])
 def test_agency_may_consume_only_the_channels_it_reads(
     taskforce: TaskForce, tmp_path: Path, agency: str
 ) -> None:
-    """One consumer per channel it reads, none for a channel it does not read, and not the
-    single all-channels consumer of older versions."""
+    """One consumer per channel it reads, on that channel's stream, none for a channel it
+    does not read, and nothing on the single all-channels stream of earlier versions."""
     user = users(render(taskforce, tmp_path))[taskforce.ids[agency].nats_user]
     reads = readable_channels(taskforce.trusted(), agency)
-    for channel in ("alerts", "tips", "receipts"):
-        subject = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{durable_name(agency, channel)}"
+    for channel in CHANNELS:
+        stream = stream_name(TASKFORCE, channel)
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable_name(agency, channel)}"
         assert nats_allows(user.publish, subject) is (channel in reads), channel
-    legacy = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{legacy_durable_name(agency)}"
-    assert not nats_allows(user.publish, legacy)
+        for other in CHANNELS:  # a channel's consumer is never reachable on another's stream
+            if other != channel:
+                wrong = stream_name(TASKFORCE, other)
+                assert not nats_allows(
+                    user.publish,
+                    f"$JS.API.CONSUMER.MSG.NEXT.{wrong}.{durable_name(agency, channel)}",
+                )
+    legacy = legacy_stream_name(TASKFORCE)
+    for channel in CHANNELS:
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{legacy}.{durable_name(agency, channel)}"
+        assert not nats_allows(user.publish, subject)
 
 
 def test_durable_names_of_different_readers_never_collide() -> None:
@@ -274,7 +295,20 @@ def test_durable_names_of_different_readers_never_collide() -> None:
     pairs = [("a", "b_c"), ("a_b", "c"), ("a_", "b"), ("a", "_b"), ("ab", "c"), ("a", "bc")]
     names = [durable_name(agency, channel) for agency, channel in pairs]
     assert len(set(names)) == len(names)
-    assert all(legacy_durable_name(a) not in names for a, _ in pairs)
+
+
+@given(st.from_regex(NAME_PATTERN), st.lists(st.from_regex(NAME_PATTERN), min_size=1, max_size=8))
+def test_every_channel_gets_a_valid_stream_name_of_its_own(
+    taskforce_name: str, channels: list[str]
+) -> None:
+    """Any roster names make valid JetStream stream names (no '.', '*', '>', whitespace or
+    path separator, at most 255 bytes), distinct per channel and from the legacy stream."""
+    names = {stream_name(taskforce_name, c) for c in set(channels)}
+    assert len(names) == len(set(channels))
+    assert legacy_stream_name(taskforce_name) not in names
+    for name in names:
+        assert not re.search(r"[.*>\s/\\]", name)
+        assert len(name.encode()) <= 255
 
 
 def test_server_limits_are_in_the_generated_config(taskforce: TaskForce, tmp_path: Path) -> None:
@@ -310,7 +344,10 @@ def test_agency_without_channels_may_publish_nothing(taskforce: TaskForce, tmp_p
     tf = dataclasses.replace(taskforce, signed=R.sign(signed, taskforce.ids["coord"]))
     user = users(render(tf, tmp_path))[newcomer.nats_user]
     assert not nats_allows(user.publish, channel_subject(TASKFORCE, "alerts", "police"))
-    assert not nats_allows(user.publish, f"$JS.API.STREAM.DELETE.{STREAM}")
+    for channel in CHANNELS:
+        assert not nats_allows(
+            user.publish, f"$JS.API.STREAM.DELETE.{stream_name(TASKFORCE, channel)}"
+        )
 
 
 def test_revoked_agency_has_no_user(taskforce: TaskForce, tmp_path: Path) -> None:
@@ -497,9 +534,10 @@ def test_only_coordinators_and_auditors_run_the_audit_service(
         assert not nats_allows(user.publish, CHECKPOINTS)
         assert not nats_allows(user.publish, f"$KV.{AUDIT_KV}.{CHECKPOINT_KEY}")
         for auditor in ("coord", agency):
-            assert not nats_allows(
-                user.publish, f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{audit_durable_name(auditor)}"
-            )
+            for channel in CHANNELS:
+                stream = stream_name(TASKFORCE, channel)
+                subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{audit_durable_name(auditor)}"
+                assert not nats_allows(user.publish, subject)
     coord = found[taskforce.ids["coord"].nats_user]
     assert nats_allows(coord.publish, CHECKPOINTS)
 
@@ -524,8 +562,11 @@ def test_members_ask_for_proofs_and_only_the_audit_service_answers(
     for agency in ("coord", "police", "ngo", "labour", "inspector"):
         user = found[tf.ids[agency].nats_user]
         serves = agency in ("coord", "inspector")
-        assert nats_allows(user.publish, PROOFS)
-        assert nats_allows(user.subscribe, PROOFS) is serves
+        for other in ("coord", "police", "ngo", "labour", "inspector"):
+            # Its own proof subject only; the audit service hears every member's.
+            asks = proof_subject(TASKFORCE, other)
+            assert nats_allows(user.publish, asks) is (other == agency)
+            assert nats_allows(user.subscribe, asks) is serves
         assert user.responses == ((1, PROOF_REPLY_WINDOW) if serves else None)
         for other in ("coord", "police", "ngo", "labour", "inspector"):
             # Nobody, not even the audit service, holds a standing right on an inbox.

@@ -32,13 +32,15 @@ Records (entry types of ``tfshare.audit.entry.RECORD_TYPES``: no channel, no sin
 
 The store deduplicates all of them by (type, env_sha256): a restart logs nothing twice.
 
-Proof requests (``tfshare.audit.proofs``) arrive on ``broker.proof_subject`` and are answered
-from the committed log and its stored signed checkpoints; a bad request is answered with its
-code and logged (``audit_proof_request``), never allowed to stop the loop. Each member has a
-share (``RateLimit``, a token bucket per requesting agency, 20 a second in bursts of 40 by
-default): a request over it is answered ``E_RATE_LIMITED`` without reading the log, and
-counted (``audit_proofs_limited``, one event per interval), so a member that floods the
-service neither starves the others' requests nor the log.
+Proof requests (``tfshare.audit.proofs``) arrive on each member's own
+``broker.proof_subject`` (the broker lets a member publish only on its own) and are answered
+from the committed log and its stored signed checkpoints, only into that same member's inbox;
+a bad request is answered with its code and logged (``audit_proof_request``), never allowed
+to stop the loop. Each member has a share (``RateLimit``, a token bucket per requesting
+agency, named by the subject the request came on, 20 a second in bursts of 40 by default):
+a request over it is answered ``E_RATE_LIMITED`` without reading the log, and counted
+(``audit_proofs_limited``, one event per interval), so a member that floods the service
+neither starves the others' requests nor the log.
 
 The auditor never decrypts: it checks what a party without a recipient's key can check (size,
 strict decoding, task force, channel, subject, sender key and permission, signature) and logs
@@ -88,7 +90,13 @@ from tfshare.audit.note import (
     sign_checkpoint,
 )
 from tfshare.backoff import Backoff, sleep_or_stop
-from tfshare.broker import proof_subject, schema_key
+from tfshare.broker import (
+    inbox_prefix,
+    proof_requester,
+    proof_subjects,
+    schema_key,
+    task_force_channels,
+)
 from tfshare.encoding import label, u32
 from tfshare.envelope import WRAP_SIZE, Header, wrap_at
 from tfshare.errors import BrokerError, RejectCode, Rejected, TfshareError, TrustError
@@ -899,11 +907,19 @@ class AuditService:
         )
         return indices
 
-    def reply_allowed(self, reply: str) -> bool:
-        """Whether to answer a request whose reply subject is ``reply``: only into an active
-        member's inbox (``is_member_inbox``). Remembers that member for the rate limit."""
-        allowed = is_member_inbox(self.roster, reply)
-        self._requester = reply.partition(".")[0].removeprefix("_INBOX_") if allowed else None
+    def reply_allowed(self, subject: str, reply: str) -> bool:
+        """Whether to answer a request that came on ``subject`` with reply subject ``reply``:
+        only into the private inbox of the active member whose proof subject it came on
+        (``proof_requester``, a subject only that member may publish on), so a member
+        cannot name another's inbox and spend the other's share of the rate limit.
+        Remembers that member for the rate limit."""
+        requester = proof_requester(self.roster.taskforce, subject)
+        allowed = (
+            requester is not None
+            and is_member_inbox(self.roster, reply)
+            and reply.partition(".")[0] == inbox_prefix(requester)
+        )
+        self._requester = requester if allowed else None
         return allowed
 
     def answer_request(self, request: bytes) -> bytes:
@@ -1126,15 +1142,21 @@ class AuditService:
                       reason=exc.message)  # fmt: skip
 
     async def _consume(self, conn: transport.Connection, stop: asyncio.Event) -> None:
+        # One consumer on every channel's stream (the roster in force: a new channel is
+        # read at the next refresh), fetched in turn as an agent's are.
         consumer = transport.Consumer(
-            conn, self.roster.taskforce, self.identity.agency_id, audit=True
+            conn,
+            self.roster.taskforce,
+            self.identity.agency_id,
+            channels=lambda: task_force_channels(self.roster),
+            audit=True,
         )
         await consumer.bind()
         # Answered between fetches, on this loop: the store is never used from two places
         # at once.
         await transport.serve_requests(
             conn,
-            proof_subject(self.roster.taskforce),
+            proof_subjects(self.roster.taskforce),
             self.answer_request,
             reply_allowed=self.reply_allowed,
         )

@@ -241,7 +241,9 @@ def _ask(agency: Agency, request: ProofRequest, *, url: str, timeout: float) -> 
 async def _request(
     conn: transport.Connection, agency: Agency, request: ProofRequest, *, url: str, timeout: float
 ) -> bytes:
-    subject = proof_subject(agency.roster.taskforce)
+    # The connection's own proof subject: the only one its agency may publish on, and the
+    # one the audit service answers into that agency's inbox from.
+    subject = proof_subject(agency.roster.taskforce, conn.member)
     try:
         return await transport.request(conn, subject, encode_request(request), timeout=timeout)
     except transport.NoResponders:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import msgspec
 import nkeys  # type: ignore[import-untyped,unused-ignore]
+import structlog
 
 from tfshare import transport
 from tfshare.agent import Agent
@@ -25,6 +26,7 @@ from tfshare.broker import (
     channel_subject,
     check_config,
     render_config,
+    task_force_channels,
 )
 from tfshare.envelope import Ref
 from tfshare.errors import BrokerError, BrokerRefused, InputError, UsageError
@@ -32,7 +34,7 @@ from tfshare.files import read_bytes, write_atomic
 from tfshare.keys import Identity
 from tfshare.lineage import RELATIONS, Handling, check, handling_of
 from tfshare.messages import MessageType
-from tfshare.protocol import Clock
+from tfshare.protocol import RECEIPTS_CHANNEL, Clock
 from tfshare.registry.book import Registry
 from tfshare.registry.schema import Schema, split_name
 from tfshare.replay import MemoryReplayStore
@@ -46,6 +48,8 @@ from tfshare.workflows.keys import load_identity
 from tfshare.workflows.rosters import load_trusted
 from tfshare.workflows.schemas import fetch_schema, load_registry, resolve, store_for
 from tfshare.workflows.witness import run_witness
+
+log = structlog.get_logger("tfshare.live")
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 KINDS = {"alert": "tf.alert", "red-flag": "tf.red_flag", "tip": "tf.tip_summary"}
@@ -120,13 +124,17 @@ async def _admin(url: str, directory: Path) -> transport.Connection:
 
 @dataclass(frozen=True)
 class StreamLimits:
-    """What the operator bounds on the broker (README, "Limits"): how long the stream keeps
-    messages, its duplicate window, its size on disk, each sender's quota per channel, what
-    a reader may hold unacknowledged per channel, and the server's own limits (disk for
-    JetStream, connections, subscriptions per connection). ``check`` refuses values that do
-    not make sense before anything is started."""
+    """What the operator bounds on the broker (README, "Limits"). Each channel has a stream
+    of its own (``channel_limits``): the message channels keep messages ``max_age_days``,
+    up to ``max_msgs_per_sender`` per sender each, of up to 516 KiB; the receipts channel
+    keeps them ``receipts_max_age_days``, up to ``max_receipts_per_sender`` per reader, of up
+    to 28 KiB. ``max_bytes`` is every stream together: the receipts channel gets
+    ``transport.RECEIPTS_SHARE`` of it, the message channels share the rest equally. Also
+    the duplicate window, what a reader may hold unacknowledged per channel, and the server's
+    own limits (disk for JetStream, connections, subscriptions per connection). ``check``
+    refuses values that do not make sense before anything is started."""
 
-    max_age_days: float = 30
+    max_age_days: float = transport.DEFAULT_MAX_AGE_DAYS
     duplicate_window_s: float = 120
     max_bytes: int = transport.DEFAULT_MAX_BYTES
     max_msgs_per_sender: int = transport.DEFAULT_MAX_MSGS_PER_SENDER
@@ -135,15 +143,60 @@ class StreamLimits:
     max_file_store: int | None = None  # None: max_bytes and 1 GiB for buckets and state
     max_connections: int = ServerLimits.max_connections
     max_subscriptions: int = ServerLimits.max_subscriptions
+    max_receipts_per_sender: int = transport.DEFAULT_MAX_RECEIPTS_PER_SENDER
+    receipts_max_age_days: float = transport.DEFAULT_RECEIPTS_MAX_AGE_DAYS
 
     @property
     def file_store(self) -> int:
         return self.max_file_store or self.max_bytes + transport.GIB
 
     @property
+    def receipts_bytes(self) -> int:
+        """The receipts channel's share of max_bytes."""
+        return int(self.max_bytes * transport.RECEIPTS_SHARE)
+
+    @property
     def sender_worst_case(self) -> int:
-        """The most bytes one sender can keep on one channel: its quota of largest messages."""
+        """The most bytes one sender can keep on one message channel: its quota of largest
+        messages."""
         return self.max_msgs_per_sender * transport.MAX_MSG_SIZE
+
+    def channel_limits(self, channels: Sequence[str]) -> dict[str, transport.ChannelLimits]:
+        """Each channel's stream limits. A sender's quota on a channel is kept to half of
+        that channel's share (``quota x largest message <= share / 2``), so one member that
+        floods a channel can never fill it for the others: with many channels the share is
+        smaller and the quota lowered to fit (logged, ``sender_quota_capped``). A share too
+        small for even one largest message is a ``UsageError``."""
+        receipts = RECEIPTS_CHANNEL in channels
+        others = [c for c in channels if c != RECEIPTS_CHANNEL]
+        rest = self.max_bytes - (self.receipts_bytes if receipts else 0)
+        found: dict[str, transport.ChannelLimits] = {}
+        for channel in channels:
+            if channel == RECEIPTS_CHANNEL:
+                share, quota = self.receipts_bytes, self.max_receipts_per_sender
+                size, age = transport.RECEIPT_MAX_MSG_SIZE, self.receipts_max_age_days
+            else:
+                share, quota = rest // len(others), self.max_msgs_per_sender
+                size, age = transport.MAX_MSG_SIZE, self.max_age_days
+            fits = share // (2 * size)
+            if fits < 1:
+                raise UsageError(
+                    f"--max-bytes {self.max_bytes} leaves channel {channel!r} only {share} "
+                    f"bytes, less than two of its largest messages ({size} bytes each)",
+                    hint="raise --max-bytes: the receipts channel gets an eighth of it, the "
+                    f"other {len(others)} channel(s) share the rest",
+                )
+            if quota > fits:
+                log.warning(
+                    "sender_quota_capped", channel=channel, quota=quota, capped=fits, share=share
+                )
+            found[channel] = transport.ChannelLimits(
+                max_bytes=share,
+                max_msgs_per_sender=min(quota, fits),
+                max_age_days=age,
+                max_msg_size=size,
+            )
+        return found
 
     def server(self) -> ServerLimits:
         return ServerLimits(
@@ -157,9 +210,11 @@ class StreamLimits:
         """These limits, or ``UsageError`` (exit 2) naming the first one that is wrong."""
         positive = {
             "--max-age-days": self.max_age_days,
+            "--receipts-max-age-days": self.receipts_max_age_days,
             "--duplicate-window": self.duplicate_window_s,
             "--max-bytes": self.max_bytes,
             "--max-msgs-per-sender": self.max_msgs_per_sender,
+            "--max-receipts-per-sender": self.max_receipts_per_sender,
             "--max-ack-pending": self.max_ack_pending,
             "--max-waiting": self.max_waiting,
             "--max-connections": self.max_connections,
@@ -168,29 +223,38 @@ class StreamLimits:
         for flag, value in positive.items():
             if not value > 0:
                 raise UsageError(f"{flag} must be more than 0 (got {value:g})", hint=_LIMITS_HINT)
-        if self.duplicate_window_s > self.max_age_days * 86400:
+        if self.duplicate_window_s > min(self.max_age_days, self.receipts_max_age_days) * 86400:
             raise UsageError(
-                "--duplicate-window is longer than --max-age-days",
-                hint="JetStream refuses a duplicate window longer than the stream keeps "
+                "--duplicate-window is longer than --max-age-days or --receipts-max-age-days",
+                hint="JetStream refuses a duplicate window longer than a stream keeps "
                 "messages; the default is 120 seconds",
             )
         if self.max_bytes < transport.MAX_MSG_SIZE * 16:
             raise UsageError(
-                f"--max-bytes {self.max_bytes} is too small for the stream",
+                f"--max-bytes {self.max_bytes} is too small for the streams",
                 hint=f"give at least {transport.MAX_MSG_SIZE * 16 // transport.MIB} MiB "
                 "(e.g. 8GiB, the default)",
             )
-        if self.sender_worst_case > self.max_bytes:
+        if 2 * self.sender_worst_case > self.max_bytes - self.receipts_bytes:
             raise UsageError(
-                f"one sender could fill the whole stream: {self.max_msgs_per_sender} messages "
-                f"of up to {transport.MAX_MSG_SIZE // 1024} KiB is more than --max-bytes",
+                f"one sender could fill a channel: {self.max_msgs_per_sender} messages "
+                f"of up to {transport.MAX_MSG_SIZE // 1024} KiB is more than half of what "
+                "--max-bytes leaves a message channel",
                 hint="lower --max-msgs-per-sender or raise --max-bytes, so that a member that "
-                "floods one channel is refused before the stream is full for everyone",
+                "floods one channel is refused before the channel is full for everyone",
             )
-        if self.file_store < self.max_bytes:
+        receipts_worst = self.max_receipts_per_sender * transport.RECEIPT_MAX_MSG_SIZE
+        if 2 * receipts_worst > self.receipts_bytes:
             raise UsageError(
-                "--max-file-store is smaller than --max-bytes",
-                hint="JetStream must have room for the whole stream and its KV buckets: give "
+                f"one reader could fill the receipts channel: {self.max_receipts_per_sender} "
+                f"receipts of up to {transport.RECEIPT_MAX_MSG_SIZE // 1024} KiB is more than "
+                "half of its share (an eighth of --max-bytes)",
+                hint="lower --max-receipts-per-sender or raise --max-bytes",
+            )
+        if self.file_store < self.max_bytes + transport.BUCKETS_MAX_BYTES:
+            raise UsageError(
+                "--max-file-store is smaller than --max-bytes and the KV buckets",
+                hint="JetStream must have room for every stream and the KV buckets: give "
                 "--max-file-store at least --max-bytes plus 1GiB (or leave it out)",
             )
         return self
@@ -225,18 +289,18 @@ async def provision_broker(
     roster: TrustedRoster,
     roster_bytes: bytes | None = None,
     limits: StreamLimits = StreamLimits(),
-) -> None:
-    """Stream, consumers and roster bucket; seeds the bucket with ``roster_bytes`` if it is
-    empty (a roster already there, perhaps newer, is left alone)."""
+) -> dict[str, transport.ChannelLimits]:
+    """One stream per channel of the roster (each with its limits), the consumers and the
+    KV buckets; seeds the roster bucket with ``roster_bytes`` if it is empty (a roster
+    already there, perhaps newer, is left alone)."""
+    channel_limits = limits.channel_limits(task_force_channels(roster))
     admin = await _admin(url, directory)
     try:
         await transport.provision(
             admin,
             roster,
-            max_age_days=limits.max_age_days,
+            channel_limits,
             duplicate_window_s=limits.duplicate_window_s,
-            max_bytes=limits.max_bytes,
-            max_msgs_per_sender=limits.max_msgs_per_sender,
             max_ack_pending=limits.max_ack_pending,
             max_waiting=limits.max_waiting,
         )
@@ -244,6 +308,7 @@ async def provision_broker(
             await transport.put_roster(admin, roster.taskforce, roster_bytes)
     finally:
         await admin.close()
+    return channel_limits
 
 
 def start_broker(

@@ -122,7 +122,10 @@ async def _consistency(
     request = consistency_request(roster.taskforce, old[1].size, new[1].size)
     try:
         data = await transport.request(
-            conn, proof_subject(roster.taskforce), encode_request(request), timeout=timeout
+            conn,
+            proof_subject(roster.taskforce, conn.member),
+            encode_request(request),
+            timeout=timeout,
         )
     except transport.NoResponders:
         raise BrokerError(
