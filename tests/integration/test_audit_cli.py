@@ -314,8 +314,9 @@ def test_a_proof_bundle_checks_offline_and_a_damaged_or_foreign_one_does_not(
 def test_a_recipient_discloses_the_message_and_anyone_checks_it(
     scene: Scene, bundle: Path, tmp_path: Path
 ) -> None:
-    """ngo's ``audit disclose``; ``check-disclosure --anchor`` shows the body (exit 0), and
-    the disclosed envelope is the one the proof bundle logged; flipped bits: exit 6."""
+    """ngo's ``audit disclose``; ``check-disclosure --roster --anchor`` shows the body (exit
+    0) and the roster it judged by, the anchor alone is refused (exit 6), and the disclosed
+    envelope is the one the proof bundle logged; flipped bits: exit 6."""
     ngo = scene.agencies["ngo"]
     out = tmp_path / "alert.tfdisclosure"
     disclosed = ok(tfshare(home(ngo), "audit", "disclose", scene.msg_id, "--out", out,
@@ -323,8 +324,15 @@ def test_a_recipient_discloses_the_message_and_anyone_checks_it(
     assert disclosed.stdout == f"{out}\n"
     assert "disclosure of a message from police written" in disclosed.stderr
 
+    # The anchor alone cannot show a revocation since the roster inside: refused (exit 6).
     anchor = ["--anchor", str(scene.coord.root / "tf.anchor")]
+    error, hint = failure(tfshare(scene.court, "audit", "check-disclosure", out, *anchor), 6)
+    assert "no current roster" in error, error
+    assert "give --roster with the task force's current roster" in hint, hint
+    anchor = trust(scene.coord)
     shown = ok(tfshare(scene.court, "audit", "check-disclosure", out, *anchor))
+    assert re.search(r"judged under roster seq \d+ issued \S+ \(the roster given\)", shown.stderr)
+    assert "a newer roster may have revoked keys" in shown.stderr, shown.stderr
     assert re.search(rf"^message\s+{scene.msg_id}$", shown.stdout, re.MULTILINE), shown.stdout
     assert re.search(r"^sender\s+police \(signature verified", shown.stdout, re.MULTILINE)
     assert re.search(r"^disclosed by\s+ngo$", shown.stdout, re.MULTILINE), shown.stdout
@@ -333,6 +341,7 @@ def test_a_recipient_discloses_the_message_and_anyone_checks_it(
         ok(tfshare(scene.court, "audit", "check-disclosure", out, *anchor, "--json")).stdout
     )
     assert (as_json["msg_id"], as_json["disclosed_by"]) == (scene.msg_id, "ngo")
+    assert (as_json["roster"]["source"], as_json["roster"]["rollback_checked"]) == ("given", False)
     assert as_json["body"]["title"] == TITLE
 
     # The envelope ngo received (inside its disclosure) is the one the log proves.
