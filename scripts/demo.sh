@@ -217,7 +217,8 @@ echo "(exit $rc, as expected)"
 echo "-- the NGO hotline discloses the alert's exact content (that message only) to the court:"
 run $TFSHARE audit disclose "$ALERT_ID" --out "$OUT/alert.tfdisclosure" \
     --key "$K/ngo-hotline.key" --passphrase-file "$K/ngo-hotline.pass" "${COMMON[@]}"
-run $TFSHARE audit check-disclosure "$OUT/alert.tfdisclosure" --anchor "$OUT/taskforce.anchor" | head -12
+run $TFSHARE audit check-disclosure "$OUT/alert.tfdisclosure" --roster "$R" \
+    --anchor "$OUT/taskforce.anchor" | head -12
 
 step "12. Clean shutdown"
 cleanup
