@@ -101,3 +101,13 @@ def test_no_extra_repeats_a_dependency() -> None:
     base = set(_requirements(_project()["dependencies"]))
     for extra, requirements in _extras().items():
         assert not base & set(requirements), f"extra {extra!r} repeats {base & set(requirements)}"
+
+
+def test_test_extra_installs_the_build_backend() -> None:
+    """The test extra installs [build-system]'s backend, so the wheel test can build without
+    downloading one into an isolated environment."""
+    build_system = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]
+    test_extra = _extras()["test"]
+    for requirement in _requirements(build_system["requires"]).values():
+        assert requirement.name in test_extra
+        assert test_extra[requirement.name].specifier == requirement.specifier
