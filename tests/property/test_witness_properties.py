@@ -15,7 +15,7 @@ from tfshare.audit.note import Checkpoint, checkpoint_origin, split_note
 from tfshare.audit.witness import (
     WitnessError,
     cosign,
-    merge_cosignatures,
+    merge_witnessed,
     witness_name,
     witnesses_of,
 )
@@ -75,6 +75,8 @@ def test_a_cosignature_does_not_verify_on_another_checkpoint(size: int) -> None:
 @given(st.lists(st.binary(max_size=200), max_size=5))
 def test_merging_never_changes_the_signed_text(published: list[bytes]) -> None:
     note = TEXT + b"\n" + LINE
-    merged = merge_cosignatures(note, [*published, TEXT + b"\n" + LINE])
+    merged = merge_witnessed(
+        note, [(f"a{i}", p) for i, p in enumerate([*published, TEXT + b"\n" + LINE])], ROSTER
+    ).note
     assert split_note(merged)[0] == TEXT
     assert merged.startswith(note)

@@ -16,7 +16,7 @@ from tfshare.audit.evidence import encode_bundle, make_bundle
 from tfshare.audit.logstore import AuditStore
 from tfshare.audit.note import Checkpoint, checkpoint_origin, sign_checkpoint
 from tfshare.audit.service import IdentitySigner, log_verifiers
-from tfshare.audit.witness import cosign, merge_cosignatures, witness_note
+from tfshare.audit.witness import cosign, merge_witnessed, witness_note
 from tfshare.encoding import encode
 from tfshare.keys import Identity
 from tfshare.seal import claimed_header
@@ -83,7 +83,7 @@ def cosigned(note: bytes, tf: TaskForce, *agencies: str, timestamp: int) -> byte
     as ``audit prove --from-broker`` merges the witness bucket's notes."""
     text = note[: note.rfind(b"\n\n") + 1]
     published = [
-        witness_note(text, cosign(text, tf.ids[a], taskforce=TASKFORCE, timestamp=timestamp))
+        (a, witness_note(text, cosign(text, tf.ids[a], taskforce=TASKFORCE, timestamp=timestamp)))
         for a in agencies
     ]
-    return merge_cosignatures(note, published)
+    return merge_witnessed(note, published, tf.trusted()).note

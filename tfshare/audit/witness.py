@@ -379,29 +379,6 @@ def log_signed_only(note: bytes, taskforce: str) -> bytes:
     )
 
 
-def merge_cosignatures(note: bytes, published: Iterable[bytes]) -> bytes:
-    """``note`` with every cosignature line of ``published`` notes on the same checkpoint
-    text appended, nothing verified. Only for notes the caller made itself (tests); never
-    for the witness bucket, where one hostile member's bad line would make every bundle
-    fail: use ``merge_witnessed``."""
-    text, lines = _split(note)
-    have = {(line.name, line.raw) for line in lines}
-    extra: list[bytes] = []
-    for witness in published:
-        try:
-            other_text, other_lines = split_note(witness)
-        except NoteError:
-            continue
-        if other_text != text:
-            continue
-        for line in other_lines:
-            if (line.name, line.raw) in have or len(lines) + len(extra) >= MAX_SIGNATURES:
-                continue
-            have.add((line.name, line.raw))
-            extra.append(format_note_line(line.name, line.raw))
-    return note + b"".join(extra)
-
-
 # --- a witness's verdict ---------------------------------------------------------------------
 
 Verdict = Literal["first", "same", "newer", "older"]
