@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -238,6 +239,8 @@ def migrate(
     what: DatabaseFile,
     path: Path | str,
     migrations: Sequence[Migration],
+    *,
+    check: bool = True,
 ) -> tuple[int, int]:
     """Bring the database to the last version of ``migrations`` (ordered, numbered 1, 2, ...);
     returns (version found, version now). Each step missing runs in its own transaction
@@ -246,7 +249,9 @@ def migrate(
     take the write lock and re-read the version). A database newer than the code is refused
     and left as it is (``SchemaError``, as is a step that does not apply to what the file
     holds). A failure of the disk, a lock, the permissions or a damaged file is raised as
-    SQLite's error, for the store to name (``storage_error``) as it names any other."""
+    SQLite's error, for the store to name (``storage_error``) as it names any other. With
+    ``check``, a database that says it is at the last version but lacks one of its tables or
+    columns (edited, damaged) is refused (``SchemaError``) rather than failing later."""
     latest = _check_order(migrations)
     found = schema_version(db, what, path)
     _refuse_newer(found, latest, what, path)
@@ -280,7 +285,56 @@ def migrate(
                 hint=f"nothing was changed: it is still at schema {current}; {what.damaged_hint}",
             ) from None
         current = migration.version
+    if check:
+        _check_shape(db, what, path, tuple(migrations))
     return found, current
+
+
+def _shape(db: sqlite3.Connection) -> dict[str, frozenset[str]]:
+    """Every table of the database and its columns."""
+    tables = [
+        row[0]
+        for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    columns = "SELECT name FROM pragma_table_info(?)"
+    return {table: frozenset(row[0] for row in db.execute(columns, (table,))) for table in tables}
+
+
+@functools.cache
+def expected_shape(migrations: tuple[Migration, ...]) -> dict[str, frozenset[str]]:
+    """The tables and columns ``migrations`` give a new database (applied once, in memory)."""
+    scratch = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        migrate(scratch, _SCRATCH, ":memory:", migrations, check=False)
+        return _shape(scratch)
+    finally:
+        scratch.close()
+
+
+_SCRATCH: Final = DatabaseFile("a scratch database", "", "", "")
+
+
+def _check_shape(
+    db: sqlite3.Connection, what: DatabaseFile, path: Path | str, migrations: tuple[Migration, ...]
+) -> None:
+    """A database at the code's version must hold every table and column that version has:
+    one that says so but does not was edited or damaged, and is refused here rather than
+    failing later on a statement ("no such column")."""
+    have = _shape(db)
+    missing: list[str] = []
+    for table, columns in expected_shape(migrations).items():
+        if table not in have:
+            missing.append(f"table {table}")
+        else:
+            missing.extend(f"column {table}.{column}" for column in sorted(columns - have[table]))
+    if missing:
+        raise SchemaError(
+            f"{what.name} {str(path)!r} has schema {len(migrations)} but lacks "
+            f"{', '.join(missing)}: it was edited or damaged",
+            hint=what.damaged_hint,
+        )
 
 
 def _check_order(migrations: Sequence[Migration]) -> int:

@@ -423,3 +423,23 @@ def test_an_audit_log_newer_than_the_code_is_refused_and_left_unchanged(tmp_path
     assert "the audit log" in raised.value.message and "schema 2" in raised.value.message
     assert "upgrade tfshare" in raised.value.hint
     assert path.read_bytes() == before
+
+
+def test_a_state_database_at_the_current_version_missing_a_column_is_refused_by_name(
+    tmp_path: Path,
+) -> None:
+    """A file that says schema 2 but lacks the quarantine's size column (edited by hand, or
+    a table rebuilt by some tool) is refused when opened, naming what is missing, instead of
+    failing later on "no such column" as an internal error."""
+    path = tmp_path / "state.db"
+    StateStore(path).close()
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("ALTER TABLE quarantine DROP COLUMN size")
+        db.execute("DROP TABLE sent")
+    db.close()
+    with pytest.raises(SchemaError) as raised:
+        StateStore(path)
+    message = raised.value.message
+    assert "has schema 2 but lacks column quarantine.size, table sent: it was edited" in message
+    assert "restore the state directory from backup" in raised.value.hint
