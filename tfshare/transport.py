@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -301,6 +302,7 @@ class Connection:
         # once, so a context per call left a subscription behind every time.
         if self._js is None:
             self._js = self.client.jetstream()
+            _settle_refused_async_publishes(self._js)
         return self._js
 
     async def close(self) -> None:
@@ -311,6 +313,36 @@ class Connection:
             await asyncio.wait_for(self.client.close(), timeout=5)
         except (TimeoutError, *NATS_ERRORS):
             return
+
+
+def _settle_refused_async_publishes(js: Any) -> None:
+    """Make a refused pipelined publish fail at once with JetStream's error.
+
+    nats-py 2.16's reply handler for ``publish_async`` builds the error of a refusal with
+    ``APIError.from_error``, which raises instead of returning: the exception escapes the
+    callback and the publish's future is never settled, so a refusal (a sender quota full, a
+    stream full) looked like a timeout - an outage, retried for ever - instead of a refusal.
+    The context subscribes its reply handler by attribute on first use, so this wrapper,
+    set on the instance before any publish, settles the future with that error first."""
+    original = js._handle_async_reply
+
+    async def handle(msg: Msg) -> None:
+        if b'"error"' in msg.data:
+            token = msg.subject[len(js._nc._inbox_prefix) + 22 + 2 :]
+            future = getattr(js, "_publish_async_futures", {}).get(token)
+            try:
+                error = json.loads(msg.data).get("error")
+            except (ValueError, AttributeError):
+                error = None
+            if future is not None and not future.done() and isinstance(error, dict):
+                try:
+                    nats.js.errors.APIError.from_error(error)
+                except nats.js.errors.Error as exc:
+                    future.set_exception(exc)
+                    return
+        await original(msg)
+
+    js._handle_async_reply = handle
 
 
 async def connect(

@@ -30,7 +30,7 @@ from tfkit import TaskForce
 
 from tfshare import roster as R
 from tfshare import transport
-from tfshare.broker import BrokerProcess, channel_subject, durable_name, stream_name
+from tfshare.broker import BrokerProcess, channel_subject, readable_channels
 from tfshare.seal import Sealed
 from tfshare.store import StateStore
 from tfshare.workflows.live import admin_seed
@@ -118,8 +118,11 @@ def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
     return bool(predicate())
 
 
-async def all_acknowledged(broker: BrokerProcess, agency: str, *, timeout: float) -> bool:
-    """Wait until the agency's consumer has nothing pending or awaiting an ack."""
+async def all_acknowledged(
+    broker: BrokerProcess, tf: TaskForce, agency: str, *, timeout: float
+) -> bool:
+    """Wait until the agency's consumers (one per channel it reads) have nothing pending or
+    awaiting an ack."""
     admin = await transport.connect(
         broker.url,
         nkey_seed=admin_seed(broker.config.parent),
@@ -130,8 +133,8 @@ async def all_acknowledged(broker: BrokerProcess, agency: str, *, timeout: float
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            info = await admin.js.consumer_info(stream_name("nl-north"), durable_name(agency))
-            if info.num_pending == 0 and info.num_ack_pending == 0:
+            channels = readable_channels(tf.trusted(), agency)
+            if await transport.reader_backlog(admin, "nl-north", agency, channels) == (0, 0):
                 return True
             await asyncio.sleep(0.2)
         return False
@@ -186,7 +189,7 @@ def test_agent_killed_mid_stream_then_restarted_delivers_every_message_exactly_o
     processes.append(second)
     # Done when JetStream holds nothing unacknowledged: what was persisted but not acked before
     # the kill comes back after the ack wait and must be acknowledged too.
-    assert asyncio.run(all_acknowledged(broker, "ngo", timeout=ACK_WAIT_S + 15)), "unacked"
+    assert asyncio.run(all_acknowledged(broker, live_tf, "ngo", timeout=ACK_WAIT_S + 15)), "unacked"
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=10) == 0
 

@@ -127,7 +127,7 @@ async def _raw_request(tf: TaskForce, url: str, agency: str, data: bytes) -> byt
         reconnect=False,
     )
     try:
-        return await transport.request(conn, proof_subject("nl-north"), data, timeout=5)
+        return await transport.request(conn, proof_subject("nl-north", agency), data, timeout=5)
     finally:
         await conn.close()
 
@@ -215,8 +215,10 @@ def test_without_a_service_non_members_and_eavesdroppers_get_nothing(
     with pytest.raises(transport.BrokerAuthFailed):
         request_inclusion(outsider, os.urandom(16).hex(), url=broker.url)
 
-    # A member may not listen on the proof subject (to read or answer others' requests).
-    errors = asyncio.run(_subscribe_as(live_tf, broker.url, "police", proof_subject("nl-north")))
+    # A member may not listen on the proof subjects (to read or answer others' requests).
+    errors = asyncio.run(
+        _subscribe_as(live_tf, broker.url, "police", proof_subject("nl-north", "ngo"))
+    )
     assert any("permissions violation" in error.lower() for error in errors), errors
 
 
@@ -248,7 +250,9 @@ def test_a_reply_subject_outside_the_members_inboxes_gets_no_answer(
             await coord.client.subscribe(targets[1], cb=seen)
             before = await transport.get_checkpoint(coord, "nl-north")
             for target in targets:
-                await police.client.publish(proof_subject("nl-north"), b"junk", reply=target)
+                await police.client.publish(
+                    proof_subject("nl-north", "police"), b"junk", reply=target
+                )
             await police.client.flush()
             await asyncio.sleep(1.0)
             after = await transport.get_checkpoint(coord, "nl-north")

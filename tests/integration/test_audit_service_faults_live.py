@@ -36,7 +36,10 @@ async def _delete_audit_consumer(broker: BrokerProcess) -> None:
         reconnect=False,
     )
     try:
-        await admin.js.delete_consumer(stream_name("nl-north"), audit_durable_name("coord"))
+        for channel in ("alerts", "tips"):  # the kit's channels: none left to read
+            await admin.js.delete_consumer(
+                stream_name("nl-north", channel), audit_durable_name("coord")
+            )
     finally:
         await admin.close()
 

@@ -255,8 +255,11 @@ def stream_messages(broker: BrokerProcess) -> int:
     async def count() -> int:
         admin = await _admin(broker)
         try:
-            info = await admin.js.stream_info(stream_name(TASKFORCE))
-            return int(info.state.messages)
+            total = 0
+            for channel in ("alerts", "tips"):  # the kit's channels, a stream each
+                info = await admin.js.stream_info(stream_name(TASKFORCE, channel))
+                total += int(info.state.messages)
+            return total
         finally:
             await admin.close()
 
@@ -267,7 +270,8 @@ def delete_stream(broker: BrokerProcess) -> None:
     async def delete() -> None:
         admin = await _admin(broker)
         try:
-            await admin.js.delete_stream(stream_name(TASKFORCE))
+            for channel in ("alerts", "tips"):
+                await admin.js.delete_stream(stream_name(TASKFORCE, channel))
         finally:
             await admin.close()
 
@@ -275,10 +279,13 @@ def delete_stream(broker: BrokerProcess) -> None:
 
 
 async def consumer_state(broker: BrokerProcess, agency: str) -> tuple[int, int, int]:
-    """(pending, awaiting an ack, stream seq of the ack floor) of the agency's consumer."""
+    """(pending, awaiting an ack, stream seq of the ack floor) of the agency's consumer on
+    'alerts' (the channel these tests publish on)."""
     admin = await _admin(broker)
     try:
-        info = await admin.js.consumer_info(stream_name(TASKFORCE), durable_name(agency))
+        info = await admin.js.consumer_info(
+            stream_name(TASKFORCE, "alerts"), durable_name(agency, "alerts")
+        )
         return int(info.num_pending), int(info.num_ack_pending), int(info.ack_floor.stream_seq)
     finally:
         await admin.close()
@@ -726,10 +733,10 @@ def test_publish_with_the_stream_missing_queues_and_says_why(
     delete_stream(broker)
     queued = ok(publish(police, broker.url))
     assert "queued: no JetStream stream answered" in queued.stderr
-    assert "the task force's stream is missing" in queued.stderr
+    assert "the channel's stream is missing" in queued.stderr
     first = json.loads(ok(publish(police, broker.url, "--json")).stdout)
     assert first["queued"] is True
-    assert "the task force's stream is missing" in first["queued_because"]
+    assert "the channel's stream is missing" in first["queued_because"]
     assert len(outbox_of(police)[0]) == 2
     asyncio.run(provision_broker(broker.url, broker.config.parent, live_tf.trusted()))
     sent = json.loads(ok(publish(police, broker.url, "--json")).stdout)
@@ -750,7 +757,7 @@ def test_publish_no_queue_with_the_stream_missing_exits_4_and_says_why(
     police = agency_files(live_tf, "police", tmp_path / "police")
     delete_stream(broker)
     error, hint = failure(publish(police, broker.url, "--no-queue"), 4)
-    assert "the task force's stream is missing" in error
+    assert "the channel's stream is missing" in error
     assert "tfshare broker provision" in hint
     assert outbox_of(police) == ([], [])
 

@@ -1,5 +1,6 @@
 """A member floods a channel on a real broker with its limits set (issue 11, item 4): the
-flooder's own quota stops it (``SenderQuotaFull``), the stream stays within max_bytes, another
+flooder's own quota stops it (``SenderQuotaFull``), the channel's stream stays within its
+share of max_bytes, another
 member's message on another channel reaches a reader of both channels ahead of the flood's
 backlog, and every message the broker accepted is delivered (nothing valid lost)."""
 
@@ -24,9 +25,10 @@ from tfshare.workflows.live import StreamLimits, admin_seed, start_broker
 TASKFORCE = "nl-north"
 MIB = 1024 * 1024
 # Small enough to reach in a test, with the same shape as the defaults: one sender's quota of
-# largest messages (400 x 516 KiB) fits in max_bytes, so the flooder is stopped by its quota
-# before the stream is full for everyone.
-LIMITS = StreamLimits(max_bytes=256 * MIB, max_msgs_per_sender=400)
+# largest messages (400 x 516 KiB) fits in half of the channel's share of max_bytes, so the
+# flooder is stopped by its quota before the channel's stream is full for everyone.
+LIMITS = StreamLimits(max_bytes=1024 * MIB, max_msgs_per_sender=400, max_receipts_per_sender=2000)
+ALERTS = LIMITS.channel_limits(["alerts", "tips"])["alerts"]
 SMALL_FLOOD = 300  # valid alerts, signed by the flooder
 BIG = 400 * 1024  # junk of this size until the quota refuses it (at most 100 get in)
 
@@ -93,7 +95,7 @@ async def flood(tf: TaskForce, url: str) -> tuple[set[bytes], int, list[BrokerEr
 
 
 async def stream_bytes(broker: BrokerProcess) -> tuple[int, int, int]:
-    """(bytes, messages, configured max_bytes) of the task force's stream."""
+    """(bytes, messages, configured max_bytes) of the 'alerts' channel's stream."""
     admin = await transport.connect(
         broker.url,
         nkey_seed=admin_seed(broker.config.parent),
@@ -102,7 +104,7 @@ async def stream_bytes(broker: BrokerProcess) -> tuple[int, int, int]:
         reconnect=False,
     )
     try:
-        info = await admin.js.stream_info(stream_name(TASKFORCE))
+        info = await admin.js.stream_info(stream_name(TASKFORCE, "alerts"))
         return int(info.state.bytes), int(info.state.messages), int(info.config.max_bytes)
     finally:
         await admin.close()
@@ -124,8 +126,9 @@ def test_flood_on_one_channel_is_stopped_by_its_quota_and_does_not_hold_up_anoth
 
     # The broker stays within its bounds.
     size, messages, max_bytes = asyncio.run(stream_bytes(limited_broker))
-    assert max_bytes == LIMITS.max_bytes
-    assert size <= LIMITS.max_bytes
+    assert ALERTS.max_msgs_per_sender == LIMITS.max_msgs_per_sender  # not capped
+    assert max_bytes == ALERTS.max_bytes == LIMITS.max_bytes // 2  # alerts and tips share it
+    assert size <= ALERTS.max_bytes
     assert messages == LIMITS.max_msgs_per_sender
 
     # Another member is not affected: ngo's tip on 'tips' is accepted.

@@ -89,7 +89,11 @@ async def unfinished(broker: BrokerProcess, agency: str) -> tuple[int, int]:
         reconnect=False,
     )
     try:
-        infos = await admin.js.consumers_info(stream_name(TASKFORCE))
+        infos = [
+            info
+            for channel in ("alerts", "tips")
+            for info in await admin.js.consumers_info(stream_name(TASKFORCE, channel))
+        ]
         mine = [i for i in infos if i.name.startswith("agent_") and agency in i.name]
         assert mine, [i.name for i in infos]
         return sum(int(i.num_pending) for i in mine), sum(int(i.num_ack_pending) for i in mine)
