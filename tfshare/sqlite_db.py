@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -302,15 +301,26 @@ def _shape(db: sqlite3.Connection) -> dict[str, frozenset[str]]:
     return {table: frozenset(row[0] for row in db.execute(columns, (table,))) for table in tables}
 
 
-@functools.cache
-def expected_shape(migrations: tuple[Migration, ...]) -> dict[str, frozenset[str]]:
-    """The tables and columns ``migrations`` give a new database (applied once, in memory)."""
-    scratch = sqlite3.connect(":memory:", isolation_level=None)
+_SHAPES: dict[tuple[Migration, ...], dict[str, frozenset[str]]] = {}
+
+
+def expected_shape(migrations: tuple[Migration, ...]) -> dict[str, frozenset[str]] | None:
+    """The tables and columns ``migrations`` give a new database (applied once per process,
+    in memory), or None if even that failed (out of memory): then there is nothing to compare
+    with, and the failure is not the file's (asked again next time)."""
+    shape = _SHAPES.get(migrations)
+    if shape is not None:
+        return shape
     try:
-        migrate(scratch, _SCRATCH, ":memory:", migrations, check=False)
-        return _shape(scratch)
-    finally:
-        scratch.close()
+        scratch = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            migrate(scratch, _SCRATCH, ":memory:", migrations, check=False)
+            shape = _SHAPES[migrations] = _shape(scratch)
+        finally:
+            scratch.close()
+    except sqlite3.Error:
+        return None
+    return shape
 
 
 _SCRATCH: Final = DatabaseFile("a scratch database", "", "", "")
@@ -322,9 +332,12 @@ def _check_shape(
     """A database at the code's version must hold every table and column that version has:
     one that says so but does not was edited or damaged, and is refused here rather than
     failing later on a statement ("no such column")."""
+    expected = expected_shape(migrations)
+    if expected is None:
+        return
     have = _shape(db)
     missing: list[str] = []
-    for table, columns in expected_shape(migrations).items():
+    for table, columns in expected.items():
         if table not in have:
             missing.append(f"table {table}")
         else:
