@@ -13,7 +13,9 @@ Owns, for every store that keeps a database (the agent's state database, the aud
   ``meta`` table; the ordered steps from the database's version to the code's are applied,
   each in its own transaction with the version it reaches, so a step that fails leaves the
   database at the version before it, whole. A database newer than the code is refused
-  (``SchemaError``).
+  (``SchemaError``), and so is one at the code's version that lacks a table or column the
+  steps give a new database (edited or damaged): named when opened, not "no such column"
+  later.
 
 Never: change a database whose schema is newer than the code; apply a step half; let a
 failure of the disk read as a damaged file or as a bug.
