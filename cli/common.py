@@ -158,10 +158,10 @@ def shown(text: object) -> str:
     return escape(text if isinstance(text, str) else str(text))
 
 
-def emit_json(obj: Any) -> None:
-    """One JSON object on stdout; characters a terminal would act on are ``\\u`` escapes
-    (JSON's own spelling: the document decodes to the same value)."""
-    typer.echo(escape_json(json.dumps(obj, ensure_ascii=False, sort_keys=False)))
+def emit_json(obj: Any, *, indent: int | None = None) -> None:
+    """One JSON value on stdout (one line, or ``indent``-ed for people); characters a terminal
+    would act on are ``\\u`` escapes, JSON's own spelling: it decodes to the same value."""
+    typer.echo(escape_json(json.dumps(obj, ensure_ascii=False, sort_keys=False, indent=indent)))
 
 
 def emit_fields(rows: list[tuple[str, str]]) -> None:

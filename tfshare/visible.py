@@ -79,13 +79,17 @@ def _json_escape(ch: str) -> str:
 def escape_json(document: str) -> str:
     """A JSON text with every hidden character written as a ``\\uXXXX`` escape.
 
-    Valid on JSON text only: such characters can only occur inside strings there (the syntax
-    itself is ASCII), and ``\\uXXXX`` is JSON's own spelling of the same character, so the
-    document decodes to exactly the same value.
+    Valid on JSON text only: outside strings JSON is ASCII, and its only control characters
+    there are the whitespace tab, newline and carriage return, which are left as they are
+    (inside strings a valid JSON text already escapes them). Everywhere else ``\\uXXXX`` is
+    JSON's own spelling of the same character, so the document decodes to the same value.
     """
     return _CANDIDATES.sub(_json_escape_match, document)
 
 
 def _json_escape_match(match: re.Match[str]) -> str:
     ch = match.group()
-    return _json_escape(ch) if _hidden(ch) else ch
+    return _json_escape(ch) if _hidden(ch) and ch not in _JSON_WHITESPACE else ch
+
+
+_JSON_WHITESPACE: Final = frozenset("\t\n\r")

@@ -73,3 +73,16 @@ def test_escaped_json_decodes_to_the_same_value_and_hides_nothing(value: Any) ->
     assert json.loads(text) == value
     assert not hidden_chars(text)
     assert "\n" not in text
+
+
+@given(json_values)
+@example({"a\u2028": ["\x1b\n", {"\u202e": "\t"}]})
+def test_escaped_indented_json_keeps_its_layout_and_value(value: Any) -> None:
+    """Indented JSON (for people) keeps its structural newlines and spaces, decodes to the
+    same value, and holds no hidden character but that layout."""
+    dumped = json.dumps(value, ensure_ascii=False, indent=2)
+    text = escape_json(dumped)
+    assert json.loads(text) == value
+    assert set(hidden_chars(text)) <= {"\n"}
+    # json.dumps escapes newlines inside strings: each raw one is layout, and all are kept.
+    assert text.count("\n") == dumped.count("\n")
