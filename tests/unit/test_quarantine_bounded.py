@@ -69,6 +69,9 @@ def test_a_quarantine_from_before_the_size_column_is_migrated(tmp_path: Path) ->
         "code TEXT NOT NULL, reason TEXT NOT NULL, sender TEXT, msg_id BLOB, subject TEXT, "
         "received_ms INTEGER NOT NULL, envelope BLOB NOT NULL) WITHOUT ROWID;"
         "INSERT INTO quarantine VALUES (x'01', 'E_BAD_SIG', 'r', NULL, NULL, NULL, 5, x'aabbcc');"
+        # A database from before the size column said schema 1 (it is migrated to 2).
+        "UPDATE meta SET value = '1' WHERE key = 'schema';"
+        "DELETE FROM meta WHERE key = 'quarantine_bytes';"
     )
     db.close()
     store = StateStore(path)
