@@ -1061,8 +1061,8 @@ class Consumer:
         self._missing = missing
         if missing and not self._lanes:
             raise BrokerError(
-                f"the broker has no consumer of {self.agency} on the stream of channel(s) "
-                f"{', '.join(missing)}",
+                f"the stream or the consumer is missing: the broker has no consumer of "
+                f"{self.agency} on the stream of channel(s) {', '.join(missing)}",
                 hint=_PROVISION_HINT,
             )
         self._bound = True

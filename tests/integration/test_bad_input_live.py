@@ -533,7 +533,9 @@ def template_broker(
         "TFSHARE_PORT": str(port),
         "TFSHARE_STORE_DIR": str(directory / "jetstream"),
         "TFSHARE_MAX_PAYLOAD": "8KB",
-        "TFSHARE_MAX_FILE_STORE": "256MB",
+        # Room for the default --max-bytes (8GiB) the tests provision with: JetStream
+        # reserves every stream's max_bytes (an accounting, no disk is used).
+        "TFSHARE_MAX_FILE_STORE": "10GB",
     }.items():
         monkeypatch.setenv(name, value)  # nats-server reads them from its environment
     process = BrokerProcess(
