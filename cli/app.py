@@ -13,7 +13,7 @@ from tfshare.errors import ExitCode, TfshareError
 from tfshare.logconfig import configure
 
 from . import audit_cmd, broker_cmd, envelope_cmd, keys_cmd, live_cmd, roster_cmd, schema_cmd
-from .common import set_profile
+from .common import set_profile, shown
 
 app = typer.Typer(
     name="tfshare",
@@ -85,8 +85,10 @@ def _global(
 
 
 def _fail(message: str, hint: str, code: int) -> int:
-    print(f"tfshare: error: {message}", file=sys.stderr)
-    print(f"tfshare: hint: {hint}", file=sys.stderr)
+    # Messages quote values from outside (a path, a name, typer's echo of a bad argument):
+    # one line each, escaped, so an error cannot forge or hide the line after it.
+    print(f"tfshare: error: {shown(message)}", file=sys.stderr)
+    print(f"tfshare: hint: {shown(hint)}", file=sys.stderr)
     return code
 
 

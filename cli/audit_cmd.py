@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +32,7 @@ from .common import (
     iso,
     note,
     now_ms,
+    shown,
     where,
 )
 from .live_cmd import _agency
@@ -274,7 +274,7 @@ def overdue_cmd(
         emit_json(reports.overdue_json(result))
     else:
         for line in reports.overdue_table(result.rows) or ["no overdue replies"]:
-            typer.echo(line)
+            typer.echo(shown(line))
         note(
             f"{_many(result.requests, 'request')} with a reply deadline ({result.withdrawn} "
             f"withdrawn by their sender), {_many(len(result.rows), 'recipient')} past it "
@@ -320,9 +320,15 @@ def report_cmd(
         writer = csv.DictWriter(out, fieldnames=reports.REPORT_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(reports.report_rows(result))
-        typer.echo(out.getvalue(), nl=False)
+        typer.echo(_shown_lines(out.getvalue()), nl=False)
     else:
-        typer.echo(reports.report_markdown(result), nl=False)
+        typer.echo(_shown_lines(reports.report_markdown(result)), nl=False)
+
+
+def _shown_lines(text: str) -> str:
+    # Split on "\n" only (not splitlines, which also breaks at U+2028, \x85...): each of
+    # those is escaped by shown() instead of becoming a line of its own.
+    return "\n".join(shown(line) for line in text.split("\n"))
 
 
 @app.command("prove")
@@ -407,8 +413,10 @@ def consistency_cmd(
         )
         return
     typer.echo(
-        f"consistent: the log of size {checked.old_size} is a prefix of the log of size "
-        f"{checked.new_size} (new checkpoint signed by {', '.join(checked.signers)})"
+        shown(
+            f"consistent: the log of size {checked.old_size} is a prefix of the log of size "
+            f"{checked.new_size} (new checkpoint signed by {', '.join(checked.signers)})"
+        )
     )
 
 
@@ -545,10 +553,12 @@ def check_cmd(
         )
         return
     typer.echo(
-        f"proof verified: {entry.entry_type} {entry.msg_id.hex()} from {entry.sender}"
-        + (f" on {entry.channel}" if entry.channel else "")
-        + f" at {iso(entry.ts_ms)} is entry {result.index} of the log"
-        + (", and the envelope matches" if envelope else "")
+        shown(
+            f"proof verified: {entry.entry_type} {entry.msg_id.hex()} from {entry.sender}"
+            + (f" on {entry.channel}" if entry.channel else "")
+            + f" at {iso(entry.ts_ms)} is entry {result.index} of the log"
+            + (", and the envelope matches" if envelope else "")
+        )
     )
     if evidence.envelope is not None:
         note(
@@ -647,5 +657,5 @@ def check_disclosure_cmd(
             ("disclosed by", result.discloser),
         ]
     )
-    typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
+    emit_json(body, indent=2)  # the disclosed message's content: escaped, still valid JSON
     _roster_note(current)

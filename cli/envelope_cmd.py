@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -201,4 +200,4 @@ def _render_delivered(outcome: Delivered, as_json: bool) -> None:
             ("msg_id", info["msg_id"]),
         ]
     )
-    typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
+    emit_json(body, indent=2)  # the sender's content: escaped for the terminal, same JSON value

@@ -30,6 +30,7 @@ from .common import (
     note,
     now_ms,
     passphrase,
+    shown,
     split_list,
     where,
 )
@@ -274,9 +275,11 @@ def _render_feed(opened: Any, body: Any) -> None:
     """One message for people: what, how urgent, from whom (verified), how to handle it."""
     body = body if isinstance(body, dict) else {}
     severity = body.get("severity")
-    text = body.get("title") or body.get("summary") or body.get("context") or opened.schema
+    # Every field of the body came from the sender: escaped (shown), so it cannot move the
+    # cursor, clear the screen, reorder text or forge the "from ... (fp ...)" line below.
+    text = shown(body.get("title") or body.get("summary") or body.get("context") or opened.schema)
     headline = text if len(text) <= 100 else text[:97] + "..."
-    tag = f"[{str(severity).upper()}]" if severity else f"[{opened.schema.split('/')[0]}]"
+    tag = shown(f"[{str(severity).upper()}]" if severity else f"[{opened.schema.split('/')[0]}]")
     color = (
         _COLOURS.get(str(severity))
         if sys.stdout.isatty() and not os.environ.get("NO_COLOR")
@@ -284,17 +287,20 @@ def _render_feed(opened: Any, body: Any) -> None:
     )
     typer.echo(typer.style(tag, fg=color, bold=bool(color)) + f" {headline}")
     handling = body.get("handling", {})
+    handling = handling if isinstance(handling, dict) else {}
     marks = [f"TLP:{handling.get('tlp')}", f"PAP:{handling.get('pap')}", str(handling.get("code"))]
     if handling.get("no_forward"):
         marks.append("no-forward")
     typer.echo(
-        f"  from {opened.sender} (fp {opened.fingerprint}) on {opened.channel}, "
-        f"sent {iso(opened.ts_ms)}"
+        shown(
+            f"  from {opened.sender} (fp {opened.fingerprint}) on {opened.channel}, "
+            f"sent {iso(opened.ts_ms)}"
+        )
     )
-    typer.echo(f"  handling {' '.join(marks)}")
+    typer.echo(shown(f"  handling {' '.join(marks)}"))
     indicators = body.get("indicators") or []
-    if indicators:
-        typer.echo(f"  indicators {', '.join(indicators[:6])}")
+    if isinstance(indicators, list) and indicators:
+        typer.echo(shown(f"  indicators {', '.join(str(i) for i in indicators[:6])}"))
 
 
 @inbox_app.command("list")
@@ -325,7 +331,10 @@ def inbox_list(
         return
     for r in rows:
         typer.echo(
-            f"{r['received']}  {r['msg_id']}  {r['sender']:<16} {r['channel']:<10} {r['schema']}"
+            shown(
+                f"{r['received']}  {r['msg_id']}  {r['sender']:<16} {r['channel']:<10} "
+                f"{r['schema']}"
+            )
         )
 
 
@@ -393,7 +402,9 @@ def inbox_search(
     for hit in hits:
         body = hit["body"] if isinstance(hit["body"], dict) else {}
         headline = body.get("title") or body.get("summary") or body.get("context") or ""
-        typer.echo(f"{hit['sent']}  {hit['msg_id']}  {hit['sender']:<16} {str(headline)[:70]}")
+        typer.echo(
+            shown(f"{hit['sent']}  {hit['msg_id']}  {hit['sender']:<16} ") + shown(headline)[:70]
+        )
     if not hits:
         note("no message matches")
 
@@ -428,9 +439,12 @@ def inbox_quarantine(
         return
     for r in rows:
         kept = "" if r["kept"] == r["size"] else f" (first {r['kept']} bytes kept)"
+        # Subject and claimed sender are whatever the publisher sent: escaped.
         typer.echo(
-            f"{r['received']}  {r['code']!s:<18} {r['subject']}  {str(r['env_hash'])[:16]}  "
-            f"{r['size']} bytes{kept}"
+            shown(
+                f"{r['received']}  {r['code']!s:<18} {r['subject']}  {str(r['env_hash'])[:16]}  "
+                f"{r['size']} bytes{kept}"
+            )
         )
     if not rows:
         note("quarantine is empty")

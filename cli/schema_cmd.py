@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +17,16 @@ from tfshare.workflows.exchange import default_state_dir, tfshare_home
 from tfshare.workflows.keys import load_identity
 from tfshare.workflows.rosters import trusted_roster
 
-from .common import JsonFlag, PassphraseFile, emit_fields, emit_json, note, now_ms, passphrase
+from .common import (
+    JsonFlag,
+    PassphraseFile,
+    emit_fields,
+    emit_json,
+    note,
+    now_ms,
+    passphrase,
+    shown,
+)
 
 app = typer.Typer(help="List, check, register and export message schemas.", no_args_is_help=True)
 
@@ -90,7 +98,7 @@ def list_cmd(
         emit_json({"schemas": rows})
         return
     for row in rows:
-        typer.echo(f"{row['name']!s:<22} {str(row['fingerprint'])[:16]}  {row['mode']}")
+        typer.echo(shown(f"{row['name']!s:<22} {str(row['fingerprint'])[:16]}  {row['mode']}"))
 
 
 @app.command("show")
@@ -108,7 +116,7 @@ def show_cmd(
         f"{schema.name}  fingerprint {schema.fingerprint.hex()}  "
         f"mode {registry.mode(schema.subject).value}"
     )
-    typer.echo(json.dumps(schema.document, indent=2, ensure_ascii=False))
+    emit_json(schema.document, indent=2)  # a published document: escaped, same JSON value
 
 
 @app.command("validate")

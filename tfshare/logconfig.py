@@ -14,6 +14,8 @@ from typing import Any, Final, TextIO
 
 import structlog
 
+from tfshare.visible import escape
+
 SENSITIVE_KEYS: Final = frozenset(
     {
         "passphrase",
@@ -59,6 +61,18 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
     return event
 
 
+def visible(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor for a terminal: string values (subjects, claimed senders, reasons
+    from outside) with control, format and line-break characters escaped, so a log line cannot
+    forge another or rewrite the screen. (JSON lines escape them already: ensure_ascii.)"""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = escape(value)
+    return event
+
+
 def configure(
     level: str = "warning", *, json: bool | None = None, stream: TextIO | None = None
 ) -> None:
@@ -76,6 +90,7 @@ def configure(
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact,
+            *([] if as_json else [visible]),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
