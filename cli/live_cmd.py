@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import sys
@@ -11,9 +12,9 @@ from typing import Annotated, Any
 
 import typer
 
-from tfshare.errors import ExitCode, UsageError
+from tfshare.errors import ExitCode, TfshareError, UsageError
 from tfshare.workflows import live
-from tfshare.workflows.bodies import read_stdin_body
+from tfshare.workflows.bodies import Prompter, is_draft, read_stdin_body, save_draft
 from tfshare.workflows.exchange import Credentials
 
 from .common import (
@@ -86,15 +87,34 @@ def agent_run(
     )
 
 
-def _ask(path: str, allowed: list[str] | None) -> str:
-    """Ask for one missing required field on the terminal, offering its allowed values."""
-    if allowed:
-        note(f"{path}: one of {', '.join(allowed)}")
-    answer: str = typer.prompt(path, err=True)
-    while allowed and answer not in allowed:
-        note(f"{path} must be one of {', '.join(allowed)}")
-        answer = typer.prompt(path, err=True)
+def _ask(path: str, offered: list[str] | None) -> str:
+    """Read one answer on the terminal. What the field takes and why an answer was refused
+    are said by the prompts (``bodies.Prompter.say``); an empty answer is passed on, so that
+    the prompts say what is needed instead of typer repeating the question."""
+    answer: str = typer.prompt(path, default="", show_default=False, err=True)
     return answer
+
+
+def _keep_draft(
+    agency: live.Agency, prompter: Prompter | None, kind: str, exc: BaseException
+) -> None:
+    """After a failed publish, keep what was typed at the prompts in a 0600 draft and name
+    it (in the error's hint, or on stderr for an interrupt). Nothing is kept if nothing
+    was typed: the body file and the --field flags are still where they were."""
+    if prompter is None or not prompter.answered or prompter.draft is None:
+        return
+    state_dir = agency.store.path.parent
+    try:
+        path = save_draft(state_dir, prompter.draft, kind=kind, now=dt.datetime.now(dt.UTC))
+    except TfshareError as failed:
+        note(f"the answers could not be kept as a draft: {failed.message}")
+        return
+    resume = f"your answers are kept in {path} (readable by you only): fix it and run "
+    resume += f"'tfshare publish {kind} --body-file {path}'"
+    if isinstance(exc, TfshareError):
+        exc.hint = f"{resume}; {exc.hint}"
+    else:
+        note(resume)
 
 
 def publish_cmd(
@@ -180,19 +200,28 @@ def publish_cmd(
     body_path = Path(body) if body is not None and not from_stdin else None
     agency, url = _agency(key, passphrase_file, roster, anchor, state, registry, server)
     on_terminal = sys.stdin.isatty() and sys.stderr.isatty() and not from_stdin
-    result = live.publish(
-        agency,
-        kind=kind,
-        channel=channel,
-        to=split_list(to),
-        body_path=body_path,
-        body=stdin_body,
-        fields=field or [],
-        prompt=_ask if on_terminal else None,
-        url=url,
-        queue=not no_queue,
-        derive=derived[0] if derived else None,
-    )
+    prompter = Prompter(ask=_ask, say=note) if on_terminal else None
+    try:
+        result = live.publish(
+            agency,
+            kind=kind,
+            channel=channel,
+            to=split_list(to),
+            body_path=body_path,
+            body=stdin_body,
+            fields=field or [],
+            prompt=prompter,
+            url=url,
+            queue=not no_queue,
+            derive=derived[0] if derived else None,
+        )
+    except (TfshareError, typer.Abort, KeyboardInterrupt) as exc:
+        _keep_draft(agency, prompter, kind, exc)
+        raise
+    state_dir = agency.store.path.parent
+    if body_path is not None and is_draft(state_dir, body_path):
+        body_path.unlink()  # sealed into the outbox or sent: the plaintext copy goes
+        note(f"draft {body_path} published and removed")
     info = {
         "msg_id": result.sealed.msg_id.hex(),
         "subject": result.subject,

@@ -137,3 +137,12 @@ def _union(
                 _walk(variant, value, path, defs, errors)
                 return
     errors.append(f"{path}: does not match any variant (check its discriminator)")
+
+
+def value_errors(schema: Any, value: Any, defs: dict[str, Any]) -> list[str]:
+    """Every failing path of one property's ``value`` against that property's ``schema``
+    (``$`` is the value itself; ``defs`` are the document's ``$defs``): the same rules as
+    ``all_errors``, for checking one answer as it is typed."""
+    errors: list[str] = []
+    _walk(schema, value, "$", defs, errors)
+    return errors[:MAX_ERRORS]
