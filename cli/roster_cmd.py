@@ -74,18 +74,72 @@ def add_cmd(
     _saved(roster, f"added {roster.members[-1].agency_id} as {role}")
 
 
+Agencies = Annotated[
+    str | None,
+    typer.Argument(
+        help="Agency ids, comma-separated (e.g. police-nl,ngo-x); or use --all-members.",
+        show_default=False,
+    ),
+]
+AllMembers = Annotated[
+    bool, typer.Option("--all-members", help="Every active member of the roster.")
+]
+ChannelOpt = Annotated[str, typer.Option("--channel", help="Channel name.")]
+
+
+def _rights_done(
+    roster: R.Roster | None, verb: str, agencies: list[str], channel: str, read: bool, write: bool
+) -> None:
+    rights = "+".join(r for r, on in (("read", read), ("write", write)) if on)
+    who = ", ".join(agencies) or "nobody"
+    if roster is None:
+        note(f"nothing changed: {rights} on {channel} was already as asked for {who}")
+        return
+    _saved(roster, f"{verb} {rights} on {channel}: {who}")
+
+
 @app.command("grant")
 def grant_cmd(
     path: RosterPath,
-    agency: Annotated[str, typer.Argument(help="Agency id.")],
     channel: Annotated[str, typer.Option("--channel", help="Channel name (created if new).")],
+    agencies: Agencies = None,
     read: Annotated[bool, typer.Option("--read", help="May read the channel.")] = False,
     write: Annotated[bool, typer.Option("--write", help="May write the channel.")] = False,
+    all_members: AllMembers = False,
 ) -> None:
-    """Let an agency read and/or write a channel."""
-    roster = workflow.grant(path, agency, channel=channel, read=read, write=write, now_ms=now_ms())
-    rights = "+".join(r for r, on in (("read", read), ("write", write)) if on)
-    _saved(roster, f"granted {rights} on {channel} to {agency}")
+    """Let agencies (or --all-members) read and/or write a channel."""
+    roster, who = workflow.grant(
+        path,
+        agencies,
+        channel=channel,
+        read=read,
+        write=write,
+        all_members=all_members,
+        now_ms=now_ms(),
+    )
+    _rights_done(roster, "granted", who, channel, read, write)
+
+
+@app.command("ungrant")
+def ungrant_cmd(
+    path: RosterPath,
+    channel: ChannelOpt,
+    agencies: Agencies = None,
+    read: Annotated[bool, typer.Option("--read", help="May no longer read it.")] = False,
+    write: Annotated[bool, typer.Option("--write", help="May no longer write it.")] = False,
+    all_members: AllMembers = False,
+) -> None:
+    """Take read and/or write on a channel away from agencies (or --all-members)."""
+    roster, who = workflow.ungrant(
+        path,
+        agencies,
+        channel=channel,
+        read=read,
+        write=write,
+        all_members=all_members,
+        now_ms=now_ms(),
+    )
+    _rights_done(roster, "removed", who, channel, read, write)
 
 
 @app.command("channel")
@@ -135,17 +189,30 @@ def sign_cmd(
     path: RosterPath,
     key: Annotated[Path, typer.Option("--key", help="Your coordinator key file.")],
     passphrase_file: PassphraseFile = None,
+    previous: Annotated[
+        Path | None,
+        typer.Option(
+            "--previous",
+            help="The roster in force: lets its coordinators (outgoing ones too) approve a "
+            "change of the coordinator set.",
+        ),
+    ] = None,
 ) -> None:
-    """Add your coordinator signature to the roster."""
-    identity = load_identity(key, passphrase(passphrase_file, confirm=False, purpose=str(key)))
-    roster, approvals, is_coordinator = workflow.sign(path, identity)
+    """Add your coordinator signature to the roster (refused, file unchanged, if your key
+    is not an active coordinator key of it)."""
+    roster, approvals, signer, is_coordinator = workflow.sign(
+        path,
+        key,
+        lambda: passphrase(passphrase_file, confirm=False, purpose=str(key)),
+        previous=previous,
+    )
     if not is_coordinator:
         note(
-            f"note: {identity.agency_id} is not a coordinator of this roster; the signature "
+            f"note: {signer} is not a coordinator of this roster; the signature "
             "counts only as an outgoing coordinator's approval of a coordinator change"
         )
     note(
-        f"signed roster seq {roster.seq} as {identity.agency_id}: "
+        f"signed roster seq {roster.seq} as {signer}: "
         f"{len(approvals)} of {roster.threshold} coordinator signature(s)"
     )
 
@@ -184,11 +251,30 @@ def publish_cmd(
     key: Annotated[Path, typer.Option("--key", help="Your coordinator key file.")],
     server: Annotated[str | None, typer.Option("--server", help="Broker URL.")] = None,
     passphrase_file: PassphraseFile = None,
+    anchor: Annotated[
+        Path | None,
+        typer.Option(
+            "--anchor",
+            help="The pinned trust anchor: also trusted to verify the roster already in the "
+            "bucket.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace a bucket value that does not verify (junk); a verified newer "
+            "roster is never replaced.",
+        ),
+    ] = False,
 ) -> None:
     """Publish a fully signed roster to the broker's roster bucket (agents and the broker
-    verify it and follow it)."""
+    verify it and follow it). A roster older than the one in the bucket is refused (exit 6,
+    E_ROSTER_ROLLBACK)."""
     identity = load_identity(key, passphrase(passphrase_file, confirm=False, purpose=str(key)))
-    roster, revision = workflow.publish(path, identity, url=live_server_url(server))
+    roster, revision = workflow.publish(
+        path, identity, url=live_server_url(server), anchor=anchor, force=force
+    )
     note(f"published roster seq {roster.seq} of {roster.taskforce} (bucket revision {revision})")
 
 

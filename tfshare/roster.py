@@ -702,6 +702,38 @@ def set_witness_threshold(signed: SignedRoster, threshold: int, *, now_ms: int) 
     return edit(signed, roster, now_ms=now_ms)
 
 
+def signer_problem(
+    roster: Roster, agency_id: str, sign_pk: bytes, *, previous: Anchor | None = None
+) -> str | None:
+    """Why a signature by ``agency_id``'s key ``sign_pk`` on ``roster`` could never count, or
+    None if it can.
+
+    A signature counts only from a voting key (``_coordinator_keys``: an active coordinator's
+    key, neither revoked nor retired before the roster was issued) of this roster or, for a
+    coordinator-set change, of ``previous`` (the anchor of the roster in force: an outgoing
+    coordinator's approval). Anything else would change the file and add nothing but noise.
+    """
+    trusted = [*_coordinator_keys(roster), *(previous.coordinators if previous else [])]
+    if any(k.agency_id == agency_id and k.sign_pk == sign_pk for k in trusted):
+        return None
+    who = agency_id
+    member = next((m for m in roster.members if m.agency_id == who), None)
+    where = f"roster seq {roster.seq} of {roster.taskforce}"
+    if member is None:
+        return f"{who!r} is not in {where}"
+    if who not in roster.coordinators:
+        return f"{who!r} is not a coordinator of {where}"
+    if member.status != "active":
+        return f"coordinator {who!r} is {member.status} in {where}"
+    key = next((k for k in member.sign_keys if k.pk == sign_pk), None)
+    if key is None:
+        return f"this key is not one of {who!r}'s signing keys in {where}"
+    revoked = next((r for r in roster.revoked if r.kid == kid_sig(key.pk)), None)
+    if revoked is not None:
+        return f"this key of {who!r} is revoked ({revoked.reason}) in {where}"
+    return f"this key of {who!r} was retired before {where} was issued"
+
+
 def sign(signed: SignedRoster, identity: Identity) -> SignedRoster:
     """Add ``identity``'s signature (replacing an earlier one by the same key)."""
     sig = RosterSig(identity.kid_sig, identity.sign(roster_message(signed.roster)))
