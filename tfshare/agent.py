@@ -135,6 +135,7 @@ class Agent:
     # connection ends. A job that fails is logged and started again with the next connection;
     # it never takes the consumer down.
     sidecars: list[Sidecar] = field(default_factory=list)
+    sidecar_grace_s: float = 1.0
     stats: AgentStats = field(default_factory=AgentStats)
 
     def __post_init__(self) -> None:
@@ -266,9 +267,13 @@ class Agent:
             # they were fetching would come back only after the broker's ack wait.
             await consumer.close()
             ended.set()
-            for job in jobs:
-                job.cancel()
-            await asyncio.gather(*jobs, return_exceptions=True)
+            if jobs:
+                # A job told that the connection ends may finish on its own (a witness round
+                # in flight writes its held checkpoint); one that does not is cancelled.
+                _, unfinished = await asyncio.wait(jobs, timeout=self.sidecar_grace_s)
+                for job in unfinished:
+                    job.cancel()
+                await asyncio.gather(*jobs, return_exceptions=True)
 
     async def follow_roster_bucket(self, conn: transport.Connection) -> None:
         """Apply a newer roster published in the broker's bucket (verified first)."""

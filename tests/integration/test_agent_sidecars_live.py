@@ -18,7 +18,6 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import pytest
 from livekit import make_agent
 from structlog.testing import capture_logs
 from test_audit_proofs_live import agency_of, running, service_factory, signed_size
@@ -264,12 +263,6 @@ def test_sidecars_stop_with_the_connection(
     assert all(job.done() for job in jobs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Agent._consume cancels the jobs in the same step as it sets their event, so a job "
-    "waiting on it is cancelled before it can see it and finish (run_witness's own exit "
-    "path is never taken); needs a short grace between ended.set() and the cancel",
-)
 def test_a_sidecar_waiting_on_its_event_returns_on_its_own(
     live_tf: TaskForce, broker: BrokerProcess, tmp_path: Path
 ) -> None:

@@ -395,7 +395,8 @@ def test_agent_exits_0_on_sigterm_with_its_summary(
         assert code == 0, agent.stderr()
         assert seconds < 5
         summary = re.search(
-            r"agent stopped: (\d+) delivered, 0 duplicates, 0 rejected, 0 sent from the outbox",
+            r"agent stopped: (\d+) delivered, 0 duplicates, 0 rejected \(0 unsigned junk\), "
+            r"0 processing failures, 0 sent from the outbox",
             agent.stderr(),
         )
         assert summary is not None, agent.stderr()
