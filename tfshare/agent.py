@@ -62,7 +62,6 @@ from tfshare.protocol import (
 )
 from tfshare.roster import TrustedRoster
 from tfshare.seal import Duplicate, ReceivePolicy, envelope_hash, seal
-from tfshare.sqlfail import classify
 from tfshare.store import (
     QUARANTINE_KEEP_BYTES,
     QUARANTINE_TOTAL_BYTES,
@@ -74,6 +73,22 @@ from tfshare.store import (
 log = structlog.get_logger("tfshare.agent")
 
 Sidecar = Callable[[transport.Connection, asyncio.Event], Awaitable[None]]
+
+# Unknown schemas looked up in the registry bucket per batch; the rest of a batch's unknown
+# names wait for a later batch (a member naming a made-up schema in every message costs one
+# lookup each, not one per message of a batch).
+SCHEMA_FETCHES_PER_BATCH = 4
+
+
+class _OpenFault(Exception):
+    """The receive checks could not finish for one message (``Opening.fault``): no verdict
+    on it, so it is retried like any other failure of its processing."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
 """A job beside the consumer: runs on the agent's connection until the event is set."""
 
 
@@ -142,6 +157,7 @@ class Agent:
         self._next_reload = 0.0
         self._seen_roster: bytes | None = None
         self._schema_attempts: dict[str, float] = {}
+        self._batch_fetches: set[str] = set()  # names deferred for lookup in this batch
         self._fetched = False  # this connection has fetched from the consumer at least once
         self._junk: Counter[str] = Counter()  # unverified rejections not yet logged, by code
         self._junk_logged_at = float("-inf")
@@ -342,6 +358,7 @@ class Agent:
         deferred: dict[str, list[transport.Delivery]] = {}
         receiver = self.receiver  # the roster may change while the batch is opened
         now_ms = self.clock()
+        self._batch_fetches = set()
         # Receiver.open never raises: every input ends in an outcome with a code.
         openings = [receiver.open(d.data, d.subject, now_ms) for d in deliveries]
         try:
@@ -353,10 +370,13 @@ class Agent:
                             result = self._settle(receiver, delivery, opening, now_ms, conn)
                     except (StoreError, asyncio.CancelledError):
                         raise  # the store is unavailable: the whole batch waits
-                    except sqlite3.Error as exc:
-                        if classify(exc) is not None:
-                            raise  # a storage failure, not this message's
+                    except sqlite3.IntegrityError as exc:
+                        # A constraint this message's rows broke: a bug about this message.
                         result = self._failed(delivery, opening, exc)
+                    except sqlite3.Error:
+                        # Every other SQLite error is the store's (full, damaged, a missing
+                        # table): acknowledging the message as failed could lose a valid one.
+                        raise
                     except Exception as exc:
                         result = self._failed(delivery, opening, exc)
                     if result is None:
@@ -404,6 +424,8 @@ class Agent:
     ) -> Outcome | str:
         """One message's bookkeeping, inside its savepoint: the replay check and record, the
         receipt, the quarantine. Returns the outcome, or the name of a schema to fetch first."""
+        if opening.fault is not None:
+            raise _OpenFault(opening.fault)  # retried, then E_INTERNAL (``_failed``)
         outcome = receiver.settle(delivery.data, opening)
         name = outcome.schema if isinstance(outcome, Rejection) else None
         if (
@@ -425,12 +447,13 @@ class Agent:
         attempts left (it is retried), else its E_INTERNAL rejection, quarantined (so it is
         acknowledged and never comes back). Only the exception's type is logged."""
         self.stats.failed += 1
+        error = exc.name if isinstance(exc, _OpenFault) else type(exc).__name__
         claimed = opening.result
         sender = claimed.sender
         msg_id = claimed.msg_id
         env_hash = envelope_hash(delivery.data)
         fields: dict[str, object] = {
-            "error": type(exc).__name__,
+            "error": error,
             "attempt": delivery.delivered,
             "max_attempts": self.max_attempts,
             "subject": delivery.subject,
@@ -441,7 +464,7 @@ class Agent:
             return None
         rejection = Rejection(
             RejectCode.E_INTERNAL,
-            f"processing failed {delivery.delivered} times ({type(exc).__name__})",
+            f"processing failed {delivery.delivered} times ({error})",
             env_hash,
             sender,
             msg_id,
@@ -556,11 +579,28 @@ class Agent:
         self.store.outbox_add(sealed.msg_id, subject, sealed.data, now_ms)
 
     def _may_fetch_schema(self, name: str) -> bool:
+        """Whether to look ``name`` up in the registry bucket before settling its message:
+        not if it was looked up within ``schema_retry_s``, nor beyond the batch's share of
+        lookups (then it is quarantined as E_SCHEMA like any unknown schema)."""
+        if name in self._batch_fetches:
+            return True
         last = self._schema_attempts.get(name)
-        return last is None or time.monotonic() - last >= self.schema_retry_s
+        if last is not None and time.monotonic() - last < self.schema_retry_s:
+            return False
+        if len(self._batch_fetches) >= SCHEMA_FETCHES_PER_BATCH:
+            return False
+        self._batch_fetches.add(name)
+        return True
 
     async def _fetch_schema(self, conn: transport.Connection | None, name: str) -> None:
-        self._schema_attempts[name] = time.monotonic()
+        now = time.monotonic()
+        # Forget lookups older than the retry pause: the table stays as small as the names
+        # looked up in the last ``schema_retry_s``, whatever names members make up.
+        for stale in [
+            n for n, t in self._schema_attempts.items() if now - t >= self.schema_retry_s
+        ]:
+            del self._schema_attempts[stale]
+        self._schema_attempts[name] = now
         if conn is None or self.fetch_schema is None:
             return
         try:

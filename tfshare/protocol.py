@@ -130,13 +130,15 @@ class Receiver:
             # Last resort: every input ends in one outcome with a code. Each primitive call
             # is guarded (tfshare.primitives), so this is a bug or an input no check foresaw;
             # the envelope is refused, never delivered. Only the exception's type is kept.
+            # ``fault`` tells a caller that can try again (the agent) that this is no verdict
+            # on the envelope: a MemoryError says nothing about the input.
             internal = Rejection(
                 RejectCode.E_INTERNAL,
                 f"the receiver could not check this envelope ({type(exc).__name__})",
                 envelope_hash(data),
                 verified=deferred.key is not None,
             )
-            return Opening(internal, deferred.key, now_ms)
+            return Opening(internal, deferred.key, now_ms, fault=type(exc).__name__)
         # open_envelope returns Duplicate only when the store says so; ours never does.
         assert isinstance(result, Opened)
         return Opening(result, deferred.key, now_ms)
@@ -197,6 +199,9 @@ class Opening:
     result: Opened | Rejection
     replay_key: tuple[bytes, bytes] | None
     now_ms: int
+    # Set when the checks could not finish (the exception's type): ``result`` is then an
+    # E_INTERNAL rejection, final for a one-shot caller, worth another try for an agent.
+    fault: str | None = None
 
 
 class _DeferredReplay:

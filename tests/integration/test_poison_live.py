@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ import structlog
 from livekit import free_port, make_agent, run_agents
 from tfkit import TaskForce, build_taskforce
 
-from tfshare import transport
+from tfshare import protocol, transport
 from tfshare.agent import Agent
 from tfshare.broker import BrokerProcess, channel_subject, stream_name
 from tfshare.envelope import Envelope
@@ -248,3 +249,94 @@ def test_a_flood_of_large_junk_keeps_the_quarantine_within_its_caps(
     assert entries == 30
     assert kept == 8 * 16 * 1024  # 8 prefixes fit in 128 KiB; the rest are metadata only
     assert asyncio.run(unfinished(broker, "ngo")) == (0, 0)
+
+
+def test_a_receive_fault_is_retried_and_is_no_verdict_on_the_message(
+    live_tf: TaskForce, broker: BrokerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding F5: a fault inside the checks (here a MemoryError on the first try) said
+    nothing about the envelope, yet it was quarantined with E_INTERNAL and acknowledged at
+    once. Now it is retried like any failed processing, and the valid alert is delivered."""
+    alert = fresh_alert(live_tf)
+    asyncio.run(publish_all(live_tf, broker.url, [alert.data]))
+    real = protocol.open_envelope  # type: ignore[attr-defined]
+    faults = {"left": 1}
+
+    def out_of_memory_once(data: bytes, **kwargs: object) -> object:
+        if data == alert.data and faults["left"]:
+            faults["left"] -= 1
+            raise MemoryError
+        return real(data, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(protocol, "open_envelope", out_of_memory_once)
+    ngo = make_agent(live_tf, "ngo", broker.url, tmp_path)
+    ngo.failed_retry_s = 0.1
+    with structlog.testing.capture_logs() as logs:
+        run_agents([ngo], lambda: ngo.stats.delivered == 1, timeout=20)
+    assert [i.msg_id for i in ngo.store.inbox()] == [alert.msg_id]
+    assert ngo.store.quarantined() == []
+    assert ngo.stats.failed == 1
+    [failed] = [e for e in logs if e["event"] == "processing_failed"]
+    assert (failed["error"], failed["attempt"]) == ("MemoryError", 1)
+    assert asyncio.run(unfinished(broker, "ngo")) == (0, 0)
+
+
+class StoreBreaksFor(Agent):
+    """An agent whose state database loses a table while one message is settled: an SQLite
+    error that is the store's (not a constraint this message broke)."""
+
+    broken: bool = True
+
+    def _queue_receipt(self, delivery: transport.Delivery, outcome: Outcome, now_ms: int) -> None:
+        if self.broken:
+            raise sqlite3.OperationalError("no such table: outbox")
+        super()._queue_receipt(delivery, outcome, now_ms)
+
+
+def test_a_store_error_that_is_no_constraint_acknowledges_nothing_and_loses_nothing(
+    live_tf: TaskForce, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """Review: an unclassified SQLite error (a missing table) was taken as the message's own
+    fault, so after max_attempts a valid message was acknowledged with nothing stored. Now the
+    batch waits, unacknowledged, and is delivered once the store works again."""
+    alerts = [fresh_alert(live_tf, seq=n) for n in (1, 2)]
+    asyncio.run(publish_all(live_tf, broker.url, [a.data for a in alerts]))
+    plain = make_agent(live_tf, "ngo", broker.url, tmp_path)
+    ngo = StoreBreaksFor(
+        identity=plain.identity,
+        roster=plain.roster,
+        schemas=plain.schemas,
+        store=plain.store,
+        url=plain.url,
+        clock=plain.clock,
+        fetch_timeout=0.2,
+    )
+    ngo.max_attempts, ngo.failed_retry_s, ngo.persist_retry_s = 2, 0.1, 0.2
+    with structlog.testing.capture_logs() as logs:
+        run_agents(
+            [ngo],
+            lambda: len([e for e in logs if e["event"] == "persist_failed"]) >= 3,
+            timeout=20,
+        )
+    assert ngo.store.inbox() == [] and ngo.store.quarantined() == []
+    assert ngo.stats.failed == 0  # never counted as the message's own failure
+    ngo.broken = False
+    run_agents([ngo], lambda: ngo.stats.delivered == 2, timeout=20)
+    assert sorted(i.msg_id for i in ngo.store.inbox()) == sorted(a.msg_id for a in alerts)
+    assert asyncio.run(unfinished(broker, "ngo")) == (0, 0)
+
+
+def test_schema_lookups_are_bounded_per_batch_and_forgotten_after_the_retry_pause(
+    live_tf: TaskForce, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """Review finding F8: a member naming a new made-up schema in every message made the agent
+    look each up (one KV get while the batch waits) and remember each name for ever."""
+    ngo = make_agent(live_tf, "ngo", broker.url, tmp_path)
+    ngo._batch_fetches = set()
+    asked = [ngo._may_fetch_schema(f"made.up{i}/1") for i in range(6)]
+    assert asked == [True, True, True, True, False, False]
+    assert ngo._may_fetch_schema("made.up0/1")  # a name already deferred in this batch
+    ngo.schema_retry_s = 60.0
+    ngo._schema_attempts = {f"old{i}/1": time.monotonic() - 61 for i in range(1000)}
+    asyncio.run(ngo._fetch_schema(None, "new/1"))
+    assert list(ngo._schema_attempts) == ["new/1"]
