@@ -367,3 +367,42 @@ def test_an_agent_shown_a_forked_log_keeps_delivering(
     names = [e["event"] for e in events]
     assert names.count("agent_connected") == 1
     assert not {"agent_error", "broker_lost", "sidecar_failed"} & set(names)
+
+
+def test_a_checkpoint_announcement_starts_a_witness_round_at_once(
+    live_tf: TaskForce, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """Rounds used to come only every interval (30 s), so a checkpoint signed just after a
+    round waited that long for its witnesses. They now also start when the audit service
+    announces a checkpoint: with an interval of an hour, the agent co-signs the first
+    checkpoint on connecting and the next one as soon as it is announced."""
+    ngo = agency_of(live_tf, "ngo", tmp_path / "ngo")
+    log = tmp_path / "audit.db"
+    agent = live.make_agent(ngo, url=broker.url, clock=_now, witness_interval_s=3600)
+
+    async def main() -> None:
+        coord = await _connect(live_tf, "coord", broker.url)
+
+        async def cosigned_size() -> int:
+            note = await transport.get_cosignature(coord, TF, "ngo")
+            return 0 if note is None else int(split_note(note)[0].split(b"\n")[1])
+
+        async def cosigned_at_least(size: int) -> bool:
+            return await cosigned_size() >= size
+
+        await _until(lambda: signed_size(log) >= 1)  # the roster entry, signed
+        stop = asyncio.Event()
+        running_agent = asyncio.create_task(agent.run(stop))
+        try:
+            await _until(lambda: cosigned_at_least(1))  # the round on connecting
+            first = await cosigned_size()
+            await _publish_alerts(live_tf, broker.url, range(1, 3))
+            await _until(lambda: cosigned_at_least(first + 2))  # announced, not polled
+        finally:
+            stop.set()
+            await asyncio.wait_for(running_agent, timeout=15)
+            await coord.close()
+
+    with running(service_factory(live_tf, broker.url, log)):
+        asyncio.run(main())
+    ngo.store.close()

@@ -137,3 +137,44 @@ def test_witnesses_make_evidence_trusted_and_catch_a_forged_checkpoint(
     assert at_labour.value.witness_code is WitnessCode.E_LOG_FORK
     assert [e["event"] for e in events].count("log_fork_detected") == 1
     assert not held_path(labour.store.path.parent).exists()
+
+
+def test_a_forged_checkpoint_of_another_size_than_a_peers_is_a_fork(
+    live_tf: TaskForce, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """Review finding F7: witnesses compared their checkpoints with each other's only at the
+    same size. ngo co-signed the real log at one size; the log grew; a thief of coord's key
+    then shows labour (which holds nothing) another tree of the new size. The audit service
+    proves the real trees consistent, and the forged root is not the one it proves: labour
+    refuses to co-sign and logs the fork, instead of witnessing the forgery."""
+    ngo = agency_of(live_tf, "ngo", tmp_path / "ngo")
+    labour = agency_of(live_tf, "labour", tmp_path / "labour")
+    log = tmp_path / "audit.db"
+    _publish(live_tf, broker.url, 1)
+    with running(service_factory(live_tf, broker.url, log)):
+        wait_for(lambda: signed_size(log) >= 2)
+        early = witness(ngo, url=broker.url)
+        assert early.cosigned
+        _publish(live_tf, broker.url, 2)
+        _publish(live_tf, broker.url, 3)
+        wait_for(lambda: signed_size(log) >= early.size + 2)
+        later = signed_size(log)
+        forged = asyncio.run(_forge_checkpoint(live_tf, broker.url, later))
+        with capture_logs() as events, pytest.raises(WitnessError) as at_labour:
+            witness(labour, url=broker.url)
+    assert at_labour.value.witness_code is WitnessCode.E_LOG_FORK
+    [fork] = [e for e in events if e["event"] == "log_fork_detected"]
+    assert fork["seen_checkpoint"] == forged.decode()
+    assert not held_path(labour.store.path.parent).exists()
+    published = asyncio.run(_cosignature_of(live_tf, broker.url, "labour"))
+    assert published is None  # the forgery was never co-signed
+
+
+async def _cosignature_of(tf: TaskForce, url: str, agency: str) -> bytes | None:
+    conn = await transport.connect(
+        url, nkey_seed=tf.ids["police"].nats_seed_encoded(), agency="police", name="reader"
+    )
+    try:
+        return await transport.get_cosignature(conn, "nl-north", agency)
+    finally:
+        await conn.close()

@@ -47,7 +47,7 @@ from tfshare.workflows.filekinds import load_anchor
 from tfshare.workflows.keys import load_identity
 from tfshare.workflows.rosters import load_trusted
 from tfshare.workflows.schemas import fetch_schema, load_registry, resolve, store_for
-from tfshare.workflows.witness import run_witness
+from tfshare.workflows.witness import WITNESS_INTERVAL_S, run_witness
 
 log = structlog.get_logger("tfshare.live")
 
@@ -728,10 +728,18 @@ def publish(
     return Published(sealed, subject, False, seq, duplicate, flushed)
 
 
-def make_agent(agency: Agency, *, url: str, clock: Clock, witness: bool = True) -> Agent:
+def make_agent(
+    agency: Agency,
+    *,
+    url: str,
+    clock: Clock,
+    witness: bool = True,
+    witness_interval_s: float = WITNESS_INTERVAL_S,
+) -> Agent:
     """The agency's agent (run it with ``await agent.run(stop)``). Unless ``witness`` is
     False it also witnesses the audit log (AUDIT-LOG.md 13): it checks each new checkpoint
-    against the one it holds, co-signs it and publishes the cosignature."""
+    against the one it holds, co-signs it and publishes the cosignature, when the audit
+    service announces one and every ``witness_interval_s`` in any case."""
     identity = load_identity(agency.creds.key_path, agency.creds.passphrase)
 
     async def witness_log(conn: transport.Connection, ended: asyncio.Event) -> None:
@@ -741,6 +749,7 @@ def make_agent(agency: Agency, *, url: str, clock: Clock, witness: bool = True) 
             roster=lambda: agency.roster,
             state_dir=agency.store.path.parent,
             stop=ended,
+            interval_s=witness_interval_s,
         )
 
     return Agent(

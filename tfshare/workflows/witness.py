@@ -20,7 +20,6 @@ connection (see the module's ``run_witness``); ``tfshare audit witness`` runs on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from tfshare.audit.witness import (
     cosign,
     judge,
 )
+from tfshare.backoff import sleep_or_stop
 from tfshare.broker import proof_subject
 from tfshare.errors import BrokerError, TrustError
 from tfshare.files import read_bytes, write_atomic
@@ -161,14 +161,30 @@ async def _consistency(
         )
 
 
+PEER_PROOFS_PER_ROUND: Final = 4
+"""Consistency proofs a round asks for other witnesses' checkpoints of another size (each is
+remembered once proven, so a large task force is covered over a few rounds, within the audit
+service's per-member rate)."""
+
+
 async def _compare_with_peers(
-    conn: transport.Connection, roster: TrustedRoster, identity: Identity, seen: bytes
+    conn: transport.Connection,
+    roster: TrustedRoster,
+    identity: Identity,
+    seen: bytes,
+    timeout: float,
+    proven: set[tuple[int, bytes]] | None = None,
 ) -> None:
-    """What the other witnesses co-signed: a log-signed checkpoint of the same size with
-    another root is a split view (each of us was shown a different log)."""
+    """What the other witnesses co-signed. A log-signed checkpoint of the same size with
+    another root is a split view (each of us was shown a different log); one of another size
+    must be consistent with ours, which the audit service proves (a proof it cannot give
+    for two checkpoints its own keys signed is a fork). ``proven`` remembers the (size,
+    root) pairs already shown consistent, across rounds."""
     origin = checkpoint_origin(roster.taskforce)
     verifiers = log_verifiers(roster)
     mine, _ = open_checkpoint(seen, verifiers, origin=origin)
+    proven = set() if proven is None else proven
+    asked = 0
     for member in roster.roster.members:
         if member.agency_id == identity.agency_id or member.status != "active":
             continue
@@ -179,12 +195,29 @@ async def _compare_with_peers(
             theirs, _ = open_checkpoint(published, verifiers, origin=origin)
         except NoteError:
             continue  # not log-signed: proves nothing either way
-        if theirs.size == mine.size and theirs.root_hash != mine.root_hash:
-            raise _fork(
-                published,
-                seen,
-                f"{member.agency_id} co-signed another tree of {mine.size} entries",
-            )
+        if theirs.size == mine.size:
+            if theirs.root_hash != mine.root_hash:
+                raise _fork(
+                    published,
+                    seen,
+                    f"{member.agency_id} co-signed another tree of {mine.size} entries",
+                )
+            continue
+        key = (theirs.size, theirs.root_hash)
+        if key in proven or asked >= PEER_PROOFS_PER_ROUND:
+            continue
+        asked += 1
+        ours, other = (seen, mine), (published, theirs)
+        old, new = (other, ours) if theirs.size < mine.size else (ours, other)
+        try:
+            await _consistency(conn, roster, old, new, timeout)
+        except WitnessError as exc:
+            if exc.witness_code is WitnessCode.E_LOG_FORK:
+                raise
+            continue  # no proof to be had now (E_WITNESS_UNPROVEN): tried again next round
+        except BrokerError:
+            continue
+        proven.add(key)
 
 
 async def witness_once(
@@ -195,6 +228,7 @@ async def witness_once(
     state_dir: Path,
     now_s: Callable[[], int] = lambda: int(time.time()),
     timeout: float = PROOF_TIMEOUT_S,
+    proven: set[tuple[int, bytes]] | None = None,
 ) -> WitnessRound:
     """One witness round (see the module docstring). Raises ``WitnessError`` (E_LOG_FORK
     after logging ``log_fork_detected``, E_WITNESS_UNPROVEN), ``TrustError`` for a
@@ -220,7 +254,7 @@ async def witness_once(
         # A stale checkpoint (a lagging bucket) is fine if the held one extends it.
         await _consistency(conn, roster, (note, checkpoint), held, timeout)
         return WitnessRound(verdict, checkpoint.size, False)
-    await _compare_with_peers(conn, roster, identity, note)
+    await _compare_with_peers(conn, roster, identity, note, timeout, proven)
     text = note[: note.rfind(b"\n\n") + 1]
     line = cosign(text, identity, taskforce=taskforce, timestamp=now_s())
     if verdict != "same":
@@ -241,20 +275,46 @@ async def run_witness(
     state_dir: Path,
     stop: asyncio.Event,
     interval_s: float = WITNESS_INTERVAL_S,
+    min_gap_s: float = 1.0,
 ) -> None:
-    """The agent's witness loop: a round every ``interval_s`` until ``stop``. A fork is
-    logged (``log_fork_detected``) and the loop goes on witnessing nothing new until the held
-    checkpoint is explained; other failures are logged and retried next round."""
+    """The agent's witness loop until ``stop``: a round when the audit service announces a
+    checkpoint (at most one every ``min_gap_s``), and every ``interval_s`` in any case.
+
+    After a fork (logged ``log_fork_detected``) the held checkpoint stays as it was: the loop
+    goes on, never co-signs the checkpoint that forked, and co-signs a later one only once
+    the audit service proves that it extends the held one. Other failures are logged and
+    tried again next round."""
+    announced = asyncio.Event()
+    try:
+        await transport.subscribe_checkpoints(
+            conn, roster().taskforce, lambda _note: announced.set()
+        )
+    except BrokerError as exc:  # no announcements: the interval alone drives the rounds
+        log.warning("witness_not_subscribed", reason=exc.message)
+    proven: set[tuple[int, bytes]] = set()
     while not stop.is_set():
+        announced.clear()
         try:
-            await witness_once(conn, identity=identity, roster=roster(), state_dir=state_dir)
+            await witness_once(
+                conn, identity=identity, roster=roster(), state_dir=state_dir, proven=proven
+            )
         except WitnessError as exc:
             if exc.witness_code is not WitnessCode.E_LOG_FORK:
                 log.warning("witness_round_failed", code=exc.code, error=exc.message)
         except (TrustError, BrokerError) as exc:
             log.warning("witness_round_failed", code=exc.code, error=exc.message)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        await sleep_or_stop(stop, min_gap_s)
+        if stop.is_set():
+            break
+        wake = asyncio.ensure_future(announced.wait())
+        halt = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait(
+                {wake, halt}, timeout=interval_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            wake.cancel()
+            halt.cancel()
 
 
 def witness(agency: Agency, *, url: str, timeout: float = PROOF_TIMEOUT_S) -> WitnessRound:
