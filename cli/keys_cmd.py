@@ -33,12 +33,18 @@ def init_cmd(
     ] = DEFAULT_KDF,
     as_json: JsonFlag = False,
 ) -> None:
-    """Create AGENCY.key (secret, passphrase-protected, 0600) and AGENCY.card (public)."""
-    if name:
-        workflow.check_display_name(name)  # before the passphrase is typed twice
-    secret = passphrase(passphrase_file, confirm=True, purpose=f"the new key of {agency_id}")
-    key, card = workflow.init_keys(
-        agency_id, directory, display_name=name, passphrase=secret, kdf=kdf, now_ms=now_ms()
+    """Create AGENCY.key (secret, passphrase-protected, 0600) and AGENCY.card (public) in
+    --dir (created, 0700, if it does not exist)."""
+    key, card = workflow.create_keys(
+        agency_id,
+        directory,
+        display_name=name,
+        # asked only once every other check passed and the directory exists
+        ask_passphrase=lambda: passphrase(
+            passphrase_file, confirm=True, purpose=f"the new key of {agency_id}"
+        ),
+        kdf=kdf,
+        now_ms=now_ms(),
     )
     if as_json:
         emit_json({"key": key.path, "card": card.path, **_public(card)})

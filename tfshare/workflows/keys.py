@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -49,6 +50,68 @@ def check_display_name(name: str) -> None:
         )
 
 
+def create_keys(
+    agency_id: str,
+    directory: Path,
+    *,
+    display_name: str | None,
+    ask_passphrase: Callable[[], bytes],
+    kdf: str,
+    now_ms: int,
+) -> tuple[KeyInfo, KeyInfo]:
+    """``keys init``: every check that needs no passphrase first (agency id, display name,
+    KDF, existing files), then the directory (made 0700 if missing), then the passphrase,
+    then ``init_keys``. Nobody types a passphrase twice to learn that a name is wrong; a
+    directory made here is removed again if the command fails and it is still empty."""
+    _key_paths(agency_id, directory, display_name=display_name, kdf=kdf)
+    made = not directory.exists()
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"cannot create the directory {str(directory)!r} ({exc.strerror})",
+            hint="choose a --dir you can write to",
+        ) from None
+    if not directory.is_dir():
+        raise InputError(
+            f"{str(directory)!r} is not a directory", hint="give --dir a directory for the keys"
+        )
+    try:
+        return init_keys(
+            agency_id,
+            directory,
+            display_name=display_name,
+            passphrase=ask_passphrase(),
+            kdf=kdf,
+            now_ms=now_ms,
+        )
+    except BaseException:
+        if made and not any(directory.iterdir()):
+            directory.rmdir()
+        raise
+
+
+def _key_paths(
+    agency_id: str, directory: Path, *, display_name: str | None, kdf: str
+) -> tuple[Path, Path]:
+    """The key and card paths, after the checks that need no passphrase."""
+    _check_name(agency_id)
+    if kdf not in KDF_PROFILES:
+        raise UsageError(
+            f"unknown KDF profile {kdf!r}", hint=f"choose one of {', '.join(KDF_PROFILES)}"
+        )
+    check_display_name(display_name or agency_id)
+    key_path = directory / f"{agency_id}.key"
+    card_path = directory / f"{agency_id}.card"
+    for path in (key_path, card_path):
+        if path.exists():
+            raise InputError(
+                f"{str(path)!r} already exists; refusing to overwrite an agency's keys",
+                hint="choose another --dir, or move the old files away first",
+            )
+    return key_path, card_path
+
+
 def init_keys(
     agency_id: str,
     directory: Path,
@@ -59,21 +122,8 @@ def init_keys(
     now_ms: int,
 ) -> tuple[KeyInfo, KeyInfo]:
     """Generate an identity; write DIR/AGENCY.key (0600) and DIR/AGENCY.card atomically."""
-    _check_name(agency_id)
-    if kdf not in KDF_PROFILES:
-        raise UsageError(
-            f"unknown KDF profile {kdf!r}", hint=f"choose one of {', '.join(KDF_PROFILES)}"
-        )
+    key_path, card_path = _key_paths(agency_id, directory, display_name=display_name, kdf=kdf)
     name = display_name or agency_id
-    check_display_name(name)
-    key_path = directory / f"{agency_id}.key"
-    card_path = directory / f"{agency_id}.card"
-    for path in (key_path, card_path):
-        if path.exists():
-            raise InputError(
-                f"{str(path)!r} already exists; refusing to overwrite an agency's keys",
-                hint="choose another --dir, or move the old files away first",
-            )
     identity = Identity.generate(agency_id, name, rng=os.urandom, now_ms=now_ms)
     key_bytes = seal_keyfile(identity, passphrase, limits=KDF_PROFILES[kdf], rng=os.urandom)
     card_bytes = _encode_card(identity)
