@@ -109,8 +109,8 @@ def _keep_draft(
     except TfshareError as failed:
         note(f"the answers could not be kept as a draft: {failed.message}")
         return
-    resume = f"your answers are kept in {path} (readable by you only): fix it and run "
-    resume += f"'tfshare publish {kind} --body-file {path}'"
+    resume = f"your answers are kept in {path} (readable by you only): correct it if "
+    resume += f"needed, then run 'tfshare publish {kind} --body-file {path}'"
     if isinstance(exc, TfshareError):
         exc.hint = f"{resume}; {exc.hint}"
     else:
@@ -174,7 +174,9 @@ def publish_cmd(
 
     The body comes from --body-file (a JSON file, or '-' for stdin), then --field flags; on a
     terminal, required fields still missing are asked for (typed answers stay out of the
-    command line, which other local users can read).
+    command line, which other local users can read), each checked as it is typed ('now' for
+    a date and time). If the message then cannot be published, the answers are kept in a
+    draft that only you can read, and the hint says how to take it up again.
 
     With --reshare, --escalate, --amend, --retract or --reply the new message names its parent
     (msg_id and envelope hash, signed); the handling rules are checked first."""
