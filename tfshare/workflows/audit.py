@@ -21,6 +21,7 @@ from typing import Literal
 
 import structlog
 
+from tfshare import msgref
 from tfshare.audit import report as reports
 from tfshare.audit.disclosure import Disclosed, check_disclosure
 from tfshare.audit.disclosure import disclose as make_disclosure
@@ -174,28 +175,41 @@ def _msg_id(text: str) -> bytes:
     return msg_id
 
 
-def _message_index(store: AuditStore, msg_id: bytes) -> tuple[int, LogEntry]:
-    found = [
-        (i, e)
-        for i, e in store.find(msg_id)
-        if e.entry_type in ("message", "retraction") and e.msg_id == msg_id
+_LOGGED = "check the id; the audit service logs messages as the broker carries them"
+
+
+def _entries_named(
+    store: AuditStore, ref: msgref.MsgRef, keep: Callable[[LogEntry], bool]
+) -> list[tuple[str, bytes, tuple[int, LogEntry]]]:
+    """Candidates ``(sender, msg_id, (index, entry))`` for ``ref``, in log order: an exact
+    lookup for a full msg_id, a scan of the log for a prefix."""
+    full = ref.full
+    found = store.find(full) if full is not None else store.entries()
+    return [
+        (e.sender, e.msg_id, (i, e))
+        for i, e in found
+        if keep(e) and ref.matches(e.sender, e.msg_id)
     ]
-    if not found:
-        raise InputError(
-            f"message {msg_id.hex()} is not in the audit log",
-            hint="check the id; the audit service logs messages as the broker carries them",
-        )
-    return found[0]
+
+
+def _message_index(store: AuditStore, ref: msgref.MsgRef) -> tuple[int, LogEntry]:
+    """The message (or retraction) ``ref`` names: the first entry of that sender's msg_id."""
+    return msgref.pick(
+        ref,
+        _entries_named(store, ref, lambda e: e.entry_type in ("message", "retraction")),
+        where="in the audit log",
+        hint=_LOGGED,
+    )
 
 
 def trace(agency: Agency, msg_id_text: str) -> Trace:
     """The message's entry, its lineage up and down, its receipts, what the auditor knows of
     it (recipients; handling and response class where it read the body), the handling rules
     broken around it, and its inclusion in the latest signed checkpoint (checked)."""
-    msg_id = _msg_id(msg_id_text)
     roster = agency.roster
     store = open_log(agency)
-    index, entry = _message_index(store, msg_id)
+    index, entry = _message_index(store, msgref.parse(msg_id_text))
+    msg_id = entry.msg_id
     parents: list[tuple[str, LogEntry | None, bytes]] = []
     for relation, parent_id, _parent_hash in entry.refs:
         known = [e for _, e in store.find(parent_id) if e.msg_id == parent_id]
@@ -292,17 +306,17 @@ def prove(
     checkpoint that covers the entry and that enough witnesses co-signed, with their
     cosignatures (``cosignatures`` fetches the witnesses' published ``(agency, note)``
     pairs: the broker's witness bucket); ``audit check`` would refuse any other."""
-    msg_id = _msg_id(msg_id_text)
+    ref = msgref.parse(msg_id_text)
     roster = agency.roster
     store = open_log(agency)
-    found = [(i, e) for i, e in store.find(msg_id) if e.msg_id == msg_id]
-    if not found:
-        raise InputError(
-            f"entry {msg_id.hex()} is not in the audit log",
-            hint="check the id; the audit service logs messages as the broker carries them, "
-            "and a roster's id is the first 16 bytes of the SHA-256 of the roster file",
-        )
-    index = found[0][0]
+    index, entry = msgref.pick(
+        ref,
+        _entries_named(store, ref, lambda _: True),
+        where="in the audit log",
+        hint=f"{_LOGGED}, and a roster's id is the first 16 bytes of the SHA-256 of the "
+        "roster file",
+    )
+    msg_id = entry.msg_id
     covering = [(size, note) for size, note in store.checkpoints() if size > index]
     if not covering:
         raise InputError(
