@@ -115,8 +115,9 @@ def check_body_form(data: bytes) -> None:
 
 def _check_json_like(value: object) -> None:
     """Refuse what a body may not hold (PROTOCOL.md 9): a map key that is not a string, and
-    nil, binary or extension values (an absent property is left out, never nil). A decoder that turns keys into strings (most JavaScript and Go ones) would read
-    ``"x"`` and ``b"x"`` as one key given twice, which the re-encode check cannot see."""
+    nil, binary or extension values (an absent property is left out, never nil). A decoder
+    that turns keys into strings (most JavaScript and Go ones) would read ``"x"`` and
+    ``b"x"`` as one key given twice, which the re-encode check cannot see."""
     stack = [value]
     while stack:
         item = stack.pop()
