@@ -1,4 +1,10 @@
-"""``tfshare roster``: edit, sign, anchor, verify, show and diff roster files."""
+"""``tfshare roster``: edit, sign, anchor, verify, show and diff roster files, and publish them.
+
+Owns: the file-level edits (grants and ungrants for several agencies at once, every name
+checked before anything is written), who may sign (refused before the passphrase, file
+unchanged), and what ``publish`` may replace in the broker's roster bucket (never a verified
+newer roster: E_ROSTER_ROLLBACK).
+"""
 
 from __future__ import annotations
 
