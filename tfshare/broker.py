@@ -1,19 +1,12 @@
 """The task force's nats-server: configuration generated from the roster, and the process.
 
-Owns: naming (one stream per channel, consumers, subjects, inboxes), ``render_config`` (one
-nkey user per active agency: it may publish only on its own sender subjects of the channels it
-writes, consume only its own durable consumers - one per channel it reads, on that channel's
-stream -, and receive replies only on its own inbox prefix; and the server's own limits,
-``ServerLimits``), and ``BrokerProcess`` (start a real nats-server, wait until it listens,
-stop it cleanly).
+Owns: ``render_config`` (the nats-server configuration: one nkey user per active agency,
+with the permissions ``tfshare.names.permissions`` computes for it - this module only
+renders them -, and the server's own limits, ``ServerLimits``), and ``BrokerProcess``
+(start a real nats-server, wait until it listens, stop it cleanly).
 
-Proof requests (request-reply on ``proof_subject(taskforce, agency)``): every active member
-may publish a request on its own proof subject only, so the subject names the requester
-(the audit service's per-member rate limit keys on it, never on a reply subject the requester
-chose); only coordinators and auditors may subscribe to them, and they answer through
-``allow_responses`` (one reply per request received, within a short time) instead of a
-publish permission on other agencies' inboxes, so the audit service can reach an inbox only
-when it was asked something from it.
+Names (subjects, streams, consumers, buckets, inboxes) and the permission table live in
+``tfshare.names``; they are re-exported here for the callers that import them from here.
 
 NATS permissions are defence in depth: the signatures are the control. A revoked, removed or
 suspended agency simply has no user, so its NATS credentials stop working with the roster.
@@ -33,12 +26,71 @@ from pathlib import Path
 from typing import Final
 
 from tfshare.errors import BrokerError
+from tfshare.names import (
+    CHECKPOINT_KEY,
+    PROOF_REPLY_WINDOW,
+    ROSTER_KEY,
+    Permissions,
+    audit_bucket,
+    audit_durable_name,
+    audit_subject,
+    channel_subject,
+    durable_name,
+    inbox_prefix,
+    is_auditor,
+    legacy_stream_name,
+    parse_schema_key,
+    permissions,
+    proof_requester,
+    proof_subject,
+    proof_subjects,
+    readable_channels,
+    roster_bucket,
+    schema_bucket,
+    schema_key,
+    stream_name,
+    stream_subjects,
+    task_force_channels,
+    witness_bucket,
+)
 from tfshare.roster import TrustedRoster
 
+# The names used to live here: callers that import them from tfshare.broker keep working.
+__all__ = [
+    "CHECKPOINT_KEY",
+    "GIB",
+    "MAX_PAYLOAD",
+    "PROOF_REPLY_WINDOW",
+    "ROSTER_KEY",
+    "BrokerProcess",
+    "ServerLimits",
+    "audit_bucket",
+    "audit_durable_name",
+    "audit_subject",
+    "channel_subject",
+    "check_config",
+    "durable_name",
+    "find_nats_server",
+    "inbox_prefix",
+    "is_auditor",
+    "legacy_stream_name",
+    "parse_schema_key",
+    "proof_requester",
+    "proof_subject",
+    "proof_subjects",
+    "readable_channels",
+    "render_config",
+    "render_user",
+    "roster_bucket",
+    "schema_bucket",
+    "schema_key",
+    "stream_name",
+    "stream_subjects",
+    "task_force_channels",
+    "witness_bucket",
+]
+
 MAX_PAYLOAD: Final = 1024 * 1024  # above the 512 KiB envelope limit, for headers
-# How long the audit service may take to answer a proof request it received (the broker's
-# allow_responses window); answers take milliseconds, the rest is room for a busy service.
-PROOF_REPLY_WINDOW: Final = "30s"
 
 
 GIB: Final = 1024**3
@@ -56,153 +108,24 @@ class ServerLimits:
     max_ack_pending: int = 10_000  # the most any consumer may be configured with
 
 
-def stream_name(taskforce: str, channel: str) -> str:
-    """One JetStream stream per channel, with its own limits (a flood or a busy receipts
-    channel never uses up another channel's room). Task force and channel names match
-    ``encoding.NAME_PATTERN`` (lower-case letters, digits, ``_`` and ``-``, at most 32
-    characters): valid in stream names as they are (no ``.``, ``*``, ``>``, whitespace or
-    path separator), and distinct for distinct channels of one task force."""
-    return f"TF_{taskforce}_{channel}"
-
-
-def stream_subjects(taskforce: str, channel: str) -> list[str]:
-    """What a channel's stream keeps: every sender's subject of that channel."""
-    return [f"tf.{taskforce}.ch.{channel}.*"]
-
-
-def legacy_stream_name(taskforce: str) -> str:
-    """The single stream over every channel that earlier (unreleased) versions provisioned;
-    ``transport.provision`` deletes it once drained (its subjects overlap the channels')."""
-    return f"TF_{taskforce}"
-
-
-def task_force_channels(roster: TrustedRoster) -> list[str]:
-    """Every channel of the roster: each has its stream; the audit service reads them all."""
-    return sorted(c.name for c in roster.roster.channels)
-
-
-# Agency and channel names are lower case (encoding.NAME_PATTERN): an upper-case separator
-# keeps every (agency, channel) pair's durable name distinct from every other's.
-_CHANNEL_SEPARATOR: Final = "_CH_"
-
-
-def durable_name(agency: str, channel: str) -> str:
-    """A reader's durable pull consumer on one channel's stream: one per readable channel,
-    so a backlog on one channel never stands in front of another channel's messages. The
-    channel stays in the name (it is unique per stream anyway) so that permissions and logs
-    say which channel a consumer reads."""
-    return f"agent_{agency}{_CHANNEL_SEPARATOR}{channel}"
-
-
-CHECKPOINT_KEY: Final = "checkpoint"
-
-
-def audit_bucket(taskforce: str) -> str:
-    """KV bucket holding the audit log's latest signed checkpoint (key ``checkpoint``)."""
-    return f"tf_{taskforce}_audit"
-
-
-def witness_bucket(taskforce: str) -> str:
-    """KV bucket of witness cosignatures: key ``<agency>`` holds that agency's cosignature of
-    the latest checkpoint it checked (AUDIT-LOG.md, witnesses). Each member writes only its
-    own key; every member reads them all."""
-    return f"tf_{taskforce}_witness"
-
-
-def audit_durable_name(agency: str) -> str:
-    """The audit service's consumer on each channel's stream (one per channel, read in turn
-    like an agent's): every channel of the task force, envelopes only."""
-    return f"audit_{agency}"
-
-
-def is_auditor(roster: TrustedRoster, agency: str) -> bool:
-    """Coordinators and agencies with the auditor role may run the audit service."""
-    member = roster.members.get(agency)
-    return member is not None and (
-        agency in roster.roster.coordinators or "auditor" in member.roles
-    )
-
-
-def audit_subject(taskforce: str, what: str) -> str:
-    """Subjects of the audit service: checkpoints (published) and proofs (request-reply)."""
-    return f"tf.{taskforce}.audit.{what}"
-
-
-def proof_subject(taskforce: str, agency: str) -> str:
-    """Where ``agency`` sends inclusion and consistency proof requests: its own subject,
-    the only one of them it may publish on, so the subject says who asks. The audit service
-    (a coordinator or auditor) subscribes to ``proof_subjects`` and answers on the request's
-    reply subject, only in that same agency's inbox."""
-    return audit_subject(taskforce, f"proof.{agency}")
-
-
-def proof_subjects(taskforce: str) -> str:
-    """Every member's proof subject (the audit service's subscription)."""
-    return audit_subject(taskforce, "proof.*")
-
-
-def proof_requester(taskforce: str, subject: str) -> str | None:
-    """The agency a proof request came from (its proof subject's last token), or None for a
-    subject that is not one of ``proof_subjects``."""
-    prefix = audit_subject(taskforce, "proof.")
-    agency = subject.removeprefix(prefix)
-    if agency == subject or not agency or "." in agency:
-        return None
-    return agency
-
-
-def inbox_prefix(agency: str) -> str:
-    """Each agency's private reply subjects: no one else can read its JetStream acks."""
-    return f"_INBOX_{agency}"
-
-
-def channel_subject(taskforce: str, channel: str, sender: str) -> str:
-    return f"tf.{taskforce}.ch.{channel}.{sender}"
-
-
-def roster_bucket(taskforce: str) -> str:
-    """The KV bucket holding the signed roster (key ``roster``), read by every member."""
-    return f"tf_{taskforce}_roster"
-
-
-ROSTER_KEY: Final = "roster"
-
-
-def schema_bucket(taskforce: str) -> str:
-    """The KV bucket of registry records: key ``<subject>.v<version>``, written once."""
-    return f"tf_{taskforce}_schemas"
-
-
-def schema_key(subject: str, version: int) -> str:
-    return f"{subject}.v{version}"
-
-
-def parse_schema_key(key: str) -> tuple[str, int] | None:
-    """(subject, version) of a registry bucket key ``<subject>.v<version>``; None if the key
-    is not one ``schema_key`` writes (the version in decimal, without leading zeros)."""
-    subject, sep, version = key.rpartition(".v")
-    if not sep or not subject or not version.isdecimal() or not version.isascii():
-        return None
-    if version != str(int(version)) or not 1 <= int(version) <= 999_999:
-        return None
-    return subject, int(version)
-
-
-def readable_channels(roster: TrustedRoster, agency: str) -> list[str]:
-    return sorted(c.name for c in roster.roster.channels if agency in c.readers)
-
-
-def _consumer_rights(stream: str, durable: str) -> list[str]:
-    """Fetch from, look at and acknowledge one durable consumer (nothing else of it)."""
-    return [
-        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
-        f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
-        f"$JS.ACK.{stream}.{durable}.>",
-    ]
-
-
-def _quote(items: list[str]) -> str:
+def _quote(items: tuple[str, ...]) -> str:
     return "[" + ", ".join(f'"{item}"' for item in items) + "]"
+
+
+def render_user(nkey: str, agency: str, allowed: Permissions) -> str:
+    """One user of the ``authorization`` block: its nkey and its permissions, as they are."""
+    responses = ""
+    if allowed.allow_responses is not None:
+        max_, expires = allowed.allow_responses.max, allowed.allow_responses.expires
+        responses = f'        allow_responses: {{ max: {max_}, expires: "{expires}" }}\n'
+    return (
+        f"    {{ nkey: {nkey}  # {agency}\n"
+        f"      permissions: {{\n"
+        f"        publish: {{ allow: {_quote(allowed.publish)} }}\n"
+        f"        subscribe: {{ allow: {_quote(allowed.subscribe)} }}\n"
+        f"{responses}"
+        f"      }} }}"
+    )
 
 
 def render_config(
@@ -219,57 +142,10 @@ def render_config(
     tf = roster.taskforce
     users = [f"    {{ nkey: {admin_nkey} }}  # tfshare broker administration (streams, consumers)"]
     for member in roster.roster.members:
-        if member.status != "active":
+        allowed = permissions(roster, member.agency_id)
+        if allowed is None:
             continue  # revoked, removed or suspended: no broker access at all
-        agency = member.agency_id
-        publish = [
-            channel_subject(tf, c.name, agency)
-            for c in roster.roster.channels
-            if agency in c.writers
-        ]
-        bucket, schemas, audit_kv = roster_bucket(tf), schema_bucket(tf), audit_bucket(tf)
-        witness_kv = witness_bucket(tf)
-        publish += [  # read the roster, registry records, checkpoints and cosignatures
-            f"$JS.API.STREAM.INFO.KV_{bucket}",
-            f"$JS.API.DIRECT.GET.KV_{bucket}.>",
-            f"$JS.API.STREAM.INFO.KV_{schemas}",
-            f"$JS.API.DIRECT.GET.KV_{schemas}.>",
-            f"$JS.API.STREAM.INFO.KV_{audit_kv}",
-            f"$JS.API.DIRECT.GET.KV_{audit_kv}.>",
-            f"$JS.API.STREAM.INFO.KV_{witness_kv}",
-            f"$JS.API.DIRECT.GET.KV_{witness_kv}.>",
-            f"$KV.{witness_kv}.{agency}",  # every member witnesses the log: its own key only
-            # ask the audit service for inclusion / consistency proofs, on its own subject
-            proof_subject(tf, agency),
-        ]
-        subscribe = [f"{inbox_prefix(agency)}.>", audit_subject(tf, "checkpoint")]
-        responses = ""
-        if agency in roster.roster.coordinators:
-            publish.append(f"$KV.{bucket}.{ROSTER_KEY}")  # coordinators publish rosters
-            publish.append(f"$KV.{schemas}.>")  # ... and registry records
-        for channel in readable_channels(roster, agency):
-            publish += _consumer_rights(stream_name(tf, channel), durable_name(agency, channel))
-        if is_auditor(roster, agency):
-            audit = audit_durable_name(agency)
-            for channel in task_force_channels(roster):
-                publish += _consumer_rights(stream_name(tf, channel), audit)
-            publish += [
-                audit_subject(tf, "checkpoint"),  # the signed checkpoints it publishes
-                f"$KV.{audit_kv}.{CHECKPOINT_KEY}",  # ... and keeps in the audit bucket
-            ]
-            # It answers proof requests: one reply to the reply subject of each request it
-            # received (the requester's own inbox), never a standing right to publish into
-            # other agencies' inboxes.
-            subscribe.append(proof_subjects(tf))
-            responses = f'        allow_responses: {{ max: 1, expires: "{PROOF_REPLY_WINDOW}" }}\n'
-        users.append(
-            f"    {{ nkey: {member.nats_user}  # {agency}\n"
-            f"      permissions: {{\n"
-            f"        publish: {{ allow: {_quote(publish)} }}\n"
-            f"        subscribe: {{ allow: {_quote(subscribe)} }}\n"
-            f"{responses}"
-            f"      }} }}"
-        )
+        users.append(render_user(member.nats_user, member.agency_id, allowed))
     monitoring = f"http: {host}:{http_port}\n" if http_port else ""
     return (
         f"# Generated by tfshare from roster seq {roster.seq} of task force {tf}.\n"

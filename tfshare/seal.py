@@ -60,6 +60,7 @@ from tfshare.envelope import (
 from tfshare.errors import RejectCode, Rejected, TrustError, ValidationError
 from tfshare.keys import Identity, Random, kid_enc
 from tfshare.messages import MessageType, SchemaBook
+from tfshare.names import channel_subject
 from tfshare.replay import ReplayStore
 from tfshare.roster import Channel, SenderKey, TrustedRoster
 
@@ -485,9 +486,8 @@ def _decode_envelope(data: bytes) -> tuple[Envelope, Header, list[int]]:
     return env, hdr, kids
 
 
-def expected_subject(taskforce: str, channel: str, sender: str) -> str:
-    """The NATS subject an envelope must arrive on: tf.<taskforce>.ch.<channel>.<sender>."""
-    return f"tf.{taskforce}.ch.{channel}.{sender}"
+# The NATS subject an envelope must arrive on (tfshare.names owns every subject).
+expected_subject = channel_subject
 
 
 def open_envelope(

@@ -46,16 +46,21 @@ from nats.js.api import (
 )
 
 from tfshare.audit.evidence import MAX_NOTE_SIZE
-from tfshare.broker import (
+from tfshare.broker import MAX_PAYLOAD
+from tfshare.envelope import MAX_ENVELOPE
+from tfshare.errors import BrokerError, BrokerRefused
+from tfshare.names import (
     CHECKPOINT_KEY,
-    MAX_PAYLOAD,
     ROSTER_KEY,
     audit_bucket,
     audit_durable_name,
-    audit_subject,
+    checkpoint_subject,
     durable_name,
     inbox_prefix,
     is_auditor,
+    kv_key,
+    kv_stream,
+    kv_subject,
     legacy_stream_name,
     parse_schema_key,
     readable_channels,
@@ -66,9 +71,8 @@ from tfshare.broker import (
     stream_subjects,
     task_force_channels,
     witness_bucket,
+    witness_key,
 )
-from tfshare.envelope import MAX_ENVELOPE
-from tfshare.errors import BrokerError, BrokerRefused
 from tfshare.roster import TrustedRoster
 
 log = structlog.get_logger("tfshare.transport")
@@ -528,7 +532,7 @@ async def _ensure_bucket(js: Any, config: KeyValueConfig) -> None:
     """Create the bucket, or give an existing one (made before buckets were bounded) the
     bounds of ``config``; nothing in it is touched."""
     try:
-        info = await js.stream_info(f"KV_{config.bucket}")
+        info = await js.stream_info(kv_stream(config.bucket))
     except nats.js.errors.NotFoundError:
         await js.create_key_value(config)
         return
@@ -690,7 +694,7 @@ async def get_roster(conn: Connection, taskforce: str) -> bytes | None:
 async def publish_checkpoint(conn: Connection, taskforce: str, note: bytes) -> None:
     """Announce a signed checkpoint on the audit subject and keep it in the audit bucket."""
     try:
-        await conn.client.publish(audit_subject(taskforce, "checkpoint"), note)
+        await conn.client.publish(checkpoint_subject(taskforce), note)
         kv = await conn.js.key_value(audit_bucket(taskforce))
         await kv.put(CHECKPOINT_KEY, note)
     except NATS_ERRORS as exc:
@@ -713,7 +717,7 @@ async def put_cosignature(conn: Connection, taskforce: str, agency: str, data: b
     """Keep this agency's latest witness cosignature in the witness bucket (key = agency)."""
     try:
         kv = await conn.js.key_value(witness_bucket(taskforce))
-        await kv.put(agency, data)
+        await kv.put(witness_key(agency), data)
     except NATS_ERRORS as exc:
         raise broker_error(exc, doing="publishing a witness cosignature") from None
 
@@ -722,7 +726,7 @@ async def get_cosignature(conn: Connection, taskforce: str, agency: str) -> byte
     """The latest witness cosignature ``agency`` published, or None."""
     try:
         kv = await conn.js.key_value(witness_bucket(taskforce))
-        entry = await kv.get(agency)
+        entry = await kv.get(witness_key(agency))
     except nats.js.errors.KeyNotFoundError:
         return None
     except NATS_ERRORS as exc:
@@ -739,7 +743,7 @@ async def subscribe_checkpoints(
         on_note(bytes(msg.data))
 
     try:
-        await conn.client.subscribe(audit_subject(taskforce, "checkpoint"), cb=handler)
+        await conn.client.subscribe(checkpoint_subject(taskforce), cb=handler)
         await conn.client.flush()
     except NATS_ERRORS as exc:
         raise broker_error(exc, doing="subscribing to checkpoints") from None
@@ -778,15 +782,15 @@ async def schema_keys(conn: Connection, taskforce: str) -> list[tuple[str, int]]
     with a KV watcher, which would need a consumer of its own; a bucket that does not exist
     (a broker provisioned before the registry) has no records."""
     bucket = schema_bucket(taskforce)
-    prefix = f"$KV.{bucket}."
     try:
-        info = await conn.js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
+        info = await conn.js.stream_info(kv_stream(bucket), subjects_filter=kv_subject(bucket, ">"))
     except nats.js.errors.NotFoundError:
         return []
     except NATS_ERRORS as exc:
         raise broker_error(exc, doing="listing the registry records") from None
     subjects = info.state.subjects or {}
-    keys = (parse_schema_key(s[len(prefix) :]) for s in subjects if s.startswith(prefix))
+    found = (kv_key(bucket, subject) for subject in subjects)
+    keys = (parse_schema_key(key) for key in found if key is not None)
     return sorted(key for key in keys if key is not None)
 
 

@@ -33,7 +33,7 @@ Records (entry types of ``tfshare.audit.entry.RECORD_TYPES``: no channel, no sin
 The store deduplicates all of them by (type, env_sha256): a restart logs nothing twice.
 
 Proof requests (``tfshare.audit.proofs``) arrive on each member's own
-``broker.proof_subject`` (the broker lets a member publish only on its own) and are answered
+``names.proof_subject`` (the broker lets a member publish only on its own) and are answered
 from the committed log and its stored signed checkpoints, only into that same member's inbox;
 a bad request is answered with its code and logged (``audit_proof_request``), never allowed
 to stop the loop. Each member has a share (``RateLimit``, a token bucket per requesting
@@ -67,7 +67,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -90,19 +89,20 @@ from tfshare.audit.note import (
     sign_checkpoint,
 )
 from tfshare.backoff import Backoff, sleep_or_stop
-from tfshare.broker import (
-    inbox_prefix,
-    proof_requester,
-    proof_subjects,
-    schema_key,
-    task_force_channels,
-)
 from tfshare.encoding import label, u32
 from tfshare.envelope import WRAP_SIZE, Header, wrap_at
 from tfshare.errors import BrokerError, RejectCode, Rejected, TfshareError, TrustError
 from tfshare.keys import Identity, kid_sig
 from tfshare.lineage import RELATION_NAMES, Handling, handling_of, violation
 from tfshare.messages import SchemaBook
+from tfshare.names import (
+    inbox_owner,
+    parse_channel_subject,
+    proof_requester,
+    proof_subjects,
+    schema_key,
+    task_force_channels,
+)
 from tfshare.protocol import RECEIPTS_CHANNEL
 from tfshare.registry.book import shipped
 from tfshare.registry.records import VerifiedRecord, verify_record
@@ -168,16 +168,11 @@ def log_verifiers(roster: TrustedRoster) -> list[NoteVerifier]:
     return verifiers
 
 
-_INBOX_TOKEN = re.compile(r"[A-Za-z0-9]+(\.[A-Za-z0-9]+)*")
-
-
 def is_member_inbox(roster: TrustedRoster, subject: str) -> bool:
     """Whether ``subject`` is a reply subject in the private inbox of an active member
-    (``_INBOX_<agency>.<tokens>``): the only place the service sends answers."""
-    prefix, dot, rest = subject.partition(".")
-    if not dot or not prefix.startswith("_INBOX_") or not _INBOX_TOKEN.fullmatch(rest):
-        return False
-    member = roster.members.get(prefix.removeprefix("_INBOX_"))
+    (``names.inbox_owner``): the only place the service sends answers."""
+    owner = inbox_owner(subject)
+    member = roster.members.get(owner) if owner is not None else None
     return member is not None and member.status == "active"
 
 
@@ -825,7 +820,8 @@ class AuditService:
     def _entry_of(
         self, data: bytes, subject: str | None, now_ms: int
     ) -> tuple[LogEntry, ReceiptWords | None, MessageFacts | None]:
-        channel = subject.split(".")[3] if subject and subject.count(".") >= 4 else None
+        parsed = parse_channel_subject(subject) if subject is not None else None
+        channel = parsed.channel if parsed is not None else None
         if channel == RECEIPTS_CHANNEL and self.identity.agency_id in self.roster.readers.get(
             RECEIPTS_CHANNEL, ()
         ):
@@ -917,7 +913,7 @@ class AuditService:
         allowed = (
             requester is not None
             and is_member_inbox(self.roster, reply)
-            and reply.partition(".")[0] == inbox_prefix(requester)
+            and inbox_owner(reply) == requester
         )
         self._requester = requester if allowed else None
         return allowed

@@ -39,9 +39,9 @@ from tfshare.audit.proofs import (
 )
 from tfshare.audit.service import log_verifiers
 from tfshare.audit.witness import WitnessError, log_signed_only, require_witnesses
-from tfshare.broker import proof_subject
 from tfshare.errors import BrokerError, UsageError
 from tfshare.files import read_bytes, write_atomic
+from tfshare.names import proof_subject
 from tfshare.roster import TrustedRoster
 from tfshare.workflows.audit import merge_published
 from tfshare.workflows.keys import load_identity

@@ -47,10 +47,10 @@ from tfshare.audit.witness import (
     judge,
 )
 from tfshare.backoff import sleep_or_stop
-from tfshare.broker import proof_subject
 from tfshare.errors import BrokerError, TrustError
 from tfshare.files import read_bytes, write_atomic
 from tfshare.keys import Identity
+from tfshare.names import proof_subject
 from tfshare.roster import TrustedRoster
 from tfshare.workflows.keys import load_identity
 
