@@ -145,7 +145,12 @@ def publish_cmd(
     to: Annotated[str | None, typer.Option("--to", help="Recipients, comma-separated.")] = None,
     server: ServerOpt = None,
     no_queue: Annotated[
-        bool, typer.Option("--no-queue", help="Fail (exit 4) instead of queueing.")
+        bool,
+        typer.Option(
+            "--no-queue",
+            help="If the broker cannot take the message now, fail (exit 4) and keep nothing: "
+            "it is never sent later (without it, the message waits in the outbox).",
+        ),
     ] = False,
     key: KeyOpt = None,
     roster: RosterOpt = None,

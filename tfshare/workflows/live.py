@@ -11,7 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
@@ -29,7 +29,13 @@ from tfshare.broker import (
     task_force_channels,
 )
 from tfshare.envelope import Ref
-from tfshare.errors import BrokerError, BrokerRefused, InputError, UsageError
+from tfshare.errors import (
+    BrokerError,
+    BrokerRefused,
+    InputError,
+    TfshareError,
+    UsageError,
+)
 from tfshare.files import read_bytes, write_atomic
 from tfshare.keys import Identity
 from tfshare.lineage import RELATIONS, Handling, check, handling_of
@@ -387,6 +393,13 @@ class Agency:
     roster_path: Path
     anchor_path: Path
     registry_dir: Path | None = None
+    _identity: Identity | None = field(default=None, repr=False)
+
+    def identity(self) -> Identity:
+        """The agency's key, unlocked once (the passphrase's KDF is slow on purpose)."""
+        if self._identity is None:
+            self._identity = load_identity(self.creds.key_path, self.creds.passphrase)
+        return self._identity
 
     @classmethod
     def load(
@@ -591,10 +604,16 @@ def _seal_and_keep(
     to: Sequence[str] | None,
     refs: list[Ref],
     subject: str,
-) -> Sealed:
-    """Seal the message into the outbox and the sent list. Its sequence number and its place
-    in the outbox in one transaction: a store that cannot take it (disk full) keeps nothing
-    of it, not even a used-up number."""
+    *,
+    queue: bool,
+) -> tuple[Sealed, SentItem]:
+    """Seal the message under its channel's next sequence number; with ``queue``, also put it
+    in the outbox and the sent list, in the same transaction (a store that cannot take it,
+    a full disk, keeps nothing of it, not even a used-up number).
+
+    Without ``queue`` nothing but the number is kept: the outbox is what the agent sends, so
+    a message that must not be sent later never enters it, and it joins the sent list only
+    once the broker acknowledged it (``publish``)."""
     handling = handling_of(record)
     now = _now()
     with agency.store.transaction():
@@ -610,29 +629,48 @@ def _seal_and_keep(
             rng=os.urandom,
             refs=refs,
         )
-        # Into the outbox first: if anything below fails, the message is not lost.
-        agency.store.outbox_add(sealed.msg_id, subject, sealed.data, now)
-        # And among this agency's own messages, so it can amend or retract it later.
-        agency.store.sent_add(
-            SentItem(
-                sealed.msg_id,
-                envelope_hash(sealed.data),
-                channel,
-                schema.name,
-                now,
-                handling.no_forward,
-                handling.code,
-                sealed.data,
-            )
+        mine = SentItem(
+            sealed.msg_id,
+            envelope_hash(sealed.data),
+            channel,
+            schema.name,
+            now,
+            handling.no_forward,
+            handling.code,
+            sealed.data,
         )
-    return sealed
+        if queue:
+            # Into the outbox first: if anything below fails, the message is not lost.
+            agency.store.outbox_add(sealed.msg_id, subject, sealed.data, now)
+            # And among this agency's own messages, so it can amend or retract it later.
+            agency.store.sent_add(mine)
+    return sealed, mine
+
+
+@dataclass
+class _Attempt:
+    """How far a publish got: whether this message's bytes went to the broker (after that
+    a failure may hide a message the broker stored all the same)."""
+
+    own_sent_out: bool = False
 
 
 async def _send_outbox(
-    agency: Agency, identity: Identity, url: str, own: bytes
+    agency: Agency,
+    identity: Identity,
+    url: str,
+    own: Sealed,
+    subject: str,
+    *,
+    queued: bool,
+    attempt: _Attempt,
 ) -> tuple[int, bool, int]:
-    """Send the outbox, oldest first, with message ``own`` among it: its (stream seq,
-    duplicate) and how many older queued ones went out with it."""
+    """Send the outbox, oldest first, then message ``own`` if it is not ``queued`` in it:
+    its (stream seq, duplicate) and how many older queued ones went out with it.
+
+    The running agent of the profile may send the same queued envelopes at the same time;
+    each carries its msg_id as Nats-Msg-Id, so JetStream keeps one of each (and receivers
+    drop a repeat by its msg_id in any case)."""
     conn = await transport.connect(
         url,
         nkey_seed=identity.nats_seed_encoded(),
@@ -645,23 +683,45 @@ async def _send_outbox(
         flushed = 0
         result = (0, False)
         for msg_id, subj, data in agency.store.outbox():
+            if msg_id == own.msg_id:
+                attempt.own_sent_out = True
             try:
                 result_here = await transport.publish(conn, subj, data, msg_id=msg_id.hex())
             except transport.BrokerAuthFailed:
                 raise  # about this agency's credentials, not about this message
             except BrokerRefused as exc:
                 agency.store.outbox_refused(msg_id, exc.message)
-                if msg_id == own:
+                if msg_id == own.msg_id:
                     raise  # this publish itself is refused: say so, do not queue
                 continue  # an older refused one must not block the rest
             agency.store.outbox_done(msg_id)
-            if msg_id == own:
+            if msg_id == own.msg_id:
                 result = result_here
             else:
                 flushed += 1
+        if not queued:
+            attempt.own_sent_out = True
+            result = await transport.publish(conn, subject, own.data, msg_id=own.msg_id.hex())
         return result[0], result[1], flushed
     finally:
         await conn.close()
+
+
+def _not_sent(exc: BrokerError, attempt: _Attempt) -> BrokerError:
+    """The error for a ``--no-queue`` publish that failed: nothing will send it later, and
+    whether the broker may have stored it all the same."""
+    if attempt.own_sent_out and not isinstance(exc, BrokerRefused):
+        return type(exc)(
+            f"{exc.message}; not queued (--no-queue), but the broker may have stored the "
+            "message before the answer was lost",
+            hint="nothing will send it later: ask a recipient whether it arrived before "
+            "publishing it again",
+        )
+    return type(exc)(
+        f"{exc.message}; the message was not sent and not queued (--no-queue)",
+        hint="nothing will send it later: publish it again when the broker is reachable, or "
+        "without --no-queue to keep it in the outbox until then",
+    )
 
 
 def publish(
@@ -679,8 +739,12 @@ def publish(
     body: bytes | None = None,
 ) -> Published:
     """Seal a body (JSON bytes or a file, ``--field``s, prompts for what is missing) and
-    publish it;
-    if the broker is away, keep it in the outbox (``queue``).
+    publish it; if the broker is away, keep it in the outbox (``queue``), from where the next
+    publish or the profile's agent sends it.
+
+    Without ``queue`` the message never enters the outbox: it is published directly and,
+    if that fails, nothing of it is left to be sent later (its sequence number stays used:
+    receivers accept gaps). It joins the sent list only once the broker acknowledged it.
 
     ``derive`` = (relation, parent msg_id) puts the parent's msg_id and envelope hash in the
     signed header, after the handling rules allow it (``HandlingRefused``, exit 3, if not).
@@ -691,7 +755,7 @@ def publish(
     if kind not in KINDS:
         raise UsageError(f"unknown kind {kind!r}", hint=f"use one of {', '.join(KINDS)}")
     schema = resolve(agency.registry, KINDS[kind])
-    identity = load_identity(agency.creds.key_path, agency.creds.passphrase)
+    identity = agency.identity()
     refs: list[Ref] = []
     parent_body: object | None = None
     if derive is not None:
@@ -703,28 +767,44 @@ def publish(
         raise UsageError("no channel given", hint="give --channel (see 'tfshare roster show')")
     record = _record(schema, body_path, fields, prompt, parent_body, body)
     subject = channel_subject(agency.roster.taskforce, channel, identity.agency_id)
-    sealed = _seal_and_keep(agency, identity, schema, record, channel, to, refs, subject)
-
+    sealed, mine = _seal_and_keep(
+        agency, identity, schema, record, channel, to, refs, subject, queue=queue
+    )
+    attempt = _Attempt()
     try:
-        seq, duplicate, flushed = asyncio.run(_send_outbox(agency, identity, url, sealed.msg_id))
+        seq, duplicate, flushed = asyncio.run(
+            _send_outbox(agency, identity, url, sealed, subject, queued=queue, attempt=attempt)
+        )
     except transport.BrokerAuthFailed as exc:
         # Not an outage: the broker does not know this agency's NATS key, and will not until
-        # its configuration changes. Queueing would send the message at some unknown later
-        # time after the sender was told it failed; so it is neither sent nor queued.
-        agency.store.outbox_done(sealed.msg_id)
-        agency.store.sent_drop(sealed.msg_id)
-        raise transport.BrokerAuthFailed(
-            f"{exc.message}; the message was neither sent nor queued", hint=exc.hint
-        ) from None
-    except BrokerRefused:
-        agency.store.sent_drop(sealed.msg_id)  # set aside in the outbox, never sent
-        raise
-    except BrokerError as exc:
-        if not queue:
+        # its configuration changes (or ever, if the agency was revoked). Queueing would send
+        # the message at some unknown later time after the sender was told it failed; so it
+        # is neither sent nor queued.
+        if queue:
             agency.store.outbox_done(sealed.msg_id)
             agency.store.sent_drop(sealed.msg_id)
+        raise transport.BrokerAuthFailed(
+            f"{exc.message}; the message was neither sent nor queued",
+            hint=f"{exc.hint}. If this agency was revoked, the broker refuses it for good: "
+            "ask the coordinators",
+        ) from None
+    except BrokerRefused as exc:
+        if queue:
+            agency.store.sent_drop(sealed.msg_id)  # set aside in the outbox, never sent
             raise
+        raise _not_sent(exc, attempt) from None
+    except BrokerError as exc:
+        if not queue:
+            raise _not_sent(exc, attempt) from None
         return Published(sealed, subject, True, None, False, 0, reason=exc.message)
+    if not queue:
+        try:
+            agency.store.sent_add(mine)  # acknowledged: now one of this agency's messages
+        except TfshareError as exc:
+            exc.message = f"{sealed.msg_id.hex()} WAS published, but {exc.message}"
+            exc.hint = f"do not publish it again; {exc.hint} (until then, amending or "
+            exc.hint += "retracting this message is refused: it is not among the sent ones)"
+            raise
     return Published(sealed, subject, False, seq, duplicate, flushed)
 
 
