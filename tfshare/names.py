@@ -185,11 +185,9 @@ def proof_subjects(taskforce: str) -> str:
 
 def proof_requester(taskforce: str, subject: str) -> str | None:
     """The agency a proof request came from (its proof subject's last token), or None for a
-    subject that is not one of ``proof_subjects``."""
+    subject that is not one of ``proof_subjects`` (or whose last token is not a name)."""
     agency = subject.removeprefix(proof_subject(taskforce, ""))
-    if agency == subject or not agency or "." in agency:
-        return None
-    return agency
+    return agency if agency != subject and is_name(agency) else None
 
 
 # -- private inboxes --------------------------------------------------------------------------
