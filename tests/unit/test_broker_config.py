@@ -24,12 +24,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tfkit import TaskForce, identity
 
+from tfshare import broker, names
 from tfshare import roster as R
-from tfshare.broker import (
+from tfshare.broker import ServerLimits, render_config
+from tfshare.encoding import NAME_PATTERN
+from tfshare.names import (
     CHECKPOINT_KEY,
     PROOF_REPLY_WINDOW,
     ROSTER_KEY,
-    ServerLimits,
     audit_bucket,
     audit_durable_name,
     audit_subject,
@@ -40,13 +42,11 @@ from tfshare.broker import (
     proof_subject,
     proof_subjects,
     readable_channels,
-    render_config,
     roster_bucket,
     schema_bucket,
     stream_name,
     witness_bucket,
 )
-from tfshare.encoding import NAME_PATTERN
 from tfshare.workflows.live import USERS_INCLUDE, write_broker_config
 
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
@@ -593,3 +593,12 @@ def test_a_revoked_auditor_cannot_serve_or_ask_for_proofs(
     config = render(tf, tmp_path)
     assert auditor.nats_user not in users(config)
     assert config.count("allow_responses") == 1  # the coordinator's
+
+
+def test_names_imported_from_broker_are_the_names_module_s() -> None:
+    """Callers that import names from tfshare.broker (before tfshare.names existed) get the
+    very same objects: one definition of each name."""
+    moved = [n for n in broker.__all__ if hasattr(names, n)]
+    assert "channel_subject" in moved and "PROOF_REPLY_WINDOW" in moved
+    for name in moved:
+        assert getattr(broker, name) is getattr(names, name), name
