@@ -278,7 +278,11 @@ def listen_cmd(
     shown = 0
     if not as_json:
         note(f"listening for {agency.creds.key_path.stem}'s messages (Ctrl-C to stop)")
-    for item, opened in live.follow_inbox(agency, include_existing=include_existing):
+    for read in live.follow_inbox(agency, include_existing=include_existing):
+        if isinstance(read, live.Unreadable):
+            _report_unreadable(read, as_json=as_json)
+            continue
+        item, opened = read.item, read.opened
         body = live.body_of(opened)
         severity = body.get("severity") if isinstance(body, dict) else None
         if channel and opened.channel != channel:
@@ -294,11 +298,12 @@ def listen_cmd(
                     "channel": opened.channel,
                     "schema": opened.schema,
                     "sent": iso(opened.ts_ms),
+                    "warning": read.warning,
                     "body": body,
                 }
             )
         else:
-            _render_feed(opened, body)
+            _render_feed(opened, body, read.warning)
         shown += 1
         if count is not None and shown >= count:
             return
@@ -307,7 +312,24 @@ def listen_cmd(
 _COLOURS = {"critical": "red", "high": "magenta", "medium": "yellow", "low": "green"}
 
 
-def _render_feed(opened: Any, body: Any) -> None:
+def _report_unreadable(read: live.Unreadable, *, as_json: bool) -> None:
+    """One line for a stored message that cannot be shown (its code); the list goes on."""
+    if as_json:
+        emit_json(
+            {
+                "msg_id": read.item.msg_id.hex(),
+                "sender": read.item.sender,
+                "unreadable": {"code": read.code, "reason": read.reason},
+            }
+        )
+        return
+    note(
+        f"{read.item.msg_id.hex()} from {read.item.sender} cannot be shown: "
+        f"{read.code}: {read.reason}"
+    )
+
+
+def _render_feed(opened: Any, body: Any, warning: str | None = None) -> None:
     """One message for people: what, how urgent, from whom (verified), how to handle it."""
     body = body if isinstance(body, dict) else {}
     severity = body.get("severity")
@@ -322,6 +344,8 @@ def _render_feed(opened: Any, body: Any) -> None:
         else None
     )
     typer.echo(typer.style(tag, fg=color, bold=bool(color)) + f" {headline}")
+    if warning:
+        typer.echo(typer.style(f"  WARNING: {warning}", fg="red" if color else None))
     handling = body.get("handling", {})
     handling = handling if isinstance(handling, dict) else {}
     marks = [f"TLP:{handling.get('tlp')}", f"PAP:{handling.get('pap')}", str(handling.get("code"))]
@@ -389,7 +413,10 @@ def inbox_show(
     item = next((i for i in agency.store.inbox(limit=10_000) if i.msg_id.hex() == msg_id), None)
     if item is None:
         raise UsageError(f"no message {msg_id} in the inbox", hint="see 'tfshare inbox list'")
-    opened = live.read_inbox_item(agency, item)
+    read = live.read_inbox_item(agency, item)
+    opened = read.opened
+    if read.warning:
+        note(f"warning: {read.warning}")
     emit_json(
         {
             "msg_id": msg_id,
@@ -398,6 +425,7 @@ def inbox_show(
             "channel": opened.channel,
             "schema": opened.schema,
             "sent": iso(opened.ts_ms),
+            "warning": read.warning,
             "body": live.body_of(opened),
         }
     )
@@ -418,22 +446,34 @@ def inbox_search(
     agency, _ = _agency(key, passphrase_file, roster, anchor, state, registry)
     needle = text.casefold()
     hits = []
-    for item in agency.store.inbox(limit=100_000):
-        opened = live.read_inbox_item(agency, item)
+    unreadable: list[live.Unreadable] = []
+    for read in live.read_inbox(agency, agency.store.inbox(limit=100_000)):
+        if isinstance(read, live.Unreadable):
+            unreadable.append(read)
+            continue
+        opened = read.opened
         body = live.body_of(opened)
         if needle in json.dumps(body, ensure_ascii=False).casefold():
             hits.append(
                 {
-                    "msg_id": item.msg_id.hex(),
+                    "msg_id": read.item.msg_id.hex(),
                     "sender": opened.sender,
                     "channel": opened.channel,
                     "schema": opened.schema,
                     "sent": iso(opened.ts_ms),
+                    "warning": read.warning,
                     "body": body,
                 }
             )
     if as_json:
-        emit_json({"matches": hits})
+        found: dict[str, object] = {"matches": hits}
+        if unreadable:  # said only when there are some: the list's shape is as it was
+            found["unreadable"] = [
+                {"msg_id": u.item.msg_id.hex(), "sender": u.item.sender, "code": u.code,
+                 "reason": u.reason}
+                for u in unreadable
+            ]  # fmt: skip
+        emit_json(found)
         return
     for hit in hits:
         body = hit["body"] if isinstance(hit["body"], dict) else {}
@@ -441,6 +481,10 @@ def inbox_search(
         typer.echo(
             shown(f"{hit['sent']}  {hit['msg_id']}  {hit['sender']:<16} ") + shown(headline)[:70]
         )
+        if hit["warning"]:
+            typer.echo(f"  WARNING: {hit['warning']}")
+    for read in unreadable:
+        _report_unreadable(read, as_json=False)
     if not hits:
         note("no message matches")
 

@@ -26,7 +26,10 @@ Invariants:
   credentials can publish it) is counted and logged in aggregate, never one line each;
 - nothing makes it spin: a broker that refuses its NATS credentials (``broker_auth_failed``,
   not an outage: the broker's configuration must change) and a broker that keeps failing
-  once connected (a missing stream, say) are retried with a growing pause.
+  once connected (a missing stream, say) are retried with a growing pause;
+- a revoked agency's agent stops (``AgencyRevoked``, exit 6) as soon as the roster it holds
+  says so: at start, on every roster update, and when the broker refuses its credentials
+  (then the roster file is read again: once refused, the agent cannot read the bucket).
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ from tfshare.protocol import (
     log_event,
 )
 from tfshare.roster import TrustedRoster
-from tfshare.seal import Duplicate, ReceivePolicy, envelope_hash, seal
+from tfshare.seal import Duplicate, ReceivePolicy, envelope_hash, removed_from, seal
 from tfshare.store import (
     QUARANTINE_KEEP_BYTES,
     QUARANTINE_TOTAL_BYTES,
@@ -90,6 +93,22 @@ class _OpenFault(Exception):
 
 
 """A job beside the consumer: runs on the agent's connection until the event is set."""
+
+
+class AgencyRevoked(TrustError):
+    """The roster the agent holds revoked this agency's key or removed the agency: the agent
+    stops (exit 6) rather than knock on the broker forever."""
+
+
+# Logged with ``broker_auth_failed`` once the agent has been connected: the broker dropped
+# its NATS user. Re-admitting the agency is never the advice: a revocation would be undone.
+AUTH_LOST_HINT = (
+    "the broker no longer accepts this agency's NATS key. If the agency was revoked, that is "
+    "final and the agent stops as soon as the roster at --roster says so (ask the "
+    "coordinators for it); never reconfigure the broker to let a revoked agency in. "
+    "Otherwise the broker's configuration is older than the roster: its operator "
+    "regenerates it from the current roster"
+)
 
 
 @dataclass
@@ -163,6 +182,15 @@ class Agent:
         self._junk_logged_at = float("-inf")
         self._use(self.roster)
 
+    def check_membership(self) -> None:
+        """Raise ``AgencyRevoked`` if the roster in force revoked this agency (its key) or
+        removed it; logged as ``agency_revoked``."""
+        refusal = removed_from(self.roster, self.identity.agency_id, self.identity.kid_sig)
+        if refusal is None:
+            return
+        log.error("agency_revoked", roster_seq=self.roster.seq, reason=refusal.message)
+        raise AgencyRevoked(refusal.message, hint=refusal.hint)
+
     def _use(self, roster: TrustedRoster) -> None:
         self.roster = roster
         self.receiver = Receiver(
@@ -181,6 +209,8 @@ class Agent:
         # logged pause is the one taken within 10 %).
         auth_backoff = Backoff(first=self.auth_retry_s, ceiling=self.auth_retry_max_s, jitter=0.1)
         agency = self.identity.agency_id
+        self.check_membership()
+        connected_once = False
         while not stop.is_set():
             try:
                 conn = await transport.connect(
@@ -192,13 +222,18 @@ class Agent:
                 )
             except transport.BrokerAuthFailed as exc:
                 # Not an outage: the broker has no user for our NATS key until its
-                # configuration is regenerated from the roster. Keep running, slowly.
+                # configuration is regenerated from the roster -- or ever, if this agency
+                # was revoked: the roster file may say so by now (the bucket is out of
+                # reach). Otherwise keep running, slowly.
+                self._reload_after_refusal()
                 pause = auth_backoff.next()
+                extra = {"hint": AUTH_LOST_HINT} if connected_once else {}
                 log.error(
                     "broker_auth_failed",
                     url=self.url,
                     reason=exc.message,
                     retry_s=auth_backoff.current,
+                    **extra,
                 )
                 await sleep_or_stop(stop, pause)
                 continue
@@ -208,12 +243,15 @@ class Agent:
                 await sleep_or_stop(stop, pause)
                 continue
             auth_backoff.reset()
+            connected_once = True
             log.info("agent_connected", agency=agency, url=self.url)
             self._fetched = False
             failed = True
             try:
                 await self._consume(conn, stop)
                 failed = False
+            except AgencyRevoked:
+                raise
             except BrokerError as exc:
                 log.warning("broker_lost", reason=exc.message)
             except StoreError as exc:
@@ -315,6 +353,22 @@ class Agent:
         if roster.hash != self.roster.hash:
             log.info("roster_updated", seq=roster.seq, previous_seq=self.roster.seq)
             self._use(roster)
+            self.check_membership()
+
+    def _reload_after_refusal(self) -> None:
+        """After the broker refused our credentials: the roster file, read again (another
+        process may have updated it); a newer one is used, and stops a revoked agent."""
+        if self.reload_roster is None:
+            return
+        try:
+            roster = self.reload_roster()
+        except TfshareError as exc:
+            log.warning("roster_update_refused", code=exc.code, reason=exc.message)
+            return
+        if roster.hash != self.roster.hash:
+            log.info("roster_updated", seq=roster.seq, previous_seq=self.roster.seq)
+            self._use(roster)
+        self.check_membership()
 
     def maybe_reload_roster(self) -> None:
         """Switch to a newer verified roster; a roster that fails verification is logged and
@@ -333,6 +387,7 @@ class Agent:
         if roster.hash != self.roster.hash:
             log.info("roster_updated", seq=roster.seq, previous_seq=self.roster.seq)
             self._use(roster)
+            self.check_membership()
 
     async def handle(self, delivery: transport.Delivery) -> Outcome | None:
         """Receive one message, persist its outcome, then acknowledge it."""

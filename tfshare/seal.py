@@ -233,6 +233,35 @@ def _policy_error(message: str, hint: str) -> TrustError:
     return TrustError(message, hint=hint)
 
 
+def removed_from(roster: TrustedRoster, agency_id: str, kid_sig: bytes) -> TrustError | None:
+    """The refusal if this roster revoked this key of ``agency_id`` or removed the agency
+    (exit 6), else None. A revoked agency is told so: the way back is the coordinators' to
+    decide, never a grant of access or a broker configured to know it again."""
+    revocation = roster.revoked.get(kid_sig)
+    member = roster.members.get(agency_id)
+    if revocation is not None and member is not None and member.status == "removed":
+        return _policy_error(
+            f"this agency ({agency_id!r}) was revoked ({revocation.reason}) in roster seq "
+            f"{roster.seq}",
+            hint="it can no longer send or receive in this task force; talk to the "
+            "coordinators (if its key may be in the wrong hands, they know already: do not "
+            "use it)",
+        )
+    if revocation is not None:
+        return _policy_error(
+            f"this key of {agency_id!r} was revoked ({revocation.reason}) in roster seq "
+            f"{roster.seq}",
+            hint="use the agency's current key (the one the roster lists), or ask the coordinators",
+        )
+    if member is not None and member.status == "removed":
+        return _policy_error(
+            f"this agency ({agency_id!r}) was removed from the task force in roster seq "
+            f"{roster.seq}",
+            hint="it can no longer send or receive in this task force; talk to the coordinators",
+        )
+    return None
+
+
 def resolve_recipients(
     roster: TrustedRoster, channel: str, to: Sequence[str] | None
 ) -> list[Recipient]:
@@ -310,6 +339,14 @@ def seal(
         raise _policy_error(
             f"this key of {identity.agency_id!r} is not in the roster",
             hint="send your card to a coordinator and use the roster that includes it",
+        )
+    removed = removed_from(roster, identity.agency_id, identity.kid_sig)
+    if removed is not None:
+        raise removed
+    if member.status == "suspended":
+        raise _policy_error(
+            f"{identity.agency_id!r} is suspended in roster seq {roster.seq}",
+            hint="a suspended agency may not send; ask the coordinators why",
         )
     if member.status != "active" or identity.agency_id not in roster.channels[channel].writers:
         raise _policy_error(
@@ -681,6 +718,63 @@ def _check_signed(
     except CryptoError:
         raise _reject(RejectCode.E_BAD_SIG, "signature does not verify") from None
     return channel, sender_key
+
+
+def reopen_stored(
+    data: bytes,
+    *,
+    identity: Identity,
+    roster: TrustedRoster,
+    schemas: SchemaBook,
+) -> Opened:
+    """Open again an envelope this receiver accepted and stored (its inbox), for display.
+
+    Every receive check ran when it arrived; the roster has moved on since (a sender revoked
+    as compromised, a channel re-granted, a schema restricted), and its policy must not
+    unmake what was received under the roster of the time. So: the signature with the key of
+    record (the sender's key in ``roster``: a revoked key stays listed, marked), then this
+    identity's wrap, the key commitment, decryption and the body against its schema -- what
+    keeps a stored row that was altered from being shown as the sender's. Whether the sender
+    is revoked now is the caller's to say (``roster.revoked``). Raises ``Rejected``."""
+    env, hdr, kids = _decode_envelope(data)
+    try:
+        if hdr.taskforce != roster.taskforce:
+            raise _reject(RejectCode.E_CHANNEL, f"another task force {hdr.taskforce!r}")
+        sender_key = roster.sign_keys.get(hdr.sender_kid)
+        if sender_key is None or sender_key.member.agency_id != hdr.sender:
+            raise _reject(
+                RejectCode.E_UNKNOWN_SENDER,
+                f"the sender's key {hdr.sender_kid.hex()} is no longer in the roster",
+            )
+        try:
+            primitives.sign_open(_signed_with_sig(env.sig, env.hdr, env.ct), sender_key.key.pk)
+        except CryptoError:
+            raise _reject(RejectCode.E_BAD_SIG, "signature does not verify") from None
+        payload_key = _unwrap(hdr, kids, identity)
+        # The channel's schema list of today does not apply to what was received before it.
+        anywhere = Channel(hdr.channel, [], [], 0, 0, [])
+        plain, record = _open_payload(env, hdr, payload_key, schemas, anywhere)
+    except Rejected as exc:
+        exc.sender, exc.msg_id = hdr.sender, hdr.msg_id
+        raise
+    return Opened(
+        msg_id=hdr.msg_id,
+        env_hash=envelope_hash(data),
+        sender=hdr.sender,
+        sender_kid=hdr.sender_kid,
+        fingerprint=sender_key.fingerprint,
+        ts_ms=hdr.ts_ms,
+        taskforce=hdr.taskforce,
+        channel=hdr.channel,
+        seq=hdr.seq,
+        roster_seq=hdr.roster_seq,
+        wraps=hdr.wraps,
+        agency_of_enc_kid=roster.agency_of_enc_kid,
+        schema=plain.schema,
+        schema_fp=plain.schema_fp,
+        record=record,
+        refs=tuple(hdr.refs),
+    )
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from tfshare.errors import (
     BrokerError,
     BrokerRefused,
     InputError,
+    Rejected,
     TfshareError,
     UsageError,
 )
@@ -43,9 +44,15 @@ from tfshare.messages import MessageType
 from tfshare.protocol import RECEIPTS_CHANNEL, Clock
 from tfshare.registry.book import Registry
 from tfshare.registry.schema import Schema, split_name
-from tfshare.replay import MemoryReplayStore
-from tfshare.roster import Anchor, TrustedRoster, decode_signed_roster, roster_hash, verify_roster
-from tfshare.seal import Opened, ReceivePolicy, Sealed, envelope_hash, open_envelope, seal
+from tfshare.roster import (
+    Anchor,
+    Revocation,
+    TrustedRoster,
+    decode_signed_roster,
+    roster_hash,
+    verify_roster,
+)
+from tfshare.seal import Opened, Sealed, envelope_hash, reopen_stored, seal
 from tfshare.store import InboxItem, SentItem, StateStore
 from tfshare.workflows.bodies import Prompt, body_json
 from tfshare.workflows.exchange import Credentials, default_state_dir
@@ -514,7 +521,7 @@ def find_parent(agency: Agency, msg_id_text: str, *, me: str) -> Parent:
             Handling(mine.no_forward, mine.handling_code),
             None,
         )
-    opened = read_inbox_item(agency, received[0])
+    opened = read_inbox_item(agency, received[0]).opened
     return Parent(
         opened.msg_id,
         opened.env_hash,
@@ -816,11 +823,12 @@ def make_agent(
     witness: bool = True,
     witness_interval_s: float = WITNESS_INTERVAL_S,
 ) -> Agent:
-    """The agency's agent (run it with ``await agent.run(stop)``). Unless ``witness`` is
+    """The agency's agent (run it with ``await agent.run(stop)``); ``AgencyRevoked`` (exit 6)
+    if the roster revoked this agency. Unless ``witness`` is
     False it also witnesses the audit log (AUDIT-LOG.md 13): it checks each new checkpoint
     against the one it holds, co-signs it and publishes the cosignature, when the audit
     service announces one and every ``witness_interval_s`` in any case."""
-    identity = load_identity(agency.creds.key_path, agency.creds.passphrase)
+    identity = agency.identity()
 
     async def witness_log(conn: transport.Connection, ended: asyncio.Event) -> None:
         await run_witness(
@@ -832,7 +840,7 @@ def make_agent(
             interval_s=witness_interval_s,
         )
 
-    return Agent(
+    agent = Agent(
         identity=identity,
         roster=agency.roster,
         schemas=agency.registry,
@@ -840,10 +848,15 @@ def make_agent(
         url=url,
         clock=clock,
         accept_roster=agency.accept_roster,
+        # Read when the broker refuses the agent's credentials (the bucket is then out of
+        # reach): a roster put there since that revokes this agency stops the agent.
+        reload_roster=agency.reload_roster,
         fetch_schema=agency.fetch_schema,
         receipts=True,
         sidecars=[witness_log] if witness else [],
     )
+    agent.check_membership()  # a revoked agency's agent does not even start
+    return agent
 
 
 async def run_until_signalled(agent: Agent) -> None:
@@ -855,22 +868,53 @@ async def run_until_signalled(agent: Agent) -> None:
     await agent.run(stop)
 
 
-def read_inbox_item(agency: Agency, item: InboxItem) -> Opened:
-    """Decrypt a stored message (verified on arrival) for display: the checks run again,
-    with a throwaway replay store and no age limit."""
-    identity = load_identity(agency.creds.key_path, agency.creds.passphrase)
-    opened = open_envelope(
-        item.envelope,
-        identity=identity,
-        roster=agency.roster,
-        replay=MemoryReplayStore(),
-        schemas=agency.registry,
-        now_ms=item.received_ms,
-        subject=None,
-        policy=ReceivePolicy(max_age_ms=2**53 - 1),
+COMPROMISED_MARK = "sender's key revoked as compromised after this was received"
+
+
+@dataclass(frozen=True)
+class InboxMessage:
+    """A stored message, decrypted for display, and what the roster says of its sender now."""
+
+    item: InboxItem
+    opened: Opened
+    revocation: Revocation | None  # of the sender's key, in the roster in force
+
+    @property
+    def warning(self) -> str | None:
+        """What a reader must be told before trusting it (None: nothing)."""
+        if self.revocation is not None and self.revocation.reason == "compromised":
+            return COMPROMISED_MARK
+        return None
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A stored message that cannot be shown: its code and why (one line for the list)."""
+
+    item: InboxItem
+    code: str
+    reason: str
+
+
+def read_inbox_item(agency: Agency, item: InboxItem) -> InboxMessage:
+    """Decrypt a stored message for display. The receive checks ran on arrival, under the
+    roster of the time; its signature is checked again with the key of record, and a sender
+    revoked as compromised since is marked, not refused (``seal.reopen_stored``). Raises
+    ``Rejected`` for a row that cannot be opened (altered, its key gone from the roster)."""
+    opened = reopen_stored(
+        item.envelope, identity=agency.identity(), roster=agency.roster, schemas=agency.registry
     )
-    assert isinstance(opened, Opened)
-    return opened
+    return InboxMessage(item, opened, agency.roster.revoked.get(opened.sender_kid))
+
+
+def read_inbox(agency: Agency, items: Iterable[InboxItem]) -> Iterator[InboxMessage | Unreadable]:
+    """Each stored message decrypted, or what keeps it from being read: one bad row never
+    stops the list."""
+    for item in items:
+        try:
+            yield read_inbox_item(agency, item)
+        except Rejected as exc:
+            yield Unreadable(item, exc.code or "E_INTERNAL", exc.message)
 
 
 def body_of(opened: Opened) -> object:
@@ -886,8 +930,9 @@ def follow_inbox(
     include_existing: bool,
     poll_s: float = 0.3,
     stop: Callable[[], bool] = lambda: False,
-) -> Iterator[tuple[InboxItem, Opened]]:
-    """New inbox messages as the agent stores them, decrypted, oldest first."""
+) -> Iterator[InboxMessage | Unreadable]:
+    """New inbox messages as the agent stores them, decrypted, oldest first; one that cannot
+    be read is reported as such and the feed goes on."""
     seen: set[bytes] = set()
     if not include_existing:
         seen = {i.msg_id + i.sender_kid for i in agency.store.inbox(limit=100_000)}
@@ -899,6 +944,6 @@ def follow_inbox(
         ]
         for item in fresh:
             seen.add(item.msg_id + item.sender_kid)
-            yield item, read_inbox_item(agency, item)
+        yield from read_inbox(agency, fresh)
         if not fresh:
             time.sleep(poll_s)
