@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import msgspec
@@ -320,3 +322,17 @@ def test_no_permission_reaches_another_agencys_own_subjects(trusted: R.TrustedRo
                 assert not overlaps(mine, names.inbox_subjects(other)), (agency, mine, other)
         for mine in allowed.subscribe:
             assert not overlaps(mine, names.channel_subject(tf, "*", "*")), (agency, mine)
+
+
+def test_names_is_pure() -> None:
+    """tfshare.names pulls in no network, process, database or file module (pure core)."""
+    code = (
+        "import sys, tfshare.names\n"
+        "io = ('nats', 'sqlite3', 'asyncio', 'socket', 'subprocess')\n"
+        "mods = ('tfshare.transport', 'tfshare.broker', 'tfshare.store', 'tfshare.files')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in io or m in mods))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
