@@ -100,9 +100,9 @@ class AgencyRevoked(TrustError):
     stops (exit 6) rather than knock on the broker forever."""
 
 
-# Logged with ``broker_auth_failed`` once the agent has been connected: the broker dropped
-# its NATS user. Re-admitting the agency is never the advice: a revocation would be undone.
-AUTH_LOST_HINT = (
+# Logged with ``broker_auth_failed``. Re-admitting the agency is never the advice: a
+# revocation would be undone.
+AUTH_REFUSED_HINT = (
     "the broker no longer accepts this agency's NATS key. If the agency was revoked, that is "
     "final and the agent stops as soon as the roster at --roster says so (ask the "
     "coordinators for it); never reconfigure the broker to let a revoked agency in. "
@@ -227,13 +227,13 @@ class Agent:
                 # reach). Otherwise keep running, slowly.
                 self._reload_after_refusal()
                 pause = auth_backoff.next()
-                extra = {"hint": AUTH_LOST_HINT} if connected_once else {}
                 log.error(
                     "broker_auth_failed",
                     url=self.url,
                     reason=exc.message,
                     retry_s=auth_backoff.current,
-                    **extra,
+                    was_connected=connected_once,  # then the broker dropped our NATS user
+                    hint=AUTH_REFUSED_HINT,
                 )
                 await sleep_or_stop(stop, pause)
                 continue

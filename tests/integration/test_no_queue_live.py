@@ -95,7 +95,7 @@ def test_no_queue_publish_that_fails_is_never_sent_by_the_running_agent(
         for _ in range(5):
             code, stdout, stderr = publish_as_labour(cli_tf, state, silent_server, "--no-queue")
             assert code == 4, stderr
-            assert "not sent and not queued (--no-queue)" in stderr
+            assert "not sent and is not kept for later (--no-queue)" in stderr
             assert "nothing will send it later" in stderr
             assert stdout == ""
             assert outbox(state) == []
@@ -133,7 +133,7 @@ def test_no_queue_publish_while_the_broker_is_down_is_not_sent_when_it_returns(
         for _ in range(5):
             code, _, stderr = publish_as_labour(cli_tf, state, broker.url, "--no-queue")
             assert code == 4, stderr
-            assert "not sent and not queued (--no-queue)" in stderr
+            assert "not sent and is not kept for later (--no-queue)" in stderr
         code, stdout, stderr = publish_as_labour(cli_tf, state, broker.url, "--json")
         assert code == 0, stderr
         published = json.loads(stdout)

@@ -719,13 +719,13 @@ def _not_sent(exc: BrokerError, attempt: _Attempt) -> BrokerError:
     whether the broker may have stored it all the same."""
     if attempt.own_sent_out and not isinstance(exc, BrokerRefused):
         return type(exc)(
-            f"{exc.message}; not queued (--no-queue), but the broker may have stored the "
+            f"{exc.message}; not kept for later (--no-queue), but the broker may have stored the "
             "message before the answer was lost",
             hint="nothing will send it later: ask a recipient whether it arrived before "
             "publishing it again",
         )
     return type(exc)(
-        f"{exc.message}; the message was not sent and not queued (--no-queue)",
+        f"{exc.message}; the message was not sent and is not kept for later (--no-queue)",
         hint="nothing will send it later: publish it again when the broker is reachable, or "
         "without --no-queue to keep it in the outbox until then",
     )
