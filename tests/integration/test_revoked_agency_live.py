@@ -47,6 +47,13 @@ def revoked_roster(tf: CliTaskForce, agency: str, reason: str, name: str) -> tup
     return path, decode_signed_roster(path.read_bytes())[1].seq
 
 
+@pytest.fixture(scope="module")
+def labour_compromised(cli_tf: CliTaskForce) -> tuple[Path, int]:
+    """The one roster of the module revoking labour as compromised: brokers and agents keep
+    the highest roster they accepted, so two different ones of the same seq would clash."""
+    return revoked_roster(cli_tf, "labour", "compromised", "labour-compromised.roster")
+
+
 def trust(tf: CliTaskForce, roster: Path) -> list[str]:
     return ["--roster", str(roster), "--anchor", str(tf.root / "tf.anchor")]
 
@@ -62,11 +69,11 @@ def assert_told_revoked(stderr: str, agency: str, reason: str, seq: int) -> None
 
 
 def test_agent_of_a_revoked_agency_exits_6_before_connecting(
-    cli_tf: CliTaskForce, tmp_path: Path
+    cli_tf: CliTaskForce, labour_compromised: tuple[Path, int], tmp_path: Path
 ) -> None:
     """``agent run`` with a roster that revoked its agency as compromised exits 6 at once,
     saying so with the roster seq, and never says it is consuming."""
-    roster, seq = revoked_roster(cli_tf, "labour", "compromised", "agent-start.roster")
+    roster, seq = labour_compromised
     result = cli_tf.run(
         "agent", "run", *cli_tf.creds("labour"), *trust(cli_tf, roster),
         "--state", tmp_path / "labour", "--server", "nats://127.0.0.1:9",
@@ -99,7 +106,7 @@ def test_publish_by_a_revoked_agency_says_revoked_and_keeps_nothing(
 
 @pytest.mark.slow
 def test_running_agent_stops_with_exit_6_when_its_revocation_is_published(
-    cli_tf: CliTaskForce, tmp_path: Path
+    cli_tf: CliTaskForce, labour_compromised: tuple[Path, int], tmp_path: Path
 ) -> None:
     """labour's agent runs on ``broker up``; the coordinators publish a roster revoking labour
     as compromised. Whichever comes first -- the agent reading the bucket, or the broker
@@ -109,7 +116,7 @@ def test_running_agent_stops_with_exit_6_when_its_revocation_is_published(
     broker = start_broker(cli_tf, "broker-revoke")
     own_roster = tmp_path / "labour.roster"
     shutil.copyfile(cli_tf.root / "tf.roster", own_roster)
-    revoked, seq = revoked_roster(cli_tf, "labour", "compromised", "running.roster")
+    revoked, seq = labour_compromised
     agent = cli_tf.spawn(
         "agent-labour-revoked", "agent", "run", *cli_tf.creds("labour"),
         *trust(cli_tf, own_roster), "--state", tmp_path / "labour", "--server", broker.url,
@@ -140,13 +147,13 @@ def test_running_agent_stops_with_exit_6_when_its_revocation_is_published(
 
 @pytest.mark.slow
 def test_agent_refused_by_the_broker_never_advises_readmission_and_stops_on_the_roster(
-    cli_tf: CliTaskForce, tmp_path: Path
+    cli_tf: CliTaskForce, labour_compromised: tuple[Path, int], tmp_path: Path
 ) -> None:
     """The broker already runs the roster revoking labour (no NATS user for it); labour's
     agent, still holding the old roster, is refused: its ``broker_auth_failed`` log says a
     revoked agency is never to be let in again (and does not say to re-grant it), and it
     keeps trying; once the new roster is at its --roster, it stops with exit 6."""
-    revoked, seq = revoked_roster(cli_tf, "labour", "compromised", "refused.roster")
+    revoked, seq = labour_compromised
     port = free_port()
     broker = cli_tf.spawn(
         "broker-refused", "broker", "up", *trust(cli_tf, revoked), "--dir",

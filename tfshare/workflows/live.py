@@ -716,18 +716,21 @@ async def _send_outbox(
 
 def _not_sent(exc: BrokerError, attempt: _Attempt) -> BrokerError:
     """The error for a ``--no-queue`` publish that failed: nothing will send it later, and
-    whether the broker may have stored it all the same."""
-    if attempt.own_sent_out and not isinstance(exc, BrokerRefused):
+    whether the broker may have stored it all the same (its answer timed out after the
+    message went out). The broker's own hint stays, without "tfshare retries": not here."""
+    cause = exc.hint.removesuffix("; tfshare retries")
+    # transport has no type of its own for a timeout: its message names the exception.
+    if attempt.own_sent_out and "TimeoutError" in exc.message:
         return type(exc)(
-            f"{exc.message}; not kept for later (--no-queue), but the broker may have stored the "
-            "message before the answer was lost",
-            hint="nothing will send it later: ask a recipient whether it arrived before "
-            "publishing it again",
+            f"{exc.message}; not kept for later (--no-queue), but the broker may have stored "
+            "the message before its answer was lost",
+            hint=f"{cause}; nothing will send it later: ask a recipient whether it arrived "
+            "before publishing it again",
         )
     return type(exc)(
         f"{exc.message}; the message was not sent and is not kept for later (--no-queue)",
-        hint="nothing will send it later: publish it again when the broker is reachable, or "
-        "without --no-queue to keep it in the outbox until then",
+        hint=f"{cause}; nothing will send it later: publish it again once the broker takes "
+        "it, or without --no-queue to keep it in the outbox until then",
     )
 
 
