@@ -161,3 +161,14 @@ def test_listen_all_goes_past_a_bad_row_and_marks_the_compromised_sender(scene: 
     text = ok(scene.tf.run(*scene.as_ngo("listen", "--all", "--count", "2")))
     assert text.stdout.count(f"WARNING: {COMPROMISED_MARK}") == 1
     assert f"{FORGED_ID} from police cannot be shown: E_BAD_SIG" in text.stderr
+
+
+def test_a_compromised_senders_message_cannot_be_derived_from(scene: Scene) -> None:
+    """Shown marked, never built upon: ``publish --reshare`` of labour's earlier alert exits 3
+    E_REVOKED before anything is sealed."""
+    result = scene.tf.run(
+        *scene.as_ngo("publish", "alert", "--reshare", scene.from_labour, "--server",
+                      "nats://127.0.0.1:9", "--state", str(scene.tf.home / "state" / "ngo"))
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "E_REVOKED" in result.stderr and COMPROMISED_MARK in result.stderr

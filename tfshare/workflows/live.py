@@ -33,6 +33,7 @@ from tfshare.errors import (
     BrokerError,
     BrokerRefused,
     InputError,
+    RejectCode,
     Rejected,
     TfshareError,
     UsageError,
@@ -521,7 +522,17 @@ def find_parent(agency: Agency, msg_id_text: str, *, me: str) -> Parent:
             Handling(mine.no_forward, mine.handling_code),
             None,
         )
-    opened = read_inbox_item(agency, received[0]).opened
+    read = read_inbox_item(agency, received[0])
+    if read.warning is not None:
+        # Shown marked, but never built upon: its sender's key may have been in the wrong
+        # hands when it was signed.
+        raise Rejected(
+            RejectCode.E_REVOKED,
+            f"message {wanted} cannot be derived from: {read.warning}",
+            hint="do not pass it on or act on it without checking with its sender by other "
+            "means; tell the coordinators",
+        )
+    opened = read.opened
     return Parent(
         opened.msg_id,
         opened.env_hash,
