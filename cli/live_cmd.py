@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from tfshare import msgref
 from tfshare.errors import ExitCode, TfshareError, UsageError
 from tfshare.workflows import live
 from tfshare.workflows.bodies import Prompter, is_draft, read_stdin_body, save_draft
@@ -400,7 +401,13 @@ def inbox_list(
 
 @inbox_app.command("show")
 def inbox_show(
-    msg_id: Annotated[str, typer.Argument(help="The msg_id (hex) from 'inbox list'.")],
+    msg_id: Annotated[
+        str,
+        typer.Argument(
+            help="The msg_id from 'inbox list' (32 hex digits, a unique prefix of 8 or more, "
+            "or SENDER:MSG_ID)."
+        ),
+    ],
     key: KeyOpt = None,
     roster: RosterOpt = None,
     anchor: AnchorOpt = None,
@@ -409,17 +416,22 @@ def inbox_show(
     registry: RegistryOpt = None,
 ) -> None:
     """Decrypt and show one received message."""
+    ref = msgref.parse(msg_id)  # a malformed id is refused before the passphrase is asked
     agency, _ = _agency(key, passphrase_file, roster, anchor, state, registry)
-    item = next((i for i in agency.store.inbox(limit=10_000) if i.msg_id.hex() == msg_id), None)
-    if item is None:
-        raise UsageError(f"no message {msg_id} in the inbox", hint="see 'tfshare inbox list'")
+    received, _ = agency.store.find_by_prefix(ref.prefix)
+    item = msgref.pick(
+        ref,
+        [(i.sender, i.msg_id, i) for i in received],
+        where="in the inbox",
+        hint="see 'tfshare inbox list'",
+    )
     read = live.read_inbox_item(agency, item)
     opened = read.opened
     if read.warning:
         note(f"warning: {read.warning}")
     emit_json(
         {
-            "msg_id": msg_id,
+            "msg_id": item.msg_id.hex(),
             "sender": opened.sender,
             "fingerprint": opened.fingerprint,
             "channel": opened.channel,

@@ -48,10 +48,10 @@ import structlog
 
 from tfshare import transport
 from tfshare.backoff import Backoff, sleep_or_stop
-from tfshare.broker import channel_subject, readable_channels
 from tfshare.errors import BrokerError, BrokerRefused, RejectCode, TfshareError, TrustError
 from tfshare.keys import Identity
 from tfshare.messages import SchemaBook
+from tfshare.names import channel_subject, parse_channel_subject, readable_channels
 from tfshare.protocol import (
     RECEIPT_SCHEMA,
     RECEIPTS_CHANNEL,
@@ -578,8 +578,8 @@ class Agent:
         the readers of the receipts channel: the coordinators."""
         if not self.receipts:
             return
-        parts = delivery.subject.split(".")
-        if len(parts) != 5 or parts[3] == RECEIPTS_CHANNEL:
+        parsed = parse_channel_subject(delivery.subject)
+        if parsed is None or parsed.channel == RECEIPTS_CHANNEL:
             return  # no receipts for receipts
         if isinstance(outcome, Delivered):
             message = outcome.message

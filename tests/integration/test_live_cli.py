@@ -344,6 +344,24 @@ def test_inbox_show_prints_the_body(
     assert shown["body"]["severity"] == expected["severity"]
 
 
+def test_inbox_show_takes_a_unique_prefix_of_eight_digits_as_the_readme_promises(
+    cli_tf: CliTaskForce, broker: LiveBroker, reader: Background, tmp_path: Path
+) -> None:
+    """``inbox show`` with the first 8 hex digits (and as ``SENDER:PREFIX``) shows the full
+    message; 7 digits are not a message id (exit 2, refused before the passphrase)."""
+    msg_id = msg_id_of(ok(cli_tf.publish(tmp_path / "police", broker.url)))
+    assert wait_for(lambda: msg_id in cli_tf.inbox_ids("ngo"), timeout=10, interval=0.2)
+    for ref in (msg_id[:8], msg_id[:8].upper(), f"police:{msg_id[:12]}"):
+        shown = json.loads(
+            ok(cli_tf.run("inbox", "show", ref, *cli_tf.creds("ngo"), *cli_tf.trust())).stdout
+        )
+        assert shown["msg_id"] == msg_id
+    short = cli_tf.run("inbox", "show", msg_id[:7], *cli_tf.creds("ngo"), *cli_tf.trust())
+    assert short.returncode == 2
+    assert "tfshare: error:" in short.stderr and "tfshare: hint:" in short.stderr
+    assert "Traceback" not in short.stderr
+
+
 def test_inbox_search_finds_words_in_the_decrypted_bodies(
     cli_tf: CliTaskForce, broker: LiveBroker, reader: Background, tmp_path: Path
 ) -> None:
