@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,7 +24,9 @@ import typer
 from tfshare import profiles
 from tfshare.errors import TrustError, UsageError
 from tfshare.files import read_bytes
+from tfshare.urls import parse_server_url
 from tfshare.visible import escape, escape_json
+from tfshare.workflows.keys import InsecureKeyCost
 
 MAX_PASSPHRASE_FILE = 4096
 
@@ -61,6 +64,14 @@ ServerOpt = Annotated[
     typer.Option(
         "--server",
         help="Broker URL (default: the profile's, $TFSHARE_SERVER, or nats://127.0.0.1:4222).",
+    ),
+]
+
+AllowWeakPassphrase = Annotated[
+    bool,
+    typer.Option(
+        "--allow-weak-passphrase",
+        help="Accept a passphrase shorter than 12 characters for the new key (throwaway keys).",
     ),
 ]
 
@@ -108,8 +119,18 @@ def where(
         roster=pick(roster, "roster", "--roster"),
         anchor=pick(anchor, "anchor", "--anchor"),
         state=state or (profile.state if profile else None),
-        server=server or (profile.server if profile else None),
+        server=_server(server, profile),
     )
+
+
+def _server(flag: str | None, profile: profiles.Profile | None) -> str | None:
+    """The broker URL from --server (checked here, before any passphrase is asked or anything
+    is opened: a malformed one is a usage error naming it, exit 2, never a connection
+    timeout), else the profile's (checked when the profile is loaded); None: the caller's
+    default ($TFSHARE_SERVER, checked by ``live.server_url``)."""
+    if flag:
+        return parse_server_url(flag)
+    return profile.server if profile is not None else None
 
 
 def now_ms() -> int:
@@ -182,3 +203,26 @@ def split_list(value: str | None) -> list[str] | None:
         return None
     items = [item.strip() for item in value.split(",") if item.strip()]
     return items or None
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """The library's warnings meant for people (``InsecureKeyCost``) as ``tfshare: warning:``
+    lines on stderr; any other warning as Python shows it."""
+    if issubclass(category, InsecureKeyCost):
+        typer.echo(f"tfshare: warning: {shown(str(message))}", err=True)
+        return
+    _python_showwarning(message, category, filename, lineno, file, line)
+
+
+# The CLI, not the library, decides how a warning looks; each command says it once per key
+# it opens (a test run is quiet: the library does not warn with TFSHARE_TEST=1).
+_python_showwarning = warnings.showwarning
+warnings.showwarning = _show_warning
+warnings.filterwarnings("default", category=InsecureKeyCost)

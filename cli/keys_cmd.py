@@ -10,9 +10,19 @@ import typer
 
 from tfshare import profiles
 from tfshare.keyfile import DEFAULT_KDF
+from tfshare.urls import parse_server_url
 from tfshare.workflows import keys as workflow
 
-from .common import JsonFlag, PassphraseFile, emit_fields, emit_json, note, now_ms, passphrase
+from .common import (
+    AllowWeakPassphrase,
+    JsonFlag,
+    PassphraseFile,
+    emit_fields,
+    emit_json,
+    note,
+    now_ms,
+    passphrase,
+)
 
 app = typer.Typer(help="Create and inspect agency keys and cards.", no_args_is_help=True)
 
@@ -31,10 +41,11 @@ def init_cmd(
             help="Argon2id cost: interactive, moderate, sensitive (insecure-test for tests).",
         ),
     ] = DEFAULT_KDF,
+    allow_weak_passphrase: AllowWeakPassphrase = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Create AGENCY.key (secret, passphrase-protected, 0600) and AGENCY.card (public) in
-    --dir (created, 0700, if it does not exist)."""
+    --dir (created, 0700, if it does not exist). The passphrase needs 12 characters or more."""
     key, card = workflow.create_keys(
         agency_id,
         directory,
@@ -45,6 +56,7 @@ def init_cmd(
         ),
         kdf=kdf,
         now_ms=now_ms(),
+        allow_weak_passphrase=allow_weak_passphrase,
     )
     if as_json:
         emit_json({"key": key.path, "card": card.path, **_public(card)})
@@ -97,8 +109,10 @@ def profile_init_cmd(
     ] = None,
     passphrase_file: PassphraseFile = None,
     kdf: Annotated[str, typer.Option("--kdf", envvar="TFSHARE_KDF")] = DEFAULT_KDF,
+    allow_weak_passphrase: AllowWeakPassphrase = False,
 ) -> None:
     """Set up an agency profile: keys, roster, anchor, state, server (then use --profile)."""
+    server = parse_server_url(server)  # a typing mistake is said before any passphrase is asked
     # Importing a key file needs no passphrase here: it is asked when the key is used.
     secret = (
         b""
@@ -115,6 +129,7 @@ def profile_init_cmd(
         passphrase=secret,
         kdf=kdf,
         now_ms=now_ms(),
+        allow_weak_passphrase=allow_weak_passphrase,
     )
     note(f"profile {made.name} created in {made.folder}")
     if key is None:

@@ -56,9 +56,29 @@ KDF_PROFILES: Final = {
 }
 DEFAULT_KDF: Final = "moderate"
 
+# A passphrase shorter than this is refused when a key file is created (unless the person
+# says --allow-weak-passphrase): Argon2id slows each guess, it cannot make 8 characters strong.
+MIN_PASSPHRASE_CHARS: Final = 12
+
 # A file may ask for at most this much work; more is refused before any allocation.
 MAX_OPSLIMIT: Final = 16
 MAX_MEMLIMIT: Final = argon2id.MEMLIMIT_SENSITIVE
+
+
+def passphrase_problem(passphrase: bytes) -> str | None:
+    """Why ``passphrase`` is too weak to protect a new key file, or None. Counted in
+    characters (UTF-8), so a passphrase in any script is judged by what was typed."""
+    if len(passphrase.decode("utf-8", errors="replace")) < MIN_PASSPHRASE_CHARS:
+        # Its length is not said: even that narrows a guesser's search.
+        return f"the passphrase is shorter than {MIN_PASSPHRASE_CHARS} characters"
+    return None
+
+
+def is_test_cost(limits: KdfLimits) -> bool:
+    """Whether a key file's Argon2id cost is below every profile meant for real keys (the
+    ``insecure-test`` profile is): its passphrase can be guessed quickly by whoever copies it."""
+    weakest = KDF_PROFILES["interactive"]
+    return limits.opslimit < weakest.opslimit or limits.memlimit < weakest.memlimit
 
 
 class KeyFile(
@@ -75,6 +95,10 @@ class KeyFile(
     sign_pk: Bytes32
     enc_pk: Bytes32
     ct: bytes
+
+    @property
+    def limits(self) -> KdfLimits:
+        return KdfLimits(self.opslimit, self.memlimit)
 
     def associated_data(self) -> bytes:
         """The canonical encoding of every field in front of ``ct`` (tag included)."""

@@ -12,7 +12,6 @@ quarantine, outbox, roster state) and ``config.toml``. The folder is 0700.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tomllib
 from dataclasses import dataclass
@@ -22,10 +21,9 @@ from tfshare.encoding import is_name
 from tfshare.errors import InputError, UsageError
 from tfshare.files import read_bytes, write_atomic
 from tfshare.keyfile import read_keyfile_header
+from tfshare.urls import parse_server_url
 from tfshare.workflows.filekinds import read_kind
 from tfshare.workflows.keys import init_keys
-
-SERVER_URL = re.compile(r"(nats|tls)://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?")
 
 
 def home() -> Path:
@@ -75,12 +73,14 @@ def load(name: str) -> Profile:
         )
     try:
         config = tomllib.loads(read_bytes(path, what="profile config", limit=64 * 1024).decode())
-        return Profile(name, folder, str(config["agency"]), str(config["server"]))
+        agency, server = str(config["agency"]), str(config["server"])
     except (tomllib.TOMLDecodeError, KeyError, UnicodeDecodeError):
         raise InputError(
             f"the profile config {str(path)!r} is damaged",
             hint="fix it by hand (agency = ..., server = ...) or create the profile again",
         ) from None
+    # A hand-edited server is checked like --server: a usage error naming it, not a timeout.
+    return Profile(name, folder, agency, parse_server_url(server, source=f"{str(path)!r}: server"))
 
 
 def create(
@@ -94,12 +94,10 @@ def create(
     passphrase: bytes,
     kdf: str,
     now_ms: int,
+    allow_weak_passphrase: bool = False,
 ) -> Profile:
     """Create a profile: new keys (or ``key`` imported), copies of roster and anchor."""
-    if not SERVER_URL.fullmatch(server):
-        raise UsageError(
-            f"{server!r} is not a broker URL", hint="e.g. nats://127.0.0.1:4222 or tls://host:4222"
-        )
+    server = parse_server_url(server)
     folder = _folder(name)
     if folder.exists():
         raise InputError(
@@ -120,7 +118,13 @@ def create(
         profile = Profile(name, folder, agency, server)
         if key is None:
             init_keys(
-                agency, folder, display_name=None, passphrase=passphrase, kdf=kdf, now_ms=now_ms
+                agency,
+                folder,
+                display_name=None,
+                passphrase=passphrase,
+                kdf=kdf,
+                now_ms=now_ms,
+                allow_weak_passphrase=allow_weak_passphrase,
             )
         else:
             write_atomic(profile.key, read_kind(key, "key"), secret=True, overwrite=False)

@@ -1,9 +1,10 @@
 """Fixtures for the CLI tests: the installed ``tfshare`` console script, run as a real subprocess.
 
 Every run gets a clean environment: ``TFSHARE_HOME`` and ``HOME`` point into the test's own
-directory, ``TFSHARE_KDF=insecure-test`` keeps Argon2id fast, no ``TFSHARE_PASSPHRASE`` unless a
-test passes one, and stdin is ``/dev/null`` (never a TTY), so a missing passphrase is an error
-rather than a prompt.
+directory, ``TFSHARE_KDF=insecure-test`` keeps Argon2id fast, ``TFSHARE_TEST=1`` says so (no
+warning that a key has the insecure test cost; a test of that warning passes ``TFSHARE_TEST=""``),
+no ``TFSHARE_PASSPHRASE`` unless a test passes one, and stdin is ``/dev/null`` (never a TTY), so a
+missing passphrase is an error rather than a prompt.
 
 The session task force (built once, never modified: tests that edit the roster copy it first)
 lives in one directory with a fixed layout::
@@ -43,6 +44,7 @@ def clean_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, s
         "HOME": str(home),
         "TFSHARE_HOME": str(home),
         "TFSHARE_KDF": "insecure-test",
+        "TFSHARE_TEST": "1",
         "LC_ALL": "C.UTF-8",
         "PYTHONIOENCODING": "utf-8",
         "PYTHONDONTWRITEBYTECODE": "1",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,10 @@ from tfkit import TaskForce, build_taskforce
 
 from tfshare.broker import BrokerProcess
 from tfshare.workflows.live import start_broker
+
+# The kit's and the tests' key files use the insecure test cost on purpose: no warning about it
+# (tfshare.workflows.keys), here and in the CLI processes the tests start.
+os.environ["TFSHARE_TEST"] = "1"
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,16 @@
-"""``tfshare keys``: create an agency's key file and card; describe either."""
+"""``tfshare keys``: create an agency's key file and card; describe either; open a key file.
+
+Owns: the policy for new key files (a passphrase of at least ``MIN_PASSPHRASE_CHARS``
+characters unless the person allows a weak one), and the warning that a key file is
+protected with the insecure test cost (``InsecureKeyCost``), raised through Python's
+``warnings`` each time such a key is created or opened, outside test runs
+(``TFSHARE_TEST=1``); the CLI prints it as ``tfshare: warning: ...``.
+"""
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +19,50 @@ from typing import Literal
 from tfshare.encoding import encode, is_name
 from tfshare.errors import InputError, TrustError, UsageError
 from tfshare.files import read_bytes, write_atomic
-from tfshare.keyfile import KDF_PROFILES, open_keyfile, read_keyfile_header, seal_keyfile
+from tfshare.keyfile import (
+    KDF_PROFILES,
+    MIN_PASSPHRASE_CHARS,
+    KdfLimits,
+    is_test_cost,
+    open_keyfile,
+    passphrase_problem,
+    read_keyfile_header,
+    seal_keyfile,
+)
 from tfshare.keys import Identity, display_name_problem, fingerprint, kid_enc, kid_sig
 from tfshare.workflows.filekinds import MAX_FILE, load_card, read_kind, sniff
+
+# Set by the test suites (their conftests): their throwaway keys use the insecure test cost
+# on purpose, and a warning on every command would drown what the tests look at.
+TEST_RUN_ENV = "TFSHARE_TEST"
+
+
+class InsecureKeyCost(UserWarning):
+    """A key file protected with the insecure test cost is being created or used."""
+
+
+def _warn_if_test_cost(path: Path, limits: KdfLimits) -> None:
+    if is_test_cost(limits) and os.environ.get(TEST_RUN_ENV) != "1":
+        warnings.warn(
+            InsecureKeyCost(
+                f"the key file {str(path)!r} is protected with the insecure test cost "
+                "(TFSHARE_KDF=insecure-test): whoever copies it can guess its passphrase "
+                "quickly; for real use create keys without TFSHARE_KDF=insecure-test"
+            ),
+            stacklevel=1,  # one warning per key and command, wherever it is opened from
+        )
+
+
+def check_new_passphrase(passphrase: bytes, *, allow_weak: bool) -> None:
+    """Refuse a passphrase too weak to protect a new key file (exit 6, like every other
+    passphrase problem), unless the person said ``--allow-weak-passphrase``."""
+    problem = passphrase_problem(passphrase)
+    if problem is not None and not allow_weak:
+        raise TrustError(
+            f"{problem}: a stolen key file with a short passphrase is opened by guessing",
+            hint=f"choose a passphrase of at least {MIN_PASSPHRASE_CHARS} characters (a few "
+            "words), or give --allow-weak-passphrase for a throwaway key",
+        )
 
 
 @dataclass(frozen=True)
@@ -58,6 +107,7 @@ def create_keys(
     ask_passphrase: Callable[[], bytes],
     kdf: str,
     now_ms: int,
+    allow_weak_passphrase: bool = False,
 ) -> tuple[KeyInfo, KeyInfo]:
     """``keys init``: every check that needs no passphrase first (agency id, display name,
     KDF, existing files), then the directory (made 0700 if missing), then the passphrase,
@@ -84,6 +134,7 @@ def create_keys(
             passphrase=ask_passphrase(),
             kdf=kdf,
             now_ms=now_ms,
+            allow_weak_passphrase=allow_weak_passphrase,
         )
     except BaseException:
         if made and not any(directory.iterdir()):
@@ -120,9 +171,12 @@ def init_keys(
     passphrase: bytes,
     kdf: str,
     now_ms: int,
+    allow_weak_passphrase: bool = False,
 ) -> tuple[KeyInfo, KeyInfo]:
-    """Generate an identity; write DIR/AGENCY.key (0600) and DIR/AGENCY.card atomically."""
+    """Generate an identity; write DIR/AGENCY.key (0600) and DIR/AGENCY.card atomically.
+    The passphrase must be strong enough (``check_new_passphrase``)."""
     key_path, card_path = _key_paths(agency_id, directory, display_name=display_name, kdf=kdf)
+    check_new_passphrase(passphrase, allow_weak=allow_weak_passphrase)
     name = display_name or agency_id
     identity = Identity.generate(agency_id, name, rng=os.urandom, now_ms=now_ms)
     key_bytes = seal_keyfile(identity, passphrase, limits=KDF_PROFILES[kdf], rng=os.urandom)
@@ -133,6 +187,7 @@ def init_keys(
     except BaseException:
         key_path.unlink(missing_ok=True)  # nothing half-written: no key without its card
         raise
+    _warn_if_test_cost(key_path, KDF_PROFILES[kdf])
     return describe(key_path), describe(card_path)
 
 
@@ -175,5 +230,9 @@ def describe(path: Path) -> KeyInfo:
 
 
 def load_identity(path: Path, passphrase: bytes) -> Identity:
-    """Open a key file with its passphrase."""
-    return open_keyfile(read_kind(path, "key"), passphrase)
+    """Open a key file with its passphrase (an ``InsecureKeyCost`` warning if it has the
+    insecure test cost, outside test runs)."""
+    data = read_kind(path, "key")
+    identity = open_keyfile(data, passphrase)
+    _warn_if_test_cost(path, read_keyfile_header(data).limits)
+    return identity

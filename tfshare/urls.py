@@ -1,0 +1,103 @@
+"""Broker URLs: the one check every server URL passes before anything connects to it.
+
+Owns: ``parse_server_url``, which accepts ``nats://HOST[:PORT]`` and ``tls://HOST[:PORT]``
+(HOST a DNS name, an IPv4 address or a bracketed IPv6 address; PORT 1-65535) and refuses
+anything else as a usage error (exit 2) that names the URL and shows the accepted forms.
+Without it a typing mistake (``http://``, a port of 99999, no host) reached nats-py, which
+tried until its timeout and was reported as "broker unavailable" (exit 4), and an agent
+retried it forever.
+
+Pure: no network, no disk, no environment (the callers say where the text came from).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Final
+
+from tfshare.errors import UsageError
+
+SCHEMES: Final = ("nats", "tls")
+ACCEPTED: Final = "nats://HOST:PORT or tls://HOST:PORT, e.g. nats://127.0.0.1:4222"
+MAX_URL: Final = 300
+
+_URL: Final = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)(?P<rest>.*)", re.DOTALL
+)
+_LABEL: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _problem(text: str) -> str | None:
+    """Why ``text`` is not a broker URL, or None if it is one."""
+    if len(text) > MAX_URL:
+        return f"it is longer than {MAX_URL} characters"
+    match = _URL.fullmatch(text)
+    if match is None:
+        return "it has no scheme (nats:// or tls://)"
+    scheme = match["scheme"].lower()
+    if scheme not in SCHEMES:
+        return f"the scheme {match['scheme']}:// is not one tfshare speaks"
+    if match["rest"] not in ("", "/"):
+        return "a broker URL has no path, query or fragment"
+    authority = match["authority"]
+    if "@" in authority:
+        return "a broker URL carries no user or password (tfshare signs in with the agency's key)"
+    host, port = _split_host_port(authority)
+    if not host:
+        return "it names no host"
+    if port is not None and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        return "the port must be a number from 1 to 65535"
+    if not _valid_host(host):
+        return f"{host!r} is not a host name or IP address"
+    return None
+
+
+def _split_host_port(authority: str) -> tuple[str, str | None]:
+    if authority.startswith("["):  # [IPv6]:port
+        end = authority.find("]")
+        if end < 0:
+            return authority, None
+        host, after = authority[: end + 1], authority[end + 1 :]
+        if not after:
+            return host, None
+        return host, after[1:] if after.startswith(":") else after
+    host, colon, port = authority.rpartition(":")
+    if not colon:
+        return authority, None
+    return host, port
+
+
+def _valid_host(host: str) -> bool:
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+        return True
+    if not host.isascii() or len(host) > 253:
+        return False
+    labels = host.removesuffix(".").split(".")
+    if all(label.isdigit() for label in labels):  # looks like IPv4: must be one
+        try:
+            ipaddress.IPv4Address(host.removesuffix("."))
+        except ValueError:
+            return False
+        return True
+    return all(_LABEL.fullmatch(label) for label in labels)
+
+
+def parse_server_url(text: str, *, source: str = "--server") -> str:
+    """``text`` if it is a broker URL (scheme lower-cased, a trailing "/" dropped); else a
+    ``UsageError`` that names it and where it came from (``source``: "--server",
+    "TFSHARE_SERVER", "the profile ..."), and shows the accepted forms."""
+    problem = _problem(text)
+    if problem is not None:
+        # A URL with a user or password is not repeated: the part before '@' may be a secret.
+        named = "the URL" if "@" in text else repr(text)
+        raise UsageError(
+            f"{source} {named} is not a broker URL: {problem}",
+            hint=f"give {ACCEPTED} (the broker's address from your coordinator)",
+        )
+    scheme, _, rest = text.partition("://")
+    return f"{scheme.lower()}://{rest.removesuffix('/')}"
