@@ -67,6 +67,7 @@ def serve_cmd(
 ) -> None:
     """Log every envelope of the task force (verified, never decrypted) until Ctrl-C."""
     agency, url = _agency(key, passphrase_file, roster, anchor, state, None, server)
+    agency.identity()  # the passphrase is checked before the service says it is running
     note(f"audit service of {agency.roster.taskforce} consuming from {url}")
     service = audit.serve(
         agency,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -10,12 +11,15 @@ from typing import Annotated, Any
 
 import typer
 
+from tfshare.broker import check_port_free
 from tfshare.errors import BrokerError, TfshareError
 from tfshare.store import StateStore
+from tfshare.urls import parse_server_url
 from tfshare.workflows import live
 from tfshare.workflows.exchange import tfshare_home
 from tfshare.workflows.filekinds import load_anchor, read_kind
 from tfshare.workflows.rosters import load_trusted, trusted_roster
+from tfshare.workflows.statedb import STATE_DB, removed_if_failed, verify_before_creating
 
 from .common import (
     StateDir,
@@ -26,6 +30,10 @@ from .common import (
 broker_app = typer.Typer(help="Run the task force's nats-server.", no_args_is_help=True)
 
 BrokerRosterOpt = Annotated[Path, typer.Option("--roster", help="The signed roster.")]
+PortOpt = Annotated[
+    int, typer.Option("--port", min=1, max=65535, help="The port members connect to.")
+]
+BROKER_HOST = "127.0.0.1"  # where 'broker up' listens (live.start_broker)
 
 # The limits (README, "Limits"). Sizes take nats-server's units: 512MB, 8GiB, or bytes.
 MaxAgeOpt = Annotated[
@@ -148,9 +156,10 @@ BrokerAnchorOpt = Annotated[Path, typer.Option("--anchor", help="The pinned trus
 
 
 def _broker_roster(roster: Path, anchor: Path, state: Path | None) -> Any:
-    return trusted_roster(
-        roster, anchor, state or tfshare_home() / "state" / "_broker", now_ms=now_ms()
-    )
+    """The roster, verified; a new state database only once it verified."""
+    directory = state or tfshare_home() / "state" / "_broker"
+    verify_before_creating(roster, anchor, directory / STATE_DB, now_ms=now_ms())
+    return trusted_roster(roster, anchor, directory, now_ms=now_ms())
 
 
 @broker_app.command("up")
@@ -158,7 +167,7 @@ def broker_up(
     roster: BrokerRosterOpt,
     anchor: BrokerAnchorOpt,
     directory: Annotated[Path, typer.Option("--dir", help="Config, admin key, JetStream data.")],
-    port: Annotated[int, typer.Option("--port")] = 4222,
+    port: PortOpt = 4222,
     max_age_days: MaxAgeOpt = _DEFAULT.max_age_days,
     receipts_max_age_days: ReceiptsMaxAgeOpt = _DEFAULT.receipts_max_age_days,
     duplicate_window: DuplicateWindowOpt = _DEFAULT.duplicate_window_s,
@@ -190,15 +199,29 @@ def broker_up(
         max_connections=max_connections,
         max_subscriptions=max_subscriptions,
     )
-    store = StateStore((state or tfshare_home() / "state" / "_broker") / "state.db")
-    trusted = load_trusted(roster, anchor, store, now_ms=now_ms())
-    broker = live.start_broker(
-        trusted,
-        directory,
-        port=port,
-        roster_bytes=read_kind(roster, "roster"),
-        limits=limits,
-    )
+    # Every check before anything is made: a port in use is said as such (not as the other
+    # server's refusal of our credentials), and a failed start leaves no new --dir and no
+    # new state database behind.
+    check_port_free(BROKER_HOST, port)
+    db = (state or tfshare_home() / "state" / "_broker") / STATE_DB
+    verify_before_creating(roster, anchor, db, now_ms=now_ms())
+    made_dir = not directory.exists()
+    with removed_if_failed(db):
+        store = StateStore(db)
+        try:
+            trusted = load_trusted(roster, anchor, store, now_ms=now_ms())
+            broker = live.start_broker(
+                trusted,
+                directory,
+                port=port,
+                roster_bytes=read_kind(roster, "roster"),
+                limits=limits,
+            )
+        except BaseException:
+            store.close()
+            if made_dir:
+                shutil.rmtree(directory, ignore_errors=True)
+            raise
     supervisor = live.BrokerSupervisor(
         broker, directory, load_anchor(anchor), store, trusted, limits
     )
@@ -245,7 +268,7 @@ def broker_config(
     roster: BrokerRosterOpt,
     anchor: BrokerAnchorOpt,
     directory: Annotated[Path, typer.Option("--dir", help="Where to write nats.conf.")],
-    port: Annotated[int, typer.Option("--port")] = 4222,
+    port: PortOpt = 4222,
     max_bytes: Annotated[
         str,
         typer.Option(
@@ -283,7 +306,9 @@ def broker_provision(
     directory: Annotated[
         Path, typer.Option("--dir", help="The directory of 'broker config' (its admin.seed).")
     ],
-    server: Annotated[str, typer.Option("--server", help="The nats-server's URL.")],
+    server: Annotated[
+        str, typer.Option("--server", help="The nats-server's URL (nats://HOST:PORT).")
+    ],
     max_age_days: MaxAgeOpt = _DEFAULT.max_age_days,
     receipts_max_age_days: ReceiptsMaxAgeOpt = _DEFAULT.receipts_max_age_days,
     duplicate_window: DuplicateWindowOpt = _DEFAULT.duplicate_window_s,
@@ -308,6 +333,7 @@ def broker_provision(
         max_ack_pending=max_ack_pending,
         max_waiting=max_waiting,
     )  # the server's disk limit is the operator's template here (TFSHARE_MAX_FILE_STORE)
+    server = parse_server_url(server)
     trusted = _broker_roster(roster, anchor, state)
     streams = asyncio.run(
         live.provision_broker(

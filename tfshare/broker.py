@@ -3,7 +3,11 @@
 Owns: ``render_config`` (the nats-server configuration: one nkey user per active agency,
 with the permissions ``tfshare.names.permissions`` computes for it - this module only
 renders them -, and the server's own limits, ``ServerLimits``), and ``BrokerProcess``
-(start a real nats-server, wait until it listens, stop it cleanly).
+(start a real nats-server, wait until it listens, stop it cleanly). A port that something
+else listens on is refused before the start (``check_port_free``), and a start counts only
+when the process we started says in its own log (lines prefixed with its pid) that it
+listens on our port: connecting to whatever answers there would take another server (an
+earlier broker, another program) for ours, and report its refusal as ours.
 
 Names (subjects, streams, consumers, buckets, inboxes) and the permission table live in
 ``tfshare.names``; they are re-exported here for the callers that import them from here.
@@ -14,6 +18,7 @@ suspended agency simply has no user, so its NATS credentials stop working with t
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -69,6 +74,7 @@ __all__ = [
     "audit_subject",
     "channel_subject",
     "check_config",
+    "check_port_free",
     "durable_name",
     "find_nats_server",
     "inbox_prefix",
@@ -199,6 +205,47 @@ def check_config(config: Path) -> None:
         )
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse (``BrokerError``) a ``host``:``port`` where nats-server could not listen: one
+    that another process listens on, a privileged one, an address of another machine."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (OSError, UnicodeError) as exc:
+        raise BrokerError(
+            f"cannot listen on {host}:{port}: {exc}", hint="give a local address and port"
+        ) from None
+    with socket.socket(family, kind, proto) as sock:
+        # As nats-server (Go) does: a port left in TIME_WAIT by a stopped broker is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise _listen_error(host, port, exc.errno, exc.strerror or str(exc)) from None
+
+
+def _listen_error(host: str, port: int, code: int | None, reason: str) -> BrokerError:
+    if code == errno.EADDRINUSE:
+        return BrokerError(
+            f"port {port} on {host} is already in use: another program listens there",
+            hint="stop it (an earlier 'tfshare broker up'?), or give another --port "
+            f"(see who listens: ss -ltnp 'sport = :{port}')",
+        )
+    if code == errno.EACCES:
+        return BrokerError(
+            f"not allowed to listen on port {port} on {host}",
+            hint="ports below 1024 need privileges: give --port 1024 or above (4222 is usual)",
+        )
+    return BrokerError(
+        f"cannot listen on {host}:{port} ({reason})", hint="give a local address and a free port"
+    )
+
+
+# nats-server's own log lines, each "[PID] DATE TIME [LEVEL] text".
+LISTENING: Final = "Listening for client connections on "
+READY: Final = "Server is ready"
+MAX_START_LOG: Final = 1024 * 1024
+
+
 @dataclass
 class BrokerProcess:
     """A running nats-server."""
@@ -214,6 +261,10 @@ class BrokerProcess:
         return f"nats://{self.host}:{self.port}"
 
     def start(self, *, timeout: float = 10.0) -> None:
+        """Start nats-server and return once it is ready, or raise ``BrokerError`` naming
+        why it did not start (the port in use included); nothing is left running."""
+        check_port_free(self.host, self.port)
+        offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [str(find_nats_server()), "-c", str(self.config)],
@@ -224,17 +275,44 @@ class BrokerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise BrokerError(
-                    f"nats-server exited with code {self.process.returncode} at start",
-                    hint=f"see {self.log}",
-                )
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
+                raise self._start_failure(self._own_log(offset))
+            if self._ready(self._own_log(offset)):
+                return
+            time.sleep(0.05)
         self.stop()
-        raise BrokerError(f"nats-server did not listen on {self.url} in time", hint=str(self.log))
+        raise BrokerError(
+            f"nats-server did not become ready on {self.url} in {timeout:g} s",
+            hint=f"see {self.log}",
+        )
+
+    def _own_log(self, offset: int) -> list[str]:
+        """The log lines our process wrote since ``offset`` (the same file may hold an
+        earlier run's lines, or another broker's started with the same directory)."""
+        assert self.process is not None
+        with self.log.open("rb") as log:
+            log.seek(offset)
+            text = log.read(MAX_START_LOG).decode("utf-8", errors="replace")
+        mine = f"[{self.process.pid}] "
+        return [line[len(mine) :] for line in text.splitlines() if line.startswith(mine)]
+
+    def _ready(self, lines: list[str]) -> bool:
+        """Our process says it listens on our port, and that it is ready."""
+        listening = any(
+            LISTENING in line and line.rstrip().endswith(f":{self.port}") for line in lines
+        )
+        return listening and any(READY in line for line in lines)
+
+    def _start_failure(self, lines: list[str]) -> BrokerError:
+        assert self.process is not None
+        if any("address already in use" in line for line in lines):
+            return _listen_error(self.host, self.port, errno.EADDRINUSE, "address in use")
+        fatal = [line for line in lines if "[FTL]" in line or "[ERR]" in line]
+        reason = fatal[-1].split("] ", 1)[-1].strip()[:200] if fatal else ""
+        return BrokerError(
+            f"nats-server exited with code {self.process.returncode} at start"
+            + (f": {reason}" if reason else ""),
+            hint=f"see {self.log}",
+        )
 
     def stop(self, *, timeout: float = 5.0) -> None:
         """SIGTERM (nats-server flushes JetStream and exits), then SIGKILL if it lingers."""

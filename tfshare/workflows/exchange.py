@@ -1,7 +1,9 @@
 """``tfshare seal`` / ``tfshare open``: offline exchange of envelopes as files.
 
 Air-gapped agencies carry .tfenv files; agents (issue 4) carry the same bytes over NATS.
-Both verify the roster against the pinned anchor and the persisted state before trusting it.
+Both verify the roster against the pinned anchor and the persisted state before trusting it,
+and unlock the key first: a command that fails leaves no new state database behind
+(``statedb.open_agency_state``).
 """
 
 from __future__ import annotations
@@ -16,11 +18,10 @@ from tfshare.files import read_bytes, write_atomic
 from tfshare.keyfile import read_keyfile_header
 from tfshare.protocol import Clock, Outcome, Receiver
 from tfshare.seal import ReceivePolicy, Sealed, seal
-from tfshare.store import StateStore
 from tfshare.workflows.filekinds import read_envelope, read_kind
 from tfshare.workflows.keys import load_identity
-from tfshare.workflows.rosters import load_trusted
-from tfshare.workflows.schemas import load_registry, resolve, store_for
+from tfshare.workflows.schemas import resolve
+from tfshare.workflows.statedb import STATE_DB, AgencyState, open_agency_state, removed_if_failed
 
 MAX_BODY_FILE = 512 * 1024
 
@@ -46,9 +47,21 @@ def default_state_dir(key_path: Path) -> Path:
     return tfshare_home() / "state" / agency
 
 
-def _store(state_dir: Path | None, key_path: Path) -> StateStore:
-    directory = state_dir or default_state_dir(key_path)
-    return StateStore(directory / "state.db")
+def _state(
+    directory: Path,
+    *,
+    roster_path: Path,
+    anchor_path: Path,
+    registry_dir: Path | None,
+    now_ms: int,
+) -> AgencyState:
+    return open_agency_state(
+        directory,
+        roster_path=roster_path,
+        anchor_path=anchor_path,
+        registry_dir=registry_dir,
+        now_ms=now_ms,
+    )
 
 
 def seal_file(
@@ -72,27 +85,33 @@ def seal_file(
             f"{schema_name!r} names no version", hint="name the version, e.g. tf.alert/1"
         )
     identity = load_identity(creds.key_path, creds.passphrase)
-    store = _store(state_dir, creds.key_path)
-    try:
-        now_ms = clock()
-        roster = load_trusted(roster_path, anchor_path, store, now_ms=now_ms)
-        registry = load_registry(store_for(registry_dir, roster.taskforce), roster)
-        schema = resolve(registry, schema_name)
-        record = schema.from_json(body_json)
-        sealed = seal(
-            identity=identity,
-            roster=roster,
-            channel=channel,
-            to=to,
-            schema=schema,
-            body=schema.to_body(record),
-            seq=store.next_seq(channel),
+    directory = state_dir or default_state_dir(creds.key_path)
+    now_ms = clock()
+    with removed_if_failed(directory / STATE_DB):  # a new state is kept only if sealed
+        state = _state(
+            directory,
+            roster_path=roster_path,
+            anchor_path=anchor_path,
+            registry_dir=registry_dir,
             now_ms=now_ms,
-            rng=os.urandom,
         )
-        write_atomic(out_path, sealed.data)
-    finally:
-        store.close()
+        try:
+            schema = resolve(state.registry, schema_name)
+            record = schema.from_json(body_json)
+            sealed = seal(
+                identity=identity,
+                roster=state.roster,
+                channel=channel,
+                to=to,
+                schema=schema,
+                body=schema.to_body(record),
+                seq=state.store.next_seq(channel),
+                now_ms=now_ms,
+                rng=os.urandom,
+            )
+            write_atomic(out_path, sealed.data)
+        finally:
+            state.store.close()
     return sealed
 
 
@@ -110,18 +129,24 @@ def open_file(
     """Verify the roster, then run the receive pipeline on one .tfenv file."""
     data = read_envelope(envelope_path)
     identity = load_identity(creds.key_path, creds.passphrase)
-    store = _store(state_dir, creds.key_path)
-    try:
-        roster = load_trusted(roster_path, anchor_path, store, now_ms=clock())
-        registry = load_registry(store_for(registry_dir, roster.taskforce), roster)
-        receiver = Receiver(
-            identity=identity,
-            roster=roster,
-            replay=store.replay(),
-            schemas=registry,
-            clock=clock,
-            policy=policy,
+    directory = state_dir or default_state_dir(creds.key_path)
+    with removed_if_failed(directory / STATE_DB):
+        state = _state(
+            directory,
+            roster_path=roster_path,
+            anchor_path=anchor_path,
+            registry_dir=registry_dir,
+            now_ms=clock(),
         )
-        return receiver.receive(data)
-    finally:
-        store.close()
+        try:
+            receiver = Receiver(
+                identity=identity,
+                roster=state.roster,
+                replay=state.store.replay(),
+                schemas=state.registry,
+                clock=clock,
+                policy=policy,
+            )
+            return receiver.receive(data)
+        finally:
+            state.store.close()
