@@ -112,6 +112,11 @@ class NoAnswer(BrokerError):
     """A request was delivered but no reply came in time."""
 
 
+class BrokerTimeout(BrokerError):
+    """The broker did not answer in time. For a publish that went out, it may have stored
+    the message all the same: only its answer is known to be lost."""
+
+
 class MessageTooLarge(BrokerRefused):
     """The broker refuses a message for its size: over the server's max_payload, or over the
     stream's maximum message size. Sending it again cannot help."""
@@ -139,10 +144,11 @@ def auth_failed(url: str, agency: str | None, nkey_seed: bytes) -> BrokerAuthFai
     return BrokerAuthFailed(
         f"the broker at {url} refused the NATS credentials of agency {agency!r} "
         f"(authorization violation: it has no user {user})",
-        hint="the broker does not know this agency's NATS key: regenerate the broker config "
-        "from the current roster ('tfshare broker config', or 'tfshare roster publish' to a "
-        "'tfshare broker up' broker) and reload nats-server; check --server is this task "
-        "force's broker",
+        hint="if this agency was revoked or suspended, the broker refuses it for good: never "
+        "add it back. Otherwise the broker does not know this agency's NATS key: regenerate "
+        "the broker config from the current roster ('tfshare broker config', or 'tfshare "
+        "roster publish' to a 'tfshare broker up' broker) and reload nats-server; check "
+        "--server is this task force's broker",
     )
 
 
@@ -241,7 +247,10 @@ def broker_error(exc: BaseException, *, doing: str) -> BrokerError:
             "stream or the consumer is missing, or JetStream is unavailable",
             hint=_PROVISION_HINT,
         )
-    return BrokerError(
+    kind = (
+        BrokerTimeout if isinstance(exc, TimeoutError | nats.errors.TimeoutError) else BrokerError
+    )
+    return kind(
         f"broker unavailable while {doing} ({type(exc).__name__})",
         hint="check the server address and that the broker is running; tfshare retries",
     )

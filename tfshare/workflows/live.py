@@ -730,8 +730,7 @@ def _not_sent(exc: BrokerError, attempt: _Attempt) -> BrokerError:
     whether the broker may have stored it all the same (its answer timed out after the
     message went out). The broker's own hint stays, without "tfshare retries": not here."""
     cause = exc.hint.removesuffix("; tfshare retries")
-    # transport has no type of its own for a timeout: its message names the exception.
-    if attempt.own_sent_out and "TimeoutError" in exc.message:
+    if attempt.own_sent_out and isinstance(exc, transport.BrokerTimeout):
         return type(exc)(
             f"{exc.message}; not kept for later (--no-queue), but the broker may have stored "
             "the message before its answer was lost",
