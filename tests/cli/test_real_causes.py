@@ -14,18 +14,42 @@ The broker side (a port in use, ``listen``) is in tests/integration/test_real_ca
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import TFSHARE, Run, clean_env, ok
 
 from tfshare.errors import TrustError
 from tfshare.workflows.keys import init_keys
 
+# Not imported from conftest: tests/integration has a conftest module of that name too.
+TFSHARE = Path(sys.executable).parent / "tfshare"
 ALERT = Path(__file__).resolve().parents[2] / "examples" / "alert.json"
+Run = Callable[..., subprocess.CompletedProcess[str]]
 Creds = Callable[[str], list[str]]
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, f"{result.args}: exit {result.returncode}\n{result.stderr}"
+    return result
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    """As the conftest's ``run`` fixture runs tfshare (a test run: TFSHARE_TEST=1)."""
+    return {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": str(home),
+        "TFSHARE_HOME": str(home),
+        "TFSHARE_KDF": "insecure-test",
+        "TFSHARE_TEST": "1",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONIOENCODING": "utf-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
 
 BAD_URLS = [
     ("http://127.0.0.1:4222", "scheme http://"),
