@@ -23,6 +23,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +125,21 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
             return
 
 
+def _wait(process: subprocess.Popen[bytes], trial: Path) -> tuple[int | None, Path | None]:
+    """Wait for the script: its exit code (None: timed out), or the log of a background
+    process that printed a tfshare error (it stopped; the script would wait for it)."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            return process.wait(timeout=0.5), None
+        except subprocess.TimeoutExpired:
+            pass
+        for log in trial.glob("*.log"):
+            if "tfshare: error:" in log.read_text(errors="replace"):
+                return None, log
+    return None, None
+
+
 def _tails(directory: Path, lines: int = 15) -> str:
     parts = []
     for log in sorted(directory.glob("trial/*.log")):
@@ -196,13 +212,21 @@ def test_readme_by_hand_path_runs_as_written(tmp_path: Path) -> None:
             start_new_session=True,  # its own process group: killed as a whole below
         )
         try:
-            code: int | None = process.wait(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            code = None
+            code, died = _wait(process, tmp_path / "trial")
         finally:
             _kill_group(process)
 
     text = output.read_text(errors="replace")
+    if died is not None:
+        # A background process (agent, audit service, broker) failed: the script would only
+        # wait for it until the timeout. Name the README line that started it.
+        started = [s for s in script if f"2> {died.name}" in s.text]
+        pytest.fail(
+            f"a background process of the README's path failed ({died.name}), started at\n"
+            + "\n".join(f"README.md:{s.readme_line}: {s.text}" for s in started)
+            + f"\n{_tails(tmp_path)}",
+            pytrace=False,
+        )
     if code != 0:
         where = progress.read_text().strip() if progress.exists() else "1"
         status = "timed out" if code is None else f"exited {code}"
