@@ -144,7 +144,12 @@ _FORMATS = ("md", "json", "csv")
 
 @app.command("trace")
 def trace_cmd(
-    msg_id: Annotated[str, typer.Argument(help="The message id (32 hex digits).")],
+    msg_id: Annotated[
+        str,
+        typer.Argument(
+            help="The message id: 32 hex digits, a unique prefix of 8 or more, or SENDER:MSG_ID."
+        ),
+    ],
     key: KeyOpt = None,
     roster: RosterOpt = None,
     anchor: AnchorOpt = None,
@@ -334,7 +339,12 @@ def _shown_lines(text: str) -> str:
 
 @app.command("prove")
 def prove_cmd(
-    msg_id: Annotated[str, typer.Argument(help="The message id (32 hex digits).")],
+    msg_id: Annotated[
+        str,
+        typer.Argument(
+            help="The message id: 32 hex digits, a unique prefix of 8 or more, or SENDER:MSG_ID."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Where to write the proof bundle.")],
     from_broker: Annotated[
         bool,
@@ -576,7 +586,10 @@ def check_cmd(
 
 @app.command("disclose")
 def disclose_cmd(
-    msg_id: Annotated[str, typer.Argument(help="The message id (32 hex digits).")],
+    msg_id: Annotated[
+        str,
+        typer.Argument(help="The message id (all 32 hex digits)."),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Where to write the disclosure.")],
     key: KeyOpt = None,
     roster: RosterOpt = None,

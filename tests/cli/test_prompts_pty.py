@@ -48,6 +48,7 @@ class Terminal:
             "HOME": str(home),
             "TFSHARE_HOME": str(home),
             "TFSHARE_KDF": "insecure-test",
+            "TFSHARE_TEST": "1",  # test keys: no warning about their insecure test cost
             "LC_ALL": "C.UTF-8",
             "PYTHONIOENCODING": "utf-8",
             "TERM": "xterm-256color",

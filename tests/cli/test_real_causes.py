@@ -330,15 +330,9 @@ def test_audit_serve_with_a_wrong_passphrase_never_says_it_is_consuming(
     assert "consuming" not in result.stderr
 
 
-# -- what needs the diffs to files of another helper (H20's report) ---------------------------
-# tfshare/workflows/live.py (Agency.load: unlock the key, then statedb.open_agency_state;
-# server_url: parse_server_url) and cli/live_cmd.py (listen). Remove the mark when applied.
-NEEDS_LIVE_DIFF = pytest.mark.xfail(
-    strict=True, reason="needs the tfshare/workflows/live.py / cli/live_cmd.py diffs (H20)"
-)
+# -- the agency's commands: the key is unlocked before any state is created ------------------
 
 
-@NEEDS_LIVE_DIFF
 def test_inbox_list_with_a_wrong_passphrase_exits_6_and_leaves_no_state_database(
     run: Run, tf: Path, trust: list[str], tmp_path: Path
 ) -> None:
@@ -352,7 +346,6 @@ def test_inbox_list_with_a_wrong_passphrase_exits_6_and_leaves_no_state_database
     assert not state.exists()
 
 
-@NEEDS_LIVE_DIFF
 def test_inbox_list_with_a_bad_roster_leaves_no_state_database(
     run: Run, creds: Creds, tf: Path, tmp_path: Path
 ) -> None:
@@ -364,7 +357,6 @@ def test_inbox_list_with_a_bad_roster_leaves_no_state_database(
     assert not state.exists()
 
 
-@NEEDS_LIVE_DIFF
 def test_listen_with_a_wrong_passphrase_never_says_it_is_listening(
     tf: Path, trust: list[str], tmp_path: Path
 ) -> None:
@@ -392,7 +384,6 @@ def test_listen_with_a_wrong_passphrase_never_says_it_is_listening(
     assert "wrong passphrase" in stderr
 
 
-@NEEDS_LIVE_DIFF
 def test_a_malformed_tfshare_server_is_a_usage_error_naming_it(
     run: Run, creds: Creds, trust: list[str]
 ) -> None:

@@ -71,6 +71,7 @@ def _publish(
             "HOME": str(tmp_path),
             "TFSHARE_HOME": str(tmp_path / "home"),
             "TFSHARE_KDF": "insecure-test",
+            "TFSHARE_TEST": "1",  # test keys: no warning about their insecure test cost
             "LC_ALL": "C.UTF-8",
         },
         stdin=subprocess.DEVNULL,

@@ -52,7 +52,6 @@ from tfshare.registry.schema import split_name
 from tfshare.roster import Anchor, RosterState, TrustedRoster, verify_roster
 from tfshare.store import StateStore
 from tfshare.workflows.filekinds import load_anchor, read_kind
-from tfshare.workflows.keys import load_identity
 from tfshare.workflows.live import Agency
 from tfshare.workflows.schemas import store_for
 
@@ -102,7 +101,7 @@ def serve(
             hint="give a rate above 0 and a burst of at least 1",
         )
     service = AuditService(
-        identity=load_identity(agency.creds.key_path, agency.creds.passphrase),
+        identity=agency.identity(),
         roster=agency.roster,
         roster_bytes=read_kind(agency.roster_path, "roster"),
         store=open_log(agency, create=True),
@@ -555,7 +554,7 @@ def disclose(agency: Agency, msg_id_text: str, out: Path) -> str:
             f"message {msg_id.hex()} is not in this agency's inbox",
             hint="only a recipient can disclose a message: see 'tfshare inbox list'",
         )
-    identity = load_identity(agency.creds.key_path, agency.creds.passphrase)
+    identity = agency.identity()
     data = make_disclosure(
         items[0].envelope,
         identity=identity,

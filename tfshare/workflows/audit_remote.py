@@ -44,7 +44,6 @@ from tfshare.files import read_bytes, write_atomic
 from tfshare.names import proof_subject
 from tfshare.roster import TrustedRoster
 from tfshare.workflows.audit import merge_published
-from tfshare.workflows.keys import load_identity
 from tfshare.workflows.live import Agency
 
 T = TypeVar("T")
@@ -266,7 +265,7 @@ def _run(
     timeout: float,
 ) -> T:
     """Connect as the agency, run ``work`` with the connection, close it."""
-    identity = load_identity(agency.creds.key_path, agency.creds.passphrase)
+    identity = agency.identity()
 
     async def main() -> T:
         conn = await transport.connect(

@@ -55,12 +55,14 @@ from tfshare.roster import (
 )
 from tfshare.seal import Opened, Sealed, envelope_hash, reopen_stored, seal
 from tfshare.store import InboxItem, SentItem, StateStore
+from tfshare.urls import parse_server_url
 from tfshare.workflows.bodies import Prompt, body_json
 from tfshare.workflows.exchange import Credentials, default_state_dir
 from tfshare.workflows.filekinds import load_anchor
 from tfshare.workflows.keys import load_identity
 from tfshare.workflows.rosters import load_trusted
-from tfshare.workflows.schemas import fetch_schema, load_registry, resolve, store_for
+from tfshare.workflows.schemas import fetch_schema, resolve, store_for
+from tfshare.workflows.statedb import open_agency_state
 from tfshare.workflows.witness import WITNESS_INTERVAL_S, run_witness
 
 log = structlog.get_logger("tfshare.live")
@@ -70,7 +72,13 @@ KINDS = {"alert": "tf.alert", "red-flag": "tf.red_flag", "tip": "tf.tip_summary"
 
 
 def server_url(flag: str | None) -> str:
-    return flag or os.environ.get("TFSHARE_SERVER") or DEFAULT_URL
+    """The broker URL: ``flag`` (--server, or the profile's), else $TFSHARE_SERVER, else the
+    default; a malformed one is a usage error naming it (``urls.parse_server_url``, exit 2),
+    never a connection attempt that times out or an agent that retries forever."""
+    if flag:
+        return parse_server_url(flag)
+    env = os.environ.get("TFSHARE_SERVER")
+    return parse_server_url(env, source="TFSHARE_SERVER") if env else DEFAULT_URL
 
 
 def _now() -> int:
@@ -419,10 +427,27 @@ class Agency:
         state_dir: Path | None,
         registry_dir: Path | None,
     ) -> Agency:
-        store = StateStore((state_dir or default_state_dir(creds.key_path)) / "state.db")
-        roster = load_trusted(roster_path, anchor_path, store, now_ms=_now())
-        registry = load_registry(store_for(registry_dir, roster.taskforce), roster)
-        return cls(creds, roster, registry, store, roster_path, anchor_path, registry_dir)
+        # The key first (a wrong passphrase fails here, before any command says it listens),
+        # then the roster, and only then the state database: a command that fails leaves no
+        # new one behind (statedb.open_agency_state).
+        identity = load_identity(creds.key_path, creds.passphrase)
+        state = open_agency_state(
+            state_dir or default_state_dir(creds.key_path),
+            roster_path=roster_path,
+            anchor_path=anchor_path,
+            registry_dir=registry_dir,
+            now_ms=_now(),
+        )
+        return cls(
+            creds,
+            state.roster,
+            state.registry,
+            state.store,
+            roster_path,
+            anchor_path,
+            registry_dir,
+            _identity=identity,
+        )
 
     async def fetch_schema(self, conn: transport.Connection, name: str) -> Registry | None:
         """Fetch a schema version (and any missing predecessors) from the broker's registry

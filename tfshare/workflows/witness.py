@@ -52,7 +52,6 @@ from tfshare.files import read_bytes, write_atomic
 from tfshare.keys import Identity
 from tfshare.names import proof_subject
 from tfshare.roster import TrustedRoster
-from tfshare.workflows.keys import load_identity
 
 if TYPE_CHECKING:  # live imports this module to give every agent its witness
     from tfshare.workflows.live import Agency
@@ -319,7 +318,7 @@ async def run_witness(
 
 def witness(agency: Agency, *, url: str, timeout: float = PROOF_TIMEOUT_S) -> WitnessRound:
     """``tfshare audit witness``: one round as ``agency``, on a connection of its own."""
-    identity = load_identity(agency.creds.key_path, agency.creds.passphrase)
+    identity = agency.identity()
 
     async def main() -> WitnessRound:
         conn = await transport.connect(
