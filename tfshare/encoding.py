@@ -96,6 +96,9 @@ def decode_canonical(data: bytes, decoder: msgspec.msgpack.Decoder[T]) -> T:
     return value
 
 
+_BODY_SCALARS: Final = frozenset((str, int, float, bool))
+
+
 def check_body_form(data: bytes) -> None:
     """Refuse a body (PROTOCOL.md 9) in which a map repeats a key, at any depth, or a value is
     not in its shortest form (float32, a wider integer or length than needed).
@@ -118,17 +121,21 @@ def _check_json_like(value: object) -> None:
     nil, binary or extension values (an absent property is left out, never nil). A decoder
     that turns keys into strings (most JavaScript and Go ones) would read ``"x"`` and
     ``b"x"`` as one key given twice, which the re-encode check cannot see."""
-    stack = [value]
+    # Scalars are skipped without a turn of the loop: this runs on every received message.
+    stack: list[object] = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
             for key, inner in item.items():
                 if type(key) is not str:
                     raise NonCanonical("a map key is not a string")
-                stack.append(inner)
+                if type(inner) not in _BODY_SCALARS:
+                    stack.append(inner)
         elif isinstance(item, list):
-            stack.extend(item)
-        elif not isinstance(item, str | int | float):  # bool is an int
+            for inner in item:
+                if type(inner) not in _BODY_SCALARS:
+                    stack.append(inner)
+        elif type(item) not in _BODY_SCALARS:
             raise NonCanonical("a value is nil, binary or an extension (PROTOCOL.md 9)")
 
 
