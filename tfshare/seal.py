@@ -586,6 +586,18 @@ def _check_decoded(
     payload_key = _unwrap(hdr, kids, identity)
     # 8-9. key commitment, payload, plaintext structure, schema, body
     plain, record = _open_payload(env, hdr, payload_key, schemas, channel)
+    return _opened(hdr, env_hash, sender_key, roster, plain, record)
+
+
+def _opened(
+    hdr: Header,
+    env_hash: bytes,
+    sender_key: SenderKey,
+    roster: TrustedRoster,
+    plain: Plain,
+    record: object,
+) -> Opened:
+    """What a receiver hands on once every check it runs has passed."""
     return Opened(
         msg_id=hdr.msg_id,
         env_hash=env_hash,
@@ -713,11 +725,16 @@ def _check_signed(
     if member.status == "suspended" or hdr.sender not in roster.writers[hdr.channel]:
         raise _reject(RejectCode.E_NOT_AUTHORIZED, f"sender may not write {hdr.channel!r}")
     # 5. signature, before any secret-key operation
+    _check_signature(env, key.pk)
+    return channel, sender_key
+
+
+def _check_signature(env: Envelope, sign_pk: bytes) -> None:
+    """Check 5: the sender's Ed25519 signature over the header and the ciphertext."""
     try:
-        primitives.sign_open(_signed_with_sig(env.sig, env.hdr, env.ct), key.pk)
+        primitives.sign_open(_signed_with_sig(env.sig, env.hdr, env.ct), sign_pk)
     except CryptoError:
         raise _reject(RejectCode.E_BAD_SIG, "signature does not verify") from None
-    return channel, sender_key
 
 
 def reopen_stored(
@@ -746,10 +763,7 @@ def reopen_stored(
                 RejectCode.E_UNKNOWN_SENDER,
                 f"the sender's key {hdr.sender_kid.hex()} is no longer in the roster",
             )
-        try:
-            primitives.sign_open(_signed_with_sig(env.sig, env.hdr, env.ct), sender_key.key.pk)
-        except CryptoError:
-            raise _reject(RejectCode.E_BAD_SIG, "signature does not verify") from None
+        _check_signature(env, sender_key.key.pk)
         payload_key = _unwrap(hdr, kids, identity)
         # The channel's schema list of today does not apply to what was received before it.
         anywhere = Channel(hdr.channel, [], [], 0, 0, [])
@@ -757,24 +771,7 @@ def reopen_stored(
     except Rejected as exc:
         exc.sender, exc.msg_id = hdr.sender, hdr.msg_id
         raise
-    return Opened(
-        msg_id=hdr.msg_id,
-        env_hash=envelope_hash(data),
-        sender=hdr.sender,
-        sender_kid=hdr.sender_kid,
-        fingerprint=sender_key.fingerprint,
-        ts_ms=hdr.ts_ms,
-        taskforce=hdr.taskforce,
-        channel=hdr.channel,
-        seq=hdr.seq,
-        roster_seq=hdr.roster_seq,
-        wraps=hdr.wraps,
-        agency_of_enc_kid=roster.agency_of_enc_kid,
-        schema=plain.schema,
-        schema_fp=plain.schema_fp,
-        record=record,
-        refs=tuple(hdr.refs),
-    )
+    return _opened(hdr, envelope_hash(data), sender_key, roster, plain, record)
 
 
 @dataclass(frozen=True)
