@@ -11,7 +11,7 @@ Invariant: a roster that fails any check changes nothing. ``verify_roster`` eith
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
@@ -384,6 +384,39 @@ def _same_trust(a: Anchor, b: Anchor) -> bool:
     return a.taskforce == b.taskforce and a.threshold == b.threshold and _keyset(a) == _keyset(b)
 
 
+def _check_member_keys(
+    member: Member,
+    kids: set[bytes],
+    enc_keys: set[bytes],
+    nats_users: set[str],
+    bad: Callable[[str], RosterRejected],
+) -> None:
+    """One member's roles and keys, against the keys of the members checked before it."""
+    if len(set(member.roles)) != len(member.roles):
+        raise bad(f"{member.agency_id!r} lists a role twice")
+    for key in [*member.sign_keys, member.enc_key]:
+        if key.not_before_ms > key.not_after_ms:
+            raise bad(f"a key of {member.agency_id!r} has an empty validity window")
+    for key in member.sign_keys:
+        kid = kid_sig(key.pk)
+        if kid in kids:
+            raise bad(f"a signing key of {member.agency_id!r} is listed twice")
+        kids.add(kid)
+    if member.enc_key.pk in enc_keys:
+        raise bad(f"the encryption key of {member.agency_id!r} belongs to another member")
+    enc_keys.add(member.enc_key.pk)
+    # The broker has one user per NATS key: a copied key (it is public) would make the
+    # broker configuration unloadable for everyone, or swap two agencies' permissions.
+    if member.nats_user in nats_users:
+        raise bad(f"the NATS key of {member.agency_id!r} belongs to another member")
+    nats_users.add(member.nats_user)
+    if not usable_x25519_key(member.enc_key.pk):
+        raise bad(f"the encryption key of {member.agency_id!r} is a degenerate point")
+    binding = enc_binding_message(member.agency_id, member.enc_key.pk)
+    if not any(_verify(k.pk, binding, member.enc_self_sig) for k in member.sign_keys):
+        raise bad(f"the encryption key of {member.agency_id!r} is not bound to its agency")
+
+
 def validate_content(roster: Roster) -> None:
     """Internal consistency; raises E_ROSTER_MALFORMED naming the first problem."""
 
@@ -412,25 +445,9 @@ def validate_content(roster: Roster) -> None:
         raise bad("it expires before it is issued")
     kids: set[bytes] = set()
     enc_keys: set[bytes] = set()
+    nats_users: set[str] = set()
     for member in roster.members:
-        if len(set(member.roles)) != len(member.roles):
-            raise bad(f"{member.agency_id!r} lists a role twice")
-        for key in [*member.sign_keys, member.enc_key]:
-            if key.not_before_ms > key.not_after_ms:
-                raise bad(f"a key of {member.agency_id!r} has an empty validity window")
-        for key in member.sign_keys:
-            kid = kid_sig(key.pk)
-            if kid in kids:
-                raise bad(f"a signing key of {member.agency_id!r} is listed twice")
-            kids.add(kid)
-        if member.enc_key.pk in enc_keys:
-            raise bad(f"the encryption key of {member.agency_id!r} belongs to another member")
-        enc_keys.add(member.enc_key.pk)
-        if not usable_x25519_key(member.enc_key.pk):
-            raise bad(f"the encryption key of {member.agency_id!r} is a degenerate point")
-        binding = enc_binding_message(member.agency_id, member.enc_key.pk)
-        if not any(_verify(k.pk, binding, member.enc_self_sig) for k in member.sign_keys):
-            raise bad(f"the encryption key of {member.agency_id!r} is not bound to its agency")
+        _check_member_keys(member, kids, enc_keys, nats_users, bad)
     revoked = [r.kid for r in roster.revoked]
     if len(set(revoked)) != len(revoked):
         raise bad("a key is revoked twice (one entry per key: the strongest revocation)")

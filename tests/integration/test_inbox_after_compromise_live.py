@@ -172,3 +172,31 @@ def test_a_compromised_senders_message_cannot_be_derived_from(scene: Scene) -> N
     )  # fmt: skip
     assert result.returncode == 3, result.stderr
     assert "E_REVOKED" in result.stderr and COMPROMISED_MARK in result.stderr
+
+
+RELABELLED_ID = "5e1a8e1ed5e1a8e1ed5e1a8e1ed5e1a8"
+
+
+def test_a_row_relabelled_as_another_senders_message_is_refused(scene: Scene) -> None:
+    """Review (R2 F1): a row of the state database naming police as sender but holding
+    labour's genuine envelope was shown, and referenced, as police's message. The row must
+    say what the verified envelope says: ``inbox show`` refuses it (exit 3, E_MALFORMED)."""
+    state_db = scene.tf.home / "state" / "ngo" / "state.db"
+    db = sqlite3.connect(state_db)
+    try:
+        row = db.execute(
+            "SELECT sender_kid, env_hash, channel, schema, ts_ms, envelope FROM inbox "
+            "WHERE msg_id = ?",
+            (bytes.fromhex(scene.from_labour),),
+        ).fetchone()
+        db.execute(
+            "INSERT INTO inbox VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (bytes.fromhex(RELABELLED_ID), row[0], row[1], "police", row[2], row[3], row[4],
+             0, row[5]),
+        )  # fmt: skip
+        db.commit()
+    finally:
+        db.close()
+    result = scene.tf.run(*scene.as_ngo("inbox", "show", RELABELLED_ID))
+    assert result.returncode == 3, result.stderr
+    assert "E_MALFORMED" in result.stderr and "does not match the envelope" in result.stderr

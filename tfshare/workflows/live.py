@@ -942,6 +942,15 @@ def read_inbox_item(agency: Agency, item: InboxItem) -> InboxMessage:
     opened = reopen_stored(
         item.envelope, identity=agency.identity(), roster=agency.roster, schemas=agency.registry
     )
+    # What lists show and references resolve by comes from the row; it must be what the
+    # verified envelope says, or one agency's message could be shown under another's name.
+    claimed = (item.msg_id, item.sender, item.sender_kid, item.env_hash, item.channel)
+    verified = (opened.msg_id, opened.sender, opened.sender_kid, opened.env_hash, opened.channel)
+    if claimed != verified or (item.schema, item.ts_ms) != (opened.schema, opened.ts_ms):
+        raise Rejected(
+            RejectCode.E_MALFORMED,
+            "the stored row does not match the envelope it holds (the state database was altered)",
+        )
     return InboxMessage(item, opened, agency.roster.revoked.get(opened.sender_kid))
 
 
