@@ -40,7 +40,7 @@ import json
 import os
 import sqlite3
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -81,6 +81,7 @@ Sidecar = Callable[[transport.Connection, asyncio.Event], Awaitable[None]]
 # names wait for a later batch (a member naming a made-up schema in every message costs one
 # lookup each, not one per message of a batch).
 SCHEMA_FETCHES_PER_BATCH = 4
+ERRORS_KEPT = 10  # the latest troubles ``agent status`` shows
 
 
 class _OpenFault(Exception):
@@ -120,6 +121,23 @@ class AgentStats:
     skipped: int = 0
     published: int = 0
     failed: int = 0  # processing failures (each retried; quarantined after max_attempts)
+
+
+@dataclass
+class AgentHealth:
+    """What ``agent status`` shows: the connection, the latest troubles, the last message.
+    Reasons only (event names and broker errors), never content or secrets."""
+
+    connected: bool = False
+    connected_since_ms: int | None = None
+    reconnects: int = 0
+    last_stored_ms: int | None = None
+    last_sender: str | None = None
+    errors: deque[str] = field(default_factory=lambda: deque(maxlen=ERRORS_KEPT))
+
+    def trouble(self, event: str, reason: str, now_ms: int) -> None:
+        when = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.errors.append(f"{when} {event}: {reason}")
 
 
 @dataclass
@@ -171,8 +189,14 @@ class Agent:
     sidecars: list[Sidecar] = field(default_factory=list)
     sidecar_grace_s: float = 1.0
     stats: AgentStats = field(default_factory=AgentStats)
+    health: AgentHealth = field(default_factory=AgentHealth)
 
     def __post_init__(self) -> None:
+        # The connection and consumer in use, for the desk (None while the broker is away),
+        # and the one lock under which the outbox is sent: the agent is its only sender.
+        self.conn: transport.Connection | None = None
+        self.consumer: transport.Consumer | None = None
+        self._outbox_lock = asyncio.Lock()
         self._next_reload = 0.0
         self._seen_roster: bytes | None = None
         self._schema_attempts: dict[str, float] = {}
@@ -226,6 +250,7 @@ class Agent:
                 # was revoked: the roster file may say so by now (the bucket is out of
                 # reach). Otherwise keep running, slowly.
                 self._reload_after_refusal()
+                self.health.trouble("broker_auth_failed", exc.message, self.clock())
                 pause = auth_backoff.next()
                 log.error(
                     "broker_auth_failed",
@@ -237,34 +262,18 @@ class Agent:
                 )
                 await sleep_or_stop(stop, pause)
                 continue
-            except BrokerError:
+            except BrokerError as exc:
+                self.health.trouble("broker_unavailable", exc.message, self.clock())
                 pause = backoff.next()
                 log.warning("broker_unavailable", url=self.url, retry_s=backoff.current)
                 await sleep_or_stop(stop, pause)
                 continue
             auth_backoff.reset()
+            if connected_once:
+                self.health.reconnects += 1
             connected_once = True
             log.info("agent_connected", agency=agency, url=self.url)
-            self._fetched = False
-            failed = True
-            try:
-                await self._consume(conn, stop)
-                failed = False
-            except AgencyRevoked:
-                raise
-            except BrokerError as exc:
-                log.warning("broker_lost", reason=exc.message)
-            except StoreError as exc:
-                # The outbox or roster bookkeeping could not be written (disk full, say).
-                log.error("persist_failed", reason=exc.message)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # Unacknowledged messages come back: log, reconnect after a pause, go on.
-                log.error("agent_error", error=type(exc).__name__)
-            finally:
-                await conn.close()
-            if failed:
+            if not await self._session(conn, stop):
                 # A connection that was consuming is re-established at once; one that keeps
                 # failing before its first fetch (a missing stream, say) waits longer each time.
                 if self._fetched:
@@ -272,6 +281,35 @@ class Agent:
                 await sleep_or_stop(stop, backoff.next())
         self._log_junk(force=True)
         log.info("agent_stopped", agency=agency, **self.stats.__dict__)
+
+    async def _session(self, conn: transport.Connection, stop: asyncio.Event) -> bool:
+        """Consume on one connection until ``stop`` (True) or until it fails (False)."""
+        self._fetched = False
+        self.conn = conn
+        self.health.connected, self.health.connected_since_ms = True, self.clock()
+        try:
+            await self._consume(conn, stop)
+            return True
+        except AgencyRevoked:
+            raise
+        except BrokerError as exc:
+            self.health.trouble("broker_lost", exc.message, self.clock())
+            log.warning("broker_lost", reason=exc.message)
+        except StoreError as exc:
+            # The outbox or roster bookkeeping could not be written (disk full, say).
+            self.health.trouble("persist_failed", exc.message, self.clock())
+            log.error("persist_failed", reason=exc.message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Unacknowledged messages come back: log, reconnect after a pause, go on.
+            self.health.trouble("agent_error", type(exc).__name__, self.clock())
+            log.error("agent_error", error=type(exc).__name__)
+        finally:
+            self.conn = self.consumer = None
+            self.health.connected, self.health.connected_since_ms = False, None
+            await conn.close()
+        return False
 
     async def _consume(self, conn: transport.Connection, stop: asyncio.Event) -> None:
         agency = self.identity.agency_id
@@ -284,6 +322,7 @@ class Agent:
             channels=lambda: readable_channels(self.roster, agency),
         )
         await consumer.bind()
+        self.consumer = consumer
         ahead: asyncio.Task[list[transport.Delivery]] | None = None
         ended = asyncio.Event()
         jobs = [asyncio.create_task(_run_sidecar(job, conn, ended)) for job in self.sidecars]
@@ -463,6 +502,9 @@ class Agent:
             await delivery.nak(delay=self.failed_retry_s)
         for delivery, outcome in zip(handled, outcomes, strict=True):
             self._count_and_log(delivery, outcome)
+            if isinstance(outcome, Delivered):
+                self.health.last_stored_ms = now_ms
+                self.health.last_sender = outcome.message.sender
             await delivery.ack()
             if self.on_outcome is not None and isinstance(outcome, Delivered | Rejection):
                 self.on_outcome(outcome)
@@ -687,10 +729,24 @@ class Agent:
             self.stats.delivered += 1
             log.info(event, **fields)
 
+    async def send_outbox_now(self) -> bool:
+        """Send the outbox at once on the agent's connection (the desk calls this right after
+        queueing a message); False if the broker is away (it stays queued for later)."""
+        conn = self.conn
+        if conn is None:
+            return False
+        await self.flush_outbox(conn)
+        return True
+
     async def flush_outbox(self, conn: transport.Connection, chunk: int = 256) -> int:
         """Publish envelopes queued while the broker was away, pipelined; each leaves the
         outbox only after JetStream acknowledged it (a repeat is dropped by its Nats-Msg-Id).
-        A refused envelope is set aside so it does not block the others."""
+        A refused envelope is set aside so it does not block the others. One flush at a
+        time: the consumer loop and the desk both call it."""
+        async with self._outbox_lock:
+            return await self._flush_outbox(conn, chunk)
+
+    async def _flush_outbox(self, conn: transport.Connection, chunk: int) -> int:
         queued = self.store.outbox()
         sent = 0
         for start in range(0, len(queued), chunk):

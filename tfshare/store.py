@@ -312,6 +312,11 @@ class StateStore:
         return int(count), int(used)
 
     @_guarded("read")
+    def inbox_count(self) -> int:
+        (count,) = self._db.execute("SELECT count(*) FROM inbox").fetchone()
+        return int(count)
+
+    @_guarded("read")
     def quarantined(self, limit: int = 100) -> list[Quarantined]:
         rows = self._db.execute(
             "SELECT env_hash, code, reason, sender, msg_id, subject, received_ms, envelope, "

@@ -50,7 +50,7 @@ from tfshare.files import read_bytes, write_atomic
 from tfshare.registry.book import Registry, shipped
 from tfshare.registry.schema import split_name
 from tfshare.roster import Anchor, RosterState, TrustedRoster, verify_roster
-from tfshare.store import StateStore
+from tfshare.store import InboxItem, StateStore
 from tfshare.workflows.filekinds import load_anchor, read_kind
 from tfshare.workflows.live import Agency
 from tfshare.workflows.schemas import store_for
@@ -554,17 +554,21 @@ def disclose(agency: Agency, msg_id_text: str, out: Path) -> str:
             f"message {msg_id.hex()} is not in this agency's inbox",
             hint="only a recipient can disclose a message: see 'tfshare inbox list'",
         )
-    identity = agency.identity()
-    data = make_disclosure(
-        items[0].envelope,
-        identity=identity,
+    write_atomic(out, disclosure_bytes(agency, items[0]))
+    return items[0].sender
+
+
+def disclosure_bytes(agency: Agency, item: InboxItem) -> bytes:
+    """The disclosure of one received message (its message key and the evidence to check
+    it), as the file ``audit disclose`` writes."""
+    return make_disclosure(
+        item.envelope,
+        identity=agency.identity(),
         roster=agency.roster,
         roster_bytes=read_kind(agency.roster_path, "roster"),
-        now_ms=items[0].received_ms,
-        schema_record=_schema_record(agency, items[0].schema),
+        now_ms=item.received_ms,
+        schema_record=_schema_record(agency, item.schema),
     )
-    write_atomic(out, data)
-    return items[0].sender
 
 
 def _schema_record(agency: Agency, name: str) -> bytes:

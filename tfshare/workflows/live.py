@@ -638,18 +638,7 @@ def _record(
     return schema.from_json(body_json(schema.document, base=base, fields=fields, prompt=prompt))
 
 
-def _seal_and_keep(
-    agency: Agency,
-    identity: Identity,
-    schema: MessageType,
-    record: object,
-    channel: str,
-    to: Sequence[str] | None,
-    refs: list[Ref],
-    subject: str,
-    *,
-    queue: bool,
-) -> tuple[Sealed, SentItem]:
+def seal_and_keep(agency: Agency, draft: Composed, *, queue: bool) -> tuple[Sealed, SentItem]:
     """Seal the message under its channel's next sequence number; with ``queue``, also put it
     in the outbox and the sent list, in the same transaction (a store that cannot take it,
     a full disk, keeps nothing of it, not even a used-up number).
@@ -657,6 +646,9 @@ def _seal_and_keep(
     Without ``queue`` nothing but the number is kept: the outbox is what the agent sends, so
     a message that must not be sent later never enters it, and it joins the sent list only
     once the broker acknowledged it (``publish``)."""
+    identity = agency.identity()
+    schema: MessageType = draft.schema
+    record, channel, subject = draft.record, draft.channel, draft.subject
     handling = handling_of(record)
     now = _now()
     with agency.store.transaction():
@@ -664,13 +656,13 @@ def _seal_and_keep(
             identity=identity,
             roster=agency.roster,
             channel=channel,
-            to=to,
+            to=draft.to,
             schema=schema,
             body=schema.to_body(record),
             seq=agency.store.next_seq(channel),
             now_ms=now,
             rng=os.urandom,
-            refs=refs,
+            refs=draft.refs,
         )
         mine = SentItem(
             sealed.msg_id,
@@ -769,6 +761,50 @@ def _not_sent(exc: BrokerError, attempt: _Attempt) -> BrokerError:
     )
 
 
+@dataclass(frozen=True)
+class Composed:
+    """A message ready to seal: its schema, validated body, channel, recipients and refs."""
+
+    schema: Schema
+    record: object
+    channel: str
+    to: Sequence[str] | None
+    refs: list[Ref]
+    subject: str
+
+
+def compose(
+    agency: Agency,
+    *,
+    kind: str,
+    channel: str | None,
+    to: Sequence[str] | None,
+    body_path: Path | None = None,
+    body: bytes | None = None,
+    fields: Sequence[str] = (),
+    prompt: Prompt | None = None,
+    derive: tuple[str, str] | None = None,
+) -> Composed:
+    """Everything before sealing, for ``publish`` and for the agent's desk: the kind's
+    schema, the parent (handling rules checked), the channel, the validated body. Nothing
+    is stored; a refusal leaves nothing to undo."""
+    if kind not in KINDS:
+        raise UsageError(f"unknown kind {kind!r}", hint=f"use one of {', '.join(KINDS)}")
+    schema = resolve(agency.registry, KINDS[kind])
+    me = agency.identity().agency_id
+    refs: list[Ref] = []
+    parent_body: object | None = None
+    if derive is not None:
+        refs, channel, to, parent_body = _derive(
+            agency, derive, me=me, channel=channel, to=to, subject=schema.subject
+        )
+    if channel is None:
+        raise UsageError("no channel given", hint="give --channel (see 'tfshare roster show')")
+    record = _record(schema, body_path, fields, prompt, parent_body, body)
+    subject = channel_subject(agency.roster.taskforce, channel, me)
+    return Composed(schema, record, channel, to, refs, subject)
+
+
 def publish(
     agency: Agency,
     *,
@@ -797,24 +833,20 @@ def publish(
     reshare, escalation or amendment of a message this agency can read starts from the
     parent's body (``--field``s change it); a reply goes to the requester unless ``to``
     names others."""
-    if kind not in KINDS:
-        raise UsageError(f"unknown kind {kind!r}", hint=f"use one of {', '.join(KINDS)}")
-    schema = resolve(agency.registry, KINDS[kind])
-    identity = agency.identity()
-    refs: list[Ref] = []
-    parent_body: object | None = None
-    if derive is not None:
-        # Refused here, before anything is sealed or stored: nothing to undo.
-        refs, channel, to, parent_body = _derive(
-            agency, derive, me=identity.agency_id, channel=channel, to=to, subject=schema.subject
-        )
-    if channel is None:
-        raise UsageError("no channel given", hint="give --channel (see 'tfshare roster show')")
-    record = _record(schema, body_path, fields, prompt, parent_body, body)
-    subject = channel_subject(agency.roster.taskforce, channel, identity.agency_id)
-    sealed, mine = _seal_and_keep(
-        agency, identity, schema, record, channel, to, refs, subject, queue=queue
+    draft = compose(
+        agency,
+        kind=kind,
+        channel=channel,
+        to=to,
+        body_path=body_path,
+        body=body,
+        fields=fields,
+        prompt=prompt,
+        derive=derive,
     )
+    identity = agency.identity()
+    sealed, mine = seal_and_keep(agency, draft, queue=queue)
+    subject = draft.subject
     attempt = _Attempt()
     try:
         seq, duplicate, flushed = asyncio.run(

@@ -1,0 +1,422 @@
+"""What the agency's desk does, in the running agent's process.
+
+Owns: the ``Desk`` - the one holder of the unlocked key, the inbox, the outbox and the feed
+while the agent runs. The CLI (through ``server``) and the web inbox call its methods; each
+answer is an ``api`` struct. A message the agent stores is pushed to every subscriber at once
+(the agent already decrypted it to check it: no second key use, no polling).
+
+The outbox has one owner: a publish through the desk seals the message into the outbox (the
+same transaction as the sent list, ``live.seal_and_keep``) and asks the agent to send it on
+its own connection under its outbox lock. With the broker away it is queued at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from tfshare import msgref, transport
+from tfshare.agent import Agent
+from tfshare.desk import api
+from tfshare.errors import BrokerError, BrokerRefused, RejectCode, Rejected, UsageError
+from tfshare.protocol import Delivered, Outcome
+from tfshare.seal import Opened
+from tfshare.store import InboxItem
+from tfshare.workflows import live
+from tfshare.workflows.audit import disclosure_bytes
+from tfshare.workflows.schemas import resolve
+from tfshare.workflows.witness import held_path, load_held
+
+
+class LoginIssuer(Protocol):
+    """The web inbox, as the desk sees it: where it listens, and one-time login links."""
+
+    @property
+    def url(self) -> str: ...
+
+    def login_link(self) -> api.LoginLink: ...
+
+
+log = structlog.get_logger("tfshare.desk")
+
+FEED_QUEUE = 10_000  # items a slow subscriber may fall behind before it is dropped
+
+
+def iso(ms: int) -> str:
+    """The CLI's spelling of a time (``cli.common.iso``): the same in both paths."""
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat(timespec="milliseconds")
+
+
+_iso_s = iso
+
+
+def message_view(opened: Opened, *, received_ms: int, warning: str | None = None) -> api.Message:
+    return api.Message(
+        msg_id=opened.msg_id.hex(),
+        sender=opened.sender,
+        fingerprint=opened.fingerprint,
+        channel=opened.channel,
+        schema=opened.schema,
+        sent=_iso_s(opened.ts_ms),
+        received=_iso_s(received_ms),
+        warning=warning,
+        body=live.body_of(opened),
+        env_hash=opened.env_hash.hex(),
+        roster_seq=opened.roster_seq,
+        sent_ms=opened.ts_ms,
+        received_ms=received_ms,
+    )
+
+
+def read_view(read: live.InboxMessage | live.Unreadable) -> api.Message | api.Unreadable:
+    if isinstance(read, live.Unreadable):
+        return api.Unreadable(read.item.msg_id.hex(), read.item.sender, read.code, read.reason)
+    return message_view(read.opened, received_ms=read.item.received_ms, warning=read.warning)
+
+
+@dataclass
+class Subscription:
+    """One subscriber's queue of feed items (``Desk.subscribe``)."""
+
+    queue: asyncio.Queue[api.FeedItem | None] = field(
+        default_factory=lambda: asyncio.Queue(FEED_QUEUE)
+    )
+
+    def __aiter__(self) -> AsyncIterator[api.FeedItem]:
+        return self._items()
+
+    async def _items(self) -> AsyncIterator[api.FeedItem]:
+        while True:
+            item = await self.queue.get()
+            if item is None:  # dropped (too slow) or the desk closed
+                return
+            yield item
+
+
+@dataclass
+class Desk:
+    """The agency's desk: the agent, its agency (key unlocked once), and the feed."""
+
+    agency: live.Agency
+    agent: Agent
+    clock: Callable[[], int]
+    started_ms: int = 0
+    web: LoginIssuer | None = None  # the web inbox, when it runs
+    _subscribers: set[Subscription] = field(default_factory=set)
+    _backlog: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.started_ms = self.started_ms or self.clock()
+        # The agent tells the desk of each outcome once it is stored and acknowledged.
+        self.agent.on_outcome = self._on_outcome
+
+    @property
+    def agency_id(self) -> str:
+        return self.agent.identity.agency_id
+
+    @property
+    def taskforce(self) -> str:
+        return self.agency.roster.taskforce
+
+    # -- the feed -----------------------------------------------------------------------
+
+    def _on_outcome(self, outcome: Outcome) -> None:
+        if not isinstance(outcome, Delivered) or not self._subscribers:
+            return
+        opened = outcome.message
+        revocation = self.agency.roster.revoked.get(opened.sender_kid)
+        warning = (
+            live.COMPROMISED_MARK
+            if revocation is not None and revocation.reason == "compromised"
+            else None
+        )
+        item = api.FeedItem(message_view(opened, received_ms=self.clock(), warning=warning))
+        for sub in list(self._subscribers):
+            try:
+                sub.queue.put_nowait(item)
+            except asyncio.QueueFull:
+                # A subscriber that does not read is let go rather than held in memory; it
+                # sees the end of its feed and can reconnect (and list the inbox).
+                self._subscribers.discard(sub)
+                log.warning("feed_subscriber_dropped", queued=FEED_QUEUE)
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    sub.queue.get_nowait()
+                sub.queue.put_nowait(None)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[Subscription]:
+        """The feed: every message stored from now on, the moment it is stored."""
+        sub = Subscription()
+        self._subscribers.add(sub)
+        try:
+            yield sub
+        finally:
+            self._subscribers.discard(sub)
+
+    def close(self) -> None:
+        for sub in list(self._subscribers):
+            with contextlib.suppress(asyncio.QueueFull):
+                sub.queue.put_nowait(None)
+        self._subscribers.clear()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def status(self) -> api.Status:
+        agent, health, store = self.agent, self.agent.health, self.agency.store
+        inbox_count, (quarantine_count, _) = store.inbox_count(), store.quarantine_usage()
+        witness = None
+        held = load_held(held_path(store.path.parent), self.taskforce)
+        if held is not None:
+            witness = f"checkpoint of size {held[1].size}"
+        return api.Status(
+            agency=self.agency_id,
+            taskforce=self.taskforce,
+            pid=os.getpid(),
+            started=_iso_s(self.started_ms),
+            connected=health.connected,
+            server=agent.url,
+            connected_since=(
+                _iso_s(health.connected_since_ms) if health.connected_since_ms else None
+            ),
+            reconnects=health.reconnects,
+            roster_seq=self.agency.roster.seq,
+            backlog=[api.ChannelBacklog(c, n) for c, n in sorted(self._backlog.items())],
+            outbox=len(store.outbox()),
+            outbox_refused=len(store.outbox_refusals()),
+            inbox=inbox_count,
+            quarantine=quarantine_count,
+            last_message=_iso_s(health.last_stored_ms) if health.last_stored_ms else None,
+            last_sender=health.last_sender,
+            delivered=agent.stats.delivered,
+            rejected=agent.stats.rejected,
+            duplicates=agent.stats.duplicates,
+            failed=agent.stats.failed,
+            published=agent.stats.published,
+            witness=witness,
+            errors=list(health.errors),
+            web=self.web.url if self.web is not None else None,
+        )
+
+    async def refresh_backlog(self) -> None:
+        """Ask the broker how many messages wait for this agency (for ``status``)."""
+        consumer = self.agent.consumer
+        if consumer is None:
+            self._backlog = {}
+            return
+        try:
+            self._backlog = await asyncio.wait_for(consumer.backlog(), timeout=1.0)
+        except (BrokerError, TimeoutError):
+            self._backlog = {}
+
+    def inbox(self, limit: int = 1000) -> api.InboxRows:
+        return api.InboxRows(
+            [
+                api.InboxRow(
+                    i.msg_id.hex(), i.sender, i.channel, i.schema, iso(i.ts_ms), iso(i.received_ms)
+                )
+                for i in self.agency.store.inbox(limit=limit)
+            ]
+        )
+
+    def find(self, ref_text: str) -> InboxItem:
+        ref = msgref.parse(ref_text)
+        received, _ = self.agency.store.find_by_prefix(ref.prefix)
+        item: InboxItem = msgref.pick(
+            ref,
+            [(i.sender, i.msg_id, i) for i in received],
+            where="in the inbox",
+            hint="see 'tfshare inbox list'",
+        )
+        return item
+
+    def message(self, ref_text: str) -> api.Message:
+        """One received message, decrypted; ``Rejected`` (exit 3) if it cannot be shown."""
+        view = read_view(self.read(self.find(ref_text)))
+        if isinstance(view, api.Unreadable):
+            raise Rejected(
+                RejectCode(view.code)
+                if view.code in RejectCode.__members__
+                else RejectCode.E_INTERNAL,
+                f"{view.msg_id} cannot be shown: {view.reason}",
+            )
+        return view
+
+    def read(self, item: InboxItem) -> live.InboxMessage | live.Unreadable:
+        return next(live.read_inbox(self.agency, [item]))
+
+    def messages(self, limit: int = 1000) -> list[api.Message | api.Unreadable]:
+        """The newest received messages, decrypted (for the web inbox's list and filters)."""
+        items = self.agency.store.inbox(limit=limit)
+        return [read_view(r) for r in live.read_inbox(self.agency, items)]
+
+    def search(self, text: str) -> api.SearchResult:
+        needle = text.casefold()
+        matches: list[api.Message] = []
+        unreadable: list[api.Unreadable] = []
+        for view in self.messages(limit=100_000):
+            if isinstance(view, api.Unreadable):
+                unreadable.append(view)
+            elif needle in json.dumps(view.body, ensure_ascii=False).casefold():
+                matches.append(view)
+        return api.SearchResult(matches, unreadable)
+
+    def quarantine(self, limit: int = 100) -> api.QuarantineRows:
+        return api.QuarantineRows(
+            [
+                api.QuarantineRow(
+                    q.env_hash.hex(),
+                    str(q.code),
+                    q.reason,
+                    q.sender,
+                    q.subject or "",
+                    iso(q.received_ms),
+                    q.size if q.size is not None else len(q.envelope),
+                    len(q.envelope),
+                )
+                for q in self.agency.store.quarantined(limit=limit)
+            ]
+        )
+
+    def sent(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [
+            {
+                "msg_id": s.msg_id.hex(),
+                "channel": s.channel,
+                "schema": s.schema,
+                "sent": iso(s.ts_ms),
+                "no_forward": s.no_forward,
+                "handling_code": s.handling_code,
+            }
+            for s in self.agency.store.sent(limit=limit)
+        ]
+
+    def lineage(self, ref_text: str) -> tuple[list[api.Message], list[api.Message]]:
+        """The parents (named in its signed refs) and the children (messages naming it)
+        of a received message, among the messages this agency can read."""
+        target = self.message(ref_text)
+        views = [v for v in self.messages(limit=100_000) if isinstance(v, api.Message)]
+        by_id = {v.msg_id: v for v in views}
+        item = self.find(ref_text)
+        read = self.read(item)
+        parents: list[api.Message] = []
+        if isinstance(read, live.InboxMessage):
+            for ref in read.opened.refs:
+                found = by_id.get(ref.msg_id.hex())
+                if found is not None:
+                    parents.append(found)
+        children: list[api.Message] = []
+        for view in views:
+            if view.msg_id == target.msg_id:
+                continue
+            child = self.read(self.find(f"{view.sender}:{view.msg_id}"))
+            if isinstance(child, live.InboxMessage) and any(
+                r.msg_id.hex() == target.msg_id for r in child.opened.refs
+            ):
+                children.append(view)
+        return parents, children
+
+    def schema_document(self, kind: str) -> api.SchemaDocument:
+        if kind not in live.KINDS:
+            raise UsageError(f"unknown kind {kind!r}", hint=f"use one of {', '.join(live.KINDS)}")
+        schema = resolve(self.agency.registry, live.KINDS[kind])
+        return api.SchemaDocument(schema.name, schema.document)
+
+    def disclose(self, ref_text: str) -> api.Disclosure:
+        item = self.find(ref_text)
+        return api.Disclosure(disclosure_bytes(self.agency, item), item.msg_id.hex())
+
+    def login_link(self) -> api.LoginLink:
+        if self.web is None:
+            raise UsageError(
+                "the web inbox is not running",
+                hint="start the agent with 'tfshare agent run --web'",
+            )
+        return self.web.login_link()
+
+    # -- publishing -----------------------------------------------------------------------
+
+    async def publish(self, request: api.PublishRequest) -> api.Published:
+        """Seal a message and send it on the agent's connection; with the broker away (or
+        slower than ``wait_s``), it stays in the outbox and the agent sends it later.
+        Without ``queue`` it is sent directly or not at all (never kept for later)."""
+        draft = live.compose(
+            self.agency,
+            kind=request.kind,
+            channel=request.channel,
+            to=request.to,
+            body=request.body,
+            fields=request.fields,
+            derive=request.derive,
+        )
+        if request.queue:
+            return await self._queue_and_send(draft, request.wait_s)
+        return await self._send_direct(draft, request.wait_s)
+
+    async def _queue_and_send(self, draft: live.Composed, wait_s: float) -> api.Published:
+        sealed, _ = live.seal_and_keep(self.agency, draft, queue=True)
+        reason: str | None = None
+        if self.agent.conn is None:
+            reason = "the agent is not connected to the broker"
+        else:
+            try:
+                await asyncio.wait_for(self.agent.send_outbox_now(), timeout=wait_s)
+            except TimeoutError:
+                reason = f"the broker did not answer within {wait_s:g} s"
+            except BrokerError as exc:
+                reason = exc.message
+        refused = {m: why for m, why, _ in self.agency.store.outbox_refusals()}
+        if sealed.msg_id in refused:
+            self.agency.store.sent_drop(sealed.msg_id)
+            raise BrokerRefused(
+                f"the broker refused the message: {refused[sealed.msg_id]}",
+                hint="it is set aside in the outbox and not sent; see 'tfshare agent status'",
+            )
+        still_queued = any(m == sealed.msg_id for m, _, _ in self.agency.store.outbox())
+        if still_queued and reason is None:
+            reason = "the broker did not take it yet"
+        return api.Published(
+            sealed.msg_id.hex(),
+            draft.subject,
+            list(sealed.recipients),
+            still_queued,
+            reason if still_queued else None,
+            None,
+            0,
+        )
+
+    async def _send_direct(self, draft: live.Composed, wait_s: float) -> api.Published:
+        conn = self.agent.conn
+        if conn is None:
+            raise BrokerError(
+                "the agent is not connected to the broker; the message was not sent and is "
+                "not kept for later (--no-queue)",
+                hint="publish it again once the agent is connected ('tfshare agent status'), "
+                "or without --no-queue to keep it in the outbox until then",
+            )
+        sealed, mine = live.seal_and_keep(self.agency, draft, queue=False)
+        try:
+            seq, _ = await asyncio.wait_for(
+                transport.publish(conn, draft.subject, sealed.data, msg_id=sealed.msg_id.hex()),
+                timeout=wait_s,
+            )
+        except TimeoutError:
+            raise BrokerError(
+                f"the broker did not answer within {wait_s:g} s; not kept for later "
+                "(--no-queue), but the broker may have stored the message",
+                hint="ask a recipient whether it arrived before publishing it again",
+            ) from None
+        self.agency.store.sent_add(mine)
+        return api.Published(
+            sealed.msg_id.hex(), draft.subject, list(sealed.recipients), False, None, seq, 0
+        )
+
+
+__all__ = ["Desk", "LoginIssuer", "Subscription", "message_view"]
