@@ -1,0 +1,213 @@
+// tfshare web inbox: filters and the live feed. No framework, no innerHTML: every string that
+// reaches the page came from another agency and is inserted as text (textContent) only.
+"use strict";
+
+(function () {
+  var HIDDEN = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}]/gu;
+  var HEX_ID = /^[0-9a-f]{1,64}$/;
+  var TLP_CLASSES = {
+    "RED": "tlp-red", "AMBER+STRICT": "tlp-amber-strict", "AMBER": "tlp-amber",
+    "GREEN": "tlp-green", "CLEAR": "tlp-clear"
+  };
+  var SEVERITIES = ["low", "medium", "high", "critical"];
+
+  // The same rule as tfshare.visible.escape: a character that moves, hides or reorders text is
+  // shown as its escape.
+  function visible(text) {
+    return String(text).replace(HIDDEN, function (ch) {
+      var code = ch.codePointAt(0);
+      if (code <= 0xff) { return "\\x" + code.toString(16).padStart(2, "0"); }
+      if (code <= 0xffff) { return "\\u" + code.toString(16).padStart(4, "0"); }
+      return "\\U" + code.toString(16).padStart(8, "0");
+    });
+  }
+
+  function cell(text, className) {
+    var td = document.createElement("td");
+    if (className) { td.className = className; }
+    td.textContent = visible(text);
+    return td;
+  }
+
+  function byId(id) { return document.getElementById(id); }
+
+  function filters() {
+    return {
+      channel: byId("f-channel").value,
+      severity: byId("f-severity").value,
+      tlp: byId("f-tlp").value,
+      sender: byId("f-sender").value,
+      since: byId("f-since").value,
+      text: byId("f-text").value.trim().toLowerCase()
+    };
+  }
+
+  function matches(tr, f) {
+    var d = tr.dataset;
+    if (f.channel && d.channel !== f.channel) { return false; }
+    if (f.severity === "high+") {
+      if (d.severity !== "high" && d.severity !== "critical") { return false; }
+    } else if (f.severity && d.severity !== f.severity) { return false; }
+    if (f.tlp && d.tlp !== f.tlp) { return false; }
+    if (f.sender && d.sender !== f.sender) { return false; }
+    if (f.since) {
+      var received = Number(d.receivedMs || 0);
+      if (!(received >= Date.now() - Number(f.since))) { return false; }
+    }
+    if (f.text && (d.text || "").indexOf(f.text) < 0) { return false; }
+    return true;
+  }
+
+  function applyFilters() {
+    var f = filters();
+    var shown = 0;
+    var rows = byId("inbox-rows").querySelectorAll("tr.msg");
+    for (var i = 0; i < rows.length; i++) {
+      var ok = matches(rows[i], f);
+      rows[i].classList.toggle("hidden", !ok);
+      if (ok) { shown++; }
+    }
+    byId("shown-count").textContent = String(shown);
+  }
+
+  function ensureOption(select, value) {
+    if (!value) { return; }
+    for (var i = 0; i < select.options.length; i++) {
+      if (select.options[i].value === value) { return; }
+    }
+    var option = document.createElement("option");
+    option.value = value;
+    option.textContent = visible(value);
+    select.appendChild(option);
+  }
+
+  function buildRow(row) {
+    var str = function (v) { return typeof v === "string" ? v : ""; };
+    var severity = SEVERITIES.indexOf(row.severity) >= 0 ? row.severity : "";
+    var tlp = Object.prototype.hasOwnProperty.call(TLP_CLASSES, row.tlp) ? row.tlp : "";
+    var tr = document.createElement("tr");
+    tr.className = "msg";
+    if (severity) { tr.classList.add("sev-" + severity); }
+    if (row.unreadable) { tr.classList.add("unreadable"); }
+    tr.dataset.msgId = str(row.msg_id);
+    tr.dataset.channel = str(row.channel);
+    tr.dataset.severity = severity;
+    tr.dataset.tlp = tlp;
+    tr.dataset.sender = str(row.sender);
+    tr.dataset.receivedMs = String(Number(row.received_ms) || Date.now());
+    tr.dataset.text = [str(row.title), str(row.sender), str(row.schema), str(row.channel)]
+      .join(" ").toLowerCase();
+    tr.appendChild(cell(str(row.received), "when"));
+    tr.appendChild(cell(str(row.sender), "sender"));
+    tr.appendChild(cell(str(row.channel), "channel"));
+    tr.appendChild(cell(severity, "severity"));
+    var tlpCell = document.createElement("td");
+    if (tlp) {
+      var badge = document.createElement("span");
+      badge.className = "tlp " + TLP_CLASSES[tlp];
+      badge.textContent = "TLP:" + tlp;
+      tlpCell.appendChild(badge);
+    }
+    tr.appendChild(tlpCell);
+    var titleCell = document.createElement("td");
+    titleCell.className = "title";
+    if (row.warning) {
+      var warning = document.createElement("span");
+      warning.className = "warning";
+      warning.textContent = visible(str(row.warning));
+      titleCell.appendChild(warning);
+      titleCell.appendChild(document.createTextNode(" "));
+    }
+    var title = visible(str(row.title)) || "(no title)";
+    var msgId = str(row.msg_id);
+    if (HEX_ID.test(msgId)) {
+      var a = document.createElement("a");
+      a.href = "/message/" + msgId;  // hex digits only: nothing from the message but its id
+      a.textContent = title;
+      titleCell.appendChild(a);
+    } else {
+      titleCell.appendChild(document.createTextNode(title));
+    }
+    tr.appendChild(titleCell);
+    return tr;
+  }
+
+  var baseTitle = document.title;
+  var unseenLoud = 0;
+
+  function beep() {
+    try {
+      var Ctx = window.AudioContext || window.webkitAudioContext;
+      if (!Ctx) { return; }
+      var ctx = new Ctx();
+      var osc = ctx.createOscillator();
+      var gain = ctx.createGain();
+      osc.frequency.value = 880;
+      gain.gain.value = 0.08;
+      osc.connect(gain);
+      gain.connect(ctx.destination);
+      osc.start();
+      osc.stop(ctx.currentTime + 0.18);
+      osc.onended = function () { ctx.close(); };
+    } catch (e) { /* no sound: the visual cue remains */ }
+  }
+
+  function cue(tr) {
+    unseenLoud++;
+    document.title = "(" + unseenLoud + ") " + baseTitle;
+    document.body.classList.add("alarm");
+    tr.classList.add("loud");
+    beep();
+  }
+
+  function seen() {
+    unseenLoud = 0;
+    document.title = baseTitle;
+    document.body.classList.remove("alarm");
+  }
+
+  function onMessage(event) {
+    var row;
+    try { row = JSON.parse(event.data); } catch (e) { return; }
+    if (!row || typeof row !== "object") { return; }
+    var tbody = byId("inbox-rows");
+    var existing = tbody.querySelectorAll("tr.msg");
+    for (var i = 0; i < existing.length; i++) {
+      if (existing[i].dataset.msgId === row.msg_id && existing[i].dataset.sender === row.sender) {
+        return;  // already listed (the page was loaded after it arrived)
+      }
+    }
+    var tr = buildRow(row);
+    tr.classList.add("fresh");
+    ensureOption(byId("f-channel"), tr.dataset.channel);
+    ensureOption(byId("f-sender"), tr.dataset.sender);
+    tbody.insertBefore(tr, tbody.firstChild);
+    var empty = byId("empty-note");
+    if (empty) { empty.remove(); }
+    var ok = matches(tr, filters());
+    tr.classList.toggle("hidden", !ok);
+    if (ok && (tr.dataset.severity === "high" || tr.dataset.severity === "critical")) { cue(tr); }
+    applyFilters();
+  }
+
+  function startInbox() {
+    var form = byId("filters");
+    form.addEventListener("submit", function (e) { e.preventDefault(); });
+    form.addEventListener("input", applyFilters);
+    form.addEventListener("change", applyFilters);
+    applyFilters();
+    document.addEventListener("visibilitychange", function () {
+      if (document.visibilityState === "visible") { seen(); }
+    });
+    document.addEventListener("click", seen);
+    var state = byId("live-state");
+    var source = new EventSource("/events");
+    source.addEventListener("open", function () { state.dataset.state = "live"; state.textContent = "live"; });
+    source.addEventListener("error", function () { state.dataset.state = "lost"; state.textContent = "reconnecting"; });
+    source.addEventListener("message", onMessage);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    if (byId("inbox-rows")) { startInbox(); }
+  });
+})();
