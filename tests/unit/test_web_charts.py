@@ -80,9 +80,7 @@ def receipts_of(name: str) -> str:
 
 
 def bars_of(name: str) -> str:
-    chart = charts.bar_chart(
-        name, [name, "received"], [charts.BarGroup(name, [3, 1], [name, "1"])]
-    )
+    chart = charts.bar_chart(name, [name, "received"], [charts.BarGroup(name, [3, 1], [name, "1"])])
     return str(chart.svg)
 
 
@@ -247,7 +245,10 @@ def test_report_charts_draw_each_tally_to_scale() -> None:
     full = charts.BAR_PLOT_W
     # police received and rejected nothing: bars of width 0, kept in their place.
     assert bar_widths(counts) == [full * 2 // 8, full, full * 2 // 8, full // 2, 0, 0]
-    assert counts.rows == (("ngo \u00b7 alerts", ("2", "8", "2")), ("police \u00b7 alerts", ("4", "0", "0")))
+    assert counts.rows == (
+        ("ngo \u00b7 alerts", ("2", "8", "2")),
+        ("police \u00b7 alerts", ("4", "0", "0")),
+    )
     assert by_code.series == ("E_DECRYPT",) and bar_widths(by_code) == [full]
     assert [label for label, _ in by_code.rows] == ["ngo \u00b7 alerts"]
     assert delays.rows == (("ngo \u00b7 alerts", ("1.5 s",)),)
