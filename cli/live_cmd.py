@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tfshare import msgref
+from tfshare.desk import api
+from tfshare.desk import client as desk_client
 from tfshare.errors import ExitCode, TfshareError, UsageError
-from tfshare.workflows import live
-from tfshare.workflows.bodies import Prompter, is_draft, read_stdin_body, save_draft
-from tfshare.workflows.exchange import Credentials
 
 from .common import (
     AnchorOpt,
@@ -37,10 +35,51 @@ from .common import (
     where,
 )
 
+# The commands here talk to the running agent when there is one (tfshare.desk.client: a
+# plain socket, no NATS client, no key): what a direct command needs (the NATS client, the
+# crypto, the registry) is imported inside the functions that work directly, so that a call
+# through the agent starts in a fraction of a second.
+if TYPE_CHECKING:
+    from tfshare.workflows import live
+    from tfshare.workflows.bodies import Prompter
+
+SEVERITIES = ("low", "medium", "high", "critical")
+SYSTEMD_CREDENTIAL = "tfshare-passphrase"
+
 agent_app = typer.Typer(help="Run an agency's agent.", no_args_is_help=True)
 inbox_app = typer.Typer(help="Read the messages the agent received.", no_args_is_help=True)
+web_app = typer.Typer(help="The web inbox of the running agent.", no_args_is_help=True)
 
 RegistryOpt = Annotated[Path | None, typer.Option("--registry", help="Registry cache directory.")]
+
+
+def _state_dir(
+    key: Path | None, roster: Path | None, anchor: Path | None, state: Path | None
+) -> Path:
+    """The agency's state directory (flags, else the profile): where its agent's socket is."""
+    at = where(key, roster, anchor, state)
+    if at.state is not None:
+        return at.state
+    from tfshare.workflows.exchange import default_state_dir  # noqa: PLC0415
+
+    return default_state_dir(at.key)
+
+
+def _desk(
+    key: Path | None, roster: Path | None, anchor: Path | None, state: Path | None
+) -> desk_client.DeskClient | None:
+    """The running agent of this agency, or None (the command then works directly)."""
+    return desk_client.connect(_state_dir(key, roster, anchor, state))
+
+
+def _agent_passphrase(passphrase_file: Path | None) -> bytes:
+    """--passphrase-file, else a systemd credential (LoadCredential=tfshare-passphrase:...,
+    never the environment of a shell), else TFSHARE_PASSPHRASE or the terminal prompt."""
+    if passphrase_file is None:
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        if credentials and (Path(credentials) / SYSTEMD_CREDENTIAL).is_file():
+            passphrase_file = Path(credentials) / SYSTEMD_CREDENTIAL
+    return passphrase(passphrase_file, confirm=False, purpose="the agency key")
 
 
 def _agency(
@@ -51,18 +90,33 @@ def _agency(
     state: Path | None,
     registry: Path | None,
     server: str | None = None,
+    secret: bytes | None = None,
 ) -> tuple[live.Agency, str]:
     """The agency's verified setup (flags, else the profile) and the broker URL to use."""
+    from tfshare.workflows import live  # noqa: PLC0415
+    from tfshare.workflows.exchange import Credentials  # noqa: PLC0415
+
     at = where(key, roster, anchor, state, server)
-    creds = Credentials(at.key, passphrase(passphrase_file, confirm=False, purpose=str(at.key)))
+    if secret is None:
+        secret = passphrase(passphrase_file, confirm=False, purpose=str(at.key))
     agency = live.Agency.load(
-        creds,
+        Credentials(at.key, secret),
         roster_path=at.roster,
         anchor_path=at.anchor,
         state_dir=at.state,
         registry_dir=registry,
     )
     return agency, live.server_url(at.server)
+
+
+WebFlag = Annotated[
+    bool,
+    typer.Option("--web", help="Also serve the web inbox (on 127.0.0.1; see 'tfshare web open')."),
+]
+WebPort = Annotated[
+    int,
+    typer.Option("--web-port", help="The web inbox's port (0: any free one).", min=0, max=65535),
+]
 
 
 @agent_app.command("run")
@@ -74,18 +128,137 @@ def agent_run(
     passphrase_file: PassphraseFile = None,
     state: StateDir = None,
     registry: RegistryOpt = None,
+    web: WebFlag = False,
+    web_port: WebPort = 8470,
 ) -> None:
-    """Receive the agency's messages into its inbox until Ctrl-C (JSON logs on stderr)."""
-    agency, url = _agency(key, passphrase_file, roster, anchor, state, registry, server)
-    agent = live.make_agent(agency, url=url, clock=now_ms)
-    note(f"agent of {agent.identity.agency_id} consuming from {url}")
-    asyncio.run(live.run_until_signalled(agent))
+    """Run the agency's agent until Ctrl-C (JSON logs on stderr): it receives into the inbox,
+    sends the outbox, and holds the unlocked key for the other commands (publish, inbox,
+    listen, agent status, web), which then ask it instead of asking for the passphrase.
+
+    The passphrase comes from --passphrase-file, a systemd credential named
+    tfshare-passphrase, TFSHARE_PASSPHRASE or the terminal, once."""
+    import asyncio  # noqa: PLC0415
+
+    from tfshare.desk.run import run_desk  # noqa: PLC0415
+    from tfshare.desk.server import hold_lock  # noqa: PLC0415
+    from tfshare.workflows import live  # noqa: PLC0415
+
+    state_dir = _state_dir(key, roster, anchor, state)
+    lock = hold_lock(state_dir)  # a second agent is refused before any passphrase is asked
+    try:
+        secret = _agent_passphrase(passphrase_file)
+        agency, url = _agency(key, None, roster, anchor, state, registry, server, secret=secret)
+        del secret
+        agent = live.make_agent(agency, url=url, clock=now_ms)
+
+        def ready(desk: Any) -> None:
+            note(f"agent of {agent.identity.agency_id} consuming from {url}")
+            if desk.web is not None:
+                note(
+                    f"web inbox at {desk.web.url} (log in with the link 'tfshare web open' prints)"
+                )
+
+        asyncio.run(
+            run_desk(
+                agency, agent, state_dir=state_dir, clock=now_ms, web=web, web_port=web_port,
+                ready=ready,
+            )
+        )  # fmt: skip
+    finally:
+        lock.release()
     s = agent.stats
     note(
         f"agent stopped: {s.delivered} delivered, {s.duplicates} duplicates, "
         f"{s.rejected} rejected ({s.unverified} unsigned junk), {s.failed} processing "
         f"failures, {s.published} sent from the outbox"
     )
+
+
+def _running(
+    key: Path | None, roster: Path | None, anchor: Path | None, state: Path | None
+) -> desk_client.DeskClient:
+    client = _desk(key, roster, anchor, state)
+    if client is None:
+        raise desk_client.AgentUnavailable(
+            "no agent runs for this agency",
+            hint="start it with 'tfshare agent run' (add --web for the web inbox)",
+        )
+    return client
+
+
+@agent_app.command("status")
+def agent_status(
+    key: KeyOpt = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
+    state: StateDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """What the running agent is doing: connection, roster, backlog, outbox, last message,
+    witness, latest errors (exit 4 if no agent runs)."""
+    answer = _running(key, roster, anchor, state).call(api.StatusRequest())
+    assert isinstance(answer, api.Status)
+    if as_json:
+        import msgspec  # noqa: PLC0415
+
+        emit_json(msgspec.to_builtins(answer))
+        return
+    link = (
+        f"connected to {answer.server} since {answer.connected_since}"
+        if answer.connected
+        else f"NOT connected (trying {answer.server})"
+    )
+    backlog = ", ".join(f"{b.channel} {b.pending}" for b in answer.backlog) or "none"
+    outbox = f"{answer.outbox} queued" + (
+        f", {answer.outbox_refused} refused by the broker" if answer.outbox_refused else ""
+    )
+    last = f"{answer.last_message} from {answer.last_sender}" if answer.last_message else "none yet"
+    emit_fields(
+        [
+            ("agency", f"{answer.agency} (task force {answer.taskforce})"),
+            ("agent", f"pid {answer.pid}, running since {answer.started}"),
+            ("broker", f"{link}; {answer.reconnects} reconnects"),
+            ("roster", f"seq {answer.roster_seq}"),
+            ("backlog", backlog),
+            ("outbox", outbox),
+            ("inbox", f"{answer.inbox} messages; quarantine {answer.quarantine}"),
+            ("last message", last),
+            (
+                "counts",
+                f"{answer.delivered} delivered, {answer.rejected} rejected, "
+                f"{answer.duplicates} duplicates, {answer.failed} failures, "
+                f"{answer.published} sent",
+            ),
+            ("witness", answer.witness or "no checkpoint co-signed yet"),
+            ("web inbox", answer.web or "off"),
+        ]
+    )
+    for line in answer.errors:
+        note(f"recent error: {line}")
+
+
+@web_app.command("open")
+def web_open(
+    key: KeyOpt = None,
+    roster: RosterOpt = None,
+    anchor: AnchorOpt = None,
+    state: StateDir = None,
+    browser: Annotated[
+        bool, typer.Option("--browser", help="Open it in this machine's web browser.")
+    ] = False,
+) -> None:
+    """Print a one-time login link to the running agent's web inbox (valid one minute, for
+    one login): open it in a browser on this machine."""
+    answer = _running(key, roster, anchor, state).call(api.LoginRequest())
+    assert isinstance(answer, api.LoginLink)
+    if browser:
+        import webbrowser  # noqa: PLC0415
+
+        if webbrowser.open(answer.url):
+            note(f"opened the web inbox (the link expires at {answer.expires})")
+            return
+    typer.echo(answer.url)
+    note(f"one login, until {answer.expires}; keep the link to yourself")
 
 
 def _ask(path: str, offered: list[str] | None) -> str:
@@ -96,15 +269,14 @@ def _ask(path: str, offered: list[str] | None) -> str:
     return answer
 
 
-def _keep_draft(
-    agency: live.Agency, prompter: Prompter | None, kind: str, exc: BaseException
-) -> None:
+def _keep_draft(state_dir: Path, prompter: Prompter | None, kind: str, exc: BaseException) -> None:
     """After a failed publish, keep what was typed at the prompts in a 0600 draft and name
     it (in the error's hint, or on stderr for an interrupt). Nothing is kept if nothing
     was typed: the body file and the --field flags are still where they were."""
+    from tfshare.workflows.bodies import save_draft  # noqa: PLC0415
+
     if prompter is None or not prompter.answered or prompter.draft is None:
         return
-    state_dir = agency.store.path.parent
     try:
         path = save_draft(state_dir, prompter.draft, kind=kind, now=dt.datetime.now(dt.UTC))
     except TfshareError as failed:
@@ -202,13 +374,134 @@ def publish_cmd(
             "a message derives from one parent here",
             hint="give only one of --reshare, --escalate, --amend, --retract, --reply",
         )
+    if kind not in KINDS:
+        raise UsageError(f"unknown kind {kind!r}", hint=f"use one of {', '.join(KINDS)}")
     from_stdin = body == "-"
+    body_path = Path(body) if body is not None and not from_stdin else None
+    state_dir = _state_dir(key, roster, anchor, state)
+    on_terminal = sys.stdin.isatty() and sys.stderr.isatty() and not from_stdin
+    desk = desk_client.connect(state_dir)
+    if desk is not None:
+        info = _publish_through(
+            desk, state_dir, kind, channel, to, body_path, from_stdin, field or [],
+            on_terminal, not no_queue, derived[0] if derived else None,
+        )  # fmt: skip
+    else:
+        info = _publish_direct(
+            key, passphrase_file, roster, anchor, state, registry, server, kind, channel, to,
+            body_path, from_stdin, field or [], on_terminal, not no_queue,
+            derived[0] if derived else None,
+        )  # fmt: skip
+    _report_published(kind, info, as_json)
+
+
+KINDS = ("alert", "red-flag", "tip")
+
+
+def _read_body(body_path: Path | None, from_stdin: bool) -> bytes | None:
+    from tfshare.files import read_bytes  # noqa: PLC0415
+    from tfshare.workflows.bodies import read_stdin_body  # noqa: PLC0415
+
+    if from_stdin:
+        return read_stdin_body(sys.stdin.buffer)
+    if body_path is not None:
+        return read_bytes(body_path, what="body file", limit=512 * 1024)
+    return None
+
+
+def _publish_through(
+    desk: desk_client.DeskClient,
+    state_dir: Path,
+    kind: str,
+    channel: str | None,
+    to: str | None,
+    body_path: Path | None,
+    from_stdin: bool,
+    fields: list[str],
+    on_terminal: bool,
+    queue: bool,
+    derive: tuple[str, str] | None,
+) -> dict[str, Any]:
+    """Publish through the running agent: it holds the key and the outbox. On a terminal,
+    required fields still missing are asked for here (the agent has no terminal), against
+    the schema the agent uses."""
+    data = _read_body(body_path, from_stdin)
+    prompter: Prompter | None = None
+    if on_terminal and derive is None:
+        from tfshare.workflows.bodies import Prompter, body_json  # noqa: PLC0415
+
+        document = desk.call(api.SchemaRequest(kind))
+        assert isinstance(document, api.SchemaDocument)
+        prompter = Prompter(ask=_ask, say=note)
+        try:
+            data = body_json(document.document, base=data, fields=fields, prompt=prompter)
+        except (TfshareError, typer.Abort, KeyboardInterrupt) as exc:
+            _keep_draft(state_dir, prompter, kind, exc)
+            raise
+        fields = []
+    if data is None and not fields and derive is None:
+        raise UsageError(
+            "no body given",
+            hint="give --body-file BODY.json (or - for stdin) and/or --field path=value",
+        )
+    request = api.PublishRequest(
+        kind=kind, channel=channel, to=split_list(to), body=data, fields=fields, queue=queue,
+        derive=derive,
+    )  # fmt: skip
+    try:
+        answer = desk.call(request)
+    except (TfshareError, KeyboardInterrupt) as exc:
+        _keep_draft(state_dir, prompter, kind, exc)
+        raise
+    assert isinstance(answer, api.Published)
+    _drop_published_draft(state_dir, body_path)
+    return {
+        "msg_id": answer.msg_id,
+        "subject": answer.subject,
+        "recipients": answer.recipients,
+        "queued": answer.queued,
+        "queued_because": answer.reason,
+        "stream_seq": answer.seq,
+        "also_sent_from_outbox": answer.flushed,
+        "by": "agent",
+    }
+
+
+def _drop_published_draft(state_dir: Path, body_path: Path | None) -> None:
+    from tfshare.workflows.bodies import is_draft  # noqa: PLC0415
+
+    if body_path is not None and is_draft(state_dir, body_path):
+        body_path.unlink()  # sealed into the outbox or sent: the plaintext copy goes
+        note(f"draft {body_path} published and removed")
+
+
+def _publish_direct(
+    key: Path | None,
+    passphrase_file: Path | None,
+    roster: Path | None,
+    anchor: Path | None,
+    state: Path | None,
+    registry: Path | None,
+    server: str | None,
+    kind: str,
+    channel: str | None,
+    to: str | None,
+    body_path: Path | None,
+    from_stdin: bool,
+    fields: list[str],
+    on_terminal: bool,
+    queue: bool,
+    derive: tuple[str, str] | None,
+) -> dict[str, Any]:
+    """Publish without an agent: unlock the key here and talk to the broker directly."""
+    from tfshare.workflows import live  # noqa: PLC0415
+    from tfshare.workflows.bodies import Prompter, read_stdin_body  # noqa: PLC0415
+
     # Read before the passphrase prompt could touch stdin; a piped stdin is spent after this.
     stdin_body = read_stdin_body(sys.stdin.buffer) if from_stdin else None
-    body_path = Path(body) if body is not None and not from_stdin else None
     agency, url = _agency(key, passphrase_file, roster, anchor, state, registry, server)
-    on_terminal = sys.stdin.isatty() and sys.stderr.isatty() and not from_stdin
     prompter = Prompter(ask=_ask, say=note) if on_terminal else None
+    state_dir = agency.store.path.parent
     try:
         result = live.publish(
             agency,
@@ -217,20 +510,17 @@ def publish_cmd(
             to=split_list(to),
             body_path=body_path,
             body=stdin_body,
-            fields=field or [],
+            fields=fields,
             prompt=prompter,
             url=url,
-            queue=not no_queue,
-            derive=derived[0] if derived else None,
+            queue=queue,
+            derive=derive,
         )
     except (TfshareError, typer.Abort, KeyboardInterrupt) as exc:
-        _keep_draft(agency, prompter, kind, exc)
+        _keep_draft(state_dir, prompter, kind, exc)
         raise
-    state_dir = agency.store.path.parent
-    if body_path is not None and is_draft(state_dir, body_path):
-        body_path.unlink()  # sealed into the outbox or sent: the plaintext copy goes
-        note(f"draft {body_path} published and removed")
-    info = {
+    _drop_published_draft(state_dir, body_path)
+    return {
         "msg_id": result.sealed.msg_id.hex(),
         "subject": result.subject,
         "recipients": list(result.sealed.recipients),
@@ -239,17 +529,26 @@ def publish_cmd(
         "stream_seq": result.seq,
         "also_sent_from_outbox": result.flushed,
     }
+
+
+def _report_published(kind: str, info: dict[str, Any], as_json: bool) -> None:
+    by_agent = info.pop("by", None) == "agent"
     if as_json:
         emit_json(info)
-    elif result.queued:
+        return
+    if info["queued"]:
+        later = "the agent sends it" if by_agent else "goes out with the next publish or the agent"
         note(
-            f"queued: {result.reason or 'the broker is unreachable'}; {info['msg_id']} is in "
-            "the outbox and goes out with the next publish or the agent"
+            f"queued: {info['queued_because'] or 'the broker is unreachable'}; {info['msg_id']} "
+            f"is in the outbox and {later}"
         )
+    elif info["stream_seq"] is None:
+        note(f"published {kind} to {', '.join(info['recipients'])} (through the agent)")
     else:
-        note(f"published {kind} to {', '.join(result.sealed.recipients)} (stream seq {result.seq})")
-    if not as_json:
-        emit_fields([("msg_id", str(info["msg_id"])), ("subject", result.subject)])
+        note(
+            f"published {kind} to {', '.join(info['recipients'])} (stream seq {info['stream_seq']})"
+        )
+    emit_fields([("msg_id", str(info["msg_id"])), ("subject", str(info["subject"]))])
 
 
 def listen_cmd(
@@ -269,84 +568,110 @@ def listen_cmd(
     registry: RegistryOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """The live feed: each message the agent receives, as it arrives (NDJSON with --json)."""
-    if min_severity is not None and min_severity not in live.SEVERITIES:
+    """The live feed: each message the agent stores, the moment it is stored (NDJSON with
+    --json). Without a running agent, the inbox is read directly as the agent fills it."""
+    if min_severity is not None and min_severity not in SEVERITIES:
         raise UsageError(
-            f"unknown severity {min_severity!r}", hint=f"use one of {', '.join(live.SEVERITIES)}"
+            f"unknown severity {min_severity!r}", hint=f"use one of {', '.join(SEVERITIES)}"
         )
-    agency, _ = _agency(key, passphrase_file, roster, anchor, state, registry)
-    floor = live.SEVERITIES.index(min_severity) if min_severity else 0
-    shown = 0
+    floor = SEVERITIES.index(min_severity) if min_severity else 0
+    desk = _desk(key, roster, anchor, state)
+    if desk is not None:
+        feed = _follow_through(desk, include_existing)
+        who = desk.agency
+    else:
+        agency, _ = _agency(key, passphrase_file, roster, anchor, state, registry)
+        feed = _follow_direct(agency, include_existing)
+        who = agency.identity().agency_id
+    shown_count = 0
     if not as_json:
-        note(f"listening for {agency.creds.key_path.stem}'s messages (Ctrl-C to stop)")
-    for read in live.follow_inbox(agency, include_existing=include_existing):
-        if isinstance(read, live.Unreadable):
-            _report_unreadable(read, as_json=as_json)
+        note(f"listening for {who}'s messages (Ctrl-C to stop)")
+    for view in feed:
+        if isinstance(view, api.Unreadable):
+            _report_unreadable(view, as_json=as_json)
             continue
-        item, opened = read.item, read.opened
-        body = live.body_of(opened)
+        body = view.body
         severity = body.get("severity") if isinstance(body, dict) else None
-        if channel and opened.channel != channel:
+        if channel and view.channel != channel:
             continue
-        if severity in live.SEVERITIES and live.SEVERITIES.index(severity) < floor:
+        if severity in SEVERITIES and SEVERITIES.index(severity) < floor:
             continue
         if as_json:
-            emit_json(
-                {
-                    "msg_id": item.msg_id.hex(),
-                    "sender": opened.sender,
-                    "fingerprint": opened.fingerprint,
-                    "channel": opened.channel,
-                    "schema": opened.schema,
-                    "sent": iso(opened.ts_ms),
-                    "warning": read.warning,
-                    "body": body,
-                }
-            )
+            emit_json(_message_json(view))
         else:
-            _render_feed(opened, body, read.warning)
-        shown += 1
-        if count is not None and shown >= count:
+            _render_feed(view)
+        sys.stdout.flush()
+        shown_count += 1
+        if count is not None and shown_count >= count:
             return
+
+
+def _follow_through(
+    desk: desk_client.DeskClient, include_existing: bool
+) -> Iterator[api.Message | api.Unreadable]:
+    with desk.conversation(api.FollowRequest(include_existing), timeout=None) as answers:
+        for answer in answers:
+            if isinstance(answer, api.FeedItem):
+                yield answer.item
+
+
+def _follow_direct(
+    agency: live.Agency, include_existing: bool
+) -> Iterator[api.Message | api.Unreadable]:
+    from tfshare.desk.views import read_view  # noqa: PLC0415
+    from tfshare.workflows import live  # noqa: PLC0415
+
+    for read in live.follow_inbox(agency, include_existing=include_existing):
+        yield read_view(read)
+
+
+def _message_json(view: api.Message) -> dict[str, Any]:
+    return {
+        "msg_id": view.msg_id,
+        "sender": view.sender,
+        "fingerprint": view.fingerprint,
+        "channel": view.channel,
+        "schema": view.schema,
+        "sent": iso(view.sent_ms),
+        "warning": view.warning,
+        "body": view.body,
+    }
 
 
 _COLOURS = {"critical": "red", "high": "magenta", "medium": "yellow", "low": "green"}
 
 
-def _report_unreadable(read: live.Unreadable, *, as_json: bool) -> None:
+def _report_unreadable(read: api.Unreadable, *, as_json: bool) -> None:
     """One line for a stored message that cannot be shown (its code); the list goes on."""
     if as_json:
         emit_json(
             {
-                "msg_id": read.item.msg_id.hex(),
-                "sender": read.item.sender,
+                "msg_id": read.msg_id,
+                "sender": read.sender,
                 "unreadable": {"code": read.code, "reason": read.reason},
             }
         )
         return
-    note(
-        f"{read.item.msg_id.hex()} from {read.item.sender} cannot be shown: "
-        f"{read.code}: {read.reason}"
-    )
+    note(f"{read.msg_id} from {read.sender} cannot be shown: {read.code}: {read.reason}")
 
 
-def _render_feed(opened: Any, body: Any, warning: str | None = None) -> None:
+def _render_feed(view: api.Message) -> None:
     """One message for people: what, how urgent, from whom (verified), how to handle it."""
-    body = body if isinstance(body, dict) else {}
+    body = view.body if isinstance(view.body, dict) else {}
     severity = body.get("severity")
     # Every field of the body came from the sender: escaped (shown), so it cannot move the
     # cursor, clear the screen, reorder text or forge the "from ... (fp ...)" line below.
-    text = shown(body.get("title") or body.get("summary") or body.get("context") or opened.schema)
+    text = shown(body.get("title") or body.get("summary") or body.get("context") or view.schema)
     headline = text if len(text) <= 100 else text[:97] + "..."
-    tag = shown(f"[{str(severity).upper()}]" if severity else f"[{opened.schema.split('/')[0]}]")
+    tag = shown(f"[{str(severity).upper()}]" if severity else f"[{view.schema.split('/')[0]}]")
     color = (
         _COLOURS.get(str(severity))
         if sys.stdout.isatty() and not os.environ.get("NO_COLOR")
         else None
     )
     typer.echo(typer.style(tag, fg=color, bold=bool(color)) + f" {headline}")
-    if warning:
-        typer.echo(typer.style(f"  WARNING: {warning}", fg="red" if color else None))
+    if view.warning:
+        typer.echo(typer.style(f"  WARNING: {view.warning}", fg="red" if color else None))
     handling = body.get("handling", {})
     handling = handling if isinstance(handling, dict) else {}
     marks = [f"TLP:{handling.get('tlp')}", f"PAP:{handling.get('pap')}", str(handling.get("code"))]
@@ -354,14 +679,51 @@ def _render_feed(opened: Any, body: Any, warning: str | None = None) -> None:
         marks.append("no-forward")
     typer.echo(
         shown(
-            f"  from {opened.sender} (fp {opened.fingerprint}) on {opened.channel}, "
-            f"sent {iso(opened.ts_ms)}"
+            f"  from {view.sender} (fp {view.fingerprint}) on {view.channel}, "
+            f"sent {iso(view.sent_ms)}"
         )
     )
     typer.echo(shown(f"  handling {' '.join(marks)}"))
     indicators = body.get("indicators") or []
     if isinstance(indicators, list) and indicators:
         typer.echo(shown(f"  indicators {', '.join(str(i) for i in indicators[:6])}"))
+
+
+def _inbox_rows(
+    key: Path | None,
+    passphrase_file: Path | None,
+    roster: Path | None,
+    anchor: Path | None,
+    state: Path | None,
+    registry: Path | None,
+) -> list[dict[str, str]]:
+    desk = _desk(key, roster, anchor, state)
+    if desk is not None:
+        answer = desk.call(api.InboxListRequest(limit=100))
+        assert isinstance(answer, api.InboxRows)
+        return [
+            {
+                "msg_id": r.msg_id,
+                "sender": r.sender,
+                "channel": r.channel,
+                "schema": r.schema,
+                "sent": r.sent,
+                "received": r.received,
+            }
+            for r in answer.rows
+        ]
+    agency, _ = _agency(key, passphrase_file, roster, anchor, state, registry)
+    return [
+        {
+            "msg_id": i.msg_id.hex(),
+            "sender": i.sender,
+            "channel": i.channel,
+            "schema": i.schema,
+            "sent": iso(i.ts_ms),
+            "received": iso(i.received_ms),
+        }
+        for i in agency.store.inbox()
+    ]
 
 
 @inbox_app.command("list")
@@ -375,18 +737,7 @@ def inbox_list(
     as_json: JsonFlag = False,
 ) -> None:
     """The received messages, newest first (metadata only; 'inbox show' decrypts one)."""
-    agency, _ = _agency(key, passphrase_file, roster, anchor, state, registry)
-    rows = [
-        {
-            "msg_id": i.msg_id.hex(),
-            "sender": i.sender,
-            "channel": i.channel,
-            "schema": i.schema,
-            "sent": iso(i.ts_ms),
-            "received": iso(i.received_ms),
-        }
-        for i in agency.store.inbox()
-    ]
+    rows = _inbox_rows(key, passphrase_file, roster, anchor, state, registry)
     if as_json:
         emit_json({"messages": rows})
         return
@@ -416,7 +767,35 @@ def inbox_show(
     registry: RegistryOpt = None,
 ) -> None:
     """Decrypt and show one received message."""
-    ref = msgref.parse(msg_id)  # a malformed id is refused before the passphrase is asked
+    from tfshare import msgref  # noqa: PLC0415
+
+    msgref.parse(msg_id)  # a malformed id is refused before the passphrase is asked
+    desk = _desk(key, roster, anchor, state)
+    if desk is not None:
+        answer = desk.call(api.InboxShowRequest(msg_id))
+        assert isinstance(answer, api.Message)
+        view = answer
+    else:
+        view = _show_direct(msg_id, key, passphrase_file, roster, anchor, state, registry)
+    if view.warning:
+        note(f"warning: {view.warning}")
+    emit_json(_message_json(view))
+
+
+def _show_direct(
+    msg_id: str,
+    key: Path | None,
+    passphrase_file: Path | None,
+    roster: Path | None,
+    anchor: Path | None,
+    state: Path | None,
+    registry: Path | None,
+) -> api.Message:
+    from tfshare import msgref  # noqa: PLC0415
+    from tfshare.desk.views import message_view  # noqa: PLC0415
+    from tfshare.workflows import live  # noqa: PLC0415
+
+    ref = msgref.parse(msg_id)
     agency, _ = _agency(key, passphrase_file, roster, anchor, state, registry)
     received, _ = agency.store.find_by_prefix(ref.prefix)
     item = msgref.pick(
@@ -426,21 +805,7 @@ def inbox_show(
         hint="see 'tfshare inbox list'",
     )
     read = live.read_inbox_item(agency, item)
-    opened = read.opened
-    if read.warning:
-        note(f"warning: {read.warning}")
-    emit_json(
-        {
-            "msg_id": item.msg_id.hex(),
-            "sender": opened.sender,
-            "fingerprint": opened.fingerprint,
-            "channel": opened.channel,
-            "schema": opened.schema,
-            "sent": iso(opened.ts_ms),
-            "warning": read.warning,
-            "body": live.body_of(opened),
-        }
-    )
+    return message_view(read.opened, received_ms=item.received_ms, warning=read.warning)
 
 
 @inbox_app.command("search")
@@ -455,36 +820,23 @@ def inbox_search(
     as_json: JsonFlag = False,
 ) -> None:
     """Search the received messages' decrypted bodies (nothing is indexed in clear)."""
-    agency, _ = _agency(key, passphrase_file, roster, anchor, state, registry)
-    needle = text.casefold()
-    hits = []
-    unreadable: list[live.Unreadable] = []
-    for read in live.read_inbox(agency, agency.store.inbox(limit=100_000)):
-        if isinstance(read, live.Unreadable):
-            unreadable.append(read)
-            continue
-        opened = read.opened
-        body = live.body_of(opened)
-        if needle in json.dumps(body, ensure_ascii=False).casefold():
-            hits.append(
-                {
-                    "msg_id": read.item.msg_id.hex(),
-                    "sender": opened.sender,
-                    "channel": opened.channel,
-                    "schema": opened.schema,
-                    "sent": iso(opened.ts_ms),
-                    "warning": read.warning,
-                    "body": body,
-                }
-            )
+    desk = _desk(key, roster, anchor, state)
+    if desk is not None:
+        answer = desk.call(api.InboxSearchRequest(text))
+        assert isinstance(answer, api.SearchResult)
+        matches, unreadable = answer.matches, answer.unreadable
+    else:
+        matches, unreadable = _search_direct(
+            text, key, passphrase_file, roster, anchor, state, registry
+        )
+    hits = [_message_json(m) for m in matches]
     if as_json:
         found: dict[str, object] = {"matches": hits}
         if unreadable:  # said only when there are some: the list's shape is as it was
             found["unreadable"] = [
-                {"msg_id": u.item.msg_id.hex(), "sender": u.item.sender, "code": u.code,
-                 "reason": u.reason}
+                {"msg_id": u.msg_id, "sender": u.sender, "code": u.code, "reason": u.reason}
                 for u in unreadable
-            ]  # fmt: skip
+            ]
         emit_json(found)
         return
     for hit in hits:
@@ -501,6 +853,31 @@ def inbox_search(
         note("no message matches")
 
 
+def _search_direct(
+    text: str,
+    key: Path | None,
+    passphrase_file: Path | None,
+    roster: Path | None,
+    anchor: Path | None,
+    state: Path | None,
+    registry: Path | None,
+) -> tuple[list[api.Message], list[api.Unreadable]]:
+    from tfshare.desk.views import read_view  # noqa: PLC0415
+    from tfshare.workflows import live  # noqa: PLC0415
+
+    agency, _ = _agency(key, passphrase_file, roster, anchor, state, registry)
+    needle = text.casefold()
+    matches: list[api.Message] = []
+    unreadable: list[api.Unreadable] = []
+    for read in live.read_inbox(agency, agency.store.inbox(limit=100_000)):
+        view = read_view(read)
+        if isinstance(view, api.Unreadable):
+            unreadable.append(view)
+        elif needle in json.dumps(view.body, ensure_ascii=False).casefold():
+            matches.append(view)
+    return matches, unreadable
+
+
 @inbox_app.command("quarantine")
 def inbox_quarantine(
     key: KeyOpt = None,
@@ -512,19 +889,28 @@ def inbox_quarantine(
     as_json: JsonFlag = False,
 ) -> None:
     """Messages the agent rejected, with their codes."""
-    agency, _ = _agency(key, passphrase_file, roster, anchor, state, registry)
+    desk = _desk(key, roster, anchor, state)
+    if desk is not None:
+        answer = desk.call(api.QuarantineRequest())
+        assert isinstance(answer, api.QuarantineRows)
+        quarantined = answer.rows
+    else:
+        from tfshare.desk.views import quarantine_rows  # noqa: PLC0415
+
+        agency, _ = _agency(key, passphrase_file, roster, anchor, state, registry)
+        quarantined = quarantine_rows(agency.store.quarantined())
     rows = [
         {
-            "env_hash": q.env_hash.hex(),
+            "env_hash": q.env_hash,
             "code": q.code,
             "reason": q.reason,
             "sender": q.sender,
             "subject": q.subject,
-            "received": iso(q.received_ms),
+            "received": q.received,
             "size": q.size,
-            "kept": len(q.envelope),  # the quarantine keeps content only up to its caps
+            "kept": q.kept,  # the quarantine keeps content only up to its caps
         }
-        for q in agency.store.quarantined()
+        for q in quarantined
     ]
     if as_json:
         emit_json({"quarantine": rows})
@@ -542,4 +928,4 @@ def inbox_quarantine(
         note("quarantine is empty")
 
 
-__all__ = ["ExitCode", "agent_app", "inbox_app", "listen_cmd", "publish_cmd"]
+__all__ = ["ExitCode", "agent_app", "inbox_app", "listen_cmd", "publish_cmd", "web_app"]

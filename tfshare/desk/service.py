@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import os
 from collections.abc import AsyncIterator, Callable
@@ -26,9 +25,9 @@ import structlog
 from tfshare import msgref, transport
 from tfshare.agent import Agent
 from tfshare.desk import api
+from tfshare.desk.views import iso, message_view, quarantine_rows, read_view
 from tfshare.errors import BrokerError, BrokerRefused, RejectCode, Rejected, UsageError
 from tfshare.protocol import Delivered, Outcome
-from tfshare.seal import Opened
 from tfshare.store import InboxItem
 from tfshare.workflows import live
 from tfshare.workflows.audit import disclosure_bytes
@@ -48,38 +47,6 @@ class LoginIssuer(Protocol):
 log = structlog.get_logger("tfshare.desk")
 
 FEED_QUEUE = 10_000  # items a slow subscriber may fall behind before it is dropped
-
-
-def iso(ms: int) -> str:
-    """The CLI's spelling of a time (``cli.common.iso``): the same in both paths."""
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat(timespec="milliseconds")
-
-
-_iso_s = iso
-
-
-def message_view(opened: Opened, *, received_ms: int, warning: str | None = None) -> api.Message:
-    return api.Message(
-        msg_id=opened.msg_id.hex(),
-        sender=opened.sender,
-        fingerprint=opened.fingerprint,
-        channel=opened.channel,
-        schema=opened.schema,
-        sent=_iso_s(opened.ts_ms),
-        received=_iso_s(received_ms),
-        warning=warning,
-        body=live.body_of(opened),
-        env_hash=opened.env_hash.hex(),
-        roster_seq=opened.roster_seq,
-        sent_ms=opened.ts_ms,
-        received_ms=received_ms,
-    )
-
-
-def read_view(read: live.InboxMessage | live.Unreadable) -> api.Message | api.Unreadable:
-    if isinstance(read, live.Unreadable):
-        return api.Unreadable(read.item.msg_id.hex(), read.item.sender, read.code, read.reason)
-    return message_view(read.opened, received_ms=read.item.received_ms, warning=read.warning)
 
 
 @dataclass
@@ -180,12 +147,10 @@ class Desk:
             agency=self.agency_id,
             taskforce=self.taskforce,
             pid=os.getpid(),
-            started=_iso_s(self.started_ms),
+            started=iso(self.started_ms),
             connected=health.connected,
             server=agent.url,
-            connected_since=(
-                _iso_s(health.connected_since_ms) if health.connected_since_ms else None
-            ),
+            connected_since=(iso(health.connected_since_ms) if health.connected_since_ms else None),
             reconnects=health.reconnects,
             roster_seq=self.agency.roster.seq,
             backlog=[api.ChannelBacklog(c, n) for c, n in sorted(self._backlog.items())],
@@ -193,7 +158,7 @@ class Desk:
             outbox_refused=len(store.outbox_refusals()),
             inbox=inbox_count,
             quarantine=quarantine_count,
-            last_message=_iso_s(health.last_stored_ms) if health.last_stored_ms else None,
+            last_message=iso(health.last_stored_ms) if health.last_stored_ms else None,
             last_sender=health.last_sender,
             delivered=agent.stats.delivered,
             rejected=agent.stats.rejected,
@@ -269,21 +234,7 @@ class Desk:
         return api.SearchResult(matches, unreadable)
 
     def quarantine(self, limit: int = 100) -> api.QuarantineRows:
-        return api.QuarantineRows(
-            [
-                api.QuarantineRow(
-                    q.env_hash.hex(),
-                    str(q.code),
-                    q.reason,
-                    q.sender,
-                    q.subject or "",
-                    iso(q.received_ms),
-                    q.size if q.size is not None else len(q.envelope),
-                    len(q.envelope),
-                )
-                for q in self.agency.store.quarantined(limit=limit)
-            ]
-        )
+        return api.QuarantineRows(quarantine_rows(self.agency.store.quarantined(limit=limit)))
 
     def sent(self, limit: int = 100) -> list[dict[str, Any]]:
         return [
