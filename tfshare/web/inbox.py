@@ -104,7 +104,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         return render(request, "login.html", status=401, problem=None)
     if not request.app[LOGINS].redeem(token):
         return render(request, "login.html", status=403, problem="expired")
-    response = web.HTTPSeeOther("/")
+    response = web.Response(status=303, headers={"Location": "/"})
     start_session(request, response)
     return response
 

@@ -155,12 +155,11 @@ class Settings:
 LOGINS: Final = web.AppKey("logins", Logins)
 SESSIONS: Final = web.AppKey("sessions", Sessions)
 SETTINGS: Final = web.AppKey("settings", Settings)
-SESSION_KEY: Final = "tfshare.session"  # request[SESSION_KEY]: the request's Session
+SESSION_KEY: Final = web.RequestKey("session", Session)  # the request's Session
 
 
 def session_of(request: web.Request) -> Session | None:
-    session = request.get(SESSION_KEY)
-    return session if isinstance(session, Session) else None
+    return request.get(SESSION_KEY)
 
 
 def start_session(request: web.Request, response: web.StreamResponse) -> Session:

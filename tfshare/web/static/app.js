@@ -76,8 +76,8 @@
       if (select.options[i].value === value) { return; }
     }
     var option = document.createElement("option");
-    option.value = value;
-    option.textContent = visible(value);
+    option.value = value;  // already visible()
+    option.textContent = value;
     select.appendChild(option);
   }
 
@@ -90,13 +90,13 @@
     if (severity) { tr.classList.add("sev-" + severity); }
     if (row.unreadable) { tr.classList.add("unreadable"); }
     tr.dataset.msgId = str(row.msg_id);
-    tr.dataset.channel = str(row.channel);
+    tr.dataset.channel = visible(str(row.channel));
     tr.dataset.severity = severity;
     tr.dataset.tlp = tlp;
-    tr.dataset.sender = str(row.sender);
+    tr.dataset.sender = visible(str(row.sender));
     tr.dataset.receivedMs = String(Number(row.received_ms) || Date.now());
-    tr.dataset.text = [str(row.title), str(row.sender), str(row.schema), str(row.channel)]
-      .join(" ").toLowerCase();
+    tr.dataset.text = visible([str(row.title), str(row.sender), str(row.schema), str(row.channel)]
+      .join(" ")).toLowerCase();
     tr.appendChild(cell(str(row.received), "when"));
     tr.appendChild(cell(str(row.sender), "sender"));
     tr.appendChild(cell(str(row.channel), "channel"));
@@ -173,7 +173,8 @@
     var tbody = byId("inbox-rows");
     var existing = tbody.querySelectorAll("tr.msg");
     for (var i = 0; i < existing.length; i++) {
-      if (existing[i].dataset.msgId === row.msg_id && existing[i].dataset.sender === row.sender) {
+      if (existing[i].dataset.msgId === row.msg_id &&
+          existing[i].dataset.sender === visible(String(row.sender))) {
         return;  // already listed (the page was loaded after it arrived)
       }
     }
