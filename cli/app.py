@@ -1,10 +1,15 @@
 """The ``tfshare`` command: global options, command groups, and the one place where errors
-become ``tfshare: error:`` / ``tfshare: hint:`` lines and exit codes."""
+become ``tfshare: error:`` / ``tfshare: hint:`` lines and exit codes.
+
+Starting it is cheap (issue 13): the command modules import at their top only typer, the
+standard library and tfshare's small leaf modules, and the library a command runs inside that
+command; ``tests/cli/test_startup_imports.py`` says what ``--help`` and ``--version`` must not
+load, ``bench/startup.py`` measures it.
+"""
 
 from __future__ import annotations
 
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
@@ -41,6 +46,9 @@ _debug = False
 
 def installed_version() -> str:
     """The version of the installed distribution (the one pip and bug reports name)."""
+    # Here, not at the top: importlib.metadata (email parsing, zipfile) is for --version only.
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
     try:
         return version("tfshare")
     except PackageNotFoundError:  # run from a source tree that was never installed

@@ -1,23 +1,21 @@
 """``tfshare audit``: the coordinators' provenance log (serve, verify, trace, overdue, report,
 prove, check, disclose) and every member's part in it (witness)."""
 
+# Each command imports the library it runs: every command of the CLI imports this module, and
+# the audit service, its log store, the NATS client and the registry are for these commands
+# only (cli/common.py, issue 13). The agency loader is live_cmd's, borrowed when a command runs.
+# ruff: noqa: PLC0415
+
 from __future__ import annotations
 
 import csv
 import io
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import msgspec
 import typer
 
-from tfshare.audit import report as reports
-from tfshare.audit.entry import LogEntry
-from tfshare.audit.logstore import ReceiptWords
-from tfshare.audit.service import HandlingFlag
 from tfshare.errors import UsageError
-from tfshare.registry.book import shipped
-from tfshare.workflows import audit, audit_remote, witness
 
 from .common import (
     AnchorOpt,
@@ -35,7 +33,12 @@ from .common import (
     shown,
     where,
 )
-from .live_cmd import _agency
+
+if TYPE_CHECKING:
+    from tfshare.audit.entry import LogEntry
+    from tfshare.audit.logstore import ReceiptWords
+    from tfshare.audit.service import HandlingFlag
+    from tfshare.workflows import audit
 
 app = typer.Typer(help="Provenance: the tamper-evident audit log.", no_args_is_help=True)
 
@@ -66,6 +69,10 @@ def serve_cmd(
     ] = 40.0,
 ) -> None:
     """Log every envelope of the task force (verified, never decrypted) until Ctrl-C."""
+    from tfshare.workflows import audit
+
+    from .live_cmd import _agency
+
     agency, url = _agency(key, passphrase_file, roster, anchor, state, None, server)
     agency.identity()  # the passphrase is checked before the service says it is running
     note(f"audit service of {agency.roster.taskforce} consuming from {url}")
@@ -95,6 +102,10 @@ def verify_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Recompute the whole log and check every checkpoint and their consistency."""
+    from tfshare.workflows import audit
+
+    from .live_cmd import _agency
+
     agency, _ = _agency(key, passphrase_file, roster, anchor, state, None)
     result = audit.verify(agency)
     if as_json:
@@ -159,6 +170,10 @@ def trace_cmd(
 ) -> None:
     """Who sent the message, when, on which channel, to whom, each recipient's receipt, its
     lineage and any handling rule broken, and its inclusion in the latest signed checkpoint."""
+    from tfshare.workflows import audit
+
+    from .live_cmd import _agency
+
     agency, _ = _agency(key, passphrase_file, roster, anchor, state, None)
     t = audit.trace(agency, msg_id)
     facts = t.facts
@@ -274,6 +289,11 @@ def overdue_cmd(
     """Requests (response class urgent-8h, urgent-3d, 7d) whose recipients are past the
     deadline without a reply, most overdue first. The deadline counts from the recipient's
     receipt, or from sending if it sent none."""
+    from tfshare.audit import report as reports
+    from tfshare.workflows import audit
+
+    from .live_cmd import _agency
+
     agency, _ = _agency(key, passphrase_file, roster, anchor, state, None)
     result = audit.overdue(agency, now_ms=now_ms())
     if as_json:
@@ -315,6 +335,11 @@ def report_cmd(
 ) -> None:
     """Per agency and channel: messages sent, received (accepted), rejected by code, and the
     median delay from sending to receipt; then the totals."""
+    from tfshare.audit import report as reports
+    from tfshare.workflows import audit
+
+    from .live_cmd import _agency
+
     if output not in _FORMATS:
         raise UsageError(f"unknown format {output!r}", hint=f"use one of {', '.join(_FORMATS)}")
     agency, _ = _agency(key, passphrase_file, roster, anchor, state, None)
@@ -363,6 +388,10 @@ def prove_cmd(
 ) -> None:
     """Export an offline evidence bundle: the entry, its inclusion proof, the signed
     checkpoint and the keys that signed it."""
+    from tfshare.workflows import audit, audit_remote
+
+    from .live_cmd import _agency
+
     agency, url = _agency(key, passphrase_file, roster, anchor, state, None, server)
     if from_broker:
         checked = audit_remote.request_inclusion(agency, msg_id, url=url, out=out)
@@ -406,6 +435,10 @@ def consistency_cmd(
 ) -> None:
     """Ask the audit service (over NATS) to prove that the log only grew since a checkpoint
     you hold: a consistency proof between two signed checkpoints, checked here."""
+    from tfshare.workflows import audit_remote
+
+    from .live_cmd import _agency
+
     agency, url = _agency(key, passphrase_file, roster, anchor, state, None, server)
     checked = audit_remote.request_consistency(
         agency, old_size, new_size=new_size, known=known, url=url
@@ -444,6 +477,10 @@ def witness_cmd(
     """Witness the audit log once: fetch its latest checkpoint, check it extends the one this
     agency holds (a consistency proof from the audit service), co-sign it and publish the
     cosignature. A fork is refused and reported (exit 6)."""
+    from tfshare.workflows import witness
+
+    from .live_cmd import _agency
+
     agency, url = _agency(key, passphrase_file, roster, anchor, state, None, server)
     result = witness.witness(agency, url=url)
     if as_json:
@@ -463,6 +500,8 @@ def witness_cmd(
 def _checker_agency(state: Path | None) -> audit.CheckerAgency | None:
     """The checking agency's own trust: the active profile's roster, anchor and state (its
     --state if given), or --state alone; None without either (an offline check)."""
+    from tfshare.workflows import audit
+
     try:
         at = where(None, None, None, state)
     except UsageError:  # no profile: only what --state gives
@@ -530,6 +569,8 @@ def check_cmd(
     its log keys and co-signed by its witnesses, inclusion proof, and the envelope's hash,
     sender signature and header. With your agency's profile or --state the roster is checked
     against the roster your agency trusts; without, offline against the anchor alone."""
+    from tfshare.workflows import audit
+
     agency = _checker_agency(state)
     if agency is None and (roster is None) != (anchor is None):
         raise UsageError("--roster and --anchor go together", hint="give both")
@@ -599,6 +640,10 @@ def disclose_cmd(
 ) -> None:
     """Disclose one received message (envelope + its key, signed by you): proves its exact
     content to anyone holding the task force's anchor, and reveals nothing else."""
+    from tfshare.workflows import audit
+
+    from .live_cmd import _agency
+
     agency, _ = _agency(key, passphrase_file, roster, anchor, state, None)
     sender = audit.disclose(agency, msg_id, out)
     typer.echo(str(out))
@@ -634,6 +679,11 @@ def check_disclosure_cmd(
     """Check a disclosure and print the message it proves, judging revocations by the task
     force's current roster (--roster, checked against your agency's roster state if you
     have one, or your agency's own roster if newer)."""
+    import msgspec
+
+    from tfshare.registry.book import shipped
+    from tfshare.workflows import audit
+
     agency = _checker_agency(state)
     if agency is None and anchor is None:
         raise UsageError("--anchor is required without a profile", hint="give --anchor FILE")

@@ -1,31 +1,33 @@
 """``tfshare broker``: configure, start and provision the task force's nats-server."""
 
+# Each command imports the library it runs: every command of the CLI imports this module, and
+# the broker's code (the NATS client, the roster, SQLite, asyncio) is for these commands only
+# (cli/common.py, issue 13).
+# ruff: noqa: PLC0415
+
 from __future__ import annotations
 
-import asyncio
 import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tfshare.broker import check_port_free
 from tfshare.errors import BrokerError, TfshareError
-from tfshare.store import StateStore
 from tfshare.urls import parse_server_url
-from tfshare.workflows import live
-from tfshare.workflows.exchange import tfshare_home
-from tfshare.workflows.filekinds import load_anchor, read_kind
-from tfshare.workflows.rosters import load_trusted, trusted_roster
-from tfshare.workflows.statedb import STATE_DB, removed_if_failed, verify_before_creating
 
 from .common import (
     StateDir,
     note,
     now_ms,
 )
+
+if TYPE_CHECKING:
+    from tfshare.broker import BrokerProcess
+    from tfshare.store import StateStore
+    from tfshare.workflows import live
 
 broker_app = typer.Typer(help="Run the task force's nats-server.", no_args_is_help=True)
 
@@ -114,7 +116,24 @@ MaxSubscriptionsOpt = Annotated[
     int,
     typer.Option("--max-subscriptions", help="Subscriptions one connection may hold."),
 ]
-_DEFAULT = live.StreamLimits()
+
+
+class _DEFAULT:
+    """The defaults of ``live.StreamLimits`` (README, "Limits"), written out so that --help
+    shows them without importing the NATS client; tests/cli/test_startup_imports.py checks
+    that they are the library's."""
+
+    max_age_days = 30.0
+    receipts_max_age_days = 7.0
+    duplicate_window_s = 120
+    max_msgs_per_sender = 3000
+    max_receipts_per_sender = 16_000
+    max_ack_pending = 256
+    max_waiting = 16
+    max_connections = 1024
+    max_subscriptions = 1024
+
+
 DEFAULT_MAX_BYTES = "8GiB"
 
 
@@ -133,6 +152,8 @@ def _limits(
     max_subscriptions: int = _DEFAULT.max_subscriptions,
 ) -> live.StreamLimits:
     """The flags as limits, checked (``UsageError``, exit 2, for a wrong one)."""
+    from tfshare.workflows import live
+
     return live.StreamLimits(
         max_age_days=max_age_days,
         receipts_max_age_days=receipts_max_age_days,
@@ -157,6 +178,10 @@ BrokerAnchorOpt = Annotated[Path, typer.Option("--anchor", help="The pinned trus
 
 def _broker_roster(roster: Path, anchor: Path, state: Path | None) -> Any:
     """The roster, verified; a new state database only once it verified."""
+    from tfshare.workflows.exchange import tfshare_home
+    from tfshare.workflows.rosters import trusted_roster
+    from tfshare.workflows.statedb import STATE_DB, verify_before_creating
+
     directory = state or tfshare_home() / "state" / "_broker"
     verify_before_creating(roster, anchor, directory / STATE_DB, now_ms=now_ms())
     return trusted_roster(roster, anchor, directory, now_ms=now_ms())
@@ -186,6 +211,14 @@ def broker_up(
     It follows the roster bucket: a newer roster published there (tfshare roster publish) is
     verified and applied at once (users and permissions reloaded, consumers provisioned).
     The --max-* flags bound what members can make the broker keep (README, "Limits")."""
+    from tfshare.broker import check_port_free
+    from tfshare.store import StateStore
+    from tfshare.workflows import live
+    from tfshare.workflows.exchange import tfshare_home
+    from tfshare.workflows.filekinds import load_anchor, read_kind
+    from tfshare.workflows.rosters import load_trusted
+    from tfshare.workflows.statedb import STATE_DB, removed_if_failed, verify_before_creating
+
     limits = _limits(
         max_age_days=max_age_days,
         receipts_max_age_days=receipts_max_age_days,
@@ -229,6 +262,15 @@ def broker_up(
         f"broker for task force {trusted.taskforce} listening on {broker.url} "
         f"(roster seq {trusted.seq}); Ctrl-C to stop"
     )
+    _run_until_stopped(broker, supervisor, store, directory)
+    note("broker stopped")
+
+
+def _run_until_stopped(
+    broker: BrokerProcess, supervisor: live.BrokerSupervisor, store: StateStore, directory: Path
+) -> None:
+    """Follow the roster bucket every 2 s until SIGTERM/SIGINT or nats-server's exit (a
+    ``BrokerError``, the service manager's cue); the broker and the store closed either way."""
     stopping = False
 
     def _stop(_signum: int, _frame: object) -> None:
@@ -260,7 +302,6 @@ def broker_up(
             f"nats-server exited unexpectedly (code {code})",
             hint=f"see {directory / 'nats.log'}; a service manager should restart it",
         )
-    note("broker stopped")
 
 
 @broker_app.command("config")
@@ -286,6 +327,8 @@ def broker_config(
     DIR/nats.conf is complete; DIR/tfshare-users.conf (its users and permissions alone) is
     what the templates in broker_config/ include. Run it again after every roster change and
     reload nats-server, then 'tfshare broker provision' for new readers' consumers."""
+    from tfshare.workflows import live
+
     limits = _limits(
         max_bytes=max_bytes,
         max_file_store=max_file_store,
@@ -323,6 +366,11 @@ def broker_provision(
     nats-server you run yourself (configured with 'broker config'); seeds the roster bucket
     if it is empty. Run again with other --max-* values to change the limits of a running
     broker, and after every roster change (a new channel gets its stream)."""
+    import asyncio
+
+    from tfshare.workflows import live
+    from tfshare.workflows.filekinds import read_kind
+
     limits = _limits(
         max_age_days=max_age_days,
         receipts_max_age_days=receipts_max_age_days,

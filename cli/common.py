@@ -1,5 +1,9 @@
 """Shared CLI plumbing: passphrases, clock, output and the option types every command uses.
 
+Every command module imports this one, so it stays light (stdlib, typer and tfshare's small
+leaf modules): what a command needs beyond it is imported inside the command (issue 13: the
+CLI starts fast, and ``--help`` or a call to the running agent loads no NATS client).
+
 Output: every string that came from outside (names, message fields, subjects, claimed senders)
 reaches the terminal through ``shown`` - directly, or through ``emit_fields``, ``note`` and
 ``emit_json``, which apply it themselves - so no such string can move the cursor, rewrite the
@@ -17,16 +21,17 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tfshare import profiles
 from tfshare.errors import TrustError, UsageError
 from tfshare.files import read_bytes
 from tfshare.urls import parse_server_url
 from tfshare.visible import escape, escape_json
-from tfshare.workflows.keys import InsecureKeyCost
+
+if TYPE_CHECKING:
+    from tfshare import profiles
 
 MAX_PASSPHRASE_FILE = 4096
 
@@ -101,6 +106,8 @@ def where(
     state: Path | None = None,
     server: str | None = None,
 ) -> Where:
+    from tfshare import profiles  # noqa: PLC0415 - keys, roster, msgspec: see the docstring
+
     profile = profiles.load(_profile_name) if _profile_name else None
 
     def pick(flag: Path | None, attr: str, option: str) -> Path:
@@ -215,14 +222,24 @@ def _show_warning(
 ) -> None:
     """The library's warnings meant for people (``InsecureKeyCost``) as ``tfshare: warning:``
     lines on stderr; any other warning as Python shows it."""
-    if issubclass(category, InsecureKeyCost):
+    if _is_insecure_key_cost(category):
         typer.echo(f"tfshare: warning: {shown(str(message))}", err=True)
         return
     _python_showwarning(message, category, filename, lineno, file, line)
 
 
+def _is_insecure_key_cost(category: type[Warning]) -> bool:
+    # Only tfshare.workflows.keys raises it: if that module is not loaded, this is not it
+    # (and it is not imported here: it brings the key file code, PyNaCl and msgspec).
+    keys = sys.modules.get(_KEYS_MODULE)
+    return keys is not None and issubclass(category, keys.InsecureKeyCost)
+
+
 # The CLI, not the library, decides how a warning looks; each command says it once per key
-# it opens (a test run is quiet: the library does not warn with TFSHARE_TEST=1).
+# it opens (a test run is quiet: the library does not warn with TFSHARE_TEST=1). The filter
+# names the module that warns (stacklevel=1 there) rather than the class, which would need
+# that module imported.
+_KEYS_MODULE = "tfshare.workflows.keys"
 _python_showwarning = warnings.showwarning
 warnings.showwarning = _show_warning
-warnings.filterwarnings("default", category=InsecureKeyCost)
+warnings.filterwarnings("default", category=UserWarning, module=r"tfshare\.workflows\.keys\Z")

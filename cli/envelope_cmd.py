@@ -1,19 +1,17 @@
 """``tfshare seal`` and ``tfshare open``: envelopes as files, for offline exchange."""
 
+# Each command imports the library it runs: every command of the CLI imports this module, and
+# sealing, opening and logging (structlog) are for these two only (cli/common.py, issue 13).
+# ruff: noqa: PLC0415
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import msgspec
-import structlog
 import typer
 
-from tfshare.envelope import DEFAULT_MAX_AGE_MS
 from tfshare.errors import ExitCode
-from tfshare.protocol import Delivered, Rejection, log_event
-from tfshare.seal import Duplicate, ReceivePolicy
-from tfshare.workflows.exchange import Credentials, open_file, seal_file
 
 from .common import (
     AnchorOpt,
@@ -32,7 +30,13 @@ from .common import (
     where,
 )
 
-log = structlog.get_logger("tfshare.cli")
+if TYPE_CHECKING:
+    from tfshare.protocol import Delivered
+
+# tfshare.envelope.DEFAULT_MAX_AGE_MS in days, written out so that --help shows it without
+# importing the envelope code; tests/cli/test_startup_imports.py checks that it is the same.
+DEFAULT_MAX_AGE_DAYS = 14.0
+LOGGER = "tfshare.cli"
 
 RegistryDir = Annotated[
     Path | None,
@@ -62,6 +66,10 @@ def seal_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Sign and encrypt a message body to its recipients, as a .tfenv file."""
+    import structlog
+
+    from tfshare.workflows.exchange import Credentials, seal_file
+
     at = where(key, roster, anchor, state)
     creds = Credentials(at.key, passphrase(passphrase_file, confirm=False, purpose=str(at.key)))
     sealed = seal_file(
@@ -77,7 +85,7 @@ def seal_cmd(
         registry_dir=registry,
         clock=now_ms,
     )
-    log.info(
+    structlog.get_logger(LOGGER).info(
         "envelope_sealed",
         msg_id=sealed.msg_id.hex(),
         env_hash=sealed.env_hash.hex(),
@@ -113,10 +121,16 @@ def open_cmd(
     registry: RegistryDir = None,
     max_age_days: Annotated[
         float, typer.Option("--max-age-days", help="Refuse messages older than this (E_STALE).")
-    ] = DEFAULT_MAX_AGE_MS / 86_400_000,
+    ] = DEFAULT_MAX_AGE_DAYS,
     as_json: JsonFlag = False,
 ) -> None:
     """Verify and decrypt a .tfenv file; exit 3 with the code if it is rejected."""
+    import structlog
+
+    from tfshare.protocol import Rejection, log_event
+    from tfshare.seal import Duplicate, ReceivePolicy
+    from tfshare.workflows.exchange import Credentials, open_file
+
     at = where(key, roster, anchor, state)
     creds = Credentials(at.key, passphrase(passphrase_file, confirm=False, purpose=str(at.key)))
     outcome = open_file(
@@ -130,7 +144,7 @@ def open_cmd(
         policy=ReceivePolicy(max_age_ms=int(max_age_days * 86_400_000)),
     )
     event, fields = log_event(outcome)
-    log.info(event, **fields)
+    structlog.get_logger(LOGGER).info(event, **fields)
     if isinstance(outcome, Rejection):
         if as_json:
             emit_json(
@@ -165,6 +179,8 @@ def open_cmd(
 
 
 def _render_delivered(outcome: Delivered, as_json: bool) -> None:
+    import msgspec
+
     message = outcome.message
     body: Any = msgspec.to_builtins(message.record)
     info = {

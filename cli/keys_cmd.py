@@ -1,17 +1,18 @@
 """``tfshare keys``: create and describe agency identities."""
 
+# Each command imports the library it runs: every command of the CLI imports this module, and
+# the key file code (PyNaCl, msgspec) is for these commands only (cli/common.py, issue 13).
+# ruff: noqa: PLC0415
+
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tfshare import profiles
-from tfshare.keyfile import DEFAULT_KDF
 from tfshare.urls import parse_server_url
-from tfshare.workflows import keys as workflow
 
 from .common import (
     AllowWeakPassphrase,
@@ -23,6 +24,13 @@ from .common import (
     now_ms,
     passphrase,
 )
+
+if TYPE_CHECKING:
+    from tfshare.workflows import keys as workflow
+
+# tfshare.keyfile.DEFAULT_KDF, written out so that --help shows it without importing the key
+# file code; tests/cli/test_startup_imports.py checks that it is the library's.
+DEFAULT_KDF = "moderate"
 
 app = typer.Typer(help="Create and inspect agency keys and cards.", no_args_is_help=True)
 
@@ -46,6 +54,8 @@ def init_cmd(
 ) -> None:
     """Create AGENCY.key (secret, passphrase-protected, 0600) and AGENCY.card (public) in
     --dir (created, 0700, if it does not exist). The passphrase needs 12 characters or more."""
+    from tfshare.workflows import keys as workflow
+
     key, card = workflow.create_keys(
         agency_id,
         directory,
@@ -72,6 +82,8 @@ def show_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Show the agency, key ids and fingerprint of a key file or card (no passphrase needed)."""
+    from tfshare.workflows import keys as workflow
+
     info = workflow.describe(path)
     if as_json:
         emit_json(_public(info))
@@ -112,6 +124,8 @@ def profile_init_cmd(
     allow_weak_passphrase: AllowWeakPassphrase = False,
 ) -> None:
     """Set up an agency profile: keys, roster, anchor, state, server (then use --profile)."""
+    from tfshare import profiles
+
     server = parse_server_url(server)  # a typing mistake is said before any passphrase is asked
     # Importing a key file needs no passphrase here: it is asked when the key is used.
     secret = (

@@ -1,20 +1,18 @@
 """``tfshare roster``: build, sign, pin, verify and review the task-force roster."""
 
+# Each command imports the library it runs: every command of the CLI imports this module, and
+# the roster code (PyNaCl, msgspec, SQLite, for publish the NATS client) is for these commands
+# only (cli/common.py, issue 13).
+# ruff: noqa: PLC0415
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from tfshare import roster as R
-from tfshare.keys import fingerprint
-from tfshare.store import StateStore
 from tfshare.visible import hidden_chars
-from tfshare.workflows import rosters as workflow
-from tfshare.workflows.filekinds import load_anchor, read_kind
-from tfshare.workflows.keys import load_identity
-from tfshare.workflows.live import server_url as live_server_url
 
 from .common import (
     JsonFlag,
@@ -26,6 +24,9 @@ from .common import (
     passphrase,
     shown,
 )
+
+if TYPE_CHECKING:
+    from tfshare import roster as R
 
 app = typer.Typer(help="Edit, sign and verify the task-force roster.", no_args_is_help=True)
 
@@ -50,6 +51,8 @@ def init_cmd(
     valid_days: Annotated[int, typer.Option("--valid-days", help="Lifetime of each version.")] = 90,
 ) -> None:
     """Create a roster whose members are the founding coordinators."""
+    from tfshare.workflows import rosters as workflow
+
     roster = workflow.init(
         out,
         taskforce=taskforce,
@@ -70,6 +73,8 @@ def add_cmd(
     ] = "member",
 ) -> None:
     """Add an agency from its card."""
+    from tfshare.workflows import rosters as workflow
+
     roster = workflow.add(path, card, role=role, now_ms=now_ms())
     _saved(roster, f"added {roster.members[-1].agency_id} as {role}")
 
@@ -108,6 +113,8 @@ def grant_cmd(
     all_members: AllMembers = False,
 ) -> None:
     """Let agencies (or --all-members) read and/or write a channel."""
+    from tfshare.workflows import rosters as workflow
+
     roster, who = workflow.grant(
         path,
         agencies,
@@ -130,6 +137,8 @@ def ungrant_cmd(
     all_members: AllMembers = False,
 ) -> None:
     """Take read and/or write on a channel away from agencies (or --all-members)."""
+    from tfshare.workflows import rosters as workflow
+
     roster, who = workflow.ungrant(
         path,
         agencies,
@@ -152,6 +161,8 @@ def channel_cmd(
     ] = None,
 ) -> None:
     """Restrict which message types a channel carries (no --schema: any known type)."""
+    from tfshare.workflows import rosters as workflow
+
     roster = workflow.channel_schemas(path, channel, schema or [], now_ms=now_ms())
     _saved(roster, f"channel {channel} takes {', '.join(schema or []) or 'any schema'}")
 
@@ -169,6 +180,8 @@ def witnesses_cmd(
     ],
 ) -> None:
     """Require witness cosignatures on the audit log's checkpoints (issue a new version)."""
+    from tfshare.workflows import rosters as workflow
+
     roster = workflow.witnesses(path, threshold, now_ms=now_ms())
     _saved(roster, f"checkpoints need {threshold} witness cosignature(s)")
 
@@ -180,6 +193,8 @@ def revoke_cmd(
     reason: Annotated[Literal["retired", "compromised"], typer.Option("--reason")],
 ) -> None:
     """Remove an agency and revoke its signing keys (compromised: even earlier messages)."""
+    from tfshare.workflows import rosters as workflow
+
     roster = workflow.revoke(path, agency, reason=reason, now_ms=now_ms())
     _saved(roster, f"revoked {agency} ({reason})")
 
@@ -200,6 +215,8 @@ def sign_cmd(
 ) -> None:
     """Add your coordinator signature to the roster (refused, file unchanged, if your key
     is not an active coordinator key of it)."""
+    from tfshare.workflows import rosters as workflow
+
     roster, approvals, signer, is_coordinator = workflow.sign(
         path,
         key,
@@ -224,6 +241,9 @@ def anchor_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Export the trust anchor (coordinator keys and threshold) for agencies to pin."""
+    from tfshare.keys import fingerprint
+    from tfshare.workflows import rosters as workflow
+
     anchor = workflow.export_anchor(path, out)
     coordinators = [
         {"agency": k.agency_id, "fingerprint": fingerprint(k.sign_pk)} for k in anchor.coordinators
@@ -271,6 +291,10 @@ def publish_cmd(
     """Publish a fully signed roster to the broker's roster bucket (agents and the broker
     verify it and follow it). A roster older than the one in the bucket is refused (exit 6,
     E_ROSTER_ROLLBACK)."""
+    from tfshare.workflows import rosters as workflow
+    from tfshare.workflows.keys import load_identity
+    from tfshare.workflows.live import server_url as live_server_url
+
     identity = load_identity(key, passphrase(passphrase_file, confirm=False, purpose=str(key)))
     roster, revision = workflow.publish(
         path, identity, url=live_server_url(server), anchor=anchor, force=force
@@ -289,6 +313,10 @@ def verify_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Check a roster against the anchor (and the persisted state): exit 0 or 6 with a code."""
+    from tfshare import roster as R
+    from tfshare.store import StateStore
+    from tfshare.workflows.filekinds import load_anchor, read_kind
+
     pinned = load_anchor(anchor)
     saved = None
     if state is not None:
@@ -315,6 +343,8 @@ def verify_cmd(
 @app.command("show")
 def show_cmd(path: RosterPath, as_json: JsonFlag = False) -> None:
     """Show the roster for review (members, fingerprints, channels, revocations, signatures)."""
+    from tfshare.workflows import rosters as workflow
+
     info = workflow.summary(path)
     if as_json:
         emit_json(info)
@@ -375,6 +405,8 @@ def diff_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Show what signing NEW would approve, compared with OLD."""
+    from tfshare.workflows import rosters as workflow
+
     changes = workflow.diff(old, new)
     if as_json:
         emit_json({"changes": changes})

@@ -1,21 +1,20 @@
 """``tfshare schema``: the message types the task force agreed on, and their evolution."""
 
+# Each command imports the library it runs: every command of the CLI imports this module, and
+# the registry (its compiler of JSON Schemas into msgspec types, the roster, the broker's
+# registry bucket) is for these commands only (cli/common.py, issue 13). The compatibility
+# modes are the one exception: --mode takes them as its choices (a small, pure module).
+# ruff: noqa: PLC0415
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tfshare.errors import BrokerError
-from tfshare.keys import Identity
 from tfshare.registry.compat import DEFAULT_MODE, Mode
-from tfshare.registry_store import DirectoryStore
-from tfshare.roster import TrustedRoster
-from tfshare.workflows import schemas as workflow
-from tfshare.workflows.exchange import default_state_dir, tfshare_home
-from tfshare.workflows.keys import load_identity
-from tfshare.workflows.rosters import trusted_roster
 
 from .common import (
     JsonFlag,
@@ -27,6 +26,12 @@ from .common import (
     passphrase,
     shown,
 )
+
+if TYPE_CHECKING:
+    from tfshare.keys import Identity
+    from tfshare.registry_store import DirectoryStore
+    from tfshare.roster import TrustedRoster
+    from tfshare.workflows import schemas as workflow
 
 app = typer.Typer(help="List, check, register and export message schemas.", no_args_is_help=True)
 
@@ -55,6 +60,10 @@ def _registry(
     state: Path | None,
     key: Path | None = None,
 ) -> workflow.Registry:
+    from tfshare.workflows import schemas as workflow
+    from tfshare.workflows.exchange import default_state_dir, tfshare_home
+    from tfshare.workflows.rosters import trusted_roster
+
     if roster is None or anchor is None:
         if (roster is None) != (anchor is None):
             raise typer.BadParameter("--roster and --anchor go together")
@@ -110,6 +119,8 @@ def show_cmd(
     state: StateOpt = None,
 ) -> None:
     """Print a schema document (JSON) on stdout; its fingerprint and mode on stderr."""
+    from tfshare.workflows import schemas as workflow
+
     registry = _registry(registry_dir, roster, anchor, state)
     schema = workflow.resolve(registry, name)
     note(
@@ -129,6 +140,8 @@ def validate_cmd(
     state: StateOpt = None,
 ) -> None:
     """Check a body against a schema: exit 0, or 5 with every failing path."""
+    from tfshare.workflows import schemas as workflow
+
     registry = _registry(registry_dir, roster, anchor, state)
     schema = workflow.validate_body(registry, name, body)
     note(f"valid {schema.name}")
@@ -142,6 +155,8 @@ def compat_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Is NEW compatible with OLD? Exit 0 if so, 5 with the reasons if not."""
+    from tfshare.workflows import schemas as workflow
+
     reasons = workflow.compat_files(old, new, mode)
     if as_json:
         emit_json({"compatible": not reasons, "mode": mode.value, "reasons": reasons})
@@ -177,6 +192,8 @@ def register_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Register a new schema version (refused with reasons if it breaks compatibility)."""
+    from tfshare.workflows import schemas as workflow
+
     identity, trusted, store = _coordinator(
         key, passphrase_file, roster, anchor, state, registry_dir
     )
@@ -211,6 +228,8 @@ def sign_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Add your coordinator signature to a pending schema record."""
+    from tfshare.workflows import schemas as workflow
+
     identity, trusted, store = _coordinator(
         key, passphrase_file, roster, anchor, state, registry_dir
     )
@@ -227,6 +246,11 @@ def _coordinator(
     registry_dir: Path | None,
 ) -> tuple[Identity, TrustedRoster, DirectoryStore]:
     """A coordinator's identity, the verified roster, and the task force's registry cache."""
+    from tfshare.workflows import schemas as workflow
+    from tfshare.workflows.exchange import default_state_dir
+    from tfshare.workflows.keys import load_identity
+    from tfshare.workflows.rosters import trusted_roster
+
     identity = load_identity(key, passphrase(passphrase_file, confirm=False, purpose=str(key)))
     trusted = trusted_roster(roster, anchor, state or default_state_dir(key), now_ms=now_ms())
     return identity, trusted, workflow.store_for(registry_dir, trusted.taskforce)
@@ -264,6 +288,8 @@ def export_cmd(
     state: StateOpt = None,
 ) -> None:
     """Write the JSON Schemas for other agencies' tools."""
+    from tfshare.workflows import schemas as workflow
+
     registry = _registry(registry_dir, roster, anchor, state)
     for path in workflow.export(registry, directory):
         typer.echo(str(path))

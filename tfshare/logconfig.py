@@ -3,16 +3,24 @@
 Owns: the processor chain (level filter, timestamp, redaction, JSON or console rendering)
 and ``redact``, which removes anything that could carry a secret or plaintext: values under
 sensitive keys, and any raw bytes not under a key known to hold an id or a hash.
+
+structlog is imported only by the modules that log (importing it costs more than starting
+typer: it loads its console renderer, rich and asyncio), so a command that never logs -
+``--help``, ``--version``, a call to the running agent - never pays for it. ``configure``
+therefore applies the chain at once if structlog is already loaded, and otherwise the moment
+it is first imported (``_AfterImport``): every logger is created after that, since loggers
+come from ``structlog.get_logger``.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import dataclass
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 from typing import Any, Final, TextIO
-
-import structlog
 
 from tfshare.visible import escape
 
@@ -73,15 +81,36 @@ def visible(
     return event
 
 
+@dataclass(frozen=True)
+class _Settings:
+    level: str
+    as_json: bool
+    out: TextIO
+
+
 def configure(
     level: str = "warning", *, json: bool | None = None, stream: TextIO | None = None
 ) -> None:
-    """Configure structlog for a CLI process: JSON lines unless on a TTY, to stderr."""
+    """Configure structlog for a CLI process: JSON lines unless on a TTY, to stderr.
+
+    Applied now if structlog is loaded, else when it is first imported (the module docstring
+    says why); a later call replaces an earlier one that was not applied yet."""
     out = stream or sys.stderr
-    as_json = json if json is not None else not out.isatty()
+    settings = _Settings(level, json if json is not None else not out.isatty(), out)
+    loaded = sys.modules.get("structlog")
+    if loaded is not None:
+        _AfterImport.cancel()
+        _apply(settings)
+    else:
+        _AfterImport.schedule("structlog", lambda: _apply(settings))
+
+
+def _apply(settings: _Settings) -> None:
+    import structlog  # noqa: PLC0415 - loaded by now (the module docstring says why here)
+
     renderer: Any = (
         structlog.processors.JSONRenderer()
-        if as_json
+        if settings.as_json
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
@@ -90,12 +119,65 @@ def configure(
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact,
-            *([] if as_json else [visible]),
+            *([] if settings.as_json else [visible]),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level.upper(), logging.WARNING)
+            logging.getLevelNamesMapping().get(settings.level.upper(), logging.WARNING)
         ),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=structlog.PrintLoggerFactory(settings.out),
         cache_logger_on_first_use=False,
     )
+
+
+class _AfterImport:
+    """A finder on ``sys.meta_path`` that runs one action right after a module's first import
+    has finished executing (Python has no post-import hook of its own). It finds nothing
+    itself: it asks the finders after it for the module and wraps the loader they return.
+    One at a time: a new ``schedule`` replaces the pending action."""
+
+    _pending: _AfterImport | None = None
+
+    def __init__(self, name: str, action: Callable[[], None]) -> None:
+        self.name = name
+        self.action = action
+
+    @classmethod
+    def schedule(cls, name: str, action: Callable[[], None]) -> None:
+        cls.cancel()
+        cls._pending = cls(name, action)
+        sys.meta_path.insert(0, cls._pending)
+
+    @classmethod
+    def cancel(cls) -> None:
+        if cls._pending is not None and cls._pending in sys.meta_path:
+            sys.meta_path.remove(cls._pending)
+        cls._pending = None
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname != self.name:
+            return None
+        _AfterImport.cancel()  # once; and the finders below answer for the module itself
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            spec: ModuleSpec | None = find(fullname, path, target) if find else None
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        exec_module = getattr(loader, "exec_module", None)
+        if loader is None or exec_module is None:
+            return spec
+        action = self.action
+
+        def exec_then_act(module: ModuleType) -> None:
+            exec_module(module)
+            action()
+
+        # On this spec's own loader object (a new one per find): the module keeps its real
+        # loader, only its first execution is followed by the action.
+        setattr(loader, "exec_module", exec_then_act)  # noqa: B010
+        return spec
