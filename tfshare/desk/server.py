@@ -162,6 +162,8 @@ class DeskServer:
             log.warning("desk_bad_frame", reason=str(exc))
         except asyncio.CancelledError:
             pass
+        except Exception as exc:  # a bug: logged; this conversation ends, the agent goes on
+            log.error("desk_error", error=type(exc).__name__)
         finally:
             writer.close()
             with contextlib.suppress(Exception):

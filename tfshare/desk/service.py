@@ -49,7 +49,7 @@ log = structlog.get_logger("tfshare.desk")
 FEED_QUEUE = 10_000  # items a slow subscriber may fall behind before it is dropped
 
 
-@dataclass
+@dataclass(eq=False)  # each subscription is itself: hashed by identity, kept in a set
 class Subscription:
     """One subscriber's queue of feed items (``Desk.subscribe``)."""
 
