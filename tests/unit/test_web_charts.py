@@ -226,6 +226,18 @@ def test_receipts_are_placed_by_delay_on_one_scale() -> None:
     assert charts.time_ticks(4000) == [0, 1000, 2000, 3000, 4000]
 
 
+def test_the_time_axis_ends_at_a_round_span_holding_the_slowest_receipt() -> None:
+    """Receipts 34-60 ms after sending are spread over a 60 ms axis, not lost at the left
+    of a second; nothing at all still draws an axis."""
+    assert charts.time_ticks(60) == [0, 15, 30, 45, 60]
+    assert charts.time_ticks(61) == [0, 20, 40, 60, 80]
+    assert charts.time_ticks(7 * 3_600_000)[-1] == 8 * 3_600_000
+    assert charts.time_ticks(0) == [0, 2, 5, 7, 10]
+    assert charts.time_ticks(45_000) == [0, 15_000, 30_000, 45_000, 60_000]
+    spans = [charts.time_ticks(ms)[-1] for ms in range(0, 10**9, 99_991)]
+    assert spans == sorted(spans)  # a slower receipt never gets a shorter axis
+
+
 def bar_widths(chart: charts.Chart) -> list[int]:
     root = parsed(str(chart.svg))
     return [int(r.get("width", "0")) for r in root.iter(f"{SVG}rect") if r.get("class") == "bar"]

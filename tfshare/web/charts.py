@@ -268,9 +268,20 @@ PLOT_W: Final = 520
 ROW_H: Final = 34
 
 
+# Axis lengths a person reads at a glance, each split into four round ticks: 10 ms to 40 s by
+# 1, 2, 4, 6, 8 times a power of ten, then minutes, hours and days.
+_SECOND: Final = 1000
+_SPANS: Final = (
+    *(m * 10**k for k in range(1, 5) for m in (1, 2, 4, 6, 8) if m * 10**k <= 40 * _SECOND),
+    *(m * 60 * _SECOND for m in (1, 2, 4, 8, 16, 20, 40, 60)),
+    *(h * 3600 * _SECOND for h in (2, 4, 8, 12, 16, 24, 48, 96, 168, 336)),
+)
+
+
 def time_ticks(longest_ms: int, count: int = 4) -> list[int]:
-    """``count`` + 1 evenly spaced ticks from 0 to ``longest_ms`` (at least one second)."""
-    span = max(longest_ms, 1000)
+    """``count`` + 1 evenly spaced ticks from 0 to the first round span that holds
+    ``longest_ms`` (at least 10 ms)."""
+    span = next((s for s in _SPANS if s >= longest_ms), max(longest_ms, 1))
     return [span * i // count for i in range(count + 1)]
 
 
