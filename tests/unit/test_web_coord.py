@@ -450,3 +450,26 @@ def test_an_agency_without_an_audit_log_is_told_how_to_get_one(
         assert "tfshare audit serve" in page.text
         assert "Traceback" not in page.text
     assert not (police.store.path.parent / "audit.db").exists()
+
+
+def test_coordinator_pages_need_a_session(scene: Scene) -> None:
+    """Without logging in, every coordinator page (the evidence too) sends the browser to
+    the login page and shows nothing of the log."""
+
+    async def run() -> list[tuple[int, str, bytes]]:
+        app = build_app(CoordDesk(scene.coord))
+        server = TestServer(app, host="127.0.0.1")
+        async with TestClient(server) as client:
+            app[SETTINGS].allow("127.0.0.1", server.port or 0)
+            found = []
+            for path in ("/coord", f"/coord/trace/{scene.alert.msg_id.hex()}",
+                         "/coord/report", f"/coord/evidence/{scene.alert.msg_id.hex()}"):  # fmt: skip
+                response = await client.get(path, allow_redirects=False)
+                found.append(
+                    (response.status, response.headers.get("Location", ""), await response.read())
+                )
+            return found
+
+    for status, location, body in asyncio.run(run()):
+        assert (status, location) == (303, "/login")
+        assert scene.alert.msg_id.hex().encode() not in body

@@ -39,10 +39,10 @@ from tfshare.audit import report as reports
 from tfshare.audit.entry import RECEIPT_OF, RELATIONS, LogEntry
 from tfshare.audit.logstore import AuditStore
 from tfshare.audit.service import HandlingFlag, handling_flags
-from tfshare.errors import InputError, TfshareError, UsageError
+from tfshare.errors import BrokerError, InputError, TfshareError, UsageError
 from tfshare.web import charts
 from tfshare.web.pages import DESK, render
-from tfshare.workflows import audit
+from tfshare.workflows import audit, audit_remote
 from tfshare.workflows.filekinds import read_kind
 from tfshare.workflows.live import Agency
 
@@ -96,6 +96,8 @@ def iso(ms: int) -> str:
 
 
 def _status_of(error: TfshareError) -> int:
+    if isinstance(error, BrokerError):
+        return 503  # the witnesses' cosignatures are fetched from the broker
     if isinstance(error, UsageError):
         return 400
     if isinstance(error, InputError):
@@ -441,13 +443,24 @@ class Evidence:
     data: bytes
 
 
-def _bundle_of(agency: Agency, ref: str) -> tuple[LogEntry, int, int, bytes, bytes]:
-    """(entry, index, checkpoint size, the bundle ``audit prove`` writes, the roster file)."""
+def _bundle_of(
+    agency: Agency, ref: str, broker_url: str | None
+) -> tuple[LogEntry, int, int, bytes, bytes]:
+    """(entry, index, checkpoint size, the bundle ``audit prove`` writes, the roster file).
+    Where the roster asks for witnesses, their cosignatures are fetched from the broker the
+    agent uses (as ``audit prove`` does), on this worker thread's own connection."""
     t = audit.trace(agency, ref)
     named = f"{t.entry.sender}:{t.entry.msg_id.hex()}"
+
+    def cosignatures() -> list[tuple[str, bytes]]:
+        assert broker_url is not None
+        return audit_remote.fetch_cosignatures(agency, url=broker_url)
+
     with tempfile.TemporaryDirectory(prefix="tfshare-evidence-") as tmp:
         out = Path(tmp) / "x.tfproof"
-        size = audit.prove(agency, named, out)
+        size = audit.prove(
+            agency, named, out, cosignatures=cosignatures if broker_url is not None else None
+        )
         bundle = out.read_bytes()
     return t.entry, t.index, size, bundle, read_kind(agency.roster_path, "roster")
 
@@ -499,8 +512,12 @@ def evidence_zip(
 async def evidence_download(request: web.Request) -> web.StreamResponse:
     agency = _agency(request)
     ref = request.match_info["ref"]
+    url = getattr(getattr(request.app[DESK], "agent", None), "url", None)
+    broker_url = url if isinstance(url, str) else None
     try:
-        entry, index, size, bundle, roster = await _in_thread(lambda: _bundle_of(agency, ref))
+        entry, index, size, bundle, roster = await _in_thread(
+            lambda: _bundle_of(agency, ref, broker_url)
+        )
         envelope = _held_envelope(agency, entry)
     except TfshareError as error:
         return _failed(request, error, title="No evidence bundle for this message")
