@@ -462,8 +462,9 @@ def test_coordinator_pages_need_a_session(scene: Scene) -> None:
         async with TestClient(server) as client:
             app[SETTINGS].allow("127.0.0.1", server.port or 0)
             found = []
-            for path in ("/coord", f"/coord/trace/{scene.alert.msg_id.hex()}",
-                         "/coord/report", f"/coord/evidence/{scene.alert.msg_id.hex()}"):  # fmt: skip
+            ref = scene.alert.msg_id.hex()
+            paths = ("/coord", f"/coord/trace/{ref}", "/coord/report", f"/coord/evidence/{ref}")
+            for path in paths:
                 response = await client.get(path, allow_redirects=False)
                 found.append(
                     (response.status, response.headers.get("Location", ""), await response.read())
