@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import msgspec
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -76,6 +77,9 @@ class StandInDesk:
             raise self.refuse
         self.published.append(request)
         return api.Published(NEW_ID, "tf.x", ["police", "ngo"], False, None, 7, 0)
+
+
+msgspec_replace = msgspec.structs.replace
 
 
 def parent_message(body: dict[str, Any]) -> api.Message:
@@ -274,3 +278,49 @@ def _form_fields(html: str) -> dict[str, str]:
         chosen = re.search(r'<option value="([^"]*)" selected>', m.group(0))
         out[html_lib.unescape(m.group(1))] = html_lib.unescape(chosen.group(1) if chosen else "")
     return out
+
+
+def test_an_amendment_of_an_own_message_says_its_body_is_not_kept_and_derives_from_it() -> None:
+    desk = StandInDesk()
+
+    async def scenario(client: Client, csrf: str) -> None:
+        page = await (await client.get(f"/compose/tip?amend={PARENT}")).text()
+        assert "this agency keeps no copy of the bodies it sent" in page
+        assert 'name="_relation" value="amend"' in page
+        form = {**TIP_FORM, "csrf": csrf, "_relation": "amend", "_parent": PARENT}
+        response = await client.post(
+            "/compose/tip", data=form, headers=_origin(client), allow_redirects=False
+        )
+        assert response.status == 303
+
+    run(desk, scenario)
+    (sent,) = desk.published
+    assert sent.derive == ("amend", PARENT)
+    assert sent.channel == "tips"
+
+
+def test_each_kinds_example_survives_the_rendered_page_and_back() -> None:
+    """The schema's example as a parent, shown in the page's HTML and posted back as a browser
+    would send it, is published unchanged (the template shows every value the form reads)."""
+    for kind, subject in SUBJECTS.items():
+        document = json.loads((SCHEMAS / subject / "1.json").read_text())
+        example = document["examples"][0]
+        parent = parent_message(example)
+        desk = StandInDesk(stored=[msgspec_replace(parent, schema=f"{subject}/1")])
+
+        async def scenario(client: Client, csrf: str, kind: str = kind) -> None:
+            response = await client.get(f"/compose/{kind}?amend={PARENT}")
+            assert response.status == 200
+            page = await response.text()
+            start = page.index(f'<form method="post" action="/compose/{kind}"')
+            posted = await client.post(
+                f"/compose/{kind}",
+                data=_form_fields(page[start:]),
+                headers=_origin(client),
+                allow_redirects=False,
+            )
+            assert posted.status == 303, await posted.text()
+
+        run(desk, scenario)
+        (sent,) = desk.published
+        assert json.loads(sent.body or b"") == example, kind

@@ -168,10 +168,19 @@ class Parent:
     problem: str | None  # why its body cannot be shown (not in the inbox: an own message)
 
 
-def _parent(desk: Any, ref: str) -> Parent:
+def _parent(desk: Any, relation: str, ref: str) -> Parent:
     try:
         message = desk.message(ref)
     except TfshareError as exc:
+        if relation in ("amend", "retract"):
+            # One's own messages are amended and retracted; the agency keeps their handling,
+            # not their bodies (live.find_parent), so there is nothing to start from.
+            return Parent(
+                ref,
+                None,
+                "this agency keeps no copy of the bodies it sent: fill in the whole "
+                + ("amended message" if relation == "amend" else "retraction"),
+            )
         return Parent(ref, None, f"{exc.message} ({exc.hint})")
     return Parent(ref, message, None)
 
@@ -270,7 +279,7 @@ async def compose_page(request: web.Request) -> web.Response:
         document = _document(desk, kind)
     except TfshareError as exc:
         return render(request, "compose_done.html", status=500, done=None, problem=exc, kind=kind)
-    parent = _parent(desk, derive[1]) if derive else None
+    parent = _parent(desk, *derive) if derive else None
     state = request.app[COMPOSE]
     draft = state.drafts.get(_draft_key(request, kind, derive))
     if draft is not None:
@@ -329,7 +338,7 @@ async def compose_submit(request: web.Request) -> web.StreamResponse:
     key = _draft_key(request, kind, derive)
     # The draft keeps the channel and recipients too, so a reload shows all that was typed.
     state.keep_draft(key, {**values, CHANNEL_FIELD: channel, TO_FIELD: "\n".join(to)})
-    parent = _parent(desk, parent_ref) if derive else None
+    parent = _parent(desk, *derive) if derive else None
 
     def again(errors: dict[str, str] | None, problem: TfshareError | None) -> web.Response:
         return _page(
@@ -358,7 +367,7 @@ async def compose_submit(request: web.Request) -> web.StreamResponse:
         kind=kind,
         channel=channel or None,
         to=to or None,
-        body=json.dumps(body, ensure_ascii=False).encode(),
+        body=json.dumps(body).encode(),  # ASCII: no text can fail to encode
         derive=derive,
     )
     try:
