@@ -76,7 +76,11 @@ def setup(app: web.Application) -> None:
 def trace_href(entry: LogEntry) -> str:
     """``/coord/trace/SENDER:HEX``: the sender named (two senders may use one msg_id), quoted
     for a path segment."""
-    return "/coord/trace/" + quote(f"{entry.sender}:{entry.msg_id.hex()}", safe=":")
+    return sender_href(entry.sender, entry.msg_id)
+
+
+def sender_href(sender: str, msg_id: bytes) -> str:
+    return "/coord/trace/" + quote(f"{sender}:{msg_id.hex()}", safe=":")
 
 
 def hex_href(msg_id: bytes) -> str:
@@ -185,6 +189,7 @@ async def overview_page(request: web.Request) -> web.Response:
         duration=reports.duration,
         trace_href=trace_href,
         hex_href=hex_href,
+        sender_href=sender_href,
         relation_of=_relation_of,
     )
 
