@@ -8,8 +8,6 @@ prove, check, disclose) and every member's part in it (witness)."""
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -347,6 +345,9 @@ def report_cmd(
     if output == "json":
         emit_json(reports.report_json(result))
     elif output == "csv":
+        import csv
+        import io
+
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=reports.REPORT_COLUMNS, lineterminator="\n")
         writer.writeheader()

@@ -2,7 +2,9 @@
 
 Every command module imports this one, so it stays light (stdlib, typer and tfshare's small
 leaf modules): what a command needs beyond it is imported inside the command (issue 13: the
-CLI starts fast, and ``--help`` or a call to the running agent loads no NATS client).
+CLI starts fast, and ``--help`` or a call to the running agent loads no NATS client). The
+same goes for the helpers here: each imports what only it needs (profiles, files, getpass,
+json) when it is called.
 
 Output: every string that came from outside (names, message fields, subjects, claimed senders)
 reaches the terminal through ``shown`` - directly, or through ``emit_fields``, ``note`` and
@@ -13,8 +15,6 @@ screen, reorder text or start a line of its own (``tfshare.visible``).
 from __future__ import annotations
 
 import datetime as dt
-import getpass
-import json
 import os
 import sys
 import time
@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from tfshare.errors import TrustError, UsageError
-from tfshare.files import read_bytes
 from tfshare.urls import parse_server_url
 from tfshare.visible import escape, escape_json
 
@@ -106,7 +105,7 @@ def where(
     state: Path | None = None,
     server: str | None = None,
 ) -> Where:
-    from tfshare import profiles  # noqa: PLC0415 - keys, roster, msgspec: see the docstring
+    from tfshare import profiles  # noqa: PLC0415 - see the module docstring
 
     profile = profiles.load(_profile_name) if _profile_name else None
 
@@ -151,6 +150,8 @@ def iso(ms: int) -> str:
 def passphrase(passphrase_file: Path | None, *, confirm: bool, purpose: str) -> bytes:
     """The passphrase from a file, TFSHARE_PASSPHRASE, or a terminal prompt, in that order."""
     if passphrase_file is not None:
+        from tfshare.files import read_bytes  # noqa: PLC0415 - see the module docstring
+
         data = read_bytes(passphrase_file, what="passphrase file", limit=MAX_PASSPHRASE_FILE)
         value = data.split(b"\n", 1)[0].rstrip(b"\r")
         if not value:
@@ -163,6 +164,8 @@ def passphrase(passphrase_file: Path | None, *, confirm: bool, purpose: str) -> 
     if env:
         return env.encode()
     if sys.stdin.isatty() and sys.stderr.isatty():
+        import getpass  # noqa: PLC0415 - see the module docstring
+
         first = getpass.getpass(f"Passphrase for {purpose}: ")
         if confirm and getpass.getpass("Repeat the passphrase: ") != first:
             raise TrustError("the passphrases do not match", hint="type the same one twice")
@@ -189,6 +192,8 @@ def shown(text: object) -> str:
 def emit_json(obj: Any, *, indent: int | None = None) -> None:
     """One JSON value on stdout (one line, or ``indent``-ed for people); characters a terminal
     would act on are ``\\u`` escapes, JSON's own spelling: it decodes to the same value."""
+    import json  # noqa: PLC0415 - see the module docstring
+
     typer.echo(escape_json(json.dumps(obj, ensure_ascii=False, sort_keys=False, indent=indent)))
 
 

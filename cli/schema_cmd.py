@@ -2,19 +2,18 @@
 
 # Each command imports the library it runs: every command of the CLI imports this module, and
 # the registry (its compiler of JSON Schemas into msgspec types, the roster, the broker's
-# registry bucket) is for these commands only (cli/common.py, issue 13). The compatibility
-# modes are the one exception: --mode takes them as its choices (a small, pure module).
+# registry bucket) is for these commands only (cli/common.py, issue 13).
 # ruff: noqa: PLC0415
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tfshare.errors import BrokerError
-from tfshare.registry.compat import DEFAULT_MODE, Mode
 
 from .common import (
     JsonFlag,
@@ -50,7 +49,24 @@ AnchorOpt = Annotated[Path | None, typer.Option("--anchor", help="The pinned tru
 StateOpt = Annotated[
     Path | None, typer.Option("--state", help="Receiver state directory (roster seq).")
 ]
-ModeOpt = Annotated[Mode | None, typer.Option("--mode", case_sensitive=False)]
+
+
+class ModeName(StrEnum):
+    """The choices of --mode: ``tfshare.registry.compat.Mode``, spelled out so that --help
+    needs not import the compatibility rules; tests/cli/test_startup_imports.py checks that
+    they are the same."""
+
+    NONE = "NONE"
+    BACKWARD = "BACKWARD"
+    BACKWARD_TRANSITIVE = "BACKWARD_TRANSITIVE"
+    FORWARD = "FORWARD"
+    FORWARD_TRANSITIVE = "FORWARD_TRANSITIVE"
+    FULL = "FULL"
+    FULL_TRANSITIVE = "FULL_TRANSITIVE"
+
+
+DEFAULT_MODE = ModeName.FULL_TRANSITIVE  # compat.DEFAULT_MODE
+ModeOpt = Annotated[ModeName | None, typer.Option("--mode", case_sensitive=False)]
 
 
 def _registry(
@@ -151,13 +167,14 @@ def validate_cmd(
 def compat_cmd(
     old: Annotated[Path, typer.Argument(help="The schema in force (JSON).")],
     new: Annotated[Path, typer.Argument(help="The proposed schema (JSON).")],
-    mode: Annotated[Mode, typer.Option("--mode", case_sensitive=False)] = DEFAULT_MODE,
+    mode: Annotated[ModeName, typer.Option("--mode", case_sensitive=False)] = DEFAULT_MODE,
     as_json: JsonFlag = False,
 ) -> None:
     """Is NEW compatible with OLD? Exit 0 if so, 5 with the reasons if not."""
+    from tfshare.registry.compat import Mode
     from tfshare.workflows import schemas as workflow
 
-    reasons = workflow.compat_files(old, new, mode)
+    reasons = workflow.compat_files(old, new, Mode(mode))
     if as_json:
         emit_json({"compatible": not reasons, "mode": mode.value, "reasons": reasons})
     if reasons:
@@ -192,13 +209,19 @@ def register_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Register a new schema version (refused with reasons if it breaks compatibility)."""
+    from tfshare.registry.compat import Mode
     from tfshare.workflows import schemas as workflow
 
     identity, trusted, store = _coordinator(
         key, passphrase_file, roster, anchor, state, registry_dir
     )
     result = workflow.register(
-        file, identity=identity, roster=trusted, store=store, mode=mode, now_ms=now_ms()
+        file,
+        identity=identity,
+        roster=trusted,
+        store=store,
+        mode=None if mode is None else Mode(mode),
+        now_ms=now_ms(),
     )
     if result.committed and server:
         try:

@@ -14,15 +14,16 @@ come from ``structlog.get_logger``.
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
-from importlib.machinery import ModuleSpec
 from types import ModuleType
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from tfshare.visible import escape
+
+if TYPE_CHECKING:
+    from importlib.machinery import ModuleSpec
 
 SENSITIVE_KEYS: Final = frozenset(
     {
@@ -106,7 +107,11 @@ def configure(
 
 
 def _apply(settings: _Settings) -> None:
-    import structlog  # noqa: PLC0415 - loaded by now (the module docstring says why here)
+    # Here, not at the top: structlog is loaded by now (the module docstring says why), and
+    # logging is needed only for its level names.
+    import logging  # noqa: PLC0415
+
+    import structlog  # noqa: PLC0415
 
     renderer: Any = (
         structlog.processors.JSONRenderer()

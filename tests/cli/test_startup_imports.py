@@ -9,22 +9,28 @@ would import too. No timing here (bench/startup.py measures it).
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
 from tfshare.envelope import DEFAULT_MAX_AGE_MS
 from tfshare.keyfile import DEFAULT_KDF
+from tfshare.registry import compat
 from tfshare.workflows.live import StreamLimits
 
 # cli/ installs as tfshare.cli (pyproject); mypy checks it from the source tree as "cli".
 from tfshare.cli import (  # type: ignore[import-not-found,unused-ignore]  # isort: skip
+    app,
     broker_cmd,
     envelope_cmd,
     keys_cmd,
+    schema_cmd,
 )
 
 # What starting the CLI must not pull in: the NATS client and what carries it, the web
@@ -144,3 +150,55 @@ def test_defaults_written_out_for_help_are_the_librarys() -> None:
     assert broker_cmd._limits() == library.check()  # every flag left at its default
     assert envelope_cmd.DEFAULT_MAX_AGE_DAYS * 86_400_000 == DEFAULT_MAX_AGE_MS
     assert keys_cmd.DEFAULT_KDF == DEFAULT_KDF
+    assert [m.value for m in schema_cmd.ModeName] == [m.value for m in compat.Mode]
+    assert schema_cmd.DEFAULT_MODE.value == compat.DEFAULT_MODE.value
+
+
+def _eager_app() -> typer.Typer:
+    """The CLI as typer builds it when everything is registered up front (what tfshare did
+    before its commands were built on demand)."""
+    eager = typer.Typer(
+        name="tfshare",
+        help=app.app.info.help,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+    )
+    eager.callback()(app._global)
+    for name, target in app.SUBCOMMANDS.items():
+        if isinstance(target, typer.Typer):
+            eager.add_typer(target, name=name)
+        else:
+            eager.command(name)(target)
+    return eager
+
+
+def _help_paths() -> list[list[str]]:
+    paths: list[list[str]] = [[]]
+    for name, target in app.SUBCOMMANDS.items():
+        paths.append([name])
+        if isinstance(target, typer.Typer):
+            paths += [[name, str(c.name)] for c in target.registered_commands]
+    return paths
+
+
+def test_help_of_every_command_is_what_typer_gives_when_built_up_front() -> None:
+    """Building commands on demand changes no help text: the root's list (summaries from
+    help texts alone), every group's and every command's --help are typer's own."""
+    runner = CliRunner()
+    eager = _eager_app()
+    for path in _help_paths():
+        lazy_out = runner.invoke(app.app, [*path, "--help"], prog_name="tfshare")
+        eager_out = runner.invoke(eager, [*path, "--help"], prog_name="tfshare")
+        assert lazy_out.exit_code == 0, (path, lazy_out.output)
+        assert lazy_out.output == eager_out.output, path
+    root = runner.invoke(app.app, ["--help"], prog_name="tfshare").output
+    assert all(f"  {name} " in root for name in app.SUBCOMMANDS)
+
+
+def test_version_read_from_the_dist_info_is_importlib_metadatas() -> None:
+    """--version reads tfshare's METADATA itself (importlib.metadata costs more to import
+    than the rest of the command): the same version importlib.metadata finds."""
+    assert app._dist_info_version() == importlib.metadata.version("tfshare")
+    assert app.installed_version() == importlib.metadata.version("tfshare")
