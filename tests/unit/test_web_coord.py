@@ -350,12 +350,13 @@ def test_overview_lists_overdue_replies_flags_and_equivocations(scene: Scene) ->
     overdue = page.text.split('id="overdue"')[1].split("</section>")[0]
     assert "Overdue replies (1)" in overdue
     assert scene.request.msg_id.hex()[:16] in overdue and "urgent-8h" in overdue
+    assert f'href="/coord/trace/police:{scene.request.msg_id.hex()}"' in overdue
     flags = page.text.split('id="flags"')[1].split("</section>")[0]
     # The example alert is no_forward: ngo's escalation of it breaks that rule too.
     assert "Handling flags (2)" in flags and flags.count("E_NO_FORWARD") == 2
     assert scene.breach.msg_id.hex()[:16] in flags and scene.escalation.msg_id.hex()[:16] in flags
     equivocations = page.text.split('id="equivocations"')[1].split("</section>")[0]
-    assert "Equivocations (1)" in equivocations and scene.breach.msg_id.hex()[:16] in equivocations
+    assert f'href="/coord/trace/labour:{scene.breach.msg_id.hex()}"' in equivocations
     assert f'href="/coord/trace/police:{scene.alert.msg_id.hex()}"' in page.text
 
 
