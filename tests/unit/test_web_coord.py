@@ -356,6 +356,7 @@ def test_overview_lists_overdue_replies_flags_and_equivocations(scene: Scene) ->
     assert "Handling flags (2)" in flags and flags.count("E_NO_FORWARD") == 2
     assert scene.breach.msg_id.hex()[:16] in flags and scene.escalation.msg_id.hex()[:16] in flags
     equivocations = page.text.split('id="equivocations"')[1].split("</section>")[0]
+    assert "Equivocations (1)" in equivocations
     assert f'href="/coord/trace/labour:{scene.breach.msg_id.hex()}"' in equivocations
     assert f'href="/coord/trace/police:{scene.alert.msg_id.hex()}"' in page.text
 
