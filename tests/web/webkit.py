@@ -22,6 +22,9 @@ from tfshare.web.app import WebInbox
 
 T = TypeVar("T")
 
+# The kit's channels: where each kind goes unless a test says otherwise (or derives it).
+DEFAULT_CHANNELS = {"alert": "alerts", "red-flag": "alerts", "tip": "tips"}
+
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -81,6 +84,8 @@ class WebWorld:
         derive: tuple[str, str] | None = None,
     ) -> api.Published:
         """Publish through the agency's desk, as the CLI and the compose form do."""
+        if channel is None and derive is None:
+            channel = DEFAULT_CHANNELS[kind]
         request = api.PublishRequest(
             kind=kind,
             channel=channel,
