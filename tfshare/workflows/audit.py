@@ -205,8 +205,12 @@ def trace(agency: Agency, msg_id_text: str) -> Trace:
     """The message's entry, its lineage up and down, its receipts, what the auditor knows of
     it (recipients; handling and response class where it read the body), the handling rules
     broken around it, and its inclusion in the latest signed checkpoint (checked)."""
-    roster = agency.roster
-    store = open_log(agency)
+    # Closed when done: the agent's web inbox traces in a long-running process.
+    with open_log(agency) as store:
+        return _trace(agency.roster, store, msg_id_text)
+
+
+def _trace(roster: TrustedRoster, store: AuditStore, msg_id_text: str) -> Trace:
     index, entry = _message_index(store, msgref.parse(msg_id_text))
     msg_id = entry.msg_id
     parents: list[tuple[str, LogEntry | None, bytes]] = []
@@ -306,8 +310,18 @@ def prove(
     cosignatures (``cosignatures`` fetches the witnesses' published ``(agency, note)``
     pairs: the broker's witness bucket); ``audit check`` would refuse any other."""
     ref = msgref.parse(msg_id_text)
-    roster = agency.roster
-    store = open_log(agency)
+    with open_log(agency) as store:
+        size, bundle = _prove(agency.roster, store, ref, cosignatures)
+    write_atomic(out, bundle)
+    return size
+
+
+def _prove(
+    roster: TrustedRoster,
+    store: AuditStore,
+    ref: msgref.MsgRef,
+    cosignatures: Callable[[], list[tuple[str, bytes]]] | None,
+) -> tuple[int, bytes]:
     index, entry = msgref.pick(
         ref,
         _entries_named(store, ref, lambda _: True),
@@ -338,8 +352,7 @@ def prove(
             )
         size, note = witnessed
     bundle = make_bundle(store, index, note, vkeys, roster.taskforce)
-    write_atomic(out, encode_bundle(bundle))
-    return size
+    return size, encode_bundle(bundle)
 
 
 def _witnessed(
