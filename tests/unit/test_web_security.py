@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from tfshare.desk import api
 from tfshare.errors import RejectCode, Rejected, UsageError
 from tfshare.web.app import build_app, start
+from tfshare.web.inbox import QUARANTINE_HINTS, due_view
 from tfshare.web.security import (
     CONTENT_SECURITY_POLICY,
     LOGINS,
@@ -390,3 +391,37 @@ def test_start_refuses_a_non_loopback_address_unless_allowed() -> None:
             await inbox.close()
 
     asyncio.run(main())
+
+
+def test_reply_due_counts_from_receipt_and_marks_overdue() -> None:
+    hour_ms = 3_600_000
+    request = message(response="urgent-8h")
+    due = due_view(request, now_ms=request.received_ms + 8 * hour_ms, replied=False)
+    assert due is not None
+    assert due["due"] == "2026-11-30T18:00:01Z"  # received 10:00:01 + 8 h
+    assert due["overdue"] is False  # the deadline itself is still in time
+    late = due_view(request, now_ms=request.received_ms + 8 * hour_ms + 1, replied=False)
+    assert late is not None and late["overdue"] is True
+    answered = due_view(request, now_ms=request.received_ms + 9 * hour_ms, replied=True)
+    assert answered is not None and answered["overdue"] is False
+    three_days = due_view(message(response="urgent-3d"), now_ms=0, replied=False)
+    assert three_days is not None and three_days["due"] == "2026-12-03T10:00:01Z"
+    assert due_view(message(response="none"), now_ms=0, replied=False) is None
+    assert due_view(message(), now_ms=0, replied=False) is None
+
+
+def test_an_overdue_request_is_marked_on_its_page() -> None:
+    overdue = message(response="urgent-8h")  # received on 2026-11-30, long before now
+
+    async def scenario(client: Any, desk: StandInDesk, clock: Clock) -> None:
+        await log_in(client)
+        page = await (await client.get(f"/message/{MSG_ID}")).text()
+        assert 'id="reply-due" class="overdue"' in page
+        assert "OVERDUE" in page
+
+    run(scenario, StandInDesk(stored=[overdue]))
+
+
+def test_every_receive_code_has_a_quarantine_hint() -> None:
+    roster_codes = {c for c in RejectCode if c.value.startswith("E_ROSTER_")}
+    assert set(QUARANTINE_HINTS) == {c.value for c in RejectCode} - {c.value for c in roster_codes}

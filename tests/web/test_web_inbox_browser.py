@@ -149,6 +149,7 @@ def test_filters_by_channel_severity_tlp_sender_time_and_text(
     assert not chrome.title.startswith("(")  # a hidden row raises no alarm
     Select(chrome.find_element(By.ID, "f-channel")).select_by_value("")
     assert set(visible_rows(chrome)) == mine | {late.msg_id}
+    Select(chrome.find_element(By.ID, "f-since")).select_by_value("")
     chrome.find_element(By.ID, "f-text").clear()
     chrome.execute_script("document.getElementById('f-text').dispatchEvent(new Event('input'))")
     SCREENS.mkdir(parents=True, exist_ok=True)

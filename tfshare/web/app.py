@@ -128,7 +128,8 @@ async def start(
     settings = Settings()
     settings.allow(host, bound_port)
     app = build_app(desk, settings=settings, clock=clock)
-    runner = web.AppRunner(app, access_log=None)
+    # Open event streams are ended on shutdown (inbox._end_feeds); no handler waits 60 s.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     site = web.SockSite(runner, sock)
     await site.start()

@@ -50,7 +50,7 @@ VOCABULARIES: Final = {
     "ilo": "ILO indicators of forced labour",
     "htcds": "IOM Human Trafficking Case Data Standard",
     "fincen": "FinCEN advisory FIN-2020-A008 financial red flags",
-    "polaris": "Polaris typology of modern slavery",
+    "polaris": "Polaris typology of trafficking",
 }
 
 # What to do about a quarantined envelope, by code (docs/PROTOCOL.md 8.5 says what each means).
