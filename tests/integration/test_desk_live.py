@@ -9,10 +9,12 @@ on its own ``--state``. Tests that stop or kill an agent start their own.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -543,3 +545,129 @@ def test_the_agent_takes_its_passphrase_from_a_systemd_credential(
         assert wait_for(lambda: desk.status()["connected"] is True, SEEN, 0.2)
     finally:
         agent.cleanup()
+
+
+# -- more bad input: a call meant for another agency, a stuck agent, a stopped call -------------
+
+
+def test_a_call_with_another_agencys_key_is_not_answered_by_the_agent_of_this_state_dir(
+    cli_tf: CliTaskForce, police: DeskAgent
+) -> None:
+    """--key ngo.key with police's state directory: the running agent is police's, so the
+    command must not publish as police (nor list police's inbox as ngo's): refused, exit 6.
+    (Directly, ngo may not write on "alerts" at all.)"""
+    before = police.status()
+    ngo_key = ["--key", str(cli_tf.root / "keys" / "ngo.key"), *cli_tf.trust()]
+    where = ["--state", str(police.state)]
+    published = cli_tf.run(
+        "publish", "alert", "--channel", "alerts", "--file", ALERT, "--json", *ngo_key, *where
+    )
+    listed = cli_tf.run("inbox", "list", "--json", *ngo_key, *where)
+    after = police.status()
+    assert (after["outbox"], after["published"]) == (before["outbox"], before["published"])
+    assert published.returncode == 6, published.stdout
+    assert published.stdout == "" and is_error_with_hint(published)
+    assert "police" in published.stderr and "ngo" in published.stderr
+    assert listed.returncode == 6 and listed.stdout == ""
+
+
+@pytest.mark.slow
+def test_an_agent_killed_before_it_read_a_publish_ends_it_with_exit_4_and_nothing_is_sent(
+    cli_tf: CliTaskForce, broker: LiveBroker, tmp_path: Path
+) -> None:
+    """police's agent stopped (SIGSTOP) takes the connection in its backlog but never reads
+    it; killed, the waiting publish exits 4 with the nothing-half-sent hint. The agent
+    started again on the same state (its stale socket replaced) has nothing in its outbox."""
+    state = tmp_path / "police"
+    police = start_desk(cli_tf, "police", state, broker.url, name="desk-stopped")
+    publish = None
+    try:
+        os.kill(police.process.process.pid, signal.SIGSTOP)
+        publish = cli_tf.spawn(
+            "desk-stopped-publish",
+            "publish",
+            "alert",
+            "--channel",
+            "alerts",
+            "--file",
+            ALERT,
+            "--json",
+            *police.args(),
+        )
+        # The probe and the call, both waiting in the stopped agent's backlog.
+        assert wait_for(lambda: socket_connections(police.socket) >= 2, SEEN, 0.05)
+        os.kill(police.process.process.pid, signal.SIGKILL)
+        assert publish.process.wait(timeout=SEEN) == 4, publish.stderr()
+        assert "nothing is half-sent" in publish.stderr()
+        assert "tfshare: error: " in publish.stderr() and "Traceback" not in publish.stderr()
+        assert publish.out.read_text() == ""
+    finally:
+        if publish is not None:
+            publish.cleanup()
+        police.process.cleanup()
+    again = start_desk(cli_tf, "police", state, broker.url, name="desk-stopped-again")
+    try:
+        status = again.status()
+        assert status["pid"] == again.process.process.pid
+        assert (status["outbox"], status["published"]) == (0, 0)
+    finally:
+        again.process.cleanup()
+
+
+def test_a_profile_locked_by_an_agent_without_its_socket_is_not_worked_directly(
+    cli_tf: CliTaskForce, tmp_path: Path
+) -> None:
+    """An agent that holds the profile's lock but does not answer (starting, or its socket
+    removed): a command says so (exit 4) instead of opening the stores beside it."""
+    state = tmp_path / "police"
+    state.mkdir()
+    desk = DeskAgent(cli_tf, "police", state, Background(None, Path(), Path()))  # type: ignore[arg-type]
+    fd = os.open(api.lock_path(state), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        passfile = ["--passphrase-file", str(cli_tf.root / "keys" / "police.pass")]
+        result = desk.run("inbox", "list", "--json", *passfile)
+        assert result.returncode == 4, result.stderr
+        assert is_error_with_hint(result) and "starting or not answering" in result.stderr
+        assert not (state / "state.db").exists()
+    finally:
+        os.close(fd)
+
+
+def test_an_invalid_body_through_the_agent_exits_5_naming_the_field_and_queues_nothing(
+    police: DeskAgent, tmp_path: Path
+) -> None:
+    body = json.loads(ALERT.read_text())
+    body["severity"] = "apocalyptic"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(body))
+    before = police.status()
+    result = police.publish(body=bad)
+    assert result.returncode == 5, result.stderr
+    assert is_error_with_hint(result) and "severity" in result.stderr
+    assert result.stdout == ""
+    after = police.status()
+    assert (after["outbox"], after["published"]) == (before["outbox"], before["published"])
+
+
+def test_the_agents_socket_and_lock_are_only_for_its_user(police: DeskAgent) -> None:
+    info = os.lstat(police.socket)
+    assert stat.S_ISSOCK(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600
+    assert info.st_uid == os.getuid()
+    lock = api.lock_path(police.state)
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+    assert lock.read_text().strip() == str(police.process.process.pid)
+    assert stat.S_IMODE(police.state.stat().st_mode) == 0o700
+
+
+@pytest.mark.slow
+def test_listen_all_through_the_agent_shows_the_inbox_oldest_first(
+    cli_tf: CliTaskForce, police: DeskAgent, ngo: DeskAgent
+) -> None:
+    assert wait_for(lambda: set(police.published) <= ngo.inbox_ids(), SEEN, 0.2)
+    listed = json.loads(ok(ngo.run("inbox", "list", "--json")).stdout)["messages"]
+    count = str(len(listed))
+    result = ngo.run("listen", "--json", "--all", "--count", count, timeout=SEEN)
+    assert result.returncode == 0, result.stderr
+    shown = [json.loads(line)["msg_id"] for line in result.stdout.splitlines()]
+    assert shown == [m["msg_id"] for m in reversed(listed)]
