@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -425,3 +427,31 @@ def test_an_overdue_request_is_marked_on_its_page() -> None:
 def test_every_receive_code_has_a_quarantine_hint() -> None:
     roster_codes = {c for c in RejectCode if c.value.startswith("E_ROSTER_")}
     assert set(QUARANTINE_HINTS) == {c.value for c in RejectCode} - {c.value for c in roster_codes}
+
+
+@pytest.mark.parametrize(
+    ("example", "schema", "shown"),
+    [
+        ("alert", "tf.alert/1", "Minor advertised online"),
+        ("red_flag", "tf.red_flag/1", "NL91ABNA0417164300"),
+        ("tip_summary", "tf.tip_summary/1", "nail salon"),
+    ],
+)
+def test_each_example_message_renders_with_its_handling(
+    example: str, schema: str, shown: str
+) -> None:
+    body = json.loads((Path(__file__).parents[2] / "examples" / f"{example}.json").read_text())
+    stored = msgspec.structs.replace(message(), schema=schema, body=body)
+
+    async def scenario(client: Any, desk: StandInDesk, clock: Clock) -> None:
+        await log_in(client)
+        inbox = await client.get("/")
+        assert inbox.status == 200
+        page = await client.get(f"/message/{MSG_ID}")
+        assert page.status == 200
+        text = await page.text()
+        assert shown in text
+        assert f"TLP:{body['handling']['tlp']}" in text
+        assert "ILO indicators of forced labour" in text or "IOM Human Trafficking" in text
+
+    run(scenario, StandInDesk(stored=[stored]))

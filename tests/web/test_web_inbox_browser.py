@@ -191,6 +191,14 @@ def test_the_message_view_shows_sender_handling_grading_indicators_due_and_actio
     assert "Amend" not in hrefs  # only the originator amends or retracts
     SCREENS.mkdir(parents=True, exist_ok=True)
     chrome.save_screenshot(str(SCREENS / "message.png"))
+    # A reply goes to the requester only: police's page knows it from police's sent list.
+    answer = alert("Plate K-123-AB: rental car, hired yesterday", severity="high")
+    reply = web_world.publish("police", "alert", answer, derive=("reply", parent.msg_id))
+    web_world.wait_stored("labour", reply.msg_id)
+    assert not web_world.has("police", reply.msg_id)
+    chrome.refresh()
+    due = chrome.find_element(By.ID, "reply-due")
+    assert "replied" in due.text and "OVERDUE" not in due.text
     assert csp_violations(chrome) == []
 
 

@@ -24,7 +24,9 @@ from aiohttp import web
 
 from tfshare.audit.report import RESPONSE_LIMITS
 from tfshare.desk import api
+from tfshare.envelope import Envelope, Header
 from tfshare.errors import TfshareError
+from tfshare.lineage import RELATIONS
 from tfshare.web.pages import DESK, msg_href, render
 from tfshare.web.security import LOGINS, check_csrf, end_session, start_session
 
@@ -362,6 +364,27 @@ def _link(item: Any) -> dict[str, str]:
     }
 
 
+_REPLY: Final = RELATIONS["reply"]
+
+
+def replied_by_me(desk: Any, msg_id: str) -> bool:
+    """Whether this agency sent a reply to ``msg_id``. A reply goes to the requester only, so
+    it is not in this agency's own inbox: its sent list holds it, with the refs in the
+    envelope's signed header (this agency's own envelopes: nothing to decrypt)."""
+    store = getattr(getattr(desk, "agency", None), "store", None)
+    if store is None:
+        return False
+    for sent in store.sent(limit=10_000):
+        try:
+            envelope = msgspec.msgpack.decode(sent.envelope, type=Envelope)
+            header = msgspec.msgpack.decode(envelope.hdr, type=Header)
+        except msgspec.DecodeError:
+            continue
+        if any(r.relation == _REPLY and r.msg_id.hex() == msg_id for r in header.refs):
+            return True
+    return False
+
+
 def _receipts(desk: Any, message: api.Message) -> list[Any]:
     receipts = getattr(desk, "receipts", None)
     if receipts is None or message.sender != getattr(desk, "agency_id", None):
@@ -387,7 +410,7 @@ async def message_page(request: web.Request) -> web.StreamResponse:
     message = _message(request)
     parents, children = _lineage(desk, message)
     me = str(getattr(desk, "agency_id", ""))
-    replied = any(c["sender"] == me and c["relation"] in ("", "reply") for c in children)
+    replied = replied_by_me(desk, message.msg_id)
     kind = KINDS.get(message.schema.split("/", 1)[0], "")
     return render(
         request,

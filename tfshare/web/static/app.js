@@ -179,6 +179,7 @@
       }
     }
     var tr = buildRow(row);
+    tr.dataset.shownMs = String(Date.now());  // with data-received-ms: the stored-to-shown delay
     tr.classList.add("fresh");
     ensureOption(byId("f-channel"), tr.dataset.channel);
     ensureOption(byId("f-sender"), tr.dataset.sender);
