@@ -27,6 +27,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy tests/cli/conftest.py
 	$(BIN)/mypy tests/integration/conftest.py
+	$(BIN)/mypy tests/web/conftest.py
 
 # The web inbox's tests drive Debian's chromium through chromedriver. As root (CI) make
 # installs both; otherwise it names the packages to install, and the browser tests fail

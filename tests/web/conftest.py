@@ -27,7 +27,6 @@ from selenium.webdriver.chrome.service import Service
 from tfkit import TaskForce, build_taskforce
 from webkit import WebWorld, free_port, now_ms
 
-from tfshare.desk import service
 from tfshare.desk.service import Desk
 from tfshare.encoding import encode
 from tfshare.registry.book import shipped
@@ -38,11 +37,6 @@ from tfshare.workflows.exchange import Credentials
 
 os.environ["TFSHARE_TEST"] = "1"
 
-# desk.service.Subscription is a plain @dataclass (eq=True makes it unhashable), yet the desk
-# keeps subscribers in a set: every subscribe() raised TypeError. Until it is declared
-# @dataclass(eq=False) in tfshare/desk/service.py, subscriptions hash by identity here.
-if service.Subscription.__hash__ is None:
-    service.Subscription.__hash__ = object.__hash__
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

@@ -251,7 +251,9 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
     headers = response.headers
     headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     headers["X-Content-Type-Options"] = "nosniff"
-    headers["Referrer-Policy"] = "no-referrer"
+    # same-origin, not no-referrer: under no-referrer Chromium sends "Origin: null" with a
+    # same-origin form POST, which the Origin check must refuse; other sites still get none.
+    headers["Referrer-Policy"] = "same-origin"
     headers["X-Frame-Options"] = "DENY"
     headers["Cross-Origin-Opener-Policy"] = "same-origin"
     headers["Cross-Origin-Resource-Policy"] = "same-origin"
