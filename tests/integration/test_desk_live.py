@@ -236,7 +236,8 @@ def test_inbox_commands_through_the_agent_need_no_passphrase_and_answer_as_the_d
             ("inbox", "search", "no-such-words-anywhere", "--json"),
             ("inbox", "quarantine", "--json"),
         ]
-        through = {}
+        refusals: list[tuple[str, ...]] = [("inbox", "show", "deadbeefdeadbeef")]
+        through, failed = {}, {}
         for command in commands:
             result = labour.run(*command)
             assert result.returncode == 0, (command, result.stderr)
@@ -249,10 +250,24 @@ def test_inbox_commands_through_the_agent_need_no_passphrase_and_answer_as_the_d
         assert through[commands[4]] == {"matches": []}
         assert through[commands[1]]["sender"] == "police"
         assert through[commands[2]]["msg_id"] == sent[1]
+        # Refusals are the direct path's too: exit code, message and hint.
+        for command in refusals:
+            failed[command] = labour.run(*command)
+        assert failed[refusals[0]].returncode != 0
+        assert all(is_error_with_hint(f) and f.stdout == "" for f in failed.values())
+        assert labour.status()["outbox"] == 0
+        # A listen waiting when the agent stops is told so (exit 4), not left hanging.
+        listen = cli_tf.spawn("desk-listen-1", "listen", "--json", *labour.args())
+        assert wait_for(lambda: socket_connections(labour.socket) >= 1, SEEN, 0.05)
     finally:
         code, _ = labour.process.signal_and_wait(signal.SIGINT, timeout=15)
     assert code == 0, labour.process.stderr()
     assert not labour.socket.exists()
+    try:
+        assert listen.process.wait(timeout=SEEN) == 4, listen.stderr()
+        assert "tfshare: hint: " in listen.stderr() and "Traceback" not in listen.stderr()
+    finally:
+        listen.cleanup()
     # No agent now: without a passphrase the commands refuse (exit 6); with it, the same JSON.
     refused = labour.run("inbox", "list", "--json")
     assert refused.returncode == 6 and "no passphrase given" in refused.stderr, refused.stderr
@@ -260,6 +275,35 @@ def test_inbox_commands_through_the_agent_need_no_passphrase_and_answer_as_the_d
     for command in commands:
         direct = ok(labour.run(*command, *passfile))
         assert json.loads(direct.stdout) == through[command], command
+    for command in refusals:
+        direct = labour.run(*command, *passfile)
+        assert (direct.returncode, direct.stderr) == (
+            failed[command].returncode,
+            failed[command].stderr,
+        ), command
+
+
+@pytest.mark.slow
+def test_a_handling_refusal_through_the_agent_names_its_reject_code_as_the_direct_path(
+    cli_tf: CliTaskForce, broker: LiveBroker, police: DeskAgent, tmp_path: Path
+) -> None:
+    """labour may write on "alerts" but not reshare police's no_forward alert: exit 3 with
+    E_NO_FORWARD through its agent, the same lines as without the agent."""
+    labour = start_desk(cli_tf, "labour", tmp_path / "labour", broker.url, name="desk-labour-nf")
+    reshare = ("publish", "alert", "--reshare", "", "--json")
+    try:
+        msg_id = published_id(police.publish())  # examples/alert.json is no_forward
+        assert wait_for(lambda: msg_id in labour.inbox_ids(), SEEN, 0.2)
+        reshare = ("publish", "alert", "--reshare", msg_id, "--json")
+        through = labour.run(*reshare)
+        assert labour.status()["outbox"] == 0
+    finally:
+        labour.process.cleanup()
+    passfile = ["--passphrase-file", str(cli_tf.root / "keys" / "labour.pass")]
+    direct = labour.run(*reshare, *passfile)
+    assert direct.returncode == 3 and "E_NO_FORWARD" in direct.stderr, direct.stderr
+    assert through.returncode == 3 and through.stdout == ""
+    assert through.stderr == direct.stderr
 
 
 @pytest.mark.slow
