@@ -347,6 +347,12 @@ def test_publish_through_the_agent_with_the_broker_away_is_queued_and_sent_by_th
         assert queued["queued"] is True
         assert "not connected" in queued["queued_because"], queued
         assert police.status()["outbox"] == 1
+        human = ok(police.run("agent", "status"))
+        assert "NOT connected" in human.stdout and "1 queued" in human.stdout
+        # --no-queue: not sent, not kept (exit 4); the outbox still holds the one message.
+        refused = police.publish("--no-queue")
+        assert refused.returncode == 4 and is_error_with_hint(refused), refused.stderr
+        assert police.status()["outbox"] == 1
         live = broker_on(cli_tf, name, port)  # the same broker, back
         assert wait_for(lambda: queued["msg_id"] in ngo.inbox_ids(), 60, 0.3)
         after = police.status()
@@ -718,3 +724,72 @@ def test_listen_all_through_the_agent_shows_the_inbox_oldest_first(
     assert result.returncode == 0, result.stderr
     shown = [json.loads(line)["msg_id"] for line in result.stdout.splitlines()]
     assert shown == [m["msg_id"] for m in reversed(listed)]
+
+
+@pytest.mark.slow
+def test_concurrent_publishes_through_the_agent_are_each_sent_once(
+    cli_tf: CliTaskForce, police: DeskAgent, ngo: DeskAgent
+) -> None:
+    """Six publishes at once through one agent (its outbox lock): six messages, each sent,
+    none left in the outbox, all in the reader's inbox."""
+    runs = [
+        cli_tf.spawn(
+            f"desk-parallel-{i}",
+            "publish",
+            "alert",
+            "--channel",
+            "alerts",
+            "--file",
+            ALERT,
+            "--json",
+            *police.args(),
+        )
+        for i in range(6)
+    ]
+    try:
+        for run in runs:
+            assert run.process.wait(timeout=SEEN) == 0, run.stderr()
+    finally:
+        for run in runs:
+            run.cleanup()
+    answers = [json.loads(run.out.read_text()) for run in runs]
+    ids = {a["msg_id"] for a in answers}
+    assert len(ids) == 6
+    police.published.extend(ids)
+    assert wait_for(lambda: ids <= ngo.inbox_ids(), SEEN, 0.2)
+    assert police.status()["outbox"] == 0
+
+
+def test_publish_through_the_agent_reads_the_body_from_stdin(
+    cli_tf: CliTaskForce, police: DeskAgent, ngo: DeskAgent
+) -> None:
+    result = subprocess.run(
+        [
+            str(TFSHARE),
+            "publish",
+            "alert",
+            "--channel",
+            "alerts",
+            "--file",
+            "-",
+            "--json",
+            *police.args(),
+        ],
+        cwd=cli_tf.root,
+        env=clean_env(cli_tf.home),
+        input=ALERT.read_bytes(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    msg_id = json.loads(result.stdout)["msg_id"]
+    police.published.append(msg_id)
+    assert wait_for(lambda: msg_id in ngo.inbox_ids(), SEEN, 0.2)
+
+
+def test_web_open_without_the_web_inbox_exits_2_with_a_hint(police: DeskAgent) -> None:
+    result = police.run("web", "open")
+    assert result.returncode == 2, result.stderr
+    assert is_error_with_hint(result) and "--web" in result.stderr
+    assert result.stdout == ""
