@@ -17,6 +17,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -793,3 +794,62 @@ def test_web_open_without_the_web_inbox_exits_2_with_a_hint(police: DeskAgent) -
     assert result.returncode == 2, result.stderr
     assert is_error_with_hint(result) and "--web" in result.stderr
     assert result.stdout == ""
+
+
+FAKE_AGENT = """
+import os, socket, sys
+path = sys.argv[1]
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(path)  # the file is root's, mode 0600: as a real agent's would be
+os.chmod(path, 0o600)
+os.setgid(65534)
+os.setuid(65534)  # ... but the process answering on it is another user's (nobody)
+server.listen()
+print("listening", flush=True)
+for _ in range(2):  # the client's probe, then its call
+    conn, _ = server.accept()
+    conn.settimeout(5)
+    data = b""
+    try:
+        while chunk := conn.recv(65536):
+            data += chunk
+            if len(data) > 4 and b"SECRET-MARKER" in data:
+                break
+    except TimeoutError:
+        pass
+    print("received", len(data), b"SECRET-MARKER" in data, flush=True)
+    conn.close()
+"""
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to answer as another user")
+def test_a_socket_answered_by_another_users_process_is_refused_before_anything_is_sent(
+    cli_tf: CliTaskForce, tmp_path: Path
+) -> None:
+    """The socket file passes the owner and mode checks (root's, 0600), but the process
+    behind it runs as nobody: the CLI must check its peer and send it nothing - not the
+    Hello, not the message body in clear."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    body = json.loads(ALERT.read_text())
+    body["title"] = "SECRET-MARKER in the clear"
+    body_file = tmp_path / "body.json"
+    body_file.write_text(json.dumps(body))
+    fake = subprocess.Popen(
+        [sys.executable, "-c", FAKE_AGENT, str(api.socket_path(state))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert fake.stdout is not None
+        assert fake.stdout.readline().strip() == "listening"
+        desk = DeskAgent(cli_tf, "police", state, Background(None, Path(), Path()))  # type: ignore[arg-type]
+        result = desk.run(
+            "publish", "alert", "--channel", "alerts", "--file", body_file, "--json", timeout=30
+        )
+    finally:
+        fake.kill()
+        received, _ = fake.communicate(timeout=10)
+    assert "True" not in received, f"the other user's process got the body: {received}"
+    assert result.returncode == 6, result.stderr
+    assert is_error_with_hint(result) and result.stdout == ""
