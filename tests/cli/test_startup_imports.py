@@ -202,3 +202,16 @@ def test_version_read_from_the_dist_info_is_importlib_metadatas() -> None:
     than the rest of the command): the same version importlib.metadata finds."""
     assert app._dist_info_version() == importlib.metadata.version("tfshare")
     assert app.installed_version() == importlib.metadata.version("tfshare")
+
+
+def test_root_lists_its_commands_without_building_them_and_builds_one_once() -> None:
+    """The root's command table answers names without building anything (typer evaluates
+    every parameter's annotations when it builds a command); a command is built on first
+    use, once."""
+    commands = app._Subcommands(dict(app.SUBCOMMANDS))
+    assert list(commands) == list(app.SUBCOMMANDS)
+    assert commands.built == {}
+    keys = commands["keys"]
+    assert list(commands.built) == ["keys"]
+    assert commands["keys"] is keys
+    assert sorted(keys.commands) == sorted(str(c.name) for c in keys_cmd.app.registered_commands)
