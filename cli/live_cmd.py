@@ -249,16 +249,40 @@ def web_open(
 ) -> None:
     """Print a one-time login link to the running agent's web inbox (valid one minute, for
     one login): open it in a browser on this machine."""
+    state_dir = _state_dir(key, roster, anchor, state)
     answer = _running(key, roster, anchor, state).call(api.LoginRequest())
     assert isinstance(answer, api.LoginLink)
     if browser:
         import webbrowser  # noqa: PLC0415
 
-        if webbrowser.open(answer.url):
+        # Not the link itself: a browser's command line is readable by every local user
+        # (/proc/PID/cmdline), who could log in with the token first. The browser gets a
+        # page only this user can read, which forwards to the link.
+        if webbrowser.open(_login_page(state_dir, answer.url).as_uri()):
             note(f"opened the web inbox (the link expires at {answer.expires})")
             return
     typer.echo(answer.url)
     note(f"one login, until {answer.expires}; keep the link to yourself")
+
+
+LOGIN_PAGE = "web-login.html"
+
+
+def _login_page(state_dir: Path, url: str) -> Path:
+    """A 0600 page in the state directory that forwards the browser to the login ``url``."""
+    import html  # noqa: PLC0415
+
+    from tfshare.files import write_atomic  # noqa: PLC0415
+
+    shown = html.escape(url, quote=True)
+    page = (
+        '<!doctype html>\n<meta charset="utf-8">\n<meta name="referrer" content="no-referrer">\n'
+        f'<meta http-equiv="refresh" content="0;url={shown}">\n'
+        f'<title>tfshare web inbox</title>\n<p><a href="{shown}">Open the web inbox</a></p>\n'
+    )
+    path = state_dir / LOGIN_PAGE
+    write_atomic(path, page.encode(), secret=True)
+    return path
 
 
 def _ask(path: str, offered: list[str] | None) -> str:

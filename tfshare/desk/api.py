@@ -55,6 +55,12 @@ class PublishRequest(msgspec.Struct, tag="publish", frozen=True):
     derive: tuple[str, str] | None = None  # (relation, parent msg_id text)
     wait_s: float = 2.0  # how long to wait for the broker's acknowledgement
 
+    def __repr__(self) -> str:
+        # Never the body or the fields: a repr can end up in a log or a traceback.
+        return (
+            f"PublishRequest(kind={self.kind!r}, channel={self.channel!r}, derive={self.derive!r})"
+        )
+
 
 class InboxListRequest(msgspec.Struct, tag="inbox.list", frozen=True):
     limit: int = 1000
@@ -193,6 +199,10 @@ class Message(msgspec.Struct, tag="message", frozen=True):
     sent_ms: int = 0
     received_ms: int = 0
 
+    def __repr__(self) -> str:
+        # Never the body (plaintext): a repr can end up in a log or a traceback.
+        return f"Message(msg_id={self.msg_id!r}, sender={self.sender!r}, schema={self.schema!r})"
+
 
 class Unreadable(msgspec.Struct, tag="unreadable", frozen=True):
     msg_id: str
@@ -237,10 +247,17 @@ class Disclosure(msgspec.Struct, tag="disclosure", frozen=True):
     data: bytes  # the disclosure file's bytes (it names the message key of one message only)
     msg_id: str
 
+    def __repr__(self) -> str:
+        return f"Disclosure(msg_id={self.msg_id!r}, data=<{len(self.data)} bytes>)"
+
 
 class LoginLink(msgspec.Struct, tag="web.link", frozen=True):
     url: str
     expires: str
+
+    def __repr__(self) -> str:
+        # The one-time token is printed once, for the analyst; never in a log.
+        return f"LoginLink(url=<secret>, expires={self.expires!r})"
 
 
 Answer = (

@@ -204,7 +204,20 @@ class DeskServer:
                 "this is a bug in tfshare: see the agent's log and report it",
                 int(ExitCode.ERROR),
             )
-        writer.write(api.frame(answer))
+        try:
+            framed = api.frame(answer)
+        except api.FrameError:
+            # A search over large bodies can exceed one frame: say so, rather than close the
+            # connection (which the CLI can only read as an agent that died, exit 4).
+            framed = api.frame(
+                api.Failed(
+                    f"the answer is too large to pass from the agent ({api.MAX_FRAME} bytes "
+                    "at most)",
+                    "narrow the request (a longer search text) and try again",
+                    int(ExitCode.USAGE),
+                )
+            )
+        writer.write(framed)
         await writer.drain()
 
     async def _dispatch(self, request: api.Hello | api.Request) -> api.Answer:

@@ -13,6 +13,7 @@ its own connection under its outbox lock. With the broker away it is queued at o
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgspec
 import structlog
 
 from tfshare import msgref, transport
@@ -47,15 +49,41 @@ class LoginIssuer(Protocol):
 log = structlog.get_logger("tfshare.desk")
 
 FEED_QUEUE = 10_000  # items a slow subscriber may fall behind before it is dropped
+# ... and bytes (the items' msgpack size): 10 000 items of a member's 450 KiB bodies would be
+# 4.5 GB held in the agent for one `listen` suspended with Ctrl-Z.
+FEED_QUEUE_BYTES = 64 * 1024 * 1024
+_sizer = msgspec.msgpack.Encoder()
 
 
 @dataclass(eq=False)  # each subscription is itself: hashed by identity, kept in a set
 class Subscription:
-    """One subscriber's queue of feed items (``Desk.subscribe``)."""
+    """One subscriber's queue of feed items (``Desk.subscribe``), with the bytes they hold."""
 
     queue: asyncio.Queue[api.FeedItem | None] = field(
         default_factory=lambda: asyncio.Queue(FEED_QUEUE)
     )
+    held: int = 0  # bytes of the items waiting in ``queue``
+    _sizes: collections.deque[int] = field(default_factory=collections.deque)
+
+    def offer(self, item: api.FeedItem, size: int) -> bool:
+        """Queue ``item``; False (nothing queued) if the subscriber is too far behind."""
+        if self.held + size > FEED_QUEUE_BYTES and self._sizes:
+            return False
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            return False
+        self._sizes.append(size)
+        self.held += size
+        return True
+
+    def end(self) -> None:
+        """End the feed: what waits is dropped, the reader sees the end next."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self._sizes.clear()
+        self.held = 0
+        self.queue.put_nowait(None)
 
     def __aiter__(self) -> AsyncIterator[api.FeedItem]:
         return self._items()
@@ -65,6 +93,8 @@ class Subscription:
             item = await self.queue.get()
             if item is None:  # dropped (too slow) or the desk closed
                 return
+            if self._sizes:
+                self.held -= self._sizes.popleft()
             yield item
 
 
@@ -106,17 +136,14 @@ class Desk:
             else None
         )
         item = api.FeedItem(message_view(opened, received_ms=self.clock(), warning=warning))
+        size = len(_sizer.encode(item))
         for sub in list(self._subscribers):
-            try:
-                sub.queue.put_nowait(item)
-            except asyncio.QueueFull:
+            if not sub.offer(item, size):
                 # A subscriber that does not read is let go rather than held in memory; it
                 # sees the end of its feed and can reconnect (and list the inbox).
                 self._subscribers.discard(sub)
-                log.warning("feed_subscriber_dropped", queued=FEED_QUEUE)
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    sub.queue.get_nowait()
-                sub.queue.put_nowait(None)
+                log.warning("feed_subscriber_dropped", queued=sub.queue.qsize(), held=sub.held)
+                sub.end()
 
     @contextlib.asynccontextmanager
     async def subscribe(self) -> AsyncIterator[Subscription]:

@@ -94,7 +94,7 @@ class Logins:
 
 @dataclass
 class Session:
-    csrf: str
+    csrf: str = field(repr=False)  # a secret of the session: never in a log
     expires: float
 
 
@@ -105,7 +105,7 @@ class Sessions:
 
     clock: Clock = time.time
     life_s: float = SESSION_LIFE_S
-    _table: dict[bytes, Session] = field(default_factory=dict)
+    _table: dict[bytes, Session] = field(default_factory=dict, repr=False)
 
     def create(self) -> tuple[str, Session]:
         now = self.clock()
