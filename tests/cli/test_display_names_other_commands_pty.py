@@ -49,12 +49,12 @@ def test_live_feed_on_a_terminal_escapes_every_body_field(tmp_path: Path) -> Non
     """_render_feed with escapes, an override and a newline forging a 'from' line: on a pty,
     the only ESC bytes are tfshare's own colour, and no line but the real one says 'from'."""
     src = (
-        "from types import SimpleNamespace as N\n"
         "from tfshare.cli import live_cmd\n"
-        "o = N(schema='tf.alert/1', sender='police', fingerprint='abcd', channel='alerts', "
-        "ts_ms=0)\n"
-        "live_cmd._render_feed(o, {'title': 'T\\x1b[2J\\u202e', 'severity': 'high', "
-        "'handling': {'tlp': 'RED\\n  from labour (fp abcd)'}, 'indicators': ['a\\u2066', 5]})\n"
+        "from tfshare.desk import api\n"
+        "body = {'title': 'T\\x1b[2J\\u202e', 'severity': 'high', "
+        "'handling': {'tlp': 'RED\\n  from labour (fp abcd)'}, 'indicators': ['a\\u2066', 5]}\n"
+        "live_cmd._render_feed(api.Message('00', 'police', 'abcd', 'alerts', 'tf.alert/1', "
+        "'', '', None, body))\n"
     )
     master, slave = pty.openpty()
     proc = subprocess.Popen(
