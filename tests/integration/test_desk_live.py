@@ -732,7 +732,11 @@ def test_concurrent_publishes_through_the_agent_are_each_sent_once(
     cli_tf: CliTaskForce, police: DeskAgent, ngo: DeskAgent
 ) -> None:
     """Six publishes at once through one agent (its outbox lock): six messages, each sent,
-    none left in the outbox, all in the reader's inbox."""
+    none left in the outbox, all in the reader's inbox; the reader's ``listen``, pushed the
+    burst by its agent, shows each of them once."""
+    assert wait_for(lambda: set(police.published) <= ngo.inbox_ids(), SEEN, 0.2)
+    listen = cli_tf.spawn("desk-burst-listen", "listen", "--json", "--count", "6", *ngo.args())
+    assert wait_for(lambda: socket_connections(ngo.socket) >= 1, SEEN, 0.05), listen.stderr()
     runs = [
         cli_tf.spawn(
             f"desk-parallel-{i}",
@@ -759,6 +763,12 @@ def test_concurrent_publishes_through_the_agent_are_each_sent_once(
     police.published.extend(ids)
     assert wait_for(lambda: ids <= ngo.inbox_ids(), SEEN, 0.2)
     assert police.status()["outbox"] == 0
+    try:
+        assert listen.process.wait(timeout=SEEN) == 0, listen.stderr()
+    finally:
+        listen.cleanup()
+    shown = [json.loads(line)["msg_id"] for line in listen.out.read_text().splitlines()]
+    assert sorted(shown) == sorted(ids)
 
 
 def test_publish_through_the_agent_reads_the_body_from_stdin(
