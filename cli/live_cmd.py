@@ -259,7 +259,10 @@ def web_open(
         # (/proc/PID/cmdline), who could log in with the token first. The browser gets a
         # page only this user can read, which forwards to the link.
         if webbrowser.open(_login_page(state_dir, answer.url).as_uri()):
-            note(f"opened the web inbox (the link expires at {answer.expires})")
+            note(
+                f"opened the web inbox (the link expires at {answer.expires}); if the browser "
+                "shows no inbox, run 'tfshare web open' without --browser and open its link"
+            )
             return
     typer.echo(answer.url)
     note(f"one login, until {answer.expires}; keep the link to yourself")

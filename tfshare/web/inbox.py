@@ -106,9 +106,23 @@ async def login(request: web.Request) -> web.StreamResponse:
         return render(request, "login.html", status=401, problem=None)
     if not request.app[LOGINS].redeem(token):
         return render(request, "login.html", status=403, problem="expired")
-    response = web.Response(status=303, headers={"Location": "/"})
+    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        # Opened from outside the inbox (the forwarding file of `web open --browser`): a
+        # redirect would stay in that cross-site navigation, where the SameSite=Strict cookie
+        # just set is not sent. The inbox's own page moves on, same-site.
+        response = web.Response(
+            text=LOGGED_IN_PAGE, content_type="text/html", headers={"Refresh": "0; url=/"}
+        )
+    else:
+        response = web.Response(status=303, headers={"Location": "/"})
     start_session(request, response)
     return response
+
+
+LOGGED_IN_PAGE: Final = (
+    '<!doctype html>\n<meta charset="utf-8">\n<title>tfshare web inbox</title>\n'
+    '<p>Logged in. <a href="/">Open the inbox</a>.</p>\n'
+)
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
