@@ -15,7 +15,8 @@ On a real nats-server, with police's profile (a key file at the REAL default Arg
 3. The same in the web inbox, measured by the browser: headless Chromium (Selenium) logged in
    with a one-time link keeps the inbox open; a MutationObserver, installed by the driver
    (nothing is injected into the page's code), records ``Date.now()`` when app.js inserts each
-   row (``tr.msg[data-msg-id]``) and at the next animation frame (painted).
+   row (``tr.msg[data-msg-id]``) and at the next animation frame (painted). Then the same
+   session's ``/events`` read by a plain HTTP client, the browser closed: the server's share.
 4. The agent's resident memory: idle without the web inbox, and with it and a page open.
 
 ``--quick``: a few messages and runs, to check that the script works.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -68,6 +70,9 @@ def _now() -> int:
 
 def _now_ms_float() -> float:
     return time.time_ns() / 1e6
+
+
+Runs = tuple[list[float], list[float]]  # (steady, burst) delays, ms
 
 
 @dataclass
@@ -421,7 +426,7 @@ def wait_live(setup: Setup, shown: Any, what: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{what} showed none of {len(primers)} primers")
 
 
-def listen_delays(setup: Setup, sizes: Sizes, *, direct: bool) -> tuple[list[float], list[float]]:
+def listen_delays(setup: Setup, sizes: Sizes, *, direct: bool) -> Runs:
     """(steady, burst) stored-to-shown delays (ms) of ``tfshare listen --json``."""
     args = [str(TFSHARE), "listen", "--json"]
     if direct:
@@ -495,8 +500,12 @@ class WebFigures:
     rss_after_mib: float
 
 
-def web_delays(setup: Setup, sizes: Sizes, agent: Background) -> tuple[WebFigures, WebFigures]:
-    """(critical alerts: the page's cue, a beep and a flash, for each; low ones: no cue)."""
+def web_delays(
+    setup: Setup, sizes: Sizes, agent: Background
+) -> tuple[WebFigures, WebFigures, Runs]:
+    """(critical alerts: the page's cue, a beep and a flash, for each; low ones: no cue;
+    the same session's /events read by a plain HTTP client, the browser closed: the server's
+    share of the page's delay)."""
     from tfshare.desk import api, client  # noqa: PLC0415
 
     desk = client.connect(setup.state_dir)
@@ -526,7 +535,7 @@ def web_delays(setup: Setup, sizes: Sizes, agent: Background) -> tuple[WebFigure
         time.sleep(2)  # settled, the page open
         rss_open = rss_mib(agent.process.pid)
 
-        def run(n: int, rate: float, severity: str) -> tuple[list[float], list[float]]:
+        def run(n: int, rate: float, severity: str) -> Runs:
             ids = publish_from_labour(setup, n, rate=rate, severity=severity)
             deadline = time.monotonic() + 120
             while not all(i in seen() for i in ids):
@@ -540,9 +549,47 @@ def web_delays(setup: Setup, sizes: Sizes, agent: Background) -> tuple[WebFigure
             steady = run(sizes.steady, RATE, severity)
             burst = run(sizes.burst, 0, severity)
             figures.append(WebFigures(*steady, *burst, rss_open, rss_mib(agent.process.pid)))
+        cookie = "; ".join(f"{c['name']}={c['value']}" for c in driver.get_cookies())
     finally:
         driver.quit()
-    return figures[0], figures[1]
+    return figures[0], figures[1], stream_delays(setup, sizes, inbox_url, cookie)
+
+
+def stream_delays(setup: Setup, sizes: Sizes, inbox_url: str, cookie: str) -> Runs:
+    """Stored-to-received delays of the web inbox's event stream at a plain HTTP client."""
+    import http.client  # noqa: PLC0415
+    import urllib.parse  # noqa: PLC0415
+
+    where = urllib.parse.urlsplit(inbox_url)
+    conn = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=120)
+    conn.request("GET", "/events", headers={"Cookie": cookie, "Accept": "text/event-stream"})
+    response = conn.getresponse()
+    if response.status != 200:
+        raise RuntimeError(f"/events answered {response.status}")
+    got: dict[str, float] = {}
+
+    def read() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for line in response:
+                if line.startswith(b"data: "):
+                    got.setdefault(str(json.loads(line[6:])["msg_id"]), _now_ms_float())
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    try:
+        wait_live(setup, lambda: got, "the event stream")
+        runs = []
+        for n, rate in ((sizes.steady, RATE), (sizes.burst, 0)):
+            ids = publish_from_labour(setup, n, rate=rate)
+            deadline = time.monotonic() + 120
+            while not all(i in got for i in ids):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the event stream gave {sum(i in got for i in ids)} of {n}")
+                time.sleep(0.05)
+            runs.append(delays(setup, got, ids))
+    finally:
+        conn.close()
+    return runs[0], runs[1]
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -612,9 +659,9 @@ def report(
     direct_ms: float,
     agent_ms: float,
     rss_idle: float,
-    web: tuple[WebFigures, WebFigures],
-    direct: tuple[list[float], list[float]],
-    desk: tuple[list[float], list[float]],
+    web: tuple[WebFigures, WebFigures, Runs],
+    direct: Runs,
+    desk: Runs,
 ) -> None:
     cost = KDF_PROFILES[DEFAULT_KDF]
     print(
@@ -637,13 +684,14 @@ def report(
         f"  stored-to-shown delay (ms; received_ms in the inbox -> shown), {sizes.steady} "
         f"alerts at {RATE}/s, then {sizes.burst} at once:"
     )
-    loud, quiet = web
+    loud, quiet, stream = web
     rows = (
         ("listen through the agent", desk),
         ("listen directly (polls)", direct),
         ("web page, row inserted", (loud.steady_inserted, loud.burst_inserted)),
         ("web page, shown (frame)", (loud.steady_painted, loud.burst_painted)),
         ("  low severity (no cue)", (quiet.steady_painted, quiet.burst_painted)),
+        ("web /events, HTTP client", stream),
     )
     for name, (steady, burst) in rows:
         print(f"    {name:26s} steady {_pair(steady)}   burst {_pair(burst)}")
@@ -659,7 +707,8 @@ def report(
     print(
         f"    worst p99 (target <= 50): listen {worst(*desk):.1f} ({ratio:.0f}x lower than "
         f"directly, steady); web page {worst(loud.steady_painted, loud.burst_painted):.1f}, "
-        f"{worst(quiet.steady_painted, quiet.burst_painted):.1f} without the cue"
+        f"{worst(quiet.steady_painted, quiet.burst_painted):.1f} without the cue, its event "
+        f"stream {worst(*stream):.1f}"
     )
     print(
         f"  agent resident memory (MiB): idle, no web {rss_idle:.1f};  web inbox with a page "
