@@ -57,19 +57,38 @@ def _state_dir(
     key: Path | None, roster: Path | None, anchor: Path | None, state: Path | None
 ) -> Path:
     """The agency's state directory (flags, else the profile): where its agent's socket is."""
-    at = where(key, roster, anchor, state)
-    if at.state is not None:
-        return at.state
-    from tfshare.workflows.exchange import default_state_dir  # noqa: PLC0415
+    return _whose(key, roster, anchor, state)[0]
 
-    return default_state_dir(at.key)
+
+def _whose(
+    key: Path | None, roster: Path | None, anchor: Path | None, state: Path | None
+) -> tuple[Path, str | None]:
+    """The state directory and the agency of the key (from its public header: no
+    passphrase), flags first, then the profile."""
+    from tfshare.keyfile import read_keyfile_header  # noqa: PLC0415
+    from tfshare.profiles import home  # noqa: PLC0415
+    from tfshare.workflows.filekinds import read_kind  # noqa: PLC0415
+
+    at = where(key, roster, anchor, state)
+    try:
+        agency: str | None = read_keyfile_header(read_kind(at.key, "key")).agency_id
+    except TfshareError:
+        if at.state is None:
+            raise  # the state directory is named after the key's agency
+        agency = None  # the agent holds its own key; a direct command says what is wrong
+    return at.state or home() / "state" / str(agency), agency
 
 
 def _desk(
     key: Path | None, roster: Path | None, anchor: Path | None, state: Path | None
 ) -> desk_client.DeskClient | None:
-    """The running agent of this agency, or None (the command then works directly)."""
-    return desk_client.connect(_state_dir(key, roster, anchor, state))
+    """The running agent of this agency, or None (the command then works directly). An
+    agent of another agency (another key's state directory) is refused when called."""
+    state_dir, agency = _whose(key, roster, anchor, state)
+    client = desk_client.connect(state_dir)
+    if client is not None:
+        client.expect_agency = agency
+    return client
 
 
 def _agent_passphrase(passphrase_file: Path | None) -> bytes:
@@ -407,7 +426,9 @@ def publish_cmd(
     body_path = Path(body) if body is not None and not from_stdin else None
     state_dir = _state_dir(key, roster, anchor, state)
     on_terminal = sys.stdin.isatty() and sys.stderr.isatty() and not from_stdin
-    desk = desk_client.connect(state_dir)
+    desk = _desk(key, roster, anchor, state)
+    if desk is not None and server:
+        _same_broker(desk, server)
     if desk is not None:
         info = _publish_through(
             desk, state_dir, kind, channel, to, body_path, from_stdin, field or [],
@@ -423,6 +444,23 @@ def publish_cmd(
 
 
 KINDS = ("alert", "red-flag", "tip")
+
+
+def _same_broker(desk: desk_client.DeskClient, server: str) -> None:
+    """--server with a running agent: the agent sends every message (it owns the outbox),
+    so another broker named here cannot be honoured; refused rather than ignored."""
+    from tfshare.urls import parse_server_url  # noqa: PLC0415
+
+    status = desk.call(api.StatusRequest())
+    assert isinstance(status, api.Status)
+    wanted = parse_server_url(server)
+    if wanted != status.server:
+        raise UsageError(
+            f"--server {wanted} is not the broker of this agency's running agent "
+            f"({status.server}), which sends every message",
+            hint="leave out --server to publish through the agent, or stop the agent to "
+            "publish directly",
+        )
 
 
 def _read_body(body_path: Path | None, from_stdin: bool) -> bytes | None:

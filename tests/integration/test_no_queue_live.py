@@ -82,15 +82,15 @@ def test_no_queue_publish_that_fails_is_never_sent_by_the_running_agent(
     cli_tf: CliTaskForce, silent_server: str, tmp_path: Path
 ) -> None:
     """Five ``--no-queue`` publishes that cannot reach the broker exit 4 and leave no outbox
-    row and no sent entry; labour's own agent, connected to the broker the whole time and
-    flushing the outbox, sends none of them: ngo never receives them. A queued publish then
-    says "queued" and arrives exactly once."""
+    row and no sent entry; labour's own agent, started then and flushing its outbox, sends
+    none of them: ngo never receives them. With the agent running, a publish naming another
+    broker (--server) is refused (exit 2, nothing kept: the agent sends every message), and
+    one through the agent arrives exactly once."""
     broker = start_broker(cli_tf, "broker-silent")
     state = tmp_path / "labour"
     agents: list[Background] = []
     try:
         agents.append(agent(cli_tf, "agent-ngo-1", "ngo", broker.url))
-        agents.append(agent(cli_tf, "agent-labour-1", "labour", broker.url, "--state", str(state)))
         before = labour_messages(cli_tf, "ngo")
         for _ in range(5):
             code, stdout, stderr = publish_as_labour(cli_tf, state, silent_server, "--no-queue")
@@ -100,16 +100,25 @@ def test_no_queue_publish_that_fails_is_never_sent_by_the_running_agent(
             assert stdout == ""
             assert outbox(state) == []
         assert sent_ids(state) == set()
+        agents.append(agent(cli_tf, "agent-labour-1", "labour", broker.url, "--state", str(state)))
+        assert wait_for((state / "agent.sock").exists, timeout=20, interval=0.2)
 
         code, stdout, stderr = publish_as_labour(cli_tf, state, silent_server)
-        assert code == 0, stderr
-        assert "queued:" in stderr
-        queued = msg_id_of_text(stdout)
-        assert wait_for(lambda: queued in labour_messages(cli_tf, "ngo"), timeout=20, interval=0.3)
+        assert code == 2, stderr
+        assert "is not the broker of this agency's running agent" in stderr
+        assert stdout == "" and outbox(state) == []
+
+        result = cli_tf.run(
+            "publish", "alert", "--channel", "alerts", "--file", ALERT, "--key",
+            cli_tf.root / "keys" / "labour.key", *cli_tf.trust(), "--state", state,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        sent = msg_id_of_text(result.stdout)
+        assert wait_for(lambda: sent in labour_messages(cli_tf, "ngo"), timeout=20, interval=0.3)
         time.sleep(2)  # several flushes of labour's agent: nothing else may follow
-        assert labour_messages(cli_tf, "ngo") == [queued, *before]
+        assert labour_messages(cli_tf, "ngo") == [sent, *before]
         assert outbox(state) == []
-        assert sent_ids(state) == {queued}
+        assert sent_ids(state) == {sent}
     finally:
         for process in agents:
             process.cleanup()

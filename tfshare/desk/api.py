@@ -124,6 +124,7 @@ class Failed(msgspec.Struct, tag="failed", frozen=True):
     hint: str
     exit_code: int
     kind: str = "TfshareError"
+    code: str | None = None  # the reject code (E_NO_FORWARD...), as the direct path says it
 
 
 class ChannelBacklog(msgspec.Struct, frozen=True):

@@ -17,6 +17,7 @@ import fcntl
 import os
 import socket
 import stat
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ class AgentFailed(TfshareError):
     printed them itself."""
 
     def __init__(self, failed: api.Failed) -> None:
-        super().__init__(failed.message, hint=failed.hint)
+        super().__init__(failed.message, hint=failed.hint, code=failed.code)
         known = {int(code) for code in ExitCode}
         self.exit_code = ExitCode(failed.exit_code if failed.exit_code in known else 1)
         self.kind = failed.kind
@@ -88,8 +89,12 @@ def _check_owner(path: Path, info: os.stat_result) -> None:
 
 @dataclass
 class DeskClient:
+    """The running agent at ``path``. ``expect_agency``: the agency the command acts for
+    (its key); an agent of another agency is refused before any request is sent."""
+
     path: Path
     agency: str = ""
+    expect_agency: str | None = None
 
     def _open(self, timeout: float | None) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -97,7 +102,15 @@ class DeskClient:
         try:
             with _address(self.path) as address:
                 sock.connect(address)
-        except OSError:
+            # The file's owner was checked; the process behind it is checked too, before a
+            # byte is sent: only one running as this user gets the request (a message body).
+            if peer_uid(sock) != os.getuid():
+                raise TrustError(
+                    f"the process answering on {self.path} runs as another user",
+                    hint="refused, nothing was sent: only an agent run by you gets your "
+                    "messages; find out who runs it, stop it, and start your own agent",
+                )
+        except (OSError, TrustError):
             sock.close()
             raise
         return sock
@@ -120,15 +133,28 @@ class DeskClient:
             ) from None
         try:
             _send(sock, api.Hello(api.API_VERSION))
-            _send(sock, request)
             welcome = _receive(sock, request)
             if isinstance(welcome, api.Failed):
                 raise AgentFailed(welcome)
             if isinstance(welcome, api.Welcome):
                 self.agency = welcome.agency
+                if self.expect_agency is not None and welcome.agency != self.expect_agency:
+                    raise TrustError(
+                        f"the agent running for this state directory is {welcome.agency}'s, "
+                        f"but the key given is {self.expect_agency}'s",
+                        hint="refused, nothing was sent: give the state directory (--state) "
+                        "or the profile of the agency whose key you use",
+                    )
+            _send(sock, request)  # only once the agent is known to be this agency's
             yield _answers(sock, request)
         finally:
             sock.close()
+
+
+def peer_uid(sock: socket.socket) -> int:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
 
 
 def _send(sock: socket.socket, message: api.Hello | api.Request) -> None:

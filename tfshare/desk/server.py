@@ -114,7 +114,7 @@ async def _read_frame(reader: asyncio.StreamReader) -> bytes:
 
 
 def _failed(exc: TfshareError) -> api.Failed:
-    return api.Failed(exc.message, exc.hint, int(exc.exit_code), type(exc).__name__)
+    return api.Failed(exc.message, exc.hint, int(exc.exit_code), type(exc).__name__, exc.code)
 
 
 @dataclass
