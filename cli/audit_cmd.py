@@ -641,12 +641,22 @@ def disclose_cmd(
 ) -> None:
     """Disclose one received message (envelope + its key, signed by you): proves its exact
     content to anyone holding the task force's anchor, and reveals nothing else."""
-    from tfshare.workflows import audit
+    from .live_cmd import _agency, _desk
 
-    from .live_cmd import _agency
+    desk = _desk(key, roster, anchor, state)
+    if desk is not None:  # the running agent holds the key: no passphrase asked
+        from tfshare.desk import api
+        from tfshare.files import write_atomic
 
-    agency, _ = _agency(key, passphrase_file, roster, anchor, state, None)
-    sender = audit.disclose(agency, msg_id, out)
+        answer = desk.call(api.DiscloseRequest(msg_id))
+        assert isinstance(answer, api.Disclosure)
+        write_atomic(out, answer.data)
+        sender = answer.sender
+    else:
+        from tfshare.workflows import audit
+
+        agency, _ = _agency(key, passphrase_file, roster, anchor, state, None)
+        sender = audit.disclose(agency, msg_id, out)
     typer.echo(str(out))
     note(f"disclosure of a message from {sender} written; it reveals that message's content")
 

@@ -322,6 +322,22 @@ def test_publish_through_the_agent_without_passphrase_reaches_the_reader(
     assert shown["body"]["title"] == json.loads(ALERT.read_text())["title"]
 
 
+def test_audit_disclose_through_the_agent_needs_no_passphrase_and_the_disclosure_checks(
+    police: DeskAgent, ngo: DeskAgent, cli_tf: CliTaskForce, tmp_path: Path
+) -> None:
+    """ngo discloses a message it received, through its agent (no passphrase): the file it
+    writes passes 'audit check-disclosure' and names police as the sender."""
+    sent = json.loads(ok(police.publish()).stdout)["msg_id"]
+    assert wait_for(lambda: sent in ngo.inbox_ids(), SEEN, 0.2)
+    out = tmp_path / "x.tfdisclosure"
+    result = ngo.run("audit", "disclose", sent, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "from police" in result.stderr
+    checked = cli_tf.run("audit", "check-disclosure", out, *cli_tf.trust(), "--json")
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)["sender"] == "police"
+
+
 # -- 3: the broker away -----------------------------------------------------------------------
 
 

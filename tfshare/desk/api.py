@@ -247,6 +247,7 @@ class SchemaDocument(msgspec.Struct, tag="schema.document", frozen=True):
 class Disclosure(msgspec.Struct, tag="disclosure", frozen=True):
     data: bytes  # the disclosure file's bytes (it names the message key of one message only)
     msg_id: str
+    sender: str = ""
 
     def __repr__(self) -> str:
         return f"Disclosure(msg_id={self.msg_id!r}, data=<{len(self.data)} bytes>)"

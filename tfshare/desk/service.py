@@ -328,7 +328,7 @@ class Desk:
 
     def disclose(self, ref_text: str) -> api.Disclosure:
         item = self.find(ref_text)
-        return api.Disclosure(disclosure_bytes(self.agency, item), item.msg_id.hex())
+        return api.Disclosure(disclosure_bytes(self.agency, item), item.msg_id.hex(), item.sender)
 
     def login_link(self) -> api.LoginLink:
         if self.web is None:
