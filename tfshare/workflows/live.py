@@ -439,7 +439,8 @@ class Agency:
             now_ms=_now(),
         )
         return cls(
-            creds,
+            # The key is unlocked: the passphrase is not kept (the agent lives for weeks).
+            Credentials(creds.key_path, b""),
             state.roster,
             state.registry,
             state.store,
