@@ -159,6 +159,7 @@ def test_a_follower_that_never_reads_is_let_go_before_it_holds_hundreds_of_megab
                 desk._on_outcome(Delivered(opened(n, BIG), None, False))
             queued = [sub.queue.get_nowait() for _ in range(sub.queue.qsize())]
         assert queued[-1] is None, "the stalled follower was not let go"
+        assert sub.dropped  # so the agent tells it why it ends (FELL_BEHIND, exit 4)
         held = sum(
             len(item.item.body["summary"])
             for item in queued

@@ -32,6 +32,14 @@ log = structlog.get_logger("tfshare.desk")
 
 MAX_SUN_PATH = 107
 
+FELL_BEHIND = api.Failed(
+    "this feed fell too far behind the messages arriving and was ended by the agent",
+    "the messages are in the inbox: see 'tfshare inbox list', and start listen again (read "
+    "its output as it comes: a paused listen holds the agent's memory)",
+    int(ExitCode.BROKER),
+    "FellBehind",
+)
+
 
 class AgentRunning(TfshareError):
     """Another agent holds this profile's state directory."""
@@ -259,8 +267,10 @@ class DeskServer:
         try:
             async with self.desk.subscribe() as feed:
                 if request.include_existing:
-                    for view in reversed(self.desk.messages(limit=100_000)):
+                    for n, view in enumerate(reversed(self.desk.messages(limit=100_000))):
                         writer.write(api.frame(api.FeedItem(view)))
+                        if n % 64 == 63:
+                            await writer.drain()  # the client's pace, not the whole inbox
                     await writer.drain()
                 items = aiter(feed)
                 while True:
@@ -272,6 +282,9 @@ class DeskServer:
                     try:
                         item = nxt.result()
                     except StopAsyncIteration:
+                        if feed.dropped:
+                            writer.write(api.frame(FELL_BEHIND))
+                            await writer.drain()
                         return
                     writer.write(api.frame(item))
                     await writer.drain()

@@ -67,6 +67,7 @@ class Subscription:
         default_factory=lambda: asyncio.Queue(FEED_QUEUE)
     )
     held: int = 0  # bytes of the items waiting in ``queue``
+    dropped: bool = False  # let go for falling too far behind (not: the desk closed)
     _sizes: collections.deque[int] = field(default_factory=collections.deque)
 
     def offer(self, item: api.FeedItem, size: int) -> bool:
@@ -147,6 +148,7 @@ class Desk:
                 # sees the end of its feed and can reconnect (and list the inbox).
                 self._subscribers.discard(sub)
                 log.warning("feed_subscriber_dropped", queued=sub.queue.qsize(), held=sub.held)
+                sub.dropped = True
                 sub.end()
 
     @contextlib.asynccontextmanager
