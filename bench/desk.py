@@ -498,6 +498,7 @@ class WebFigures:
     burst_painted: list[float]
     rss_open_mib: float
     rss_after_mib: float
+    rows_at_open: int  # rows the inbox page listed when it was opened
 
 
 def web_delays(
@@ -534,6 +535,9 @@ def web_delays(
         wait_live(setup, seen, "the web inbox")
         time.sleep(2)  # settled, the page open
         rss_open = rss_mib(agent.process.pid)
+        rows: int = driver.execute_script(
+            "return document.querySelectorAll('#inbox-rows tr.msg').length;"
+        )
 
         def run(n: int, rate: float, severity: str) -> Runs:
             ids = publish_from_labour(setup, n, rate=rate, severity=severity)
@@ -548,7 +552,8 @@ def web_delays(
         for severity in ("critical", "low"):
             steady = run(sizes.steady, RATE, severity)
             burst = run(sizes.burst, 0, severity)
-            figures.append(WebFigures(*steady, *burst, rss_open, rss_mib(agent.process.pid)))
+            rss = rss_mib(agent.process.pid)
+            figures.append(WebFigures(*steady, *burst, rss_open, rss, rows))
         cookie = "; ".join(f"{c['name']}={c['value']}" for c in driver.get_cookies())
     finally:
         driver.quit()
@@ -569,7 +574,8 @@ def stream_delays(setup: Setup, sizes: Sizes, inbox_url: str, cookie: str) -> Ru
     got: dict[str, float] = {}
 
     def read() -> None:
-        with contextlib.suppress(OSError, ValueError):
+        # conn.close() at the end stops the loop: http.client then fails as it reads on
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             for line in response:
                 if line.startswith(b"data: "):
                     got.setdefault(str(json.loads(line[6:])["msg_id"]), _now_ms_float())
@@ -697,7 +703,8 @@ def report(
         print(f"    {name:26s} steady {_pair(steady)}   burst {_pair(burst)}")
     print(
         "    (critical alerts, examples/alert.json: the page cues each one, sound and flash; "
-        "'shown' is the first animation frame after app.js inserted the row)"
+        "'shown' is the first animation frame after app.js inserted the row; the page "
+        f"listed {loud.rows_at_open} messages when opened)"
     )
 
     def worst(*runs: list[float]) -> float:
