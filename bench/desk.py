@@ -475,6 +475,12 @@ def chrome() -> Any:
     from selenium import webdriver  # noqa: PLC0415
     from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
 
+    for needed in ("/usr/bin/chromium", "/usr/bin/chromedriver"):
+        if not Path(needed).exists():
+            raise RuntimeError(
+                f"{needed} is missing: the web inbox is measured in Debian's chromium "
+                "(apt-get install chromium chromium-driver)"
+            )
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for argument in (
