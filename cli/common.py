@@ -98,6 +98,13 @@ class Where:
     server: str | None
 
 
+def profile_agency() -> str | None:
+    """The agency of the active profile (--profile / TFSHARE_PROFILE), if any."""
+    from tfshare import profiles  # noqa: PLC0415
+
+    return profiles.load(_profile_name).agency if _profile_name else None
+
+
 def where(
     key: Path | None,
     roster: Path | None,

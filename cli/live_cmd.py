@@ -30,6 +30,7 @@ from .common import (
     note,
     now_ms,
     passphrase,
+    profile_agency,
     shown,
     split_list,
     where,
@@ -65,13 +66,17 @@ def _whose(
 ) -> tuple[Path, str | None]:
     """The state directory and the agency of the key (from its public header: no
     passphrase), flags first, then the profile."""
-    from tfshare.keyfile import read_keyfile_header  # noqa: PLC0415
     from tfshare.profiles import home  # noqa: PLC0415
-    from tfshare.workflows.filekinds import read_kind  # noqa: PLC0415
 
     at = where(key, roster, anchor, state)
+    agency = profile_agency() if key is None else None
+    if agency is not None:  # the profile's own key: its config names the agency (no crypto)
+        return at.state or home() / "state" / agency, agency
+    from tfshare.keyfile import read_keyfile_header  # noqa: PLC0415
+    from tfshare.workflows.filekinds import read_kind  # noqa: PLC0415
+
     try:
-        agency: str | None = read_keyfile_header(read_kind(at.key, "key")).agency_id
+        agency = read_keyfile_header(read_kind(at.key, "key")).agency_id
     except TfshareError:
         if at.state is None:
             raise  # the state directory is named after the key's agency

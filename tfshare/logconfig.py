@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO, cast
 
 from tfshare.visible import escape
 
@@ -82,6 +82,26 @@ def visible(
     return event
 
 
+class _CurrentStderr:
+    """``sys.stderr`` as it is when a line is written, not as it was when logging was set
+    up: the chain may be applied long after ``configure`` (when structlog is first
+    imported), and a process may replace ``sys.stderr`` in between (pytest's capture does,
+    for each test, and closes the old one)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
+# structlog takes a TextIO; print() needs only write and flush.
+_CURRENT_STDERR: Final = cast(TextIO, _CurrentStderr())
+
+
 @dataclass(frozen=True)
 class _Settings:
     level: str
@@ -91,12 +111,12 @@ class _Settings:
 
 def configure(
     level: str = "warning", *, json: bool | None = None, stream: TextIO | None = None
-) -> None:
+) -> None:  # stream: a fixed one (tests); None: the process's stderr at each line
     """Configure structlog for a CLI process: JSON lines unless on a TTY, to stderr.
 
     Applied now if structlog is loaded, else when it is first imported (the module docstring
     says why); a later call replaces an earlier one that was not applied yet."""
-    out = stream or sys.stderr
+    out = stream or _CURRENT_STDERR
     settings = _Settings(level, json if json is not None else not out.isatty(), out)
     loaded = sys.modules.get("structlog")
     if loaded is not None:

@@ -20,10 +20,7 @@ from pathlib import Path
 from tfshare.encoding import is_name
 from tfshare.errors import InputError, UsageError
 from tfshare.files import read_bytes, write_atomic
-from tfshare.keyfile import read_keyfile_header
 from tfshare.urls import parse_server_url
-from tfshare.workflows.filekinds import read_kind
-from tfshare.workflows.keys import init_keys
 
 
 def home() -> Path:
@@ -97,6 +94,12 @@ def create(
     allow_weak_passphrase: bool = False,
 ) -> Profile:
     """Create a profile: new keys (or ``key`` imported), copies of roster and anchor."""
+    # Key files and cards only here: every command loads a profile, few create one (and
+    # the crypto they pull in is most of a command's start-up).
+    from tfshare.keyfile import read_keyfile_header  # noqa: PLC0415
+    from tfshare.workflows.filekinds import read_kind  # noqa: PLC0415
+    from tfshare.workflows.keys import init_keys  # noqa: PLC0415
+
     server = parse_server_url(server)
     folder = _folder(name)
     if folder.exists():

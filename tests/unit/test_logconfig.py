@@ -199,3 +199,19 @@ def test_console_rendering_redacts_too(stream: io.StringIO) -> None:
     assert "console_event" in stream.getvalue()
     assert SECRET not in stream.getvalue()
     assert stream.getvalue().count(REDACTED) == 2
+
+
+def test_logs_go_to_the_stderr_of_the_moment_not_a_closed_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """configure() without a stream writes to sys.stderr as it is at each line: a process
+    that replaces stderr (pytest's capture, per test) and closes the old one must not make
+    every later log line fail with "I/O operation on closed file" (it stopped agents)."""
+    first = io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    configure("info", json=True)
+    second = io.StringIO()
+    monkeypatch.setattr("sys.stderr", second)
+    first.close()
+    structlog.get_logger("t").info("after_the_switch")
+    assert json.loads(second.getvalue())["event"] == "after_the_switch"

@@ -135,20 +135,29 @@
   var baseTitle = document.title;
   var unseenLoud = 0;
 
+  // One audio context for the page (a new one per alert costs the browser tens of
+  // milliseconds each: a burst of critical alerts was shown up to a second late), and one
+  // beep per second at most: a burst sounds once.
+  var audio = null;
+  var lastBeep = 0;
+
   function beep() {
+    var now = Date.now();
+    if (now - lastBeep < 1000) { return; }
+    lastBeep = now;
     try {
       var Ctx = window.AudioContext || window.webkitAudioContext;
       if (!Ctx) { return; }
-      var ctx = new Ctx();
-      var osc = ctx.createOscillator();
-      var gain = ctx.createGain();
+      if (!audio) { audio = new Ctx(); }
+      if (audio.state === "suspended") { audio.resume().catch(function () {}); }
+      var osc = audio.createOscillator();
+      var gain = audio.createGain();
       osc.frequency.value = 880;
       gain.gain.value = 0.08;
       osc.connect(gain);
-      gain.connect(ctx.destination);
+      gain.connect(audio.destination);
       osc.start();
-      osc.stop(ctx.currentTime + 0.18);
-      osc.onended = function () { ctx.close(); };
+      osc.stop(audio.currentTime + 0.18);
     } catch (e) { /* no sound: the visual cue remains */ }
   }
 
@@ -166,18 +175,30 @@
     document.body.classList.remove("alarm");
   }
 
+  // The rows listed, by msg_id and sender: a pushed row the page already lists (it was
+  // loaded after the message arrived) is not added twice. A set, not a scan of the table:
+  // each pushed row must cost the same whatever the size of the inbox.
+  var listed = null;
+
+  function listedKeys() {
+    if (listed === null) {
+      listed = new Set();
+      var rows = byId("inbox-rows").querySelectorAll("tr.msg");
+      for (var i = 0; i < rows.length; i++) {
+        listed.add(rows[i].dataset.msgId + " " + rows[i].dataset.sender);
+      }
+    }
+    return listed;
+  }
+
   function onMessage(event) {
     var row;
     try { row = JSON.parse(event.data); } catch (e) { return; }
     if (!row || typeof row !== "object") { return; }
     var tbody = byId("inbox-rows");
-    var existing = tbody.querySelectorAll("tr.msg");
-    for (var i = 0; i < existing.length; i++) {
-      if (existing[i].dataset.msgId === row.msg_id &&
-          existing[i].dataset.sender === visible(String(row.sender))) {
-        return;  // already listed (the page was loaded after it arrived)
-      }
-    }
+    var key = String(row.msg_id) + " " + visible(String(row.sender));
+    if (listedKeys().has(key)) { return; }
+    listed.add(key);
     var tr = buildRow(row);
     tr.dataset.shownMs = String(Date.now());  // with data-received-ms: the stored-to-shown delay
     tr.classList.add("fresh");
@@ -189,7 +210,10 @@
     var ok = matches(tr, filters());
     tr.classList.toggle("hidden", !ok);
     if (ok && (tr.dataset.severity === "high" || tr.dataset.severity === "critical")) { cue(tr); }
-    applyFilters();
+    if (ok) {  // only the new row is judged: the others have not changed
+      var count = byId("shown-count");
+      count.textContent = String((Number(count.textContent) || 0) + 1);
+    }
   }
 
   function startInbox() {
