@@ -31,7 +31,6 @@ from tfshare.audit.service import IdentitySigner
 from tfshare.audit.witness import witnesses_of
 from tfshare.broker import CHECKPOINT_KEY, BrokerProcess, audit_bucket, channel_subject
 from tfshare.workflows import live
-from tfshare.workflows.keys import load_identity
 from tfshare.workflows.witness import held_path, run_witness
 
 TF = "nl-north"
@@ -97,7 +96,7 @@ def _fast_witness(agency: live.Agency, interval_s: float) -> Sidecar:
     """The sidecar ``live.make_agent`` gives every agent, with a short round interval: its
     ``interval_s`` default is bound when ``run_witness`` is defined (WITNESS_INTERVAL_S, 30 s),
     so patching the module constant would not reach it."""
-    identity = load_identity(agency.creds.key_path, agency.creds.passphrase)
+    identity = agency.identity()  # unlocked once by Agency.load (the passphrase is not kept)
 
     async def witness_log(conn: transport.Connection, ended: asyncio.Event) -> None:
         await run_witness(
