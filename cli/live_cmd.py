@@ -154,6 +154,16 @@ def agent_run(
     registry: RegistryOpt = None,
     web: WebFlag = False,
     web_port: WebPort = 8470,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Also serve Prometheus /metrics and /healthz on this port of 127.0.0.1 "
+            "(off by default).",
+            min=0,
+            max=65535,
+        ),
+    ] = None,
 ) -> None:
     """Run the agency's agent until Ctrl-C (JSON logs on stderr): it receives into the inbox,
     sends the outbox, and holds the unlocked key for the other commands (publish, inbox,
@@ -182,10 +192,13 @@ def agent_run(
                     f"web inbox at {desk.web.url} (log in with the link 'tfshare web open' prints)"
                 )
 
+        def metrics_ready(url: str) -> None:
+            note(f"metrics at {url}/metrics, health at {url}/healthz")
+
         asyncio.run(
             run_desk(
                 agency, agent, state_dir=state_dir, clock=now_ms, web=web, web_port=web_port,
-                ready=ready,
+                metrics_port=metrics_port, metrics_ready=metrics_ready, ready=ready,
             )
         )  # fmt: skip
     finally:
