@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tfshare.desk import api
-from tfshare.desk import client as desk_client
 from tfshare.errors import ExitCode, TfshareError, UsageError
 
 from .common import (
@@ -41,6 +39,8 @@ from .common import (
 # crypto, the registry) is imported inside the functions that work directly, so that a call
 # through the agent starts in a fraction of a second.
 if TYPE_CHECKING:
+    from tfshare.desk import api
+    from tfshare.desk import client as desk_client
     from tfshare.workflows import live
     from tfshare.workflows.bodies import Prompter
 
@@ -89,6 +89,8 @@ def _desk(
 ) -> desk_client.DeskClient | None:
     """The running agent of this agency, or None (the command then works directly). An
     agent of another agency (another key's state directory) is refused when called."""
+    from tfshare.desk import client as desk_client  # noqa: PLC0415
+
     state_dir, agency = _whose(key, roster, anchor, state)
     client = desk_client.connect(state_dir)
     if client is not None:
@@ -214,6 +216,8 @@ def agent_run(
 def _running(
     key: Path | None, roster: Path | None, anchor: Path | None, state: Path | None
 ) -> desk_client.DeskClient:
+    from tfshare.desk import client as desk_client  # noqa: PLC0415
+
     client = _desk(key, roster, anchor, state)
     if client is None:
         raise desk_client.AgentUnavailable(
@@ -233,6 +237,8 @@ def agent_status(
 ) -> None:
     """What the running agent is doing: connection, roster, backlog, outbox, last message,
     witness, latest errors (exit 4 if no agent runs)."""
+    from tfshare.desk import api  # noqa: PLC0415
+
     answer = _running(key, roster, anchor, state).call(api.StatusRequest())
     assert isinstance(answer, api.Status)
     if as_json:
@@ -286,6 +292,8 @@ def web_open(
 ) -> None:
     """Print a one-time login link to the running agent's web inbox (valid one minute, for
     one login): open it in a browser on this machine."""
+    from tfshare.desk import api  # noqa: PLC0415
+
     state_dir = _state_dir(key, roster, anchor, state)
     answer = _running(key, roster, anchor, state).call(api.LoginRequest())
     assert isinstance(answer, api.LoginLink)
@@ -467,6 +475,7 @@ KINDS = ("alert", "red-flag", "tip")
 def _same_broker(desk: desk_client.DeskClient, server: str) -> None:
     """--server with a running agent: the agent sends every message (it owns the outbox),
     so another broker named here cannot be honoured; refused rather than ignored."""
+    from tfshare.desk import api  # noqa: PLC0415
     from tfshare.urls import parse_server_url  # noqa: PLC0415
 
     status = desk.call(api.StatusRequest())
@@ -508,6 +517,8 @@ def _publish_through(
     """Publish through the running agent: it holds the key and the outbox. On a terminal,
     required fields still missing are asked for here (the agent has no terminal), against
     the schema the agent uses."""
+    from tfshare.desk import api  # noqa: PLC0415
+
     data = _read_body(body_path, from_stdin)
     prompter: Prompter | None = None
     if on_terminal and derive is None:
@@ -653,6 +664,8 @@ def listen_cmd(
 ) -> None:
     """The live feed: each message the agent stores, the moment it is stored (NDJSON with
     --json). Without a running agent, the inbox is read directly as the agent fills it."""
+    from tfshare.desk import api  # noqa: PLC0415
+
     if min_severity is not None and min_severity not in SEVERITIES:
         raise UsageError(
             f"unknown severity {min_severity!r}", hint=f"use one of {', '.join(SEVERITIES)}"
@@ -692,6 +705,8 @@ def listen_cmd(
 def _follow_through(
     desk: desk_client.DeskClient, include_existing: bool
 ) -> Iterator[api.Message | api.Unreadable]:
+    from tfshare.desk import api  # noqa: PLC0415
+
     with desk.conversation(api.FollowRequest(include_existing), timeout=None) as answers:
         for answer in answers:
             if isinstance(answer, api.FeedItem):
@@ -780,6 +795,8 @@ def _inbox_rows(
     state: Path | None,
     registry: Path | None,
 ) -> list[dict[str, str]]:
+    from tfshare.desk import api  # noqa: PLC0415
+
     desk = _desk(key, roster, anchor, state)
     if desk is not None:
         answer = desk.call(api.InboxListRequest(limit=100))
@@ -851,6 +868,7 @@ def inbox_show(
 ) -> None:
     """Decrypt and show one received message."""
     from tfshare import msgref  # noqa: PLC0415
+    from tfshare.desk import api  # noqa: PLC0415
 
     msgref.parse(msg_id)  # a malformed id is refused before the passphrase is asked
     desk = _desk(key, roster, anchor, state)
@@ -903,6 +921,8 @@ def inbox_search(
     as_json: JsonFlag = False,
 ) -> None:
     """Search the received messages' decrypted bodies (nothing is indexed in clear)."""
+    from tfshare.desk import api  # noqa: PLC0415
+
     desk = _desk(key, roster, anchor, state)
     if desk is not None:
         answer = desk.call(api.InboxSearchRequest(text))
@@ -945,6 +965,7 @@ def _search_direct(
     state: Path | None,
     registry: Path | None,
 ) -> tuple[list[api.Message], list[api.Unreadable]]:
+    from tfshare.desk import api  # noqa: PLC0415
     from tfshare.desk.views import read_view  # noqa: PLC0415
     from tfshare.workflows import live  # noqa: PLC0415
 
@@ -972,6 +993,8 @@ def inbox_quarantine(
     as_json: JsonFlag = False,
 ) -> None:
     """Messages the agent rejected, with their codes."""
+    from tfshare.desk import api  # noqa: PLC0415
+
     desk = _desk(key, roster, anchor, state)
     if desk is not None:
         answer = desk.call(api.QuarantineRequest())
