@@ -15,7 +15,6 @@ from typing import Any, Final
 
 import pytest
 import typer
-
 from tfshare.cli.app import app as root_app
 from tfshare.cli.live_cmd import SYSTEMD_CREDENTIAL
 
@@ -121,9 +120,7 @@ def options(cmd: Any) -> set[str]:
     return {opt for param in cmd.params for opt in getattr(param, "opts", [])}
 
 
-@pytest.mark.parametrize(
-    ("name", "path"), [(AGENT, ["agent", "run"]), (AUDIT, ["audit", "serve"])]
-)
+@pytest.mark.parametrize(("name", "path"), [(AGENT, ["agent", "run"]), (AUDIT, ["audit", "serve"])])
 def test_exec_start_is_a_command_line_the_cli_accepts(name: str, path: list[str]) -> None:
     args = shlex.split(one(parse(UNITS / name), "ExecStart"))
     assert args[0] == "/opt/tfshare/bin/tfshare"
