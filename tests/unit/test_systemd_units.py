@@ -15,8 +15,11 @@ from typing import Any, Final
 
 import pytest
 import typer
-from tfshare.cli.app import app as root_app
-from tfshare.cli.live_cmd import SYSTEMD_CREDENTIAL
+
+# cli/ installs as tfshare.cli (pyproject); mypy checks it from the source tree as "cli".
+from tfshare.cli import app, live_cmd  # type: ignore[import-not-found,unused-ignore]  # isort: skip
+
+SYSTEMD_CREDENTIAL: Final[str] = live_cmd.SYSTEMD_CREDENTIAL
 
 UNITS: Final = Path(__file__).resolve().parents[2] / "broker_config" / "systemd"
 VENV_BIN: Final = Path(__file__).resolve().parents[2] / ".venv" / "bin"
@@ -109,7 +112,7 @@ def test_the_passphrase_comes_as_a_systemd_credential_never_the_environment(name
 
 def command(path: list[str]) -> Any:
     """The CLI's (click) command at ``path`` (typer vendors click: no import of it here)."""
-    found: Any = typer.main.get_command(root_app)
+    found: Any = typer.main.get_command(app.app)
     for name in path:
         found = found.get_command(found.context_class(found), name)
         assert found is not None, f"no command {' '.join(path)}"
