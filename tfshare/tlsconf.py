@@ -20,7 +20,7 @@ import ssl
 from pathlib import Path
 from typing import Final
 
-from tfshare.errors import InputError, TrustError, UsageError
+from tfshare.errors import BrokerError, InputError, TrustError, UsageError
 from tfshare.urls import parse_server_url
 
 # Seconds nats-server waits for a TLS handshake (its default, 0.5 s, is short for a link
@@ -264,3 +264,59 @@ def check_plain_url(url: str, *, allow_plain: bool, source: str = "--server") ->
             "you trust (a VPN), allow it with --allow-plain",
         )
     return checked
+
+
+def tls_refusal(exc: BaseException, *, doing: str, client_cert: bool) -> BrokerError | None:
+    """A TLS failure while ``doing`` (connecting to a URL) as a ``BrokerError`` that says
+    which side's certificate was refused and what to give; None if ``exc`` is no TLS failure
+    (the caller's own classification applies). ``client_cert``: whether this client showed a
+    certificate. A broker that refuses the client's certificate sends a TLS alert, but the
+    connection may be gone before nats-py reads it: a broken pipe or a reset is then all
+    there is, and it is named as a possible certificate refusal (only during the connect:
+    the caller passes other resets on as the broker being unavailable)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return BrokerError(
+            f"the broker's TLS certificate was not accepted while {doing} "
+            f"({exc.verify_message or exc.reason})",
+            hint="give --tls-ca the task force CA that signed the broker's certificate; the "
+            "host in the URL must be one the certificate names",
+        )
+    if isinstance(exc, ssl.SSLError):
+        reason = (exc.reason or "").upper()
+        if any(alert in reason for alert in _CLIENT_CERT_ALERTS):
+            return BrokerError(
+                f"the broker refused this client's TLS certificate while {doing} ({exc.reason})",
+                hint="give --tls-cert/--tls-key a certificate of the task force CA "
+                "(ask the coordinator for one)",
+            )
+        return BrokerError(
+            f"TLS failed while {doing} ({exc.reason or type(exc).__name__})",
+            hint="check --tls-ca, --tls-cert and --tls-key, and that the URL is the broker's",
+        )
+    if isinstance(exc, BrokenPipeError | ConnectionResetError):
+        # The server's alert may be lost in the race with our first write: the reset is all
+        # nats-py reports then.
+        why = (
+            "it may not accept this client's certificate (not of the task force CA?)"
+            if client_cert
+            else "it may require a client certificate"
+        )
+        return BrokerError(
+            f"the broker closed the connection during TLS while {doing}: {why}",
+            hint="give --tls-cert/--tls-key a certificate of the task force CA (ask the "
+            "coordinator for one)",
+        )
+    return None
+
+
+# TLS alerts a server sends when it refuses the client's certificate.
+_CLIENT_CERT_ALERTS: Final = (
+    "ALERT_UNKNOWN_CA",
+    "ALERT_BAD_CERTIFICATE",
+    "ALERT_CERTIFICATE_REQUIRED",
+    "ALERT_CERTIFICATE_UNKNOWN",
+    "ALERT_UNSUPPORTED_CERTIFICATE",
+    "ALERT_CERTIFICATE_EXPIRED",
+    "ALERT_CERTIFICATE_REVOKED",
+    "ALERT_ACCESS_DENIED",
+)

@@ -25,6 +25,7 @@ from tfshare.tlsconf import (
     quote_path,
     route_tls_block,
     server_tls_block,
+    tls_refusal,
 )
 
 
@@ -239,3 +240,10 @@ def test_an_ipv4_url_is_loopback_exactly_when_in_127_slash_8(address: object, po
 @given(st.ip_addresses(v=6))
 def test_an_ipv6_url_is_loopback_exactly_when_it_is_colon_colon_1(address: object) -> None:
     assert is_loopback_url(f"nats://[{address}]:4222") == (str(address) == "::1")
+
+
+def test_tls_refusal_leaves_other_failures_to_the_caller() -> None:
+    assert tls_refusal(TimeoutError(), doing="connecting", client_cert=False) is None
+    assert tls_refusal(OSError("no route"), doing="connecting", client_cert=True) is None
+    reset = tls_refusal(ConnectionResetError(), doing="connecting", client_cert=False)
+    assert reset is not None and "require a client certificate" in reset.message
