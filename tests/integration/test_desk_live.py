@@ -879,3 +879,55 @@ def test_a_socket_answered_by_another_users_process_is_refused_before_anything_i
     assert "True" not in received, f"the other user's process got the body: {received}"
     assert result.returncode == 6, result.stderr
     assert is_error_with_hint(result) and result.stdout == ""
+
+
+# What a call through the agent must not load in the command's process (issue 13: no NATS
+# client, no key derivation, no web framework, no audit service, no registry compiler).
+CLIENT_CALL_MUST_NOT_IMPORT = (
+    "nats",
+    "aiohttp",
+    "tfshare.transport",
+    "tfshare.agent",
+    "tfshare.audit.service",
+    "tfshare.registry.profile",
+    "tfshare.registry.schema",
+    "tfshare.registry.book",
+    "tfshare.workflows.live",
+)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["inbox", "list", "--json"], ["agent", "status", "--json"], ["inbox", "quarantine"]],
+    ids=["inbox-list", "agent-status", "quarantine"],
+)
+def test_a_call_through_the_agent_loads_no_nats_client_crypto_or_registry(
+    police: DeskAgent, argv: list[str]
+) -> None:
+    """The command runs in-process after its modules were recorded: what it imported for
+    the call is what a user waits for. (With --key, the agency is read from the key file's
+    public header: no passphrase, no key derivation; with a profile, from its config.)"""
+    script = (
+        "import json, sys\n"
+        "from tfshare.cli.app import run\n"
+        "code = run(sys.argv[1:])\n"
+        "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, *argv, *police.args()],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=police.tf.root,
+        env=clean_env(police.tf.home),
+    )
+    assert result.returncode == 0, result.stderr
+    modules = set(json.loads(result.stderr.strip().splitlines()[-1]))
+    loaded = sorted(
+        m
+        for m in modules
+        if any(m == h or m.startswith(h + ".") for h in CLIENT_CALL_MUST_NOT_IMPORT)
+    )
+    assert loaded == []
