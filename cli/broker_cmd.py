@@ -25,7 +25,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from tfshare.broker import BrokerProcess
+    from tfshare.broker import BrokerCluster, BrokerProcess, ClusterLayout
     from tfshare.store import StateStore
     from tfshare.workflows import live
 
@@ -36,6 +36,63 @@ PortOpt = Annotated[
     int, typer.Option("--port", min=1, max=65535, help="The port members connect to.")
 ]
 BROKER_HOST = "127.0.0.1"  # where 'broker up' listens (live.start_broker)
+
+ClusterOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--cluster",
+        min=2,
+        max=16,
+        help="Nodes of a JetStream cluster (3 or 5): one configuration per node, routes "
+        "between them; streams and buckets get 3 replicas from 3 nodes.",
+        show_default=False,
+    ),
+]
+ClusterPortOpt = Annotated[
+    int,
+    typer.Option(
+        "--cluster-port",
+        min=1,
+        max=65535,
+        help="The port the nodes route to each other on (with --cluster; on one machine, "
+        "node i uses this + i - 1, as it uses --port + i - 1 for clients).",
+    ),
+]
+ReplicasOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--replicas",
+        min=1,
+        max=5,
+        help="Copies JetStream keeps of each stream and bucket, on different nodes "
+        "(default: 3 on a cluster of 3 nodes or more, else 1). Never lowers what a "
+        "stream or bucket has.",
+        show_default=False,
+    ),
+]
+
+
+def _layout(
+    taskforce: str, nodes: int, hosts: str | None, port: int, cluster_port: int
+) -> ClusterLayout:
+    """The cluster's nodes: on --hosts (one each; the same ports on every machine), else on
+    this machine's loopback (consecutive ports)."""
+    from tfshare.broker import ClusterLayout, ClusterNode, loopback_cluster
+    from tfshare.errors import UsageError
+
+    if hosts is None:
+        return loopback_cluster(taskforce, nodes, port=port, cluster_port=cluster_port)
+    names = [h.strip() for h in hosts.split(",") if h.strip()]
+    if len(names) != nodes or len(set(names)) != len(names):
+        raise UsageError(
+            f"--hosts names {len(set(names))} different node(s), --cluster says {nodes}",
+            hint="give one host (name or address) per node, each once: a node missing from "
+            "the list would be missing from every other node's routes",
+        )
+    for name in names:
+        parse_server_url(f"nats://{name}", source="--hosts")
+    return ClusterLayout(taskforce, tuple(ClusterNode(h, port, cluster_port) for h in names))
+
 
 # The limits (README, "Limits"). Sizes take nats-server's units: 512MB, 8GiB, or bytes.
 MaxAgeOpt = Annotated[
@@ -205,12 +262,17 @@ def broker_up(
     max_connections: MaxConnectionsOpt = _DEFAULT.max_connections,
     max_subscriptions: MaxSubscriptionsOpt = _DEFAULT.max_subscriptions,
     state: StateDir = None,
+    cluster: ClusterOpt = None,
+    cluster_port: ClusterPortOpt = 6222,
+    replicas: ReplicasOpt = None,
 ) -> None:
     """Run a nats-server with JetStream, configured from the roster, until Ctrl-C.
 
     It follows the roster bucket: a newer roster published there (tfshare roster publish) is
     verified and applied at once (users and permissions reloaded, consumers provisioned).
-    The --max-* flags bound what members can make the broker keep (README, "Limits")."""
+    The --max-* flags bound what members can make the broker keep (README, "Limits").
+    With --cluster N it runs an N-node cluster on this machine's loopback (tests, the demo):
+    clients get every node's URL, and Ctrl-C stops them all."""
     from tfshare.broker import check_port_free
     from tfshare.store import StateStore
     from tfshare.workflows import live
@@ -235,7 +297,14 @@ def broker_up(
     # Every check before anything is made: a port in use is said as such (not as the other
     # server's refusal of our credentials), and a failed start leaves no new --dir and no
     # new state database behind.
-    check_port_free(BROKER_HOST, port)
+    layout = None
+    if cluster is not None:
+        layout = _layout("-", cluster, None, port, cluster_port)
+        for node in layout.nodes:
+            check_port_free(node.host, node.port)
+            check_port_free(node.host, node.cluster_port)
+    else:
+        check_port_free(BROKER_HOST, port)
     db = (state or tfshare_home() / "state" / "_broker") / STATE_DB
     verify_before_creating(roster, anchor, db, now_ms=now_ms())
     made_dir = not directory.exists()
@@ -243,23 +312,36 @@ def broker_up(
         store = StateStore(db)
         try:
             trusted = load_trusted(roster, anchor, store, now_ms=now_ms())
-            broker = live.start_broker(
-                trusted,
-                directory,
-                port=port,
-                roster_bytes=read_kind(roster, "roster"),
-                limits=limits,
-            )
+            broker: BrokerProcess | BrokerCluster
+            if layout is not None:
+                layout = _layout(trusted.taskforce, len(layout.nodes), None, port, cluster_port)
+                broker = live.start_cluster(
+                    trusted,
+                    directory,
+                    layout,
+                    roster_bytes=read_kind(roster, "roster"),
+                    limits=limits,
+                    replicas=replicas,
+                )
+            else:
+                broker = live.start_broker(
+                    trusted,
+                    directory,
+                    port=port,
+                    roster_bytes=read_kind(roster, "roster"),
+                    limits=limits,
+                )
         except BaseException:
             store.close()
             if made_dir:
                 shutil.rmtree(directory, ignore_errors=True)
             raise
     supervisor = live.BrokerSupervisor(
-        broker, directory, load_anchor(anchor), store, trusted, limits
+        broker, directory, load_anchor(anchor), store, trusted, limits, layout
     )
+    what = "broker" if layout is None else f"{len(layout.nodes)}-node cluster"
     note(
-        f"broker for task force {trusted.taskforce} listening on {broker.url} "
+        f"{what} for task force {trusted.taskforce} listening on {broker.url} "
         f"(roster seq {trusted.seq}); Ctrl-C to stop"
     )
     _run_until_stopped(broker, supervisor, store, directory)
@@ -267,7 +349,10 @@ def broker_up(
 
 
 def _run_until_stopped(
-    broker: BrokerProcess, supervisor: live.BrokerSupervisor, store: StateStore, directory: Path
+    broker: BrokerProcess | BrokerCluster,
+    supervisor: live.BrokerSupervisor,
+    store: StateStore,
+    directory: Path,
 ) -> None:
     """Follow the roster bucket every 2 s until SIGTERM/SIGINT or nats-server's exit (a
     ``BrokerError``, the service manager's cue); the broker and the store closed either way."""
@@ -281,7 +366,7 @@ def _run_until_stopped(
     signal.signal(signal.SIGINT, _stop)
     next_check = time.monotonic() + 2
     try:
-        while not stopping and broker.process is not None and broker.process.poll() is None:
+        while not stopping and broker.exited() is None:
             time.sleep(0.2)
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + 2
@@ -293,14 +378,14 @@ def _run_until_stopped(
                     if updated is not None:
                         note(f"applied roster seq {updated.seq} (users and permissions reloaded)")
     finally:
-        died = broker.process is not None and broker.process.poll() is not None and not stopping
+        died = None if stopping else broker.exited()
         broker.stop()
         store.close()
-    if died:
-        code = broker.process.returncode if broker.process else "?"
+    if died is not None:
+        code = died.process.returncode if died.process else "?"
         raise BrokerError(
             f"nats-server exited unexpectedly (code {code})",
-            hint=f"see {directory / 'nats.log'}; a service manager should restart it",
+            hint=f"see {died.log}; a service manager should restart it",
         )
 
 
@@ -321,13 +406,33 @@ def broker_config(
     max_connections: MaxConnectionsOpt = _DEFAULT.max_connections,
     max_subscriptions: MaxSubscriptionsOpt = _DEFAULT.max_subscriptions,
     state: StateDir = None,
+    cluster: ClusterOpt = None,
+    cluster_port: ClusterPortOpt = 6222,
+    hosts: Annotated[
+        str | None,
+        typer.Option(
+            "--hosts",
+            help="With --cluster: the nodes' hosts, one per node, separated by commas "
+            "(each node listens on its host at --port and --cluster-port). Default: all on "
+            "127.0.0.1, on consecutive ports.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Write the nats-server configuration for operators who run nats-server themselves.
 
     DIR/nats.conf is complete; DIR/tfshare-users.conf (its users and permissions alone) is
     what the templates in broker_config/ include. Run it again after every roster change and
-    reload nats-server, then 'tfshare broker provision' for new readers' consumers."""
+    reload nats-server, then 'tfshare broker provision' for new readers' consumers.
+    With --cluster N: DIR/nats-1.conf .. DIR/nats-N.conf, one per node (run each with
+    'nats-server -c'), checked together ('tfshare broker check --dir DIR' checks them again)."""
+    from tfshare.errors import UsageError
     from tfshare.workflows import live
+
+    if hosts is not None and cluster is None:
+        raise UsageError(
+            "--hosts needs --cluster N", hint="give --cluster with the number of hosts"
+        )
 
     limits = _limits(
         max_bytes=max_bytes,
@@ -335,11 +440,45 @@ def broker_config(
         max_connections=max_connections,
         max_subscriptions=max_subscriptions,
     )
-    path = live.write_broker_config(
-        _broker_roster(roster, anchor, state), directory, port=port, server=limits.server()
-    )
+    trusted = _broker_roster(roster, anchor, state)
+    if cluster is not None:
+        layout = _layout(trusted.taskforce, cluster, hosts, port, cluster_port)
+        for path in live.write_cluster_config(trusted, directory, layout, server=limits.server()):
+            typer.echo(str(path))
+        typer.echo(str(directory / live.USERS_INCLUDE))
+        note(f"clients connect with --server {','.join(layout.urls)}")
+        return
+    path = live.write_broker_config(trusted, directory, port=port, server=limits.server())
     typer.echo(str(path))
     typer.echo(str(directory / live.USERS_INCLUDE))
+
+
+@broker_app.command("check")
+def broker_check(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="The directory of 'broker config' (--cluster or not).")
+    ],
+) -> None:
+    """Check a broker directory's configuration with 'nats-server -t'; a cluster's node
+    configurations (nats-N.conf) also together: distinct server names, one cluster name,
+    every route leading to one of the nodes."""
+    from tfshare.broker import check_cluster_configs, check_config
+    from tfshare.errors import UsageError
+    from tfshare.workflows import live
+
+    nodes = live.node_configs(directory)
+    if nodes:
+        check_cluster_configs(nodes)
+        note(f"{len(nodes)} node configurations in {directory} check")
+        return
+    single = directory / "nats.conf"
+    if not single.exists():
+        raise UsageError(
+            f"no nats.conf and no nats-N.conf in {str(directory)!r}",
+            hint="give the --dir of 'tfshare broker config'",
+        )
+    check_config(single)
+    note(f"{single} checks")
 
 
 @broker_app.command("provision")
@@ -361,11 +500,13 @@ def broker_provision(
     max_ack_pending: MaxAckPendingOpt = _DEFAULT.max_ack_pending,
     max_waiting: MaxWaitingOpt = _DEFAULT.max_waiting,
     state: StateDir = None,
+    replicas: ReplicasOpt = None,
 ) -> None:
     """Create or update the streams (one per channel), the consumers and the KV buckets on a
     nats-server you run yourself (configured with 'broker config'); seeds the roster bucket
     if it is empty. Run again with other --max-* values to change the limits of a running
-    broker, and after every roster change (a new channel gets its stream)."""
+    broker, and after every roster change (a new channel gets its stream). On a cluster,
+    --server may list its nodes (nats://a:4222,nats://b:4222,...)."""
     import asyncio
 
     from tfshare.workflows import live
@@ -390,6 +531,7 @@ def broker_provision(
             trusted,
             read_kind(roster, "roster"),
             limits,
+            replicas=replicas,
         )
     )
     note(f"provisioned task force {trusted.taskforce} (roster seq {trusted.seq}) on {server}")
@@ -397,5 +539,5 @@ def broker_provision(
         note(
             f"  channel {channel}: {limit.max_bytes // 2**20} MiB, {limit.max_msgs_per_sender} "
             f"messages per sender, kept {limit.max_age_days:g} days, messages up to "
-            f"{limit.max_msg_size // 1024} KiB"
+            f"{limit.max_msg_size // 1024} KiB, {limit.replicas} replica(s)"
         )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -74,6 +75,7 @@ from tfshare.names import (
     witness_key,
 )
 from tfshare.roster import TrustedRoster
+from tfshare.urls import split_servers
 
 log = structlog.get_logger("tfshare.transport")
 
@@ -87,6 +89,7 @@ JS_STREAM_LIMIT: Final = 10077
 # ... for "insufficient resources": the server's JetStream storage (max_file_store) is full.
 JS_INSUFFICIENT_RESOURCES: Final = 10023
 JS_INSUFFICIENT_STORAGE: Final = 10047  # "insufficient storage resources available"
+JS_NO_PEERS: Final = 10005  # "no suitable peers for placement": fewer nodes than replicas
 MIB: Final = 1024 * 1024
 GIB: Final = 1024 * MIB
 # A message channel's largest message: the largest envelope, and room for its headers.
@@ -358,6 +361,14 @@ def _settle_refused_async_publishes(js: Any) -> None:
     js._handle_async_reply = handle
 
 
+# How often a connection pings the broker, and how many pings may go unanswered: a node
+# that stops answering (stopped, cut off by a partition) while its TCP connection stays open
+# is left after about PING_INTERVAL_S x (MAX_OUTSTANDING_PINGS + 1) seconds (nats-py's
+# defaults, 2 minutes and 2, kept an agent on a stopped node for 6 minutes, fetching nothing).
+PING_INTERVAL_S: Final = 2.0
+MAX_OUTSTANDING_PINGS: Final = 2
+
+
 async def connect(
     url: str,
     *,
@@ -368,8 +379,57 @@ async def connect(
     connect_timeout: float = 2.0,
     error_cb: Callable[[Exception], Awaitable[None]] | None = None,
 ) -> Connection:
-    """Connect with an nkey seed ("SU..."); ``agency`` selects its private inbox prefix."""
+    """Connect with an nkey seed ("SU..."); ``agency`` selects its private inbox prefix.
 
+    ``url`` is one broker URL or a comma-separated list of them (the nodes of a cluster,
+    ``urls.parse_server_list``): the servers are tried in a random order (so clients spread
+    over the nodes) until one answers, and with ``reconnect`` nats-py moves to another one
+    when the connection is lost. Without ``reconnect`` a lost connection stays lost and the
+    caller (the agent's loop, a CLI command) connects again, to any of them."""
+    servers = split_servers(url)
+    random.shuffle(servers)
+    last: BrokerError | None = None
+    # A node that accepts TCP but never answers (stopped, or cut off) fails one attempt
+    # after connect_timeout; the next attempt starts with another node. A refused
+    # connection costs nothing: nats-py moves on to the next server within an attempt.
+    for attempt in range(len(servers)):
+        order = servers[attempt:] + servers[:attempt]
+        try:
+            return await _connect_once(
+                order,
+                nkey_seed=nkey_seed,
+                agency=agency,
+                name=name,
+                reconnect=reconnect,
+                connect_timeout=connect_timeout,
+                error_cb=error_cb,
+            )
+        except BrokerAuthFailed:
+            raise  # every node of a cluster has the same users: no other will take us
+        except _Unreachable as exc:
+            last = exc.error
+            if not exc.stalled:
+                break  # every server refused the connection: trying again in turn is no help
+    assert last is not None
+    raise last
+
+
+class _Unreachable(Exception):
+    def __init__(self, error: BrokerError, *, stalled: bool):
+        self.error, self.stalled = error, stalled
+
+
+async def _connect_once(
+    servers: list[str],
+    *,
+    nkey_seed: bytes,
+    agency: str | None,
+    name: str,
+    reconnect: bool,
+    connect_timeout: float,
+    error_cb: Callable[[Exception], Awaitable[None]] | None,
+) -> Connection:
+    url = ",".join(servers)
     errors: list[str] = []
 
     async def _record(exc: Exception) -> None:
@@ -378,13 +438,18 @@ async def connect(
             await error_cb(exc)
 
     options: dict[str, Any] = {
-        "servers": [url],
+        "servers": servers,
+        "dont_randomize": True,  # the order connect() chose
         "name": name,
         "nkeys_seed_str": nkey_seed.decode("ascii"),
         "allow_reconnect": reconnect,
         "connect_timeout": connect_timeout,
-        "max_reconnect_attempts": -1 if reconnect else 0,
+        # Without reconnect: each server is tried twice at most, then the connect fails
+        # (nats-py would otherwise go round a list of refusing servers until our timeout).
+        "max_reconnect_attempts": -1 if reconnect else 1,
         "reconnect_time_wait": 0.5,
+        "ping_interval": PING_INTERVAL_S,
+        "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
         # A broker that stops reading must not hold a publish forever: nats-py's forced
         # flush (a full write buffer) swallows cancellation, so it needs its own limit.
         "flush_timeout": connect_timeout * 2,
@@ -398,7 +463,10 @@ async def connect(
     except (TimeoutError, *NATS_ERRORS) as exc:
         if _auth_violation(exc) or any("authorization violation" in e.lower() for e in errors):
             raise auth_failed(url, agency, nkey_seed) from None
-        raise broker_error(exc, doing=f"connecting to {url}") from None
+        stalled = isinstance(exc, TimeoutError | nats.errors.TimeoutError)
+        raise _Unreachable(
+            broker_error(exc, doing=f"connecting to {url}"), stalled=stalled
+        ) from None
     return Connection(client, agency, errors)
 
 
@@ -446,6 +514,7 @@ class ChannelLimits:
     max_msgs_per_sender: int
     max_age_days: float
     max_msg_size: int
+    replicas: int = 1  # copies JetStream keeps, each on another node of the cluster
 
     @property
     def sender_worst_case(self) -> int:
@@ -459,6 +528,7 @@ def stream_config(
     limits: ChannelLimits,
     *,
     duplicate_window_s: float = 120,
+    replicas: int = 1,
 ) -> StreamConfig:
     """One channel's stream. Every limit refuses the NEW message (DiscardNew), never deletes
     an old one: DiscardOld would make room for a flooder by silently dropping other members'
@@ -479,6 +549,7 @@ def stream_config(
         discard=DiscardPolicy.NEW,
         max_msgs_per_subject=limits.max_msgs_per_sender,
         discard_new_per_subject=True,
+        num_replicas=replicas,
     )
 
 
@@ -503,9 +574,9 @@ def reader_consumer_config(
     )
 
 
-def bucket_configs(taskforce: str) -> list[KeyValueConfig]:
+def bucket_configs(taskforce: str, *, replicas: int = 1) -> list[KeyValueConfig]:
     """The task force's KV buckets, each with its largest value and its size."""
-    return [
+    configs = [
         KeyValueConfig(
             bucket=roster_bucket(taskforce),
             history=16,
@@ -535,6 +606,9 @@ def bucket_configs(taskforce: str) -> list[KeyValueConfig]:
             max_bytes=BUCKET_MAX_BYTES["witness"],
         ),
     ]
+    for config in configs:
+        config.replicas = replicas
+    return configs
 
 
 async def _ensure_bucket(js: Any, config: KeyValueConfig) -> None:
@@ -546,10 +620,45 @@ async def _ensure_bucket(js: Any, config: KeyValueConfig) -> None:
         await js.create_key_value(config)
         return
     current = info.config
-    if (current.max_msg_size, current.max_bytes) != (config.max_value_size, config.max_bytes):
+    # Never fewer copies than the bucket has: an operator may have raised them by hand.
+    replicas = max(int(current.num_replicas or 1), config.replicas)
+    wanted = (config.max_value_size, config.max_bytes, replicas)
+    if (current.max_msg_size, current.max_bytes, current.num_replicas) != wanted:
         current.max_msg_size = config.max_value_size
         current.max_bytes = config.max_bytes
+        current.num_replicas = replicas
         await js.update_stream(current)
+
+
+def cluster_size(conn: Connection) -> int:
+    """How many nodes the broker's cluster has, as the server told this connection (1 for a
+    server alone): the client URLs its INFO lists, one per node for the configurations
+    tfshare writes (each node listens on one address)."""
+    info: dict[str, Any] = getattr(conn.client, "_server_info", None) or {}
+    if not info.get("cluster"):
+        return 1
+    return max(1, len(set(info.get("connect_urls") or ())))
+
+
+async def wait_jetstream(conn: Connection, *, timeout: float) -> None:
+    """Return once JetStream answers an account-info request (a cluster just started has no
+    meta leader for a few seconds: requests then time out or say it is unavailable)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    js = conn.client.jetstream(timeout=1.0)  # one answer late is the next try, not a wait
+    while True:
+        try:
+            await js.account_info()
+            return
+        except (TimeoutError, *NATS_ERRORS) as exc:
+            if loop.time() >= deadline:
+                raise broker_error(exc, doing="waiting for JetStream to be ready") from None
+            await asyncio.sleep(0.25)
+
+
+def default_replicas(nodes: int) -> int:
+    """R3 on a cluster of 3 nodes or more (one node may go and a majority stays), else 1."""
+    return 3 if nodes >= 3 else 1
 
 
 class LegacyStreamNotDrained(BrokerRefused):
@@ -590,31 +699,43 @@ async def provision(
     duplicate_window_s: float = 120,
     max_ack_pending: int = DEFAULT_MAX_ACK_PENDING,
     max_waiting: int = DEFAULT_MAX_WAITING,
-) -> None:
+    replicas: int | None = None,
+) -> dict[str, int]:
     """Create or update the task force's KV buckets, one stream per channel of the roster
     with that channel's ``limits``, every active reader's durable consumer on each channel
     it reads, and the audit service's consumer on every channel. Streams that exist are
     updated first, new ones added after: a new channel shrinks the others' share of
     max_bytes, and JetStream checks the storage reservation when a stream is added (a
-    stream shrunk below what it holds keeps it all and refuses new messages until under)."""
+    stream shrunk below what it holds keeps it all and refuses new messages until under).
+
+    Each stream and bucket gets ``replicas`` copies (None: ``default_replicas`` of the
+    cluster's size), and never fewer than it has: provisioning again (after every roster
+    change) keeps a stream an operator raised to R3 at R3. The consumers follow their
+    stream's. Returns the replicas of each channel's stream."""
     js = admin.js
     tf = roster.taskforce
+    nodes = cluster_size(admin)
+    wanted = default_replicas(nodes) if replicas is None else replicas
+    found: dict[str, int] = {}
     try:
-        for bucket in bucket_configs(tf):
+        for bucket in bucket_configs(tf, replicas=wanted):
             await _ensure_bucket(js, bucket)
         await _retire_legacy_stream(js, tf)
         existing: list[StreamConfig] = []
         added: list[StreamConfig] = []
         for channel in task_force_channels(roster):
             config = stream_config(
-                tf, channel, limits[channel], duplicate_window_s=duplicate_window_s
-            )
+                tf, channel, limits[channel], duplicate_window_s=duplicate_window_s,
+                replicas=wanted,
+            )  # fmt: skip
             try:
-                await js.stream_info(config.name)
+                info = await js.stream_info(config.name)
             except nats.js.errors.NotFoundError:
                 added.append(config)
             else:
+                config.num_replicas = max(wanted, int(info.config.num_replicas or 1))
                 existing.append(config)
+            found[channel] = int(config.num_replicas or 1)
         # Update a stream that exists rather than add it again: adding checks the storage
         # reservation of max_bytes before it notices the stream is there, and would count
         # the stream's own reservation twice ("insufficient storage resources").
@@ -649,6 +770,18 @@ async def provision(
                         ),
                     )
     except nats.js.errors.APIError as exc:
+        if (
+            exc.err_code == JS_NO_PEERS
+            or "replica" in (exc.description or "").lower()
+            or (exc.err_code in (JS_INSUFFICIENT_RESOURCES, JS_INSUFFICIENT_STORAGE) and wanted > 1)
+        ):
+            raise BrokerError(
+                f"the broker cannot keep {wanted} replicas of the streams and buckets "
+                f"({exc.description}); its cluster has {nodes} node(s) that this server knows of",
+                hint="give --replicas at most the number of the cluster's nodes that are up "
+                "(1 for a server alone); if the cluster was just started, wait until every "
+                "node is up and provision again",
+            ) from None
         if exc.err_code in (JS_INSUFFICIENT_RESOURCES, JS_INSUFFICIENT_STORAGE):
             raise BrokerError(
                 "the broker cannot reserve the streams' max_bytes: JetStream's storage limit "
@@ -661,6 +794,7 @@ async def provision(
         raise broker_error(exc, doing="provisioning the streams and consumers") from None
     except NATS_ERRORS as exc:
         raise broker_error(exc, doing="provisioning the streams and consumers") from None
+    return found
 
 
 async def stream_limits(admin: Connection, taskforce: str, channel: str) -> ChannelLimits:
@@ -675,6 +809,7 @@ async def stream_limits(admin: Connection, taskforce: str, channel: str) -> Chan
         max_msgs_per_sender=int(config.max_msgs_per_subject),
         max_age_days=float(config.max_age) / DAY_S,
         max_msg_size=int(config.max_msg_size),
+        replicas=int(config.num_replicas or 1),
     )
 
 

@@ -7,6 +7,7 @@ through a real nats-server with JetStream.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import time
@@ -21,9 +22,12 @@ import structlog
 from tfshare import transport
 from tfshare.agent import Agent
 from tfshare.broker import (
+    BrokerCluster,
     BrokerProcess,
+    ClusterLayout,
     ServerLimits,
     channel_subject,
+    check_cluster_configs,
     check_config,
     render_config,
     task_force_channels,
@@ -74,7 +78,8 @@ KINDS = {"alert": "tf.alert", "red-flag": "tf.red_flag", "tip": "tf.tip_summary"
 def server_url(flag: str | None) -> str:
     """The broker URL: ``flag`` (--server, or the profile's), else $TFSHARE_SERVER, else the
     default; a malformed one is a usage error naming it (``urls.parse_server_url``, exit 2),
-    never a connection attempt that times out or an agent that retries forever."""
+    never a connection attempt that times out or an agent that retries forever. Each may be
+    a comma-separated list (a cluster's nodes): clients connect to any of them."""
     if flag:
         return parse_server_url(flag)
     env = os.environ.get("TFSHARE_SERVER")
@@ -126,6 +131,11 @@ def write_broker_config(
     path = directory / "nats.conf"
     write_atomic(path, config.encode())
     check_config(path)
+    _write_users_include(roster, directory, config)
+    return path
+
+
+def _write_users_include(roster: TrustedRoster, directory: Path, config: str) -> None:
     users = config[config.index("authorization {") :]
     write_atomic(
         directory / USERS_INCLUDE,
@@ -135,7 +145,59 @@ def write_broker_config(
             "# Regenerate after every roster change (tfshare broker config), then reload.\n" + users
         ).encode(),
     )
-    return path
+
+
+def node_config_path(directory: Path, node: int) -> Path:
+    """Where ``write_cluster_config`` puts node ``node``'s configuration (1-based)."""
+    return directory / f"nats-{node}.conf"
+
+
+def node_configs(directory: Path) -> list[Path]:
+    """The node configurations in a cluster's directory, in node order."""
+    found = [(p, p.stem.removeprefix("nats-")) for p in directory.glob("nats-*.conf")]
+    return [p for p, n in sorted(found, key=lambda f: int(f[1])) if n.isdigit()]
+
+
+def write_cluster_config(
+    roster: TrustedRoster,
+    directory: Path,
+    layout: ClusterLayout,
+    *,
+    server: ServerLimits | None = None,
+) -> list[Path]:
+    """Write DIR/nats-<i>.conf for each node of ``layout`` (its own server_name, its route
+    to every other node, its own JetStream store DIR/jetstream-<i>; the same users,
+    permissions and limits on all), and DIR/tfshare-users.conf; each checked with
+    ``nats-server -t`` and all of them together (``check_cluster_configs``). A node file of
+    an earlier, larger cluster left in DIR is removed (it would route to nodes that no
+    longer exist)."""
+    if len(layout.nodes) < 2:
+        raise UsageError(
+            f"a cluster needs 2 nodes or more (got {len(layout.nodes)})",
+            hint="give --cluster 3 (or 5): a cluster of 3 keeps going when one node stops",
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    public = nkeys.from_seed(admin_seed(directory)).public_key.decode()
+    paths: list[Path] = []
+    config = ""
+    for index in range(1, len(layout.nodes) + 1):
+        config = render_config(
+            roster,
+            admin_nkey=public,
+            store_dir=directory / f"jetstream-{index}",
+            limits=server or StreamLimits().server(),
+            cluster=layout,
+            node=index,
+        )
+        path = node_config_path(directory, index)
+        write_atomic(path, config.encode())
+        paths.append(path)
+    for stale in node_configs(directory):
+        if stale not in paths:
+            stale.unlink()
+    check_cluster_configs(paths)
+    _write_users_include(roster, directory, config)
+    return paths
 
 
 async def _admin(url: str, directory: Path) -> transport.Connection:
@@ -311,26 +373,45 @@ async def provision_broker(
     roster: TrustedRoster,
     roster_bytes: bytes | None = None,
     limits: StreamLimits = StreamLimits(),
+    *,
+    replicas: int | None = None,
+    ready_timeout: float = 0.0,
 ) -> dict[str, transport.ChannelLimits]:
     """One stream per channel of the roster (each with its limits), the consumers and the
     KV buckets; seeds the roster bucket with ``roster_bytes`` if it is empty (a roster
-    already there, perhaps newer, is left alone)."""
+    already there, perhaps newer, is left alone). Streams and buckets get ``replicas``
+    copies (None: R3 on a cluster of 3+ nodes, else 1) and never fewer than they have
+    (``transport.provision``); the limits returned say each stream's replicas.
+
+    ``ready_timeout``: how long to wait for JetStream to answer first (a cluster just
+    started elects its leaders for a few seconds)."""
+    if replicas is not None and not 1 <= replicas <= 5:
+        raise UsageError(
+            f"--replicas must be 1 to 5 (got {replicas})",
+            hint="3 on a cluster of 3 nodes or more, 1 for a server alone",
+        )
     channel_limits = limits.channel_limits(task_force_channels(roster))
     admin = await _admin(url, directory)
     try:
-        await transport.provision(
+        if ready_timeout > 0:
+            await transport.wait_jetstream(admin, timeout=ready_timeout)
+        kept = await transport.provision(
             admin,
             roster,
             channel_limits,
             duplicate_window_s=limits.duplicate_window_s,
             max_ack_pending=limits.max_ack_pending,
             max_waiting=limits.max_waiting,
+            replicas=replicas,
         )
         if roster_bytes is not None and await transport.get_roster(admin, roster.taskforce) is None:
             await transport.put_roster(admin, roster.taskforce, roster_bytes)
     finally:
         await admin.close()
-    return channel_limits
+    return {
+        channel: dataclasses.replace(limit, replicas=kept.get(channel, limit.replicas))
+        for channel, limit in channel_limits.items()
+    }
 
 
 def start_broker(
@@ -353,18 +434,65 @@ def start_broker(
     return broker
 
 
+def start_cluster(
+    roster: TrustedRoster,
+    directory: Path,
+    layout: ClusterLayout,
+    *,
+    roster_bytes: bytes | None = None,
+    limits: StreamLimits = StreamLimits(),
+    replicas: int | None = None,
+) -> BrokerCluster:
+    """Configure, start and provision a cluster of nats-servers on this machine (loopback:
+    tests and the demo), each node logging to DIR/nats-<i>.log. Streams and buckets get
+    ``replicas`` copies (None: R3 from 3 nodes)."""
+    paths = write_cluster_config(roster, directory, layout, server=limits.check().server())
+    cluster = BrokerCluster(
+        [
+            BrokerProcess(
+                config=path, host=node.host, port=node.port, log=directory / f"nats-{i}.log"
+            )
+            for i, (path, node) in enumerate(zip(paths, layout.nodes, strict=True), start=1)
+        ]
+    )
+    cluster.start()
+    wanted = replicas if replicas is not None else transport.default_replicas(len(paths))
+    try:
+        asyncio.run(
+            provision_broker(
+                cluster.url,
+                directory,
+                roster,
+                roster_bytes,
+                limits,
+                replicas=wanted,
+                ready_timeout=CLUSTER_READY_S,
+            )
+        )
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+# A cluster just started needs a few seconds to elect its JetStream leaders (about 5 s for
+# 3 nodes on loopback, measured).
+CLUSTER_READY_S = 30.0
+
+
 @dataclass
 class BrokerSupervisor:
     """Keeps a running broker in step with the roster published in its KV bucket: a new
     verified roster rewrites the configuration, reloads nats-server (SIGHUP) and provisions
     consumers for new readers. A removed agency loses its NATS user with it."""
 
-    broker: BrokerProcess
+    broker: BrokerProcess | BrokerCluster
     directory: Path
     anchor: Anchor
     store: StateStore
     roster: TrustedRoster
     limits: StreamLimits = StreamLimits()  # the broker's: a roster change keeps them
+    layout: ClusterLayout | None = None  # the cluster's nodes (broker is a BrokerCluster)
 
     def check(self) -> TrustedRoster | None:
         """One look at the bucket; returns the new roster if it changed and was applied."""
@@ -386,9 +514,13 @@ class BrokerSupervisor:
             now_ms=_now(),
         )
         self.store.save_roster_state(self.anchor.taskforce, state)
-        write_broker_config(
-            trusted, self.directory, port=self.broker.port, server=self.limits.server()
-        )
+        if self.layout is not None:
+            write_cluster_config(trusted, self.directory, self.layout, server=self.limits.server())
+        else:
+            assert isinstance(self.broker, BrokerProcess)
+            write_broker_config(
+                trusted, self.directory, port=self.broker.port, server=self.limits.server()
+            )
         self.broker.reload()
         asyncio.run(provision_broker(self.broker.url, self.directory, trusted, limits=self.limits))
         self.roster = trusted
