@@ -427,9 +427,26 @@ class Duplicate:
     sender: str
 
 
+# How long a message may wait between its sealing and the broker's stream: in an outbox while
+# the broker is away, or carried by hand between air-gapped agencies. A stream keeps a message
+# for its max_age from when it was stored, so a receiver must accept ts_ms up to the stream's
+# max_age plus this old, or it quarantines (E_STALE) what the stream still rightly holds.
+OFFLINE_ALLOWANCE_MS: Final = 14 * 24 * 3600 * 1000
+DAY_MS: Final = 24 * 3600 * 1000
+
+
+def receive_max_age_ms(stream_max_age_ms: int) -> int:
+    """The receive window (``ReceivePolicy.max_age_ms``) that refuses nothing a stream keeping
+    messages ``stream_max_age_ms`` still holds: that retention plus the offline allowance."""
+    return stream_max_age_ms + OFFLINE_ALLOWANCE_MS
+
+
 @dataclass(frozen=True)
 class ReceivePolicy:
     """Time window of acceptable ``ts_ms``; a receiver's replay store must outlive max_age.
+
+    ``max_age_ms`` must cover the streams' retention (``receive_max_age_ms``; ``for_stream``):
+    docs/DEPLOY.md says how an operator changes the two together.
 
     ``retired_grace_ms``: how long after a key's retirement (revocation "retired", or the end
     of its validity window) messages it signed earlier are still accepted. The sender picks
@@ -439,6 +456,14 @@ class ReceivePolicy:
     max_age_ms: int = DEFAULT_MAX_AGE_MS
     max_skew_ms: int = MAX_SKEW_MS
     retired_grace_ms: int = RETIRED_GRACE_MS
+
+    def for_stream(self, stream_max_age_ms: int) -> ReceivePolicy:
+        """This policy, its window widened (never narrowed) to cover a stream that keeps
+        messages ``stream_max_age_ms``."""
+        needed = receive_max_age_ms(stream_max_age_ms)
+        if needed <= self.max_age_ms:
+            return self
+        return ReceivePolicy(needed, self.max_skew_ms, self.retired_grace_ms)
 
 
 def _reject(code: RejectCode, message: str) -> Rejected:
