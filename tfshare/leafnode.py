@@ -14,12 +14,16 @@ How it behaves (tested in tests/integration/test_leafnode_live.py):
   nats-server checks a leaf link against its ordinary users, so the link gets exactly the
   agency's permissions (what it may publish is what the leaf may send to the hub, what it may
   subscribe what it may receive), and a revoked agency's leaf is cut with its user.
-- The leaf runs no JetStream by default: the task force's streams, consumers and buckets live
-  on the hub only, and the JetStream API (``$JS.API.>``) crosses the link. NATS documents
-  that a leaf WITH its own JetStream must have its own ``jetstream { domain }`` (different
-  from the hub's), and that its clients then reach the hub's JetStream as
-  ``$JS.<hub-domain>.API``; ``jetstream_domain`` renders that, and tfshare's clients on such
-  a leaf need the hub's domain (see ``HUB_DOMAIN_NOTE``).
+- The leaf runs no JetStream: the task force's streams, consumers and buckets live on the
+  hub only. Publishing to a stream works across the link as it is (the hub's stream takes
+  the message and its acknowledgement comes back). JetStream's API (``$JS.API.>``: binding
+  consumers, fetching, KV reads) does NOT cross a leaf link unless the hub's JetStream has
+  a ``domain`` (nats-server denies ``$JS.API`` across leaf nodes otherwise); clients on the
+  leaf then address it as ``$JS.<domain>.API`` (nats-py ``client.jetstream(domain=...)``),
+  which the agency's permissions must allow. Until tfshare's hub configuration, permissions
+  and transport carry the domain (HUB_DOMAIN_NOTE), an agent on a leaf publishes but cannot
+  read: tests/integration/test_leafnode_live.py holds that as an xfail. A leaf that runs a
+  JetStream of its own needs a domain of its own (``jetstream_domain``).
 - While the link is down the agency's agents stay connected to their local server (no
   reconnect storm, the desk keeps answering); what they seal waits in their outbox (SQLite)
   and is published with its Nats-Msg-Id when the link returns; what others sent them waits
@@ -50,8 +54,8 @@ DEFAULT_RECONNECT_S: Final = 2  # how soon the leaf dials the hub again after a 
 SEED_INCLUDE: Final = "leaf-nkey.conf"
 LEAF_SCHEMES: Final = ("nats-leaf", "tls", "nats")
 HUB_DOMAIN_NOTE: Final = (
-    "with jetstream_domain set, the leaf's own JetStream answers $JS.API: tfshare's clients on "
-    "this leaf must use the hub's domain (nats-py: client.jetstream(domain=HUB_DOMAIN))"
+    "tfshare's clients on a leaf reach the hub's JetStream by the hub's domain only (nats-py: "
+    "client.jetstream(domain=HUB_DOMAIN)); the hub needs jetstream { domain: HUB_DOMAIN }"
 )
 
 
