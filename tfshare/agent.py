@@ -72,8 +72,11 @@ from tfshare.store import (
     StateStore,
     StoreError,
 )
+from tfshare.urls import plain_remote
 
 log = structlog.get_logger("tfshare.agent")
+
+PLAIN_REMOTE_HINT = "use tls://HOST:PORT for a broker on another machine"
 
 Sidecar = Callable[[transport.Connection, asyncio.Event], Awaitable[None]]
 
@@ -234,6 +237,7 @@ class Agent:
         auth_backoff = Backoff(first=self.auth_retry_s, ceiling=self.auth_retry_max_s, jitter=0.1)
         agency = self.identity.agency_id
         self.check_membership()
+        self._warn_plain_remote()
         connected_once = False
         while not stop.is_set():
             try:
@@ -281,6 +285,17 @@ class Agent:
                 await sleep_or_stop(stop, backoff.next())
         self._log_junk(force=True)
         log.info("agent_stopped", agency=agency, **self.stats.__dict__)
+
+    def _warn_plain_remote(self) -> None:
+        """A ``nats://`` URL of another machine carries the agency's traffic in clear text
+        (envelopes are sealed, but subjects, sizes and timing are not): said in the log and
+        in ``agent status`` (issue 14: plain connections are for loopback only)."""
+        for url in plain_remote(self.url):
+            reason = f"{url} is a plain (unencrypted) connection to another machine"
+            log.warning("plain_remote_server", url=url, hint=PLAIN_REMOTE_HINT)
+            self.health.trouble(
+                "plain_remote_server", f"{reason}; {PLAIN_REMOTE_HINT}", self.clock()
+            )
 
     async def _session(self, conn: transport.Connection, stop: asyncio.Event) -> bool:
         """Consume on one connection until ``stop`` (True) or until it fails (False)."""

@@ -14,13 +14,13 @@ from __future__ import annotations
 import os
 import shutil
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tfshare.encoding import is_name
 from tfshare.errors import InputError, UsageError
 from tfshare.files import read_bytes, write_atomic
-from tfshare.urls import parse_server_url
+from tfshare.urls import parse_server_url, usable_servers
 
 
 def home() -> Path:
@@ -32,7 +32,9 @@ class Profile:
     name: str
     folder: Path
     agency: str
-    server: str
+    server: str  # one URL, or the cluster's nodes separated by commas
+    # Entries of the config's server list left out, each with why (logged when loaded).
+    skipped_servers: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def key(self) -> Path:
@@ -70,14 +72,25 @@ def load(name: str) -> Profile:
         )
     try:
         config = tomllib.loads(read_bytes(path, what="profile config", limit=64 * 1024).decode())
-        agency, server = str(config["agency"]), str(config["server"])
+        agency, server = str(config["agency"]), config["server"]
     except (tomllib.TOMLDecodeError, KeyError, UnicodeDecodeError):
         raise InputError(
             f"the profile config {str(path)!r} is damaged",
             hint="fix it by hand (agency = ..., server = ...) or create the profile again",
         ) from None
-    # A hand-edited server is checked like --server: a usage error naming it, not a timeout.
-    return Profile(name, folder, agency, parse_server_url(server, source=f"{str(path)!r}: server"))
+    # server = "nats://a:4222,nats://b:4222" or server = ["nats://a:4222", "nats://b:4222"].
+    text = ",".join(str(s) for s in server) if isinstance(server, list) else str(server)
+    # A hand-edited server is checked like --server: a usage error naming it, not a timeout;
+    # in a list, a bad entry is named and left out, and the others are used.
+    servers, skipped = usable_servers(text, source=f"{str(path)!r}: server")
+    if skipped:
+        # Only then: every command loads its profile, and structlog is not light to import.
+        import structlog  # noqa: PLC0415
+
+        log = structlog.get_logger("tfshare.profiles")
+        for reason in skipped:
+            log.warning("profile_server_skipped", profile=name, reason=reason)
+    return Profile(name, folder, agency, servers, tuple(skipped))
 
 
 def create(

@@ -1,11 +1,17 @@
 """Broker URLs: the one check every server URL passes before anything connects to it.
 
 Owns: ``parse_server_url``, which accepts ``nats://HOST[:PORT]`` and ``tls://HOST[:PORT]``
-(HOST a DNS name, an IPv4 address or a bracketed IPv6 address; PORT 1-65535) and refuses
-anything else as a usage error (exit 2) that names the URL and shows the accepted forms.
-Without it a typing mistake (``http://``, a port of 99999, no host) reached nats-py, which
-tried until its timeout and was reported as "broker unavailable" (exit 4), and an agent
-retried it forever.
+(HOST a DNS name, an IPv4 address or a bracketed IPv6 address; PORT 1-65535), or a
+comma-separated list of them (the nodes of a cluster: clients connect to any and move to
+another when one goes), and refuses anything else as a usage error (exit 2) that names the
+URL - in a list, the entry - and shows the accepted forms. Without it a typing mistake
+(``http://``, a port of 99999, no host) reached nats-py, which tried until its timeout and
+was reported as "broker unavailable" (exit 4), and an agent retried it forever; a list
+was taken for one URL with a strange port and failed the same way.
+
+``usable_servers`` is the lenient form for a profile's list, written once and used for
+months: the good entries are used and the bad ones named, so one mistyped node does not stop
+an agency. ``plain_remote`` says which URLs of a list send in clear text to another machine.
 
 Pure: no network, no disk, no environment (the callers say where the text came from).
 """
@@ -19,8 +25,12 @@ from typing import Final
 from tfshare.errors import UsageError
 
 SCHEMES: Final = ("nats", "tls")
-ACCEPTED: Final = "nats://HOST:PORT or tls://HOST:PORT, e.g. nats://127.0.0.1:4222"
+ACCEPTED: Final = (
+    "nats://HOST:PORT or tls://HOST:PORT, e.g. nats://127.0.0.1:4222, or several separated "
+    "by commas (the nodes of a cluster)"
+)
 MAX_URL: Final = 300
+MAX_SERVERS: Final = 16  # nodes in one list: a cluster has 3 or 5
 
 _URL: Final = re.compile(
     r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)(?P<rest>.*)", re.DOTALL
@@ -87,10 +97,7 @@ def _valid_host(host: str) -> bool:
     return all(_LABEL.fullmatch(label) for label in labels)
 
 
-def parse_server_url(text: str, *, source: str = "--server") -> str:
-    """``text`` if it is a broker URL (scheme lower-cased, a trailing "/" dropped); else a
-    ``UsageError`` that names it and where it came from (``source``: "--server",
-    "TFSHARE_SERVER", "the profile ..."), and shows the accepted forms."""
+def _one(text: str, *, source: str) -> str:
     problem = _problem(text)
     if problem is not None:
         # A URL with a user or password is not repeated: the part before '@' may be a secret.
@@ -101,3 +108,82 @@ def parse_server_url(text: str, *, source: str = "--server") -> str:
         )
     scheme, _, rest = text.partition("://")
     return f"{scheme.lower()}://{rest.removesuffix('/')}"
+
+
+def _entries(text: str, *, source: str) -> list[str]:
+    entries = [entry.strip() for entry in text.split(",")]
+    entries = [entry for entry in entries if entry] or [text.strip()]
+    if len(entries) > MAX_SERVERS:
+        raise UsageError(
+            f"{source} lists {len(entries)} servers, more than {MAX_SERVERS}",
+            hint="list the task force's nodes (a cluster has 3 or 5)",
+        )
+    return entries
+
+
+def _entry_source(source: str, index: int, count: int) -> str:
+    return source if count == 1 else f"{source} entry {index} of {count}"
+
+
+def parse_server_url(text: str, *, source: str = "--server") -> str:
+    """``text`` if it is a broker URL or a comma-separated list of them (each scheme
+    lower-cased, a trailing "/" dropped, blanks and repeats left out, joined by ","); else a
+    ``UsageError`` that names the URL - in a list, which entry - and where it came from
+    (``source``: "--server", "TFSHARE_SERVER", "the profile ..."), and shows the accepted
+    forms."""
+    entries = _entries(text, source=source)
+    found: list[str] = []
+    for index, entry in enumerate(entries, start=1):
+        url = _one(entry, source=_entry_source(source, index, len(entries)))
+        if url not in found:
+            found.append(url)
+    return ",".join(found)
+
+
+def usable_servers(text: str, *, source: str) -> tuple[str, list[str]]:
+    """The good entries of a server list (joined as ``parse_server_url`` does) and, for
+    each bad one, the reason it is left out; a ``UsageError`` if none is good."""
+    entries = _entries(text, source=source)
+    found: list[str] = []
+    skipped: list[str] = []
+    for index, entry in enumerate(entries, start=1):
+        try:
+            url = _one(entry, source=_entry_source(source, index, len(entries)))
+        except UsageError as exc:
+            skipped.append(exc.message)
+            continue
+        if url not in found:
+            found.append(url)
+    if not found:
+        raise UsageError(skipped[0], hint=f"give {ACCEPTED}")
+    return ",".join(found), skipped
+
+
+def split_servers(text: str) -> list[str]:
+    """The URLs of a list ``parse_server_url`` accepted."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+_LOOPBACK_NAMES: Final = ("localhost", "localhost.")
+
+
+def plain_remote(text: str) -> list[str]:
+    """The ``nats://`` URLs of a (checked) list whose host is not this machine's loopback:
+    what they carry - NATS credentials' signatures, envelopes, the agency's subjects - goes
+    in clear text over a network."""
+    found: list[str] = []
+    for url in split_servers(text):
+        scheme, _, authority = url.partition("://")
+        if scheme.lower() != "nats":
+            continue
+        host, _ = _split_host_port(authority)
+        host = host.strip("[]").lower()
+        if host in _LOOPBACK_NAMES:
+            continue
+        try:
+            if ipaddress.ip_address(host).is_loopback:
+                continue
+        except ValueError:
+            pass
+        found.append(url)
+    return found

@@ -9,6 +9,7 @@ silent node after about 6 s: ``transport.PING_INTERVAL_S`` x 3) and keeps the su
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from livekit import free_port, make_agent
+from test_live_cli import Background, CliTaskForce, msg_id_of, ok, wait_for
+from test_live_cli import cli_tf as cli_tf_fixture
 from tfkit import TaskForce
 
 from tfshare import transport
@@ -33,6 +36,7 @@ from tfshare.names import durable_name, kv_stream, roster_bucket, stream_name
 from tfshare.workflows.live import admin_seed, provision_broker, start_cluster
 
 pytestmark = pytest.mark.slow
+cli_tf = cli_tf_fixture  # test_live_cli's task force of key files (a fixture, by its name)
 
 TF = "nl-north"
 SUBJECT = channel_subject(TF, "alerts", "police")
@@ -275,3 +279,86 @@ def test_the_agent_moves_to_another_node_when_its_node_stops_answering(
     assert moved_to and moved_to[0] != stopped[0].port
     assert {item.msg_id for item in reader.store.inbox(limit=1000)} == acked
     assert reader.health.reconnects >= 1
+
+
+# -- the CLI: broker up --cluster 3, a --server list -----------------------------------------
+
+
+def test_broker_up_cluster_serves_a_server_list_and_stops_every_node(
+    cli_tf: CliTaskForce, tmp_path: Path
+) -> None:
+    """``broker up --cluster 3`` says every node's URL; ``publish --server`` with that list
+    (a dead node first) exits 0 - a comma list used to fail -; the reader's agent, given the
+    list, receives it; SIGTERM stops all three nats-servers."""
+    port, cluster_port = free_ports(3), free_ports(3)
+    broker = cli_tf.spawn(
+        "broker-cluster", "broker", "up", *cli_tf.trust(), "--dir", cli_tf.root / "cluster",
+        "--port", str(port), "--cluster", "3", "--cluster-port", str(cluster_port),
+    )  # fmt: skip
+    agent: Background | None = None
+    try:
+        broker.wait_stderr("listening on", timeout=40)
+        urls = [f"nats://127.0.0.1:{port + i}" for i in range(3)]
+        assert f"3-node cluster for task force tf-north listening on {','.join(urls)}" in (
+            broker.stderr()
+        )
+        servers = ",".join([f"nats://127.0.0.1:{free_port()}", *urls])
+        result = ok(cli_tf.publish(tmp_path / "police", servers))
+        msg_id = msg_id_of(result)
+        agent = cli_tf.spawn(
+            "agent-ngo-cluster", "agent", "run", *cli_tf.creds("ngo"), *cli_tf.trust(),
+            "--state", tmp_path / "ngo", "--server", ",".join(reversed(urls)),
+        )  # fmt: skip
+        agent.wait_stderr("consuming from")
+        assert wait_for(lambda: msg_id in inbox_ids(cli_tf, tmp_path / "ngo"), timeout=15)
+    finally:
+        if agent is not None:
+            agent.cleanup()
+        code, _ = broker.signal_and_wait(signal.SIGTERM, timeout=20)
+        broker.cleanup()
+    assert code == 0
+    for i in range(3):
+        check_port_free("127.0.0.1", port + i)  # no node left behind
+        check_port_free("127.0.0.1", cluster_port + i)
+
+
+def inbox_ids(cli_tf: CliTaskForce, state: Path) -> set[str]:
+    result = cli_tf.run(
+        "inbox", "list", "--json", *cli_tf.creds("ngo"), *cli_tf.trust(), "--state", state
+    )
+    if result.returncode != 0:
+        return set()
+    return {item["msg_id"] for item in json.loads(result.stdout)["messages"]}
+
+
+def test_a_server_list_with_a_bad_entry_is_a_usage_error_naming_it(
+    cli_tf: CliTaskForce, tmp_path: Path
+) -> None:
+    result = cli_tf.publish(tmp_path / "police", "nats://127.0.0.1:4222,http://node-2:4222")
+    assert result.returncode == 2
+    assert "entry 2 of 2 'http://node-2:4222' is not a broker URL" in result.stderr
+    assert "tfshare: hint:" in result.stderr
+
+
+def test_broker_config_cluster_and_broker_check_name_a_missing_node(
+    cli_tf: CliTaskForce, tmp_path: Path
+) -> None:
+    directory = tmp_path / "configs"
+    result = ok(
+        cli_tf.run("broker", "config", *cli_tf.trust(), "--dir", directory,
+                   "--cluster", "3", "--port", "14400", "--cluster-port", "16400")
+    )  # fmt: skip
+    assert [Path(line).name for line in result.stdout.split()] == [
+        "nats-1.conf", "nats-2.conf", "nats-3.conf", "tfshare-users.conf",
+    ]  # fmt: skip
+    assert "nats://127.0.0.1:14400,nats://127.0.0.1:14401,nats://127.0.0.1:14402" in result.stderr
+    ok(cli_tf.run("broker", "check", "--dir", directory))
+    (directory / "nats-2.conf").unlink()
+    result = cli_tf.run("broker", "check", "--dir", directory)
+    assert result.returncode == 1
+    assert "tfshare: error:" in result.stderr and "127.0.0.1:16401" in result.stderr
+    assert "missing" in result.stderr
+    result = cli_tf.run("broker", "config", *cli_tf.trust(), "--dir", directory,
+                        "--cluster", "3", "--hosts", "a.example,b.example")  # fmt: skip
+    assert result.returncode == 2
+    assert "--hosts names 2 different node(s), --cluster says 3" in result.stderr
