@@ -171,15 +171,6 @@ def test_a_certificate_without_its_key_is_a_usage_error(kit: CertKit) -> None:
         client_ssl_context(kit.ca.cert, kit.client.cert, None)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_an_unreadable_key_is_named(kit: CertKit, tmp_path: Path) -> None:
-    key = tmp_path / "key.pem"
-    key.write_bytes(kit.client.key.read_bytes())
-    key.chmod(0)
-    with pytest.raises(InputError, match="cannot read"):
-        client_ssl_context(kit.ca.cert, kit.client.cert, key)
-
-
 def test_errors_never_repeat_key_material(kit: CertKit) -> None:
     with pytest.raises(TrustError) as caught:
         client_ssl_context(kit.ca.cert, kit.client.cert, kit.server.key)
