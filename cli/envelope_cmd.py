@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 # tfshare.envelope.DEFAULT_MAX_AGE_MS in days, written out so that --help shows it without
 # importing the envelope code; tests/cli/test_startup_imports.py checks that it is the same.
-DEFAULT_MAX_AGE_DAYS = 14.0
+DEFAULT_MAX_AGE_DAYS = 44.0  # envelope.DEFAULT_MAX_AGE_MS (checked by a test)
 LOGGER = "tfshare.cli"
 
 RegistryDir = Annotated[

@@ -25,9 +25,11 @@ MAX_ENVELOPE: Final = 512 * 1024
 MAX_RECIPIENTS: Final = 256
 MAX_REFS: Final = 16
 MAX_SKEW_MS: Final = 120_000
-# Offline exchange (USB sticks between air-gapped agencies) can take days; the replay store
-# must keep entries at least this long, so the two are configured together.
-DEFAULT_MAX_AGE_MS: Final = 14 * 24 * 3600 * 1000
+# The streams keep messages 30 days (transport.DEFAULT_MAX_AGE_DAYS), and a message may wait
+# sealed 14 more (an outbox, an offline exchange on USB sticks): nothing a stream still holds
+# is E_STALE, so an agency back after three weeks receives its whole backlog. The replay store
+# must keep entries at least this long (it never prunes). seal.receive_max_age_ms(stream).
+DEFAULT_MAX_AGE_MS: Final = 44 * 24 * 3600 * 1000
 # Messages signed before a key was retired stay acceptable this long after the retirement.
 RETIRED_GRACE_MS: Final = 3 * 24 * 3600 * 1000
 

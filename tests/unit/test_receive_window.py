@@ -7,7 +7,6 @@ Real sealing and receiving (tfkit's task force, the real Receiver), the clock mo
 
 from __future__ import annotations
 
-import pytest
 from tfkit import build_taskforce
 
 from tfshare.envelope import DEFAULT_MAX_AGE_MS
@@ -68,12 +67,6 @@ def test_for_stream_widens_but_never_narrows_the_window() -> None:
     assert widened == ReceivePolicy(60 * DAY_MS + OFFLINE_ALLOWANCE_MS, 5, 7)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="envelope.DEFAULT_MAX_AGE_MS (14 days) is still below the streams' 30 days plus the "
-    "offline allowance; the lead applies the change reported for issue 14 item 7, then "
-    "removes this marker",
-)
 def test_the_default_receive_window_covers_the_default_stream() -> None:
     assert ReceivePolicy().max_age_ms >= receive_max_age_ms(STREAM_MS)
     assert receive_max_age_ms(STREAM_MS) == DEFAULT_MAX_AGE_MS
