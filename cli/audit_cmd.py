@@ -65,6 +65,15 @@ def serve_cmd(
         float,
         typer.Option("--proof-burst", help="...in bursts of up to this many requests."),
     ] = 40.0,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Also serve Prometheus /metrics and /healthz on 127.0.0.1 at this port.",
+            min=0,
+            max=65535,
+        ),
+    ] = None,
 ) -> None:
     """Log every envelope of the task force (verified, never decrypted) until Ctrl-C."""
     from tfshare.workflows import audit
@@ -81,6 +90,8 @@ def serve_cmd(
         interval_s=interval,
         proof_rate=proof_rate,
         proof_burst=proof_burst,
+        metrics_port=metrics_port,
+        metrics_ready=lambda url: note(f"metrics at {url}/metrics, health at {url}/healthz"),
     )
     s = service.stats
     note(

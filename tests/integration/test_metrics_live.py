@@ -99,3 +99,44 @@ def test_agent_metrics_count_a_delivery_and_health_follows_the_broker(
         if agent is not None:
             agent.cleanup()
         broker.process.cleanup()
+
+
+@pytest.mark.slow
+def test_audit_service_metrics_count_an_appended_envelope(
+    cli_tf: CliTaskForce, tmp_path: Path
+) -> None:
+    """``audit serve --metrics-port``: the coordinator's audit service counts what it logged
+    and says it is healthy while its log can take a write."""
+    broker = start_broker(cli_tf, "metrics-audit-broker")
+    port = free_port()
+    service = None
+    try:
+        keys = cli_tf.root / "keys"
+        service = cli_tf.spawn(
+            "metrics-audit",
+            "audit",
+            "serve",
+            "--key",
+            keys / "coord.key",
+            "--passphrase-file",
+            keys / "coord.pass",
+            *cli_tf.trust(),
+            "--state",
+            tmp_path / "coord",
+            "--server",
+            broker.url,
+            "--interval",
+            "1",
+            "--metrics-port",
+            str(port),
+        )
+        service.wait_stderr(f"metrics at http://127.0.0.1:{port}/metrics")
+        code, body = get(f"http://127.0.0.1:{port}/healthz")
+        assert (code, json.loads(body)["status"]) == (200, "ok")
+        ok(cli_tf.publish(tmp_path / "police", broker.url))
+        appended = "tfshare_audit_appended_total"
+        assert wait_for(lambda: (sample(port, appended) or 0) >= 1, SEEN, 0.2), service.stderr()
+    finally:
+        if service is not None:
+            service.cleanup()
+        broker.process.cleanup()

@@ -92,9 +92,12 @@ def serve(
     interval_s: float,
     proof_rate: float = 20.0,
     proof_burst: float = 40.0,
+    metrics_port: int | None = None,
+    metrics_ready: Callable[[str], None] = lambda _url: None,
 ) -> AuditService:
     """Run the audit service until SIGINT/SIGTERM; returns it (for its counts). Each member
-    may ask ``proof_rate`` proofs a second, in bursts of ``proof_burst``."""
+    may ask ``proof_rate`` proofs a second, in bursts of ``proof_burst``. With
+    ``metrics_port``, Prometheus ``/metrics`` and ``/healthz`` on 127.0.0.1 beside it."""
     if proof_rate <= 0 or proof_burst < 1:
         raise UsageError(
             f"a proof rate of {proof_rate:g}/s in bursts of {proof_burst:g} answers nothing",
@@ -120,7 +123,24 @@ def serve(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await service.run(stop)
+        endpoint = None
+        if metrics_port is not None:
+            from tfshare import metrics  # noqa: PLC0415 - prometheus only when asked for
+
+            registry = metrics.registry_of(
+                metrics.AuditCollector(
+                    service.stats, service.store.path, taskforce=agency.roster.taskforce
+                )
+            )
+            endpoint = await metrics.start(
+                registry, lambda: metrics.audit_health(service.store.path), port=metrics_port
+            )
+            metrics_ready(endpoint.url)
+        try:
+            await service.run(stop)
+        finally:
+            if endpoint is not None:
+                await endpoint.close()
 
     asyncio.run(main())
     return service
