@@ -89,6 +89,7 @@ JS_STREAM_LIMIT: Final = 10077
 # ... for "insufficient resources": the server's JetStream storage (max_file_store) is full.
 JS_INSUFFICIENT_RESOURCES: Final = 10023
 JS_INSUFFICIENT_STORAGE: Final = 10047  # "insufficient storage resources available"
+JS_TEMPORARILY_UNAVAILABLE: Final = 10008  # "JetStream system temporarily unavailable"
 JS_NO_PEERS: Final = 10005  # "no suitable peers for placement": fewer nodes than replicas
 MIB: Final = 1024 * 1024
 GIB: Final = 1024 * MIB
@@ -243,6 +244,18 @@ def broker_error(exc: BaseException, *, doing: str) -> BrokerError:
         return BrokerError(
             f"no JetStream stream answered while {doing}: the channel's stream is missing",
             hint=_PROVISION_HINT,
+        )
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError) and (
+        exc.err_code == JS_TEMPORARILY_UNAVAILABLE
+        or "temporarily unavailable" in (exc.description or "").lower()
+    ):
+        # A cluster electing a leader (a node went, or is starting): nothing is missing,
+        # so "run provision" would send the operator after the wrong thing.
+        return BrokerError(
+            f"JetStream is temporarily unavailable while {doing} (a cluster electing a "
+            "leader, or a node starting)",
+            hint="tfshare retries: on a cluster this passes within seconds; if it lasts, "
+            "check that most of the cluster's nodes are up and see their logs",
         )
     if isinstance(exc, nats.js.errors.ServiceUnavailableError | nats.js.errors.NotFoundError):
         return BrokerError(

@@ -12,13 +12,14 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
+import nats.js.errors
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 from tfkit import TaskForce
 
-from tfshare import profiles
+from tfshare import profiles, transport
 from tfshare.agent import Agent
 from tfshare.errors import ExitCode, UsageError
 from tfshare.registry.book import shipped
@@ -161,3 +162,16 @@ def test_the_agent_does_not_warn_of_loopback_or_tls(taskforce: TaskForce, tmp_pa
     logs = run_stopped(subject)
     assert not [e for e in logs if e["event"] == "plain_remote_server"]
     assert not subject.health.errors
+
+
+def test_a_cluster_electing_a_leader_is_not_taken_for_a_missing_stream() -> None:
+    """JetStream's 503 "temporarily unavailable" (a leader election after a node went) says
+    so and that tfshare retries; it does not send the operator to 'broker provision'."""
+    electing = nats.js.errors.ServiceUnavailableError(
+        code=503, err_code=10008, description="JetStream system temporarily unavailable"
+    )
+    error = transport.broker_error(electing, doing="fetching")
+    assert "temporarily unavailable" in error.message
+    assert "provision" not in error.hint and "retries" in error.hint
+    missing = nats.js.errors.NotFoundError(code=404, err_code=10059, description="not found")
+    assert "provision" in transport.broker_error(missing, doing="fetching").hint
