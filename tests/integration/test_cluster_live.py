@@ -22,18 +22,28 @@ from test_live_cli import Background, CliTaskForce, msg_id_of, ok, wait_for
 from test_live_cli import cli_tf as cli_tf_fixture
 from tfkit import TaskForce
 
+from tfshare import roster as R
 from tfshare import transport
 from tfshare.agent import Agent
 from tfshare.broker import (
     BrokerCluster,
     BrokerProcess,
+    ClusterLayout,
     channel_subject,
     check_port_free,
     loopback_cluster,
 )
+from tfshare.encoding import encode
 from tfshare.errors import BrokerError
 from tfshare.names import durable_name, kv_stream, roster_bucket, stream_name
-from tfshare.workflows.live import admin_seed, provision_broker, start_cluster
+from tfshare.store import StateStore
+from tfshare.workflows.live import (
+    BrokerSupervisor,
+    admin_seed,
+    node_configs,
+    provision_broker,
+    start_cluster,
+)
 
 pytestmark = pytest.mark.slow
 cli_tf = cli_tf_fixture  # test_live_cli's task force of key files (a fixture, by its name)
@@ -62,9 +72,13 @@ def free_ports(count: int) -> int:
 
 
 @pytest.fixture
-def cluster(live_tf: TaskForce, tmp_path: Path) -> Iterator[BrokerCluster]:
+def layout() -> ClusterLayout:
+    return loopback_cluster(TF, 3, port=free_ports(3), cluster_port=free_ports(3))
+
+
+@pytest.fixture
+def cluster(live_tf: TaskForce, layout: ClusterLayout, tmp_path: Path) -> Iterator[BrokerCluster]:
     """Three nodes, provisioned (R3 by default on three nodes); every node stopped after."""
-    layout = loopback_cluster(TF, 3, port=free_ports(3), cluster_port=free_ports(3))
     started = start_cluster(
         live_tf.trusted(), tmp_path / "cluster", layout, roster_bytes=live_tf.roster_bytes
     )
@@ -279,6 +293,50 @@ def test_the_agent_moves_to_another_node_when_its_node_stops_answering(
     assert moved_to and moved_to[0] != stopped[0].port
     assert {item.msg_id for item in reader.store.inbox(limit=1000)} == acked
     assert reader.health.reconnects >= 1
+
+
+def test_a_roster_change_reconfigures_every_node(
+    live_tf: TaskForce, layout: ClusterLayout, cluster: BrokerCluster, tmp_path: Path
+) -> None:
+    """``broker up --cluster``'s supervisor: a roster revoking labour, put in the bucket,
+    rewrites every node's configuration and reloads them all: no node lets labour in."""
+    directory = tmp_path / "cluster"
+    supervisor = BrokerSupervisor(
+        cluster, directory, live_tf.anchor, StateStore(tmp_path / "state" / "state.db"),
+        live_tf.trusted(), layout=layout,
+    )  # fmt: skip
+    revoked = R.sign(
+        R.revoke(live_tf.signed, "labour", reason="retired", now_ms=now_ms()),
+        live_tf.ids["coord"],
+    )
+    labour_user = next(
+        m.nats_user for m in live_tf.trusted().roster.members if m.agency_id == "labour"
+    )
+    assert all(labour_user in path.read_text() for path in node_configs(directory))
+
+    async def put() -> None:
+        coord = live_tf.ids["coord"]
+        conn = await transport.connect(cluster.url, nkey_seed=coord.nats_seed_encoded(),
+                                       agency="coord", name="t", reconnect=False)  # fmt: skip
+        try:
+            await transport.put_roster(conn, TF, encode(revoked))
+        finally:
+            await conn.close()
+
+    asyncio.run(put())
+    applied = supervisor.check()
+    assert applied is not None and applied.seq == live_tf.trusted().seq + 1
+    assert len(node_configs(directory)) == 3
+    assert not any(labour_user in path.read_text() for path in node_configs(directory))
+
+    async def connect_as_labour(url: str) -> None:
+        conn = await transport.connect(url, nkey_seed=live_tf.ids["labour"].nats_seed_encoded(),
+                                       agency="labour", name="t", reconnect=False)  # fmt: skip
+        await conn.close()
+
+    for node in cluster.nodes:
+        with pytest.raises(transport.BrokerAuthFailed):
+            asyncio.run(connect_as_labour(node.url))
 
 
 # -- the CLI: broker up --cluster 3, a --server list -----------------------------------------
