@@ -67,7 +67,8 @@ ServerOpt = Annotated[
     str | None,
     typer.Option(
         "--server",
-        help="Broker URL (default: the profile's, $TFSHARE_SERVER, or nats://127.0.0.1:4222).",
+        help="Broker URL, or a cluster's nodes separated by commas (default: the profile's, "
+        "$TFSHARE_SERVER, or nats://127.0.0.1:4222).",
     ),
 ]
 
@@ -115,6 +116,8 @@ def where(
     from tfshare import profiles  # noqa: PLC0415 - see the module docstring
 
     profile = profiles.load(_profile_name) if _profile_name else None
+    for reason in profile.skipped_servers if profile else ():
+        note(f"tfshare: warning: {reason}; the profile's other servers are used")
 
     def pick(flag: Path | None, attr: str, option: str) -> Path:
         if flag is not None:

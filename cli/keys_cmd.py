@@ -112,7 +112,7 @@ def _render(info: workflow.KeyInfo) -> None:
 
 def profile_init_cmd(
     agency: Annotated[str, typer.Option("--agency", help="Your agency id.")],
-    server: Annotated[str, typer.Option("--server", help="Broker URL, e.g. nats://host:4222.")],
+    server: Annotated[str, typer.Option("--server", help="Broker URL(s), e.g. nats://host:4222.")],
     roster: Annotated[Path, typer.Option("--roster", help="The signed roster.")],
     anchor: Annotated[Path, typer.Option("--anchor", help="The anchor (check its fingerprints).")],
     profile: Annotated[str, typer.Option("--profile", help="Profile name.")] = "default",

@@ -476,12 +476,12 @@ def _same_broker(desk: desk_client.DeskClient, server: str) -> None:
     """--server with a running agent: the agent sends every message (it owns the outbox),
     so another broker named here cannot be honoured; refused rather than ignored."""
     from tfshare.desk import api  # noqa: PLC0415
-    from tfshare.urls import parse_server_url  # noqa: PLC0415
+    from tfshare.urls import parse_server_url, split_servers  # noqa: PLC0415
 
     status = desk.call(api.StatusRequest())
     assert isinstance(status, api.Status)
     wanted = parse_server_url(server)
-    if wanted != status.server:
+    if set(split_servers(wanted)) != set(split_servers(status.server)):
         raise UsageError(
             f"--server {wanted} is not the broker of this agency's running agent "
             f"({status.server}), which sends every message",

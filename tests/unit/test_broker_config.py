@@ -602,3 +602,16 @@ def test_names_imported_from_broker_are_the_names_module_s() -> None:
     assert "channel_subject" in moved and "PROOF_REPLY_WINDOW" in moved
     for name in moved:
         assert getattr(broker, name) is getattr(names, name), name
+
+
+def test_generated_config_and_templates_fsync_before_every_acknowledgement(
+    taskforce: TaskForce, tmp_path: Path
+) -> None:
+    """Issue 14 item 7: a publisher drops a message from its outbox on the broker's ack, so
+    the ack must mean "on disk" (nats-server's default syncs every 2 minutes)."""
+    config = render(taskforce, tmp_path / "jetstream", port=14222)
+    jetstream = config[config.index("jetstream {") : config.index("authorization {")]
+    assert "sync_interval: always" in jetstream
+    templates = Path(__file__).resolve().parents[2] / "broker_config"
+    for name in ("single-node.conf", "single-node-tls.conf", "dev.conf"):
+        assert "sync_interval: always" in (templates / name).read_text(), name
