@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/desk.py
+	$(BIN)/python bench/cluster.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
