@@ -23,6 +23,10 @@ from .common import (
     RosterOpt,
     ServerOpt,
     StateDir,
+    TlsCaOpt,
+    TlsCertOpt,
+    TlsFiles,
+    TlsKeyOpt,
     emit_fields,
     emit_json,
     iso,
@@ -44,6 +48,9 @@ app = typer.Typer(help="Provenance: the tamper-evident audit log.", no_args_is_h
 @app.command("serve")
 def serve_cmd(
     server: ServerOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
     key: KeyOpt = None,
     roster: RosterOpt = None,
     anchor: AnchorOpt = None,
@@ -80,7 +87,10 @@ def serve_cmd(
 
     from .live_cmd import _agency
 
-    agency, url = _agency(key, passphrase_file, roster, anchor, state, None, server)
+    agency, url = _agency(
+        key, passphrase_file, roster, anchor, state, None, server,
+        tls=TlsFiles(tls_ca, tls_cert, tls_key),
+    )  # fmt: skip
     agency.identity()  # the passphrase is checked before the service says it is running
     note(f"audit service of {agency.roster.taskforce} consuming from {url}")
     service = audit.serve(
@@ -392,6 +402,9 @@ def prove_cmd(
         ),
     ] = False,
     server: ServerOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
     key: KeyOpt = None,
     roster: RosterOpt = None,
     anchor: AnchorOpt = None,
@@ -404,7 +417,10 @@ def prove_cmd(
 
     from .live_cmd import _agency
 
-    agency, url = _agency(key, passphrase_file, roster, anchor, state, None, server)
+    agency, url = _agency(
+        key, passphrase_file, roster, anchor, state, None, server,
+        tls=TlsFiles(tls_ca, tls_cert, tls_key),
+    )  # fmt: skip
     if from_broker:
         checked = audit_remote.request_inclusion(agency, msg_id, url=url, out=out)
         typer.echo(str(out))
@@ -438,6 +454,9 @@ def consistency_cmd(
         typer.Option("--known", help="A checkpoint note you hold; its root must match."),
     ] = None,
     server: ServerOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
     key: KeyOpt = None,
     roster: RosterOpt = None,
     anchor: AnchorOpt = None,
@@ -451,7 +470,10 @@ def consistency_cmd(
 
     from .live_cmd import _agency
 
-    agency, url = _agency(key, passphrase_file, roster, anchor, state, None, server)
+    agency, url = _agency(
+        key, passphrase_file, roster, anchor, state, None, server,
+        tls=TlsFiles(tls_ca, tls_cert, tls_key),
+    )  # fmt: skip
     checked = audit_remote.request_consistency(
         agency, old_size, new_size=new_size, known=known, url=url
     )
@@ -479,6 +501,9 @@ def consistency_cmd(
 @app.command("witness")
 def witness_cmd(
     server: ServerOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
     key: KeyOpt = None,
     roster: RosterOpt = None,
     anchor: AnchorOpt = None,
@@ -493,7 +518,10 @@ def witness_cmd(
 
     from .live_cmd import _agency
 
-    agency, url = _agency(key, passphrase_file, roster, anchor, state, None, server)
+    agency, url = _agency(
+        key, passphrase_file, roster, anchor, state, None, server,
+        tls=TlsFiles(tls_ca, tls_cert, tls_key),
+    )  # fmt: skip
     result = witness.witness(agency, url=url)
     if as_json:
         emit_json({"verdict": result.verdict, "size": result.size, "cosigned": result.cosigned})

@@ -20,8 +20,12 @@ from tfshare.urls import parse_server_url
 
 from .common import (
     StateDir,
+    TlsCaOpt,
+    TlsCertOpt,
+    TlsKeyOpt,
     note,
     now_ms,
+    tls_context,
 )
 
 if TYPE_CHECKING:
@@ -70,6 +74,85 @@ ReplicasOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+ServerCertOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-cert",
+        help="The node's TLS certificate (PEM; every node's, on a cluster, with --hosts: one "
+        "naming all of them, or run config per node): TLS 1.3 is then required of every "
+        "client, and routes are mutual TLS.",
+        show_default=False,
+    ),
+]
+ServerKeyOpt = Annotated[
+    Path | None,
+    typer.Option("--tls-key", help="The key of --tls-cert (PEM).", show_default=False),
+]
+ServerCaOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-ca",
+        help="The task force CA's certificate (PEM): checks the other nodes' route "
+        "certificates and the agencies' leaf nodes (needed with --cluster or --leaf-port "
+        "and TLS; 'broker up' also checks its own nodes with it).",
+        show_default=False,
+    ),
+]
+LeafPortOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--leaf-port",
+        min=1,
+        max=65535,
+        help="Also listen for agencies' leaf nodes on this port (7422; loopback nodes of "
+        "one machine: this + i - 1). Give --jetstream-domain with it.",
+        show_default=False,
+    ),
+]
+DomainOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--jetstream-domain",
+        help="The task force's JetStream domain (e.g. tf), the same on every node: agents "
+        "on an agency's leaf node reach the streams through it (their profile's "
+        "jetstream_domain).",
+        show_default=False,
+    ),
+]
+
+
+def _server_options(
+    cert: Path | None,
+    key: Path | None,
+    ca: Path | None,
+    leaf_port: int | None,
+    domain: str | None,
+) -> live.ServerOptions:
+    from tfshare.broker import BrokerTLS
+    from tfshare.errors import UsageError
+    from tfshare.workflows import live
+
+    if (cert is None) != (key is None):
+        raise UsageError(
+            "a TLS certificate needs its key, and a key its certificate",
+            hint="give both --tls-cert and --tls-key, or neither",
+        )
+    if ca is not None and cert is None:
+        raise UsageError(
+            "--tls-ca is for a broker with TLS: it needs the node's own certificate",
+            hint="give --tls-cert and --tls-key as well",
+        )
+    if leaf_port is not None and domain is None:
+        raise UsageError(
+            "agents on a leaf node reach the task force's streams by its JetStream domain only",
+            hint="give --jetstream-domain NAME (e.g. tf) with --leaf-port",
+        )
+    tls = None
+    if cert is not None and key is not None:
+        tls = BrokerTLS(cert.absolute(), key.absolute(), None if ca is None else ca.absolute())
+    return live.ServerOptions(tls=tls, jetstream_domain=domain, leaf_port=leaf_port)
 
 
 def _layout(
@@ -265,6 +348,11 @@ def broker_up(
     cluster: ClusterOpt = None,
     cluster_port: ClusterPortOpt = 6222,
     replicas: ReplicasOpt = None,
+    tls_cert: ServerCertOpt = None,
+    tls_key: ServerKeyOpt = None,
+    tls_ca: ServerCaOpt = None,
+    leaf_port: LeafPortOpt = None,
+    jetstream_domain: DomainOpt = None,
 ) -> None:
     """Run a nats-server with JetStream, configured from the roster, until Ctrl-C.
 
@@ -294,6 +382,7 @@ def broker_up(
         max_connections=max_connections,
         max_subscriptions=max_subscriptions,
     )
+    options = _server_options(tls_cert, tls_key, tls_ca, leaf_port, jetstream_domain)
     # Every check before anything is made: a port in use is said as such (not as the other
     # server's refusal of our credentials), and a failed start leaves no new --dir and no
     # new state database behind.
@@ -322,6 +411,7 @@ def broker_up(
                     roster_bytes=read_kind(roster, "roster"),
                     limits=limits,
                     replicas=replicas,
+                    options=options,
                 )
             else:
                 broker = live.start_broker(
@@ -330,6 +420,7 @@ def broker_up(
                     port=port,
                     roster_bytes=read_kind(roster, "roster"),
                     limits=limits,
+                    options=options,
                 )
         except BaseException:
             store.close()
@@ -337,7 +428,7 @@ def broker_up(
                 shutil.rmtree(directory, ignore_errors=True)
             raise
     supervisor = live.BrokerSupervisor(
-        broker, directory, load_anchor(anchor), store, trusted, limits, layout
+        broker, directory, load_anchor(anchor), store, trusted, limits, layout, options
     )
     what = "broker" if layout is None else f"{len(layout.nodes)}-node cluster"
     note(
@@ -418,6 +509,11 @@ def broker_config(
             show_default=False,
         ),
     ] = None,
+    tls_cert: ServerCertOpt = None,
+    tls_key: ServerKeyOpt = None,
+    tls_ca: ServerCaOpt = None,
+    leaf_port: LeafPortOpt = None,
+    jetstream_domain: DomainOpt = None,
 ) -> None:
     """Write the nats-server configuration for operators who run nats-server themselves.
 
@@ -440,15 +536,21 @@ def broker_config(
         max_connections=max_connections,
         max_subscriptions=max_subscriptions,
     )
+    options = _server_options(tls_cert, tls_key, tls_ca, leaf_port, jetstream_domain)
     trusted = _broker_roster(roster, anchor, state)
     if cluster is not None:
         layout = _layout(trusted.taskforce, cluster, hosts, port, cluster_port)
-        for path in live.write_cluster_config(trusted, directory, layout, server=limits.server()):
+        paths = live.write_cluster_config(
+            trusted, directory, layout, server=limits.server(), options=options
+        )
+        for path in paths:
             typer.echo(str(path))
         typer.echo(str(directory / live.USERS_INCLUDE))
         note(f"clients connect with --server {','.join(layout.urls)}")
         return
-    path = live.write_broker_config(trusted, directory, port=port, server=limits.server())
+    path = live.write_broker_config(
+        trusted, directory, port=port, server=limits.server(), options=options
+    )
     typer.echo(str(path))
     typer.echo(str(directory / live.USERS_INCLUDE))
 
@@ -501,6 +603,9 @@ def broker_provision(
     max_waiting: MaxWaitingOpt = _DEFAULT.max_waiting,
     state: StateDir = None,
     replicas: ReplicasOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
 ) -> None:
     """Create or update the streams (one per channel), the consumers and the KV buckets on a
     nats-server you run yourself (configured with 'broker config'); seeds the roster bucket
@@ -523,6 +628,7 @@ def broker_provision(
         max_waiting=max_waiting,
     )  # the server's disk limit is the operator's template here (TFSHARE_MAX_FILE_STORE)
     server = parse_server_url(server)
+    tls = tls_context(tls_ca, tls_cert, tls_key)
     trusted = _broker_roster(roster, anchor, state)
     streams = asyncio.run(
         live.provision_broker(
@@ -532,6 +638,7 @@ def broker_provision(
             read_kind(roster, "roster"),
             limits,
             replicas=replicas,
+            tls=tls,
         )
     )
     note(f"provisioned task force {trusted.taskforce} (roster seq {trusted.seq}) on {server}")

@@ -30,6 +30,8 @@ from tfshare.urls import parse_server_url
 from tfshare.visible import escape, escape_json
 
 if TYPE_CHECKING:
+    import ssl
+
     from tfshare import profiles
 
 MAX_PASSPHRASE_FILE = 4096
@@ -72,6 +74,87 @@ ServerOpt = Annotated[
     ),
 ]
 
+TlsCaOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-ca",
+        envvar="TFSHARE_TLS_CA",
+        help="The task force CA's certificate (PEM) to check a tls:// broker against "
+        "(default: the profile's tls_ca).",
+        show_default=False,
+    ),
+]
+TlsCertOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-cert",
+        envvar="TFSHARE_TLS_CERT",
+        help="This client's TLS certificate (PEM), for a broker that verifies clients "
+        "(default: the profile's tls_cert).",
+        show_default=False,
+    ),
+]
+TlsKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-key",
+        envvar="TFSHARE_TLS_KEY",
+        help="The key of --tls-cert (PEM, unencrypted, readable only by you; default: the "
+        "profile's tls_key).",
+        show_default=False,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The TLS files a client connects with (flags or environment, else the profile's);
+    all None: no settings of its own (a tls:// broker is then checked against the
+    system's CAs, which do not hold a task force CA)."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    def context(self) -> ssl.SSLContext | None:
+        """The SSL context, built once per command (``tlsconf.client_ssl_context``: each
+        bad file named); None without settings. Imported here: the CLI starts without ssl."""
+        if self.ca is None and self.cert is None and self.key is None:
+            return None
+        if self.ca is None:
+            raise UsageError(
+                "a TLS client certificate is given without the CA to check the broker with",
+                hint="give --tls-ca (the task force CA's certificate, PEM) as well",
+            )
+        from tfshare.tlsconf import client_ssl_context  # noqa: PLC0415 - see the docstring
+        from tfshare.transport import mark_client_cert  # noqa: PLC0415
+
+        context = client_ssl_context(self.ca, self.cert, self.key)
+        return mark_client_cert(context) if self.cert is not None else context
+
+
+def tls_context(
+    ca: Path | None = None, cert: Path | None = None, key: Path | None = None
+) -> ssl.SSLContext | None:
+    """The SSL context from --tls-ca/--tls-cert/--tls-key, else the active profile's."""
+    return _tls_files(TlsFiles(ca, cert, key), _active_profile()).context()
+
+
+def _active_profile() -> profiles.Profile | None:
+    from tfshare import profiles  # noqa: PLC0415 - see the module docstring
+
+    return profiles.load(_profile_name) if _profile_name else None
+
+
+def _tls_files(given: TlsFiles, profile: profiles.Profile | None) -> TlsFiles:
+    """Flags (or TFSHARE_TLS_*) first; the profile's files when none is given."""
+    if given.ca is not None or given.cert is not None or given.key is not None:
+        return given
+    if profile is None:
+        return given
+    return TlsFiles(profile.tls_ca, profile.tls_cert, profile.tls_key)
+
+
 AllowWeakPassphrase = Annotated[
     bool,
     typer.Option(
@@ -97,6 +180,7 @@ class Where:
     anchor: Path
     state: Path | None
     server: str | None
+    tls: TlsFiles = TlsFiles()
 
 
 def profile_agency() -> str | None:
@@ -112,10 +196,9 @@ def where(
     anchor: Path | None,
     state: Path | None = None,
     server: str | None = None,
+    tls: TlsFiles = TlsFiles(),
 ) -> Where:
-    from tfshare import profiles  # noqa: PLC0415 - see the module docstring
-
-    profile = profiles.load(_profile_name) if _profile_name else None
+    profile = _active_profile()
     for reason in profile.skipped_servers if profile else ():
         note(f"tfshare: warning: {reason}; the profile's other servers are used")
 
@@ -136,6 +219,7 @@ def where(
         anchor=pick(anchor, "anchor", "--anchor"),
         state=state or (profile.state if profile else None),
         server=_server(server, profile),
+        tls=_tls_files(tls, profile),
     )
 
 

@@ -22,6 +22,10 @@ from .common import (
     RosterOpt,
     ServerOpt,
     StateDir,
+    TlsCaOpt,
+    TlsCertOpt,
+    TlsFiles,
+    TlsKeyOpt,
     emit_fields,
     emit_json,
     iso,
@@ -117,12 +121,17 @@ def _agency(
     registry: Path | None,
     server: str | None = None,
     secret: bytes | None = None,
+    tls: TlsFiles | None = None,
 ) -> tuple[live.Agency, str]:
-    """The agency's verified setup (flags, else the profile) and the broker URL to use."""
+    """The agency's verified setup (flags, else the profile) and the broker URL to use.
+    ``tls``: for a command that connects, its --tls-* files (the profile's when none is
+    given), built into the agency's one SSL context before the passphrase is asked (a bad
+    file is named at once); None for a command that does not connect."""
     from tfshare.workflows import live  # noqa: PLC0415
     from tfshare.workflows.exchange import Credentials  # noqa: PLC0415
 
-    at = where(key, roster, anchor, state, server)
+    at = where(key, roster, anchor, state, server, tls or TlsFiles())
+    context = at.tls.context() if tls is not None else None
     if secret is None:
         secret = passphrase(passphrase_file, confirm=False, purpose=str(at.key))
     agency = live.Agency.load(
@@ -131,6 +140,7 @@ def _agency(
         anchor_path=at.anchor,
         state_dir=at.state,
         registry_dir=registry,
+        tls=context,
     )
     return agency, live.server_url(at.server)
 
@@ -166,6 +176,9 @@ def agent_run(
             max=65535,
         ),
     ] = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
 ) -> None:
     """Run the agency's agent until Ctrl-C (JSON logs on stderr): it receives into the inbox,
     sends the outbox, and holds the unlocked key for the other commands (publish, inbox,
@@ -183,7 +196,10 @@ def agent_run(
     lock = hold_lock(state_dir)  # a second agent is refused before any passphrase is asked
     try:
         secret = _agent_passphrase(passphrase_file)
-        agency, url = _agency(key, None, roster, anchor, state, registry, server, secret=secret)
+        tls = TlsFiles(tls_ca, tls_cert, tls_key)
+        agency, url = _agency(
+            key, None, roster, anchor, state, registry, server, secret=secret, tls=tls
+        )
         del secret
         agent = live.make_agent(agency, url=url, clock=now_ms)
 
@@ -419,6 +435,9 @@ def publish_cmd(
         str | None, typer.Option("--reply", metavar="MSG_ID", help="Answer a request.")
     ] = None,
     as_json: JsonFlag = False,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
 ) -> None:
     """Seal a message and publish it; queue it in the outbox if the broker is away.
 
@@ -464,7 +483,7 @@ def publish_cmd(
         info = _publish_direct(
             key, passphrase_file, roster, anchor, state, registry, server, kind, channel, to,
             body_path, from_stdin, field or [], on_terminal, not no_queue,
-            derived[0] if derived else None,
+            derived[0] if derived else None, TlsFiles(tls_ca, tls_cert, tls_key),
         )  # fmt: skip
     _report_published(kind, info, as_json)
 
@@ -586,6 +605,7 @@ def _publish_direct(
     on_terminal: bool,
     queue: bool,
     derive: tuple[str, str] | None,
+    tls: TlsFiles,
 ) -> dict[str, Any]:
     """Publish without an agent: unlock the key here and talk to the broker directly."""
     from tfshare.workflows import live  # noqa: PLC0415
@@ -593,7 +613,7 @@ def _publish_direct(
 
     # Read before the passphrase prompt could touch stdin; a piped stdin is spent after this.
     stdin_body = read_stdin_body(sys.stdin.buffer) if from_stdin else None
-    agency, url = _agency(key, passphrase_file, roster, anchor, state, registry, server)
+    agency, url = _agency(key, passphrase_file, roster, anchor, state, registry, server, tls=tls)
     prompter = Prompter(ask=_ask, say=note) if on_terminal else None
     state_dir = agency.store.path.parent
     try:

@@ -17,12 +17,16 @@ from tfshare.visible import hidden_chars
 from .common import (
     JsonFlag,
     PassphraseFile,
+    TlsCaOpt,
+    TlsCertOpt,
+    TlsKeyOpt,
     emit_fields,
     emit_json,
     note,
     now_ms,
     passphrase,
     shown,
+    tls_context,
 )
 
 if TYPE_CHECKING:
@@ -271,6 +275,9 @@ def publish_cmd(
     key: Annotated[Path, typer.Option("--key", help="Your coordinator key file.")],
     server: Annotated[str | None, typer.Option("--server", help="Broker URL.")] = None,
     passphrase_file: PassphraseFile = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
     anchor: Annotated[
         Path | None,
         typer.Option(
@@ -295,9 +302,11 @@ def publish_cmd(
     from tfshare.workflows.keys import load_identity
     from tfshare.workflows.live import server_url as live_server_url
 
+    url = live_server_url(server)
+    tls = tls_context(tls_ca, tls_cert, tls_key)  # a bad file named before the passphrase
     identity = load_identity(key, passphrase(passphrase_file, confirm=False, purpose=str(key)))
     roster, revision = workflow.publish(
-        path, identity, url=live_server_url(server), anchor=anchor, force=force
+        path, identity, url=url, anchor=anchor, force=force, tls=tls
     )
     note(f"published roster seq {roster.seq} of {roster.taskforce} (bucket revision {revision})")
 

@@ -39,6 +39,7 @@ import datetime as dt
 import json
 import os
 import sqlite3
+import ssl
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
@@ -193,6 +194,8 @@ class Agent:
     sidecar_grace_s: float = 1.0
     stats: AgentStats = field(default_factory=AgentStats)
     health: AgentHealth = field(default_factory=AgentHealth)
+    # The agency's TLS settings for tls:// brokers (built once, from --tls-ca and the rest).
+    tls: ssl.SSLContext | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # The connection and consumer in use, for the desk (None while the broker is away),
@@ -247,6 +250,7 @@ class Agent:
                     agency=agency,
                     name=f"tfshare-agent-{agency}",
                     reconnect=False,
+                    tls=self.tls,
                 )
             except transport.BrokerAuthFailed as exc:
                 # Not an outage: the broker has no user for our NATS key until its

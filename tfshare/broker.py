@@ -71,6 +71,7 @@ __all__ = [
     "ROSTER_KEY",
     "BrokerCluster",
     "BrokerProcess",
+    "BrokerTLS",
     "ClusterLayout",
     "ClusterNode",
     "ServerLimits",
@@ -119,6 +120,19 @@ class ServerLimits:
     max_connections: int = 1024  # agents, CLI commands and the audit service together
     max_subscriptions: int = 1024  # per connection; an agent needs a handful
     max_ack_pending: int = 10_000  # the most any consumer may be configured with
+
+
+@dataclass(frozen=True)
+class BrokerTLS:
+    """TLS of the task force's nats-server (``broker config/up --tls-cert/--tls-key/
+    --tls-ca``): TLS 1.3 required of every client (``tlsconf.server_tls_block``); on a
+    cluster the routes are mutual TLS with ``ca`` (``tlsconf.route_tls_block``), so ``ca``
+    is needed there. ``verify_clients``: clients must also show a certificate of ``ca``."""
+
+    cert: Path
+    key: Path
+    ca: Path | None = None
+    verify_clients: bool = False
 
 
 def _quote(items: tuple[str, ...]) -> str:
@@ -203,24 +217,54 @@ def render_config(
     limits: ServerLimits = ServerLimits(),
     cluster: ClusterLayout | None = None,
     node: int = 1,
+    tls: BrokerTLS | None = None,
+    jetstream_domain: str | None = None,
+    leafnodes: str = "",
 ) -> str:
     """nats-server configuration for the roster's task force (pass to ``nats-server -c``).
     With ``cluster``, the configuration of its node ``node`` (1-based): its own server name,
     client and route addresses (``host`` and ``port`` are then the node's), and routes to
-    the other nodes; the users, permissions and limits are the same on every node."""
+    the other nodes; the users, permissions and limits are the same on every node.
+
+    ``tls``: the clients' ``tls {}`` block, and on a cluster the routes' (mutual TLS).
+    ``jetstream_domain``: the hub's JetStream domain (the same on every node), which clients
+    on an agency's leaf node address JetStream by (``$JS.<domain>.API``: JetStream's API
+    crosses a leaf link only so). ``leafnodes``: a ``leafnodes {}`` block to append
+    (``leafnode.hub_leafnodes_block``)."""
+    from tfshare.tlsconf import route_tls_block, server_tls_block  # noqa: PLC0415
+
     tf = roster.taskforce
+    if jetstream_domain is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", jetstream_domain):
+        raise UsageError(
+            f"{jetstream_domain[:40]!r} is not a JetStream domain name",
+            hint="give letters, digits, '-' or '_' (e.g. tf), the same on every node",
+        )
+    if tls is not None and cluster is not None and tls.ca is None:
+        raise UsageError(
+            "a cluster's routes are mutual TLS: they need the CA that signed the nodes' "
+            "certificates",
+            hint="give --tls-ca (the task force CA's certificate, PEM) with --tls-cert/--tls-key",
+        )
     name, routing = f"tfshare-{tf}", ""
     if cluster is not None:
         me = cluster.nodes[node - 1]
         host, port, name = me.host, me.port, cluster.server_name(node)
         routes = "".join(f"        {route}\n" for route in cluster.routes(node))
+        route_tls = (
+            "" if tls is None or tls.ca is None else route_tls_block(tls.cert, tls.key, tls.ca)
+        )
         routing = (
             f"cluster {{\n"
             f"    name: {cluster.name}\n"
             f"    listen: {_host_in_url(me.host)}:{me.cluster_port}\n"
             f"    routes: [\n{routes}    ]\n"
+            f"{route_tls}"
             f"}}\n"
         )
+    client_tls = ""
+    if tls is not None:
+        client_tls = server_tls_block(tls.cert, tls.key, tls.ca, verify_clients=tls.verify_clients)
+    domain = "" if jetstream_domain is None else f"    domain: {jetstream_domain}\n"
     users = [f"    {{ nkey: {admin_nkey} }}  # tfshare broker administration (streams, consumers)"]
     for member in roster.roster.members:
         allowed = permissions(roster, member.agency_id)
@@ -234,11 +278,13 @@ def render_config(
         f"server_name: {name}\n"
         f"listen: {_host_in_url(host)}:{port}\n"
         f"{monitoring}"
+        f"{client_tls}"
         f"{routing}"
         f"max_payload: {MAX_PAYLOAD}\n"
         f"max_connections: {limits.max_connections}\n"
         f"max_subscriptions: {limits.max_subscriptions}\n"
         f"jetstream {{\n"
+        f"{domain}"
         f'    store_dir: "{store_dir}"\n'
         f"    max_file_store: {limits.max_file_store}\n"
         # fsync before every acknowledgement: a publisher empties its outbox on the ack, so
@@ -249,6 +295,7 @@ def render_config(
         f"    limits {{ max_ack_pending: {limits.max_ack_pending} }}\n"
         f"}}\n"
         f"authorization {{\n  users = [\n" + "\n".join(users) + "\n  ]\n}\n"
+        f"{leafnodes}"
     )
 
 

@@ -1,9 +1,10 @@
 """Profiles: one agency's setup on this machine, under $TFSHARE_HOME/profiles/NAME/.
 
 Owns: creating a profile (new keys, or an existing key file imported), its ``config.toml``
-(agency, server, file names), and loading it so every command can run with ``--profile NAME``
-(or ``TFSHARE_PROFILE``) instead of repeating --key/--roster/--anchor/--server; explicit flags
-still win.
+(agency, server, file names, and the optional ``tls_ca``/``tls_cert``/``tls_key`` files and
+``jetstream_domain`` of a task force past one machine), and loading it so every command can
+run with ``--profile NAME`` (or ``TFSHARE_PROFILE``) instead of repeating --key/--roster/
+--anchor/--server/--tls-*; explicit flags still win.
 
 Layout: key (0600), anchor and roster copies, ``state/`` (SQLite: replay store, inbox,
 quarantine, outbox, roster state) and ``config.toml``. The folder is 0700.
@@ -12,6 +13,7 @@ quarantine, outbox, roster state) and ``config.toml``. The folder is 0700.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tomllib
 from dataclasses import dataclass, field
@@ -35,6 +37,12 @@ class Profile:
     server: str  # one URL, or the cluster's nodes separated by commas
     # Entries of the config's server list left out, each with why (logged when loaded).
     skipped_servers: tuple[str, ...] = field(default=(), compare=False)
+    # TLS for tls:// brokers (config.toml tls_ca, tls_cert, tls_key: absolute paths).
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # The JetStream domain of the hub when this agency's server is a leaf node of it.
+    jetstream_domain: str | None = None
 
     @property
     def key(self) -> Path:
@@ -90,7 +98,38 @@ def load(name: str) -> Profile:
         log = structlog.get_logger("tfshare.profiles")
         for reason in skipped:
             log.warning("profile_server_skipped", profile=name, reason=reason)
-    return Profile(name, folder, agency, servers, tuple(skipped))
+    tls = {k: _config_path(config, k, path) for k in ("tls_ca", "tls_cert", "tls_key")}
+    domain = config.get("jetstream_domain")
+    if domain is not None and not (isinstance(domain, str) and _DOMAIN.fullmatch(domain)):
+        raise InputError(
+            f"the profile config {str(path)!r}: jetstream_domain {str(domain)[:40]!r} is not a "
+            "domain name",
+            hint="give the hub's JetStream domain: letters, digits, '-' and '_' (e.g. tf)",
+        )
+    return Profile(name, folder, agency, servers, tuple(skipped), **tls, jetstream_domain=domain)
+
+
+_DOMAIN = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def _config_path(config: dict[str, object], name: str, path: Path) -> Path | None:
+    """An optional file path of the profile config: absolute (a relative one would depend
+    on where the command runs); ``~`` is expanded."""
+    value = config.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InputError(
+            f"the profile config {str(path)!r}: {name} is not a file path",
+            hint=f'write it as {name} = "/absolute/path.pem"',
+        )
+    found = Path(value).expanduser()
+    if not found.is_absolute():
+        raise InputError(
+            f"the profile config {str(path)!r}: {name} {value[:80]!r} is not an absolute path",
+            hint=f'write the full path: {name} = "/absolute/path.pem"',
+        )
+    return found
 
 
 def create(

@@ -391,6 +391,7 @@ async def connect(
     reconnect: bool = True,
     connect_timeout: float = 2.0,
     error_cb: Callable[[Exception], Awaitable[None]] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Connection:
     """Connect with an nkey seed ("SU..."); ``agency`` selects its private inbox prefix.
 
@@ -398,7 +399,13 @@ async def connect(
     ``urls.parse_server_list``): the servers are tried in a random order (so clients spread
     over the nodes) until one answers, and with ``reconnect`` nats-py moves to another one
     when the connection is lost. Without ``reconnect`` a lost connection stays lost and the
-    caller (the agent's loop, a CLI command) connects again, to any of them."""
+    caller (the agent's loop, a CLI command) connects again, to any of them.
+
+    ``tls``: the SSL context for ``tls://`` servers (``tlsconf.client_ssl_context``, built
+    once by the caller from the agency's --tls-ca/--tls-cert/--tls-key); without it nats-py
+    trusts only the system's CAs. A certificate refused either way is a ``TlsRefused``
+    naming which side's certificate and what to give: not an outage, so no other node is
+    tried (every node of a task force shows certificates of the same CA)."""
     servers = split_servers(url)
     random.shuffle(servers)
     last: BrokerError | None = None
@@ -416,15 +423,55 @@ async def connect(
                 reconnect=reconnect,
                 connect_timeout=connect_timeout,
                 error_cb=error_cb,
+                tls=tls,
             )
-        except BrokerAuthFailed:
-            raise  # every node of a cluster has the same users: no other will take us
+        except (BrokerAuthFailed, TlsRefused):
+            raise  # every node of a cluster has the same users and CA: no other will take us
         except _Unreachable as exc:
             last = exc.error
             if not exc.stalled:
                 break  # every server refused the connection: trying again in turn is no help
     assert last is not None
     raise last
+
+
+class TlsRefused(BrokerRefused):
+    """A TLS handshake failed on a certificate: the broker's, not signed by the CA this
+    client trusts (or not naming the URL's host), or this client's, refused by a broker that
+    verifies clients. Configuration, not an outage: retrying cannot help until the CA or
+    the certificate given changes."""
+
+
+def _tls_refused(
+    exc: BaseException, failures: Sequence[BaseException], *, url: str, tls: ssl.SSLContext | None
+) -> TlsRefused | None:
+    """The TLS refusal among this attempt's failures (nats-py reports one server's failure
+    through the error callback and may raise another's), or None."""
+    from tfshare.tlsconf import tls_refusal  # noqa: PLC0415 - only when a connect failed
+
+    client_cert = bool(getattr(tls, CLIENT_CERT_MARK, False))
+    for candidate in (exc, *failures):
+        if not isinstance(candidate, ssl.SSLError):
+            continue  # a reset alone is named only when nothing else explains it (below)
+        found = tls_refusal(candidate, doing=f"connecting to {url}", client_cert=client_cert)
+        if found is not None:
+            return TlsRefused(found.message, hint=found.hint)
+    if tls is not None and isinstance(exc, BrokenPipeError | ConnectionResetError):
+        found = tls_refusal(exc, doing=f"connecting to {url}", client_cert=client_cert)
+        if found is not None:
+            return TlsRefused(found.message, hint=found.hint)
+    return None
+
+
+# Set on an SSL context that holds this client's own certificate (``mark_client_cert``):
+# a refusal then names that certificate rather than a missing one.
+CLIENT_CERT_MARK: Final = "tfshare_client_cert"
+
+
+def mark_client_cert(context: ssl.SSLContext) -> ssl.SSLContext:
+    """``context``, noted as holding this client's certificate (for the refusal's words)."""
+    setattr(context, CLIENT_CERT_MARK, True)
+    return context
 
 
 class _Unreachable(Exception):
@@ -441,12 +488,15 @@ async def _connect_once(
     reconnect: bool,
     connect_timeout: float,
     error_cb: Callable[[Exception], Awaitable[None]] | None,
+    tls: ssl.SSLContext | None,
 ) -> Connection:
     url = ",".join(servers)
     errors: list[str] = []
+    failures: list[Exception] = []  # what each server's attempt raised (TLS refusals among them)
 
     async def _record(exc: Exception) -> None:
         errors.append(str(exc))
+        failures.append(exc)
         if error_cb is not None:
             await error_cb(exc)
 
@@ -470,12 +520,17 @@ async def _connect_once(
     }
     if agency is not None:
         options["inbox_prefix"] = inbox_prefix(agency).encode()
+    if tls is not None:
+        options["tls"] = tls
     try:
         # nats-py can keep trying a dead server well past connect_timeout: bound it here.
         client = await asyncio.wait_for(nats.connect(**options), timeout=connect_timeout * 2)
     except (TimeoutError, *NATS_ERRORS) as exc:
         if _auth_violation(exc) or any("authorization violation" in e.lower() for e in errors):
             raise auth_failed(url, agency, nkey_seed) from None
+        refused = _tls_refused(exc, failures, url=url, tls=tls)
+        if refused is not None:
+            raise refused from None
         stalled = isinstance(exc, TimeoutError | nats.errors.TimeoutError)
         raise _Unreachable(
             broker_error(exc, doing=f"connecting to {url}"), stalled=stalled

@@ -67,6 +67,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -644,6 +645,8 @@ class AuditService:
     proof_limit: RateLimit = field(default_factory=RateLimit)
     # How the service waits (a stop request cuts the wait short); tests observe the pauses.
     pause: Callable[[asyncio.Event, float], Awaitable[None]] = sleep_or_stop
+    # The service's TLS settings for tls:// brokers (built once, from --tls-ca and the rest).
+    tls: ssl.SSLContext | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.origin = checkpoint_origin(self.roster.taskforce)
@@ -1054,6 +1057,7 @@ class AuditService:
                     agency=agency,
                     name=f"tfshare-audit-{agency}",
                     reconnect=False,
+                    tls=self.tls,
                 )
             except BrokerError:
                 retry_s = backoff.next()

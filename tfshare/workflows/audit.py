@@ -116,6 +116,7 @@ def serve(
         # rollback state), kept, logged, and followed.
         accept_roster=agency.accept_roster,
         proof_limit=RateLimit(rate=proof_rate, burst=proof_burst),
+        tls=agency.tls,
     )
 
     async def main() -> None:

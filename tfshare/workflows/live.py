@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import os
 import signal
+import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from tfshare.agent import Agent
 from tfshare.broker import (
     BrokerCluster,
     BrokerProcess,
+    BrokerTLS,
     ClusterLayout,
     ServerLimits,
     channel_subject,
@@ -107,6 +109,53 @@ def admin_seed(directory: Path) -> bytes:
 USERS_INCLUDE = "tfshare-users.conf"
 
 
+@dataclass(frozen=True)
+class ServerOptions:
+    """What a task force's nats-server configuration holds beyond the roster and limits,
+    the same on every node: TLS (clients; routes on a cluster), the hub's JetStream domain
+    (for agencies' leaf nodes) and the hub's ``leafnodes {}`` block."""
+
+    tls: BrokerTLS | None = None
+    jetstream_domain: str | None = None
+    leaf_port: int | None = None  # the hub's port for agencies' leaf nodes (7422)
+
+    def leafnodes(self, host: str, offset: int = 0) -> str:
+        """The ``leafnodes {}`` block of a node listening on ``host`` for clients: on
+        loopback there too (nodes sharing one host take ``leaf_port`` + ``offset``), else on
+        every address of the machine (agencies dial in from their networks; TLS required)."""
+        if self.leaf_port is None:
+            return ""
+        from tfshare.leafnode import hub_leafnodes_block  # noqa: PLC0415
+        from tfshare.tlsconf import is_loopback_url  # noqa: PLC0415
+
+        loopback = is_loopback_url(f"nats://{host}:1")
+        tls = self.tls
+        return hub_leafnodes_block(
+            port=self.leaf_port + offset,
+            host=host if loopback else "0.0.0.0",  # noqa: S104 - see the docstring
+            tls_cert=None if tls is None else tls.cert,
+            tls_key=None if tls is None else tls.key,
+            tls_ca=None if tls is None else tls.ca,
+            verify_leaves=tls is not None and tls.ca is not None,
+        )
+
+    def admin_tls(self) -> ssl.SSLContext | None:
+        """The SSL context 'broker up' connects to its own TLS nodes with (their CA)."""
+        if self.tls is None:
+            return None
+        if self.tls.ca is None:
+            raise UsageError(
+                "'broker up' with TLS checks its own nodes' certificates: it needs the CA",
+                hint="give --tls-ca with --tls-cert/--tls-key",
+            )
+        from tfshare.tlsconf import client_ssl_context  # noqa: PLC0415
+
+        context = client_ssl_context(self.tls.ca)
+        if self.tls.verify_clients:  # the administrator shows the node's certificate
+            context = client_ssl_context(self.tls.ca, self.tls.cert, self.tls.key)
+        return context
+
+
 def write_broker_config(
     roster: TrustedRoster,
     directory: Path,
@@ -114,6 +163,7 @@ def write_broker_config(
     port: int,
     host: str = "127.0.0.1",
     server: ServerLimits | None = None,
+    options: ServerOptions = ServerOptions(),
 ) -> Path:
     """Write DIR/nats.conf for the roster (checked with ``nats-server -t``), and beside it
     DIR/tfshare-users.conf: its ``authorization`` block alone, which the single-node
@@ -127,6 +177,9 @@ def write_broker_config(
         host=host,
         port=port,
         limits=server or StreamLimits().server(),
+        tls=options.tls,
+        jetstream_domain=options.jetstream_domain,
+        leafnodes=options.leafnodes(host),
     )
     path = directory / "nats.conf"
     write_atomic(path, config.encode())
@@ -137,6 +190,8 @@ def write_broker_config(
 
 def _write_users_include(roster: TrustedRoster, directory: Path, config: str) -> None:
     users = config[config.index("authorization {") :]
+    if "\nleafnodes {" in users:
+        users = users[: users.index("\nleafnodes {") + 1]
     write_atomic(
         directory / USERS_INCLUDE,
         (
@@ -164,6 +219,7 @@ def write_cluster_config(
     layout: ClusterLayout,
     *,
     server: ServerLimits | None = None,
+    options: ServerOptions = ServerOptions(),
 ) -> list[Path]:
     """Write DIR/nats-<i>.conf for each node of ``layout`` (its own server_name, its route
     to every other node, its own JetStream store DIR/jetstream-<i>; the same users,
@@ -180,6 +236,7 @@ def write_cluster_config(
     public = nkeys.from_seed(admin_seed(directory)).public_key.decode()
     paths: list[Path] = []
     config = ""
+    shared_host = len({node.host for node in layout.nodes}) < len(layout.nodes)
     for index in range(1, len(layout.nodes) + 1):
         config = render_config(
             roster,
@@ -188,6 +245,11 @@ def write_cluster_config(
             limits=server or StreamLimits().server(),
             cluster=layout,
             node=index,
+            tls=options.tls,
+            jetstream_domain=options.jetstream_domain,
+            leafnodes=options.leafnodes(
+                layout.nodes[index - 1].host, index - 1 if shared_host else 0
+            ),
         )
         path = node_config_path(directory, index)
         write_atomic(path, config.encode())
@@ -200,9 +262,16 @@ def write_cluster_config(
     return paths
 
 
-async def _admin(url: str, directory: Path) -> transport.Connection:
+async def _admin(
+    url: str, directory: Path, tls: ssl.SSLContext | None = None
+) -> transport.Connection:
     return await transport.connect(
-        url, nkey_seed=admin_seed(directory), agency=None, name="tfshare-admin", reconnect=False
+        url,
+        nkey_seed=admin_seed(directory),
+        agency=None,
+        name="tfshare-admin",
+        reconnect=False,
+        tls=tls,
     )
 
 
@@ -376,6 +445,7 @@ async def provision_broker(
     *,
     replicas: int | None = None,
     ready_timeout: float = 0.0,
+    tls: ssl.SSLContext | None = None,
 ) -> dict[str, transport.ChannelLimits]:
     """One stream per channel of the roster (each with its limits), the consumers and the
     KV buckets; seeds the roster bucket with ``roster_bytes`` if it is empty (a roster
@@ -384,14 +454,15 @@ async def provision_broker(
     (``transport.provision``); the limits returned say each stream's replicas.
 
     ``ready_timeout``: how long to wait for JetStream to answer first (a cluster just
-    started elects its leaders for a few seconds)."""
+    started elects its leaders for a few seconds). ``tls``: the SSL context for a broker
+    that requires TLS of its clients (``tlsconf.client_ssl_context``)."""
     if replicas is not None and not 1 <= replicas <= 5:
         raise UsageError(
             f"--replicas must be 1 to 5 (got {replicas})",
             hint="3 on a cluster of 3 nodes or more, 1 for a server alone",
         )
     channel_limits = limits.channel_limits(task_force_channels(roster))
-    admin = await _admin(url, directory)
+    admin = await _admin(url, directory, tls)
     try:
         if ready_timeout > 0:
             await transport.wait_jetstream(admin, timeout=ready_timeout)
@@ -421,13 +492,19 @@ def start_broker(
     port: int,
     roster_bytes: bytes | None = None,
     limits: StreamLimits = StreamLimits(),
+    options: ServerOptions = ServerOptions(),
 ) -> BrokerProcess:
     """Configure, start and provision a nats-server for the roster's task force."""
-    config = write_broker_config(roster, directory, port=port, server=limits.check().server())
+    admin_tls = options.admin_tls()
+    config = write_broker_config(
+        roster, directory, port=port, server=limits.check().server(), options=options
+    )
     broker = BrokerProcess(config=config, host="127.0.0.1", port=port, log=directory / "nats.log")
     broker.start()
     try:
-        asyncio.run(provision_broker(broker.url, directory, roster, roster_bytes, limits))
+        asyncio.run(
+            provision_broker(broker.url, directory, roster, roster_bytes, limits, tls=admin_tls)
+        )
     except BaseException:
         broker.stop()
         raise
@@ -442,11 +519,15 @@ def start_cluster(
     roster_bytes: bytes | None = None,
     limits: StreamLimits = StreamLimits(),
     replicas: int | None = None,
+    options: ServerOptions = ServerOptions(),
 ) -> BrokerCluster:
     """Configure, start and provision a cluster of nats-servers on this machine (loopback:
     tests and the demo), each node logging to DIR/nats-<i>.log. Streams and buckets get
     ``replicas`` copies (None: R3 from 3 nodes)."""
-    paths = write_cluster_config(roster, directory, layout, server=limits.check().server())
+    admin_tls = options.admin_tls()
+    paths = write_cluster_config(
+        roster, directory, layout, server=limits.check().server(), options=options
+    )
     cluster = BrokerCluster(
         [
             BrokerProcess(
@@ -467,6 +548,7 @@ def start_cluster(
                 limits,
                 replicas=wanted,
                 ready_timeout=CLUSTER_READY_S,
+                tls=admin_tls,
             )
         )
     except BaseException:
@@ -493,12 +575,16 @@ class BrokerSupervisor:
     roster: TrustedRoster
     limits: StreamLimits = StreamLimits()  # the broker's: a roster change keeps them
     layout: ClusterLayout | None = None  # the cluster's nodes (broker is a BrokerCluster)
+    options: ServerOptions = ServerOptions()  # TLS, domain, leaf port: a roster change keeps them
+
+    def __post_init__(self) -> None:
+        self._admin_tls = self.options.admin_tls()
 
     def check(self) -> TrustedRoster | None:
         """One look at the bucket; returns the new roster if it changed and was applied."""
 
         async def fetch() -> bytes | None:
-            admin = await _admin(self.broker.url, self.directory)
+            admin = await _admin(self.broker.url, self.directory, self._admin_tls)
             try:
                 return await transport.get_roster(admin, self.roster.taskforce)
             finally:
@@ -515,14 +601,28 @@ class BrokerSupervisor:
         )
         self.store.save_roster_state(self.anchor.taskforce, state)
         if self.layout is not None:
-            write_cluster_config(trusted, self.directory, self.layout, server=self.limits.server())
+            write_cluster_config(
+                trusted,
+                self.directory,
+                self.layout,
+                server=self.limits.server(),
+                options=self.options,
+            )
         else:
             assert isinstance(self.broker, BrokerProcess)
             write_broker_config(
-                trusted, self.directory, port=self.broker.port, server=self.limits.server()
+                trusted,
+                self.directory,
+                port=self.broker.port,
+                server=self.limits.server(),
+                options=self.options,
             )
         self.broker.reload()
-        asyncio.run(provision_broker(self.broker.url, self.directory, trusted, limits=self.limits))
+        asyncio.run(
+            provision_broker(
+                self.broker.url, self.directory, trusted, limits=self.limits, tls=self._admin_tls
+            )
+        )
         self.roster = trusted
         return trusted
 
@@ -542,6 +642,9 @@ class Agency:
     anchor_path: Path
     registry_dir: Path | None = None
     _identity: Identity | None = field(default=None, repr=False)
+    # TLS for tls:// brokers (the agency's --tls-ca/--tls-cert/--tls-key or its profile's),
+    # built once; every connection of this agency's commands, agent and services uses it.
+    tls: ssl.SSLContext | None = field(default=None, repr=False)
 
     def identity(self) -> Identity:
         """The agency's key, unlocked once (the passphrase's KDF is slow on purpose)."""
@@ -558,6 +661,7 @@ class Agency:
         anchor_path: Path,
         state_dir: Path | None,
         registry_dir: Path | None,
+        tls: ssl.SSLContext | None = None,
     ) -> Agency:
         # The key first (a wrong passphrase fails here, before any command says it listens),
         # then the roster, and only then the state database: a command that fails leaves no
@@ -580,6 +684,7 @@ class Agency:
             anchor_path,
             registry_dir,
             _identity=identity,
+            tls=tls,
         )
 
     async def fetch_schema(self, conn: transport.Connection, name: str) -> Registry | None:
@@ -846,6 +951,7 @@ async def _send_outbox(
         name=f"tfshare-publish-{identity.agency_id}",
         reconnect=False,
         connect_timeout=1.0,
+        tls=agency.tls,
     )
     try:
         flushed = 0
@@ -998,6 +1104,14 @@ def publish(
             hint=f"{exc.hint}. If this agency was revoked, the broker refuses it for good: "
             "ask the coordinators",
         ) from None
+    except transport.TlsRefused as exc:
+        # Configuration too (the CA or a certificate): queueing would only hide it.
+        if queue:
+            agency.store.outbox_done(sealed.msg_id)
+            agency.store.sent_drop(sealed.msg_id)
+        raise transport.TlsRefused(
+            f"{exc.message}; the message was neither sent nor queued", hint=exc.hint
+        ) from None
     except BrokerRefused as exc:
         if queue:
             agency.store.sent_drop(sealed.msg_id)  # set aside in the outbox, never sent
@@ -1057,6 +1171,7 @@ def make_agent(
         fetch_schema=agency.fetch_schema,
         receipts=True,
         sidecars=[witness_log] if witness else [],
+        tls=agency.tls,
     )
     agent.check_membership()  # a revoked agency's agent does not even start
     return agent

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ssl
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -498,6 +499,7 @@ def publish(
     url: str,
     anchor: Path | None = None,
     force: bool = False,
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[R.Roster, int]:
     """Put a roster that its own coordinators fully signed into the broker's roster bucket,
     using a coordinator's NATS credentials (only coordinators may write the bucket).
@@ -523,6 +525,7 @@ def publish(
             agency=identity.agency_id,
             name=f"tfshare-roster-{identity.agency_id}",
             reconnect=False,
+            tls=tls,
         )
         try:
             current = await transport.get_roster(conn, roster.taskforce)

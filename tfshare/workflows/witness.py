@@ -328,6 +328,7 @@ def witness(agency: Agency, *, url: str, timeout: float = PROOF_TIMEOUT_S) -> Wi
             name=f"tfshare-witness-{identity.agency_id}",
             reconnect=False,
             connect_timeout=min(timeout, 2.0),
+            tls=agency.tls,
         )
         try:
             return await witness_once(
