@@ -161,11 +161,11 @@
     } catch (e) { /* no sound: the visual cue remains */ }
   }
 
-  function cue(tr) {
-    unseenLoud++;
+  function cue(rows) {
+    unseenLoud += rows.length;
     document.title = "(" + unseenLoud + ") " + baseTitle;
     document.body.classList.add("alarm");
-    tr.classList.add("loud");
+    for (var i = 0; i < rows.length; i++) { rows[i].classList.add("loud"); }
     beep();
   }
 
@@ -191,29 +191,63 @@
     return listed;
   }
 
+  // Rows pushed since the last frame. A burst (a hundred alerts in a second) is put on the
+  // page in one go at the next frame - one layout, one title update, one cue - instead of
+  // one layout per row, which made the last rows of a burst wait for all the others. In a
+  // hidden tab frames do not come: each row goes in at once (the title counter is what is
+  // seen there).
+  var pending = [];
+  var frameAsked = false;
+
   function onMessage(event) {
     var row;
     try { row = JSON.parse(event.data); } catch (e) { return; }
     if (!row || typeof row !== "object") { return; }
-    var tbody = byId("inbox-rows");
     var key = String(row.msg_id) + " " + visible(String(row.sender));
     if (listedKeys().has(key)) { return; }
     listed.add(key);
-    var tr = buildRow(row);
-    tr.dataset.shownMs = String(Date.now());  // with data-received-ms: the stored-to-shown delay
-    tr.classList.add("fresh");
-    ensureOption(byId("f-channel"), tr.dataset.channel);
-    ensureOption(byId("f-sender"), tr.dataset.sender);
-    tbody.insertBefore(tr, tbody.firstChild);
+    pending.push(buildRow(row));
+    if (document.hidden) {
+      putPending();
+    } else if (!frameAsked) {
+      frameAsked = true;
+      window.requestAnimationFrame(putPending);
+    }
+  }
+
+  function putPending() {
+    frameAsked = false;
+    var rows = pending;
+    pending = [];
+    if (!rows.length) { return; }
+    var tbody = byId("inbox-rows");
+    var f = filters();
+    var fragment = document.createDocumentFragment();
+    var loud = [];
+    var shown = 0;
+    var now = String(Date.now());
+    for (var i = rows.length - 1; i >= 0; i--) {  // newest first, as the table lists them
+      var tr = rows[i];
+      tr.dataset.shownMs = now;  // with data-received-ms: the stored-to-shown delay
+      tr.classList.add("fresh");
+      ensureOption(byId("f-channel"), tr.dataset.channel);
+      ensureOption(byId("f-sender"), tr.dataset.sender);
+      var ok = matches(tr, f);  // only the new rows are judged: the others have not changed
+      tr.classList.toggle("hidden", !ok);
+      if (ok) {
+        shown++;
+        if (tr.dataset.severity === "high" || tr.dataset.severity === "critical") { loud.push(tr); }
+      }
+      fragment.appendChild(tr);
+    }
+    tbody.insertBefore(fragment, tbody.firstChild);
     var empty = byId("empty-note");
     if (empty) { empty.remove(); }
-    var ok = matches(tr, filters());
-    tr.classList.toggle("hidden", !ok);
-    if (ok && (tr.dataset.severity === "high" || tr.dataset.severity === "critical")) { cue(tr); }
-    if (ok) {  // only the new row is judged: the others have not changed
+    if (shown) {
       var count = byId("shown-count");
-      count.textContent = String((Number(count.textContent) || 0) + 1);
+      count.textContent = String((Number(count.textContent) || 0) + shown);
     }
+    if (loud.length) { cue(loud); }
   }
 
   function startInbox() {
