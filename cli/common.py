@@ -181,6 +181,7 @@ class Where:
     state: Path | None
     server: str | None
     tls: TlsFiles = TlsFiles()
+    jetstream_domain: str | None = None  # the profile's (an agency behind its leaf node)
 
 
 def profile_agency() -> str | None:
@@ -220,6 +221,7 @@ def where(
         state=state or (profile.state if profile else None),
         server=_server(server, profile),
         tls=_tls_files(tls, profile),
+        jetstream_domain=profile.jetstream_domain if profile else None,
     )
 
 

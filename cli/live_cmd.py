@@ -141,6 +141,7 @@ def _agency(
         state_dir=at.state,
         registry_dir=registry,
         tls=context,
+        js_domain=at.jetstream_domain,
     )
     return agency, live.server_url(at.server)
 

@@ -196,6 +196,9 @@ class Agent:
     health: AgentHealth = field(default_factory=AgentHealth)
     # The agency's TLS settings for tls:// brokers (built once, from --tls-ca and the rest).
     tls: ssl.SSLContext | None = field(default=None, repr=False)
+    # The hub's JetStream domain when ``url`` is the agency's leaf node (profile's
+    # jetstream_domain): the consumers are bound and fetched through it.
+    js_domain: str | None = None
 
     def __post_init__(self) -> None:
         # The connection and consumer in use, for the desk (None while the broker is away),
@@ -251,6 +254,7 @@ class Agent:
                     name=f"tfshare-agent-{agency}",
                     reconnect=False,
                     tls=self.tls,
+                    js_domain=self.js_domain,
                 )
             except transport.BrokerAuthFailed as exc:
                 # Not an outage: the broker has no user for our NATS key until its

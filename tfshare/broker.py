@@ -267,7 +267,7 @@ def render_config(
     domain = "" if jetstream_domain is None else f"    domain: {jetstream_domain}\n"
     users = [f"    {{ nkey: {admin_nkey} }}  # tfshare broker administration (streams, consumers)"]
     for member in roster.roster.members:
-        allowed = permissions(roster, member.agency_id)
+        allowed = permissions(roster, member.agency_id, jetstream_domain=jetstream_domain)
         if allowed is None:
             continue  # revoked, removed or suspended: no broker access at all
         users.append(render_user(member.nats_user, member.agency_id, allowed))

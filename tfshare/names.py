@@ -290,7 +290,20 @@ class Permissions:
             raise ValueError("an empty allow list would allow every subject")
 
 
-def permissions(roster: TrustedRoster, agency: str) -> Permissions | None:
+def in_domain(subjects: list[str], domain: str | None) -> list[str]:
+    """``subjects`` and, with a JetStream ``domain``, each ``$JS.API.X`` among them again as
+    ``$JS.<domain>.API.X``: a client on an agency's leaf node reaches the hub's JetStream by
+    the hub's domain only (``$JS.API`` does not cross a leaf link), and the hub checks the
+    link's subjects against the agency's permissions as they are sent."""
+    if domain is None:
+        return subjects
+    api = "$JS.API."
+    return subjects + [f"$JS.{domain}.API.{s[len(api) :]}" for s in subjects if s.startswith(api)]
+
+
+def permissions(
+    roster: TrustedRoster, agency: str, *, jetstream_domain: str | None = None
+) -> Permissions | None:
     """The broker permissions of ``agency`` under ``roster``; None (no NATS user at all) for
     an agency that is not an active member (revoked, removed, suspended or unknown).
 
@@ -302,7 +315,8 @@ def permissions(roster: TrustedRoster, agency: str) -> Permissions | None:
     auditors also run the audit service: their audit consumer on every channel's stream,
     the checkpoint subject and key, every member's proof requests, answered through
     ``allow_responses`` (one reply per request received) instead of a standing right to
-    publish into other agencies' inboxes.
+    publish into other agencies' inboxes. With ``jetstream_domain`` (a hub that agencies'
+    leaf nodes join), each JetStream API subject is allowed by the domain's name too.
     """
     member = roster.members.get(agency)
     if member is None or member.status != "active":
@@ -328,4 +342,4 @@ def permissions(roster: TrustedRoster, agency: str) -> Permissions | None:
         publish += [checkpoint_subject(tf), kv_subject(audit_kv, CHECKPOINT_KEY)]
         subscribe.append(proof_subjects(tf))
         responses = Responses(max=1, expires=PROOF_REPLY_WINDOW)
-    return Permissions(tuple(publish), tuple(subscribe), responses)
+    return Permissions(tuple(in_domain(publish, jetstream_domain)), tuple(subscribe), responses)

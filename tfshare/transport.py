@@ -309,6 +309,9 @@ class Connection:
     # Asynchronous errors the server reported (permission violations arrive this way, not
     # as the publish's own failure, which only times out).
     errors: list[str] = field(default_factory=list)
+    # The hub's JetStream domain, for a client on an agency's leaf node: JetStream's API is
+    # then $JS.<domain>.API (``$JS.API`` does not cross a leaf link); None on the hub itself.
+    js_domain: str | None = None
 
     def refused(self, subject: str) -> bool:
         return any("permissions violation" in e and subject in e for e in self.errors)
@@ -330,7 +333,7 @@ class Connection:
         # One context per connection: each context subscribes for its async publish acks
         # once, so a context per call left a subscription behind every time.
         if self._js is None:
-            self._js = self.client.jetstream()
+            self._js = self.client.jetstream(domain=self.js_domain)
             _settle_refused_async_publishes(self._js)
         return self._js
 
@@ -392,6 +395,7 @@ async def connect(
     connect_timeout: float = 2.0,
     error_cb: Callable[[Exception], Awaitable[None]] | None = None,
     tls: ssl.SSLContext | None = None,
+    js_domain: str | None = None,
 ) -> Connection:
     """Connect with an nkey seed ("SU..."); ``agency`` selects its private inbox prefix.
 
@@ -405,7 +409,10 @@ async def connect(
     once by the caller from the agency's --tls-ca/--tls-cert/--tls-key); without it nats-py
     trusts only the system's CAs. A certificate refused either way is a ``TlsRefused``
     naming which side's certificate and what to give: not an outage, so no other node is
-    tried (every node of a task force shows certificates of the same CA)."""
+    tried (every node of a task force shows certificates of the same CA).
+
+    ``js_domain``: the hub's JetStream domain when ``url`` is an agency's leaf node (the
+    profile's ``jetstream_domain``); every JetStream call of the connection goes through it."""
     servers = split_servers(url)
     random.shuffle(servers)
     last: BrokerError | None = None
@@ -415,7 +422,7 @@ async def connect(
     for attempt in range(len(servers)):
         order = servers[attempt:] + servers[:attempt]
         try:
-            return await _connect_once(
+            conn = await _connect_once(
                 order,
                 nkey_seed=nkey_seed,
                 agency=agency,
@@ -425,6 +432,8 @@ async def connect(
                 error_cb=error_cb,
                 tls=tls,
             )
+            conn.js_domain = js_domain
+            return conn
         except (BrokerAuthFailed, TlsRefused):
             raise  # every node of a cluster has the same users and CA: no other will take us
         except _Unreachable as exc:
@@ -713,7 +722,8 @@ async def wait_jetstream(conn: Connection, *, timeout: float) -> None:
     meta leader for a few seconds: requests then time out or say it is unavailable)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    js = conn.client.jetstream(timeout=1.0)  # one answer late is the next try, not a wait
+    # One answer late is the next try, not a wait.
+    js = conn.client.jetstream(timeout=1.0, domain=conn.js_domain)
     while True:
         try:
             await js.account_info()

@@ -6,7 +6,8 @@ issue's 30: the behaviour does not depend on the length) what the agency seals m
 waits in its agent's outbox and arrives once, every message, when the link returns.
 
 The leaf runs no JetStream (tfshare.leafnode): the messages are kept by the agent's outbox
-(SQLite) while the link is down, and by the hub's stream after."""
+(SQLite) while the link is down, and by the hub's stream after. The hub's JetStream has a
+domain (HUB_DOMAIN): an agent on a leaf binds its consumers and reads through it."""
 
 from __future__ import annotations
 
@@ -26,7 +27,13 @@ from livekit import free_port, make_agent, publish_as
 from tfkit import TaskForce
 
 from tfshare import transport
-from tfshare.broker import BrokerProcess, channel_subject, check_config
+from tfshare.broker import (
+    BrokerProcess,
+    channel_subject,
+    check_config,
+    durable_name,
+    stream_name,
+)
 from tfshare.errors import TfshareError
 from tfshare.leafnode import (
     SEED_INCLUDE,
@@ -35,11 +42,12 @@ from tfshare.leafnode import (
     render_leaf_config,
     render_seed_include,
 )
-from tfshare.workflows.live import provision_broker, write_broker_config
+from tfshare.workflows.live import ServerOptions, provision_broker, write_broker_config
 
 pytestmark = pytest.mark.slow
 
 LINK_TIMEOUT = 10.0
+HUB_DOMAIN = "tf"
 
 
 def now_ms() -> int:
@@ -117,7 +125,12 @@ def wait_for(condition: object, timeout: float = LINK_TIMEOUT) -> bool:
 def site(live_tf: TaskForce, kit: CertKit, tmp_path: Path) -> Iterator[Site]:
     hub_dir = tmp_path / "hub"
     hub_port, hub_leaf_port = free_port(), free_port()
-    config = write_broker_config(live_tf.trusted(), hub_dir, port=hub_port)
+    config = write_broker_config(
+        live_tf.trusted(),
+        hub_dir,
+        port=hub_port,
+        options=ServerOptions(jetstream_domain=HUB_DOMAIN),
+    )
     block = hub_leafnodes_block(
         host="127.0.0.1",
         port=hub_leaf_port,
@@ -241,16 +254,11 @@ def test_what_the_agency_seals_while_the_link_is_cut_arrives_once_when_it_return
     assert labour.stats.rejected == 0 and labour.stats.duplicates == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TfshareError,
-    reason="JetStream's API does not cross a leaf link without domains (nats-server denies "
-    "$JS.API across leaf nodes): the hub needs jetstream { domain }, tfshare's clients on a "
-    "leaf jetstream(domain=...), and the agencies' permissions the $JS.<domain>.API subjects",
-)
-def test_an_agent_on_the_leaf_binds_its_consumers_on_the_hub(
+def test_without_the_hubs_domain_a_client_on_the_leaf_cannot_bind_its_consumers(
     live_tf: TaskForce, site: Site
 ) -> None:
+    """nats-server does not let ``$JS.API`` cross a leaf link: the domain is what works."""
+
     async def main() -> None:
         conn = await transport.connect(
             site.leaf.url,
@@ -267,4 +275,56 @@ def test_an_agent_on_the_leaf_binds_its_consumers_on_the_hub(
         finally:
             await conn.close()
 
-    asyncio.run(main())
+    with pytest.raises(TfshareError):
+        asyncio.run(main())
+
+
+def test_an_agent_on_the_leaf_binds_its_consumers_on_the_hub_and_receives(
+    live_tf: TaskForce, kit: CertKit, site: Site, tmp_path: Path
+) -> None:
+    """labour's agent on labour's own leaf node (js_domain: the hub's domain) binds its
+    consumer on the hub, receives what police publishes on the hub, and acknowledges it
+    through the link (the message is not delivered again)."""
+    taskforce = live_tf.trusted().taskforce
+    leaf = start_leaf(live_tf, kit, tmp_path / "labour-leaf", site.hub_leaf_port, "labour")
+    try:
+        assert wait_for(lambda: leaf.links() == 1), leaf.process.log.read_text()[-2000:]
+        labour = make_agent(live_tf, "labour", leaf.url, tmp_path / "agents")
+        labour.js_domain = HUB_DOMAIN
+        alert = live_tf.seal("police", to=["labour"], now_ms=now_ms(), rng_seed=os.urandom(8).hex())
+        subject = channel_subject(taskforce, "alerts", "police")
+        publish_as(live_tf, "police", site.hub.url, subject, alert.data)
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            task = asyncio.create_task(labour.run(stop))
+            deadline = time.monotonic() + 15
+            while labour.stats.delivered == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)  # an unacknowledged message would come back by now
+            stop.set()
+            await asyncio.wait_for(task, timeout=10)
+
+        asyncio.run(main())
+        assert [item.msg_id for item in labour.store.inbox()] == [alert.msg_id]
+        assert labour.stats.duplicates == 0
+
+        async def pending() -> int:
+            admin = await transport.connect(
+                site.hub.url,
+                nkey_seed=(site.hub.config.parent / "admin.seed").read_bytes().strip(),
+                agency=None,
+                name="check",
+                reconnect=False,
+            )
+            try:
+                info = await admin.js.consumer_info(
+                    f"{stream_name(taskforce, 'alerts')}", durable_name("labour", "alerts")
+                )
+                return int(info.num_ack_pending) + int(info.num_pending)
+            finally:
+                await admin.close()
+
+        assert asyncio.run(pending()) == 0  # acknowledged through the link
+    finally:
+        leaf.process.stop()

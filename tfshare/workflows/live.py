@@ -645,6 +645,8 @@ class Agency:
     # TLS for tls:// brokers (the agency's --tls-ca/--tls-cert/--tls-key or its profile's),
     # built once; every connection of this agency's commands, agent and services uses it.
     tls: ssl.SSLContext | None = field(default=None, repr=False)
+    # The hub's JetStream domain when this agency connects to its own leaf node.
+    js_domain: str | None = None
 
     def identity(self) -> Identity:
         """The agency's key, unlocked once (the passphrase's KDF is slow on purpose)."""
@@ -662,6 +664,7 @@ class Agency:
         state_dir: Path | None,
         registry_dir: Path | None,
         tls: ssl.SSLContext | None = None,
+        js_domain: str | None = None,
     ) -> Agency:
         # The key first (a wrong passphrase fails here, before any command says it listens),
         # then the roster, and only then the state database: a command that fails leaves no
@@ -685,6 +688,7 @@ class Agency:
             registry_dir,
             _identity=identity,
             tls=tls,
+            js_domain=js_domain,
         )
 
     async def fetch_schema(self, conn: transport.Connection, name: str) -> Registry | None:
@@ -952,6 +956,7 @@ async def _send_outbox(
         reconnect=False,
         connect_timeout=1.0,
         tls=agency.tls,
+        js_domain=agency.js_domain,
     )
     try:
         flushed = 0
@@ -1172,6 +1177,7 @@ def make_agent(
         receipts=True,
         sidecars=[witness_log] if witness else [],
         tls=agency.tls,
+        js_domain=agency.js_domain,
     )
     agent.check_membership()  # a revoked agency's agent does not even start
     return agent

@@ -329,6 +329,7 @@ def witness(agency: Agency, *, url: str, timeout: float = PROOF_TIMEOUT_S) -> Wi
             reconnect=False,
             connect_timeout=min(timeout, 2.0),
             tls=agency.tls,
+            js_domain=agency.js_domain,
         )
         try:
             return await witness_once(
