@@ -202,6 +202,62 @@ def _write_users_include(roster: TrustedRoster, directory: Path, config: str) ->
     )
 
 
+LEAF_CONFIG = "leaf.conf"
+
+
+def write_leaf_config(
+    identity: Identity,
+    directory: Path,
+    *,
+    taskforce: str,
+    hub_urls: Sequence[str],
+    port: int = 4222,
+    tls_ca: Path | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    allow_plain: bool = False,
+    http_port: int | None = None,
+) -> Path:
+    """Write the agency's leaf node configuration, DIR/leaf.conf, and beside it the file
+    holding the agency's NATS seed (0600, ``leafnode.SEED_INCLUDE``, included by the
+    configuration so it holds no secret); checked with ``nats-server -t``. Only the
+    agency's own NATS user may use the local server."""
+    from tfshare.leafnode import (  # noqa: PLC0415 - for this command only
+        SEED_INCLUDE,
+        LeafTLS,
+        render_leaf_config,
+        render_seed_include,
+    )
+
+    if tls_ca is None and (tls_cert is not None or tls_key is not None):
+        raise UsageError(
+            "a leaf's TLS certificate is for a hub it already checks with the task force CA",
+            hint="give --tls-ca as well",
+        )
+    tls = None
+    if tls_ca is not None:
+        absolute = [None if p is None else p.absolute() for p in (tls_ca, tls_cert, tls_key)]
+        assert absolute[0] is not None
+        tls = LeafTLS(absolute[0], absolute[1], absolute[2])
+    config = render_leaf_config(
+        agency=identity.agency_id,
+        taskforce=taskforce,
+        hub_urls=hub_urls,
+        local_port=port,
+        local_nkey=identity.nats_user,
+        tls=tls,
+        allow_plain=allow_plain,
+        http_port=http_port,
+    )
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    seed = render_seed_include(identity.nats_seed_encoded())
+    write_atomic(directory / SEED_INCLUDE, seed.encode(), secret=True)
+    path = directory / LEAF_CONFIG
+    write_atomic(path, config.encode())
+    check_config(path)
+    return path
+
+
 def node_config_path(directory: Path, node: int) -> Path:
     """Where ``write_cluster_config`` puts node ``node``'s configuration (1-based)."""
     return directory / f"nats-{node}.conf"
