@@ -546,7 +546,8 @@ def broker_config(
         for path in paths:
             typer.echo(str(path))
         typer.echo(str(directory / live.USERS_INCLUDE))
-        note(f"clients connect with --server {','.join(layout.urls)}")
+        urls = [u.replace("nats://", "tls://", 1) if options.tls else u for u in layout.urls]
+        note(f"clients connect with --server {','.join(urls)}")
         return
     path = live.write_broker_config(
         trusted, directory, port=port, server=limits.server(), options=options

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from certkit import CertKit, make_certkit
 from livekit import free_port
+from test_cluster_live import free_ports
 from test_live_cli import (
     ALERT,
     TFSHARE,
@@ -139,3 +140,29 @@ def test_a_missing_ca_file_is_named_before_anything_connects(
     result = cli_tf.publish(tmp_path / "police", url, "--tls-ca", str(missing))
     assert result.returncode == 1, result.stderr
     assert "does not exist" in result.stderr and "nope.pem" in result.stderr
+
+
+def test_a_three_node_cluster_with_tls_routes_and_tls_clients_serves(
+    cli_tf: CliTaskForce, kit: CertKit, tmp_path: Path
+) -> None:
+    """``broker up --cluster 3`` with TLS: the routes are mutual TLS (the cluster forms and
+    provisions R3 through them), the clients' port requires TLS, and a publish with the CA
+    over the nodes' tls:// list is acknowledged."""
+    port, cluster_port = free_ports(3), free_ports(3)
+    broker = cli_tf.spawn(
+        "tls-cluster", "broker", "up", *cli_tf.trust(), "--dir", cli_tf.root / "tls-cluster",
+        "--port", str(port), "--cluster", "3", "--cluster-port", str(cluster_port),
+        "--tls-cert", kit.server.cert, "--tls-key", kit.server.key, "--tls-ca", kit.ca.cert,
+    )  # fmt: skip
+    try:
+        broker.wait_stderr("listening on", timeout=40)
+        for i in range(1, 4):
+            text = (cli_tf.root / "tls-cluster" / f"nats-{i}.conf").read_text()
+            assert "verify: true" in text[text.index("cluster {") :]
+        servers = ",".join(f"tls://127.0.0.1:{port + i}" for i in range(3))
+        published = ok(
+            cli_tf.publish(tmp_path / "police", servers, "--no-queue", "--tls-ca", str(kit.ca.cert))
+        )
+        msg_id_of(published)  # --no-queue: printed only once the cluster acknowledged it
+    finally:
+        broker.cleanup()
