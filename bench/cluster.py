@@ -31,7 +31,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,6 @@ from tfshare import transport  # noqa: E402
 from tfshare.agent import Agent  # noqa: E402
 from tfshare.broker import (  # noqa: E402
     BrokerCluster,
-    BrokerProcess,
     channel_subject,
     check_port_free,
     loopback_cluster,
@@ -63,12 +61,15 @@ from tfshare.workflows.live import StreamLimits, admin_seed, start_broker, start
 
 TF = "nl-north"
 SUBJECT = channel_subject(TF, "alerts", "police")
+# The rates are the best of two rounds, each with envelopes of its own: police's, then
+# labour's (each sender's quota is a flood bound; the failover stream is police's too).
+SENDERS = ("police", "labour")
 N = int(os.environ.get("TFSHARE_BENCH_CLUSTER_N", "1000"))
 ONE_AT_A_TIME = max(100, N // 4)
 IN_FLIGHT = 256
 RATE = 200  # the steady stream during the failover, msg/s
 CALM_S = 4.0  # before the kill
-AFTER_S = 10.0  # after it
+AFTER_S = 8.0  # after it
 # A message the killed node was handing to the reader comes back after the consumer's ack
 # wait (30 s): the run waits that long for the last ones.
 DRAIN_S = 45.0
@@ -96,7 +97,7 @@ def free_ports(count: int) -> int:
     raise RuntimeError("no consecutive free ports")
 
 
-def _reader(tf: TaskForce, url: str, state: Path, on: Callable[[Any], None] | None) -> Agent:
+def _reader(tf: TaskForce, url: str, state: Path) -> Agent:
     return Agent(
         identity=tf.ids["ngo"],
         roster=tf.trusted(),
@@ -106,7 +107,6 @@ def _reader(tf: TaskForce, url: str, state: Path, on: Callable[[Any], None] | No
         clock=_now,
         batch=64,
         fetch_timeout=0.05,
-        on_outcome=on,
     )
 
 
@@ -117,19 +117,22 @@ class Rates:
     consume: float  # delivered per second by the reader's agent
 
 
-async def _publish_rates(tf: TaskForce, url: str, sealed: list[Sealed]) -> tuple[float, float]:
-    police = tf.ids["police"]
-    conn = await transport.connect(url, nkey_seed=police.nats_seed_encoded(), agency="police",
+async def _publish_rates(
+    tf: TaskForce, url: str, sender: str, sealed: list[Sealed]
+) -> tuple[float, float]:
+    subject = channel_subject(TF, "alerts", sender)
+    identity = tf.ids[sender]
+    conn = await transport.connect(url, nkey_seed=identity.nats_seed_encoded(), agency=sender,
                                    name="bench", reconnect=False)  # fmt: skip
     try:
         single, piped = sealed[:ONE_AT_A_TIME], sealed[ONE_AT_A_TIME:]
         start = time.perf_counter()
         for s in single:
-            await transport.publish(conn, SUBJECT, s.data, msg_id=s.msg_id.hex())
+            await transport.publish(conn, subject, s.data, msg_id=s.msg_id.hex())
         one = len(single) / (time.perf_counter() - start)
         start = time.perf_counter()
         for first in range(0, len(piped), IN_FLIGHT):
-            items = [(SUBJECT, s.data, s.msg_id.hex()) for s in piped[first : first + IN_FLIGHT]]
+            items = [(subject, s.data, s.msg_id.hex()) for s in piped[first : first + IN_FLIGHT]]
             results = await transport.publish_many(conn, items)
             failed = [r for r in results if isinstance(r, BrokerError)]
             if failed:
@@ -141,7 +144,7 @@ async def _publish_rates(tf: TaskForce, url: str, sealed: list[Sealed]) -> tuple
 
 
 async def _consume_rate(tf: TaskForce, url: str, state: Path, count: int) -> float:
-    agent = _reader(tf, url, state, None)
+    agent = _reader(tf, url, state)  # a new store each round: its stats start at 0
     stop = asyncio.Event()
     start = time.perf_counter()
     task = asyncio.create_task(agent.run(stop))
@@ -156,10 +159,14 @@ async def _consume_rate(tf: TaskForce, url: str, state: Path, count: int) -> flo
     return rate
 
 
-def rates(tf: TaskForce, url: str, state: Path, sealed: list[Sealed]) -> Rates:
-    one, many = asyncio.run(_publish_rates(tf, url, sealed))
-    consume = asyncio.run(_consume_rate(tf, url, state, len(sealed)))
-    return Rates(one, many, consume)
+def rates(tf: TaskForce, url: str, state: Path, rounds: dict[str, list[Sealed]]) -> Rates:
+    """The best of the rounds (each publishes its envelopes, then the reader takes them)."""
+    best = Rates(0.0, 0.0, 0.0)
+    for number, (sender, sealed) in enumerate(rounds.items(), start=1):
+        one, many = asyncio.run(_publish_rates(tf, url, sender, sealed))
+        consume = asyncio.run(_consume_rate(tf, url, state / f"round-{number}", len(sealed)))
+        best = Rates(max(best.one, one), max(best.many, many), max(best.consume, consume))
+    return best
 
 
 # -- the failover -----------------------------------------------------------------------------
@@ -167,7 +174,7 @@ def rates(tf: TaskForce, url: str, state: Path, sealed: list[Sealed]) -> Rates:
 
 def _steady_publisher(tf: TaskForce, url: str, go: Any, out: Any) -> None:
     """Child process: RATE alerts a second for CALM_S + AFTER_S, each retried with its
-    Nats-Msg-Id until acked; sends back {msg_id: monotonic time it was sealed} and how many
+    Nats-Msg-Id until acked; sends back {msg_id: wall-clock time it was sealed} and how many
     publishes were retried."""
     go.wait(timeout=60)
 
@@ -181,7 +188,7 @@ def _steady_publisher(tf: TaskForce, url: str, go: Any, out: Any) -> None:
         for i in range(total):
             await asyncio.sleep(max(0.0, start + i / RATE - time.monotonic()))
             sealed = tf.seal("police", now_ms=_now(), seq=100_000 + i, rng_seed=os.urandom(8).hex())
-            sent[sealed.msg_id] = time.monotonic()
+            sent[sealed.msg_id] = time.time()
             while True:
                 try:
                     if conn is None:
@@ -218,6 +225,7 @@ class Failover:
     publish_retries: int
     delivered: int
     sent: int
+    strangers: int  # delivered, but not sent by the steady publisher (should be 0)
 
 
 async def _stream_leader(cluster: BrokerCluster, directory: Path) -> str | None:
@@ -230,13 +238,27 @@ async def _stream_leader(cluster: BrokerCluster, directory: Path) -> str | None:
         await admin.close()
 
 
-def failover(tf: TaskForce, cluster: BrokerCluster, directory: Path, state: Path) -> Failover:
-    received: dict[bytes, float] = {}
+async def _kill_readers_node(
+    agent: Agent, cluster: BrokerCluster, directory: Path
+) -> tuple[float, bool]:
+    """SIGKILL the node the reader's agent is connected to: when, and whether it led the
+    alerts stream."""
+    assert agent.conn is not None
+    url = agent.conn.client.connected_url
+    assert url is not None
+    node = next(n for n in cluster.nodes if n.port == url.port)
+    index = cluster.nodes.index(node) + 1
+    leader = await _stream_leader(cluster, directory)
+    at = time.time()
+    node.kill()
+    return at, leader is not None and leader.endswith(f"-{index}")
 
-    def delivered(outcome: Any) -> None:
-        message = getattr(outcome, "message", None)
-        if message is not None:
-            received.setdefault(message.msg_id, time.monotonic())
+
+def failover(tf: TaskForce, cluster: BrokerCluster, directory: Path, state: Path) -> Failover:
+    """Times are the wall clock's (the publisher is another process): sealed, and stored in
+    the reader's inbox (``received_ms``; the inbox, not the agent's callbacks, as a message
+    stored just before the connection broke is acknowledged only on its redelivery)."""
+    received: dict[bytes, float] = {}
 
     go = _FORK.Event()
     pipe_in, pipe_out = _FORK.Pipe(duplex=False)
@@ -244,10 +266,15 @@ def failover(tf: TaskForce, cluster: BrokerCluster, directory: Path, state: Path
         target=_steady_publisher, args=(tf, cluster.url, go, pipe_out), daemon=True
     )
     child.start()
-    killed: list[tuple[BrokerProcess, float, bool]] = []
+    killed: list[tuple[float, bool]] = []
 
     async def consume() -> None:
-        agent = _reader(tf, cluster.url, state, delivered)
+        agent = _reader(tf, cluster.url, state)
+
+        def stored() -> None:
+            for item in agent.store.inbox(limit=1_000_000):
+                received.setdefault(item.msg_id, item.received_ms / 1e3)
+
         stop = asyncio.Event()
         task = asyncio.create_task(agent.run(stop))
         while agent.conn is None:
@@ -255,35 +282,42 @@ def failover(tf: TaskForce, cluster: BrokerCluster, directory: Path, state: Path
         await asyncio.sleep(0.5)
         go.set()
         await asyncio.sleep(CALM_S)
-        assert agent.conn is not None
-        url = agent.conn.client.connected_url
-        assert url is not None
-        node = next(n for n in cluster.nodes if n.port == url.port)
-        index = cluster.nodes.index(node) + 1
-        leader = await _stream_leader(cluster, directory)
-        at = time.monotonic()
-        node.kill()  # SIGKILL
-        killed.append((node, at, leader is not None and leader.endswith(f"-{index}")))
-        expected = int(RATE * (CALM_S + AFTER_S))
+        killed.append(await _kill_readers_node(agent, cluster, directory))
         deadline = time.monotonic() + AFTER_S + DRAIN_S
-        while len(received) < expected and time.monotonic() < deadline:
+        while not pipe_in.poll() and time.monotonic() < deadline:  # the publisher's results
             await asyncio.sleep(0.1)
+        if not pipe_in.poll():
+            raise RuntimeError("the publisher process sent no results")
+        sent, retries = pipe_in.recv()
+        published.update(sent)
+        published_retries.append(retries)
+        stored()
+        while not published.keys() <= received.keys() and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            stored()
         stop.set()
         await task
 
+    published: dict[bytes, float] = {}
+    published_retries: list[int] = []
     try:
         asyncio.run(consume())
-        if not pipe_in.poll(60):
-            raise RuntimeError("the publisher process sent no results")
-        sent, retries = pipe_in.recv()
     finally:
         child.join(timeout=10)
         if child.is_alive():
             child.kill()
-    _node, at, leader = killed[0]
+    at, leader = killed[0]
+    return _summary(published, received, at, leader=leader, retries=published_retries[0])
+
+
+def _summary(
+    sent: dict[bytes, float], received: dict[bytes, float], at: float, *, leader: bool,
+    retries: int,
+) -> Failover:  # fmt: skip
+    """The delays (sealed -> delivered, ms) before the kill at ``at``, and of the alerts
+    sealed from half a second before it to 5 s after; the longest time without a delivery."""
     delay = {k: (received[k] - sent[k]) * 1e3 for k in received if k in sent}
     calm = sorted(d for k, d in delay.items() if sent[k] < at - 0.5)
-    # Around the kill: sealed from half a second before it to 5 s after.
     around = sorted(d for k, d in delay.items() if at - 0.5 <= sent[k] <= at + 5.0)
     times = sorted(t for t in received.values() if t >= at - 0.5)
     gaps = [b - a for a, b in itertools.pairwise(times)]
@@ -297,6 +331,7 @@ def failover(tf: TaskForce, cluster: BrokerCluster, directory: Path, state: Path
         publish_retries=retries,
         delivered=len(delay),
         sent=len(sent),
+        strangers=len(received.keys() - sent.keys()),
     )
 
 
@@ -308,13 +343,16 @@ def _p99(ordered: list[float]) -> float:
 
 
 def main() -> None:
-    configure("warning")
-    tf = build_taskforce(now_ms=_now(), members=("police", "ngo"))
+    configure(os.environ.get("TFSHARE_BENCH_LOG", "warning"))  # info: what the agents did
+    tf = build_taskforce(now_ms=_now(), members=("police", "ngo", "labour"))
     roster_bytes = encode(tf.signed)
-    sealed = [
-        tf.seal("police", now_ms=_now(), seq=i + 1, rng_seed=f"bench-{i}")
-        for i in range(ONE_AT_A_TIME + N)
-    ]
+    sealed = {
+        sender: [
+            tf.seal(sender, now_ms=_now(), seq=i + 1, rng_seed=f"bench-{sender}-{i}")
+            for i in range(ONE_AT_A_TIME + N)
+        ]
+        for sender in SENDERS
+    }
     found: dict[str, Rates] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -358,7 +396,8 @@ def main() -> None:
         f"{f.calm_p50:.1f} p99 {f.calm_p99:.1f} ms;  sent around the kill p99 "
         f"{f.around_p99:.0f} max {f.around_max:.0f} ms (p99 {f.around_p99 / f.calm_p99:.0f} x "
         f"calm);  longest time nothing was delivered {f.longest_gap_ms:.0f} ms; "
-        f"{f.delivered} of {f.sent} delivered, {f.publish_retries} publishes retried"
+        f"{f.delivered} of {f.sent} delivered{f' (+{f.strangers} others)' if f.strangers else ''}"
+        f", {f.publish_retries} publishes retried"
     )
 
 
