@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 from certkit import CertKit, make_certkit
 from tfkit import TaskForce
 from typer.testing import CliRunner
@@ -229,6 +230,65 @@ def test_a_leaf_off_this_machine_without_tls_is_refused(
         )
 
 
+def tfshare_leaf() -> typer.Typer:
+    """``tfshare leaf`` as cli/app.py registers a group (a root holding it)."""
+    holder = typer.Typer()
+    holder.add_typer(leaf_cmd.app, name="leaf")
+    return holder
+
+
 def test_the_leaf_command_is_a_light_typer_app() -> None:
-    result = CliRunner().invoke(leaf_cmd.app, ["config", "--help"])
+    result = CliRunner().invoke(tfshare_leaf(), ["leaf", "config", "--help"])
     assert result.exit_code == 0 and "--hub" in result.output
+
+
+@pytest.fixture(scope="module")
+def police_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A real key file of agency police (tfshare keys init, test KDF) and its passphrase."""
+    directory = tmp_path_factory.mktemp("keys")
+    secret = directory / "police.pass"
+    secret.write_text("police passphrase for tests\n")
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(directory),
+           "TFSHARE_HOME": str(directory), "TFSHARE_KDF": "insecure-test",
+           "TFSHARE_TEST": "1"}  # fmt: skip
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "tfshare"), "keys", "init", "police", "--dir",
+         str(directory), "--passphrase-file", str(secret)],
+        capture_output=True, text=True, env=env, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return directory / "police.key", secret
+
+
+def test_leaf_config_command_writes_the_agencys_leaf(
+    police_key: tuple[Path, Path], kit: CertKit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TFSHARE_TEST", "1")  # the test KDF, on purpose
+    key, secret = police_key
+    result = CliRunner().invoke(
+        tfshare_leaf(),
+        ["leaf", "config", "--agency", "police", "--taskforce", "tf", "--hub", "tls://hub.example:7422",
+         "--key", str(key), "--passphrase-file", str(secret), "--dir", str(tmp_path / "leaf"),
+         "--tls-ca", str(kit.ca.cert)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = tmp_path / "leaf" / "leaf.conf"
+    assert result.stdout.strip() == str(config)
+    passes_t(config)
+    assert '"tls://hub.example:7422"' in config.read_text()
+
+
+def test_leaf_config_refuses_another_agencys_key(
+    police_key: tuple[Path, Path], kit: CertKit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TFSHARE_TEST", "1")  # the test KDF, on purpose
+    key, secret = police_key
+    result = CliRunner().invoke(
+        tfshare_leaf(),
+        ["leaf", "config", "--agency", "ngo", "--taskforce", "tf", "--hub", "tls://hub.example:7422",
+         "--key", str(key), "--passphrase-file", str(secret), "--dir", str(tmp_path / "leaf"),
+         "--tls-ca", str(kit.ca.cert)],
+    )  # fmt: skip
+    assert isinstance(result.exception, UsageError)
+    assert "belongs to 'police'" in result.exception.message
+    assert not (tmp_path / "leaf").exists()
