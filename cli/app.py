@@ -22,7 +22,16 @@ from typer.core import TyperCommand, TyperGroup
 from tfshare.errors import ExitCode, TfshareError
 from tfshare.logconfig import configure
 
-from . import audit_cmd, broker_cmd, envelope_cmd, keys_cmd, live_cmd, roster_cmd, schema_cmd
+from . import (
+    audit_cmd,
+    broker_cmd,
+    envelope_cmd,
+    keys_cmd,
+    leaf_cmd,
+    live_cmd,
+    roster_cmd,
+    schema_cmd,
+)
 from .common import set_profile, shown
 
 # The top-level commands and groups, in the order --help lists them.
@@ -36,6 +45,7 @@ SUBCOMMANDS: dict[str, Callable[..., Any] | typer.Typer] = {
     "roster": roster_cmd.app,
     "schema": schema_cmd.app,
     "broker": broker_cmd.broker_app,
+    "leaf": leaf_cmd.app,
     "agent": live_cmd.agent_app,
     "inbox": live_cmd.inbox_app,
     "web": live_cmd.web_app,

@@ -20,9 +20,9 @@ How it behaves (tested in tests/integration/test_leafnode_live.py):
   consumers, fetching, KV reads) does NOT cross a leaf link unless the hub's JetStream has
   a ``domain`` (nats-server denies ``$JS.API`` across leaf nodes otherwise); clients on the
   leaf then address it as ``$JS.<domain>.API`` (nats-py ``client.jetstream(domain=...)``),
-  which the agency's permissions must allow. Until tfshare's hub configuration, permissions
-  and transport carry the domain (HUB_DOMAIN_NOTE), an agent on a leaf publishes but cannot
-  read: tests/integration/test_leafnode_live.py holds that as an xfail. A leaf that runs a
+  which the agency's permissions allow when the broker is configured with a domain
+  (``broker config --jetstream-domain``): an agent on a leaf then binds its consumers and
+  reads the buckets on the hub (its profile's ``jetstream_domain``). A leaf that runs a
   JetStream of its own needs a domain of its own (``jetstream_domain``).
 - While the link is down the agency's agents stay connected to their local server (no
   reconnect storm, the desk keeps answering); what they seal waits in their outbox (SQLite)

@@ -58,6 +58,7 @@ COMMAND_MODULES = (
     "tfshare.cli.keys_cmd",
     "tfshare.cli.roster_cmd",
     "tfshare.cli.schema_cmd",
+    "tfshare.cli.leaf_cmd",
     "tfshare.logconfig",
 )
 

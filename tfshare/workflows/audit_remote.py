@@ -275,6 +275,8 @@ def _run(
             name=f"tfshare-proof-{identity.agency_id}",
             reconnect=False,
             connect_timeout=min(timeout, 2.0),
+            tls=agency.tls,
+            js_domain=agency.js_domain,
         )
         try:
             return await work(conn)
