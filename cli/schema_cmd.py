@@ -18,12 +18,16 @@ from tfshare.errors import BrokerError
 from .common import (
     JsonFlag,
     PassphraseFile,
+    TlsCaOpt,
+    TlsCertOpt,
+    TlsKeyOpt,
     emit_fields,
     emit_json,
     note,
     now_ms,
     passphrase,
     shown,
+    tls_context,
 )
 
 if TYPE_CHECKING:
@@ -207,6 +211,9 @@ def register_cmd(
     ] = None,
     passphrase_file: PassphraseFile = None,
     as_json: JsonFlag = False,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
 ) -> None:
     """Register a new schema version (refused with reasons if it breaks compatibility)."""
     from tfshare.registry.compat import Mode
@@ -232,6 +239,7 @@ def register_cmd(
                 identity=identity,
                 url=server,
                 taskforce=trusted.taskforce,
+                tls=tls_context(tls_ca, tls_cert, tls_key),
             )
             note(f"published {result.schema.name} to the broker's registry")
         except BrokerError as exc:

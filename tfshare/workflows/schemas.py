@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -480,6 +481,7 @@ def publish_record(
     identity: Identity,
     url: str,
     taskforce: str,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
     """Put a committed record into the broker's registry bucket (coordinators' NATS users may
     write it), so agents fetch it when they first meet the version."""
@@ -495,6 +497,7 @@ def publish_record(
             name="tfshare-schema",
             reconnect=False,
             connect_timeout=1.0,
+            tls=tls,
         )
         try:
             await transport.put_schema_record(conn, taskforce, subject, version, data)
