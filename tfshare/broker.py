@@ -239,6 +239,15 @@ def render_config(
             f"{jetstream_domain[:40]!r} is not a JetStream domain name",
             hint="give letters, digits, '-' or '_' (e.g. tf), the same on every node",
         )
+    # The store path goes inside a double-quoted string: a quote, a backslash or a control
+    # character (a newline) in it would end the string and start directives of its own.
+    unquotable = sorted({ch for ch in str(store_dir) if ch in '"\\' or not ch.isprintable()})
+    if unquotable:
+        raise InputError(
+            f"the JetStream store path {str(store_dir)!r} holds characters a nats-server "
+            f"configuration cannot quote ({', '.join(repr(ch) for ch in unquotable)})",
+            hint="give a --dir without quotes, backslashes or control characters",
+        )
     if tls is not None and cluster is not None and tls.ca is None:
         raise UsageError(
             "a cluster's routes are mutual TLS: they need the CA that signed the nodes' "

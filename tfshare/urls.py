@@ -97,11 +97,13 @@ def _valid_host(host: str) -> bool:
     return all(_LABEL.fullmatch(label) for label in labels)
 
 
-def _one(text: str, *, source: str) -> str:
+def _one(text: str, *, source: str, hide: bool = False) -> str:
     problem = _problem(text)
     if problem is not None:
         # A URL with a user or password is not repeated: the part before '@' may be a secret.
-        named = "the URL" if "@" in text else repr(text)
+        # ``hide``: the list it came from holds an '@' somewhere - a password with a comma in
+        # it is split over two entries, and the first ("nats://user:pass") has no '@' itself.
+        named = "the URL" if hide or "@" in text else repr(text)
         raise UsageError(
             f"{source} {named} is not a broker URL: {problem}",
             hint=f"give {ACCEPTED} (the broker's address from your coordinator)",
@@ -134,7 +136,7 @@ def parse_server_url(text: str, *, source: str = "--server") -> str:
     entries = _entries(text, source=source)
     found: list[str] = []
     for index, entry in enumerate(entries, start=1):
-        url = _one(entry, source=_entry_source(source, index, len(entries)))
+        url = _one(entry, source=_entry_source(source, index, len(entries)), hide="@" in text)
         if url not in found:
             found.append(url)
     return ",".join(found)
@@ -148,7 +150,7 @@ def usable_servers(text: str, *, source: str) -> tuple[str, list[str]]:
     skipped: list[str] = []
     for index, entry in enumerate(entries, start=1):
         try:
-            url = _one(entry, source=_entry_source(source, index, len(entries)))
+            url = _one(entry, source=_entry_source(source, index, len(entries)), hide="@" in text)
         except UsageError as exc:
             skipped.append(exc.message)
             continue

@@ -1,0 +1,193 @@
+"""Adversarial review of issue 14 (clusters, server lists, TLS, leaf nodes, the JetStream
+domain): the domain permissions are exactly the plain ones plus each JetStream API subject
+in the domain (no member reaches another agency's subjects through them), a server list
+never repeats a user or password, and no store path can write directives into a generated
+nats-server configuration."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from test_names_permissions import (
+    base_roster,
+    consumer,
+    member_publish,
+    member_subscribe,
+    overlaps,
+    own_publish_space,
+    task_forces,
+    with_auditor,
+)
+from tfkit import TaskForce
+
+from tfshare import names
+from tfshare import roster as R
+from tfshare.broker import render_config
+from tfshare.errors import InputError, UsageError
+from tfshare.urls import parse_server_url, usable_servers
+
+DOMAIN = "hub"
+
+
+def in_hub(subjects: list[str]) -> list[str]:
+    """Each $JS.API subject of ``subjects`` again in the hub's domain, in order."""
+    return [s.replace("$JS.API.", f"$JS.{DOMAIN}.API.", 1) for s in subjects if "$JS.API." in s]
+
+
+# -- the domain permissions, exactly ---------------------------------------------------------
+
+
+def test_domain_permissions_of_a_member_are_spelled_out(taskforce: TaskForce) -> None:
+    """police with a domain: its plain permissions, then each $JS.API subject once more in
+    the domain - no $JS.ACK, $KV, channel or proof subject is doubled, nothing else added,
+    the subscribe list and replies unchanged."""
+    plain = [
+        "tf.nl-north.ch.alerts.police",
+        *member_publish("police"),
+        *consumer("alerts", "agent_police_CH_alerts"),
+        *consumer("tips", "agent_police_CH_tips"),
+    ]
+    got = names.permissions(taskforce.trusted(), "police", jetstream_domain=DOMAIN)
+    assert got == names.Permissions(
+        publish=(*plain, *in_hub(plain)),
+        subscribe=member_subscribe("police"),
+        allow_responses=None,
+    )
+    added = got.publish[len(plain) :]
+    assert len(added) == 4 * 2 + 2 * 2  # 4 buckets (info, get), 2 consumers (next, info)
+    assert all(s.startswith(f"$JS.{DOMAIN}.API.") for s in added)
+
+
+@pytest.mark.parametrize("agency", ["police", "ngo", "labour", "coord", "inspector"])
+def test_domain_adds_only_the_js_api_subjects_of_each_role(
+    taskforce: TaskForce, agency: str
+) -> None:
+    """For every role (member, coordinator, auditor): with a domain = without, plus the
+    domain form of each $JS.API subject; subscribe and allow_responses identical."""
+    trusted = with_auditor(taskforce).trusted()
+    plain = names.permissions(trusted, agency)
+    domain = names.permissions(trusted, agency, jetstream_domain=DOMAIN)
+    assert plain is not None and domain is not None
+    assert domain.publish == (*plain.publish, *in_hub(list(plain.publish)))
+    assert domain.subscribe == plain.subscribe
+    assert domain.allow_responses == plain.allow_responses
+
+
+def test_no_domain_permission_for_an_inactive_member(taskforce: TaskForce) -> None:
+    trusted = taskforce.trusted()
+    assert names.permissions(trusted, "stranger", jetstream_domain=DOMAIN) is None
+
+
+def own_space_in_domain(taskforce: str, agency: str, channels: list[str]) -> list[str]:
+    space = own_publish_space(taskforce, agency, channels)
+    return space + in_hub(space)
+
+
+@given(task_forces(base_roster()), st.sampled_from(["hub", "API", "ACK", "tf-hub_1"]))
+def test_no_domain_permission_reaches_another_agencys_own_subjects(
+    trusted: R.TrustedRoster, domain: str
+) -> None:
+    """As test_names_permissions's property, with a domain (names colliding with the API's
+    own tokens among them): no member's publish permission overlaps another agency's sender
+    subjects, consumers (plain or in the domain), acks, proof subject, witness key or inbox;
+    the subscribe lists are the plain ones."""
+    tf = trusted.taskforce
+    channels = names.task_force_channels(trusted)
+    space = {
+        other: [
+            s.replace(f"$JS.{DOMAIN}.API.", f"$JS.{domain}.API.", 1)
+            for s in own_space_in_domain(tf, other, channels)
+        ]
+        for other in trusted.members
+    }
+    for agency in trusted.members:
+        allowed = names.permissions(trusted, agency, jetstream_domain=domain)
+        if allowed is None:
+            continue
+        plain = names.permissions(trusted, agency)
+        assert plain is not None and allowed.subscribe == plain.subscribe
+        for other, theirs_all in space.items():
+            if other == agency:
+                continue
+            for theirs in theirs_all:
+                for mine in allowed.publish:
+                    assert not overlaps(mine, theirs), (agency, mine, other, theirs)
+
+
+@pytest.mark.parametrize(
+    "domain", ["*", ">", "a.b", "a b", 'x"', "x\ninclude /etc/passwd", "", "x" * 33]
+)
+def test_render_config_refuses_a_domain_that_is_not_one_token(
+    taskforce: TaskForce, tmp_path: Path, domain: str
+) -> None:
+    """A wildcard or a dotted domain would widen every $JS.<domain>.API permission; a quote
+    or newline would write configuration."""
+    with pytest.raises(UsageError):
+        render_config(
+            taskforce.trusted(), admin_nkey="UADMIN", store_dir=tmp_path, jetstream_domain=domain
+        )
+
+
+# -- generated configuration: no injection through the store path -----------------------------
+
+
+@pytest.mark.parametrize(
+    "store",
+    [
+        '/srv/tf"\n    store_dir: "/tmp/elsewhere',
+        "/srv/tf\ninclude /etc/tfshare/other.conf",
+        '/srv/tf" }\nauthorization { users = [ { user: x, password: y } ] }\njetstream {',
+        "/srv/tf\\",
+    ],
+)
+def test_render_config_refuses_a_store_path_that_breaks_out_of_its_string(
+    taskforce: TaskForce, store: str
+) -> None:
+    """broker config --dir 'x"<newline>...' wrote its own directives into nats.conf (the
+    store path was put between quotes unchecked): an open user, another include."""
+    with pytest.raises(InputError, match="JetStream store path"):
+        render_config(taskforce.trusted(), admin_nkey="UADMIN", store_dir=Path(store))
+
+
+def test_render_config_keeps_an_ordinary_store_path(taskforce: TaskForce) -> None:
+    text = render_config(
+        taskforce.trusted(), admin_nkey="UADMIN", store_dir=Path("/srv/tf broker/js-1")
+    )
+    assert 'store_dir: "/srv/tf broker/js-1"\n' in text
+
+
+# -- server lists: a user or password is never repeated ----------------------------------------
+
+SECRET_URLS = [
+    "nats://alice:s3cr,et@10.0.0.1:4222",
+    "nats://10.0.0.2:4222,nats://alice:pa,ss@h:1",
+    "tls://alice:pa,ss,word@h:1,tls://10.0.0.3:4222",
+]
+
+
+@pytest.mark.parametrize("text", SECRET_URLS)
+def test_a_password_with_a_comma_is_not_repeated_in_the_error(text: str) -> None:
+    """A comma in a password splits the URL over two entries: the first ('nats://alice:s3cr')
+    has no '@' and was quoted in full - the user name and half the password."""
+    with pytest.raises(UsageError) as caught:
+        parse_server_url(text)
+    shown = caught.value.message + (caught.value.hint or "")
+    assert "alice" not in shown
+    assert "s3cr" not in shown and ":pa" not in shown
+
+
+def test_a_profile_list_with_a_password_names_no_part_of_it() -> None:
+    """usable_servers keeps the good entries; what it says of the bad ones (logged, shown by
+    agent status) holds no user or password."""
+    found, skipped = usable_servers("nats://10.0.0.2:4222,nats://alice:pa,ss@h:1", source="p")
+    assert found == "nats://10.0.0.2:4222"
+    assert skipped and all("alice" not in s and ":pa" not in s for s in skipped)
+
+
+def test_a_bad_entry_without_credentials_is_still_named() -> None:
+    with pytest.raises(UsageError, match=re.escape("'http://10.0.0.9:4222'")):
+        parse_server_url("nats://10.0.0.2:4222,http://10.0.0.9:4222")
