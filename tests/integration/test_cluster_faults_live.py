@@ -10,13 +10,14 @@ and the audit log verifies."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from livekit import make_agent
+from livekit import make_agent, publish_as
 from test_cluster_live import SUBJECT, TF, now_ms
 from test_cluster_live import cluster as cluster_fixture
 from test_cluster_live import layout as layout_fixture
@@ -28,7 +29,7 @@ from tfshare.audit.note import checkpoint_origin
 from tfshare.audit.service import AuditService, CheckpointPolicy, log_verifiers
 from tfshare.broker import BrokerCluster, BrokerProcess
 from tfshare.errors import BrokerError
-from tfshare.names import stream_name
+from tfshare.names import durable_name, stream_name
 from tfshare.workflows.live import admin_seed
 
 pytestmark = pytest.mark.slow
@@ -203,3 +204,48 @@ def test_a_rolling_restart_of_every_node_loses_nothing_and_logs_each_alert_once(
             await admin.close()
 
     assert asyncio.run(stored()) == len(acked)  # the retried publishes were kept once
+
+
+# -- a stored message whose acknowledgement is lost with its node ----------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Agent.handle_batch calls on_outcome after each ack: when an ack fails (the node "
+    "went), the outcomes of the messages stored in that batch are never announced (reported)",
+)
+def test_messages_stored_before_the_connection_broke_reach_the_feed(
+    live_tf: TaskForce, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """The desk's live feed (``tfshare listen``) hears of a message through the agent's
+    ``on_outcome``. A batch is stored, then acknowledged; when its node dies between the two
+    the acks fail, JetStream redelivers the batch and the agent sees duplicates, which are
+    announced to no one: what was stored must be announced even though its ack failed.
+    (Seen in bench/cluster.py: the reader's node SIGKILLed, 2 of 2800 alerts in the inbox
+    but never on the feed.)"""
+    for seq in range(1, 4):
+        sealed = live_tf.seal("police", now_ms=now_ms(), seq=seq, rng_seed=f"feed-{seq}")
+        publish_as(live_tf, "police", broker.url, SUBJECT, sealed.data, sealed.msg_id.hex())
+    reader = make_agent(live_tf, "ngo", broker.url, tmp_path / "agents")
+    announced: list[object] = []
+    reader.on_outcome = announced.append
+
+    async def fetch_then_lose_the_connection() -> None:
+        ngo = live_tf.ids["ngo"]
+        conn = await transport.connect(broker.url, nkey_seed=ngo.nats_seed_encoded(),
+                                       agency="ngo", name="t", reconnect=False)  # fmt: skip
+        sub = await conn.js.pull_subscribe_bind(
+            durable_name("ngo", "alerts"), stream=stream_name(TF, "alerts")
+        )
+        messages = await sub.fetch(3, timeout=5)
+        deliveries = [
+            transport.Delivery(m.subject, bytes(m.data), int(m.metadata.num_delivered), m)
+            for m in messages
+        ]
+        await conn.close()  # as when the node goes: every ack below fails
+        with contextlib.suppress(Exception):  # the agent reconnects on that failure
+            await reader.handle_batch(deliveries)
+
+    asyncio.run(fetch_then_lose_the_connection())
+    assert len(reader.store.inbox()) == 3  # stored (acknowledged on redelivery)
+    assert len(announced) == 3  # and each announced once
