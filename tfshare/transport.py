@@ -483,6 +483,39 @@ def mark_client_cert(context: ssl.SSLContext) -> ssl.SSLContext:
     return context
 
 
+class _PlainAnswer(nats.errors.Error):
+    """A ``tls://`` server answered without TLS (its INFO says tls_required false)."""
+
+
+class _TlsUrlClient(Client):
+    """nats-py's client, refusing a ``tls://`` server that offers no TLS. nats-py upgrades
+    to TLS only when the server's INFO says ``tls_required``, whatever the URL's scheme and
+    the SSL context given: a server - or anyone on the path - that answers without TLS got
+    the agency's sign-in (a signature over the nonce it chose, relayable to the real broker)
+    and every message in clear text. The INFO is checked here, before the CONNECT."""
+
+    async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
+        server = self._current_server
+        tls_url = server is not None and server.uri.scheme == "tls"
+        if initial_connection and tls_url and not info.get("tls_required", False):
+            assert server is not None
+            raise _PlainAnswer(f"{server.uri.netloc} answered a tls:// URL without TLS")
+        await super()._process_info(info, initial_connection)
+
+
+def _plain_answer(failures: Sequence[BaseException], *, url: str) -> TlsRefused | None:
+    for failure in failures:
+        if isinstance(failure, _PlainAnswer):
+            return TlsRefused(
+                f"a server answered without TLS while connecting to {url} ({failure}): "
+                "nothing was sent",
+                hint="the broker's nats.conf needs its tls block (tfshare broker config "
+                "--tls-cert/--tls-key); if it has one, something on the path is answering "
+                "for it",
+            )
+    return None
+
+
 class _Unreachable(Exception):
     def __init__(self, error: BrokerError, *, stalled: bool):
         self.error, self.stalled = error, stalled
@@ -533,11 +566,14 @@ async def _connect_once(
         options["tls"] = tls
     try:
         # nats-py can keep trying a dead server well past connect_timeout: bound it here.
-        client = await asyncio.wait_for(nats.connect(**options), timeout=connect_timeout * 2)
+        client = _TlsUrlClient()
+        await asyncio.wait_for(client.connect(**options), timeout=connect_timeout * 2)
     except (TimeoutError, *NATS_ERRORS) as exc:
         if _auth_violation(exc) or any("authorization violation" in e.lower() for e in errors):
             raise auth_failed(url, agency, nkey_seed) from None
-        refused = _tls_refused(exc, failures, url=url, tls=tls)
+        refused = _plain_answer([exc, *failures], url=url) or _tls_refused(
+            exc, failures, url=url, tls=tls
+        )
         if refused is not None:
             raise refused from None
         stalled = isinstance(exc, TimeoutError | nats.errors.TimeoutError)
