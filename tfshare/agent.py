@@ -528,9 +528,13 @@ class Agent:
             if isinstance(outcome, Delivered):
                 self.health.last_stored_ms = now_ms
                 self.health.last_sender = outcome.message.sender
-            await delivery.ack()
+            # Stored: announced now (the feed, the metrics), whatever becomes of its ack: one
+            # that fails (the node went) brings the message back as a duplicate, announced to
+            # no one, so announcing after the ack lost the rest of the batch for the feed.
             if self.on_outcome is not None and isinstance(outcome, Delivered | Rejection):
                 self.on_outcome(outcome)
+        for delivery in handled:
+            await delivery.ack()
         self._log_junk()
         return outcomes
 

@@ -209,11 +209,6 @@ def test_a_rolling_restart_of_every_node_loses_nothing_and_logs_each_alert_once(
 # -- a stored message whose acknowledgement is lost with its node ----------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Agent.handle_batch calls on_outcome after each ack: when an ack fails (the node "
-    "went), the outcomes of the messages stored in that batch are never announced (reported)",
-)
 def test_messages_stored_before_the_connection_broke_reach_the_feed(
     live_tf: TaskForce, broker: BrokerProcess, tmp_path: Path
 ) -> None:
