@@ -75,6 +75,13 @@ def parse_hub_url(text: str) -> str:
     ``UsageError`` naming it otherwise. No user or password in it: the leaf signs in with the
     agency's nkey."""
     scheme, sep, rest = text.partition("://")
+    if "," in text:
+        # parse_server_url takes a list; a leaf's remote takes one URL per entry, and the
+        # list would be written as one URL (and its later hosts escape the plain-link check).
+        raise UsageError(
+            "--hub takes one URL: the hub's nodes are given by repeating --hub",
+            hint="give --hub tls://NODE1:7422 --hub tls://NODE2:7422 ...",
+        )
     if not sep or scheme.lower() not in LEAF_SCHEMES:
         shown = "the URL" if "@" in text else repr(text)
         raise UsageError(

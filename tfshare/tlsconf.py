@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Final
 
 from tfshare.errors import BrokerError, InputError, TrustError, UsageError
-from tfshare.urls import parse_server_url
+from tfshare.urls import parse_server_url, split_servers
 
 # Seconds nats-server waits for a TLS handshake (its default, 0.5 s, is short for a link
 # across the internet or through a VPN; 2 matches broker_config/single-node-tls.conf).
@@ -229,8 +229,12 @@ def client_ssl_context(
 def is_loopback_url(url: str) -> bool:
     """Whether the URL's host is this machine: 127.0.0.0/8, ::1 or ``localhost``. Anything
     else - another address, any other name - counts as off this machine. The URL is parsed
-    with ``parse_server_url`` first (a bad URL is a ``UsageError``)."""
-    checked = parse_server_url(url)
+    with ``parse_server_url`` first (a bad URL is a ``UsageError``); of a server list, every
+    entry's host must be this machine."""
+    return all(_is_loopback_host(entry) for entry in split_servers(parse_server_url(url)))
+
+
+def _is_loopback_host(checked: str) -> bool:
     authority = checked.partition("://")[2]
     if authority.startswith("["):
         host = authority[1 : authority.index("]")]
@@ -246,9 +250,13 @@ def is_loopback_url(url: str) -> bool:
 
 
 def plain_off_loopback(url: str) -> bool:
-    """A ``nats://`` URL (no TLS unless the server asks) to a host other than this machine:
-    the agent warns about it, and multi-machine configurations refuse it."""
-    return parse_server_url(url).startswith("nats://") and not is_loopback_url(url)
+    """A ``nats://`` URL (no TLS unless the server asks) to a host other than this machine -
+    of a server list, any entry: the agent warns about it, and multi-machine configurations
+    refuse it."""
+    return any(
+        entry.startswith("nats://") and not _is_loopback_host(entry)
+        for entry in split_servers(parse_server_url(url))
+    )
 
 
 def check_plain_url(url: str, *, allow_plain: bool, source: str = "--server") -> str:

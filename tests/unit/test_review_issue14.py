@@ -28,6 +28,8 @@ from tfshare import names
 from tfshare import roster as R
 from tfshare.broker import render_config
 from tfshare.errors import InputError, UsageError
+from tfshare.leafnode import parse_hub_url
+from tfshare.tlsconf import check_plain_url, is_loopback_url, plain_off_loopback
 from tfshare.urls import parse_server_url, usable_servers
 
 DOMAIN = "hub"
@@ -191,3 +193,28 @@ def test_a_profile_list_with_a_password_names_no_part_of_it() -> None:
 def test_a_bad_entry_without_credentials_is_still_named() -> None:
     with pytest.raises(UsageError, match=re.escape("'http://10.0.0.9:4222'")):
         parse_server_url("nats://10.0.0.2:4222,http://10.0.0.9:4222")
+
+
+# -- plain links: a list is judged entry by entry ---------------------------------------------
+
+
+def test_a_plain_entry_after_a_tls_one_is_a_plain_link_off_this_machine() -> None:
+    """plain_off_loopback looked at the list's first scheme and the whole text as one host:
+    'tls://A,nats://B' passed check_plain_url with B in clear text."""
+    mixed = "tls://10.0.0.5:4222,nats://10.0.0.6:4222"
+    assert plain_off_loopback(mixed)
+    with pytest.raises(UsageError, match="plain nats://"):
+        check_plain_url(mixed, allow_plain=False)
+    local = "nats://127.0.0.1:4222,nats://localhost:4223,nats://[::1]:4224"
+    assert is_loopback_url(local) and not plain_off_loopback(local)
+    assert check_plain_url(local, allow_plain=False) == local
+    assert not is_loopback_url("nats://127.0.0.1:4222,nats://10.0.0.6:4222")
+
+
+@pytest.mark.parametrize(
+    "hub", ["nats-leaf://127.0.0.1:7422,nats://10.0.0.6:7422", "tls://a.example:7422,tls://b:7422"]
+)
+def test_a_hub_url_list_is_refused_with_the_repeat_hint(hub: str) -> None:
+    """parse_hub_url took a comma list and the leaf configuration held it as one URL."""
+    with pytest.raises(UsageError, match="repeating --hub"):
+        parse_hub_url(hub)
