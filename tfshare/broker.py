@@ -335,10 +335,16 @@ def check_config(config: Path) -> None:
         check=False,
     )
     if result.returncode != 0:
+        said = (result.stderr or result.stdout).strip().splitlines()[-1]
         raise BrokerError(
             f"nats-server refuses the configuration {str(config)!r}",
-            hint=(result.stderr or result.stdout).strip().splitlines()[-1][:200],
+            hint=_NKEY_SEED.sub("<seed not shown>", said)[:200],
         )
+
+
+# An nkey seed as nats-server quotes it in its own errors ("... is not a valid seed: "SU...""):
+# a seed with one character mistyped is still almost all of the agency's secret.
+_NKEY_SEED: Final = re.compile(r"S[A-Z][A-Z2-7]{20,}")
 
 
 _LINE: Final = re.compile(r"^\s*(server_name|name|listen)\s*[:=]\s*(\S+)\s*$")

@@ -26,9 +26,9 @@ from tfkit import TaskForce
 
 from tfshare import names
 from tfshare import roster as R
-from tfshare.broker import render_config
-from tfshare.errors import InputError, UsageError
-from tfshare.leafnode import parse_hub_url
+from tfshare.broker import check_config, render_config
+from tfshare.errors import BrokerError, InputError, UsageError
+from tfshare.leafnode import SEED_INCLUDE, parse_hub_url, render_leaf_config
 from tfshare.tlsconf import check_plain_url, is_loopback_url, plain_off_loopback
 from tfshare.urls import parse_server_url, usable_servers
 
@@ -218,3 +218,24 @@ def test_a_hub_url_list_is_refused_with_the_repeat_hint(hub: str) -> None:
     """parse_hub_url took a comma list and the leaf configuration held it as one URL."""
     with pytest.raises(UsageError, match="repeating --hub"):
         parse_hub_url(hub)
+
+
+# -- nats-server's own message passed on: never a seed -----------------------------------------
+
+
+def test_a_mistyped_seed_is_not_repeated_from_nats_server_t(tmp_path: Path) -> None:
+    """nats-server -t quotes a seed it cannot decode; check_config passed its last line on as
+    the hint: a seed with one character off (almost all of the agency's secret) reached the
+    terminal."""
+    config = render_leaf_config(
+        agency="police", taskforce="nl-north", hub_urls=["nats-leaf://127.0.0.1:7422"]
+    )
+    path = tmp_path / "leaf.conf"
+    path.write_text(config)
+    typo = "SUAMLK2ZNL35WSMW37E7UD4VZ7ELPEW7LCWDAKCEHYBBPTWIBSSEDX7QPX"
+    (tmp_path / SEED_INCLUDE).write_text(f'nkey: "{typo}"\n')
+    with pytest.raises(BrokerError) as caught:
+        check_config(path)
+    shown = caught.value.message + (caught.value.hint or "")
+    assert "not a valid seed" in shown
+    assert typo[:12] not in shown
