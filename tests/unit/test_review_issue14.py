@@ -239,3 +239,23 @@ def test_a_mistyped_seed_is_not_repeated_from_nats_server_t(tmp_path: Path) -> N
     shown = caught.value.message + (caught.value.hint or "")
     assert "not a valid seed" in shown
     assert typo[:12] not in shown
+
+
+# -- the operators' leaf template --------------------------------------------------------------
+
+LEAF_TEMPLATE = Path(__file__).parents[2] / "broker_config" / "leafnode" / "agency-leaf.conf"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="reported: broker_config/leafnode/agency-leaf.conf ships its local authorization "
+    "commented out; needs TFSHARE_AGENCY_NKEY in the template and in test_leafnode.py's "
+    "_template_env (files this review does not own)",
+)
+def test_the_leaf_template_lets_only_the_agency_use_its_local_server() -> None:
+    """As written, any process of any user on the agency's machine may connect to the leaf
+    without credentials and act as the agency on the hub: fetch and acknowledge - take away
+    - the messages waiting in the agency's consumers before its agent sees them, write its
+    witness key. render_leaf_config always writes the authorization; the template must too."""
+    live = [line.split("#", 1)[0] for line in LEAF_TEMPLATE.read_text().splitlines()]
+    assert any(line.strip().startswith("authorization") for line in live)
