@@ -259,3 +259,14 @@ def test_the_leaf_template_lets_only_the_agency_use_its_local_server() -> None:
     witness key. render_leaf_config always writes the authorization; the template must too."""
     live = [line.split("#", 1)[0] for line in LEAF_TEMPLATE.read_text().splitlines()]
     assert any(line.strip().startswith("authorization") for line in live)
+
+
+def test_the_hub_template_for_leaf_nodes_fsyncs_before_every_acknowledgement() -> None:
+    """broker_config/leafnode/hub-leafnodes.conf - the task force's node that agencies' leaf
+    nodes join - kept nats-server's default sync (every 2 minutes), unlike the other
+    templates: an acknowledged message, already gone from its sender's outbox, could be lost
+    with the hub's power."""
+    template = LEAF_TEMPLATE.with_name("hub-leafnodes.conf").read_text()
+    jetstream = template[template.index("jetstream {") :]
+    jetstream = jetstream[: jetstream.index("}")]
+    assert "sync_interval: always" in jetstream
