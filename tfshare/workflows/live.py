@@ -288,6 +288,19 @@ def write_cluster_config(
             f"a cluster needs 2 nodes or more (got {len(layout.nodes)})",
             hint="give --cluster 3 (or 5): a cluster of 3 keeps going when one node stops",
         )
+    from tfshare.tlsconf import is_loopback_url  # noqa: PLC0415
+
+    remote = [url for url in layout.urls if not is_loopback_url(url)]
+    if remote and options.tls is None:
+        # Plain routes have no authentication: any machine that reaches a route port would
+        # join the cluster and see, and inject, every message of every agency.
+        raise UsageError(
+            f"the nodes are on other machines ({remote[0]}...): their routes and clients "
+            "would cross the network without TLS, and anyone reaching a route port could "
+            "join the cluster",
+            hint="give --tls-cert/--tls-key/--tls-ca (the nodes' certificate and the task "
+            "force CA: mutual-TLS routes); without --hosts the nodes run on loopback",
+        )
     directory.mkdir(parents=True, exist_ok=True)
     public = nkeys.from_seed(admin_seed(directory)).public_key.decode()
     paths: list[Path] = []
