@@ -18,15 +18,18 @@ import os
 import socket
 import stat
 import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from tfshare.desk import api
 from tfshare.errors import ExitCode, TfshareError, TrustError
 
 MAX_SUN_PATH = 107
 CALL_TIMEOUT_S = 60.0  # a publish waits for the broker a few seconds at most
+STARTING_WAIT_S = 10.0  # an agent unlocking its key (Argon2id) answers within seconds
 
 
 class AgentUnavailable(TfshareError):
@@ -218,23 +221,36 @@ def _answers(sock: socket.socket, request: api.Request) -> Iterator[api.Answer]:
         yield answer
 
 
-def connect(state_dir: Path) -> DeskClient | None:
-    """The running agent of this state directory, or None if none runs."""
+def connect(state_dir: Path, *, starting_wait_s: float = STARTING_WAIT_S) -> DeskClient | None:
+    """The running agent of this state directory, or None if none runs. An agent that holds
+    the profile's lock but does not answer yet (it is unlocking its key: about a second) is
+    waited for up to ``starting_wait_s``, then reported (exit 4) - never worked around."""
+    deadline = time.monotonic() + starting_wait_s
+    while True:
+        client = _reach(state_dir)
+        if client is not _STARTING:
+            return client
+        if time.monotonic() >= deadline:
+            raise _starting()
+        time.sleep(0.1)
+
+
+_STARTING: Final = DeskClient(Path("/nonexistent/starting"))  # "locked, not answering yet"
+
+
+def _reach(state_dir: Path) -> DeskClient | None:
     path = api.socket_path(state_dir)
     try:
         info = os.lstat(path)
     except FileNotFoundError:
-        if _agent_locked(state_dir):
-            raise _starting() from None
-        return None
+        return _STARTING if _agent_locked(state_dir) else None
     _check_owner(path, info)
     client = DeskClient(path)
     try:
         probe = client._open(timeout=2.0)
     except (ConnectionRefusedError, FileNotFoundError):
-        if _agent_locked(state_dir):
-            raise _starting() from None
-        return None  # a socket left by an agent that died: work directly
+        # A socket left by an agent that died (work directly), or one about to be replaced.
+        return _STARTING if _agent_locked(state_dir) else None
     except OSError as exc:
         raise AgentUnavailable(
             f"the agent's socket {path} cannot be reached ({exc.strerror})",
