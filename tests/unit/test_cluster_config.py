@@ -150,8 +150,8 @@ def test_nodes_on_several_hosts_listen_each_on_its_own_host(taskforce: TaskForce
     text = render_config(
         taskforce.trusted(), admin_nkey="UADMIN", store_dir=Path("/x"), cluster=hosts, node=3
     )
-    assert "listen: [fd00::3]:4222\n" in text
-    assert "listen: [fd00::3]:6222\n" in text
+    assert 'listen: "[fd00::3]:4222"\n' in text
+    assert 'listen: "[fd00::3]:6222"\n' in text
     assert "nats-route://a.example:6222" in text and "nats-route://b.example:6222" in text
     assert hosts.urls == ("nats://a.example:4222", "nats://b.example:4222", "nats://[fd00::3]:4222")
 

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import nkeys  # type: ignore[import-untyped,unused-ignore]
 import pytest
 from certkit import CertKit, make_certkit
 from tfkit import TaskForce, build_taskforce, identity
@@ -222,6 +223,9 @@ def _template_env(kit: CertKit, tmp_path: Path) -> dict[str, str]:
         **os.environ,
         "TFSHARE_LEAF_PORT": "4998",
         "TFSHARE_HUB_LEAF_URL": "tls://hub.example.org:7422",
+        "TFSHARE_AGENCY_NKEY": nkeys.from_seed(
+            nkeys.encode_seed(b"\x07" * 32, nkeys.PREFIX_BYTE_USER)
+        ).public_key.decode(),
         "TFSHARE_HUB_LEAF_PORT": "7998",
         "TFSHARE_TLS_CA": str(kit.ca.cert),
         "TFSHARE_TLS_CERT": str(kit.server.cert),

@@ -248,12 +248,6 @@ def test_a_mistyped_seed_is_not_repeated_from_nats_server_t(tmp_path: Path) -> N
 LEAF_TEMPLATE = Path(__file__).parents[2] / "broker_config" / "leafnode" / "agency-leaf.conf"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reported: broker_config/leafnode/agency-leaf.conf ships its local authorization "
-    "commented out; needs TFSHARE_AGENCY_NKEY in the template and in test_leafnode.py's "
-    "_template_env (files this review does not own)",
-)
 def test_the_leaf_template_lets_only_the_agency_use_its_local_server() -> None:
     """As written, any process of any user on the agency's machine may connect to the leaf
     without credentials and act as the agency on the hub: fetch and acknowledge - take away
@@ -307,12 +301,6 @@ def test_a_cluster_on_other_machines_with_tls_is_written(
     assert all("verify: true" in p.read_text() for p in paths)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reported: render_config writes an IPv6 node's listen and routes unquoted "
-    "(listen: [fd00::3]:4222, nats-route://[fd00::3]:6222), which nats-server's parser "
-    "refuses; test_cluster_config.py asserts the unquoted text (not this review's file)",
-)
 def test_a_cluster_with_an_ipv6_node_passes_nats_server_t(
     taskforce: TaskForce, tmp_path: Path
 ) -> None:
