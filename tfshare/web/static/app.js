@@ -191,11 +191,12 @@
     return listed;
   }
 
-  // Rows pushed since the last frame. A burst (a hundred alerts in a second) is put on the
-  // page in one go at the next frame - one layout, one title update, one cue - instead of
-  // one layout per row, which made the last rows of a burst wait for all the others. In a
-  // hidden tab frames do not come: each row goes in at once (the title counter is what is
-  // seen there).
+  // Rows pushed while a frame is awaited. The first row since the last frame goes on the
+  // page at once (a steady feed is never held back); the rest of a burst (a hundred alerts
+  // in a second) waits for that frame and goes in together - one layout, one title update,
+  // one cue - instead of one layout per row, which made the last rows of a burst wait for
+  // all the others. In a hidden tab frames do not come: each row goes in at once (the title
+  // counter is what is seen there).
   var pending = [];
   var frameAsked = false;
 
@@ -210,13 +211,16 @@
     if (document.hidden) {
       putPending();
     } else if (!frameAsked) {
+      putPending();
       frameAsked = true;
-      window.requestAnimationFrame(putPending);
+      window.requestAnimationFrame(function () {
+        frameAsked = false;
+        putPending();
+      });
     }
   }
 
   function putPending() {
-    frameAsked = false;
     var rows = pending;
     pending = [];
     if (!rows.length) { return; }
