@@ -13,11 +13,9 @@ another user, or an agent of another API version are errors, never a silent fall
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import socket
 import stat
-import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,9 +23,9 @@ from pathlib import Path
 from typing import Final
 
 from tfshare.desk import api
+from tfshare.desk.unixsock import address, agent_locked, peer_uid
 from tfshare.errors import ExitCode, TfshareError, TrustError
 
-MAX_SUN_PATH = 107
 CALL_TIMEOUT_S = 60.0  # a publish waits for the broker a few seconds at most
 STARTING_WAIT_S = 10.0  # an agent unlocking its key (Argon2id) answers within seconds
 
@@ -47,33 +45,6 @@ class AgentFailed(TfshareError):
         known = {int(code) for code in ExitCode}
         self.exit_code = ExitCode(failed.exit_code if failed.exit_code in known else 1)
         self.kind = failed.kind
-
-
-@contextlib.contextmanager
-def _address(path: Path) -> Iterator[str]:
-    text = str(path)
-    if len(text.encode()) <= MAX_SUN_PATH:
-        yield text
-        return
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        yield f"/proc/self/fd/{fd}/{path.name}"
-    finally:
-        os.close(fd)
-
-
-def _agent_locked(state_dir: Path) -> bool:
-    try:
-        fd = os.open(api.lock_path(state_dir), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def _check_owner(path: Path, info: os.stat_result) -> None:
@@ -103,8 +74,8 @@ class DeskClient:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:
-            with _address(self.path) as address:
-                sock.connect(address)
+            with address(self.path) as where:
+                sock.connect(where)
             # The file's owner was checked; the process behind it is checked too, before a
             # byte is sent: only one running as this user gets the request (a message body).
             if peer_uid(sock) != os.getuid():
@@ -152,12 +123,6 @@ class DeskClient:
             yield _answers(sock, request)
         finally:
             sock.close()
-
-
-def peer_uid(sock: socket.socket) -> int:
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
 
 
 def _send(sock: socket.socket, message: api.Hello | api.Request) -> None:
@@ -243,14 +208,14 @@ def _reach(state_dir: Path) -> DeskClient | None:
     try:
         info = os.lstat(path)
     except FileNotFoundError:
-        return _STARTING if _agent_locked(state_dir) else None
+        return _STARTING if agent_locked(state_dir) else None
     _check_owner(path, info)
     client = DeskClient(path)
     try:
         probe = client._open(timeout=2.0)
     except (ConnectionRefusedError, FileNotFoundError):
         # A socket left by an agent that died (work directly), or one about to be replaced.
-        return _STARTING if _agent_locked(state_dir) else None
+        return _STARTING if agent_locked(state_dir) else None
     except OSError as exc:
         raise AgentUnavailable(
             f"the agent's socket {path} cannot be reached ({exc.strerror})",

@@ -4,9 +4,7 @@ Owns: the agent's lock on its state directory (one agent per profile: the one ow
 socket, the inbox and the outbox), the socket file (created 0600, owner checked), the peer
 check (only this user's processes), and one conversation per connection (``api``).
 
-A path to the socket can exceed the 107 bytes a Unix socket address holds (deep test or home
-directories): the socket is then bound and reached through ``/proc/self/fd/N/agent.sock``,
-N being an open descriptor of the state directory, which names the same file.
+Long socket paths are bound as ``unixsock.address`` says.
 """
 
 from __future__ import annotations
@@ -15,10 +13,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
-import socket
 import stat
-import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,11 +21,11 @@ import structlog
 
 from tfshare.desk import api
 from tfshare.desk.service import Desk
+from tfshare.desk.unixsock import address, peer_uid
 from tfshare.errors import ExitCode, TfshareError, UsageError
 
 log = structlog.get_logger("tfshare.desk")
 
-MAX_SUN_PATH = 107
 
 FELL_BEHIND = api.Failed(
     "this feed fell too far behind the messages arriving and was ended by the agent",
@@ -79,43 +74,6 @@ def hold_lock(state_dir: Path) -> AgentLock:
     return AgentLock(fd)
 
 
-def lock_holder(state_dir: Path) -> bool:
-    """Whether a live process holds the profile's agent lock (an agent starting, or one
-    that stopped answering)."""
-    path = api.lock_path(state_dir)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-@contextlib.contextmanager
-def reachable(path: Path) -> Iterator[str]:
-    """An address for the socket at ``path`` that fits a Unix socket address."""
-    text = str(path)
-    if len(text.encode()) <= MAX_SUN_PATH:
-        yield text
-        return
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        yield f"/proc/self/fd/{fd}/{path.name}"
-    finally:
-        os.close(fd)
-
-
-def peer_uid(sock: socket.socket) -> int:
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
-
-
 async def _read_frame(reader: asyncio.StreamReader) -> bytes:
     size = api.frame_length(await reader.readexactly(4))
     return await reader.readexactly(size)
@@ -140,8 +98,8 @@ class DeskServer:
             self.path.unlink()  # a stale socket of an agent that died: ours now (locked)
         old_umask = os.umask(0o177)  # created 0600, never for a moment wider
         try:
-            with reachable(self.path) as address:
-                self.server = await asyncio.start_unix_server(self._converse, path=address)
+            with address(self.path) as where:
+                self.server = await asyncio.start_unix_server(self._converse, path=where)
         finally:
             os.umask(old_umask)
         os.chmod(self.path, stat.S_IRUSR | stat.S_IWUSR)
