@@ -15,19 +15,17 @@ makes them. TLS 1.3 only: every peer is a nats-server 2.10+ or nats-py on Python
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from pathlib import Path
 from typing import Final
 
 from tfshare.errors import BrokerError, InputError, TrustError, UsageError
-from tfshare.urls import parse_server_url, split_servers
+from tfshare.urls import is_loopback_host, parse_server_url, split_servers
 
 # Seconds nats-server waits for a TLS handshake (its default, 0.5 s, is short for a link
 # across the internet or through a VPN; 2 matches broker_config/single-node-tls.conf).
 DEFAULT_TLS_TIMEOUT: Final = 2.0
 MIN_VERSION: Final = "1.3"
-LOOPBACK_NAMES: Final = ("localhost",)
 
 # Characters a path may not hold in a nats-server configuration string: the quote and the
 # backslash end or escape it, control characters (a newline) would start a new directive.
@@ -240,13 +238,7 @@ def _is_loopback_host(checked: str) -> bool:
         host = authority[1 : authority.index("]")]
     else:
         host = authority.rpartition(":")[0] if ":" in authority else authority
-    host = host.removesuffix(".").lower()
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(host)
 
 
 def plain_off_loopback(url: str) -> bool:

@@ -166,7 +166,19 @@ def split_servers(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-_LOOPBACK_NAMES: Final = ("localhost", "localhost.")
+_LOOPBACK_NAMES: Final = ("localhost",)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a host - a name, or an address (IPv6 with or without brackets) - is this
+    machine: ``localhost``, 127.0.0.0/8 or ::1. Any other name counts as off this machine."""
+    host = host.strip("[]").removesuffix(".").lower()
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def plain_remote(text: str) -> list[str]:
@@ -179,13 +191,6 @@ def plain_remote(text: str) -> list[str]:
         if scheme.lower() != "nats":
             continue
         host, _ = _split_host_port(authority)
-        host = host.strip("[]").lower()
-        if host in _LOOPBACK_NAMES:
-            continue
-        try:
-            if ipaddress.ip_address(host).is_loopback:
-                continue
-        except ValueError:
-            pass
-        found.append(url)
+        if not is_loopback_host(host):
+            found.append(url)
     return found

@@ -11,7 +11,6 @@ with ``port=0`` only the bound socket knows it.
 from __future__ import annotations
 
 import importlib
-import ipaddress
 import socket
 import time
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from aiohttp import web
 
 from tfshare.desk import api
 from tfshare.errors import UsageError
+from tfshare.urls import is_loopback_host
 from tfshare.web import inbox
 from tfshare.web.pages import DESK, STATIC_DIR
 from tfshare.web.security import (
@@ -62,15 +62,6 @@ def build_app(
     return app
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class WebInbox:
     """The running web inbox: its ``url``, one-time ``login_link``s, and ``close``."""
 
@@ -104,7 +95,7 @@ async def start(
     clock: Clock = time.time,
 ) -> WebInbox:
     """Serve the web inbox for ``desk`` in the running loop; ``port=0`` picks a free port."""
-    if not allow_remote and not _is_loopback(host):
+    if not allow_remote and not is_loopback_host(host):
         raise UsageError(
             f"the web inbox listens on the loopback address only, not {host!r}",
             hint="use 127.0.0.1 (the default) and reach it from this machine",
