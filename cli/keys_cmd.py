@@ -149,3 +149,10 @@ def profile_init_cmd(
     if key is None:
         note(f"new keys: send {made.folder / (agency + '.card')} to a coordinator")
     note(f"use it with: tfshare --profile {made.name} ... (or TFSHARE_PROFILE={made.name})")
+
+
+# The key manager's commands live in their own module (cli/keyman_cmd.py).
+from . import keyman_cmd  # noqa: E402
+
+app.command("serve")(keyman_cmd.serve_cmd)
+app.command("resend")(keyman_cmd.resend_cmd)
