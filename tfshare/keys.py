@@ -10,7 +10,8 @@ key into an X25519 one (signing and encryption keys are separate, generated sepa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Annotated, Final
 
 import msgspec
@@ -44,6 +45,7 @@ L_KID_ENC: Final = label("tfshare/v1/kid/enc")
 L_FP: Final = label("tfshare/v1/fp")
 L_CARD: Final = label("tfshare/v1/card")
 L_ENC_BIND: Final = label("tfshare/v1/enc-bind")
+L_STATE_KEY: Final = label("tfshare/v1/state-key")
 
 NatsUser = Annotated[str, msgspec.Meta(pattern=r"^U[A-Z2-7]{55}\Z")]
 
@@ -115,13 +117,45 @@ def verify_signature(sign_pk: bytes, message: bytes, signature: bytes) -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class RetiredSecret:
+    """A secret kept after a rotation until ``destroy_after_ms`` (then the key file drops it).
+
+    ``kind`` is "enc" (an X25519 secret) or "sign" (an Ed25519 seed); ``not_after_ms`` is when it
+    stopped being the current key (0 when not known). Its repr leaves the secret out.
+    """
+
+    kind: str
+    secret: bytes = field(repr=False)
+    not_after_ms: int
+    destroy_after_ms: int
+
+    def __reduce__(self) -> str | tuple[object, ...]:
+        raise TypeError("a retired secret cannot be pickled")
+
+
+RetiredSpec = tuple[bytes, int] | tuple[bytes, int, int]
+"""A retired secret as the constructor takes it: (secret, destroy_after_ms[, not_after_ms])."""
+
+
 class Identity:
-    """An agency's secret keys. Never printed: ``repr`` shows the agency and key ids only."""
+    """An agency's secret keys. Never printed: ``repr`` shows the agency and key ids only.
+
+    After a rotation it holds several keys: the current encryption key and the retired ones not
+    yet destroyed (a message wrapped to an old key still opens, ``x25519_kid``), and every
+    signing key held (``sign_keys_held``, newest first); ``sign``/``sign_pk``/``kid_sig`` use the
+    active one, the newest unless ``with_signing_key`` chose the one the roster still lists.
+    """
 
     __slots__ = (
+        "_enc_by_kid",
         "_enc_sk",
         "_nats_seed",
+        "_retired",
+        "_sign_by_pk",
+        "_sign_order",
         "_sign_sk",
+        "_state_key",
         "agency_id",
         "created_ms",
         "display_name",
@@ -140,19 +174,51 @@ class Identity:
         enc_sk: bytes,
         nats_seed: bytes,
         created_ms: int,
+        state_key: bytes | None = None,
+        retired_enc: Sequence[RetiredSpec] = (),
+        retired_sign: Sequence[RetiredSpec] = (),
+        signing_pk: bytes | None = None,
     ) -> None:
         if len(sign_seed) != 32 or len(enc_sk) != 32 or len(nats_seed) != 32:
             raise ValueError("identity keys must be 32-byte seeds")
+        if state_key is not None and len(state_key) != 32:
+            raise ValueError("the state key must be 32 bytes")
         self.agency_id = agency_id
         self.display_name = display_name
         self.created_ms = created_ms
-        self.sign_pk, self._sign_sk = primitives.sign_seed_keypair(sign_seed)
         self._enc_sk = enc_sk
         self.enc_pk: bytes = primitives.scalarmult_base(enc_sk)
         self._nats_seed = nats_seed
         # Ids are used on every seal and open; hash once.
-        self.kid_sig = kid_sig(self.sign_pk)
         self.kid_enc = kid_enc(self.enc_pk)
+        # Derived for key files written before the state key existed (v1), then kept as is:
+        # a later encryption-key rotation must not change what the agent's state is sealed under.
+        self._state_key = (
+            state_key if state_key is not None else blake2b_256(L_STATE_KEY, key=enc_sk)
+        )
+        retired = [_retired("enc", spec) for spec in retired_enc]
+        retired += [_retired("sign", spec) for spec in retired_sign]
+        self._retired = tuple(retired)
+        # kid -> (enc_sk, enc_pk), current first: enc_kids keeps this order.
+        enc_by_kid: dict[bytes, tuple[bytes, bytes]] = {self.kid_enc: (enc_sk, self.enc_pk)}
+        for item in self._retired:
+            if item.kind == "enc":
+                pk = primitives.scalarmult_base(item.secret)
+                enc_by_kid.setdefault(kid_enc(pk), (item.secret, pk))
+        self._enc_by_kid = enc_by_kid
+        # sign_pk -> 64-byte secret key, newest (the key file's current) first.
+        sign_by_pk: dict[bytes, bytes] = {}
+        for seed in [sign_seed] + [r.secret for r in self._retired if r.kind == "sign"]:
+            pk, sk = primitives.sign_seed_keypair(seed)
+            sign_by_pk.setdefault(pk, sk)
+        self._sign_by_pk = sign_by_pk
+        self._sign_order = tuple(sign_by_pk)
+        active = self._sign_order[0] if signing_pk is None else signing_pk
+        if active not in sign_by_pk:
+            raise KeyError("this identity holds no such signing key")
+        self.sign_pk = active
+        self._sign_sk = sign_by_pk[active]
+        self.kid_sig = kid_sig(self.sign_pk)
 
     @classmethod
     def generate(cls, agency_id: str, display_name: str, *, rng: Random, now_ms: int) -> Identity:
@@ -199,8 +265,66 @@ class Identity:
         return shared
 
     def secret_material(self) -> tuple[bytes, bytes, bytes]:
-        """(sign_seed, enc_sk, nats_seed) for the key file; nothing else should call this."""
-        return self._sign_sk[:32], self._enc_sk, self._nats_seed
+        """(sign_seed, enc_sk, nats_seed) of the current keys, for the key file; nothing else
+        should call this. The signing seed is the newest held, whichever one is active."""
+        return self._sign_by_pk[self._sign_order[0]][:32], self._enc_sk, self._nats_seed
+
+    def retired_secrets(self) -> tuple[RetiredSecret, ...]:
+        """The retired secrets still held, for the key file; nothing else should call this."""
+        return self._retired
+
+    @property
+    def state_key(self) -> bytes:
+        """The 32-byte key the agent seals its state under (stable across key rotations)."""
+        return self._state_key
+
+    @property
+    def enc_kids(self) -> tuple[bytes, ...]:
+        """kid_enc of every encryption key held: the current one first, then retired ones."""
+        return tuple(self._enc_by_kid)
+
+    def enc_pk_of(self, kid: bytes) -> bytes:
+        """The X25519 public key with id ``kid``; KeyError if this identity does not hold it."""
+        return self._enc_by_kid[kid][1]
+
+    def x25519_kid(self, kid: bytes, peer_pk: bytes) -> bytes:
+        """X25519 with the secret of key ``kid`` (KeyError if not held); the caller must reject
+        an all-zero result."""
+        shared: bytes = primitives.scalarmult(self._enc_by_kid[kid][0], peer_pk)
+        return shared
+
+    @property
+    def sign_keys_held(self) -> tuple[bytes, ...]:
+        """The Ed25519 public keys this identity can sign with, newest first."""
+        return self._sign_order
+
+    def with_signing_key(self, sign_pk: bytes) -> Identity:
+        """The same identity signing with ``sign_pk`` (one of ``sign_keys_held``; KeyError
+        otherwise): an agent signs with the newest key its roster lists, which after a
+        rotation is the old one until the coordinators apply it."""
+        if sign_pk == self.sign_pk:
+            return self
+        sign_seed, enc_sk, nats_seed = self.secret_material()
+        return Identity(
+            agency_id=self.agency_id,
+            display_name=self.display_name,
+            sign_seed=sign_seed,
+            enc_sk=enc_sk,
+            nats_seed=nats_seed,
+            created_ms=self.created_ms,
+            state_key=self._state_key,
+            retired_enc=[
+                (r.secret, r.destroy_after_ms, r.not_after_ms)
+                for r in self._retired
+                if r.kind == "enc"
+            ],
+            retired_sign=[
+                (r.secret, r.destroy_after_ms, r.not_after_ms)
+                for r in self._retired
+                if r.kind == "sign"
+            ],
+            signing_pk=sign_pk,
+        )
 
     def card_body(self) -> CardBody:
         """This agency's public card contents (what ``verify_card`` returns)."""
@@ -273,6 +397,14 @@ def verify_card(card: Card) -> CardBody:
             "'tfshare keys init --name' and a plain name",
         )
     return body
+
+
+def _retired(kind: str, spec: RetiredSpec) -> RetiredSecret:
+    secret, destroy_after_ms = spec[0], spec[1]
+    not_after_ms = spec[2] if len(spec) == 3 else 0
+    if len(secret) != 32:
+        raise ValueError("identity keys must be 32-byte seeds")
+    return RetiredSecret(kind, secret, not_after_ms, destroy_after_ms)
 
 
 def _reason(exc: Exception) -> str:
