@@ -108,6 +108,9 @@ class Rejected(TfshareError):
         # E_SCHEMA only: the schema name the plaintext named, so an agent can fetch it from
         # the registry and retry. Never logged (it comes from inside the encryption).
         self.schema: str | None = None
+        # E_EPOCH only: the message names an epoch newer than any key held; its key may
+        # still be on its way (an agent asks for redelivery later instead of quarantining).
+        self.epoch_ahead = False
 
 
 _REJECT_HINT = "do not act on this message; ask the sender to resend it, or report the code"

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from tfshare.epochs import EPOCH_KEY_SCHEMA, EpochKey, EpochKeyDelivery, EpochKeyring
 from tfshare.errors import RejectCode, Rejected, RosterRejected
 from tfshare.keys import Identity
 from tfshare.messages import SchemaBook
@@ -44,6 +45,9 @@ class Delivered:
     message: Opened
     seq_note: SeqNote
     roster_expired: bool
+    # A key delivery that added a key to ``Receiver.epochs``: the caller keeps it (sealed
+    # at rest) with the replay record, and never shows it in an inbox.
+    new_epoch_key: EpochKey | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,8 @@ class Rejection:
     # E_SCHEMA: the schema named inside the plaintext (for fetching it; not logged).
     schema: str | None = field(default=None, repr=False)
     verified: bool = False
+    # E_EPOCH: the epoch is newer than any key held; its delivery may be behind it.
+    epoch_ahead: bool = False
 
 
 Outcome = Delivered | Duplicate | Rejection
@@ -79,8 +85,12 @@ class Receiver:
         schemas: SchemaBook,
         clock: Clock,
         policy: ReceivePolicy,
+        epochs: EpochKeyring | None = None,
     ) -> None:
         self.identity = identity
+        # The epoch keys held (mode 2). ``settle`` adds each key delivered; the caller
+        # persists it (``Delivered.new_epoch_key``).
+        self.epochs = epochs if epochs is not None else EpochKeyring()
         self.roster = roster
         self.replay = replay
         self.schemas = schemas
@@ -109,6 +119,7 @@ class Receiver:
                 now_ms=now_ms,
                 subject=subject,
                 policy=self.policy,
+                epochs=self.epochs,
             )
         except RosterRejected as exc:
             return Opening(
@@ -124,6 +135,7 @@ class Receiver:
                 exc.schema,
                 # The replay question is asked right after the signature verified (check 6).
                 verified=deferred.key is not None,
+                epoch_ahead=exc.epoch_ahead,
             )
             return Opening(rejection, deferred.key, now_ms)
         except Exception as exc:
@@ -155,6 +167,26 @@ class Receiver:
                 if seen is not None and result.sender is not None and result.msg_id is not None:
                     return self._seen(seen, result.env_hash, result.sender, result.msg_id)
             return result
+        new_key: EpochKey | None = None
+        if result.schema == EPOCH_KEY_SCHEMA:
+            # A key delivery is checked against the keys held now, in arrival order: an
+            # older epoch, or a second key for one held, is refused before it is recorded.
+            assert isinstance(result.record, EpochKeyDelivery)
+            try:
+                if self.epochs.check_delivery(result.record):
+                    new_key = EpochKey.of(result.record)
+            except Rejected as exc:
+                seen = self.replay.lookup(result.sender_kid, result.msg_id)
+                if seen is not None:  # the same delivery again: a duplicate, not an attack
+                    return self._seen(seen, result.env_hash, result.sender, result.msg_id)
+                return Rejection(
+                    exc.reject_code,
+                    exc.message,
+                    result.env_hash,
+                    result.sender,
+                    result.msg_id,
+                    verified=True,
+                )
         last = self.replay.last_seq(result.sender, result.channel)
         note: SeqNote = None
         if last is not None and result.seq != last + 1:
@@ -175,7 +207,9 @@ class Receiver:
         if existing is not None:
             # Delivered before (or by another process between our checks and now).
             return self._seen(existing, result.env_hash, result.sender, result.msg_id)
-        return Delivered(result, note, self.roster.expired(opening.now_ms))
+        if new_key is not None:
+            self.epochs.add(new_key)
+        return Delivered(result, note, self.roster.expired(opening.now_ms), new_key)
 
     @staticmethod
     def _seen(stored: bytes, env_hash: bytes, sender: str, msg_id: bytes) -> Outcome:

@@ -1,6 +1,7 @@
 """Sealing and opening one envelope: the recipe layer of PROTOCOL.md.
 
-Owns: ``seal`` (sign and encrypt to 1..256 recipients, direct mode) and ``open_envelope``
+Owns: ``seal`` (sign and encrypt: to 1..256 recipients in direct mode, or under the channel's
+epoch key in epoch mode, ``tfshare.epochs``) and ``open_envelope``
 (the receiver's ordered checks, each with its stable ``RejectCode``). Callers never choose
 nonces, labels or keys; clock and randomness are arguments so every check is testable at its
 exact edge and test vectors are reproducible.
@@ -56,6 +57,17 @@ from tfshare.envelope import (
     pad_length,
     wrap_at,
     wrap_kids,
+)
+from tfshare.epochs import (
+    EPOCH_KEY_SCHEMA,
+    EPOCH_KEY_TYPE,
+    KEY_MANAGER_ROLE,
+    EpochKey,
+    EpochKeyDelivery,
+    EpochKeyring,
+    choose_mode,
+    delivery_problem,
+    message_key,
 )
 from tfshare.errors import RejectCode, Rejected, TrustError, ValidationError
 from tfshare.keys import Identity, Random, kid_enc
@@ -127,9 +139,10 @@ class Recipient:
 class Sealed:
     data: bytes
     msg_id: bytes
-    recipients: tuple[str, ...]
+    recipients: tuple[str, ...]  # direct mode; () in epoch mode (every reader of the epoch)
     ts_ms: int
     seq: int
+    epoch: int = 0  # mode 2: the epoch it was sealed under
 
     @cached_property
     def env_hash(self) -> bytes:
@@ -195,6 +208,59 @@ def seal_to(
         commit=key_commitment(payload_key, msg_id),
         refs=list(refs),
     )
+    data = _finish(identity, header, payload_key, schema, body)
+    return Sealed(data, msg_id, tuple(r.agency_id for r in recipients), now_ms, seq)
+
+
+def seal_to_epoch(
+    *,
+    identity: Identity,
+    taskforce: str,
+    channel: str,
+    roster_seq: int,
+    epoch_key: EpochKey,
+    schema: MessageType,
+    body: bytes,
+    seq: int,
+    now_ms: int,
+    rng: Random,
+    refs: Sequence[Ref] = (),
+) -> Sealed:
+    """The construction of mode 2 (epoch): no wraps, K derived from the epoch key per message."""
+    if epoch_key.channel != channel:
+        raise ValueError("the epoch key is for another channel")
+    # One draw, split: msg_id || nonce (the test vectors rely on this order).
+    fresh = rng(40)
+    msg_id, nonce = fresh[:16], fresh[16:40]
+    sender_kid = identity.kid_sig
+    payload_key = message_key(epoch_key.key, msg_id, sender_kid)
+    header = Header(
+        v=VERSION,
+        suite=SUITE_1,
+        msg_id=msg_id,
+        ts_ms=now_ms,
+        sender=identity.agency_id,
+        sender_kid=sender_kid,
+        taskforce=taskforce,
+        channel=channel,
+        seq=seq,
+        roster_seq=roster_seq,
+        mode=Mode.EPOCH,
+        epoch=epoch_key.epoch,
+        eph_pk=b"",
+        wraps=b"",
+        nonce=nonce,
+        commit=key_commitment(payload_key, msg_id),
+        refs=list(refs),
+    )
+    data = _finish(identity, header, payload_key, schema, body)
+    return Sealed(data, msg_id, (), now_ms, seq, epoch_key.epoch)
+
+
+def _finish(
+    identity: Identity, header: Header, payload_key: bytes, schema: MessageType, body: bytes
+) -> bytes:
+    """Encode the header, encrypt the padded plaintext under K, sign: both modes."""
     hdr = _encoder.encode(header)
     plain = _encoder.encode(
         Plain(
@@ -204,14 +270,14 @@ def seal_to(
             bytes(pad_length(plain_size(schema.name, len(body)))),
         )
     )
-    ct = _aead_encrypt(plain, L_PAYLOAD + hdr, nonce, payload_key)
+    ct = _aead_encrypt(plain, L_PAYLOAD + hdr, header.nonce, payload_key)
     data = _encoder.encode(Envelope(VERSION, hdr, ct, identity.sign(signed_message(hdr, ct))))
     if len(data) > MAX_ENVELOPE:
         raise ValidationError(
             f"the sealed message would be {len(data)} bytes; the limit is {MAX_ENVELOPE}",
             hint="shorten the body or send fewer recipients",
         )
-    return Sealed(data, msg_id, tuple(r.agency_id for r in recipients), now_ms, seq)
+    return data
 
 
 def _str_header(n: int) -> int:
@@ -313,11 +379,14 @@ def seal(
     now_ms: int,
     rng: Random,
     refs: Sequence[Ref] = (),
+    epochs: EpochKeyring | None = None,
 ) -> Sealed:
     """Seal ``body`` (already validated against ``schema``) from ``identity`` on ``channel``.
 
     Refuses what a receiver would reject: an expired roster, a sender that is not an active
     writer with this key, a schema the channel does not allow, recipients outside the channel.
+    The mode follows the channel's policy and audience (``epochs.choose_mode``): epoch mode
+    needs the channel's current key in ``epochs``.
     """
     # What a receiver's strict decoding would refuse in the header (an int in 0..2^53-1; a
     # bool or a float is not one) is refused here, before anything is sealed.
@@ -358,6 +427,27 @@ def seal(
         raise ValidationError(
             f"schema {schema.name} is not allowed on channel {channel!r}",
             hint=f"this channel takes: {', '.join(allowed)}",
+        )
+    choice = choose_mode(
+        channel=channel,
+        mode_policy=roster.channels[channel].mode_policy,
+        active_readers=len(roster.active_readers(channel)) if not to else 0,
+        named_recipients=bool(to),
+        current=epochs.current(channel, now_ms) if epochs is not None else None,
+    )
+    if choice.key is not None:
+        return seal_to_epoch(
+            identity=identity,
+            taskforce=roster.taskforce,
+            channel=channel,
+            roster_seq=roster.seq,
+            epoch_key=choice.key,
+            schema=schema,
+            body=body,
+            seq=seq,
+            now_ms=now_ms,
+            rng=rng,
+            refs=refs,
         )
     return seal_to(
         identity=identity,
@@ -401,6 +491,7 @@ class Opened(msgspec.Struct, frozen=True):
     wraps: bytes
     agency_of_enc_kid: Mapping[bytes, str]
     refs: tuple[Ref, ...] = ()
+    epoch: int = 0  # mode 2: the epoch it was sealed under (no wraps: every reader of it)
 
     def __repr__(self) -> str:
         # Never the record: a repr can end up in a log or a traceback.
@@ -542,7 +633,9 @@ def _decode_envelope(data: bytes) -> tuple[Envelope, Header, list[int]]:
         ):
             raise _reject(RejectCode.E_MALFORMED, "direct-mode header fields are inconsistent")
     elif hdr.mode == Mode.EPOCH:
-        raise _reject(RejectCode.E_EPOCH, "epoch mode is not supported by this receiver yet")
+        if hdr.eph_pk or hdr.wraps or hdr.epoch < 1:
+            raise _reject(RejectCode.E_MALFORMED, "epoch-mode header fields are inconsistent")
+        kids = []
     else:
         raise _reject(RejectCode.E_MALFORMED, f"unknown mode {hdr.mode}")
     return env, hdr, kids
@@ -562,11 +655,13 @@ def open_envelope(
     now_ms: int,
     subject: str | None,
     policy: ReceivePolicy,
+    epochs: EpochKeyring | None = None,
 ) -> Opened | Duplicate:
     """Run the receiver's checks in PROTOCOL.md order; raise ``Rejected`` at the first failure.
 
     ``subject`` is the NATS subject the bytes arrived on, or None for an offline file. There
     are no permissive defaults: roster, replay store, schemas, clock and policy are required.
+    ``epochs``: the epoch keys held (mode 2); None refuses every epoch-mode envelope.
     """
     # 1. size
     if len(data) > MAX_ENVELOPE:
@@ -575,7 +670,7 @@ def open_envelope(
     env, hdr, kids = _decode_envelope(data)
     try:
         return _check_decoded(
-            data, env, hdr, kids, identity, roster, replay, schemas, now_ms, subject, policy
+            data, env, hdr, kids, identity, roster, replay, schemas, now_ms, subject, policy, epochs
         )
     except Rejected as exc:
         exc.sender, exc.msg_id = hdr.sender, hdr.msg_id
@@ -594,6 +689,7 @@ def _check_decoded(
     now_ms: int,
     subject: str | None,
     policy: ReceivePolicy,
+    epochs: EpochKeyring | None,
 ) -> Opened | Duplicate:
     """Checks 3 to 9, on a decoded envelope (see ``open_envelope``)."""
     channel, sender_key = _check_signed(data, env, hdr, roster, now_ms, subject, policy)
@@ -608,10 +704,43 @@ def _check_decoded(
     me = roster.members.get(identity.agency_id)
     if me is None or me.status != "active" or identity.agency_id not in roster.readers[hdr.channel]:
         raise _reject(RejectCode.E_NOT_RECIPIENT, "this agency is not a reader of the channel")
-    payload_key = _unwrap(hdr, kids, identity)
+    payload_key = _payload_key(hdr, kids, identity, epochs)
     # 8-9. key commitment, payload, plaintext structure, schema, body
     plain, record = _open_payload(env, hdr, payload_key, schemas, channel)
+    _check_authority(hdr, sender_key, roster, plain, record)
     return _opened(hdr, env_hash, sender_key, roster, plain, record)
+
+
+def _payload_key(
+    hdr: Header, kids: list[int], identity: Identity, epochs: EpochKeyring | None
+) -> bytes:
+    """Check 7 after the reader check: K from this identity's wrap (mode 1) or from the
+    channel's epoch key (mode 2)."""
+    if hdr.mode == Mode.DIRECT:
+        return _unwrap(hdr, kids, identity)
+    if epochs is None:
+        raise _reject(RejectCode.E_EPOCH, "this receiver holds no epoch keys")
+    epoch_key = epochs.key_for_message(hdr.channel, hdr.epoch, hdr.ts_ms)
+    return message_key(epoch_key, hdr.msg_id, hdr.sender_kid)
+
+
+def _check_authority(
+    hdr: Header, sender_key: SenderKey, roster: TrustedRoster, plain: Plain, record: object
+) -> None:
+    """Check 9b: who may send what. A key delivery comes only from a key manager, in direct
+    mode, for the channel it travels on; anything else only from a writer of the channel
+    (check 4 let a key manager through without knowing yet what it sent)."""
+    if plain.schema == EPOCH_KEY_SCHEMA:
+        if KEY_MANAGER_ROLE not in sender_key.member.roles:
+            raise _reject(RejectCode.E_NOT_AUTHORIZED, "key delivery from a non-key-manager")
+        if hdr.mode != Mode.DIRECT:
+            raise _reject(RejectCode.E_EPOCH, "a key delivery must be sealed in direct mode")
+        assert isinstance(record, EpochKeyDelivery)
+        problem = delivery_problem(record, hdr.channel)
+        if problem is not None:
+            raise _reject(RejectCode.E_BODY, problem)
+    elif hdr.sender not in roster.writers[hdr.channel]:
+        raise _reject(RejectCode.E_NOT_AUTHORIZED, f"sender may not write {hdr.channel!r}")
 
 
 def _opened(
@@ -640,6 +769,7 @@ def _opened(
         schema_fp=plain.schema_fp,
         record=record,
         refs=tuple(hdr.refs),
+        epoch=hdr.epoch,
     )
 
 
@@ -691,7 +821,8 @@ def _open_payload(
         raise _reject(RejectCode.E_BODY, "plaintext structure is malformed") from None
     if plain.pad.count(0) != len(plain.pad):
         raise _reject(RejectCode.E_BODY, "non-zero padding")
-    schema = schemas.lookup(plain.schema)
+    # The key delivery type is built in: no registry can define or replace it.
+    schema = EPOCH_KEY_TYPE if plain.schema == EPOCH_KEY_SCHEMA else schemas.lookup(plain.schema)
     if schema is None or not hmac.compare_digest(schema.fingerprint, plain.schema_fp):
         unknown = _reject(RejectCode.E_SCHEMA, "unknown schema or fingerprint")
         unknown.schema = plain.schema
@@ -747,7 +878,11 @@ def _check_signed(
         raise _reject(RejectCode.E_REVOKED, "sender key retired")
     if hdr.ts_ms < key.not_before_ms:
         raise _reject(RejectCode.E_UNKNOWN_SENDER, "sender key not yet valid at that time")
-    if member.status == "suspended" or hdr.sender not in roster.writers[hdr.channel]:
+    if member.status == "suspended" or (
+        hdr.sender not in roster.writers[hdr.channel] and KEY_MANAGER_ROLE not in member.roles
+    ):
+        # A key manager may publish key deliveries on every channel; what it sent is only
+        # known after decryption, where _check_authority holds it to key deliveries.
         raise _reject(RejectCode.E_NOT_AUTHORIZED, f"sender may not write {hdr.channel!r}")
     # 5. signature, before any secret-key operation
     _check_signature(env, key.pk)
@@ -768,6 +903,7 @@ def reopen_stored(
     identity: Identity,
     roster: TrustedRoster,
     schemas: SchemaBook,
+    epochs: EpochKeyring | None = None,
 ) -> Opened:
     """Open again an envelope this receiver accepted and stored (its inbox), for display.
 
@@ -789,7 +925,7 @@ def reopen_stored(
                 f"the sender's key {hdr.sender_kid.hex()} is no longer in the roster",
             )
         _check_signature(env, sender_key.key.pk)
-        payload_key = _unwrap(hdr, kids, identity)
+        payload_key = _reopen_key(hdr, kids, identity, epochs)
         # The channel's schema list of today does not apply to what was received before it.
         anywhere = Channel(hdr.channel, [], [], 0, 0, [])
         plain, record = _open_payload(env, hdr, payload_key, schemas, anywhere)
@@ -797,6 +933,21 @@ def reopen_stored(
         exc.sender, exc.msg_id = hdr.sender, hdr.msg_id
         raise
     return _opened(hdr, envelope_hash(data), sender_key, roster, plain, record)
+
+
+def _reopen_key(
+    hdr: Header, kids: list[int], identity: Identity, epochs: EpochKeyring | None
+) -> bytes:
+    """K of a stored envelope: the grace period of a superseded epoch judged what could be
+    received, not what was (the message was accepted when it arrived)."""
+    if hdr.mode == Mode.DIRECT:
+        return _unwrap(hdr, kids, identity)
+    key = None if epochs is None else epochs.get(hdr.channel, hdr.epoch)
+    if key is None:
+        raise _reject(
+            RejectCode.E_EPOCH, f"the key of epoch {hdr.epoch} of {hdr.channel!r} is not held"
+        )
+    return message_key(key.key, hdr.msg_id, hdr.sender_kid)
 
 
 @dataclass(frozen=True)
@@ -835,13 +986,20 @@ def verify_envelope(
 
 
 def payload_key_of(
-    data: bytes, *, identity: Identity, roster: TrustedRoster, now_ms: int, policy: ReceivePolicy
+    data: bytes,
+    *,
+    identity: Identity,
+    roster: TrustedRoster,
+    now_ms: int,
+    policy: ReceivePolicy,
+    epochs: EpochKeyring | None = None,
 ) -> bytes:
     """The payload key K of an envelope addressed to ``identity``, after checks 1-5 and the
-    key commitment. K opens this one message and nothing else (a fresh K per message)."""
+    key commitment. K opens this one message and nothing else (a fresh K per message; in
+    epoch mode derived per message, so it does not reveal the epoch key)."""
     env, hdr, kids = _decode_envelope(data)
     _check_signed(data, env, hdr, roster, now_ms, None, policy)
-    payload_key = _unwrap(hdr, kids, identity)
+    payload_key = _reopen_key(hdr, kids, identity, epochs)
     if not hmac.compare_digest(key_commitment(payload_key, hdr.msg_id), hdr.commit):
         raise _reject(RejectCode.E_COMMIT, "key commitment mismatch")
     return payload_key
