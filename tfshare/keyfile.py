@@ -1,7 +1,9 @@
 """Passphrase-protected key files: Argon2id stretches the passphrase, XChaCha20-Poly1305 seals.
 
-Owns: the key-file format (``tfshare-key/1``), the Argon2id cost profiles, and the checks that
-a file was neither tampered with nor opened with the wrong passphrase.
+Owns: the key-file formats (``tfshare-key/1``, and ``tfshare-key/2``, which adds the state key
+and the secrets a rotation retired), the Argon2id cost profiles, the checks that a file was
+neither tampered with nor opened with the wrong passphrase, and the destruction of retired
+secrets once their ``destroy_after_ms`` passed (``open_keyfile_at`` / ``expire_keyfile``).
 
 Every field in front of the ciphertext is associated data, so changing the agency id, the
 public keys or the KDF limits makes the file fail to open instead of silently changing meaning.
@@ -13,8 +15,8 @@ passphrase or any seed in an error.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
+from typing import Annotated, Final, Literal
 
 import msgspec
 from nacl.exceptions import CryptoError
@@ -33,9 +35,16 @@ from tfshare.encoding import (
     encode,
 )
 from tfshare.errors import TrustError
-from tfshare.keys import Identity, Random
+from tfshare.keys import Identity, Random, RetiredSecret
 
 KEYFILE_TAG: Final = "tfshare-key/1"
+KEYFILE_TAG_V2: Final = "tfshare-key/2"
+KEYFILE_TAGS: Final = (KEYFILE_TAG, KEYFILE_TAG_V2)
+
+# A key file holds at most this many retired secrets: far more than any grace period leaves
+# (one rotation a day with the longest grace, 90 days, keeps 90 enc + 90 sign). Bounded so a
+# decoded file's size is.
+MAX_RETIRED: Final = 256
 
 
 @dataclass(frozen=True)
@@ -100,11 +109,17 @@ class KeyFile(
     def limits(self) -> KdfLimits:
         return KdfLimits(self.opslimit, self.memlimit)
 
+    @property
+    def tag(self) -> str:
+        """The file's kind-and-version tag (``tfshare-key/1`` or ``/2``)."""
+        tag: str = self.__struct_config__.tag  # type: ignore[assignment]
+        return tag
+
     def associated_data(self) -> bytes:
         """The canonical encoding of every field in front of ``ct`` (tag included)."""
         return encode(
             [
-                KEYFILE_TAG,
+                self.tag,
                 self.kdf,
                 self.opslimit,
                 self.memlimit,
@@ -117,6 +132,11 @@ class KeyFile(
         )
 
 
+class KeyFileV2(KeyFile, tag=KEYFILE_TAG_V2, frozen=True):
+    """``tfshare-key/2``: the same header (``sign_pk``/``enc_pk`` are the current keys); its
+    plaintext is ``_SecretsV2``."""
+
+
 class _Secrets(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     sign_seed: Bytes32
     enc_sk: Bytes32
@@ -125,8 +145,26 @@ class _Secrets(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     created_ms: Uint
 
 
-_keyfile_decoder: Final = msgspec.msgpack.Decoder(KeyFile)
+class _Retired(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    kind: Literal["enc", "sign"]
+    secret: Bytes32
+    not_after_ms: Uint
+    destroy_after_ms: Uint
+
+
+class _SecretsV2(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    sign_seed: Bytes32
+    enc_sk: Bytes32
+    nats_seed: Bytes32
+    display_name: DisplayName
+    created_ms: Uint
+    state_key: Bytes32
+    retired: Annotated[list[_Retired], msgspec.Meta(max_length=MAX_RETIRED)]
+
+
+_keyfile_decoder: Final = msgspec.msgpack.Decoder(KeyFileV2 | KeyFile)
 _secrets_decoder: Final = msgspec.msgpack.Decoder(_Secrets)
+_secrets_v2_decoder: Final = msgspec.msgpack.Decoder(_SecretsV2)
 
 
 def _stretch(passphrase: bytes, salt: bytes, limits: KdfLimits) -> bytes:
@@ -137,33 +175,76 @@ def _stretch(passphrase: bytes, salt: bytes, limits: KdfLimits) -> bytes:
 
 
 def seal_keyfile(identity: Identity, passphrase: bytes, *, limits: KdfLimits, rng: Random) -> bytes:
-    """Encrypt ``identity`` under ``passphrase``; returns the key file's bytes."""
+    """Encrypt ``identity`` under ``passphrase``; returns the key file's bytes.
+
+    Written as ``tfshare-key/1`` while the identity holds nothing that version cannot say (no
+    retired secret, the state key derived from the encryption key, as a v1 reader derives it),
+    so key files made before a first rotation open with every tfshare; else ``tfshare-key/2``.
+    """
     if not passphrase:
         raise TrustError("the passphrase is empty", hint="choose a passphrase of a few words")
-    sign_seed, enc_sk, nats_seed = identity.secret_material()
-    header = KeyFile(
+    header_type: type[KeyFile] = KeyFile if _fits_v1(identity) else KeyFileV2
+    header = header_type(
         kdf="argon2id",
         opslimit=limits.opslimit,
         memlimit=limits.memlimit,
         salt=rng(16),
         nonce=rng(24),
         agency_id=identity.agency_id,
-        sign_pk=identity.sign_pk,
+        sign_pk=identity.sign_keys_held[0],
         enc_pk=identity.enc_pk,
         ct=b"",
     )
-    plaintext = encode(
-        _Secrets(sign_seed, enc_sk, nats_seed, identity.display_name, identity.created_ms)
-    )
     key = _stretch(passphrase, header.salt, limits)
-    ct = primitives.aead_encrypt(plaintext, header.associated_data(), header.nonce, key)
+    return _seal_with(header, key, identity)
+
+
+def _fits_v1(identity: Identity) -> bool:
+    derived = Identity(
+        agency_id=identity.agency_id,
+        display_name=identity.display_name,
+        sign_seed=identity.secret_material()[0],
+        enc_sk=identity.secret_material()[1],
+        nats_seed=identity.secret_material()[2],
+        created_ms=identity.created_ms,
+    )
+    return not identity.retired_secrets() and derived.state_key == identity.state_key
+
+
+def _plaintext(identity: Identity, header: KeyFile) -> bytes:
+    sign_seed, enc_sk, nats_seed = identity.secret_material()
+    if header.tag == KEYFILE_TAG:
+        return encode(
+            _Secrets(sign_seed, enc_sk, nats_seed, identity.display_name, identity.created_ms)
+        )
+    retired = [
+        _Retired(r.kind, r.secret, r.not_after_ms, r.destroy_after_ms)
+        for r in identity.retired_secrets()
+    ]
+    return encode(
+        _SecretsV2(
+            sign_seed,
+            enc_sk,
+            nats_seed,
+            identity.display_name,
+            identity.created_ms,
+            identity.state_key,
+            retired,
+        )
+    )
+
+
+def _seal_with(header: KeyFile, key: bytes, identity: Identity) -> bytes:
+    ct = primitives.aead_encrypt(
+        _plaintext(identity, header), header.associated_data(), header.nonce, key
+    )
     return encode(msgspec.structs.replace(header, ct=ct))
 
 
 def read_keyfile_header(data: bytes) -> KeyFile:
     """Decode a key file without the passphrase (for ``keys show`` of public parts)."""
     try:
-        keyfile = decode_canonical(data, _keyfile_decoder)
+        keyfile: KeyFile = decode_canonical(data, _keyfile_decoder)
     except DECODE_ERRORS:
         raise TrustError(
             "this is not a tfshare key file, or it is damaged",
@@ -185,21 +266,104 @@ def read_keyfile_header(data: bytes) -> KeyFile:
     return keyfile
 
 
+@dataclass(frozen=True)
+class OpenedKeyFile:
+    """A key file opened at a given time: the identity without the secrets whose
+    ``destroy_after_ms`` passed, and the file's new bytes without them (None when nothing
+    expired: the file stays as it is)."""
+
+    identity: Identity
+    rewritten: bytes | None = field(repr=False)
+
+
 def open_keyfile(data: bytes, passphrase: bytes) -> Identity:
-    """Decrypt a key file. A wrong passphrase and a tampered file fail the same way."""
+    """Decrypt a key file (every secret it holds). A wrong passphrase and a tampered file
+    fail the same way."""
+    return _open(data, passphrase)[2]
+
+
+def open_keyfile_at(data: bytes, passphrase: bytes, *, now_ms: int, rng: Random) -> OpenedKeyFile:
+    """Decrypt a key file as of ``now_ms``: retired secrets whose ``destroy_after_ms`` is before
+    ``now_ms`` are left out of the identity and out of ``rewritten``, the file to write in its
+    place (same passphrase, salt and cost; a fresh nonce from ``rng``). One Argon2id run."""
+    header, key, identity = _open(data, passphrase)
+    kept = identity_without_expired(identity, now_ms)
+    if kept is identity:
+        return OpenedKeyFile(identity, None)
+    rewritten_header = KeyFileV2(
+        kdf=header.kdf,
+        opslimit=header.opslimit,
+        memlimit=header.memlimit,
+        salt=header.salt,
+        nonce=rng(24),
+        agency_id=header.agency_id,
+        sign_pk=header.sign_pk,
+        enc_pk=header.enc_pk,
+        ct=b"",
+    )
+    return OpenedKeyFile(kept, _seal_with(rewritten_header, key, kept))
+
+
+def expire_keyfile(data: bytes, passphrase: bytes, *, now_ms: int, rng: Random) -> bytes | None:
+    """The key file rewritten without the secrets whose ``destroy_after_ms`` passed, or None
+    if none did."""
+    return open_keyfile_at(data, passphrase, now_ms=now_ms, rng=rng).rewritten
+
+
+def identity_without_expired(identity: Identity, now_ms: int) -> Identity:
+    """``identity`` without the retired secrets whose ``destroy_after_ms`` is before ``now_ms``
+    (the same object when none is): what an agent that stays up keeps in memory."""
+    retired = identity.retired_secrets()
+    kept = [r for r in retired if r.destroy_after_ms >= now_ms]
+    if len(kept) == len(retired):
+        return identity
+    return _rebuilt(identity, kept)
+
+
+def _rebuilt(identity: Identity, retired: list[RetiredSecret]) -> Identity:
+    sign_seed, enc_sk, nats_seed = identity.secret_material()
+    rebuilt = Identity(
+        agency_id=identity.agency_id,
+        display_name=identity.display_name,
+        sign_seed=sign_seed,
+        enc_sk=enc_sk,
+        nats_seed=nats_seed,
+        created_ms=identity.created_ms,
+        state_key=identity.state_key,
+        retired_enc=[
+            (r.secret, r.destroy_after_ms, r.not_after_ms) for r in retired if r.kind == "enc"
+        ],
+        retired_sign=[
+            (r.secret, r.destroy_after_ms, r.not_after_ms) for r in retired if r.kind == "sign"
+        ],
+    )
+    # Keep signing with the key that was chosen, while it is still held.
+    if identity.sign_pk in rebuilt.sign_keys_held:
+        return rebuilt.with_signing_key(identity.sign_pk)
+    return rebuilt
+
+
+def _open(data: bytes, passphrase: bytes) -> tuple[KeyFile, bytes, Identity]:
     keyfile = read_keyfile_header(data)
     key = _stretch(passphrase, keyfile.salt, KdfLimits(keyfile.opslimit, keyfile.memlimit))
+    wrong = TrustError(
+        f"cannot open the key file of {keyfile.agency_id!r}: wrong passphrase, or the file "
+        "was modified",
+        hint="check the passphrase; if it is right, restore the key file from your backup",
+    )
     try:
         plaintext = primitives.aead_decrypt(
             keyfile.ct, keyfile.associated_data(), keyfile.nonce, key
         )
-        secrets = decode_canonical(plaintext, _secrets_decoder)
+        if keyfile.tag == KEYFILE_TAG:
+            v1 = decode_canonical(plaintext, _secrets_decoder)
+            secrets = _SecretsV2(
+                v1.sign_seed, v1.enc_sk, v1.nats_seed, v1.display_name, v1.created_ms, b"", []
+            )
+        else:
+            secrets = decode_canonical(plaintext, _secrets_v2_decoder)
     except (CryptoError, *DECODE_ERRORS):
-        raise TrustError(
-            f"cannot open the key file of {keyfile.agency_id!r}: wrong passphrase, or the file "
-            "was modified",
-            hint="check the passphrase; if it is right, restore the key file from your backup",
-        ) from None
+        raise wrong from None
     identity = Identity(
         agency_id=keyfile.agency_id,
         display_name=secrets.display_name,
@@ -207,6 +371,18 @@ def open_keyfile(data: bytes, passphrase: bytes) -> Identity:
         enc_sk=secrets.enc_sk,
         nats_seed=secrets.nats_seed,
         created_ms=secrets.created_ms,
+        # v1: derived from enc_sk (Identity's default), and kept as is from then on.
+        state_key=secrets.state_key or None,
+        retired_enc=[
+            (r.secret, r.destroy_after_ms, r.not_after_ms)
+            for r in secrets.retired
+            if r.kind == "enc"
+        ],
+        retired_sign=[
+            (r.secret, r.destroy_after_ms, r.not_after_ms)
+            for r in secrets.retired
+            if r.kind == "sign"
+        ],
     )
     if identity.sign_pk != keyfile.sign_pk or identity.enc_pk != keyfile.enc_pk:
         # Only a writer that knew the passphrase can get here: a buggy or hostile tool.
@@ -214,4 +390,4 @@ def open_keyfile(data: bytes, passphrase: bytes) -> Identity:
             "the key file's public keys do not match its secret keys",
             hint="restore the key file from your backup",
         )
-    return identity
+    return keyfile, key, identity

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 import msgspec
 import nkeys  # type: ignore[import-untyped,unused-ignore]
@@ -117,6 +117,9 @@ def verify_signature(sign_pk: bytes, message: bytes, signature: bytes) -> bool:
     return True
 
 
+RetiredKind = Literal["enc", "sign"]
+
+
 @dataclass(frozen=True, slots=True)
 class RetiredSecret:
     """A secret kept after a rotation until ``destroy_after_ms`` (then the key file drops it).
@@ -125,7 +128,7 @@ class RetiredSecret:
     stopped being the current key (0 when not known). Its repr leaves the secret out.
     """
 
-    kind: str
+    kind: RetiredKind
     secret: bytes = field(repr=False)
     not_after_ms: int
     destroy_after_ms: int
@@ -230,6 +233,42 @@ class Identity:
             enc_sk=rng(32),
             nats_seed=rng(32),
             created_ms=now_ms,
+        )
+
+    def rotated(
+        self, *, rng: Random, now_ms: int, grace_ms: int, enc: bool = True, sign: bool = False
+    ) -> Identity:
+        """A new encryption key (``enc``) and/or signing key (``sign``) from ``rng``; each key
+        replaced becomes a retired secret that served until ``now_ms`` and is destroyed after
+        ``now_ms + grace_ms``. The NATS seed and the state key stay."""
+        if not (enc or sign):
+            raise ValueError("a rotation replaces the encryption key, the signing key or both")
+        sign_seed, enc_sk, nats_seed = self.secret_material()
+        destroy_after_ms = now_ms + grace_ms
+        retired_enc: list[RetiredSpec] = []
+        retired_sign: list[RetiredSpec] = []
+        new_enc_sk, new_sign_seed = enc_sk, sign_seed
+        if enc:
+            new_enc_sk = rng(32)
+            retired_enc.append((enc_sk, destroy_after_ms, now_ms))
+        if sign:
+            new_sign_seed = rng(32)
+            retired_sign.append((sign_seed, destroy_after_ms, now_ms))
+        # Newest first: the key replaced now, then those replaced before.
+        for r in self._retired:
+            (retired_enc if r.kind == "enc" else retired_sign).append(
+                (r.secret, r.destroy_after_ms, r.not_after_ms)
+            )
+        return Identity(
+            agency_id=self.agency_id,
+            display_name=self.display_name,
+            sign_seed=new_sign_seed,
+            enc_sk=new_enc_sk,
+            nats_seed=nats_seed,
+            created_ms=self.created_ms,
+            state_key=self._state_key,
+            retired_enc=retired_enc,
+            retired_sign=retired_sign,
         )
 
     def __repr__(self) -> str:
@@ -399,7 +438,7 @@ def verify_card(card: Card) -> CardBody:
     return body
 
 
-def _retired(kind: str, spec: RetiredSpec) -> RetiredSecret:
+def _retired(kind: RetiredKind, spec: RetiredSpec) -> RetiredSecret:
     secret, destroy_after_ms = spec[0], spec[1]
     not_after_ms = spec[2] if len(spec) == 3 else 0
     if len(secret) != 32:
