@@ -774,18 +774,29 @@ def _opened(
 
 
 def _unwrap(hdr: Header, kids: list[int], identity: Identity) -> bytes:
-    """Check 7 (after the reader check): find and open this identity's wrap; returns K."""
-    my_kid = int.from_bytes(identity.kid_enc, "big")
-    index = bisect_left(kids, my_kid)
-    if index == len(kids) or kids[index] != my_kid:
+    """Check 7 (after the reader check): find and open this identity's wrap; returns K.
+
+    The wrap may be to any encryption key the identity still holds (``enc_kids``: the current
+    one first, then keys retired by a rotation but not yet destroyed), each found by binary
+    search in the sorted kids. The current key is tried first and needs no lookup: a sender
+    with the current roster wraps to it."""
+    held = identity.enc_kids
+    for kid in held:
+        wanted = int.from_bytes(kid, "big")
+        index = bisect_left(kids, wanted)
+        if index < len(kids) and kids[index] == wanted:
+            break
+    else:
         raise _reject(RejectCode.E_NOT_RECIPIENT, "not addressed to this agency's key")
+    current = kid == held[0]
     try:
-        shared = identity.x25519(hdr.eph_pk)
+        shared = identity.x25519(hdr.eph_pk) if current else identity.x25519_kid(kid, hdr.eph_pk)
     except CryptoError:  # libsodium refuses low-order points itself
         raise _reject(RejectCode.E_WRAP, "degenerate ephemeral key") from None
     if hmac.compare_digest(shared, ZERO_32):
         raise _reject(RejectCode.E_WRAP, "degenerate ephemeral key")
-    wk = wrap_key(shared, hdr.eph_pk, identity.enc_pk, hdr.msg_id, hdr.sender_kid)
+    enc_pk = identity.enc_pk if current else identity.enc_pk_of(kid)
+    wk = wrap_key(shared, hdr.eph_pk, enc_pk, hdr.msg_id, hdr.sender_kid)
     try:
         payload_key = _aead_decrypt(
             wrap_at(hdr.wraps, index)[1], L_WRAP + hdr.msg_id, ZERO_NONCE, wk
