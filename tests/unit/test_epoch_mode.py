@@ -37,6 +37,7 @@ from tfshare.epochs import (
     message_key,
 )
 from tfshare.errors import RejectCode, Rejected, TrustError
+from tfshare.messages import MessageType
 from tfshare.protocol import Delivered, Outcome, Receiver, Rejection, log_event
 from tfshare.registry.schema import Schema
 from tfshare.replay import MemoryReplayStore
@@ -181,7 +182,7 @@ def epoch_message(
     epoch_key: EpochKey,
     *,
     sender: str = WRITER,
-    schema: Schema = ALERT,
+    schema: MessageType = ALERT,
     body: bytes = ALERT_BODY,
     seed: str = "epoch-message",
     seq: int = 1,
