@@ -318,6 +318,26 @@ def decode_state(data: bytes) -> RosterState:
 # The verified, indexed view receivers and senders use
 
 
+@dataclass
+class MemberKids:
+    """Each member's key ids (agency -> its signing kids in order, its encryption kid):
+    hashed once per member record, and reused while the record stays the same."""
+
+    sign: dict[str, tuple[bytes, ...]]
+    enc: dict[str, bytes]
+
+    @classmethod
+    def of(cls, members: Iterable[Member]) -> MemberKids:
+        kids = cls({}, {})
+        for member in members:
+            kids.add(member)
+        return kids
+
+    def add(self, member: Member) -> None:
+        self.sign[member.agency_id] = tuple(kid_sig(k.pk) for k in member.sign_keys)
+        self.enc[member.agency_id] = kid_enc(member.enc_key.pk)
+
+
 @dataclass(frozen=True)
 class SenderKey:
     member: Member
@@ -333,7 +353,9 @@ class SenderKey:
 class TrustedRoster:
     """A verified roster with lookups by agency, key id and channel."""
 
-    def __init__(self, roster: Roster, roster_bytes: bytes) -> None:
+    def __init__(
+        self, roster: Roster, roster_bytes: bytes, *, kids: MemberKids | None = None
+    ) -> None:
         self.roster = roster
         self.hash = roster_hash(roster_bytes)
         self.members = {m.agency_id: m for m in roster.members}
@@ -341,12 +363,15 @@ class TrustedRoster:
         # Sets for the per-message checks (lists would be scanned once per envelope).
         self.readers = {c.name: frozenset(c.readers) for c in roster.channels}
         self.writers = {c.name: frozenset(c.writers) for c in roster.channels}
+        ids = kids if kids is not None else MemberKids.of(roster.members)
+        # Kept so that the next roster's verification reuses them for unchanged members.
+        self.sign_kids_of = ids.sign
+        self.enc_kid_of = ids.enc
         self.sign_keys: dict[bytes, SenderKey] = {}
         for member in roster.members:
-            for key in member.sign_keys:
-                self.sign_keys[kid_sig(key.pk)] = SenderKey(member, key)
+            for kid, key in zip(ids.sign[member.agency_id], member.sign_keys, strict=True):
+                self.sign_keys[kid] = SenderKey(member, key)
         self.revoked = {r.kid: r for r in roster.revoked}
-        self.enc_kid_of = {m.agency_id: kid_enc(m.enc_key.pk) for m in roster.members}
         # A wrap made to a key that has since been rotated away still names its agency.
         self.agency_of_enc_kid = {kid_enc(r.pk): r.agency_id for r in roster.retired_enc_keys}
         self.agency_of_enc_kid.update((kid, agency) for agency, kid in self.enc_kid_of.items())
@@ -478,20 +503,21 @@ Bad = Callable[[str], RosterRejected]
 
 def _check_member_keys(
     member: Member,
+    member_kids: tuple[bytes, ...],
     kids: set[bytes],
     enc_keys: set[bytes],
     nats_users: set[str],
     bad: Bad,
 ) -> None:
-    """One member's roles and keys, against the keys of the members checked before it (sets:
-    constant time per key). No cryptography: see ``_check_member_crypto``."""
+    """One member's roles and keys (``member_kids``: its signing kids), against the keys of
+    the members checked before it (sets: constant time per key). No cryptography: see
+    ``_check_member_crypto``."""
     if len(set(member.roles)) != len(member.roles):
         raise bad(f"{member.agency_id!r} lists a role twice")
     for key in [*member.sign_keys, member.enc_key]:
         if key.not_before_ms > key.not_after_ms:
             raise bad(f"a key of {member.agency_id!r} has an empty validity window")
-    for key in member.sign_keys:
-        kid = kid_sig(key.pk)
+    for kid in member_kids:
         if kid in kids:
             raise bad(f"a signing key of {member.agency_id!r} is listed twice")
         kids.add(kid)
@@ -521,13 +547,14 @@ def _content_error(why: str) -> RosterRejected:
     )
 
 
-def validate_content(roster: Roster, *, previous: TrustedRoster | None = None) -> None:
+def validate_content(roster: Roster, *, previous: TrustedRoster | None = None) -> MemberKids:
     """Internal consistency; raises E_ROSTER_MALFORMED naming the first problem.
 
     Linear in the roster's size (sets and dicts throughout). The per-member cryptographic
     checks are skipped for a member record identical to one of ``previous`` (a roster whose
     members were all checked, ``TrustedRoster.members_checked``): the checks depend on the
-    record alone, so they would give the same answer again.
+    record alone, so they would give the same answer again; nor are its key ids hashed again.
+    Returns the members' key ids (for ``TrustedRoster``).
     """
     bad = _content_error
     if roster.v != 1:
@@ -548,14 +575,21 @@ def validate_content(roster: Roster, *, previous: TrustedRoster | None = None) -
         raise bad(f"threshold {roster.threshold} with {len(roster.coordinators)} coordinators")
     if roster.expires_ms <= roster.issued_ms:
         raise bad("it expires before it is issued")
-    known = previous.members if previous is not None and previous.members_checked else {}
+    reuse = previous is not None and previous.members_checked
+    known = previous.members if previous is not None and reuse else {}
+    ids = MemberKids({}, {})
     kids: set[bytes] = set()
     enc_keys: set[bytes] = set()
     nats_users: set[str] = set()
     for member in roster.members:
-        _check_member_keys(member, kids, enc_keys, nats_users, bad)
-        if known.get(member.agency_id) != member:
+        agency = member.agency_id
+        if previous is not None and known.get(agency) == member:
+            ids.sign[agency] = previous.sign_kids_of[agency]
+            ids.enc[agency] = previous.enc_kid_of[agency]
+        else:
             _check_member_crypto(member, bad)
+            ids.add(member)
+        _check_member_keys(member, ids.sign[agency], kids, enc_keys, nats_users, bad)
     revoked = [r.kid for r in roster.revoked]
     if len(set(revoked)) != len(revoked):
         raise bad("a key is revoked twice (one entry per key: the strongest revocation)")
@@ -588,6 +622,7 @@ def validate_content(roster: Roster, *, previous: TrustedRoster | None = None) -
             )
     _check_retired(roster, members, enc_keys, bad)
     _check_epoch_policies(roster, names, bad)
+    return ids
 
 
 def _check_retired(
@@ -661,7 +696,7 @@ def verify_roster(
             f"{trusted.threshold} needed",
             hint=_HINT_RESIGN,
         )
-    validate_content(roster, previous=previous)
+    kids = validate_content(roster, previous=previous)
     implied = anchor_of(roster)
     if not _same_trust(implied, trusted):
         new_approvals = approvals(message, signed.sigs, implied)
@@ -682,7 +717,7 @@ def verify_roster(
             f"({'accepted before' if state is not None else 'pinned in the anchor'})",
             hint="get the current roster from the coordinators; the older one was not applied",
         )
-    trusted_roster = TrustedRoster(roster, signed.roster)
+    trusted_roster = TrustedRoster(roster, signed.roster, kids=kids)
     trusted_roster.members_checked = True
     trusted_roster.check_receivable(now_ms)
     return trusted_roster, RosterState(seq=roster.seq, roster_hash=digest, anchor=implied)
