@@ -291,10 +291,22 @@ def agent_status(
             ),
             ("witness", answer.witness or "no checkpoint co-signed yet"),
             ("web inbox", answer.web or "off"),
+            ("epoch keys", _epoch_keys_line(answer.epoch_keys)),
         ]
     )
     for line in answer.errors:
         note(f"recent error: {line}")
+
+
+def _epoch_keys_line(held: list[api.EpochKeysHeld]) -> str:
+    """Per channel: its newest epoch, since when, and how many older epochs are kept."""
+    if not held:
+        return "none"
+    return "; ".join(
+        f"{h.channel} epoch {h.epoch} since {h.starts}"
+        + (f" ({h.older} older kept)" if h.older else "")
+        for h in held
+    )
 
 
 @web_app.command("open")
@@ -573,6 +585,8 @@ def _publish_through(
         "msg_id": answer.msg_id,
         "subject": answer.subject,
         "recipients": answer.recipients,
+        "channel": answer.channel,
+        "epoch": answer.epoch or None,
         "queued": answer.queued,
         "queued_because": answer.reason,
         "stream_seq": answer.seq,
@@ -639,6 +653,8 @@ def _publish_direct(
         "msg_id": result.sealed.msg_id.hex(),
         "subject": result.subject,
         "recipients": list(result.sealed.recipients),
+        "channel": result.channel,
+        "epoch": result.sealed.epoch or None,
         "queued": result.queued,
         "queued_because": result.reason,
         "stream_seq": result.seq,
@@ -658,12 +674,18 @@ def _report_published(kind: str, info: dict[str, Any], as_json: bool) -> None:
             f"is in the outbox and {later}"
         )
     elif info["stream_seq"] is None:
-        note(f"published {kind} to {', '.join(info['recipients'])} (through the agent)")
+        note(f"published {kind} to {_audience(info)} (through the agent)")
     else:
-        note(
-            f"published {kind} to {', '.join(info['recipients'])} (stream seq {info['stream_seq']})"
-        )
+        note(f"published {kind} to {_audience(info)} (stream seq {info['stream_seq']})")
     emit_fields([("msg_id", str(info["msg_id"])), ("subject", str(info["subject"]))])
+
+
+def _audience(info: dict[str, Any]) -> str:
+    """Who a published message is for: its recipients (direct mode), or every reader of
+    the channel's epoch (epoch mode seals to the channel's key, not to a list)."""
+    if info.get("epoch"):
+        return f"all readers of {info['channel']} (epoch {info['epoch']})"
+    return ", ".join(info["recipients"])
 
 
 def listen_cmd(

@@ -29,7 +29,13 @@ Invariants:
   once connected (a missing stream, say) are retried with a growing pause;
 - a revoked agency's agent stops (``AgencyRevoked``, exit 6) as soon as the roster it holds
   says so: at start, on every roster update, and when the broker refuses its credentials
-  (then the roster file is read again: once refused, the agent cannot read the bucket).
+  (then the roster file is read again: once refused, the agent cannot read the bucket);
+- epoch keys (envelope mode 2): a delivered key is kept, sealed under the state key, in the
+  same savepoint as the replay record of the message that brought it, and never reaches the
+  inbox or the feed; keys are loaded from the state at start, and those past their retention
+  deleted at start and daily. A message naming an epoch newer than any key held is not
+  quarantined at once: its key's delivery may be behind it, so it is asked for again
+  (``nak`` with a delay) and quarantined as E_EPOCH only after ``epoch_wait_ms``.
 """
 
 from __future__ import annotations
@@ -44,11 +50,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 import structlog
 
 from tfshare import transport
 from tfshare.backoff import Backoff, sleep_or_stop
+from tfshare.epochs import EPOCH_KEY_SCHEMA, EpochKey, EpochKeyDelivery, EpochKeyring
 from tfshare.errors import BrokerError, BrokerRefused, RejectCode, TfshareError, TrustError
 from tfshare.keys import Identity
 from tfshare.messages import SchemaBook
@@ -86,6 +94,20 @@ Sidecar = Callable[[transport.Connection, asyncio.Event], Awaitable[None]]
 # lookup each, not one per message of a batch).
 SCHEMA_FETCHES_PER_BATCH = 4
 ERRORS_KEPT = 10  # the latest troubles ``agent status`` shows
+# A message naming an epoch newer than any key held waits this long for its key (the key
+# manager delivers each new key within seconds of starting the epoch), then is quarantined.
+EPOCH_WAIT_MS: Final = 5 * 60 * 1000
+EPOCH_RETRY_S: Final = 2.0  # ... asked for again this often meanwhile
+EPOCH_PRUNE_EVERY_S: Final = 24 * 3600.0  # keys past their retention are deleted this often
+AWAITING_KEPT: Final = 100_000  # messages remembered as waiting for their epoch key
+
+
+class _AwaitingKey:
+    """``_settle``'s answer for a message whose epoch key has not arrived yet: not
+    persisted, not acknowledged, asked for again after ``epoch_retry_s``."""
+
+
+AWAITING_KEY: Final = _AwaitingKey()
 
 
 class _OpenFault(Exception):
@@ -125,6 +147,8 @@ class AgentStats:
     skipped: int = 0
     published: int = 0
     failed: int = 0  # processing failures (each retried; quarantined after max_attempts)
+    epoch_keys: int = 0  # key deliveries received (tf.epoch-key/1), new keys and resends
+    awaiting_key: int = 0  # times a message was put back to wait for its epoch key
 
 
 @dataclass
@@ -199,6 +223,14 @@ class Agent:
     # The hub's JetStream domain when ``url`` is the agency's leaf node (profile's
     # jetstream_domain): the consumers are bound and fetched through it.
     js_domain: str | None = None
+    # The epoch keys held (mode 2), shared with whoever seals for this agency in the same
+    # process (the desk). Those kept in the state database are added at construction.
+    epochs: EpochKeyring = field(default_factory=EpochKeyring)
+    # A message naming an epoch newer than any held: asked for again every
+    # ``epoch_retry_s``, quarantined (E_EPOCH) once it waited ``epoch_wait_ms``.
+    epoch_wait_ms: int = EPOCH_WAIT_MS
+    epoch_retry_s: float = EPOCH_RETRY_S
+    epoch_prune_every_s: float = EPOCH_PRUNE_EVERY_S
 
     def __post_init__(self) -> None:
         # The connection and consumer in use, for the desk (None while the broker is away),
@@ -210,10 +242,49 @@ class Agent:
         self._seen_roster: bytes | None = None
         self._schema_attempts: dict[str, float] = {}
         self._batch_fetches: set[str] = set()  # names deferred for lookup in this batch
+        self._batch_keys = 0  # epoch keys held when the batch in hand was opened
         self._fetched = False  # this connection has fetched from the consumer at least once
         self._junk: Counter[str] = Counter()  # unverified rejections not yet logged, by code
         self._junk_logged_at = float("-inf")
+        # env_hash -> when this agent first put it back to wait for its epoch key.
+        self._awaiting: dict[bytes, int] = {}
+        self._next_prune = float("-inf")
+        self.load_epoch_keys()
         self._use(self.roster)
+
+    def load_epoch_keys(self) -> None:
+        """Add the epoch keys kept in the state database to the keyring (opened with the
+        state key); a row that does not open is counted and logged, never used."""
+        keys, unreadable = self.store.epoch_keys(
+            self.roster.taskforce, state_key=self.identity.state_key
+        )
+        for key in keys:
+            if self.epochs.get(key.channel, key.epoch) is None:
+                self.epochs.add(key)
+        if unreadable:
+            log.error(
+                "epoch_keys_unreadable",
+                count=unreadable,
+                hint="the state database holds epoch keys sealed under another key (or "
+                "altered); ask the key manager to resend them ('tfshare keys resend')",
+            )
+
+    def prune_epoch_keys(self, *, force: bool = False) -> int:
+        """Delete the epoch keys past their retention (``EpochKeyring.expired``), from the
+        state database first and then from memory; at most every ``epoch_prune_every_s``
+        unless ``force``. Returns how many went."""
+        now = time.monotonic()
+        if not force and now < self._next_prune:
+            return 0
+        self._next_prune = now + self.epoch_prune_every_s
+        gone = self.epochs.expired(self.clock())
+        if not gone:
+            return 0
+        self.store.epoch_keys_delete(self.roster.taskforce, gone)
+        self.epochs.remove(gone)
+        for key in gone:
+            log.info("epoch_key_deleted", channel=key.channel, epoch=key.epoch)
+        return len(gone)
 
     def check_membership(self) -> None:
         """Raise ``AgencyRevoked`` if the roster in force revoked this agency (its key) or
@@ -233,6 +304,7 @@ class Agent:
             schemas=self.schemas,
             clock=self.clock,
             policy=self.policy,
+            epochs=self.epochs,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -244,6 +316,7 @@ class Agent:
         agency = self.identity.agency_id
         self.check_membership()
         self._warn_plain_remote()
+        self.prune_epoch_keys(force=True)
         connected_once = False
         while not stop.is_set():
             try:
@@ -355,6 +428,7 @@ class Agent:
                     await self.follow_roster_bucket(conn)
                 else:
                     self.maybe_reload_roster()
+                self.prune_epoch_keys()
                 await self.flush_outbox(conn)
                 if ahead is None:
                     deliveries = await consumer.fetch(self.batch, self.fetch_timeout)
@@ -472,16 +546,20 @@ class Agent:
         outcomes: list[Outcome] = []
         handled: list[transport.Delivery] = []
         retry: list[transport.Delivery] = []
+        awaiting: list[transport.Delivery] = []
         deferred: dict[str, list[transport.Delivery]] = {}
         receiver = self.receiver  # the roster may change while the batch is opened
         now_ms = self.clock()
         self._batch_fetches = set()
+        # A key delivered earlier in the batch opens the messages after it that named its
+        # epoch: they were opened before it was settled (``_settle`` opens them again).
+        self._batch_keys = len(self.epochs)
         # Receiver.open never raises: every input ends in an outcome with a code.
         openings = [receiver.open(d.data, d.subject, now_ms) for d in deliveries]
         try:
             with self.store.transaction():
                 for delivery, opening in zip(deliveries, openings, strict=True):
-                    result: Outcome | str | None
+                    result: Outcome | str | _AwaitingKey | None
                     try:
                         with self.store.savepoint():
                             result = self._settle(receiver, delivery, opening, now_ms, conn)
@@ -498,6 +576,8 @@ class Agent:
                         result = self._failed(delivery, opening, exc)
                     if result is None:
                         retry.append(delivery)
+                    elif isinstance(result, _AwaitingKey):
+                        awaiting.append(delivery)  # neither persisted nor acknowledged
                     elif isinstance(result, str):
                         # Not persisted, not acknowledged: fetched below, then redelivered.
                         deferred.setdefault(result, []).append(delivery)
@@ -523,20 +603,30 @@ class Agent:
                 # it is quarantined, as the name is not looked up again for a while)
         for delivery in retry:
             await delivery.nak(delay=self.failed_retry_s)
-        for delivery, outcome in zip(handled, outcomes, strict=True):
-            self._count_and_log(delivery, outcome)
-            if isinstance(outcome, Delivered):
-                self.health.last_stored_ms = now_ms
-                self.health.last_sender = outcome.message.sender
-            # Stored: announced now (the feed, the metrics), whatever becomes of its ack: one
-            # that fails (the node went) brings the message back as a duplicate, announced to
-            # no one, so announcing after the ack lost the rest of the batch for the feed.
-            if self.on_outcome is not None and isinstance(outcome, Delivered | Rejection):
-                self.on_outcome(outcome)
+        for delivery in awaiting:
+            self.stats.awaiting_key += 1
+            await delivery.nak(delay=self.epoch_retry_s)
+        self._announce(handled, outcomes, now_ms)
         for delivery in handled:
             await delivery.ack()
         self._log_junk()
         return outcomes
+
+    def _announce(
+        self, handled: list[transport.Delivery], outcomes: list[Outcome], now_ms: int
+    ) -> None:
+        """Count, log and announce the stored outcomes of a batch, before their acks: one
+        that fails (the node went) brings the message back as a duplicate, announced to no
+        one, so announcing after the ack lost the rest of the batch for the feed."""
+        for delivery, outcome in zip(handled, outcomes, strict=True):
+            self._count_and_log(delivery, outcome)
+            if is_key_delivery(outcome):
+                continue  # kept as a key; no message for the inbox, the feed or the web
+            if isinstance(outcome, Delivered):
+                self.health.last_stored_ms = now_ms
+                self.health.last_sender = outcome.message.sender
+            if self.on_outcome is not None and isinstance(outcome, Delivered | Rejection):
+                self.on_outcome(outcome)
 
     def _settle(
         self,
@@ -545,12 +635,24 @@ class Agent:
         opening: Opening,
         now_ms: int,
         conn: transport.Connection | None,
-    ) -> Outcome | str:
-        """One message's bookkeeping, inside its savepoint: the replay check and record, the
-        receipt, the quarantine. Returns the outcome, or the name of a schema to fetch first."""
+    ) -> Outcome | str | _AwaitingKey:
+        """One message's bookkeeping, inside its savepoint: the replay check and record (and
+        a delivered epoch key with it), the receipt, the quarantine. Returns the outcome, the
+        name of a schema to fetch first, or ``AWAITING_KEY``."""
         if opening.fault is not None:
             raise _OpenFault(opening.fault)  # retried, then E_INTERNAL (``_failed``)
+        if _epoch_ahead(opening) and len(self.epochs) != self._batch_keys:
+            opening = receiver.open(delivery.data, delivery.subject, now_ms)
+            if opening.fault is not None:
+                raise _OpenFault(opening.fault)
         outcome = receiver.settle(delivery.data, opening)
+        if isinstance(outcome, Rejection) and outcome.epoch_ahead:
+            if self._still_awaiting(delivery, outcome, now_ms):
+                return AWAITING_KEY
+        elif self._awaiting:
+            self._awaiting.pop(_env_hash(outcome), None)
+        if isinstance(outcome, Delivered) and outcome.message.schema == EPOCH_KEY_SCHEMA:
+            self._keep_epoch_key(outcome, now_ms)
         name = outcome.schema if isinstance(outcome, Rejection) else None
         if (
             name is not None
@@ -563,6 +665,49 @@ class Agent:
         if isinstance(outcome, Rejection) and outcome.code is not RejectCode.E_NOT_RECIPIENT:
             self._quarantine(delivery, outcome)
         return outcome
+
+    def _keep_epoch_key(self, outcome: Delivered, now_ms: int) -> None:
+        """Keep a delivered epoch key in the state database, sealed, in the savepoint that
+        holds its message's replay record. From the record, not only ``new_epoch_key``: a
+        key the keyring took from an attempt whose savepoint was undone is kept now."""
+        record = outcome.message.record
+        assert isinstance(record, EpochKeyDelivery)
+        self.store.epoch_key_add(
+            self.roster.taskforce,
+            EpochKey.of(record),
+            state_key=self.identity.state_key,
+            received_ms=now_ms,
+        )
+
+    def _still_awaiting(
+        self, delivery: transport.Delivery, rejection: Rejection, now_ms: int
+    ) -> bool:
+        """Whether a message naming an epoch newer than any held goes on waiting for its key
+        (True), or has waited ``epoch_wait_ms`` and is quarantined as E_EPOCH (False).
+
+        The wait is measured from when this agent first met it (or, after a restart, from
+        its delivery count at ``epoch_retry_s`` per delivery), not from when the broker
+        stored it: after days offline, the stream's time would be the agent's absence, and
+        the key may be just behind the message in the backlog."""
+        first = self._awaiting.get(rejection.env_hash)
+        if first is None:
+            if len(self._awaiting) >= AWAITING_KEPT:
+                self._awaiting.pop(next(iter(self._awaiting)))
+            first = self._awaiting[rejection.env_hash] = now_ms
+            log.info(
+                "epoch_key_awaited",
+                sender=rejection.sender,
+                msg_id=rejection.msg_id.hex() if rejection.msg_id else None,
+                subject=delivery.subject,
+                reason=rejection.reason,
+                retry_s=self.epoch_retry_s,
+                wait_s=self.epoch_wait_ms / 1000,
+            )
+        by_count = int(max(delivery.delivered - 1, 0) * self.epoch_retry_s * 1000)
+        if max(now_ms - first, by_count) < self.epoch_wait_ms:
+            return True
+        self._awaiting.pop(rejection.env_hash, None)
+        return False
 
     def _failed(
         self, delivery: transport.Delivery, opening: Opening, exc: Exception
@@ -693,6 +838,7 @@ class Agent:
                 seq=self.store.next_seq(RECEIPTS_CHANNEL),
                 now_ms=now_ms,
                 rng=os.urandom,
+                epochs=self.epochs,
             )
         except TfshareError as exc:
             # A receipt that cannot be sealed (say, the roster expired for sending) must not
@@ -738,6 +884,22 @@ class Agent:
             self._use(self.roster)
 
     def _count_and_log(self, delivery: transport.Delivery, outcome: Outcome) -> None:
+        if isinstance(outcome, Delivered) and is_key_delivery(outcome):
+            record = outcome.message.record
+            assert isinstance(record, EpochKeyDelivery)
+            self.stats.epoch_keys += 1
+            # Which key, never the key itself.
+            log.info(
+                "epoch_key_received",
+                channel=record.channel,
+                epoch=record.epoch,
+                starts_ms=record.starts_ms,
+                reason=record.reason,
+                sender=outcome.message.sender,
+                msg_id=outcome.message.msg_id.hex(),
+                new=outcome.new_epoch_key is not None,
+            )
+            return
         event, fields = log_event(outcome)
         if isinstance(outcome, Rejection) and outcome.code is RejectCode.E_NOT_RECIPIENT:
             self.stats.skipped += 1
@@ -807,6 +969,19 @@ class Agent:
             if lost is not None:
                 raise lost
         return sent
+
+
+def is_key_delivery(outcome: Outcome) -> bool:
+    """A delivered ``tf.epoch-key/1`` message: a key kept, never a message shown."""
+    return isinstance(outcome, Delivered) and outcome.message.schema == EPOCH_KEY_SCHEMA
+
+
+def _epoch_ahead(opening: Opening) -> bool:
+    return isinstance(opening.result, Rejection) and opening.result.epoch_ahead
+
+
+def _env_hash(outcome: Outcome) -> bytes:
+    return outcome.message.env_hash if isinstance(outcome, Delivered) else outcome.env_hash
 
 
 async def _run_sidecar(job: Sidecar, conn: transport.Connection, ended: asyncio.Event) -> None:

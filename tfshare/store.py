@@ -1,7 +1,9 @@
-"""SQLite state of one receiver/sender: replay store, roster state, outbound sequence numbers.
+"""SQLite state of one receiver/sender: replay store, roster state, outbound sequence numbers,
+the epoch keys held.
 
 Owns: ``StateStore`` over one database file (``state.db`` in the state directory) and the
-``SqliteReplayStore`` view of it that satisfies ``tfshare.replay.ReplayStore``. Every write is
+``SqliteReplayStore`` view of it that satisfies ``tfshare.replay.ReplayStore``; the sealing of
+each epoch key at rest under the agency's state key (``seal_epoch_key``). Every write is
 one transaction; WAL mode and ``synchronous=FULL`` so what was acknowledged survives a crash.
 
 The file, its pragmas, transactions, the wording of storage failures and the schema upgrades
@@ -11,7 +13,10 @@ file and says what to do; a transaction that fails is rolled back whole, so noth
 half-written. The schema is ``MIGRATIONS``: a database of an earlier tfshare is upgraded in
 place when opened, keeping its data; one of a later tfshare is refused (``SchemaError``).
 
-Never: store plaintext. Only ids, hashes, times, sequence numbers and the roster state.
+Never: store plaintext. Only ids, hashes, times, sequence numbers and the roster state; an
+epoch key only sealed (XChaCha20-Poly1305 under ``Identity.state_key``), so the file alone,
+without the unlocked key file, opens nothing. A key delivery (``tf.epoch-key/1``) is recorded
+for replay but never kept in the inbox.
 Never grow without bound from what others send: the quarantine keeps a capped prefix of
 each rejected envelope and no content past a total cap (metadata rows only).
 """
@@ -20,15 +25,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, ParamSpec, TypeVar
 
-from tfshare import sqlite_db
-from tfshare.encoding import encode
+from nacl.exceptions import CryptoError
+
+from tfshare import primitives, sqlite_db
+from tfshare.encoding import encode, label, u32
+from tfshare.epochs import EPOCH_KEY_SCHEMA, EpochKey
 from tfshare.replay import ReplayEntry
 from tfshare.roster import RosterState, decode_state
 from tfshare.sqlite_db import DatabaseFile, Migration, StorageError
@@ -93,10 +102,20 @@ def _quarantine_sizes(db: sqlite3.Connection) -> None:
     )
 
 
+# Schema 3: the epoch keys held (envelope mode 2), each sealed under the state key.
+_SCHEMA_3: Final = """
+CREATE TABLE IF NOT EXISTS epoch_keys (
+    taskforce TEXT NOT NULL, channel TEXT NOT NULL, epoch INTEGER NOT NULL,
+    starts_ms INTEGER NOT NULL, sealed BLOB NOT NULL, received_ms INTEGER NOT NULL,
+    PRIMARY KEY (taskforce, channel, epoch)
+) WITHOUT ROWID;
+"""
+
 # The schema, step by step, oldest first; a database is brought from its version to the last.
 MIGRATIONS: Final = (
     Migration(1, "the first tables", sqlite_db.statements(_SCHEMA_1)),
     Migration(2, "quarantine sizes and their total", _quarantine_sizes),
+    Migration(3, "the epoch keys held, sealed", sqlite_db.statements(_SCHEMA_3)),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 
@@ -433,6 +452,97 @@ class StateStore:
         with _tx(self._db, self.path):
             self._db.executemany("DELETE FROM outbox WHERE msg_id = ?", [(m,) for m in msg_ids])
 
+    # epoch keys ---------------------------------------------------------------------------
+
+    @_guarded("write")
+    def epoch_key_add(
+        self,
+        taskforce: str,
+        key: EpochKey,
+        *,
+        state_key: bytes,
+        received_ms: int,
+        rng: Callable[[int], bytes] = os.urandom,
+    ) -> bool:
+        """Keep a delivered epoch key, sealed under ``state_key``; a key held already is
+        left as it is (a resend, or a delivery processed twice). Returns whether it was new.
+        Inside the agent's batch transaction when there is one: the key is kept together
+        with the replay record of the message that delivered it."""
+        sealed = seal_epoch_key(state_key, taskforce, key, rng(NONCE_BYTES))
+        with _tx(self._db, self.path):
+            inserted = self._db.execute(
+                "INSERT OR IGNORE INTO epoch_keys VALUES (?, ?, ?, ?, ?, ?)",
+                (taskforce, key.channel, key.epoch, key.starts_ms, sealed, received_ms),
+            ).rowcount
+        return bool(inserted)
+
+    @_guarded("read")
+    def epoch_keys(self, taskforce: str, *, state_key: bytes) -> tuple[list[EpochKey], int]:
+        """The epoch keys held for ``taskforce``, opened with ``state_key``, and how many
+        rows did not open (sealed under another state key, or altered: never used)."""
+        rows = self._db.execute(
+            "SELECT channel, epoch, starts_ms, sealed FROM epoch_keys WHERE taskforce = ? "
+            "ORDER BY channel, epoch",
+            (taskforce,),
+        ).fetchall()
+        keys: list[EpochKey] = []
+        unreadable = 0
+        for channel, epoch, starts_ms, sealed in rows:
+            try:
+                secret = open_epoch_key(
+                    state_key, taskforce, channel, int(epoch), int(starts_ms), bytes(sealed)
+                )
+            except CryptoError:
+                unreadable += 1
+                continue
+            keys.append(EpochKey(channel, int(epoch), secret, int(starts_ms)))
+        return keys, unreadable
+
+    @_guarded("write")
+    def epoch_keys_delete(self, taskforce: str, keys: Iterable[EpochKey]) -> int:
+        """Forget epoch keys (past their retention): what was sealed under them no longer
+        opens from this state. Returns how many rows went."""
+        with _tx(self._db, self.path):
+            cursor = self._db.executemany(
+                "DELETE FROM epoch_keys WHERE taskforce = ? AND channel = ? AND epoch = ?",
+                [(taskforce, k.channel, k.epoch) for k in keys],
+            )
+        return max(cursor.rowcount, 0)
+
+
+# An epoch key at rest: nonce || XChaCha20-Poly1305(key), the associated data binding it to
+# its task force, channel, epoch and start, so a row moved or edited in the file does not open.
+L_STATE_EPOCH_KEY: Final = label("tfshare/v1/state-epoch-key")
+NONCE_BYTES: Final = 24
+
+
+def _epoch_key_ad(taskforce: str, channel: str, epoch: int, starts_ms: int) -> bytes:
+    return (
+        L_STATE_EPOCH_KEY
+        + u32(taskforce.encode())
+        + u32(channel.encode())
+        + epoch.to_bytes(8, "big")
+        + starts_ms.to_bytes(8, "big")
+    )
+
+
+def seal_epoch_key(state_key: bytes, taskforce: str, key: EpochKey, nonce: bytes) -> bytes:
+    """``key.key`` sealed for the state database (a fresh random ``nonce`` each time)."""
+    if len(nonce) != NONCE_BYTES:
+        raise ValueError("the nonce must be 24 bytes")
+    ad = _epoch_key_ad(taskforce, key.channel, key.epoch, key.starts_ms)
+    return nonce + primitives.aead_encrypt(key.key, ad, nonce, state_key)
+
+
+def open_epoch_key(
+    state_key: bytes, taskforce: str, channel: str, epoch: int, starts_ms: int, sealed: bytes
+) -> bytes:
+    """The epoch key of a stored row; ``CryptoError`` if it does not open as that row's."""
+    if len(sealed) != NONCE_BYTES + 32 + 16:
+        raise CryptoError("a sealed epoch key has the wrong size")
+    ad = _epoch_key_ad(taskforce, channel, epoch, starts_ms)
+    return primitives.aead_decrypt(sealed[NONCE_BYTES:], ad, sealed[:NONCE_BYTES], state_key)
+
 
 def _inbox_item(r: tuple[Any, ...]) -> InboxItem:
     return InboxItem(
@@ -544,7 +654,9 @@ class SqliteReplayStore:
                 "DO UPDATE SET seq = max(seq, excluded.seq)",
                 (entry.sender, entry.channel, entry.seq),
             )
-            if self._keep_inbox:
+            # A key delivery is bookkeeping, not a message: recorded against replay, never
+            # listed (its key is kept sealed in epoch_keys by the agent).
+            if self._keep_inbox and entry.schema != EPOCH_KEY_SCHEMA:
                 self._db.execute(
                     "INSERT INTO inbox VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (

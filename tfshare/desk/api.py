@@ -132,6 +132,16 @@ class ChannelBacklog(msgspec.Struct, frozen=True):
     pending: int  # messages the broker holds for this agency, not yet fetched
 
 
+class EpochKeysHeld(msgspec.Struct, frozen=True):
+    """A channel's epoch keys the agent holds (never the keys): the newest and how many
+    older ones are kept (until their retention ends)."""
+
+    channel: str
+    epoch: int  # the newest held
+    starts: str  # when it started, ISO 8601 UTC
+    older: int  # older epochs still kept
+
+
 class Status(msgspec.Struct, tag="status", frozen=True):
     agency: str
     taskforce: str
@@ -157,16 +167,19 @@ class Status(msgspec.Struct, tag="status", frozen=True):
     witness: str | None  # the last checkpoint this agent co-signed, "size N at TIME"
     errors: list[str]  # the latest errors, newest last (event names and reasons, no secrets)
     web: str | None  # the web inbox's address, if it runs
+    epoch_keys: list[EpochKeysHeld] = msgspec.field(default_factory=list)
 
 
 class Published(msgspec.Struct, tag="published", frozen=True):
     msg_id: str
     subject: str
-    recipients: list[str]
+    recipients: list[str]  # direct mode; [] in epoch mode (every reader of the epoch)
     queued: bool
     reason: str | None
     seq: int | None
     flushed: int
+    channel: str = ""
+    epoch: int = 0  # epoch mode: the epoch it was sealed under
 
 
 class InboxRow(msgspec.Struct, frozen=True):

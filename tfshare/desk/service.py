@@ -26,10 +26,11 @@ import msgspec
 import structlog
 
 from tfshare import msgref, transport
-from tfshare.agent import Agent
+from tfshare.agent import Agent, is_key_delivery
 from tfshare.desk import api
 from tfshare.desk.views import iso, message_view, quarantine_rows, read_view
 from tfshare.envelope import Envelope, Header, Ref
+from tfshare.epochs import EpochKeyring
 from tfshare.errors import BrokerError, BrokerRefused, RejectCode, Rejected, UsageError
 from tfshare.protocol import Delivered, Outcome
 from tfshare.roster import Revocation
@@ -138,6 +139,8 @@ class Desk:
     def _on_outcome(self, outcome: Outcome) -> None:
         if not isinstance(outcome, Delivered) or not self._subscribers:
             return
+        if is_key_delivery(outcome):
+            return  # an epoch key is kept by the agent, never shown
         opened = outcome.message
         warning = _warning(self.agency.roster.revoked.get(opened.sender_kid))
         item = api.FeedItem(message_view(opened, received_ms=self.clock(), warning=warning))
@@ -201,6 +204,7 @@ class Desk:
             witness=witness,
             errors=list(health.errors),
             web=self.web.url if self.web is not None else None,
+            epoch_keys=epoch_keys_held(agent.epochs),
         )
 
     async def refresh_backlog(self) -> None:
@@ -408,6 +412,8 @@ class Desk:
             reason if still_queued else None,
             None,
             0,
+            draft.channel,
+            sealed.epoch,
         )
 
     async def _send_direct(self, draft: live.Composed, wait_s: float) -> api.Published:
@@ -433,7 +439,15 @@ class Desk:
             ) from None
         self.agency.store.sent_add(mine)
         return api.Published(
-            sealed.msg_id.hex(), draft.subject, list(sealed.recipients), False, None, seq, 0
+            sealed.msg_id.hex(),
+            draft.subject,
+            list(sealed.recipients),
+            False,
+            None,
+            seq,
+            0,
+            draft.channel,
+            sealed.epoch,
         )
 
 
@@ -447,6 +461,19 @@ def _header_refs(envelope: bytes) -> list[Ref]:
         return _header_decoder.decode(_envelope_decoder.decode(envelope).hdr).refs
     except msgspec.DecodeError:
         return []
+
+
+def epoch_keys_held(ring: EpochKeyring) -> list[api.EpochKeysHeld]:
+    """Per channel, the newest epoch key held, when it started and how many older ones
+    are kept: what ``agent status`` shows (never a key)."""
+    held: list[api.EpochKeysHeld] = []
+    for channel in ring.channels():
+        newest = ring.newest(channel)
+        if newest is None:
+            continue
+        older = sum(1 for key in ring if key.channel == channel) - 1
+        held.append(api.EpochKeysHeld(channel, newest.epoch, iso(newest.starts_ms), older))
+    return held
 
 
 def _warning(revocation: Revocation | None) -> str | None:

@@ -35,6 +35,7 @@ from tfshare.broker import (
     task_force_channels,
 )
 from tfshare.envelope import Ref
+from tfshare.epochs import EpochKeyring
 from tfshare.errors import (
     BrokerError,
     BrokerRefused,
@@ -716,6 +717,9 @@ class Agency:
     tls: ssl.SSLContext | None = field(default=None, repr=False)
     # The hub's JetStream domain when this agency connects to its own leaf node.
     js_domain: str | None = None
+    # The epoch keys held (mode 2), opened from the state database with the state key; the
+    # agent of this agency adds to the same keyring as keys are delivered.
+    epochs: EpochKeyring = field(default_factory=EpochKeyring, repr=False)
 
     def identity(self) -> Identity:
         """The agency's key, unlocked once (the passphrase's KDF is slow on purpose)."""
@@ -746,7 +750,7 @@ class Agency:
             registry_dir=registry_dir,
             now_ms=_now(),
         )
-        return cls(
+        agency = cls(
             # The key is unlocked: the passphrase is not kept (the agent lives for weeks).
             Credentials(creds.key_path, b""),
             state.roster,
@@ -759,6 +763,26 @@ class Agency:
             tls=tls,
             js_domain=js_domain,
         )
+        agency.refresh_epochs()
+        # Keys past their retention go at start, as the agent's do (nothing sealed under
+        # them is to be opened from this state any more).
+        gone = agency.epochs.expired(_now())
+        if gone:
+            agency.store.epoch_keys_delete(agency.roster.taskforce, gone)
+            agency.epochs.remove(gone)
+        return agency
+
+    def refresh_epochs(self) -> int:
+        """Add to ``epochs`` the keys the state database holds that it lacks (the agent of
+        this agency may have kept some since this command started); the keyring object
+        stays the same (the agent shares it). Returns how many were added."""
+        keys, _ = self.store.epoch_keys(self.roster.taskforce, state_key=self.identity().state_key)
+        added = 0
+        for key in keys:
+            if self.epochs.get(key.channel, key.epoch) is None:
+                self.epochs.add(key)
+                added += 1
+        return added
 
     async def fetch_schema(self, conn: transport.Connection, name: str) -> Registry | None:
         """Fetch a schema version (and any missing predecessors) from the broker's registry
@@ -920,6 +944,7 @@ class Published:
     duplicate: bool
     flushed: int
     reason: str | None = None  # why it was queued (the broker error)
+    channel: str = ""
 
 
 def _record(
@@ -974,6 +999,8 @@ def seal_and_keep(agency: Agency, draft: Composed, *, queue: bool) -> tuple[Seal
             now_ms=now,
             rng=os.urandom,
             refs=draft.refs,
+            # The channel's policy and audience pick the mode (``epochs.choose_mode``).
+            epochs=agency.epochs,
         )
         mine = SentItem(
             sealed.msg_id,
@@ -1194,7 +1221,9 @@ def publish(
     except BrokerError as exc:
         if not queue:
             raise _not_sent(exc, attempt) from None
-        return Published(sealed, subject, True, None, False, 0, reason=exc.message)
+        return Published(
+            sealed, subject, True, None, False, 0, reason=exc.message, channel=draft.channel
+        )
     if not queue:
         try:
             agency.store.sent_add(mine)  # acknowledged: now one of this agency's messages
@@ -1203,7 +1232,7 @@ def publish(
             exc.hint = f"do not publish it again; {exc.hint} (until then, amending or "
             exc.hint += "retracting this message is refused: it is not among the sent ones)"
             raise
-    return Published(sealed, subject, False, seq, duplicate, flushed)
+    return Published(sealed, subject, False, seq, duplicate, flushed, channel=draft.channel)
 
 
 def make_agent(
@@ -1247,6 +1276,7 @@ def make_agent(
         sidecars=[witness_log] if witness else [],
         tls=agency.tls,
         js_domain=agency.js_domain,
+        epochs=agency.epochs,  # one keyring: a key the agent receives, the desk seals with
     )
     agent.check_membership()  # a revoked agency's agent does not even start
     return agent
@@ -1294,9 +1324,14 @@ def read_inbox_item(agency: Agency, item: InboxItem) -> InboxMessage:
     roster of the time; its signature is checked again with the key of record, and a sender
     revoked as compromised since is marked, not refused (``seal.reopen_stored``). Raises
     ``Rejected`` for a row that cannot be opened (altered, its key gone from the roster)."""
-    opened = reopen_stored(
-        item.envelope, identity=agency.identity(), roster=agency.roster, schemas=agency.registry
-    )
+    try:
+        opened = _reopen(agency, item)
+    except Rejected as exc:
+        # An epoch key kept by this agency's agent since the command started: read the
+        # state again once (a direct ``listen`` runs for hours beside the agent).
+        if exc.reject_code is not RejectCode.E_EPOCH or not agency.refresh_epochs():
+            raise
+        opened = _reopen(agency, item)
     # What lists show and references resolve by comes from the row; it must be what the
     # verified envelope says, or one agency's message could be shown under another's name.
     claimed = (item.msg_id, item.sender, item.sender_kid, item.env_hash, item.channel)
@@ -1307,6 +1342,16 @@ def read_inbox_item(agency: Agency, item: InboxItem) -> InboxMessage:
             "the stored row does not match the envelope it holds (the state database was altered)",
         )
     return InboxMessage(item, opened, agency.roster.revoked.get(opened.sender_kid))
+
+
+def _reopen(agency: Agency, item: InboxItem) -> Opened:
+    return reopen_stored(
+        item.envelope,
+        identity=agency.identity(),
+        roster=agency.roster,
+        schemas=agency.registry,
+        epochs=agency.epochs,
+    )
 
 
 def read_inbox(agency: Agency, items: Iterable[InboxItem]) -> Iterator[InboxMessage | Unreadable]:
