@@ -1,0 +1,391 @@
+"""The key manager's loop: follow the roster, make epochs when due, publish their deliveries.
+
+Owns: ``KeyManager`` (one key-manager agency on one broker): at each turn it looks at the
+roster bucket (a newer roster is verified as the agents verify it, ``accept_roster``), asks
+each epoch-mode channel's stream for its last sequence (the message budget), lets
+``plan.plan`` say which channels need a new epoch, makes each key (32 random bytes), seals
+its deliveries and persists both (``store``) before anything is published, then publishes
+what is queued and removes it once JetStream acknowledged it. A broker that goes away leaves
+the queue as it is: after reconnecting the same envelopes go out under the same
+Nats-Msg-Id, and no second key is made for an epoch.
+
+Logs say channel, epoch, reason and counts; never a key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import structlog
+
+from tfshare import transport
+from tfshare.backoff import Backoff, sleep_or_stop
+from tfshare.epochs import KEY_MANAGER_ROLE, DeliveryReason
+from tfshare.errors import BrokerError, BrokerRefused, TfshareError, TrustError
+from tfshare.keymanager.plan import (
+    Rekey,
+    channel_readers,
+    epoch_channels,
+    is_key_manager,
+    plan,
+    seal_deliveries,
+)
+from tfshare.keymanager.store import KeyManagerStore, KeyManagerStoreError
+from tfshare.keys import Identity, Random
+from tfshare.names import channel_subject, stream_name
+from tfshare.roster import TrustedRoster
+from tfshare.seal import Recipient
+
+log = structlog.get_logger("tfshare.keymanager")
+
+# Deliveries published in one pipelined round (a 10,000-reader re-key is 40 envelopes).
+PUBLISH_CHUNK: Final = 64
+# How long a stream's info may take; a refused request (no permission) only times out.
+STREAM_INFO_TIMEOUT_S: Final = 2.0
+# After a channel's stream could not be looked at, the message budget of that channel is not
+# checked again for this long (the other reasons for a new epoch still are).
+STREAM_INFO_RETRY_S: Final = 300.0
+
+
+def not_key_manager(roster: TrustedRoster, agency: str) -> TrustError:
+    return TrustError(
+        f"{agency!r} does not hold the role {KEY_MANAGER_ROLE} in roster seq {roster.seq}",
+        hint=f"a coordinator gives it: 'tfshare roster role {agency} member {KEY_MANAGER_ROLE}', "
+        "then 'tfshare roster sign' and 'tfshare roster publish'",
+    )
+
+
+@dataclass
+class KeyManagerStats:
+    epochs: int = 0  # epochs made
+    deliveries: int = 0  # delivery envelopes acknowledged by the broker
+    refused: int = 0  # delivery envelopes the broker refused (set aside)
+    rosters: int = 0  # newer rosters accepted
+    rosters_refused: int = 0
+
+
+@dataclass
+class KeyManager:
+    """The key manager of one agency holding the role key-manager."""
+
+    identity: Identity
+    roster: TrustedRoster
+    roster_bytes: bytes
+    store: KeyManagerStore
+    url: str
+    clock: Callable[[], int]
+    rng: Random = field(default=os.urandom, repr=False)
+    # Verifies (anchor, rollback state), keeps and returns a roster from the bucket, as
+    # ``Agent.accept_roster``; raises a TrustError for one that fails. None: not followed.
+    accept_roster: Callable[[bytes], TrustedRoster] | None = None
+    # How often the roster and the streams are looked at.
+    every_s: float = 2.0
+    reconnect_backoff: Backoff = field(default_factory=Backoff)
+    pause: Callable[[asyncio.Event, float], Awaitable[None]] = sleep_or_stop
+    tls: ssl.SSLContext | None = field(default=None, repr=False)
+    js_domain: str | None = None
+    stats: KeyManagerStats = field(default_factory=KeyManagerStats)
+
+    def __post_init__(self) -> None:
+        self._seen_roster: bytes | None = None  # the last bucket roster refused
+        self._no_stream_info: dict[str, float] = {}  # channel -> when to look again
+        self._said: set[str] = set()  # conditions logged once (not every turn)
+
+    @property
+    def agency(self) -> str:
+        return self.identity.agency_id
+
+    def check_role(self) -> None:
+        """Refuse to run (TrustError, exit 6) unless this agency is an active key manager."""
+        if not is_key_manager(self.roster, self.agency):
+            raise not_key_manager(self.roster, self.agency)
+
+    # -- making epochs (synchronous: the plan, the key, the sealing, the store) -------------
+
+    def make_epochs(self, last_seqs: dict[str, int]) -> list[Rekey]:
+        """Make every epoch due now; each is persisted with its deliveries, unpublished."""
+        now_ms = self.clock()
+        current = {c: e.state for c, e in self.store.current().items()}
+        for channel, state in current.items():
+            # An epoch made while its stream could not be read counts from when it can.
+            if state.start_seq is None and channel in last_seqs:
+                self.store.set_start_seq(channel, state.epoch, last_seqs[channel])
+        due = plan(self.roster, current, now_ms=now_ms, last_seqs=last_seqs)
+        for rekey in due:
+            self._make(rekey, now_ms, last_seqs.get(rekey.channel))
+        return due
+
+    def _make(self, rekey: Rekey, now_ms: int, start_seq: int | None) -> None:
+        key = self.rng(32)
+        count = -(-len(rekey.readers) // 256)
+        first_seq = self.store.reserve_seqs(rekey.channel, count)
+        deliveries = seal_deliveries(
+            identity=self.identity,
+            roster=self.roster,
+            channel=rekey.channel,
+            epoch=rekey.epoch,
+            key=key,
+            starts_ms=now_ms,
+            reason=rekey.reason,
+            readers=rekey.readers,
+            first_seq=first_seq,
+            now_ms=now_ms,
+            rng=self.rng,
+        )
+        self.store.record_epoch(
+            channel=rekey.channel,
+            epoch=rekey.epoch,
+            key=key,
+            nonce=self.rng(24),
+            starts_ms=now_ms,
+            reason=rekey.reason,
+            start_seq=start_seq,
+            roster_seq=self.roster.seq,
+            readers=rekey.readers,
+            subject=channel_subject(self.roster.taskforce, rekey.channel, self.agency),
+            deliveries=deliveries,
+        )
+        self.stats.epochs += 1
+        log.info(
+            "epoch_created",
+            channel=rekey.channel,
+            epoch=rekey.epoch,
+            reason=rekey.reason,
+            readers=len(rekey.readers),
+            envelopes=len(deliveries),
+            roster_seq=self.roster.seq,
+        )
+
+    def queue_resend(self, channel: str, to: str) -> int:
+        """Queue the current key of ``channel`` again for ``to`` (reason "resend"); returns
+        the epoch. ``to`` must be an active reader of the channel now."""
+        return queue_resend(
+            self.identity, self.roster, self.store, channel, to, now_ms=self.clock(), rng=self.rng
+        )
+
+    # -- the broker -------------------------------------------------------------------------
+
+    async def flush(self, conn: transport.Connection) -> int:
+        """Publish every queued delivery; each leaves the queue once acknowledged. A
+        delivery the broker refuses (permissions, size) is set aside and logged; any other
+        failure is raised (the rest stays queued for the next connection)."""
+        sent = 0
+        queued = self.store.pending()
+        for start in range(0, len(queued), PUBLISH_CHUNK):
+            part = queued[start : start + PUBLISH_CHUNK]
+            results = await transport.publish_many(
+                conn, [(p.subject, p.envelope, p.msg_id.hex()) for p in part]
+            )
+            done: list[bytes] = []
+            own: dict[tuple[str, int], int] = {}  # messages each epoch added to its stream
+            lost: BrokerError | None = None
+            for item, result in zip(part, results, strict=True):
+                if isinstance(result, BrokerRefused) and not isinstance(
+                    result, transport.BrokerAuthFailed
+                ):
+                    self.store.refused(item.msg_id, result.message)
+                    self.stats.refused += 1
+                    log.error(
+                        "epoch_delivery_refused",
+                        channel=item.channel,
+                        epoch=item.epoch,
+                        reason=result.message,
+                        hint=result.hint,
+                    )
+                elif isinstance(result, BrokerError):
+                    lost = lost or result
+                else:
+                    done.append(item.msg_id)
+                    if not result[1]:
+                        own[item.channel, item.epoch] = own.get((item.channel, item.epoch), 0) + 1
+                    log.info(
+                        "epoch_delivered",
+                        channel=item.channel,
+                        epoch=item.epoch,
+                        msg_id=item.msg_id.hex(),
+                        stream_seq=result[0],
+                        duplicate=result[1],
+                    )
+            if done:
+                self.store.published(*done, own=own)
+                sent += len(done)
+                self.stats.deliveries += len(done)
+            if lost is not None:
+                raise lost
+        return sent
+
+    async def last_seqs(self, conn: transport.Connection) -> dict[str, int]:
+        """Each epoch-mode channel's stream's last sequence, where it can be read."""
+        seqs: dict[str, int] = {}
+        loop = asyncio.get_running_loop()
+        for channel in epoch_channels(self.roster):
+            if self._no_stream_info.get(channel, 0.0) > loop.time():
+                continue
+            name = stream_name(self.roster.taskforce, channel)
+            try:
+                info = await asyncio.wait_for(conn.js.stream_info(name), STREAM_INFO_TIMEOUT_S)
+                seqs[channel] = int(info.state.last_seq)
+            except (TimeoutError, *transport.NATS_ERRORS) as exc:
+                self._no_stream_info[channel] = loop.time() + STREAM_INFO_RETRY_S
+                log.warning(
+                    "epoch_stream_unreadable",
+                    channel=channel,
+                    error=type(exc).__name__,
+                    retry_s=STREAM_INFO_RETRY_S,
+                    hint="the message budget of this channel is not checked meanwhile; the "
+                    "key manager needs $JS.API.STREAM.INFO on the channel's stream",
+                )
+        return seqs
+
+    async def follow_roster(self, conn: transport.Connection) -> bool:
+        """Use a newer roster from the bucket once ``accept_roster`` verified it; True if
+        the roster changed."""
+        if self.accept_roster is None:
+            return False
+        data = await transport.get_roster(conn, self.roster.taskforce)
+        if data is None or data in (self.roster_bytes, self._seen_roster):
+            return False
+        try:
+            roster = self.accept_roster(data)
+        except TrustError as exc:  # a verdict on these bytes: not looked at again
+            self._seen_roster = data
+            self.stats.rosters_refused += 1
+            log.warning("keymanager_roster_refused", code=exc.code, reason=exc.message)
+            return False
+        except TfshareError as exc:  # it could not be kept (a full disk): tried again
+            log.error("roster_update_failed", code=exc.code, reason=exc.message)
+            return False
+        previous, self.roster, self.roster_bytes = self.roster.seq, roster, data
+        self.stats.rosters += 1
+        log.info("keymanager_roster_updated", seq=roster.seq, previous_seq=previous)
+        return True
+
+    def _once(self, what: str, **fields: object) -> None:
+        if what not in self._said:
+            self._said.add(what)
+            log.warning(what, **fields)
+
+    async def turn(self, conn: transport.Connection) -> None:
+        """One look: the roster, what is queued, the streams, new epochs, their delivery."""
+        await self.follow_roster(conn)
+        await self.flush(conn)  # what an outage left queued goes first
+        if not is_key_manager(self.roster, self.agency):
+            self._once(
+                "keymanager_not_authorized",
+                roster_seq=self.roster.seq,
+                hint=not_key_manager(self.roster, self.agency).hint,
+            )
+            return
+        if self.roster.expired(self.clock()):
+            self._once("keymanager_roster_expired", roster_seq=self.roster.seq)
+            return
+        self._said.clear()
+        if self.make_epochs(await self.last_seqs(conn)):
+            await self.flush(conn)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set; reconnect with backoff while the broker is away.
+        Refuses to start (TrustError) unless this agency holds the role key-manager."""
+        self.check_role()
+        retried = self.store.retry_refused()
+        if retried:
+            log.info("epoch_deliveries_retried", count=retried)
+        backoff = self.reconnect_backoff
+        log.info("keymanager_started", agency=self.agency, roster_seq=self.roster.seq)
+        while not stop.is_set():
+            try:
+                conn = await transport.connect(
+                    self.url,
+                    nkey_seed=self.identity.nats_seed_encoded(),
+                    agency=self.agency,
+                    name=f"tfshare-keys-{self.agency}",
+                    reconnect=False,
+                    tls=self.tls,
+                    js_domain=self.js_domain,
+                )
+            except BrokerError as exc:
+                retry_s = backoff.next()
+                log.warning("broker_unavailable", reason=exc.message, retry_s=round(retry_s, 3))
+                await self.pause(stop, retry_s)
+                continue
+            log.info("keymanager_connected", url=self.url)
+            worked = False
+            try:
+                while not stop.is_set():
+                    await self.turn(conn)
+                    worked = True
+                    await self.pause(stop, self.every_s)
+            except BrokerError as exc:
+                log.warning("broker_lost", reason=exc.message)
+            except KeyManagerStoreError as exc:
+                log.error("keymanager_store_failed", reason=exc.message, hint=exc.hint)
+            finally:
+                await conn.close()
+            if not stop.is_set():
+                # Back at once (after the first pause) from a connection that worked;
+                # longer each time from one that keeps failing before its first turn.
+                if worked:
+                    backoff.reset()
+                await self.pause(stop, backoff.next())
+        log.info("keymanager_stopped", **self.stats.__dict__)
+
+
+def queue_resend(
+    identity: Identity,
+    roster: TrustedRoster,
+    store: KeyManagerStore,
+    channel: str,
+    to: str,
+    *,
+    now_ms: int,
+    rng: Random,
+) -> int:
+    """Seal the current key of ``channel`` once more to ``to`` (reason "resend") and queue
+    it; returns the epoch. Only to an active reader of the channel with its current key."""
+    if not is_key_manager(roster, identity.agency_id):
+        raise not_key_manager(roster, identity.agency_id)
+    current = store.current().get(channel)
+    if current is None:
+        raise TrustError(
+            f"no epoch of channel {channel!r} was made yet",
+            hint="the key manager makes epoch 1 when it runs ('tfshare keys serve') and the "
+            "channel allows epoch mode",
+        )
+    readers: list[Recipient] = (
+        [r for r in channel_readers(roster, channel) if r.agency_id == to]
+        if channel in roster.channels
+        else []
+    )
+    if not readers:
+        raise TrustError(
+            f"{to!r} is not an active reader of channel {channel!r} in roster seq {roster.seq}",
+            hint="an epoch key goes only to the channel's readers; grant read access first "
+            "(the key manager then makes a new epoch for them)",
+        )
+    reason: DeliveryReason = "resend"
+    deliveries = seal_deliveries(
+        identity=identity,
+        roster=roster,
+        channel=channel,
+        epoch=current.state.epoch,
+        key=current.key,
+        starts_ms=current.state.starts_ms,
+        reason=reason,
+        readers=readers,
+        first_seq=store.reserve_seqs(channel, 1),
+        now_ms=now_ms,
+        rng=rng,
+    )
+    store.queue_deliveries(
+        channel,
+        current.state.epoch,
+        channel_subject(roster.taskforce, channel, identity.agency_id),
+        deliveries,
+    )
+    log.info("epoch_resend_queued", channel=channel, epoch=current.state.epoch, to=to)
+    return current.state.epoch
