@@ -17,12 +17,15 @@ from tfshare.urls import parse_server_url
 from .common import (
     AllowWeakPassphrase,
     JsonFlag,
+    KeyOpt,
     PassphraseFile,
     emit_fields,
     emit_json,
+    iso,
     note,
     now_ms,
     passphrase,
+    where,
 )
 
 if TYPE_CHECKING:
@@ -108,6 +111,81 @@ def _render(info: workflow.KeyInfo) -> None:
     if info.nats_user:
         rows.append(("nats user", info.nats_user))
     emit_fields(rows)
+
+
+@app.command("rotate")
+def rotate_cmd(
+    key: KeyOpt = None,
+    enc: Annotated[
+        bool,
+        typer.Option("--enc/--no-enc", help="Make a new encryption key (the default)."),
+    ] = True,
+    sign: Annotated[bool, typer.Option("--sign", help="Also make a new signing key.")] = False,
+    grace: Annotated[
+        str,
+        typer.Option(
+            "--grace",
+            help="How long the old secret is kept (messages to the old key still open): "
+            "1h..90d, e.g. 12h, 7d, 2w.",
+        ),
+    ] = "7d",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Where to write the rotation statement (default: AGENCY.rotation beside the key).",
+            show_default=False,
+        ),
+    ] = None,
+    passphrase_file: PassphraseFile = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Replace your agency's encryption key (and with --sign its signing key): the new keys
+    go into the key file, the old secret is kept for the grace period and then destroyed, and
+    a rotation statement signed by your current key is written for the coordinators."""
+    from tfshare.workflows import keys as workflow
+
+    grace_ms = workflow.parse_grace(grace)  # a typing mistake is said before the passphrase
+    key_path = key if key is not None else where(None, None, None).key
+    done = workflow.rotate_keys(
+        key_path,
+        ask_passphrase=lambda: passphrase(passphrase_file, confirm=False, purpose=str(key_path)),
+        enc=enc,
+        sign=sign,
+        grace_ms=grace_ms,
+        out=out,
+        now_ms=now_ms(),
+    )
+    if as_json:
+        emit_json(dataclasses.asdict(done))
+        return
+    what = " and ".join(
+        name
+        for name, made in (("encryption", done.rotated_enc), ("signing", done.rotated_sign))
+        if made
+    )
+    note(
+        f"{done.key_path} now holds a new {what} key; the old one is kept until "
+        f"{iso(done.destroy_after_ms)}, then the first tfshare command that opens the key "
+        "destroys it"
+    )
+    note(f"wrote {done.statement_path} (public, signed by your current key)")
+    note(
+        "next: send it to a coordinator of your task force; they run "
+        f"'tfshare roster rotate {Path(done.statement_path).name}' and publish the roster"
+    )
+    note(
+        "restart your agent now so it holds the new key; until the new roster is out, "
+        "senders keep using the old key, and messages to either key open"
+    )
+    emit_fields(
+        [
+            ("agency", done.agency_id),
+            ("fingerprint", done.fingerprint),
+            ("signing kid", done.kid_sig),
+            ("encryption kid", done.kid_enc),
+        ]
+    )
 
 
 def profile_init_cmd(

@@ -266,30 +266,79 @@ def read_keyfile_header(data: bytes) -> KeyFile:
     return keyfile
 
 
+class FileKey:
+    """The Argon2id output a key file was opened with, tied to that file's salt and cost: an
+    agent that stays up for weeks (and does not keep the passphrase) rewrites its key file with
+    it when a retired secret's time is over (``expire_keyfile_with``). Secret: no repr of the
+    key, never pickled."""
+
+    __slots__ = ("_key", "limits", "salt")
+
+    def __init__(self, key: bytes, salt: bytes, limits: KdfLimits) -> None:
+        self._key = key
+        self.salt = salt
+        self.limits = limits
+
+    def __repr__(self) -> str:
+        return "FileKey(<secret>)"
+
+    def __reduce__(self) -> str | tuple[object, ...]:
+        raise TypeError("a key file's key cannot be pickled")
+
+    def fits(self, header: KeyFile) -> bool:
+        return header.salt == self.salt and header.limits == self.limits
+
+
 @dataclass(frozen=True)
 class OpenedKeyFile:
     """A key file opened at a given time: the identity without the secrets whose
-    ``destroy_after_ms`` passed, and the file's new bytes without them (None when nothing
-    expired: the file stays as it is)."""
+    ``destroy_after_ms`` passed, the file's new bytes without them (None when nothing
+    expired: the file stays as it is), and the key that opened it."""
 
     identity: Identity
     rewritten: bytes | None = field(repr=False)
+    file_key: FileKey = field(repr=False)
 
 
 def open_keyfile(data: bytes, passphrase: bytes) -> Identity:
     """Decrypt a key file (every secret it holds). A wrong passphrase and a tampered file
     fail the same way."""
-    return _open(data, passphrase)[2]
+    header = read_keyfile_header(data)
+    return _open_with(header, _stretch(passphrase, header.salt, header.limits))
 
 
 def open_keyfile_at(data: bytes, passphrase: bytes, *, now_ms: int, rng: Random) -> OpenedKeyFile:
     """Decrypt a key file as of ``now_ms``: retired secrets whose ``destroy_after_ms`` is before
     ``now_ms`` are left out of the identity and out of ``rewritten``, the file to write in its
     place (same passphrase, salt and cost; a fresh nonce from ``rng``). One Argon2id run."""
-    header, key, identity = _open(data, passphrase)
+    header = read_keyfile_header(data)
+    file_key = FileKey(_stretch(passphrase, header.salt, header.limits), header.salt, header.limits)
+    return _opened_at(header, file_key, now_ms, rng)
+
+
+def expire_keyfile(data: bytes, passphrase: bytes, *, now_ms: int, rng: Random) -> bytes | None:
+    """The key file rewritten without the secrets whose ``destroy_after_ms`` passed, or None
+    if none did."""
+    return open_keyfile_at(data, passphrase, now_ms=now_ms, rng=rng).rewritten
+
+
+def expire_keyfile_with(
+    data: bytes, file_key: FileKey, *, now_ms: int, rng: Random
+) -> OpenedKeyFile | None:
+    """``open_keyfile_at`` with the key a previous opening kept (no passphrase, no Argon2id).
+    None when ``data`` is no longer the file that key opens (re-sealed since, by ``keys
+    rotate``): its next opening with the passphrase destroys what expired."""
+    header = read_keyfile_header(data)
+    if not file_key.fits(header):
+        return None
+    return _opened_at(header, file_key, now_ms, rng)
+
+
+def _opened_at(header: KeyFile, file_key: FileKey, now_ms: int, rng: Random) -> OpenedKeyFile:
+    identity = _open_with(header, file_key._key)
     kept = identity_without_expired(identity, now_ms)
     if kept is identity:
-        return OpenedKeyFile(identity, None)
+        return OpenedKeyFile(identity, None, file_key)
     rewritten_header = KeyFileV2(
         kdf=header.kdf,
         opslimit=header.opslimit,
@@ -301,13 +350,7 @@ def open_keyfile_at(data: bytes, passphrase: bytes, *, now_ms: int, rng: Random)
         enc_pk=header.enc_pk,
         ct=b"",
     )
-    return OpenedKeyFile(kept, _seal_with(rewritten_header, key, kept))
-
-
-def expire_keyfile(data: bytes, passphrase: bytes, *, now_ms: int, rng: Random) -> bytes | None:
-    """The key file rewritten without the secrets whose ``destroy_after_ms`` passed, or None
-    if none did."""
-    return open_keyfile_at(data, passphrase, now_ms=now_ms, rng=rng).rewritten
+    return OpenedKeyFile(kept, _seal_with(rewritten_header, file_key._key, kept), file_key)
 
 
 def identity_without_expired(identity: Identity, now_ms: int) -> Identity:
@@ -343,9 +386,7 @@ def _rebuilt(identity: Identity, retired: list[RetiredSecret]) -> Identity:
     return rebuilt
 
 
-def _open(data: bytes, passphrase: bytes) -> tuple[KeyFile, bytes, Identity]:
-    keyfile = read_keyfile_header(data)
-    key = _stretch(passphrase, keyfile.salt, KdfLimits(keyfile.opslimit, keyfile.memlimit))
+def _open_with(keyfile: KeyFile, key: bytes) -> Identity:
     wrong = TrustError(
         f"cannot open the key file of {keyfile.agency_id!r}: wrong passphrase, or the file "
         "was modified",
@@ -390,4 +431,4 @@ def _open(data: bytes, passphrase: bytes) -> tuple[KeyFile, bytes, Identity]:
             "the key file's public keys do not match its secret keys",
             hint="restore the key file from your backup",
         )
-    return keyfile, key, identity
+    return identity

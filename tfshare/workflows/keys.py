@@ -1,35 +1,48 @@
-"""``tfshare keys``: create an agency's key file and card; describe either; open a key file.
+"""``tfshare keys``: create an agency's key file and card; describe either; open a key file;
+rotate its keys.
 
 Owns: the policy for new key files (a passphrase of at least ``MIN_PASSPHRASE_CHARS``
 characters unless the person allows a weak one), and the warning that a key file is
 protected with the insecure test cost (``InsecureKeyCost``), raised through Python's
 ``warnings`` each time such a key is created or opened, outside test runs
 (``TFSHARE_TEST=1``); the CLI prints it as ``tfshare: warning: ...``.
+
+Also the one place key files are opened for use (``unlock_key``, ``load_identity``): each
+opening destroys the retired secrets whose grace period is over, rewriting the file atomically
+(mode 0600) - a key file stolen later no longer holds them. ``keys rotate`` (``rotate_keys``)
+writes the new keys into the file and the rotation statement the coordinators apply.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from tfshare.encoding import encode, is_name
-from tfshare.errors import InputError, TrustError, UsageError
+from tfshare.errors import InputError, TfshareError, TrustError, UsageError
 from tfshare.files import read_bytes, write_atomic
 from tfshare.keyfile import (
     KDF_PROFILES,
+    KEYFILE_TAG_V2,
     MIN_PASSPHRASE_CHARS,
+    FileKey,
     KdfLimits,
+    expire_keyfile_with,
+    identity_without_expired,
     is_test_cost,
-    open_keyfile,
+    open_keyfile_at,
     passphrase_problem,
     read_keyfile_header,
     seal_keyfile,
 )
 from tfshare.keys import Identity, display_name_problem, fingerprint, kid_enc, kid_sig
+from tfshare.rotation import DEFAULT_GRACE_MS, grace_problem, make_rotation
 from tfshare.workflows.filekinds import MAX_FILE, load_card, read_kind, sniff
 
 # Set by the test suites (their conftests): their throwaway keys use the insecure test cost
@@ -39,6 +52,11 @@ TEST_RUN_ENV = "TFSHARE_TEST"
 
 class InsecureKeyCost(UserWarning):
     """A key file protected with the insecure test cost is being created or used."""
+
+
+class SecretsNotDestroyed(InsecureKeyCost):
+    """Retired secrets past their grace period could not be removed from the key file (it
+    cannot be rewritten); shown like ``InsecureKeyCost``, the CLI's warning for key files."""
 
 
 def _warn_if_test_cost(path: Path, limits: KdfLimits) -> None:
@@ -198,7 +216,7 @@ def _encode_card(identity: Identity) -> bytes:
 def describe(path: Path) -> KeyInfo:
     """Public facts of a key file (no passphrase needed) or a card (signature checked)."""
     data = read_bytes(path, what="key or card file", limit=MAX_FILE)
-    kind = sniff(data)
+    kind = "key" if _is_key_v2(data) else sniff(data)
     if kind == "key":
         header = read_keyfile_header(data)
         return KeyInfo(
@@ -229,10 +247,181 @@ def describe(path: Path) -> KeyInfo:
     )
 
 
-def load_identity(path: Path, passphrase: bytes) -> Identity:
-    """Open a key file with its passphrase (an ``InsecureKeyCost`` warning if it has the
-    insecure test cost, outside test runs)."""
-    data = read_kind(path, "key")
-    identity = open_keyfile(data, passphrase)
+# A tfshare-key/2 file starts with these bytes (a 10-element array, then its tag). Checked
+# here as well as by filekinds.sniff, which may not know the tag yet (it is not this module's).
+_KEY_V2_LEAD: Final = b"\x9a" + encode(KEYFILE_TAG_V2)
+
+
+def _is_key_v2(data: bytes) -> bool:
+    return data.startswith(_KEY_V2_LEAD)
+
+
+def read_key_file(path: Path) -> bytes:
+    """The bytes of a key file (v1 or v2), or the precise error of ``read_kind``."""
+    data = read_bytes(path, what="key file", limit=MAX_FILE)
+    return data if _is_key_v2(data) else read_kind(path, "key")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class UnlockedKey:
+    """An opened key file: the identity (without expired secrets) and the key that opened
+    the file, for the agent's daily ``destroy_expired`` without the passphrase."""
+
+    path: Path
+    identity: Identity = field(repr=False)
+    file_key: FileKey = field(repr=False)
+
+
+def unlock_key(path: Path, passphrase: bytes, *, now_ms: int | None = None) -> UnlockedKey:
+    """Open a key file with its passphrase, as of ``now_ms`` (default: now): the retired
+    secrets whose grace period is over are left out and the file is rewritten without them
+    (atomically, mode 0600). If it cannot be rewritten the command goes on and a
+    ``SecretsNotDestroyed`` warning says so. An ``InsecureKeyCost`` warning if the file has
+    the insecure test cost, outside test runs."""
+    data = read_key_file(path)
+    at = _now_ms() if now_ms is None else now_ms
+    opened = open_keyfile_at(data, passphrase, now_ms=at, rng=os.urandom)
+    if opened.rewritten is not None:
+        _replace_key_file(path, opened.rewritten)
     _warn_if_test_cost(path, read_keyfile_header(data).limits)
-    return identity
+    return UnlockedKey(path, opened.identity, opened.file_key)
+
+
+def load_identity(path: Path, passphrase: bytes, *, now_ms: int | None = None) -> Identity:
+    """Open a key file with its passphrase (``unlock_key``): expired secrets destroyed."""
+    return unlock_key(path, passphrase, now_ms=now_ms).identity
+
+
+def destroy_expired(unlocked: UnlockedKey, *, now_ms: int | None = None) -> UnlockedKey:
+    """For a process that keeps a key unlocked (the agent, daily): drop the secrets whose
+    grace period ended from memory and from the key file (with the key kept at unlock, no
+    passphrase). A key file re-sealed since (``keys rotate``) is left to its next opening."""
+    at = _now_ms() if now_ms is None else now_ms
+    identity = identity_without_expired(unlocked.identity, at)
+    try:
+        data = read_key_file(unlocked.path)
+        opened = expire_keyfile_with(data, unlocked.file_key, now_ms=at, rng=os.urandom)
+    except TfshareError as exc:
+        _warn_not_destroyed(unlocked.path, exc)
+        opened = None
+    if opened is not None and opened.rewritten is not None:
+        _replace_key_file(unlocked.path, opened.rewritten)
+    if identity is unlocked.identity:
+        return unlocked
+    return UnlockedKey(unlocked.path, identity, unlocked.file_key)
+
+
+def _replace_key_file(path: Path, data: bytes) -> None:
+    try:
+        write_atomic(path, data, secret=True)
+    except TfshareError as exc:
+        _warn_not_destroyed(path, exc)
+
+
+def _warn_not_destroyed(path: Path, exc: TfshareError) -> None:
+    warnings.warn(
+        SecretsNotDestroyed(
+            f"the key file {str(path)!r} still holds old secrets whose grace period is over "
+            f"({exc.message}): whoever copies it with the passphrase can open old messages; "
+            "fix the file's directory so tfshare can rewrite it"
+        ),
+        stacklevel=1,
+    )
+
+
+_DURATION: Final = re.compile(r"^([0-9]{1,6})([mhdw])\Z")
+_UNIT_MS: Final = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
+
+
+def parse_grace(text: str) -> int:
+    """``--grace``: a number and a unit (m, h, d, w), e.g. 7d; 1 hour to 90 days."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise UsageError(
+            f"{text!r} is not a duration", hint="give --grace as a number and a unit: 12h, 7d, 2w"
+        )
+    grace_ms = int(match.group(1)) * _UNIT_MS[match.group(2)]
+    problem = grace_problem(grace_ms)
+    if problem is not None:
+        raise UsageError(problem, hint="give --grace between 1h and 90d (default 7d)")
+    return grace_ms
+
+
+@dataclass(frozen=True)
+class RotationDone:
+    """What ``keys rotate`` did, for people and for --json."""
+
+    agency_id: str
+    key_path: str
+    statement_path: str
+    rotated_enc: bool
+    rotated_sign: bool
+    kid_enc: str  # the new (or unchanged) current keys
+    kid_sig: str
+    fingerprint: str
+    created_ms: int
+    destroy_after_ms: int
+
+
+def rotate_keys(
+    path: Path,
+    *,
+    ask_passphrase: Callable[[], bytes],
+    enc: bool = True,
+    sign: bool = False,
+    grace_ms: int = DEFAULT_GRACE_MS,
+    out: Path | None = None,
+    now_ms: int | None = None,
+) -> RotationDone:
+    """``keys rotate``: new encryption and/or signing keys in the key file (the replaced ones
+    kept until ``now + grace``), and the rotation statement (default AGENCY.rotation beside
+    the key). Every check that needs no passphrase first. The statement is written before the
+    key file and removed again if the key file cannot be written: there is never a statement
+    for keys the file does not hold."""
+    if not (enc or sign):
+        raise UsageError(
+            "nothing to rotate", hint="leave --enc on (the default), or give --sign, or both"
+        )
+    problem = grace_problem(grace_ms)
+    if problem is not None:
+        raise UsageError(problem, hint="give --grace between 1h and 90d (default 7d)")
+    data = read_key_file(path)
+    header = read_keyfile_header(data)
+    statement_path = out if out is not None else path.with_name(f"{header.agency_id}.rotation")
+    if statement_path.resolve() == path.resolve():
+        raise UsageError("--out is the key file itself", hint="choose another --out file")
+    if not statement_path.parent.is_dir():
+        raise InputError(
+            f"directory {str(statement_path.parent)!r} does not exist",
+            hint="create it first, or give --out another file",
+        )
+    at = _now_ms() if now_ms is None else now_ms
+    passphrase = ask_passphrase()
+    before = open_keyfile_at(data, passphrase, now_ms=at, rng=os.urandom).identity
+    after = before.rotated(rng=os.urandom, now_ms=at, grace_ms=grace_ms, enc=enc, sign=sign)
+    statement = make_rotation(before, after, created_ms=at, grace_ms=grace_ms)
+    # A fresh salt: the Argon2id output an agent kept for the old file opens nothing new.
+    sealed = seal_keyfile(after, passphrase, limits=header.limits, rng=os.urandom)
+    write_atomic(statement_path, statement)
+    try:
+        write_atomic(path, sealed, secret=True)
+    except BaseException:
+        statement_path.unlink(missing_ok=True)
+        raise
+    _warn_if_test_cost(path, header.limits)
+    return RotationDone(
+        agency_id=after.agency_id,
+        key_path=str(path),
+        statement_path=str(statement_path),
+        rotated_enc=enc,
+        rotated_sign=sign,
+        kid_enc=after.kid_enc.hex(),
+        kid_sig=after.kid_sig.hex(),
+        fingerprint=after.fingerprint,
+        created_ms=at,
+        destroy_after_ms=at + grace_ms,
+    )
