@@ -264,8 +264,7 @@ def _check_new_keys(
 
 
 def _enc_key_taken(enc_pk: bytes, roster: Roster) -> bool:
-    if any(m.enc_key.pk == enc_pk for m in roster.members):
-        return True
-    # Previous encryption keys (issue 15's optional roster element; absent in older rosters).
-    retired = getattr(roster, "retired_enc_keys", ())
-    return any(getattr(r, "pk", None) == enc_pk for r in retired)
+    """Whether ``enc_pk`` is, or was, a member's encryption key (keys are never reused)."""
+    return any(m.enc_key.pk == enc_pk for m in roster.members) or any(
+        r.pk == enc_pk for r in roster.retired_enc_keys
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Final
 
 import msgspec
@@ -21,6 +22,7 @@ from tfshare.keyfile import (
     KeyFile,
     KeyFileV2,
     expire_keyfile,
+    expire_keyfile_with,
     identity_without_expired,
     open_keyfile,
     open_keyfile_at,
@@ -234,3 +236,28 @@ def test_a_flipped_byte_of_a_v2_file_raises_trust_error_only(position: int, xor:
 
 
 _ROTATED_FILE: Final = _seal(_rotated(enc=True, sign=True)[1])
+
+
+def test_the_file_key_rewrites_without_the_passphrase_and_only_its_own_file() -> None:
+    _, after = _rotated()
+    data = _seal(after)
+    opened = open_keyfile_at(data, PASSPHRASE, now_ms=ROTATED_AT, rng=DeterministicRng("n"))
+    later = ROTATED_AT + GRACE_MS + 1
+    again = expire_keyfile_with(data, opened.file_key, now_ms=later, rng=DeterministicRng("y"))
+    assert again is not None and again.rewritten is not None
+    assert open_keyfile(again.rewritten, PASSPHRASE).retired_secrets() == ()
+    # A file sealed again since (a new salt: keys rotate) is left to its next opening.
+    resealed = _seal(after, seed="other")
+    assert (
+        expire_keyfile_with(resealed, opened.file_key, now_ms=later, rng=DeterministicRng("z"))
+        is None
+    )
+
+
+def test_the_file_key_has_no_secret_repr_and_is_not_pickled() -> None:
+    _, after = _rotated()
+    opened = open_keyfile_at(_seal(after), PASSPHRASE, now_ms=NOW_MS, rng=DeterministicRng("n"))
+    assert repr(opened.file_key) == "FileKey(<secret>)"
+    assert "file_key" not in repr(opened)
+    with pytest.raises(TypeError):
+        pickle.dumps(opened.file_key)
