@@ -10,7 +10,7 @@ key into an X25519 one (signing and encryption keys are separate, generated sepa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Final, Literal
 
@@ -234,6 +234,16 @@ class Identity:
             nats_seed=rng(32),
             created_ms=now_ms,
         )
+
+    def signing_with_listed(self, listed: Collection[bytes]) -> Identity:
+        """This identity signing with the newest key it holds that is in ``listed`` (the
+        member's signing keys in the roster the agent follows): after ``keys rotate --sign``
+        the old key until the coordinators apply the rotation, then the new one. Unchanged
+        when none is listed (the roster check refuses that sender anyway)."""
+        for pk in self._sign_order:
+            if pk in listed:
+                return self.with_signing_key(pk)
+        return self
 
     def rotated(
         self, *, rng: Random, now_ms: int, grace_ms: int, enc: bool = True, sign: bool = False

@@ -103,3 +103,12 @@ def test_repr_and_pickling_never_carry_the_retired_secrets() -> None:
         pickle.dumps(ident)
     with pytest.raises(TypeError):
         pickle.dumps(ident.retired_secrets()[0])
+
+
+def test_signing_with_listed_picks_the_newest_held_key_the_roster_lists() -> None:
+    ident, _ = _rotated()
+    newest, older = ident.sign_keys_held
+    assert ident.signing_with_listed([older]).sign_pk == older
+    assert ident.signing_with_listed([older, newest]).sign_pk == newest
+    assert ident.signing_with_listed({newest}).sign_pk == newest
+    assert ident.signing_with_listed([bytes(32)]) is ident
