@@ -67,6 +67,7 @@ class KeyManagerStats:
     refused: int = 0  # delivery envelopes the broker refused (set aside)
     rosters: int = 0  # newer rosters accepted
     rosters_refused: int = 0
+    turns: int = 0  # looks at the roster and the streams completed
 
 
 @dataclass
@@ -287,6 +288,7 @@ class KeyManager:
         self._said.clear()
         if self.make_epochs(await self.last_seqs(conn)):
             await self.flush(conn)
+        self.stats.turns += 1
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; reconnect with backoff while the broker is away.
