@@ -15,7 +15,7 @@ import hashlib
 from typing import Any, Final
 
 import msgspec
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from nacl import bindings
 from tfkit import NOW_MS, DeterministicRng, TaskForce, build_taskforce, example_record
@@ -242,6 +242,8 @@ def test_any_delivery_body_decodes_validly_or_raises_a_decode_error(body: bytes)
 
 
 @given(delivery_bodies)
+@example(encode(EpochKeyDelivery("tips", 1, EK1, S1, "initial")))  # valid, another channel
+@example(encode(EpochKeyDelivery("alerts", 1, EK1, S1, "initial")))  # valid
 def test_any_delivery_body_received_is_delivered_or_e_body(body: bytes) -> None:
     """Sealed by the key manager, any body is delivered (a valid delivery for "alerts") or
     refused with E_BODY; the keyring changes only for a delivered new key."""
