@@ -60,7 +60,7 @@ from tfshare.names import (
     task_force_channels,
     witness_bucket,
 )
-from tfshare.roster import TrustedRoster
+from tfshare.roster import MAX_MEMBERS, TrustedRoster
 
 # The names used to live here: callers that import them from tfshare.broker keep working.
 __all__ = [
@@ -117,9 +117,29 @@ class ServerLimits:
     use: the stream's max_bytes, the KV buckets and the consumers' state must fit in it."""
 
     max_file_store: int = 9 * GIB
-    max_connections: int = 1024  # agents, CLI commands and the audit service together
+    # Agents, CLI commands and the services together; never rendered below one connection
+    # per active agency plus CONNECTION_HEADROOM (``server_connections``).
+    max_connections: int = 1024
     max_subscriptions: int = 1024  # per connection; an agent needs a handful
     max_ack_pending: int = 10_000  # the most any consumer may be configured with
+    # Consumers one channel's stream may have: each reader has one durable consumer on it,
+    # an auditor one more. nats-server 2.15 caps a stream without its own max_consumers at
+    # 1,000 (jetstream.limits.default_max_consumers): a channel of more readers could not
+    # be provisioned.
+    max_consumers_per_stream: int = 2 * MAX_MEMBERS
+
+
+# Connections beyond one per active agency: CLI commands, the audit service, the key
+# manager, the administrator's provisioning.
+CONNECTION_HEADROOM: Final = 64
+
+
+def server_connections(roster: TrustedRoster, limits: ServerLimits) -> int:
+    """The max_connections to render: the operator's, but never fewer than every active
+    agency's agent plus ``CONNECTION_HEADROOM`` (1024 was every task force's default; a task
+    force of 20,000 agencies would have had 19,000 agents refused)."""
+    active = sum(1 for member in roster.roster.members if member.status == "active")
+    return max(limits.max_connections, active + CONNECTION_HEADROOM)
 
 
 @dataclass(frozen=True)
@@ -296,7 +316,7 @@ def render_config(
         f"{client_tls}"
         f"{routing}"
         f"max_payload: {MAX_PAYLOAD}\n"
-        f"max_connections: {limits.max_connections}\n"
+        f"max_connections: {server_connections(roster, limits)}\n"
         f"max_subscriptions: {limits.max_subscriptions}\n"
         f"jetstream {{\n"
         f"{domain}"
@@ -307,7 +327,8 @@ def render_config(
         # every 2 minutes). Costs about half the publish rate (docs/DEPLOY.md, durability).
         f"    sync_interval: always\n"
         f"    max_memory_store: {64 * 1024 * 1024}  # tfshare keeps everything on file storage\n"
-        f"    limits {{ max_ack_pending: {limits.max_ack_pending} }}\n"
+        f"    limits {{ max_ack_pending: {limits.max_ack_pending}, "
+        f"default_max_consumers: {limits.max_consumers_per_stream} }}\n"
         f"}}\n"
         f"authorization {{\n  users = [\n" + "\n".join(users) + "\n  ]\n}\n"
         f"{leafnodes}"

@@ -2,9 +2,9 @@
 
 Owns: the subjects (channel subjects and their parser, the audit service's checkpoint and
 proof subjects, each agency's private inbox), the JetStream names (one stream per channel,
-the durable consumers, the KV buckets and their keys, the JetStream API subjects a member
-needs) and ``permissions``: the broker permissions of each member of a roster, computed as
-data, which ``broker.render_config`` only renders.
+the durable consumers, the KV buckets and their keys, the roster's object store bucket, the
+JetStream API subjects a member needs) and ``permissions``: the broker permissions of each
+member of a roster, computed as data, which ``broker.render_config`` only renders.
 
 Pure: no I/O. These names are on the wire (docs/PROTOCOL.md section 10): changing one
 strands every broker already provisioned and every agent already running.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Final, NamedTuple
 
 from tfshare.encoding import is_name
-from tfshare.roster import TrustedRoster
+from tfshare.roster import MODE_EPOCH, TrustedRoster
 
 # -- channel subjects -------------------------------------------------------------------------
 
@@ -102,6 +102,26 @@ CHECKPOINT_KEY: Final = "checkpoint"
 def roster_bucket(taskforce: str) -> str:
     """The KV bucket holding the signed roster (key ``roster``), read by every member."""
     return f"tf_{taskforce}_roster"
+
+
+def roster_objects_bucket(taskforce: str) -> str:
+    """The JetStream object store bucket holding every published signed roster (one object
+    per version, ``roster_object_name``): the roster KV key holds the roster itself only
+    while it fits in one message, else a pointer to its object (docs/PROTOCOL.md, roster
+    distribution). Every member reads it; coordinators write it."""
+    return f"tf_{taskforce}_rosters"
+
+
+def roster_object_name(seq: int, sha256: bytes) -> str:
+    """The object of the roster of ``seq`` whose bytes have the SHA-256 ``sha256``: a name
+    never reused for other bytes, so a reader that follows an older pointer while a newer
+    roster is being published still finds the object it names (or none), never another."""
+    return f"roster.{seq}.{sha256.hex()}"
+
+
+def object_stream(bucket: str) -> str:
+    """The JetStream stream behind an object store bucket."""
+    return f"OBJ_{bucket}"
 
 
 def schema_bucket(taskforce: str) -> str:
@@ -235,6 +255,29 @@ def kv_read_api(bucket: str) -> tuple[str, ...]:
     return (f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.DIRECT.GET.{stream}.>")
 
 
+def object_read_api(bucket: str) -> tuple[str, ...]:
+    """Read an object store bucket without a consumer: its stream's info, and direct gets
+    (an object's metadata by its subject, its chunks one after the other by sequence)."""
+    stream = object_stream(bucket)
+    return (
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}.>",
+    )
+
+
+def object_write_api(bucket: str) -> tuple[str, ...]:
+    """Put and delete objects of a bucket as nats-py's object store does: publish chunks and
+    metadata, read an object's metadata, purge the chunks of a replaced or deleted object."""
+    stream = object_stream(bucket)
+    return (
+        f"$O.{bucket}.C.>",
+        f"$O.{bucket}.M.>",
+        f"$JS.API.STREAM.MSG.GET.{stream}",
+        f"$JS.API.STREAM.PURGE.{stream}",
+    )
+
+
 # -- the roster's view of channels and roles --------------------------------------------------
 
 
@@ -244,12 +287,26 @@ def task_force_channels(roster: TrustedRoster) -> list[str]:
 
 
 def readable_channels(roster: TrustedRoster, agency: str) -> list[str]:
-    return sorted(c.name for c in roster.roster.channels if agency in c.readers)
+    # The roster's sets, not the channels' lists: once per member, a list scan made the
+    # broker configuration of 20,000 members quadratic (9.5 s; bench/broker_scale.py).
+    return sorted(c.name for c in roster.roster.channels if agency in roster.readers[c.name])
 
 
 def writable_channels(roster: TrustedRoster, agency: str) -> list[str]:
     """The channels ``agency`` writes, in the roster's order."""
-    return [c.name for c in roster.roster.channels if agency in c.writers]
+    return [c.name for c in roster.roster.channels if agency in roster.writers[c.name]]
+
+
+def sender_channels(roster: TrustedRoster, agency: str) -> list[str]:
+    """The channels on whose sender subject ``agency`` may publish, in the roster's order:
+    those it writes and, for an active key manager, every channel whose mode policy allows
+    epoch mode (it publishes the epoch key deliveries there, writer or not)."""
+    key_manager = agency in roster.key_managers
+    return [
+        c.name
+        for c in roster.roster.channels
+        if agency in roster.writers[c.name] or (key_manager and c.mode_policy & MODE_EPOCH)
+    ]
 
 
 def is_auditor(roster: TrustedRoster, agency: str) -> bool:
@@ -309,9 +366,11 @@ def permissions(
 
     Every active member may publish on its own sender subjects of the channels it writes,
     use its own durable consumers (one per channel it reads, on that channel's stream), read
-    the roster, registry, audit and witness buckets, write its own witness key, ask for
-    proofs on its own proof subject, and receive replies on its own inbox and the checkpoint
-    announcements. Coordinators also write the roster and registry buckets. Coordinators and
+    the roster, registry, audit and witness buckets and the roster object store, write its
+    own witness key, ask for proofs on its own proof subject, and receive replies on its own
+    inbox and the checkpoint announcements. A key manager also publishes on its own sender
+    subject of every channel that allows epoch mode (its key deliveries). Coordinators also
+    write the roster and registry buckets and the roster object store. Coordinators and
     auditors also run the audit service: their audit consumer on every channel's stream,
     the checkpoint subject and key, every member's proof requests, answered through
     ``allow_responses`` (one reply per request received) instead of a standing right to
@@ -323,17 +382,17 @@ def permissions(
         return None
     tf = roster.taskforce
     roster_kv, schemas, audit_kv = roster_bucket(tf), schema_bucket(tf), audit_bucket(tf)
-    witness_kv = witness_bucket(tf)
-    publish = [
-        channel_subject(tf, channel, agency) for channel in writable_channels(roster, agency)
-    ]
+    witness_kv, roster_objects = witness_bucket(tf), roster_objects_bucket(tf)
+    publish = [channel_subject(tf, channel, agency) for channel in sender_channels(roster, agency)]
     for bucket in (roster_kv, schemas, audit_kv, witness_kv):
         publish += kv_read_api(bucket)
+    publish += object_read_api(roster_objects)
     publish += [kv_subject(witness_kv, witness_key(agency)), proof_subject(tf, agency)]
     subscribe = [inbox_subjects(agency), checkpoint_subject(tf)]
     responses = None
     if agency in roster.roster.coordinators:
         publish += [kv_subject(roster_kv, ROSTER_KEY), kv_subject(schemas, ">")]
+        publish += object_write_api(roster_objects)
     for channel in readable_channels(roster, agency):
         publish += consumer_api(stream_name(tf, channel), durable_name(agency, channel))
     if is_auditor(roster, agency):
