@@ -30,14 +30,14 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from tfshare import roster as R
+    from tfshare.workflows.rosters import Head
 
 app = typer.Typer(help="Edit, sign and verify the task-force roster.", no_args_is_help=True)
 
 RosterPath = Annotated[Path, typer.Argument(help="The roster file.")]
 
 
-def _saved(roster: R.Roster, what: str) -> None:
+def _saved(roster: Head, what: str) -> None:
     note(
         f"{what}; roster seq {roster.seq} is unsigned: {roster.threshold} coordinator "
         "signature(s) needed (tfshare roster sign)"
@@ -71,16 +71,23 @@ def init_cmd(
 @app.command("add")
 def add_cmd(
     path: RosterPath,
-    card: Annotated[Path, typer.Argument(help="The agency's card (check its fingerprint!).")],
+    cards: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Agency cards, or directories of *.card files (check each fingerprint!).",
+            show_default=False,
+        ),
+    ],
     role: Annotated[
         Literal["member", "coordinator", "auditor", "key-manager"], typer.Option("--role")
     ] = "member",
 ) -> None:
-    """Add an agency from its card."""
+    """Add agencies from their cards (files, or directories of *.card files), in one version."""
     from tfshare.workflows import rosters as workflow
 
-    roster = workflow.add(path, card, role=role, now_ms=now_ms())
-    _saved(roster, f"added {roster.members[-1].agency_id} as {role}")
+    roster, added = workflow.add(path, cards, role=role, now_ms=now_ms())
+    who = ", ".join(added) if len(added) <= 10 else f"{len(added)} agencies"
+    _saved(roster, f"added {who} as {role}")
 
 
 Agencies = Annotated[
@@ -93,14 +100,18 @@ Agencies = Annotated[
 AllMembers = Annotated[
     bool, typer.Option("--all-members", help="Every active member of the roster.")
 ]
+AgencyOpt = Annotated[
+    list[str] | None,
+    typer.Option("--agency", help="An agency id (repeat for several).", show_default=False),
+]
 ChannelOpt = Annotated[str, typer.Option("--channel", help="Channel name.")]
 
 
 def _rights_done(
-    roster: R.Roster | None, verb: str, agencies: list[str], channel: str, read: bool, write: bool
+    roster: Head | None, verb: str, agencies: list[str], channel: str, read: bool, write: bool
 ) -> None:
     rights = "+".join(r for r, on in (("read", read), ("write", write)) if on)
-    who = ", ".join(agencies) or "nobody"
+    who = (", ".join(agencies) if len(agencies) <= 10 else f"{len(agencies)} agencies") or "nobody"
     if roster is None:
         note(f"nothing changed: {rights} on {channel} was already as asked for {who}")
         return
@@ -115,13 +126,14 @@ def grant_cmd(
     read: Annotated[bool, typer.Option("--read", help="May read the channel.")] = False,
     write: Annotated[bool, typer.Option("--write", help="May write the channel.")] = False,
     all_members: AllMembers = False,
+    agency: AgencyOpt = None,
 ) -> None:
-    """Let agencies (or --all-members) read and/or write a channel."""
+    """Let agencies (--agency A --agency B, or --all-members) read and/or write a channel."""
     from tfshare.workflows import rosters as workflow
 
     roster, who = workflow.grant(
         path,
-        agencies,
+        [*([agencies] if agencies else []), *(agency or [])],
         channel=channel,
         read=read,
         write=write,
@@ -139,13 +151,14 @@ def ungrant_cmd(
     read: Annotated[bool, typer.Option("--read", help="May no longer read it.")] = False,
     write: Annotated[bool, typer.Option("--write", help="May no longer write it.")] = False,
     all_members: AllMembers = False,
+    agency: AgencyOpt = None,
 ) -> None:
-    """Take read and/or write on a channel away from agencies (or --all-members)."""
+    """Take read and/or write on a channel away from agencies (--agency, or --all-members)."""
     from tfshare.workflows import rosters as workflow
 
     roster, who = workflow.ungrant(
         path,
-        agencies,
+        [*([agencies] if agencies else []), *(agency or [])],
         channel=channel,
         read=read,
         write=write,
@@ -163,12 +176,73 @@ def channel_cmd(
         list[str] | None,
         typer.Option("--schema", help="Allowed schema subject, e.g. tf.alert (repeat)."),
     ] = None,
+    modes: Annotated[
+        str | None,
+        typer.Option(
+            "--modes",
+            help="Envelope modes allowed: direct, epoch or direct,epoch (senders pick by "
+            "audience).",
+            show_default=False,
+        ),
+    ] = None,
+    epoch_period: Annotated[
+        str | None,
+        typer.Option(
+            "--epoch-period",
+            help="Rotate the epoch key after this long, e.g. 7d, 12h.",
+            show_default=False,
+        ),
+    ] = None,
+    epoch_messages: Annotated[
+        int | None,
+        typer.Option(
+            "--epoch-messages", help="... or after this many messages.", show_default=False
+        ),
+    ] = None,
 ) -> None:
-    """Restrict which message types a channel carries (no --schema: any known type)."""
+    """Set what a channel carries (--schema; none of the options: any known type), which
+    envelope modes it allows and when its epoch key rotates; other settings are kept."""
     from tfshare.workflows import rosters as workflow
 
-    roster = workflow.channel_schemas(path, channel, schema or [], now_ms=now_ms())
-    _saved(roster, f"channel {channel} takes {', '.join(schema or []) or 'any schema'}")
+    only_schemas = modes is None and epoch_period is None and epoch_messages is None
+    done = workflow.channel_settings(
+        path,
+        channel,
+        schemas=schema if schema or not only_schemas else [],
+        modes=modes,
+        epoch_period=epoch_period,
+        epoch_messages=epoch_messages,
+        now_ms=now_ms(),
+    )
+    what = (
+        f"channel {channel}: schemas {', '.join(done.schemas) or 'any'}; modes {done.modes}; "
+        f"epoch key rotates every {done.period} or {done.max_messages} messages"
+    )
+    if done.head is None:
+        note(f"nothing changed: {what}")
+        return
+    _saved(done.head, what)
+
+
+@app.command("role")
+def role_cmd(
+    path: RosterPath,
+    agency: Annotated[str, typer.Argument(help="Agency id.")],
+    roles: Annotated[
+        str,
+        typer.Option(
+            "--roles",
+            help="Its roles, comma-separated, e.g. member,key-manager.",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Set an agency's roles (key-manager runs tfshare keys serve; coordinators change with
+    the coordinator set, not here)."""
+    from tfshare.workflows import rosters as workflow
+
+    roster = workflow.roles(path, agency, roles, now_ms=now_ms())
+    _saved(roster, f"{agency} has the roles {roles}")
 
 
 @app.command("witnesses")
@@ -324,7 +398,8 @@ def verify_cmd(
     """Check a roster against the anchor (and the persisted state): exit 0 or 6 with a code."""
     from tfshare import roster as R
     from tfshare.store import StateStore
-    from tfshare.workflows.filekinds import load_anchor, read_kind
+    from tfshare.workflows.filekinds import load_anchor
+    from tfshare.workflows.rosters import read_roster_file
 
     pinned = load_anchor(anchor)
     saved = None
@@ -335,7 +410,7 @@ def verify_cmd(
         finally:
             store.close()
     trusted, _ = R.verify_roster(
-        read_kind(path, "roster"), anchor=pinned, state=saved, now_ms=now_ms()
+        read_roster_file(path), anchor=pinned, state=saved, now_ms=now_ms()
     )
     expired = trusted.expired(now_ms())
     if as_json:
@@ -383,13 +458,26 @@ def show_cmd(path: RosterPath, as_json: JsonFlag = False) -> None:
             shown(f"  {m['agency']:<20} {','.join(m['roles']):<12} {m['fingerprint']}{flag}")
         )
         typer.echo(shown(f"  {'':<20} {m['name']}"))
+        for old in m["retired_enc_keys"]:
+            typer.echo(
+                shown(
+                    f"  {'':<20} retired encryption key {old['kid']} "
+                    f"{old['not_before']}..{old['not_after']}"
+                )
+            )
     typer.echo("channels:")
     for c in info["channels"]:
+        policy = c["epoch_policy"]
+        epoch = (
+            f"; epoch key every {policy['period']} or {policy['max_messages']} messages"
+            if "epoch" in c["modes"] or not policy["default"]
+            else ""
+        )
         typer.echo(
             shown(
                 f"  {c['name']}: read {','.join(c['readers']) or '-'}; "
                 f"write {','.join(c['writers']) or '-'}; "
-                f"schemas {','.join(c['schemas']) or 'any'}"
+                f"schemas {','.join(c['schemas']) or 'any'}; modes {c['modes']}{epoch}"
             )
         )
     _warn_hidden_names(info["members"])

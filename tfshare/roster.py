@@ -275,6 +275,14 @@ def _malformed(what: str, exc: Exception | None = None) -> RosterRejected:
     )
 
 
+def decode_signed(data: bytes) -> SignedRoster:
+    """Strictly decode a roster file's envelope only (an edit decodes the content itself)."""
+    try:
+        return decode_canonical(data, _signed_decoder)
+    except DECODE_ERRORS as exc:
+        raise _malformed("roster file", exc) from None
+
+
 def decode_signed_roster(data: bytes) -> tuple[SignedRoster, Roster]:
     """Strictly decode a roster file (canonical bytes only) into its envelope and content."""
     try:

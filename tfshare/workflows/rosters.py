@@ -1,41 +1,76 @@
 """``tfshare roster``: edit, sign, anchor, verify, show and diff roster files, and publish them.
 
-Owns: the file-level edits (grants and ungrants for several agencies at once, every name
+Owns: the file-level edits (cards added from files and directories, grants and ungrants for
+several agencies at once, channel modes and epoch policies, roles, key rotations; every name
 checked before anything is written), who may sign (refused before the passphrase, file
 unchanged), and what ``publish`` may replace in the broker's roster bucket (never a verified
 newer roster: E_ROSTER_ROLLBACK).
+
+Each edit reads the file, decodes the envelope, lets ``tfshare.roster`` make the change
+(one decode of the content, one encode) and writes the file once; what it reports back is the
+roster's head (``Head``), not a third decode of 20,000 members.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import ssl
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 
 from tfshare import roster as R
 from tfshare import transport
-from tfshare.encoding import encode, is_name
+from tfshare.encoding import DECODE_ERRORS, encode, is_name
 from tfshare.errors import RejectCode, RosterRejected, TrustError, UsageError
-from tfshare.files import write_atomic
+from tfshare.files import read_bytes, write_atomic
 from tfshare.keyfile import read_keyfile_header
-from tfshare.keys import Identity, fingerprint, kid_enc, kid_sig
+from tfshare.keys import CardBody, Identity, fingerprint, kid_enc, kid_sig
 from tfshare.store import StateStore
-from tfshare.workflows.filekinds import load_anchor, load_card, read_kind
+from tfshare.workflows.filekinds import MAX_FILE, load_anchor, load_card, read_kind
 from tfshare.workflows.keys import load_identity
 
 
+def read_roster_file(path: Path) -> bytes:
+    """The bytes of a roster file (up to ``R.MAX_ROSTER_FILE``: 20,000 members are ~6 MB)."""
+    return read_kind(path, "roster", limit=R.MAX_ROSTER_FILE)
+
+
 def _read(path: Path) -> R.SignedRoster:
-    signed, _ = R.decode_signed_roster(read_kind(path, "roster"))
-    return signed
+    """The roster file's envelope, strictly decoded; the content is decoded by the edit."""
+    return R.decode_signed(read_roster_file(path))
 
 
-def _write(path: Path, signed: R.SignedRoster) -> None:
+class Head(msgspec.Struct, array_like=True, frozen=True):
+    """The first elements of a roster: what a command reports after an edit. Decoding only
+    these skips the members (an array struct ignores the elements after its fields)."""
+
+    v: int
+    taskforce: str
+    seq: int
+    issued_ms: int
+    expires_ms: int
+    threshold: int
+
+
+_head_decoder: Final = msgspec.msgpack.Decoder(Head)
+
+
+def _write(path: Path, signed: R.SignedRoster) -> Head:
     write_atomic(path, encode(signed))
+    return _head_decoder.decode(signed.roster)
+
+
+def _content(signed: R.SignedRoster) -> R.Roster:
+    try:
+        return R.decode_roster(signed.roster)
+    except DECODE_ERRORS:
+        raise TrustError("the roster file is damaged", hint="fetch the roster file again") from None
 
 
 def _name(value: str, what: str) -> str:
@@ -55,7 +90,7 @@ def init(
     threshold: int,
     valid_days: int,
     now_ms: int,
-) -> R.Roster:
+) -> Head:
     _name(taskforce, "task-force name")
     cards = [load_card(p) for p in coordinator_cards]
     if not cards:
@@ -73,34 +108,105 @@ def init(
         taskforce, cards, threshold=threshold, now_ms=now_ms, valid_days=valid_days
     )
     write_atomic(out, encode(signed), overwrite=False)
-    return R.decode_signed_roster(encode(signed))[1]
+    return _head_decoder.decode(signed.roster)
 
 
-def add(path: Path, card_path: Path, *, role: R.Role, now_ms: int) -> R.Roster:
-    signed = R.add_member(_read(path), load_card(card_path), role=role, now_ms=now_ms)
-    _write(path, signed)
-    return R.decode_signed_roster(encode(signed))[1]
+def add(
+    path: Path, cards: Path | Sequence[Path], *, role: R.Role, now_ms: int
+) -> tuple[Head, list[str]]:
+    """Add the agencies of ``cards`` (card files, or directories of ``*.card`` files) in one
+    roster version; returns its head and the agencies added. All or nothing."""
+    loaded = load_cards([cards] if isinstance(cards, Path) else cards)
+    signed = R.add_members(_read(path), [c for _, c in loaded], role=role, now_ms=now_ms)
+    return _write(path, signed), [c.agency_id for _, c in loaded]
+
+
+_SECRET_KEY_MAGIC: Final = b"tfshare-key/"
+
+
+def _card_files(paths: Sequence[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.glob("*.card") if not p.is_dir())
+            if not found:
+                raise UsageError(
+                    f"{str(path)!r} holds no *.card file; nothing was changed",
+                    hint="give the agencies' card files, or a directory of them",
+                )
+            files += found
+        else:
+            files.append(path)
+    if not files:
+        raise UsageError("no card given", hint="give card files, or a directory of them")
+    return files
+
+
+def load_cards(paths: Sequence[Path]) -> list[tuple[Path, CardBody]]:
+    """Read and verify the cards of ``paths`` (files, or directories of ``*.card`` files),
+    each file once. Refused, before anything is written: a secret key file among them (its
+    magic, whatever its name), an agency in two files, a key in two files (both named)."""
+    loaded: list[tuple[Path, CardBody]] = []
+    seen: set[Path] = set()
+    agencies: dict[str, Path] = {}
+    keys: dict[tuple[str, bytes | str], Path] = {}
+    for path in _card_files(paths):
+        if path.resolve() in seen:
+            continue  # the same file given twice (by name and in its directory)
+        seen.add(path.resolve())
+        head = read_bytes(path, what="agency card", limit=MAX_FILE)[:32]
+        if _SECRET_KEY_MAGIC in head:
+            raise TrustError(
+                f"{str(path)!r} is a secret key file, not an agency card; nothing was changed",
+                hint="never pass a secret key file where a public card is expected: give the "
+                ".card files only, and keep the key file where it was, private",
+            )
+        card = load_card(path)
+        other = agencies.get(card.agency_id)
+        if other is not None:
+            raise UsageError(
+                f"agency {card.agency_id!r} is in two cards, {str(other)!r} and "
+                f"{str(path)!r}; nothing was changed",
+                hint="keep the card whose fingerprint the agency confirmed by phone, "
+                "remove the other",
+            )
+        agencies[card.agency_id] = path
+        for what, key in (
+            ("signing key", card.sign_pk),
+            ("encryption key", card.enc_pk),
+            ("NATS key", card.nats_user),
+        ):
+            other = keys.get((what, key))
+            if other is not None:
+                raise TrustError(
+                    f"{str(other)!r} and {str(path)!r} carry the same {what}; nothing was changed",
+                    hint="a key belongs to one agency: check both agencies' fingerprints by phone",
+                )
+            keys[(what, key)] = path
+        loaded.append((path, card))
+    return loaded
 
 
 Right = Literal["read", "write"]
 
 
 def _agencies(
-    roster: R.Roster, names: str | None, *, all_members: bool, granting: bool
+    roster: R.Roster, names: str | Sequence[str] | None, *, all_members: bool, granting: bool
 ) -> list[str]:
-    """The agencies a grant or ungrant names: ``names`` is comma-separated agency ids, or
-    ``all_members`` every active member. Every name is checked before anything is changed."""
-    if (names is None) == (not all_members):
+    """The agencies a grant or ungrant names: ``names`` is agency ids (each may be a
+    comma-separated list), or ``all_members`` every active member. Every name is checked
+    before anything is changed."""
+    given = [names] if isinstance(names, str) else list(names or [])
+    if (not given) == (not all_members):
         raise UsageError(
             "name the agencies or give --all-members (one of the two)",
-            hint="e.g. 'police-nl,ngo-x' (agency ids, comma-separated), or --all-members",
+            hint="e.g. --agency police-nl --agency ngo-x (or 'police-nl,ngo-x'), or --all-members",
         )
     if all_members:
         return [m.agency_id for m in roster.members if m.status == "active"]
-    assert names is not None
     members = {m.agency_id: m for m in roster.members}
     wanted: list[str] = []
-    for name in (part.strip() for part in names.split(",")):
+    for name in (part.strip() for item in given for part in item.split(",")):
         _name(name, "agency id")
         if name not in members:
             raise UsageError(
@@ -112,9 +218,8 @@ def _agencies(
                 f"agency {name!r} is {members[name].status}; nothing was changed",
                 hint="rights are granted only to active members",
             )
-        if name not in wanted:
-            wanted.append(name)
-    return wanted
+        wanted.append(name)
+    return list(dict.fromkeys(wanted))
 
 
 def _rights(read: bool, write: bool, verb: str) -> list[Right]:
@@ -125,31 +230,30 @@ def _rights(read: bool, write: bool, verb: str) -> list[Right]:
     return rights
 
 
-def _with_rights(
+def _needs_change(
     roster: R.Roster, channel: str, agencies: Sequence[str], rights: Sequence[Right], *, add: bool
-) -> R.Roster:
-    """``roster`` with ``rights`` on ``channel`` given to (or taken from) ``agencies``; the
-    channel is created by a grant, and must exist for an ungrant."""
-    channels = {c.name: c for c in roster.channels}
-    if channel not in channels and not add:
-        raise UsageError(
-            f"channel {channel!r} is not in roster seq {roster.seq}; nothing was changed",
-            hint="'tfshare roster show' lists the channels",
-        )
-    ch = channels.get(channel) or R.Channel(channel, [], [], 1, 1, [])
-    lists = {"read": list(ch.readers), "write": list(ch.writers)}
+) -> bool:
+    """Whether granting (or taking) ``rights`` on ``channel`` changes anything; a grant on a
+    new channel always does (it creates it). An ungrant needs the channel to exist."""
+    ch = next((c for c in roster.channels if c.name == channel), None)
+    if ch is None:
+        if not add:
+            raise UsageError(
+                f"channel {channel!r} is not in roster seq {roster.seq}; nothing was changed",
+                hint="'tfshare roster show' lists the channels",
+            )
+        return True
+    lists = {"read": set(ch.readers), "write": set(ch.writers)}
     for right in rights:
-        if add:
-            lists[right] += [a for a in agencies if a not in lists[right]]
-        else:
-            lists[right] = [a for a in lists[right] if a not in agencies]
-    channels[channel] = msgspec.structs.replace(ch, readers=lists["read"], writers=lists["write"])
-    return msgspec.structs.replace(roster, channels=list(channels.values()))
+        holders = lists[right]
+        if any((a not in holders) if add else (a in holders) for a in agencies):
+            return True
+    return False
 
 
 def _change_rights(
     path: Path,
-    names: str | None,
+    names: str | Sequence[str] | None,
     *,
     all_members: bool,
     channel: str,
@@ -157,33 +261,33 @@ def _change_rights(
     write: bool,
     add: bool,
     now_ms: int,
-) -> tuple[R.Roster | None, list[str]]:
+) -> tuple[Head | None, list[str]]:
     _name(channel, "channel name")
     rights = _rights(read, write, "grant" if add else "remove")
     signed = _read(path)
-    _, roster = R.decode_signed_roster(encode(signed))
+    roster = _content(signed)
     agencies = _agencies(roster, names, all_members=all_members, granting=add)
-    changed = _with_rights(roster, channel, agencies, rights, add=add)
-    if changed == roster:
+    if not _needs_change(roster, channel, agencies, rights, add=add):
         return None, agencies  # nothing to change: the file (and its signatures) stay as they are
-    signed = R.edit(signed, changed, now_ms=now_ms)
-    _write(path, signed)
-    return R.decode_signed_roster(encode(signed))[1], agencies
+    change = R.grant if add else R.ungrant
+    signed = change(signed, agencies, channel=channel, read=read, write=write, now_ms=now_ms)
+    return _write(path, signed), agencies
 
 
 def grant(
     path: Path,
-    names: str | None,
+    names: str | Sequence[str] | None,
     *,
     channel: str,
     read: bool,
     write: bool,
     now_ms: int,
     all_members: bool = False,
-) -> tuple[R.Roster | None, list[str]]:
-    """Let the agencies ``names`` (comma-separated ids) or ``all_members`` (every active
-    member) read and/or write ``channel``, created if new. Returns the new roster (None when
-    they all had those rights: nothing is written) and the agencies."""
+) -> tuple[Head | None, list[str]]:
+    """Let the agencies ``names`` (ids, or one comma-separated string) or ``all_members``
+    (every active member) read and/or write ``channel``, created if new. Returns the new
+    roster's head (None when they all had those rights: nothing is written) and the
+    agencies."""
     return _change_rights(
         path,
         names,
@@ -198,16 +302,16 @@ def grant(
 
 def ungrant(
     path: Path,
-    names: str | None,
+    names: str | Sequence[str] | None,
     *,
     channel: str,
     read: bool,
     write: bool,
     now_ms: int,
     all_members: bool = False,
-) -> tuple[R.Roster | None, list[str]]:
+) -> tuple[Head | None, list[str]]:
     """Take read and/or write on ``channel`` away from the agencies named (or all members).
-    Returns the new roster (None when none had those rights) and the agencies."""
+    Returns the new roster's head (None when none had those rights) and the agencies."""
     return _change_rights(
         path,
         names,
@@ -220,23 +324,143 @@ def ungrant(
     )
 
 
-def channel_schemas(path: Path, channel: str, schemas: list[str], *, now_ms: int) -> R.Roster:
+def channel_schemas(path: Path, channel: str, schemas: list[str], *, now_ms: int) -> Head:
     signed = R.set_channel_schemas(_read(path), channel, schemas, now_ms=now_ms)
-    _write(path, signed)
-    return R.decode_signed_roster(encode(signed))[1]
+    return _write(path, signed)
 
 
-def witnesses(path: Path, threshold: int, *, now_ms: int) -> R.Roster:
+_DURATION: Final = re.compile(r"^([0-9]{1,9})([smhdw])\Z")
+_UNIT_MS: Final = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_MODES: Final = {"direct": R.MODE_DIRECT, "epoch": R.MODE_EPOCH}
+
+
+def parse_period(text: str) -> int:
+    """``--epoch-period``: a number and a unit (s, m, h, d, w), e.g. 7d; at least a minute."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise UsageError(
+            f"{text!r} is not a duration",
+            hint="give --epoch-period as a number and a unit: 30m, 12h, 7d, 2w",
+        )
+    period_ms = int(match.group(1)) * _UNIT_MS[match.group(2)]
+    if period_ms < R.MIN_EPOCH_PERIOD_MS:
+        raise UsageError(f"an epoch period of {text!r} is under a minute", hint="give 1m or more")
+    return period_ms
+
+
+def parse_modes(text: str) -> int:
+    """``--modes direct``, ``epoch`` or ``direct,epoch``: the channel's mode policy bits."""
+    policy = 0
+    for part in (p.strip() for p in text.split(",")):
+        if part not in _MODES:
+            raise UsageError(
+                f"{part!r} is not an envelope mode",
+                hint="give --modes direct, epoch or direct,epoch",
+            )
+        policy |= _MODES[part]
+    return policy
+
+
+@dataclass(frozen=True)
+class ChannelChange:
+    """What ``roster channel`` changed (nothing when every setting was already so)."""
+
+    head: Head | None
+    modes: str
+    period_ms: int
+    max_messages: int
+    schemas: list[str]
+
+    @property
+    def period(self) -> str:
+        return _duration(self.period_ms)
+
+
+def channel_settings(
+    path: Path,
+    channel: str,
+    *,
+    schemas: list[str] | None,
+    modes: str | None = None,
+    epoch_period: str | None = None,
+    epoch_messages: int | None = None,
+    now_ms: int,
+) -> ChannelChange:
+    """Set a channel's allowed schemas, envelope modes and epoch policy in one new version;
+    a setting not given keeps its value. Nothing is written when nothing changes."""
+    _name(channel, "channel name")
+    policy = None if modes is None else parse_modes(modes)
+    period = None if epoch_period is None else parse_period(epoch_period)
+    if epoch_messages is not None and epoch_messages < 1:
+        raise UsageError("--epoch-messages must be at least 1", hint="e.g. --epoch-messages 1000")
+    signed = _read(path)
+    roster = _content(signed)
+    ch = next((c for c in roster.channels if c.name == channel), None)
+    if ch is None:
+        raise UsageError(
+            f"channel {channel!r} is not in roster seq {roster.seq}; nothing was changed",
+            hint="create it with 'tfshare roster grant' first",
+        )
+    old_period, old_messages = next(
+        ((p.period_ms, p.max_messages) for p in roster.epoch_policies if p.channel == channel),
+        (R.DEFAULT_EPOCH_PERIOD_MS, R.DEFAULT_EPOCH_MAX_MESSAGES),
+    )
+    new_period = old_period if period is None else period
+    new_messages = old_messages if epoch_messages is None else epoch_messages
+    new_policy = ch.mode_policy if policy is None else policy
+    new_schemas = ch.schemas if schemas is None else sorted(set(schemas))
+    changed = False
+    if new_schemas != ch.schemas:
+        signed = R.set_channel_schemas(signed, channel, new_schemas, now_ms=now_ms)
+        changed = True
+    if new_policy != ch.mode_policy:
+        signed = R.set_channel_modes(
+            signed,
+            channel,
+            direct=bool(new_policy & R.MODE_DIRECT),
+            epoch=bool(new_policy & R.MODE_EPOCH),
+            now_ms=now_ms,
+        )
+        changed = True
+    if (new_period, new_messages) != (old_period, old_messages):
+        signed = R.set_epoch_policy(
+            signed, channel, period_ms=new_period, max_messages=new_messages, now_ms=now_ms
+        )
+        changed = True
+    return ChannelChange(
+        head=_write(path, signed) if changed else None,
+        modes=R.mode_names(new_policy),
+        period_ms=new_period,
+        max_messages=new_messages,
+        schemas=new_schemas,
+    )
+
+
+def roles(path: Path, agency: str, roles: str, *, now_ms: int) -> Head:
+    """Give ``agency`` exactly the comma-separated ``roles`` (e.g. member,key-manager)."""
+    _name(agency, "agency id")
+    wanted: list[R.Role] = []
+    for part in (r.strip() for r in roles.split(",")):
+        if part not in ("coordinator", "member", "auditor", "key-manager"):
+            raise UsageError(
+                f"{part!r} is not a role",
+                hint="roles are member, key-manager, auditor (and coordinator, which is "
+                "changed only with the coordinator set)",
+            )
+        wanted.append(part)  # type: ignore[arg-type]
+    signed = R.set_roles(_read(path), agency, wanted, now_ms=now_ms)
+    return _write(path, signed)
+
+
+def witnesses(path: Path, threshold: int, *, now_ms: int) -> Head:
     """Set how many member witnesses a checkpoint needs before evidence is trusted."""
     signed = R.set_witness_threshold(_read(path), threshold, now_ms=now_ms)
-    _write(path, signed)
-    return R.decode_signed_roster(encode(signed))[1]
+    return _write(path, signed)
 
 
-def revoke(path: Path, agency: str, *, reason: R.Reason, now_ms: int) -> R.Roster:
+def revoke(path: Path, agency: str, *, reason: R.Reason, now_ms: int) -> Head:
     signed = R.revoke(_read(path), agency, reason=reason, now_ms=now_ms)
-    _write(path, signed)
-    return R.decode_signed_roster(encode(signed))[1]
+    return _write(path, signed)
 
 
 def sign(
@@ -253,7 +477,7 @@ def sign(
     A key whose signature could not count (not a coordinator, a suspended coordinator, a
     revoked or retired key) is refused before the passphrase is asked, and the file is left
     exactly as it was."""
-    signed, roster, _ = R.self_verify(read_kind(path, "roster"))
+    signed, roster, _ = R.self_verify(read_roster_file(path))
     before = None if previous is None else _previous_anchor(previous, roster)
     header = read_keyfile_header(read_kind(key, "key"))
     _check_signer(roster, header.agency_id, header.sign_pk, before)
@@ -262,7 +486,8 @@ def sign(
     _check_signer(roster, identity.agency_id, identity.sign_pk, before)
     signed = R.sign(signed, identity)
     _write(path, signed)
-    _, roster, approvals = R.self_verify(encode(signed))
+    # The content was checked in full above and is unchanged: only the signatures are new.
+    approvals = R.approvals(R.roster_message(signed.roster), signed.sigs, R.anchor_of(roster))
     is_coordinator = R.signer_problem(roster, identity.agency_id, identity.sign_pk) is None
     return roster, approvals, identity.agency_id, is_coordinator
 
@@ -283,7 +508,7 @@ def _check_signer(
 def _previous_anchor(previous: Path, roster: R.Roster) -> R.Anchor:
     """The coordinators of the roster in force, for an outgoing coordinator's signature: it
     must be fully signed by its own coordinators, of the same task force, and older."""
-    _, before, approvals = R.self_verify(read_kind(previous, "roster"))
+    _, before, approvals = R.self_verify(read_roster_file(previous))
     if before.taskforce != roster.taskforce or before.seq >= roster.seq:
         raise UsageError(
             f"--previous is roster seq {before.seq} of {before.taskforce}, not an earlier "
@@ -301,7 +526,7 @@ def _previous_anchor(previous: Path, roster: R.Roster) -> R.Anchor:
 
 def export_anchor(path: Path, out: Path) -> R.Anchor:
     """Export the anchor of a roster that its own coordinators have fully signed."""
-    _, roster, approvals = R.self_verify(read_kind(path, "roster"))
+    _, roster, approvals = R.self_verify(read_roster_file(path))
     if len(approvals) < roster.threshold:
         raise TrustError(
             f"roster seq {roster.seq} has {len(approvals)} of {roster.threshold} coordinator "
@@ -319,7 +544,7 @@ def load_trusted(
     """Verify a roster against the pinned anchor and the persisted state; persist the new
     state only if it verifies (a rejected roster changes nothing)."""
     anchor = load_anchor(anchor_path)
-    data = read_kind(roster_path, "roster")
+    data = read_roster_file(roster_path)
     trusted, state = R.verify_roster(
         data, anchor=anchor, state=store.roster_state(anchor.taskforce), now_ms=now_ms
     )
@@ -350,12 +575,31 @@ def _iso(ms: int) -> str:
 
 def summary(path: Path) -> dict[str, Any]:
     """The roster as plain data for ``roster show`` (and its --json)."""
-    signed, roster, approvals = R.self_verify(read_kind(path, "roster"))
+    signed, roster, approvals = R.self_verify(read_roster_file(path))
     return _summary(signed, roster, approvals)
+
+
+def _duration(ms: int) -> str:
+    """A period as people write it (7d, 12h, 90m, 45s), exact."""
+    for unit, size in (("w", 604_800_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms / 1000:g}s"
 
 
 def _summary(signed: R.SignedRoster, roster: R.Roster, approvals: set[str]) -> dict[str, Any]:
     revoked = {r.kid: r for r in roster.revoked}
+    retired: dict[str, list[dict[str, str]]] = {}
+    for old in roster.retired_enc_keys:
+        retired.setdefault(old.agency_id, []).append(
+            {
+                "kid": kid_enc(old.pk).hex(),
+                "not_before": _iso(old.not_before_ms),
+                "not_after": _iso(old.not_after_ms),
+            }
+        )
+    policies = {p.channel: (p.period_ms, p.max_messages) for p in roster.epoch_policies}
+    default_policy = (R.DEFAULT_EPOCH_PERIOD_MS, R.DEFAULT_EPOCH_MAX_MESSAGES)
     return {
         "taskforce": roster.taskforce,
         "seq": roster.seq,
@@ -386,6 +630,12 @@ def _summary(signed: R.SignedRoster, roster: R.Roster, approvals: set[str]) -> d
                     for k in m.sign_keys
                 ],
                 "enc_kid": kid_enc(m.enc_key.pk).hex(),
+                "enc_key": {
+                    "kid": kid_enc(m.enc_key.pk).hex(),
+                    "not_before": _iso(m.enc_key.not_before_ms),
+                    "not_after": _iso(m.enc_key.not_after_ms),
+                },
+                "retired_enc_keys": retired.get(m.agency_id, []),
                 "nats_user": m.nats_user,
             }
             for m in roster.members
@@ -398,17 +648,32 @@ def _summary(signed: R.SignedRoster, roster: R.Roster, approvals: set[str]) -> d
                 "schemas": c.schemas,
                 "min_suite": c.min_suite,
                 "mode_policy": c.mode_policy,
+                "modes": R.mode_names(c.mode_policy),
+                "epoch_policy": {
+                    "period_ms": policies.get(c.name, default_policy)[0],
+                    "period": _duration(policies.get(c.name, default_policy)[0]),
+                    "max_messages": policies.get(c.name, default_policy)[1],
+                    "default": c.name not in policies,
+                },
             }
             for c in roster.channels
         ],
+        "key_managers": sorted(
+            m.agency_id for m in roster.members if m.status == "active" and "key-manager" in m.roles
+        ),
         "revoked": [
             {"kid": r.kid.hex(), "at": _iso(r.at_ms), "reason": r.reason} for r in roster.revoked
         ],
     }
 
 
-def _keys(member: dict[str, Any]) -> str:
-    return ", ".join(f"{k['kid']} {k['not_before']}..{k['not_after']}" for k in member["sign_keys"])
+def _window(key: dict[str, str]) -> str:
+    return f"{key['kid']} {key['not_before']}..{key['not_after']}"
+
+
+def _policy(policy: dict[str, Any]) -> str:
+    default = " (default)" if policy["default"] else ""
+    return f"every {policy['period']} or {policy['max_messages']} messages{default}"
 
 
 def diff(old_path: Path, new_path: Path) -> list[str]:
@@ -425,8 +690,16 @@ def diff(old_path: Path, new_path: Path) -> list[str]:
         changes.append(f"coordinator added: {who}")
     for who in sorted(set(old["coordinators"]) - set(new["coordinators"])):
         changes.append(f"coordinator removed: {who}")
-    old_m = {m["agency"]: m for m in old["members"]}
-    new_m = {m["agency"]: m for m in new["members"]}
+    changes += _member_changes(old["members"], new["members"])
+    changes += _channel_changes(old["channels"], new["channels"])
+    changes += _revocation_changes(old["revoked"], new["revoked"])
+    return changes
+
+
+def _member_changes(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
+    changes: list[str] = []
+    old_m = {m["agency"]: m for m in old}
+    new_m = {m["agency"]: m for m in new}
     for agency in sorted(new_m.keys() - old_m.keys()):
         m = new_m[agency]
         changes.append(
@@ -437,47 +710,65 @@ def diff(old_path: Path, new_path: Path) -> list[str]:
         changes.append(f"member removed: {agency}")
     for agency in sorted(old_m.keys() & new_m.keys()):
         a, b = old_m[agency], new_m[agency]
-        for field in ("name", "roles", "status", "fingerprint", "enc_kid", "nats_user"):
+        for field in ("name", "roles", "status", "fingerprint", "nats_user"):
             if a[field] != b[field]:
                 changes.append(f"member {agency}: {field} {a[field]} -> {b[field]}")
         if a["sign_keys"] != b["sign_keys"]:
-            before = ", ".join(
-                f"{k['kid']} {k['not_before']}..{k['not_after']}" for k in a["sign_keys"]
-            )
-            after = ", ".join(
-                f"{k['kid']} {k['not_before']}..{k['not_after']}" for k in b["sign_keys"]
-            )
+            before = ", ".join(_window(k) for k in a["sign_keys"])
+            after = ", ".join(_window(k) for k in b["sign_keys"])
             changes.append(f"member {agency}: signing keys [{before}] -> [{after}]")
-    old_c = {c["name"]: c for c in old["channels"]}
-    new_c = {c["name"]: c for c in new["channels"]}
+        if a["enc_key"] != b["enc_key"]:
+            changes.append(
+                f"member {agency}: encryption key {_window(a['enc_key'])} -> "
+                f"{_window(b['enc_key'])}"
+            )
+        if a["retired_enc_keys"] != b["retired_enc_keys"]:
+            before = ", ".join(_window(k) for k in a["retired_enc_keys"]) or "-"
+            after = ", ".join(_window(k) for k in b["retired_enc_keys"]) or "-"
+            changes.append(f"member {agency}: retired encryption keys [{before}] -> [{after}]")
+    return changes
+
+
+def _channel_changes(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
+    changes: list[str] = []
+    old_c = {c["name"]: c for c in old}
+    new_c = {c["name"]: c for c in new}
     for name in sorted(new_c.keys() - old_c.keys()):
         c = new_c[name]
         changes.append(
             f"channel added: {name} readers={','.join(c['readers']) or '-'} "
-            f"writers={','.join(c['writers']) or '-'}"
+            f"writers={','.join(c['writers']) or '-'} modes={c['modes']} "
+            f"epoch policy {_policy(c['epoch_policy'])}"
         )
     for name in sorted(old_c.keys() - new_c.keys()):
         changes.append(f"channel removed: {name}")
     for name in sorted(old_c.keys() & new_c.keys()):
+        a, b = old_c[name], new_c[name]
         for field in ("readers", "writers"):
-            added = sorted(set(new_c[name][field]) - set(old_c[name][field]))
-            removed = sorted(set(old_c[name][field]) - set(new_c[name][field]))
+            added = sorted(set(b[field]) - set(a[field]))
+            removed = sorted(set(a[field]) - set(b[field]))
             if added:
                 changes.append(f"channel {name}: {field} + {','.join(added)}")
             if removed:
                 changes.append(f"channel {name}: {field} - {','.join(removed)}")
-        for field in ("min_suite", "mode_policy"):
-            if old_c[name][field] != new_c[name][field]:
-                changes.append(
-                    f"channel {name}: {field} {old_c[name][field]} -> {new_c[name][field]}"
-                )
-        if old_c[name]["schemas"] != new_c[name]["schemas"]:
+        for field in ("min_suite", "modes"):
+            if a[field] != b[field]:
+                changes.append(f"channel {name}: {field} {a[field]} -> {b[field]}")
+        if a["epoch_policy"] != b["epoch_policy"]:
             changes.append(
-                f"channel {name}: schemas -> {','.join(new_c[name]['schemas']) or 'any'}"
+                f"channel {name}: epoch policy {_policy(a['epoch_policy'])} -> "
+                f"{_policy(b['epoch_policy'])}"
             )
-    # Every revocation difference: a weakened or withdrawn revocation must be visible.
-    old_r = {r["kid"]: r for r in old["revoked"]}
-    new_r = {r["kid"]: r for r in new["revoked"]}
+        if a["schemas"] != b["schemas"]:
+            changes.append(f"channel {name}: schemas -> {','.join(b['schemas']) or 'any'}")
+    return changes
+
+
+def _revocation_changes(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
+    """Every revocation difference: a weakened or withdrawn revocation must be visible."""
+    changes: list[str] = []
+    old_r = {r["kid"]: r for r in old}
+    new_r = {r["kid"]: r for r in new}
     for kid in sorted(new_r.keys() - old_r.keys()):
         changes.append(f"key revoked: {kid} ({new_r[kid]['reason']}) at {new_r[kid]['at']}")
     for kid in sorted(old_r.keys() - new_r.keys()):
@@ -509,7 +800,7 @@ def publish(
     refused with E_ROSTER_ROLLBACK (receivers would refuse it anyway, and agencies that join
     later would be handed the stale one). ``force`` replaces only a bucket value that cannot
     be verified (junk), never a verified newer roster."""
-    data = read_kind(path, "roster")
+    data = read_roster_file(path)
     _, roster, approvals = R.self_verify(data)
     if len(approvals) < roster.threshold:
         raise TrustError(
