@@ -116,3 +116,27 @@ def test_keys_show_reads_a_rotated_v2_key_file(run: Run, tf: Path, tmp_path: Pat
     assert shown.returncode == 0, shown.stderr
     after = open_keyfile(key.read_bytes(), pass_file.read_text().strip().encode())
     assert json.loads(shown.stdout)["kid_enc"] == after.kid_enc.hex()
+
+
+def test_rotate_uses_the_profiles_key_and_writes_the_statement_beside_it(
+    run: Run, tf: Path, tmp_path: Path
+) -> None:
+    result = run("init", "--agency", "police", "--server", "nats://127.0.0.1:4222",
+                 "--roster", tf / "taskforce.roster", "--anchor", tf / "taskforce.anchor",
+                 "--key", tf / "keys" / "police.key")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "home" / "profiles" / "default"
+    pass_file = tf / "keys" / "police.pass"
+    rotated = run("--profile", "default", "keys", "rotate", "--passphrase-file", pass_file)
+    assert rotated.returncode == 0, rotated.stderr
+    assert (folder / "police.rotation").exists()
+    after = open_keyfile(
+        (folder / "police.key").read_bytes(), pass_file.read_text().strip().encode()
+    )
+    assert len(after.enc_kids) == 2
+    # The session's own key file is untouched.
+    assert read_keyfile_header((tf / "keys" / "police.key").read_bytes()).tag != KEYFILE_TAG_V2
+
+
+def test_rotate_without_key_or_profile_is_a_usage_error(run: Run) -> None:
+    _assert_error(run("keys", "rotate"), 2, "--key is required without a profile")
