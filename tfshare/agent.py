@@ -558,32 +558,27 @@ class Agent:
         openings = [receiver.open(d.data, d.subject, now_ms) for d in deliveries]
         try:
             with self.store.transaction():
-                for delivery, opening in zip(deliveries, openings, strict=True):
-                    result: Outcome | str | _AwaitingKey | None
-                    try:
-                        with self.store.savepoint():
-                            result = self._settle(receiver, delivery, opening, now_ms, conn)
-                    except (StoreError, asyncio.CancelledError):
-                        raise  # the store is unavailable: the whole batch waits
-                    except sqlite3.IntegrityError as exc:
-                        # A constraint this message's rows broke: a bug about this message.
-                        result = self._failed(delivery, opening, exc)
-                    except sqlite3.Error:
-                        # Every other SQLite error is the store's (full, damaged, a missing
-                        # table): acknowledging the message as failed could lose a valid one.
-                        raise
-                    except Exception as exc:
-                        result = self._failed(delivery, opening, exc)
-                    if result is None:
-                        retry.append(delivery)
-                    elif isinstance(result, _AwaitingKey):
-                        awaiting.append(delivery)  # neither persisted nor acknowledged
-                    elif isinstance(result, str):
-                        # Not persisted, not acknowledged: fetched below, then redelivered.
-                        deferred.setdefault(result, []).append(delivery)
-                    else:
-                        handled.append(delivery)
-                        outcomes.append(result)
+                pending = list(zip(deliveries, openings, strict=True))
+                while pending:
+                    keys_held = len(self.epochs)
+                    parked: list[tuple[transport.Delivery, Opening]] = []
+                    for delivery, opening in pending:
+                        result = self._settle_one(receiver, delivery, opening, now_ms, conn)
+                        if result is None:
+                            retry.append(delivery)
+                        elif isinstance(result, _AwaitingKey):
+                            parked.append((delivery, opening))
+                        elif isinstance(result, str):
+                            # Not persisted, not acknowledged: fetched below, then redelivered.
+                            deferred.setdefault(result, []).append(delivery)
+                        else:
+                            handled.append(delivery)
+                            outcomes.append(result)
+                    # A key delivered later in the batch than a message under its epoch:
+                    # that message is settled again now rather than after a redelivery.
+                    pending = parked if len(self.epochs) != keys_held else []
+                    if not pending:
+                        awaiting = [parked_delivery for parked_delivery, _ in parked]
         except (sqlite3.Error, StoreError) as exc:
             # Rolled back whole: nothing of the batch is stored, so nothing is acknowledged.
             log.error(
@@ -611,6 +606,30 @@ class Agent:
             await delivery.ack()
         self._log_junk()
         return outcomes
+
+    def _settle_one(
+        self,
+        receiver: Receiver,
+        delivery: transport.Delivery,
+        opening: Opening,
+        now_ms: int,
+        conn: transport.Connection | None,
+    ) -> Outcome | str | _AwaitingKey | None:
+        """``_settle`` in a savepoint of its own; None if it failed and is to be retried."""
+        try:
+            with self.store.savepoint():
+                return self._settle(receiver, delivery, opening, now_ms, conn)
+        except (StoreError, asyncio.CancelledError):
+            raise  # the store is unavailable: the whole batch waits
+        except sqlite3.IntegrityError as exc:
+            # A constraint this message's rows broke: a bug about this message.
+            return self._failed(delivery, opening, exc)
+        except sqlite3.Error:
+            # Every other SQLite error is the store's (full, damaged, a missing table):
+            # acknowledging the message as failed could lose a valid one.
+            raise
+        except Exception as exc:
+            return self._failed(delivery, opening, exc)
 
     def _announce(
         self, handled: list[transport.Delivery], outcomes: list[Outcome], now_ms: int
