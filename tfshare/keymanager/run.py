@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from tfshare import transport
-from tfshare.keymanager.service import KeyManager, queue_resend
+from tfshare.keymanager.plan import is_key_manager
+from tfshare.keymanager.service import KeyManager, not_key_manager, queue_resend
 from tfshare.keymanager.store import KeyManagerStore
 from tfshare.workflows.filekinds import read_kind
 from tfshare.workflows.live import Agency
@@ -33,9 +34,13 @@ def open_store(agency: Agency) -> KeyManagerStore:
 
 
 def key_manager(agency: Agency, *, url: str, every_s: float = 2.0) -> KeyManager:
-    """The key manager of ``agency``; refuses (TrustError) an agency without the role."""
-    manager = KeyManager(
-        identity=agency.identity(),
+    """The key manager of ``agency``; refuses (TrustError) an agency without the role,
+    before its database is created."""
+    identity = agency.identity()
+    if not is_key_manager(agency.roster, identity.agency_id):
+        raise not_key_manager(agency.roster, identity.agency_id)
+    return KeyManager(
+        identity=identity,
         roster=agency.roster,
         roster_bytes=read_kind(agency.roster_path, "roster"),
         store=open_store(agency),
@@ -46,12 +51,6 @@ def key_manager(agency: Agency, *, url: str, every_s: float = 2.0) -> KeyManager
         tls=agency.tls,
         js_domain=agency.js_domain,
     )
-    try:
-        manager.check_role()
-    except BaseException:
-        manager.store.close()
-        raise
-    return manager
 
 
 def serve(manager: KeyManager) -> KeyManager:
