@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import operator
+import weakref
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -341,7 +342,7 @@ def resolve_recipients(
     cached = roster.recipients_cache.get(key)
     if cached is not None:  # only answers that passed the checks below are kept
         return list(cached)
-    ch = roster.channels[channel]
+    readers = roster.readers[channel]  # a set: a list would be scanned once per name
     names = list(named) if named else roster.active_readers(channel)
     recipients: list[Recipient] = []
     for name in names:
@@ -351,7 +352,7 @@ def resolve_recipients(
                 f"agency {name!r} is not in the roster",
                 hint="check the spelling; 'tfshare roster show' lists the agencies",
             )
-        if member.status != "active" or name not in ch.readers:
+        if member.status != "active" or name not in readers:
             raise _policy_error(
                 f"agency {name!r} may not read channel {channel!r}",
                 hint="send only to the channel's readers, or ask a coordinator to grant access",
@@ -365,6 +366,23 @@ def resolve_recipients(
     if len(roster.recipients_cache) < 256:  # bounded: ``to`` lists come from users
         roster.recipients_cache[key] = tuple(recipients)
     return recipients
+
+
+# Active readers per channel, per roster: counting walks every reader, which at 20,000
+# would cost more than sealing the message itself. A roster never changes once verified.
+_reader_counts: Final[weakref.WeakKeyDictionary[TrustedRoster, dict[str, int]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _active_reader_count(roster: TrustedRoster, channel: str) -> int:
+    counts = _reader_counts.get(roster)
+    if counts is None:
+        counts = _reader_counts[roster] = {}
+    count = counts.get(channel)
+    if count is None:
+        count = counts[channel] = len(roster.active_readers(channel))
+    return count
 
 
 def seal(
@@ -417,7 +435,7 @@ def seal(
             f"{identity.agency_id!r} is suspended in roster seq {roster.seq}",
             hint="a suspended agency may not send; ask the coordinators why",
         )
-    if member.status != "active" or identity.agency_id not in roster.channels[channel].writers:
+    if member.status != "active" or identity.agency_id not in roster.writers[channel]:
         raise _policy_error(
             f"{identity.agency_id!r} may not write to channel {channel!r}",
             hint="ask a coordinator to grant write access (roster grant --write)",
@@ -428,10 +446,15 @@ def seal(
             f"schema {schema.name} is not allowed on channel {channel!r}",
             hint=f"this channel takes: {', '.join(allowed)}",
         )
+    mode_policy = roster.channels[channel].mode_policy
     choice = choose_mode(
         channel=channel,
-        mode_policy=roster.channels[channel].mode_policy,
-        active_readers=len(roster.active_readers(channel)) if not to else 0,
+        mode_policy=mode_policy,
+        # Only a channel that allows both modes picks by audience (direct-only counts its
+        # recipients in seal_to, epoch-only needs no count): counted once per roster.
+        active_readers=_active_reader_count(roster, channel)
+        if not to and mode_policy & Mode.DIRECT
+        else 0,
         named_recipients=bool(to),
         current=epochs.current(channel, now_ms) if epochs is not None else None,
     )
