@@ -245,6 +245,21 @@ def role_cmd(
     _saved(roster, f"{agency} has the roles {roles}")
 
 
+@app.command("rotate")
+def rotate_cmd(
+    path: RosterPath,
+    statement: Annotated[
+        Path, typer.Argument(help="The agency's rotation statement (tfshare keys rotate).")
+    ],
+) -> None:
+    """Apply an agency's key rotation: its new encryption key (the old one is kept as retired
+    for the grace period) and, if it made one, its new signing key."""
+    from tfshare.workflows import rosters as workflow
+
+    roster, done = workflow.rotate(path, statement, now_ms=now_ms())
+    _saved(roster, done)
+
+
 @app.command("witnesses")
 def witnesses_cmd(
     path: RosterPath,

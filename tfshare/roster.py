@@ -1222,7 +1222,11 @@ def apply_rotation(
             f"agency {agency!r} is {member.status}; {_NOTHING_CHANGED}",
             hint="only an active member's keys are rotated",
         )
-    current_sign = member.sign_keys[-1]
+    # The current signing key: the newest (a later one in the list on a tie).
+    current_at = max(
+        range(len(member.sign_keys)), key=lambda i: (member.sign_keys[i].not_before_ms, i)
+    )
+    current_sign = member.sign_keys[current_at]
     new_sign = new_sign_pk != current_sign.pk
     new_enc = new_enc_pk != member.enc_key.pk
     if not new_sign and not new_enc:
@@ -1262,11 +1266,9 @@ def apply_rotation(
                 hint="revoke the agency (tfshare roster revoke --reason retired) and add it "
                 "again from a new card, or rotate only its encryption key (keys rotate --enc)",
             )
-        sign_keys = [
-            *sign_keys[:-1],
-            msgspec.structs.replace(current_sign, not_after_ms=created_ms),
-            KeyValidity(new_sign_pk, created_ms, MAX_UINT),
-        ]
+        sign_keys = list(sign_keys)
+        sign_keys[current_at] = msgspec.structs.replace(current_sign, not_after_ms=created_ms)
+        sign_keys.append(KeyValidity(new_sign_pk, created_ms, MAX_UINT))
     retired = roster.retired_enc_keys
     enc_key = member.enc_key
     if new_enc:

@@ -452,6 +452,41 @@ def roles(path: Path, agency: str, roles: str, *, now_ms: int) -> Head:
     return _write(path, signed)
 
 
+MAX_ROTATION_FILE: Final = 4096  # a statement is about 300 bytes
+
+
+def rotate(path: Path, statement: Path, *, now_ms: int) -> tuple[Head, str]:
+    """Apply an agency's key rotation statement (``tfshare keys rotate``) to the roster: the
+    statement is checked against the roster (``rotation.read_rotation``: signed by the
+    agency's current signing key, new keys usable and unused, not stale), then applied
+    (``roster.apply_rotation``). Returns the new head and what changed, for people."""
+    from tfshare.rotation import read_rotation  # noqa: PLC0415 (only this command needs it)
+
+    data = read_bytes(statement, what="rotation statement", limit=MAX_ROTATION_FILE)
+    signed = _read(path)
+    verified = read_rotation(data, _content(signed), now_ms=now_ms)
+    signed = R.apply_rotation(
+        signed,
+        agency=verified.agency_id,
+        new_enc_pk=verified.new_enc_pk,
+        enc_bind_sig=verified.enc_bind_sig,
+        new_sign_pk=verified.new_sign_pk,
+        created_ms=verified.created_ms,
+        grace_ms=verified.grace_ms,
+        now_ms=now_ms,
+    )
+    keys: list[str] = []
+    if verified.rotates_enc:
+        keys.append(f"encryption key (new kid {kid_enc(verified.new_enc_pk).hex()})")
+    if verified.rotates_sign:
+        keys.append(f"signing key (new fingerprint {fingerprint(verified.new_sign_pk)})")
+    until = _iso(verified.created_ms + verified.grace_ms)
+    done = f"rotated the {' and '.join(keys)} of {verified.agency_id}"
+    if verified.rotates_enc:
+        done += f"; its old encryption key is retired, valid until {until}"
+    return _write(path, signed), done
+
+
 def witnesses(path: Path, threshold: int, *, now_ms: int) -> Head:
     """Set how many member witnesses a checkpoint needs before evidence is trusted."""
     signed = R.set_witness_threshold(_read(path), threshold, now_ms=now_ms)
