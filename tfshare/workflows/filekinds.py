@@ -16,23 +16,27 @@ from tfshare.encoding import DECODE_ERRORS
 from tfshare.envelope import MAX_ENVELOPE
 from tfshare.errors import InputError, TrustError
 from tfshare.files import read_bytes
-from tfshare.keyfile import KEYFILE_TAG
+from tfshare.keyfile import KEYFILE_TAG, KEYFILE_TAG_V2
 from tfshare.keys import Card, CardBody, verify_card
 from tfshare.roster import ANCHOR_TAG, ROSTER_TAG, Anchor, decode_anchor
+from tfshare.rotation import ROTATION_TAG
 
-Kind = Literal["key", "card", "roster", "anchor", "envelope", "unknown"]
+Kind = Literal["key", "card", "roster", "anchor", "rotation", "envelope", "unknown"]
 
 _TAGS: Final[dict[str, Kind]] = {
     KEYFILE_TAG: "key",
+    KEYFILE_TAG_V2: "key",
     "tfshare-card/1": "card",
     ROSTER_TAG: "roster",
     ANCHOR_TAG: "anchor",
+    ROTATION_TAG: "rotation",
 }
 NAMES: Final[dict[Kind, str]] = {
     "key": "a secret key file",
     "card": "an agency card",
     "roster": "a roster",
     "anchor": "a trust anchor",
+    "rotation": "a key rotation statement",
     "envelope": "a sealed message (.tfenv)",
     "unknown": "not a tfshare file",
 }
