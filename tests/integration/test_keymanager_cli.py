@@ -29,7 +29,7 @@ def test_keys_serve_refuses_an_agency_without_the_role(tmp_path: Path) -> None:
                      "--server", "nats://127.0.0.1:1")  # fmt: skip
     error, hint = failure(result, 6)
     assert "'police' does not hold the role key-manager" in error
-    assert "tfshare roster role police" in hint
+    assert "tfshare roster role ROSTER police --roles member,key-manager" in hint
     assert not (police.state / DATABASE_NAME).exists()
 
 

@@ -164,6 +164,8 @@ def test_an_agency_without_the_role_is_refused_with_the_command_that_grants_it(
     with pytest.raises(TrustError) as refused:
         manager.check_role()
     assert refused.value.exit_code == ExitCode.TRUST
-    assert "tfshare roster role police" in (refused.value.hint or "")
+    assert "tfshare roster role ROSTER police --roles member,key-manager" in (
+        refused.value.hint or ""
+    )
     with pytest.raises(TrustError):
         manager.queue_resend("alerts", "ngo")

@@ -55,8 +55,9 @@ STREAM_INFO_RETRY_S: Final = 300.0
 def not_key_manager(roster: TrustedRoster, agency: str) -> TrustError:
     return TrustError(
         f"{agency!r} does not hold the role {KEY_MANAGER_ROLE} in roster seq {roster.seq}",
-        hint=f"a coordinator gives it: 'tfshare roster role {agency} member {KEY_MANAGER_ROLE}', "
-        "then 'tfshare roster sign' and 'tfshare roster publish'",
+        hint=f"a coordinator gives it ('tfshare roster role ROSTER {agency} --roles "
+        f"member,{KEY_MANAGER_ROLE}'), signs and publishes the roster; then run this with "
+        "that roster",
     )
 
 
