@@ -616,7 +616,7 @@ def summary(path: Path) -> dict[str, Any]:
 
 def _duration(ms: int) -> str:
     """A period as people write it (7d, 12h, 90m, 45s), exact."""
-    for unit, size in (("w", 604_800_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000)):
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000)):
         if ms % size == 0:
             return f"{ms // size}{unit}"
     return f"{ms / 1000:g}s"
