@@ -24,7 +24,7 @@ def render(messages: Sequence[Received], fmt: str, *, allow_restricted: bool) ->
     [{"Event": ...}, ...]}``, MISP's own list form, one event per message)."""
     if fmt == "stix":
         from tfshare.interop import stix_export  # noqa: PLC0415
-        from tfshare.interop.importing import validate_bundle  # noqa: PLC0415
+        from tfshare.interop.stix_import import validate_bundle  # noqa: PLC0415
 
         bundle = stix_export.bundle(messages, allow_restricted=allow_restricted)
         errors = validate_bundle(bundle)

@@ -1,19 +1,28 @@
 """Feeding a MISP instance: one event per delivered message, through PyMISP's REST client.
 
 Owns: ``feed``, which hands each message's event to a PyMISP-like client (``add_event``);
-the agency builds the client with its own MISP URL and API key (``PyMISP(url, key)``),
-which tfshare never stores. Tested against PyMISP's objects, not a live MISP.
+``received_of_bundle``, which reads a message back from a bundle of ``listen --format stix``
+(the report's tfshare extension carries the whole origin); and the pipe
+``tfshare listen --format stix | python -m tfshare.interop.misp_feed --url URL``, whose API
+key comes from ``TFSHARE_MISP_KEY`` (never the command line, which other local users can
+read). tfshare stores neither. Tested against PyMISP's objects, not a live MISP.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tfshare.interop.common import Received
-from tfshare.interop.markings import handling_of, restrictions
+from tfshare.interop.common import InteropError, LineageRef, Received, parse_time
+from tfshare.interop.markings import EXTENSION_ID, handling_of, restrictions
 from tfshare.interop.misp_export import event
+
+KEY_VARIABLE = "TFSHARE_MISP_KEY"
 
 
 class MispClient(Protocol):
@@ -37,15 +46,83 @@ def feed(
     """Add each message to MISP as an event. A no_forward / H2 message is skipped unless
     ``allow_restricted`` (then its MISP distribution is "your organisation only"); MISP's
     refusal of one event (``{"errors": ...}``) is reported and the rest go on."""
-    results = []
-    for message in messages:
-        found = restrictions(handling_of(message.record))
-        if found and not allow_restricted:
-            results.append(Fed(message.msg_id, "skipped", found[0][0]))
+    return [feed_one(client, m, allow_restricted=allow_restricted) for m in messages]
+
+
+def feed_one(client: MispClient, message: Received, *, allow_restricted: bool = False) -> Fed:
+    found = restrictions(handling_of(message.record))
+    if found and not allow_restricted:
+        return Fed(message.msg_id, "skipped", found[0][0])
+    answer = client.add_event(event(message, allow_restricted=True), pythonify=True)
+    if isinstance(answer, Mapping) and "errors" in answer:
+        return Fed(message.msg_id, "failed", str(answer["errors"])[:200])
+    return Fed(message.msg_id, "added", str(getattr(answer, "uuid", "")))
+
+
+def received_of_bundle(bundle: Mapping[str, Any]) -> Received:
+    """The message a tfshare bundle was made of (its report's ``tfshare_message``)."""
+    for obj in bundle.get("objects") or []:
+        if not isinstance(obj, Mapping) or obj.get("type") != "report":
             continue
-        answer = client.add_event(event(message, allow_restricted=True), pythonify=True)
-        if isinstance(answer, dict) and "errors" in answer:
-            results.append(Fed(message.msg_id, "failed", str(answer["errors"])[:200]))
-        else:
-            results.append(Fed(message.msg_id, "added", str(getattr(answer, "uuid", ""))))
-    return results
+        extensions = obj.get("extensions")
+        own = extensions.get(EXTENSION_ID) if isinstance(extensions, Mapping) else None
+        origin = own.get("tfshare_message") if isinstance(own, Mapping) else None
+        if not isinstance(origin, Mapping) or not isinstance(origin.get("body"), Mapping):
+            continue
+        sent = parse_time(str(origin.get("sent")))
+        if sent is None:
+            break
+        return Received(
+            sender=str(origin.get("sender")),
+            fingerprint=str(origin.get("fingerprint")),
+            msg_id=str(origin.get("msg_id")),
+            env_hash=str(origin.get("env_hash")),
+            ts_ms=int(sent.timestamp() * 1000),
+            channel=str(origin.get("channel")),
+            schema=str(origin.get("schema")),
+            record=dict(origin["body"]),
+            refs=tuple(
+                LineageRef(str(r.get("relation")), str(r.get("msg_id")), str(r.get("env_hash")))
+                for r in origin.get("refs") or []
+                if isinstance(r, Mapping)
+            ),
+            warning=origin.get("warning") if isinstance(origin.get("warning"), str) else None,
+        )
+    raise InteropError(
+        "the bundle holds no tfshare message",
+        hint="feed the lines of 'tfshare listen --format stix'",
+    )
+
+
+def feed_lines(
+    client: MispClient, lines: Iterable[str], *, allow_restricted: bool = False
+) -> Iterable[Fed]:
+    """Each NDJSON line of ``listen --format stix`` into MISP, as it comes."""
+    for line in lines:
+        if line.strip():
+            message = received_of_bundle(json.loads(line))
+            yield feed_one(client, message, allow_restricted=allow_restricted)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tfshare.interop.misp_feed --url URL``: stdin's bundles into MISP."""
+    parser = argparse.ArgumentParser(prog="python -m tfshare.interop.misp_feed")
+    parser.add_argument("--url", required=True, help="the agency's MISP, https://misp.example")
+    parser.add_argument("--ca", help="CA bundle for the MISP's certificate (default: system)")
+    parser.add_argument("--allow-restricted", action="store_true")
+    args = parser.parse_args(argv)
+    key = os.environ.get(KEY_VARIABLE)
+    if not key:
+        print(f"tfshare: error: set {KEY_VARIABLE} to the MISP API key", file=sys.stderr)
+        return 6
+    from pymisp import PyMISP  # noqa: PLC0415
+
+    client = PyMISP(args.url, key, ssl=args.ca or True)
+    for fed in feed_lines(client, sys.stdin, allow_restricted=args.allow_restricted):
+        print(json.dumps({"msg_id": fed.msg_id, "outcome": fed.outcome, "detail": fed.detail}))
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

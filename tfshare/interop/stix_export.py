@@ -95,6 +95,17 @@ def ndjson_line(message: Received, *, allow_restricted: bool = False) -> str:
     )
 
 
+def feed_line(message: Received, *, allow_restricted: bool = False) -> str | None:
+    """``listen --format stix``: the message's bundle as one NDJSON line, or None for a
+    no_forward / H2 message without ``allow_restricted`` (the feed names it on stderr and
+    goes on: one restricted message must not stop a platform's feed)."""
+    from tfshare.interop.markings import restrictions  # noqa: PLC0415
+
+    if not allow_restricted and restrictions(handling_of(message.record)):
+        return None
+    return ndjson_line(message, allow_restricted=True)
+
+
 def _shared_objects() -> list[dict[str, Any]]:
     """tfshare's identity and the definition of its extension, in every bundle."""
     return [
