@@ -138,7 +138,8 @@ async def ensure_roster_objects(js: Any, taskforce: str, *, replicas: int = 1) -
 async def publish_roster(
     js: Any, taskforce: str, data: bytes, *, max_payload: int | None = None
 ) -> int:
-    """Put a signed roster (checked by the caller) into the object store, then its KV key:
+    """Put a signed roster (checked by the caller: any bytes are carried, and verified by
+    their readers) into the object store, then its KV key:
     the roster itself when it fits in one message, else a ``RosterRef`` to its object.
     Returns the KV revision. ``max_payload``: the server's (default: this connection's)."""
     if len(data) > MAX_ROSTER_FILE:
@@ -148,7 +149,7 @@ async def publish_roster(
         )
     if max_payload is None:
         max_payload = int(js._nc.max_payload)
-    _, roster = decode_signed_roster(data)
+    seq = _seq_of(data)
     digest = hashlib.sha256(data).digest()
     fits = len(data) <= kv_limit(max_payload)
     bucket = roster_objects_bucket(taskforce)
@@ -165,8 +166,8 @@ async def publish_roster(
         # A broker provisioned before the object store: the KV key alone, as before.
         log.warning("roster_objects_missing", bucket=bucket)
         objects = None
-    ref = RosterRef(roster.seq, digest, len(data))
-    name = roster_object_name(roster.seq, digest)
+    ref = RosterRef(seq, digest, len(data))
+    name = roster_object_name(seq, digest)
     if objects is not None and not await _holds(js, bucket, ref):
         meta = ObjectMeta(
             name=name, options=ObjectMetaOptions(max_chunk_size=chunk_size(max_payload))
@@ -178,6 +179,16 @@ async def publish_roster(
     if objects is not None:
         await _prune(js, objects, bucket, keep=name)
     return revision
+
+
+def _seq_of(data: bytes) -> int:
+    """The roster's seq, which names its object; 0 for bytes that are no roster (checking
+    what is published is the caller's part: here it is carried, and its readers refuse it)."""
+    try:
+        _, roster = decode_signed_roster(data)
+    except RosterRejected:
+        return 0
+    return roster.seq
 
 
 async def _holds(js: Any, bucket: str, ref: RosterRef) -> bool:

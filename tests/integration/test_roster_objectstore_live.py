@@ -8,21 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import nkeys
 import pytest
 from livekit import free_port
 from nats.js.api import ObjectMeta, ObjectMetaOptions
-from tfkit import identity
+from tfkit import build_taskforce, identity
 
 from tfshare import names, rosterdist, transport
 from tfshare import roster as R
 from tfshare.broker import BrokerProcess, render_config
 from tfshare.encoding import MAX_UINT, encode
 from tfshare.errors import RejectCode, RosterRejected
+from tfshare.keys import Identity
+from tfshare.workflows.live import StreamLimits
 
 TF = "nl-north"
 SMALL_PAYLOAD = 64 * 1024
@@ -254,3 +258,73 @@ def test_a_member_cannot_write_the_roster_object_store(broker: Broker) -> None:
     # a coordinator's right); nats-py reports the subject in lower case.
     assert any("permissions violation" in e and "obj_tf_nl-north_rosters" in e for e in errors)
     assert fetch(broker) == LARGE
+
+
+def signed_large_taskforce() -> tuple[bytes, R.TrustedRoster]:
+    """The kit's task force and 300 more members (read nothing): a fully signed roster of
+    about 85 KB, as ``roster add`` and ``roster sign`` make it."""
+    tf = build_taskforce(now_ms=time.time_ns() // 1_000_000)
+    cards = [identity(f"m{i:04d}").card_body() for i in range(300)]
+    signed = R.add_members(tf.signed, cards, role="member", now_ms=tf.now_ms)
+    signed = R.sign(signed, tf.ids["coord"])
+    data = encode(signed)
+    trusted, _ = R.verify_roster(data, anchor=tf.anchor, state=None, now_ms=tf.now_ms)
+    return data, trusted
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="transport.provision/put_roster/get_roster go through rosterdist once the diff of "
+    "the BROKER helper's report (issue 15) is applied to tfshare/transport.py",
+)
+def test_transport_publishes_and_fetches_a_roster_larger_than_a_message(tmp_path: Path) -> None:
+    """What 'roster publish', the agents and the audit service call: provisioned by
+    ``transport.provision``, published by coord, fetched by police, byte-identical."""
+    data, trusted = signed_large_taskforce()
+    assert len(data) > SMALL_PAYLOAD
+    port = free_port()
+    config = render_config(
+        trusted, admin_nkey=ADMIN_NKEY, store_dir=tmp_path / "js", port=port
+    ).replace("max_payload: 1048576\n", f"max_payload: {SMALL_PAYLOAD}\n")
+    (tmp_path / "nats.conf").write_text(config)
+    process = BrokerProcess(
+        config=tmp_path / "nats.conf", host="127.0.0.1", port=port, log=tmp_path / "nats.log"
+    )
+    process.start()
+    broker = Broker(process)
+    tf = trusted.taskforce
+    try:
+        limits = StreamLimits().channel_limits(names.task_force_channels(trusted))
+        broker.run(None, lambda conn: transport.provision(conn, trusted, limits))
+        kit = build_taskforce()
+
+        async def publish(conn: Any) -> int:
+            revision: int = await transport.put_roster(conn, tf, data)
+            return revision
+
+        async def fetch(conn: Any) -> bytes | None:
+            return await transport.get_roster(conn, tf)
+
+        # the kit's identities are the roster's: coord publishes, police reads
+        assert kit.ids["coord"].nats_user == trusted.members["coord"].nats_user
+        broker_run_as(broker, kit.ids["coord"], publish)
+        assert broker_run_as(broker, kit.ids["police"], fetch) == data
+    finally:
+        process.stop()
+
+
+def broker_run_as(broker: Broker, who: Identity, work: Callable[[Any], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        conn = await transport.connect(
+            broker.process.url,
+            nkey_seed=who.nats_seed_encoded(),
+            agency=who.agency_id,
+            name="t",
+            reconnect=False,
+        )
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(main())
