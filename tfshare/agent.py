@@ -41,6 +41,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -668,6 +669,11 @@ class Agent:
         if isinstance(outcome, Rejection) and outcome.epoch_ahead:
             if self._still_awaiting(delivery, outcome, now_ms):
                 return AWAITING_KEY
+            outcome = dataclasses.replace(
+                outcome,
+                reason=f"{outcome.reason}; its key did not arrive within "
+                f"{self.epoch_wait_ms / 1000:g} s",
+            )
         elif self._awaiting:
             self._awaiting.pop(_env_hash(outcome), None)
         if isinstance(outcome, Delivered) and outcome.message.schema == EPOCH_KEY_SCHEMA:

@@ -221,6 +221,9 @@ def test_a_future_epoch_whose_key_never_comes_is_quarantined_E_EPOCH_and_the_flo
     run_until(agent, lambda: agent.stats.rejected == 1 and agent.stats.delivered == 1)
     [quarantined] = agency.store.quarantined()
     assert quarantined.code == "E_EPOCH"
+    assert quarantined.reason == (
+        "no key for epoch 2 of 'alerts' yet; its key did not arrive within 0.6 s"
+    )
     assert quarantined.msg_id == ahead.msg_id
     assert agent.stats.awaiting_key >= 2  # asked for again before it was given up
     assert [i.msg_id for i in agency.store.inbox()] == [fine.msg_id]
