@@ -110,15 +110,25 @@ def test_add_refuses_two_cards_with_one_key(run: Run, roster: Path, tmp_path: Pa
     assert "same signing key" in error and "a.card" in error and "b.card" in error
 
 
-@pytest.mark.parametrize("as_card", [True, False], ids=["renamed-in-dir", "named-directly"])
+@pytest.mark.parametrize(
+    ("as_card", "version"),
+    [(True, None), (False, None), (True, b"9")],
+    ids=["renamed-in-dir", "named-directly", "future-key-format"],
+)
 def test_add_refuses_a_secret_key_among_the_cards(
-    run: Run, roster: Path, tmp_path: Path, tf: Path, as_card: bool
+    run: Run, roster: Path, tmp_path: Path, tf: Path, as_card: bool, version: bytes | None
 ) -> None:
+    """Any file with the secret key magic (tfshare-key/, whatever version follows: a newer
+    tfshare's key file too) is refused as a secret key, exit 6, nothing written."""
     cards = tmp_path / "cards"
     cards.mkdir()
     write_card(cards, "bank-a")
     secret = cards / ("zz.card" if as_card else "outsider.key")
-    shutil.copyfile(tf / "keys" / "outsider.key", secret)
+    data = (tf / "keys" / "outsider.key").read_bytes()
+    if version is not None:
+        at = data.index(b"tfshare-key/") + len(b"tfshare-key/")
+        data = data[:at] + version + data[at + 1 :]
+    secret.write_bytes(data)
     before = roster.read_bytes()
     given = [cards] if as_card else [cards, secret]
     error = refused(run("roster", "add", roster, *given), 6, roster, before)
