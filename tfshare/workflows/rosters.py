@@ -574,14 +574,24 @@ def export_anchor(path: Path, out: Path) -> R.Anchor:
 
 
 def load_trusted(
-    roster_path: Path, anchor_path: Path, store: StateStore, *, now_ms: int
+    roster_path: Path,
+    anchor_path: Path,
+    store: StateStore,
+    *,
+    now_ms: int,
+    previous: R.TrustedRoster | None = None,
 ) -> R.TrustedRoster:
     """Verify a roster against the pinned anchor and the persisted state; persist the new
-    state only if it verifies (a rejected roster changes nothing)."""
+    state only if it verifies (a rejected roster changes nothing). ``previous``, the roster
+    in use (if any), spares the checks of member records it already has (``verify_roster``)."""
     anchor = load_anchor(anchor_path)
     data = read_roster_file(roster_path)
     trusted, state = R.verify_roster(
-        data, anchor=anchor, state=store.roster_state(anchor.taskforce), now_ms=now_ms
+        data,
+        anchor=anchor,
+        state=store.roster_state(anchor.taskforce),
+        now_ms=now_ms,
+        previous=previous,
     )
     store.save_roster_state(anchor.taskforce, state)
     return trusted
