@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import structlog
 from kmkit import KM, edited, km_taskforce, trusted, without
 from livekit import free_port
 from tfkit import TaskForce, example_json
@@ -53,13 +54,14 @@ def _km_subjects(roster: R.TrustedRoster) -> list[str]:
     ]
 
 
-def _km_broker(tf: TaskForce, directory: Path) -> BrokerProcess:
+def _km_broker(tf: TaskForce, directory: Path, *, stream_info: bool = True) -> BrokerProcess:
     roster = trusted(tf, now_ms=_now())
     port = free_port()
     config = write_broker_config(roster, directory, port=port)
     allowed = permissions(roster, KM)
     assert allowed is not None
-    missing = [s for s in _km_subjects(roster) if s not in allowed.publish]
+    wanted = [s for s in _km_subjects(roster) if stream_info or "STREAM.INFO" not in s]
+    missing = [s for s in wanted if s not in allowed.publish]
     if missing:  # until names.permissions grants them (BROKER, issue 15)
         text = config.read_text()
         marker = f"# {KM}\n      permissions: {{\n        publish: {{ allow: ["
@@ -350,3 +352,27 @@ def test_deliveries_made_before_an_outage_are_published_after_it_without_a_secon
     assert [(d.epoch, d.reason) for d in ngo.deliveries] == [(1, "initial"), (2, "members")]
     assert manager.stats.epochs == 2  # the first made before run, no second key for it
     assert manager.store.pending() == []
+
+
+def test_a_stream_it_may_not_read_leaves_the_other_reasons_working(tmp_path: Path) -> None:
+    """Without $JS.API.STREAM.INFO on the channel's stream (a broker configured before the
+    key manager's permission had it) the message budget is not checked, said once in the
+    log; epoch 1 and the re-key after a removal still happen."""
+    tf = km_taskforce(now_ms=_now())
+    broker = _km_broker(tf, tmp_path / "broker", stream_info=False)
+    try:
+        ngo = Reader("ngo", tf, trusted(tf, now_ms=_now()))
+        manager = _manager(tf, broker.url, tmp_path / "keymanager.db")
+
+        async def work() -> None:
+            await _receive(broker.url, [ngo], lambda: len(ngo.deliveries) == 1, 10)
+            await _publish_roster(without(tf, "labour", now_ms=_now()), broker.url)
+            await _receive(broker.url, [ngo], lambda: len(ngo.deliveries) == 2, 10)
+
+        with structlog.testing.capture_logs() as logs:
+            asyncio.run(_with_manager(manager, work))
+    finally:
+        broker.stop()
+    assert [(d.epoch, d.reason) for d in ngo.deliveries] == [(1, "initial"), (2, "members")]
+    unreadable = [e for e in logs if e["event"] == "epoch_stream_unreadable"]
+    assert [e["channel"] for e in unreadable] == ["alerts"]  # once, then not asked again

@@ -15,6 +15,7 @@ Logs say channel, epoch, reason and counts; never a key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl
 from collections.abc import Awaitable, Callable
@@ -50,6 +51,29 @@ STREAM_INFO_TIMEOUT_S: Final = 2.0
 # After a channel's stream could not be looked at, the message budget of that channel is not
 # checked again for this long (the other reasons for a new epoch still are).
 STREAM_INFO_RETRY_S: Final = 300.0
+
+
+async def _last_seq(conn: transport.Connection, stream: str) -> int:
+    """The stream's last sequence. A request the broker refuses (no permission) is only
+    answered by an asynchronous error: it is noticed as it arrives, not at the timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STREAM_INFO_TIMEOUT_S
+    # nats-py reports the refused subject in lower case.
+    subject = f"stream.info.{stream}".lower()
+    seen = len(conn.errors)  # only a refusal of this request counts
+    asked = asyncio.ensure_future(conn.js.stream_info(stream))
+    try:
+        while not asked.done():
+            refused = any("permissions violation" in e and subject in e for e in conn.errors[seen:])
+            if refused or loop.time() > deadline:
+                raise TimeoutError
+            await asyncio.wait({asked}, timeout=0.02)
+        return int(asked.result().state.last_seq)
+    finally:
+        if not asked.done():
+            asked.cancel()
+            with contextlib.suppress(asyncio.CancelledError, *transport.NATS_ERRORS):
+                await asked
 
 
 def not_key_manager(roster: TrustedRoster, agency: str) -> TrustError:
@@ -230,8 +254,7 @@ class KeyManager:
                 continue
             name = stream_name(self.roster.taskforce, channel)
             try:
-                info = await asyncio.wait_for(conn.js.stream_info(name), STREAM_INFO_TIMEOUT_S)
-                seqs[channel] = int(info.state.last_seq)
+                seqs[channel] = await _last_seq(conn, name)
             except (TimeoutError, *transport.NATS_ERRORS) as exc:
                 self._no_stream_info[channel] = loop.time() + STREAM_INFO_RETRY_S
                 log.warning(
