@@ -36,6 +36,7 @@ from tfshare.desk.service import Desk
 from tfshare.desk.views import iso
 from tfshare.epochs import EpochKey
 from tfshare.errors import TrustError
+from tfshare.protocol import Delivered, Outcome
 from tfshare.seal import Sealed, reopen_stored
 from tfshare.workflows import live
 
@@ -108,8 +109,12 @@ def test_a_delivered_key_is_kept_sealed_an_epoch_message_is_delivered_both_survi
     agency = load_agency(tf, "ngo", tmp_path / "ngo")
     assert len(agency.epochs) == 0
     agent = agent_of(agency, broker.url)
+    announced: list[Outcome] = []  # what the desk's feed (listen, the web inbox) is told
+    agent.on_outcome = announced.append
     with capture_logs() as events:
         run_until(agent, lambda: agent.stats.delivered == 1 and agent.stats.epoch_keys == 1)
+    assert [o.message.msg_id for o in announced if isinstance(o, Delivered)] == [first.msg_id]
+    assert agent.health.last_sender == "police"
 
     # The key: held, in the shared keyring and in the state database, sealed.
     assert agency.epochs is agent.epochs
