@@ -80,6 +80,16 @@ def reader_set(readers: Sequence[Recipient]) -> ReaderSet:
     return frozenset((r.agency_id, r.kid) for r in readers)
 
 
+def reader_sets(roster: TrustedRoster) -> dict[str, ReaderSet]:
+    """Each epoch-mode channel's active readers with their keys (what ``plan`` compares):
+    computed once per roster, not at every look."""
+    kids = roster.enc_kid_of
+    return {
+        channel: frozenset((a, kids[a]) for a in roster.active_readers(channel))
+        for channel in epoch_channels(roster)
+    }
+
+
 def epoch_policy(roster: TrustedRoster, channel: str) -> tuple[int, int]:
     """(period_ms, max_messages) of ``channel``: the roster's, else the defaults."""
     policy = getattr(roster, "epoch_policy", None)
@@ -121,25 +131,28 @@ def plan(
     *,
     now_ms: int,
     last_seqs: Mapping[str, int] | None = None,
+    readers: Mapping[str, ReaderSet] | None = None,
 ) -> list[Rekey]:
     """The new epochs due under ``roster``: one per epoch-mode channel that has none yet,
     whose active readers (or their keys) changed since its epoch was delivered, whose
     period elapsed, or whose stream took ``max_messages`` since the epoch began
-    (``last_seqs``: each channel's stream's last sequence, where known).
+    (``last_seqs``: each channel's stream's last sequence, where known). ``readers``: the
+    roster's ``reader_sets``, if the caller keeps them.
 
     A channel without active readers gets nothing: there is no one to deliver to (and its
     next reader triggers a new epoch)."""
     seqs = last_seqs or {}
+    sets = reader_sets(roster) if readers is None else readers
     due: list[Rekey] = []
     for channel in epoch_channels(roster):
-        readers = channel_readers(roster, channel)
-        if not readers:
+        now_reading = sets.get(channel, frozenset())
+        if not now_reading:
             continue
         state = current.get(channel)
         period_ms, max_messages = epoch_policy(roster, channel)
         reason = why_new_epoch(
             state,
-            reader_set(readers),
+            now_reading,
             period_ms=period_ms,
             max_messages=max_messages,
             now_ms=now_ms,
@@ -147,7 +160,7 @@ def plan(
         )
         if reason is not None:
             epoch = 1 if state is None else state.epoch + 1
-            due.append(Rekey(channel, epoch, reason, tuple(readers)))
+            due.append(Rekey(channel, epoch, reason, tuple(channel_readers(roster, channel))))
     return due
 
 

@@ -29,11 +29,13 @@ from tfshare.backoff import Backoff, sleep_or_stop
 from tfshare.epochs import KEY_MANAGER_ROLE, DeliveryReason
 from tfshare.errors import BrokerError, BrokerRefused, TfshareError, TrustError
 from tfshare.keymanager.plan import (
+    ReaderSet,
     Rekey,
     channel_readers,
     epoch_channels,
     is_key_manager,
     plan,
+    reader_sets,
     seal_deliveries,
 )
 from tfshare.keymanager.store import KeyManagerStore, KeyManagerStoreError
@@ -121,10 +123,18 @@ class KeyManager:
         self._seen_roster: bytes | None = None  # the last bucket roster refused
         self._no_stream_info: dict[str, float] = {}  # channel -> when to look again
         self._said: set[str] = set()  # conditions logged once (not every turn)
+        self._readers: tuple[TrustedRoster, dict[str, ReaderSet]] | None = None
 
     @property
     def agency(self) -> str:
         return self.identity.agency_id
+
+    def reader_sets(self) -> dict[str, ReaderSet]:
+        """The roster's readers per epoch channel: computed once per roster, not per look
+        (20,000 readers on each of 256 channels)."""
+        if self._readers is None or self._readers[0] is not self.roster:
+            self._readers = (self.roster, reader_sets(self.roster))
+        return self._readers[1]
 
     def check_role(self) -> None:
         """Refuse to run (TrustError, exit 6) unless this agency is an active key manager."""
@@ -141,7 +151,9 @@ class KeyManager:
             # An epoch made while its stream could not be read counts from when it can.
             if state.start_seq is None and channel in last_seqs:
                 self.store.set_start_seq(channel, state.epoch, last_seqs[channel])
-        due = plan(self.roster, current, now_ms=now_ms, last_seqs=last_seqs)
+        due = plan(
+            self.roster, current, now_ms=now_ms, last_seqs=last_seqs, readers=self.reader_sets()
+        )
         for rekey in due:
             self._make(rekey, now_ms, last_seqs.get(rekey.channel))
         return due
@@ -323,6 +335,14 @@ class KeyManager:
             log.info("epoch_deliveries_retried", count=retried)
         backoff = self.reconnect_backoff
         log.info("keymanager_started", agency=self.agency, roster_seq=self.roster.seq)
+        others = sorted(self.roster.key_managers - {self.agency})
+        if others:
+            log.warning(
+                "keymanager_not_alone",
+                others=others,
+                hint="run one key manager per task force: two make different keys for the "
+                "same epoch, and the agents refuse the second (E_EPOCH)",
+            )
         while not stop.is_set():
             try:
                 conn = await transport.connect(

@@ -29,7 +29,7 @@ from nacl.exceptions import CryptoError
 from tfshare import primitives, sqlite_db
 from tfshare.encoding import label, u32
 from tfshare.errors import TrustError
-from tfshare.keymanager.plan import EpochState
+from tfshare.keymanager.plan import EpochState, ReaderSet
 from tfshare.seal import Recipient, Sealed
 from tfshare.sqlite_db import DatabaseFile, Migration, StorageError
 
@@ -115,6 +115,9 @@ class KeyManagerStore:
             raise ValueError("the state key is 32 bytes")
         self.path = path
         self._state_key = state_key
+        # Who each epoch went to never changes once written: read once per process (the
+        # key manager looks every few seconds, at up to 20,000 readers per channel).
+        self._reader_sets: dict[tuple[str, int], ReaderSet] = {}
         try:
             self._db = sqlite_db.open_database(path, KEYMANAGER_DATABASE, kind=KeyManagerStoreError)
         except sqlite3.Error as exc:
@@ -177,6 +180,18 @@ class KeyManagerStore:
                 "the key manager's own key and state",
             ) from None
 
+    def _readers(self, channel: str, epoch: int) -> ReaderSet:
+        known = self._reader_sets.get((channel, epoch))
+        if known is None:
+            known = self._reader_sets[channel, epoch] = frozenset(
+                (str(agency), bytes(kid))
+                for agency, kid in self._read(
+                    "SELECT agency, enc_kid FROM epoch_readers WHERE channel = ? AND epoch = ?",
+                    (channel, epoch),
+                )
+            )
+        return known
+
     def current(self) -> dict[str, StoredEpoch]:
         """Each channel's newest epoch, its key opened."""
         rows = self._read(
@@ -189,13 +204,7 @@ class KeyManagerStore:
             assert (
                 isinstance(channel, str) and isinstance(epoch, int) and isinstance(starts_ms, int)
             )
-            readers = frozenset(
-                (str(agency), bytes(kid))
-                for agency, kid in self._read(
-                    "SELECT agency, enc_kid FROM epoch_readers WHERE channel = ? AND epoch = ?",
-                    (channel, epoch),
-                )
-            )
+            readers = self._readers(channel, epoch)
             key = self._open_key(channel, epoch, starts_ms, bytes(nonce), bytes(sealed))
             # The key manager's own deliveries are not messages of the epoch's budget.
             start = None if start_seq is None else int(start_seq) + int(own)
