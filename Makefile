@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/desk.py
 	$(BIN)/python bench/cluster.py
+	$(BIN)/python bench/roster_scale.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

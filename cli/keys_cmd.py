@@ -172,7 +172,7 @@ def rotate_cmd(
     note(f"wrote {done.statement_path} (public, signed by your current key)")
     note(
         "next: send it to a coordinator of your task force; they run "
-        f"'tfshare roster rotate {Path(done.statement_path).name}' and publish the roster "
+        f"'tfshare roster rotate ROSTER {Path(done.statement_path).name}' and publish the roster "
         f"before {iso(done.destroy_after_ms)} (messages sent to the old key after that cannot "
         "be opened)"
     )

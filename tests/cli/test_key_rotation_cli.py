@@ -40,7 +40,7 @@ def test_rotate_writes_new_keys_and_a_statement_the_roster_accepts(
     assert result.returncode == 0, result.stderr
     statement = tmp_path / "police.rotation"
     # Plain words on what to do next, and nothing secret.
-    assert "tfshare roster rotate police.rotation" in result.stderr
+    assert "tfshare roster rotate ROSTER police.rotation" in result.stderr
     assert "send it to a coordinator" in result.stderr
     passphrase = pass_file.read_text().strip()
     assert passphrase not in result.stdout + result.stderr

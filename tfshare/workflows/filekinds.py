@@ -18,7 +18,7 @@ from tfshare.errors import InputError, TrustError
 from tfshare.files import read_bytes
 from tfshare.keyfile import KEYFILE_TAG, KEYFILE_TAG_V2
 from tfshare.keys import Card, CardBody, verify_card
-from tfshare.roster import ANCHOR_TAG, ROSTER_TAG, Anchor, decode_anchor
+from tfshare.roster import ANCHOR_TAG, MAX_ROSTER_FILE, ROSTER_TAG, Anchor, decode_anchor
 from tfshare.rotation import ROTATION_TAG
 
 Kind = Literal["key", "card", "roster", "anchor", "rotation", "envelope", "unknown"]
@@ -40,7 +40,7 @@ NAMES: Final[dict[Kind, str]] = {
     "envelope": "a sealed message (.tfenv)",
     "unknown": "not a tfshare file",
 }
-MAX_FILE: Final = 4 * 1024 * 1024  # rosters of 1024 members fit well inside this
+MAX_FILE: Final = 4 * 1024 * 1024  # any file but a roster (roster.MAX_ROSTER_FILE: 20,000 members)
 _card_decoder: Final = msgspec.msgpack.Decoder(Card)
 
 
@@ -77,8 +77,10 @@ def sniff(data: bytes) -> Kind:
     return _TAGS.get(tag, "unknown")
 
 
-def read_kind(path: Path, expected: Kind, *, limit: int = MAX_FILE) -> bytes:
+def read_kind(path: Path, expected: Kind, *, limit: int | None = None) -> bytes:
     """Read ``path`` and insist it is of kind ``expected``, naming what it is instead."""
+    if limit is None:
+        limit = MAX_ROSTER_FILE if expected == "roster" else MAX_FILE
     data = read_bytes(path, what=NAMES[expected].split(" ", 1)[1], limit=limit)
     kind = sniff(data)
     if kind != expected:
