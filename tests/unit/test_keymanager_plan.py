@@ -3,6 +3,7 @@ that deliver one (batches of 256, opening for each reader and for no one else)."
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from kmkit import KM, edited, km_taskforce, open_delivery, trusted, without
 from tfkit import NOW_MS, DeterministicRng
@@ -20,6 +21,7 @@ from tfshare.keymanager.plan import (
     epoch_channels,
     plan,
     reader_set,
+    reader_sets,
     seal_deliveries,
 )
 from tfshare.roster import DEFAULT_EPOCH_MAX_MESSAGES, DEFAULT_EPOCH_PERIOD_MS
@@ -206,3 +208,30 @@ def test_10000_readers_take_40_envelopes_one_wrap_each() -> None:
     assert [h.seq for h in headers] == list(range(1, 41))
     wrapped = {h.wraps[i : i + 8] for h in headers for i in range(0, len(h.wraps), WRAP_SIZE)}
     assert wrapped == {r.kid for r in readers}
+
+
+def test_a_suspended_reader_gets_no_key_and_makes_a_new_epoch() -> None:
+    tf = km_taskforce()
+    before = trusted(tf, now_ms=NOW_MS)
+    roster = R.decode_roster(tf.signed.roster)
+    members = [
+        msgspec.structs.replace(m, status="suspended") if m.agency_id == "ngo" else m
+        for m in roster.members
+    ]
+    suspended = R.edit(
+        tf.signed, msgspec.structs.replace(roster, members=members), now_ms=NOW_MS - 1000
+    )
+    after = trusted(edited(tf, suspended), now_ms=NOW_MS)
+    [rekey] = plan(after, _state(before), now_ms=NOW_MS)
+    assert rekey.reason == "members"
+    assert [r.agency_id for r in rekey.readers] == ["coord", "labour", "police"]
+
+
+def test_reader_sets_given_by_the_caller_decide_as_computed_ones() -> None:
+    tf = km_taskforce()
+    before = trusted(tf, now_ms=NOW_MS)
+    after = trusted(without(tf, "labour", now_ms=NOW_MS), now_ms=NOW_MS)
+    assert reader_sets(after) == {"alerts": reader_set(channel_readers(after, "alerts"))}
+    given = plan(after, _state(before), now_ms=NOW_MS, readers=reader_sets(after))
+    assert given == plan(after, _state(before), now_ms=NOW_MS)
+    assert plan(after, _state(before), now_ms=NOW_MS, readers=reader_sets(before)) == []
