@@ -284,7 +284,11 @@ class KeyManager:
         the roster changed."""
         if self.accept_roster is None:
             return False
-        data = await transport.get_roster(conn, self.roster.taskforce)
+        try:
+            data = await transport.get_roster(conn, self.roster.taskforce)
+        except TrustError as exc:  # what the bucket points to is malformed or missing
+            self._once("keymanager_roster_unreadable", code=exc.code, reason=exc.message)
+            return False
         if data is None or data in (self.roster_bytes, self._seen_roster):
             return False
         try:
