@@ -289,6 +289,7 @@ class KeyManager:
         except TrustError as exc:  # what the bucket points to is malformed or missing
             self._once("keymanager_roster_unreadable", code=exc.code, reason=exc.message)
             return False
+        self._said.discard("keymanager_roster_unreadable")
         if data is None or data in (self.roster_bytes, self._seen_roster):
             return False
         try:
@@ -325,7 +326,7 @@ class KeyManager:
         if self.roster.expired(self.clock()):
             self._once("keymanager_roster_expired", roster_seq=self.roster.seq)
             return
-        self._said.clear()
+        self._said -= {"keymanager_not_authorized", "keymanager_roster_expired"}
         if self.make_epochs(await self.last_seqs(conn)):
             await self.flush(conn)
         self.stats.turns += 1
