@@ -764,6 +764,10 @@ def _check_authority(
             raise _reject(RejectCode.E_BODY, problem)
     elif hdr.sender not in roster.writers[hdr.channel]:
         raise _reject(RejectCode.E_NOT_AUTHORIZED, f"sender may not write {hdr.channel!r}")
+    elif not roster.channels[hdr.channel].mode_policy & hdr.mode:
+        # Only a key manager's direct-mode envelope got past check 3c in a mode its channel
+        # does not allow: being no key delivery, it is held to the channel's modes now.
+        raise _reject(RejectCode.E_VERSION, "mode not allowed on this channel")
 
 
 def _opened(
@@ -861,7 +865,9 @@ def _open_payload(
         unknown = _reject(RejectCode.E_SCHEMA, "unknown schema or fingerprint")
         unknown.schema = plain.schema
         raise unknown
-    if channel.schemas and schema.subject not in channel.schemas:
+    # The channel's schema list names registry schemas; the built-in key delivery is not one
+    # (check 9b holds it to key managers).
+    if channel.schemas and schema is not EPOCH_KEY_TYPE and schema.subject not in channel.schemas:
         raise _reject(RejectCode.E_SCHEMA, "schema not allowed on this channel")
     try:
         record = schema.from_body(plain.body)
@@ -886,7 +892,13 @@ def _check_signed(
         raise _reject(RejectCode.E_CHANNEL, f"unknown task force or channel {hdr.channel!r}")
     if subject is not None and subject != expected_subject(hdr.taskforce, hdr.channel, hdr.sender):
         raise _reject(RejectCode.E_CHANNEL, "envelope arrived on a subject it was not sent to")
-    if hdr.suite < channel.min_suite or not channel.mode_policy & hdr.mode:
+    # A key manager's key deliveries are direct mode on every channel, an epoch-only one
+    # included (its keys travel no other way): direct mode from a key manager passes here, and
+    # check 9b refuses it unless it is a key delivery.
+    if hdr.suite < channel.min_suite or not (
+        channel.mode_policy & hdr.mode
+        or (hdr.mode == Mode.DIRECT and hdr.sender in roster.key_managers)
+    ):
         raise _reject(RejectCode.E_VERSION, "suite or mode below the channel's minimum")
     if hdr.ts_ms < now_ms - policy.max_age_ms:
         raise _reject(RejectCode.E_STALE, "timestamp older than the maximum age")
