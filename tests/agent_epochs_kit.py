@@ -6,10 +6,9 @@ Channels of ``epoch_taskforce``:
 - "alerts": mode policy 3 (direct or epoch: epoch above 64 readers); coord, police, ngo,
   labour (and the ``extra_readers``) read; police and labour write.
 - "bulletin": mode policy 2 (epoch only); coord, police, ngo, labour read; police writes.
-"keymgr" holds the role key-manager. It is also granted write on both channels: that is what
-gives its NATS user the right to publish there until the broker's permissions give every key
-manager its sender subject on epoch channels (issue 15, BROKER); the receiver still holds a
-key delivery to the key-manager role, whatever the write right (seal.py check 9b).
+"keymgr" holds the role key-manager and writes no channel: the broker lets a key manager
+publish on its sender subject of every epoch channel, and receivers take key deliveries, and
+nothing else, from it (seal.py checks 4 and 9b).
 """
 
 from __future__ import annotations
@@ -52,8 +51,8 @@ def epoch_taskforce(*, now_ms: int, extra_readers: int = 0) -> TaskForce:
     signed = R.add_member(signed, ids[KEY_MANAGER].card_body(), role="key-manager", now_ms=t)
     _, roster = R.decode_signed_roster(encode(signed))
     channels = [
-        R.Channel("alerts", [*READERS, *extra], ["police", "labour", KEY_MANAGER], 1, 3, []),
-        R.Channel("bulletin", list(READERS), ["police", KEY_MANAGER], 1, 2, []),
+        R.Channel("alerts", [*READERS, *extra], ["police", "labour"], 1, 3, []),
+        R.Channel("bulletin", list(READERS), ["police"], 1, 2, []),
     ]
     signed = R.edit(signed, msgspec.structs.replace(roster, channels=channels), now_ms=t)
     signed = R.sign(signed, ids["coord"])

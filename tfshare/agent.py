@@ -100,6 +100,7 @@ ERRORS_KEPT = 10  # the latest troubles ``agent status`` shows
 EPOCH_WAIT_MS: Final = 5 * 60 * 1000
 EPOCH_RETRY_S: Final = 2.0  # ... asked for again this often meanwhile
 EPOCH_PRUNE_EVERY_S: Final = 24 * 3600.0  # keys past their retention are deleted this often
+SECRETS_EVERY_S: Final = 24 * 3600.0  # retired secrets past their grace are destroyed this often
 AWAITING_KEPT: Final = 100_000  # messages remembered as waiting for their epoch key
 
 
@@ -232,6 +233,11 @@ class Agent:
     epoch_wait_ms: int = EPOCH_WAIT_MS
     epoch_retry_s: float = EPOCH_RETRY_S
     epoch_prune_every_s: float = EPOCH_PRUNE_EVERY_S
+    # Drops the retired secrets whose grace period ended by the time given from the key
+    # file and returns the identity without them (``Agency.destroy_expired_secrets``);
+    # called at start and every ``secrets_every_s``. None: the caller holds no key file.
+    destroy_expired: Callable[[int], Identity] | None = None
+    secrets_every_s: float = SECRETS_EVERY_S
 
     def __post_init__(self) -> None:
         # The connection and consumer in use, for the desk (None while the broker is away),
@@ -250,6 +256,7 @@ class Agent:
         # env_hash -> when this agent first put it back to wait for its epoch key.
         self._awaiting: dict[bytes, int] = {}
         self._next_prune = float("-inf")
+        self._next_secrets = float("-inf")
         self.load_epoch_keys()
         self._use(self.roster)
 
@@ -269,6 +276,22 @@ class Agent:
                 hint="the state database holds epoch keys sealed under another key (or "
                 "altered); ask the key manager to resend them ('tfshare keys resend')",
             )
+
+    def destroy_expired_secrets(self, *, force: bool = False) -> bool:
+        """Destroy the retired secrets whose grace period is over (``destroy_expired``), at
+        most every ``secrets_every_s`` unless ``force``; the receiver uses the identity
+        without them from then on. Returns whether any went. Only the number is logged."""
+        now = time.monotonic()
+        if self.destroy_expired is None or (not force and now < self._next_secrets):
+            return False
+        self._next_secrets = now + self.secrets_every_s
+        identity = self.destroy_expired(self.clock())
+        if identity is self.identity:
+            return False
+        self.identity = identity
+        self._use(self.roster)
+        log.info("expired_secrets_destroyed", enc_keys_held=len(identity.enc_kids))
+        return True
 
     def prune_epoch_keys(self, *, force: bool = False) -> int:
         """Delete the epoch keys past their retention (``EpochKeyring.expired``), from the
@@ -318,6 +341,7 @@ class Agent:
         self.check_membership()
         self._warn_plain_remote()
         self.prune_epoch_keys(force=True)
+        self.destroy_expired_secrets(force=True)
         connected_once = False
         while not stop.is_set():
             try:
@@ -430,6 +454,7 @@ class Agent:
                 else:
                     self.maybe_reload_roster()
                 self.prune_epoch_keys()
+                self.destroy_expired_secrets()
                 await self.flush_outbox(conn)
                 if ahead is None:
                     deliveries = await consumer.fetch(self.batch, self.fetch_timeout)

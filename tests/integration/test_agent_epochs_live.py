@@ -275,12 +275,6 @@ def publish_through_desk(
     return answers[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="seal.py check 3 refuses a direct-mode envelope on a channel whose mode_policy is "
-    "epoch only (2), so the key manager's delivery never arrives there (E_VERSION); the fix "
-    "is in the AGENT-EPOCH report",
-)
 def test_publishing_through_the_desk_on_an_epoch_only_channel_seals_under_the_delivered_key(
     tf: TaskForce, broker: BrokerProcess, tmp_path: Path
 ) -> None:

@@ -66,7 +66,7 @@ from tfshare.urls import parse_server_url
 from tfshare.workflows.bodies import Prompt, body_json
 from tfshare.workflows.exchange import Credentials, default_state_dir
 from tfshare.workflows.filekinds import load_anchor
-from tfshare.workflows.keys import load_identity
+from tfshare.workflows.keys import UnlockedKey, destroy_expired, load_identity, unlock_key
 from tfshare.workflows.rosters import load_trusted
 from tfshare.workflows.schemas import fetch_schema, resolve, store_for
 from tfshare.workflows.statedb import open_agency_state
@@ -720,11 +720,24 @@ class Agency:
     # The epoch keys held (mode 2), opened from the state database with the state key; the
     # agent of this agency adds to the same keyring as keys are delivered.
     epochs: EpochKeyring = field(default_factory=EpochKeyring, repr=False)
+    # The opened key file (with the key that opened it, not the passphrase): what lets a
+    # long-running agent destroy retired secrets once their grace period is over.
+    _unlocked: UnlockedKey | None = field(default=None, repr=False)
 
     def identity(self) -> Identity:
         """The agency's key, unlocked once (the passphrase's KDF is slow on purpose)."""
         if self._identity is None:
             self._identity = load_identity(self.creds.key_path, self.creds.passphrase)
+        return self._identity
+
+    def destroy_expired_secrets(self, now_ms: int) -> Identity:
+        """The identity without the retired secrets whose grace period ended by ``now_ms``,
+        dropped from memory and from the key file (rewritten with the key kept at unlock,
+        no passphrase): the agent calls it daily (PROTOCOL 8.7)."""
+        if self._unlocked is None:
+            return self.identity()
+        self._unlocked = destroy_expired(self._unlocked, now_ms=now_ms)
+        self._identity = self._unlocked.identity
         return self._identity
 
     @classmethod
@@ -742,7 +755,7 @@ class Agency:
         # The key first (a wrong passphrase fails here, before any command says it listens),
         # then the roster, and only then the state database: a command that fails leaves no
         # new one behind (statedb.open_agency_state).
-        identity = load_identity(creds.key_path, creds.passphrase)
+        unlocked = unlock_key(creds.key_path, creds.passphrase)
         state = open_agency_state(
             state_dir or default_state_dir(creds.key_path),
             roster_path=roster_path,
@@ -759,9 +772,10 @@ class Agency:
             roster_path,
             anchor_path,
             registry_dir,
-            _identity=identity,
+            _identity=unlocked.identity,
             tls=tls,
             js_domain=js_domain,
+            _unlocked=unlocked,
         )
         agency.refresh_epochs()
         # Keys past their retention go at start, as the agent's do (nothing sealed under
@@ -1277,6 +1291,7 @@ def make_agent(
         tls=agency.tls,
         js_domain=agency.js_domain,
         epochs=agency.epochs,  # one keyring: a key the agent receives, the desk seals with
+        destroy_expired=agency.destroy_expired_secrets,
     )
     agent.check_membership()  # a revoked agency's agent does not even start
     return agent
