@@ -317,3 +317,29 @@ def test_protocol_7_1_describes_the_roster_elements_issue_15_added() -> None:
     assert "RetiredEncKey" in grammar and "EpochPolicy" in grammar
     assert "(1..1024)" not in grammar and "(0..4096)" not in grammar
     assert f"1..{R.MAX_MEMBERS}" in grammar.replace(",", "").replace("_", "")
+
+
+def test_protocol_7_4_moves_the_encryption_key_window_only_when_the_key_changed() -> None:
+    """A signing-key-only rotation (``keys rotate --sign``) leaves the roster's enc_key
+    ``[pk, not_before_ms, ...]`` as it was (roster.apply_rotation: ``if new_enc``), but 7.4
+    says unconditionally "the encryption key becomes [new_enc_pk, created_ms, 2^53 - 1]": an
+    implementation that follows the text writes another roster (another roster_hash) for the
+    same statement, and moves the window of a key that served since the card.
+
+    Expected: 7.4 makes that bullet conditional ("if it changed", as the next one)."""
+    tf = build_taskforce()
+    created = NOW_MS - 1_000_000
+    rotated, _ = _apply_rotation(
+        tf.signed, tf.ids["police"], created_ms=created, sign=True, enc=False, seed="sign-only"
+    )
+
+    def enc_key(signed: R.SignedRoster) -> R.KeyValidity:
+        return next(
+            m.enc_key for m in R.decode_roster(signed.roster).members if m.agency_id == "police"
+        )
+
+    assert enc_key(rotated) == enc_key(tf.signed)  # the code: the window did not move
+    text = (REPO / "docs" / "PROTOCOL.md").read_text()
+    applying = _section(text, "Applying a rotation statement", "## 8. Envelope")
+    bullet = next(b for b in applying.split("\n- ") if "the encryption key becomes" in b)
+    assert re.search(r"\b(if|when)\b", bullet), f"unconditional in 7.4: {bullet!r}"
