@@ -34,8 +34,8 @@ from tfkit import NOW_MS, DeterministicRng, build_taskforce
 from tfshare import roster as R
 from tfshare.encoding import encode
 from tfshare.envelope import MAX_SKEW_MS
-from tfshare.errors import RejectCode, RosterRejected, TrustError
-from tfshare.keyfile import KDF_PROFILES, seal_keyfile
+from tfshare.errors import RejectCode, RosterRejected, TfshareError, TrustError
+from tfshare.keyfile import KDF_PROFILES, MAX_RETIRED, open_keyfile, seal_keyfile
 from tfshare.keys import Identity
 from tfshare.protocol import Delivered
 from tfshare.rotation import DAY_MS, MAX_GRACE_MS, make_rotation, read_rotation
@@ -343,3 +343,36 @@ def test_protocol_7_4_moves_the_encryption_key_window_only_when_the_key_changed(
     applying = _section(text, "Applying a rotation statement", "## 8. Envelope")
     bullet = next(b for b in applying.split("\n- ") if "the encryption key becomes" in b)
     assert re.search(r"\b(if|when)\b", bullet), f"unconditional in 7.4: {bullet!r}"
+
+
+# ---------------------------------------------------------------------------------------------
+# LOW (data loss): a key file with more retired secrets than a reader takes
+
+
+def test_key_file_with_more_retired_secrets_than_readers_take_is_never_written() -> None:
+    """``_SecretsV2.retired`` is decoded with ``max_length=MAX_RETIRED`` (256) but written
+    without any bound: ``keys rotate --enc --sign`` every hour with the default 7-day grace
+    (336 secrets kept), or daily with --grace 90d... and the key file written is one that
+    ``open_keyfile`` refuses as "wrong passphrase, or the file was modified" -- the agency's
+    only key file, unreadable.
+
+    Expected: ``seal_keyfile`` (and so ``keys rotate``) refuses, with a TfshareError that
+    says why, to write a key file it could not read back; or what it writes opens."""
+    identity = build_taskforce().ids["police"]
+    for i in range(MAX_RETIRED // 2 + 1):
+        identity = identity.rotated(
+            rng=DeterministicRng(f"rotation-{i}"),
+            now_ms=NOW_MS + i * 3_600_000,
+            grace_ms=90 * DAY_MS,
+            enc=True,
+            sign=True,
+        )
+    assert len(identity.retired_secrets()) > MAX_RETIRED
+    try:
+        data = seal_keyfile(
+            identity, PASSPHRASE, limits=KDF_PROFILES["insecure-test"], rng=os.urandom
+        )
+    except TfshareError:
+        return  # refused before anything was written: the file on disk is still readable
+    reopened = open_keyfile(data, PASSPHRASE)
+    assert reopened.enc_pk == identity.enc_pk
