@@ -21,7 +21,7 @@ expect_reject() {  # run a command that must be refused with exit code 3
 }
 
 step "1. Each agency creates its keys (secret .key, public .card)"
-for a in coord police-nl ngo-hotline labour-insp outsider; do
+for a in coord police-nl ngo-hotline labour-insp outsider keyman; do
   printf 'demo passphrase of %s\n' "$a" > "$K/$a.pass"; chmod 600 "$K/$a.pass"
 done
 run $TFSHARE keys init coord       --dir "$K" --name "Task force coordination office" --passphrase-file "$K/coord.pass"
@@ -29,6 +29,7 @@ run $TFSHARE keys init police-nl   --dir "$K" --name "Police, human trafficking 
 run $TFSHARE keys init ngo-hotline --dir "$K" --name "NGO hotline"                    --passphrase-file "$K/ngo-hotline.pass" >/dev/null
 run $TFSHARE keys init labour-insp --dir "$K" --name "Labour inspectorate"            --passphrase-file "$K/labour-insp.pass" >/dev/null
 run $TFSHARE keys init outsider    --dir "$K" --name "Not a member"                   --passphrase-file "$K/outsider.pass" >/dev/null
+run $TFSHARE keys init keyman      --dir "$K" --name "Task force key manager"         --passphrase-file "$K/keyman.pass" >/dev/null
 
 step "2. The coordinator builds the roster, checking each card's fingerprint by phone"
 run $TFSHARE keys show "$K/police-nl.card"
@@ -47,6 +48,13 @@ echo "-- receipts: every agency acknowledges what it received, to the coordinato
 for a in police-nl ngo-hotline labour-insp; do run $TFSHARE roster grant "$R" "$a" --channel receipts --write; done
 run $TFSHARE roster grant "$R" coord --channel receipts --read
 run $TFSHARE roster grant "$R" coord --channel alerts --read   # the auditor reads alerts: handling, deadlines
+echo "-- bulletins: the police's bulletins to every agency, in epoch mode (one key per channel and"
+echo "   epoch, made and delivered by the task force's key manager):"
+run $TFSHARE roster add "$R" "$K/keyman.card" --role key-manager
+run $TFSHARE roster grant "$R" police-nl   --channel bulletins --read --write
+run $TFSHARE roster grant "$R" ngo-hotline --channel bulletins --read
+run $TFSHARE roster grant "$R" labour-insp --channel bulletins --read
+run $TFSHARE roster channel "$R" bulletins --modes epoch
 run $TFSHARE roster sign "$R" --key "$K/coord.key" --passphrase-file "$K/coord.pass"
 run $TFSHARE roster anchor "$R" --out "$OUT/taskforce.anchor"
 run $TFSHARE roster show "$R"
@@ -220,9 +228,63 @@ run $TFSHARE audit disclose "$ALERT_ID" --out "$OUT/alert.tfdisclosure" \
 run $TFSHARE audit check-disclosure "$OUT/alert.tfdisclosure" --roster "$R" \
     --anchor "$OUT/taskforce.anchor" | head -12
 
-step "12. Clean shutdown"
+step "12. Epoch mode: one key per channel and epoch; removing a member starts a new epoch"
+printf '$ %s\n' "tfshare keys serve --key $K/keyman.key ... &"
+$TFSHARE --log-level info keys serve --key "$K/keyman.key" --passphrase-file "$K/keyman.pass" \
+    "${LIVE[@]}" >"$OUT/keys.log" 2>&1 &
+PIDS+=($!)
+echo "(the key manager: a key for each epoch of 'bulletins', sealed to each reader in one"
+echo " direct-mode envelope per 256 readers; senders then seal once for the whole channel)"
+epoch_held() {  # AGENCY EPOCH: wait until the agency's agent holds that epoch of bulletins
+  for _ in $(seq 150); do
+    $TFSHARE agent status --key "$K/$1.key" "${COMMON[@]}" --json 2>/dev/null | python3 -c '
+import json, sys
+held = json.load(sys.stdin)["epoch_keys"]
+sys.exit(0 if any(h["channel"] == "bulletins" and h["epoch"] >= int(sys.argv[1]) for h in held) else 1)
+' "$2" && return 0
+    sleep 0.2
+  done
+  echo "demo: $1 did not receive epoch $2 of bulletins; see $OUT/keys.log" >&2; exit 1
+}
+for a in police-nl ngo-hotline labour-insp; do epoch_held "$a" 1; done
+run $TFSHARE agent status --key "$K/ngo-hotline.key" "${COMMON[@]}"
+echo "-- the police publish a bulletin: sealed once, under epoch 1, for every reader:"
+printf '$ %s\n' "tfshare publish alert --channel bulletins --file examples/alert.json ..."
+sealed_for() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["msg_id"], d.get("epoch"))'; }
+read -r B1 E1 < <($TFSHARE publish alert --channel bulletins --file examples/alert.json --json \
+    "${POLICE[@]}" "${LIVE[@]}" | sealed_for)
+[ -n "$B1" ] || { echo "demo: the bulletin was not published" >&2; exit 1; }
+echo "msg_id  $B1  (epoch mode, epoch $E1: no per-reader wraps)"
+LABOUR=(--key "$K/labour-insp.key" --passphrase-file "$K/labour-insp.pass" "${COMMON[@]}")
+for _ in $(seq 100); do $TFSHARE inbox show "$B1" "${LABOUR[@]}" >/dev/null 2>&1 && break; sleep 0.1; done
+run $TFSHARE inbox list "${LABOUR[@]}"
+echo "-- the coordinators remove the labour inspectorate from the task force:"
+cp "$R" "$OUT/taskforce-v1.roster"
+R2="$OUT/taskforce-v2.roster"; cp "$R" "$R2"
+run $TFSHARE roster revoke "$R2" labour-insp --reason retired
+run $TFSHARE roster sign "$R2" --key "$K/coord.key" --passphrase-file "$K/coord.pass"
+run $TFSHARE roster publish "$R2" --key "$K/coord.key" --passphrase-file "$K/coord.pass" --server "$URL"
+for a in police-nl ngo-hotline; do epoch_held "$a" 2; done
+echo "-- the key manager saw the readers change and made epoch 2, for the remaining readers only:"
+grep -h '"epoch_created"' "$OUT/keys.log" | cut -c1-220
+echo "-- the police's next bulletin is sealed under epoch 2:"
+read -r B2 E2 < <($TFSHARE publish alert --channel bulletins --file examples/alert.json --json \
+    "${POLICE[@]}" "${LIVE[@]}" | sealed_for)
+[ -n "$B2" ] || { echo "demo: the bulletin was not published" >&2; exit 1; }
+echo "msg_id  $B2  (epoch $E2)"
+[ "$E2" = 2 ] || { echo "demo: the bulletin was sealed under epoch $E2, not 2" >&2; exit 1; }
+NGO=(--key "$K/ngo-hotline.key" --passphrase-file "$K/ngo-hotline.pass" "${COMMON[@]}")
+for _ in $(seq 100); do $TFSHARE inbox show "$B2" "${NGO[@]}" >/dev/null 2>&1 && break; sleep 0.1; done
+run $TFSHARE inbox list "${NGO[@]}"
+echo "-- the labour inspectorate's agent stopped at the roster that removed it, holding epoch 1"
+echo "   only: with its own key and state, the new bulletin does not open, under either roster:"
+run python3 scripts/epoch_check.py "$K/labour-insp.key" "$K/labour-insp.pass" \
+    "$TFSHARE_HOME/state/labour-insp" "$TFSHARE_HOME/state/police-nl" "$B2" \
+    "$OUT/taskforce.anchor" "$OUT/taskforce-v1.roster" "$R2"
+
+step "13. Clean shutdown"
 cleanup
 trap - EXIT
 grep -h '"agent_stopped"' "$OUT"/agent-*.log | cut -c1-160 || true
 
-step "Done: messages signed, encrypted and delivered live; forgeries, tampering and replays refused; every message and receipt in a tamper-evident log, provable offline."
+step "Done: messages signed, encrypted and delivered live; forgeries, tampering and replays refused; every message and receipt in a tamper-evident log, provable offline; an epoch-mode channel re-keyed when a member was removed."
