@@ -15,15 +15,15 @@ from tfshare.seal import Opened, ReceivePolicy, open_envelope
 KM = "keyman"
 
 
-def km_taskforce(*, now_ms: int = NOW_MS) -> TaskForce:
+def km_taskforce(*, now_ms: int = NOW_MS, direct: bool = True) -> TaskForce:
     """coord, police, ngo, labour (alerts: all read; police, labour write; tips: police
     reads), outsider, and keyman (role key-manager, reads and writes nothing); alerts allows
-    direct and epoch mode, tips direct only."""
+    direct and epoch mode (epoch only without ``direct``), tips direct only."""
     tf = build_taskforce(now_ms=now_ms)
     t = now_ms - 3_500_000
     tf.ids[KM] = identity(KM)
     signed = R.add_member(tf.signed, tf.ids[KM].card_body(), role="key-manager", now_ms=t)
-    signed = R.set_channel_modes(signed, "alerts", direct=True, epoch=True, now_ms=t)
+    signed = R.set_channel_modes(signed, "alerts", direct=direct, epoch=True, now_ms=t)
     return dataclasses.replace(tf, signed=R.sign(signed, tf.ids["coord"]))
 
 

@@ -203,10 +203,19 @@ async def _publish_roster(tf: TaskForce, url: str) -> None:
         await conn.close()
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["direct+epoch", "epoch-only"])
 def test_removal_starts_an_epoch_the_removed_member_cannot_read(
-    km_tf: TaskForce, km_broker: BrokerProcess, tmp_path: Path
+    tmp_path: Path, direct: bool
 ) -> None:
-    url = km_broker.url
+    km_tf = km_taskforce(now_ms=_now(), direct=direct)
+    km_broker = _km_broker(km_tf, tmp_path / "broker")
+    try:
+        _removal(km_tf, km_broker.url, tmp_path)
+    finally:
+        km_broker.stop()
+
+
+def _removal(km_tf: TaskForce, url: str, tmp_path: Path) -> None:
     before = trusted(km_tf, now_ms=_now())
     readers = {a: Reader(a, km_tf, before) for a in ("coord", "labour", "ngo", "police")}
     manager = _manager(km_tf, url, tmp_path / "keymanager.db")
