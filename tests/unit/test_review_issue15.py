@@ -37,9 +37,10 @@ from tfshare.envelope import MAX_SKEW_MS
 from tfshare.errors import RejectCode, RosterRejected, TfshareError, TrustError
 from tfshare.keyfile import KDF_PROFILES, MAX_RETIRED, open_keyfile, seal_keyfile
 from tfshare.keys import Identity
-from tfshare.protocol import Delivered
+from tfshare.protocol import Delivered, Receiver
+from tfshare.replay import MemoryReplayStore
 from tfshare.rotation import DAY_MS, MAX_GRACE_MS, make_rotation, read_rotation
-from tfshare.seal import claimed_header, seal
+from tfshare.seal import ReceivePolicy, claimed_header, seal
 from tfshare.workflows import rosters as roster_workflow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -376,3 +377,60 @@ def test_key_file_with_more_retired_secrets_than_readers_take_is_never_written()
         return  # refused before anything was written: the file on disk is still readable
     reopened = open_keyfile(data, PASSPHRASE)
     assert reopened.enc_pk == identity.enc_pk
+
+
+# ---------------------------------------------------------------------------------------------
+# MEDIUM (silent loss): a wrap to this agency's own key that it does not hold is "not for us"
+
+
+def test_wrap_to_an_own_key_not_held_is_e_wrap_not_silently_skipped() -> None:
+    """police rotated its encryption key and the coordinators applied it, but the process
+    receiving for police holds the identity of before: an agent started before ``keys rotate``
+    (nothing reloads the key file), or one whose old secret was destroyed while senders still
+    wrapped to it (the roster applied the rotation after its grace). labour's message is
+    wrapped to the key the roster lists for police; today the outcome is E_NOT_RECIPIENT, which
+    the agent counts as "skipped", logs at debug level, acknowledges and never quarantines:
+    every direct message to police is lost without a trace until someone notices.
+
+    Expected: a wrap whose kid the roster gives to this agency (``agency_of_enc_kid``) but
+    that this identity does not hold is E_WRAP (quarantined, logged as a rejection); only a
+    message with no wrap for this agency at all is E_NOT_RECIPIENT."""
+    tf = build_taskforce()
+    created = NOW_MS - 1_000_000
+    rotated, after = _apply_rotation(
+        tf.signed, tf.ids["police"], created_ms=created, enc=True, sign=False, seed="police-enc"
+    )
+    rotated = R.sign(rotated, tf.ids["coord"])
+    roster, _ = R.verify_roster(encode(rotated), anchor=tf.anchor, state=None, now_ms=NOW_MS)
+    sealed = seal(
+        identity=tf.ids["labour"],
+        roster=roster,
+        channel="alerts",
+        to=None,
+        schema=ALERT,
+        body=ALERT_BODY,
+        seq=1,
+        now_ms=NOW_MS,
+        rng=DeterministicRng("to-the-new-key"),
+    )
+    assert roster.agency_of_enc_kid[after.kid_enc] == "police"
+    stale = Receiver(
+        identity=tf.ids["police"],  # the key file as it was before keys rotate
+        roster=roster,
+        replay=MemoryReplayStore(),
+        schemas=tf.schemas,
+        clock=lambda: NOW_MS,
+        policy=ReceivePolicy(),
+    )
+    rejected(stale.receive(sealed.data), RejectCode.E_WRAP)
+    # The identity after the rotation opens it (the wrap is really police's).
+    delivered(
+        Receiver(
+            identity=after,
+            roster=roster,
+            replay=MemoryReplayStore(),
+            schemas=tf.schemas,
+            clock=lambda: NOW_MS,
+            policy=ReceivePolicy(),
+        ).receive(sealed.data)
+    )
