@@ -434,3 +434,24 @@ def test_wrap_to_an_own_key_not_held_is_e_wrap_not_silently_skipped() -> None:
             policy=ReceivePolicy(),
         ).receive(sealed.data)
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# MEDIUM: two key managers split a channel
+
+
+def test_roster_refuses_a_second_active_key_manager() -> None:
+    """PROTOCOL 8.6: "A task force that uses epoch mode runs one key manager"; the key
+    manager itself warns ("keymanager_not_alone") when the roster names another. But the
+    roster takes any number, and every receiver accepts key deliveries from each (4e, 9d):
+    two key managers both make epoch 1 of every channel with different keys, each reader
+    keeps whichever delivery reached it first and refuses the other (E_EPOCH), and then the
+    readers holding the other key refuse every message sealed under it (E_COMMIT) -- the
+    channel is split until someone notices. Any agency given the role by mistake also gets
+    to plant keys on every channel, including those it may not read.
+
+    Expected: ``roster role AGENCY --roles member,key-manager`` is refused (TrustError, the
+    roster unchanged) while another active member holds the role; 7.2 states the rule."""
+    tf = epoch_taskforce()  # "keyman" is the key manager
+    with pytest.raises(TrustError):
+        R.set_roles(tf.signed, "labour", ["member", "key-manager"], now_ms=NOW_MS)
