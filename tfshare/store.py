@@ -465,16 +465,31 @@ class StateStore:
         rng: Callable[[int], bytes] = os.urandom,
     ) -> bool:
         """Keep a delivered epoch key, sealed under ``state_key``; a key held already is
-        left as it is (a resend, or a delivery processed twice). Returns whether it was new.
-        Inside the agent's batch transaction when there is one: the key is kept together
-        with the replay record of the message that delivered it."""
+        left as it is (a resend, or a delivery processed twice), unless its row does not open
+        with ``state_key`` (sealed under another, or altered): then the key manager's resend
+        replaces it. Returns whether the key was stored. Inside the agent's batch transaction
+        when there is one: the key is kept together with the replay record of the message
+        that delivered it."""
         sealed = seal_epoch_key(state_key, taskforce, key, rng(NONCE_BYTES))
+        row = (taskforce, key.channel, key.epoch, key.starts_ms, sealed, received_ms)
         with _tx(self._db, self.path):
-            inserted = self._db.execute(
-                "INSERT OR IGNORE INTO epoch_keys VALUES (?, ?, ?, ?, ?, ?)",
-                (taskforce, key.channel, key.epoch, key.starts_ms, sealed, received_ms),
-            ).rowcount
-        return bool(inserted)
+            if self._db.execute(
+                "INSERT OR IGNORE INTO epoch_keys VALUES (?, ?, ?, ?, ?, ?)", row
+            ).rowcount:
+                return True
+            starts_ms, held = self._db.execute(
+                "SELECT starts_ms, sealed FROM epoch_keys "
+                "WHERE taskforce = ? AND channel = ? AND epoch = ?",
+                (taskforce, key.channel, key.epoch),
+            ).fetchone()
+            try:
+                open_epoch_key(
+                    state_key, taskforce, key.channel, key.epoch, int(starts_ms), bytes(held)
+                )
+            except CryptoError:
+                self._db.execute("REPLACE INTO epoch_keys VALUES (?, ?, ?, ?, ?, ?)", row)
+                return True
+        return False
 
     @_guarded("read")
     def epoch_keys(self, taskforce: str, *, state_key: bytes) -> tuple[list[EpochKey], int]:

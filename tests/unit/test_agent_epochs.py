@@ -71,6 +71,18 @@ def test_an_epoch_key_is_kept_sealed_and_opens_only_with_the_state_key_it_was_se
     store.close()
 
 
+def test_a_row_that_does_not_open_is_replaced_by_the_key_managers_resend(tmp_path: Path) -> None:
+    """A key kept under another state key (or altered) is never used, and must not block
+    the resend that repairs it ('tfshare keys resend')."""
+    store = StateStore(tmp_path / "state.db")
+    key = new_key("alerts", 3, starts_ms=1_000)
+    store.epoch_key_add("nl-north", key, state_key=bytes(32), received_ms=1)
+    assert store.epoch_keys("nl-north", state_key=STATE_KEY) == ([], 1)
+    assert store.epoch_key_add("nl-north", key, state_key=STATE_KEY, received_ms=2)
+    assert store.epoch_keys("nl-north", state_key=STATE_KEY) == ([key], 0)
+    store.close()
+
+
 @pytest.mark.parametrize(
     "edit",
     [
