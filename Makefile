@@ -62,6 +62,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/desk.py
 	$(BIN)/python bench/cluster.py
 	$(BIN)/python bench/roster_scale.py
+	$(BIN)/python bench/rekey.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
