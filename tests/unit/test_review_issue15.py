@@ -289,10 +289,12 @@ def test_agent_destroys_retired_secrets_daily_as_protocol_8_7_says() -> None:
     the old key -- the very thing issue 15 item 6 bounds.
 
     Expected: the agent's periodic work (beside prune_epoch_keys) calls destroy_expired."""
-    sources = "".join(
-        (REPO / "tfshare" / name).read_text() for name in ("agent.py", "workflows/live.py")
-    )
-    assert re.search(r"\bdestroy_expired\(", sources), "no agent path destroys expired secrets"
+    agent = (REPO / "tfshare" / "agent.py").read_text()
+    live = (REPO / "tfshare" / "workflows" / "live.py").read_text()
+    assert re.search(r"\bdestroy_expired\(", agent), "the agent never destroys expired secrets"
+    built = live[live.index("agent = Agent(") :]
+    built = built[: built.index("\n    )\n")]
+    assert "destroy_expired=" in built, "the agent the CLI builds is given no key file to expire"
 
 
 # ---------------------------------------------------------------------------------------------
