@@ -27,6 +27,7 @@ import msgspec
 
 from tfshare.audit.evidence import check_evidence, without_revocation
 from tfshare.encoding import DECODE_ERRORS, decode_canonical, encode, label, u32
+from tfshare.epochs import EpochKeyring
 from tfshare.errors import RejectCode, Rejected, RosterRejected, TfshareError, TrustError
 from tfshare.keys import Identity, kid_sig, verify_signature
 from tfshare.messages import MessageType, SchemaBook
@@ -98,11 +99,19 @@ def disclose(
     roster_bytes: bytes,
     now_ms: int,
     schema_record: bytes = b"",
+    epochs: EpochKeyring | None = None,
 ) -> bytes:
     """The disclosure file of a message addressed to ``identity`` (raises ``Rejected``).
-    ``schema_record``: the signed registry record of its schema, if tfshare does not ship it."""
+    ``schema_record``: the signed registry record of its schema, if tfshare does not ship it.
+    ``epochs``: the agency's epoch keys, for a message sealed in epoch mode (its disclosed K
+    is that message's own, never the epoch key)."""
     key = payload_key_of(
-        envelope, identity=identity, roster=roster, now_ms=now_ms, policy=_AS_OF_THEN
+        envelope,
+        identity=identity,
+        roster=roster,
+        now_ms=now_ms,
+        policy=_AS_OF_THEN,
+        epochs=epochs,
     )
     name = identity.agency_id
     sig = identity.sign(disclosure_message(name, envelope, key, roster_bytes, schema_record))

@@ -602,6 +602,7 @@ def disclosure_bytes(agency: Agency, item: InboxItem) -> bytes:
         roster_bytes=read_kind(agency.roster_path, "roster"),
         now_ms=item.received_ms,
         schema_record=_schema_record(agency, item.schema),
+        epochs=agency.epochs,
     )
 
 
