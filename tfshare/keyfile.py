@@ -221,6 +221,14 @@ def _plaintext(identity: Identity, header: KeyFile) -> bytes:
         _Retired(r.kind, r.secret, r.not_after_ms, r.destroy_after_ms)
         for r in identity.retired_secrets()
     ]
+    if len(retired) > MAX_RETIRED:
+        # A reader refuses more (a bound on what a crafted file makes it decode): never write
+        # a file that would then not open at all.
+        raise TrustError(
+            f"the key file would hold {len(retired)} retired secrets; at most {MAX_RETIRED} fit",
+            hint="wait until older secrets pass their grace period, or rotate with a shorter "
+            "--grace",
+        )
     return encode(
         _SecretsV2(
             sign_seed,

@@ -520,6 +520,21 @@ def sign(
     # The header is not authenticated until the passphrase opened the key: check again.
     _check_signer(roster, identity.agency_id, identity.sign_pk, before)
     signed = R.sign(signed, identity)
+    # A coordinator that rotated its signing key signs with the older keys it still holds too
+    # (the roster lists them, unrevoked): receivers still trust the anchor that names the old
+    # key, and the roster applying the rotation needs the old set's approval as well as the
+    # new one's (PROTOCOL 7.3 step 5). Approvals count once per agency.
+    revoked = {r.kid for r in roster.revoked}
+    listed = {
+        k.pk
+        for m in roster.members
+        if m.agency_id == identity.agency_id
+        for k in m.sign_keys
+        if kid_sig(k.pk) not in revoked
+    }
+    for pk in identity.sign_keys_held:
+        if pk != identity.sign_pk and pk in listed:
+            signed = R.sign(signed, identity.with_signing_key(pk))
     _write(path, signed)
     # The content was checked in full above and is unchanged: only the signatures are new.
     approvals = R.approvals(R.roster_message(signed.roster), signed.sigs, R.anchor_of(roster))
