@@ -249,7 +249,9 @@ MaxFileStoreOpt = Annotated[
 MaxConnectionsOpt = Annotated[
     int,
     typer.Option(
-        "--max-connections", help="Connections the broker accepts, from all members together."
+        "--max-connections",
+        help="Connections the broker accepts, from all members together (never fewer than "
+        "one per active agency plus 64).",
     ),
 ]
 MaxSubscriptionsOpt = Annotated[
