@@ -668,6 +668,7 @@ class BrokerSupervisor:
             anchor=self.anchor,
             state=self.store.roster_state(self.anchor.taskforce),
             now_ms=_now(),
+            previous=self.roster,  # re-checks only the members that changed (PROTOCOL 7.3)
         )
         self.store.save_roster_state(self.anchor.taskforce, state)
         if self.layout is not None:
@@ -822,6 +823,7 @@ class Agency:
             anchor=load_anchor(self.anchor_path),
             state=self.store.roster_state(self.roster.taskforce),
             now_ms=_now(),
+            previous=self.roster,  # re-checks only the members that changed (PROTOCOL 7.3)
         )
         self.store.save_roster_state(self.roster.taskforce, state)
         write_atomic(self.roster_path, data)
@@ -830,7 +832,9 @@ class Agency:
 
     def reload_roster(self) -> TrustedRoster:
         """The roster file as it is now, verified (and its state persisted) as at start."""
-        self.roster = load_trusted(self.roster_path, self.anchor_path, self.store, now_ms=_now())
+        self.roster = load_trusted(
+            self.roster_path, self.anchor_path, self.store, now_ms=_now(), previous=self.roster
+        )
         return self.roster
 
 
