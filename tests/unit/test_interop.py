@@ -27,7 +27,7 @@ from tfshare.interop.common import (
 )
 from tfshare.interop.exporting import render
 from tfshare.interop.markings import TLP2_IDS, handling_of
-from tfshare.interop.misp_feed import feed
+from tfshare.interop.misp_feed import feed, feed_lines, received_of_bundle
 
 SCHEMA_OF = {"alert": "tf.alert/1", "red-flag": "tf.red_flag/1", "tip": "tf.tip_summary/1"}
 
@@ -371,3 +371,52 @@ def test_misp_feed_adds_events_and_skips_restricted_ones() -> None:
     with_flag = feed(client, [received("tip", n=2)], allow_restricted=True)
     assert with_flag[0].outcome == "added"
     assert int(client.added[-1].distribution) == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [("email", "a@b"), ("email", "x y@example.org"), ("ad-url", "example.org/ad")],
+)
+def test_a_value_the_standard_observable_refuses_goes_in_the_tfshare_pattern(
+    kind: str, value: str
+) -> None:
+    # Found by the property test: email-addr / url observables must hold a valid address, or
+    # stix2-validator rejects the bundle; such values are kept as typed in x-tfshare-entity.
+    body = example("red-flag")
+    body["entity"] = {"kind": kind, "value": value}
+    bundle = stix_export.bundle([received("red-flag", body)])
+    assert stix_errors(bundle) == []
+    indicator = next(o for o in bundle["objects"] if o["type"] == "indicator")
+    assert indicator["pattern"].startswith("[x-tfshare-entity:kind = ")
+    assert not any(o["type"] == "observed-data" for o in bundle["objects"])
+    back = importing.draft(json.dumps(bundle).encode(), "red-flag", document("red-flag"))
+    assert back.body["entity"] == body["entity"]
+
+
+def test_a_hashed_entity_never_looks_like_the_identifier_itself() -> None:
+    body = example("red-flag")
+    body["entity"] = {"kind": "email", "value": "9f86d081884c7d65", "hashed": True}
+    bundle = stix_export.bundle([received("red-flag", body)])
+    indicator = next(o for o in bundle["objects"] if o["type"] == "indicator")
+    assert indicator["pattern"].endswith("AND x-tfshare-entity:hashed = true]")
+    assert indicator["name"] == "email (hashed)"
+
+
+def test_the_live_feed_line_is_one_bundle_and_skips_restricted_messages() -> None:
+    line = stix_export.feed_line(received("red-flag"))
+    assert line is not None and "\n" not in line
+    assert stix_errors(json.loads(line)) == []
+    assert stix_export.feed_line(received("tip")) is None  # no_forward, H2
+    assert stix_export.feed_line(received("tip"), allow_restricted=True) is not None
+
+
+def test_the_misp_feed_reads_the_live_stix_lines_back_into_messages() -> None:
+    parent = LineageRef("escalate", "ab" * 16, "cd" * 32)
+    message = received("red-flag", refs=(parent,), warning="sender compromised")
+    line = stix_export.feed_line(message)
+    assert line is not None
+    back = received_of_bundle(json.loads(line))
+    assert back == message
+    client = FakeMisp()
+    assert [f.outcome for f in feed_lines(client, [line, "", line])] == ["added", "added"]
+    assert client.added[0].uuid == misp_export.event(message).uuid  # same event: MISP merges

@@ -161,15 +161,17 @@ def take_original(c: Collected, original: Mapping[str, Any]) -> None:
     """Fields STIX has no native place for, from the original body a tfshare bundle carries
     (its report's extension), where the bundle itself said nothing."""
     taken = []
-    for name in ("expires", "received", "first_seen", "last_seen"):
-        value = original.get(name)
-        if not isinstance(value, str):
-            continue
-        if name not in c.times:
-            c.times[name] = value
+    for name in ("expires", "received"):
+        if isinstance(original.get(name), str) and name not in c.times:
+            c.times[name] = original[name]
             taken.append(name)
-        elif parse_time(c.times[name]) == parse_time(value):
-            c.times[name] = value  # the same instant, as the sender wrote it
+    # A red flag's sightings: observed data repeats them only for some entities, and gives a
+    # last sighting even when none was written; the original says exactly what was.
+    for name in ("first_seen", "last_seen"):
+        if isinstance(original.get(name), str):
+            c.times[name] = original[name]
+        else:
+            c.times.pop(name, None)
     when = original.get("when")
     if isinstance(when, Mapping) and "when.start" not in c.times:
         for end in ("start", "end"):

@@ -16,6 +16,7 @@ Pure: a function of the messages; the same messages give the same bundle (derive
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -48,6 +49,14 @@ STANDARD_OBSERVABLES: Final = {
     "online-handle": ("user-account", "account_login"),
 }
 CUSTOM_OBSERVABLE: Final = "x-tfshare-entity"
+# The values those observables accept (stix2-validator checks email-addr:value with this very
+# expression, url:value as an RFC 3986 URI): anything else goes in x-tfshare-entity, as typed.
+EMAIL: Final = re.compile(r"^[a-zA-Z0-9_.+-]+@[a-zA-Z0-9-]+\.[a-zA-Z0-9-.]+$")
+URL: Final = re.compile(
+    r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?"
+    r"(\?[A-Za-z0-9._~!$&'()*+,;=:@/?-]*)?(#[A-Za-z0-9._~!$&'()*+,;=:@/?-]*)?$"
+)
+FITS: Final = {"email": EMAIL, "ad-url": URL}
 
 # Lineage relations as STIX relationship types (the common ones: derived-from, related-to).
 RELATIONSHIP_TYPES: Final = {
@@ -343,12 +352,21 @@ def _literal(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def standard(entity: Mapping[str, Any]) -> bool:
+    """Does the entity go in a standard observable (its kind has one, its value fits it)?"""
+    kind, value = str(entity.get("kind")), str(entity.get("value"))
+    if entity.get("hashed") is True or kind not in STANDARD_OBSERVABLES:
+        return False
+    fits = FITS.get(kind)
+    return fits is None or fits.match(value) is not None
+
+
 def pattern_of(entity: Mapping[str, Any]) -> str:
     kind, value = str(entity.get("kind")), str(entity.get("value"))
-    hashed = entity.get("hashed") is True
-    if not hashed and kind in STANDARD_OBSERVABLES:
+    if standard(entity):
         sco, prop = STANDARD_OBSERVABLES[kind]
         return f"[{sco}:{prop} = {_literal(value)}]"
+    hashed = entity.get("hashed") is True
     clauses = [
         f"{CUSTOM_OBSERVABLE}:kind = {_literal(kind)}",
         f"{CUSTOM_OBSERVABLE}:value = {_literal(value)}",
@@ -409,10 +427,11 @@ def _observed(
     """A red flag's sightings (first_seen, last_seen) of an entity with a standard observable."""
     kind = str(entity.get("kind"))
     first = parse_time(str(record.get("first_seen", "")))
-    if first is None or entity.get("hashed") is True or kind not in STANDARD_OBSERVABLES:
+    if first is None or not standard(entity):
         return []
     last = parse_time(str(record.get("last_seen", ""))) or first
-    last = max(last, first)
+    if last < first:  # STIX requires last_observed >= first_observed; the report keeps both
+        return []
     sco_type, prop = STANDARD_OBSERVABLES[kind]
     properties = {prop: str(entity.get("value"))}
     observable = {
