@@ -75,8 +75,9 @@ MAX_SCHEMAS_PER_CHANNEL: Final = 64
 # A roster file of 20,000 members is about 6 MB; this bounds what a reader loads.
 MAX_ROSTER_FILE: Final = 32 * 1024 * 1024
 # A first join checks each member's encryption-key binding: on several cores once this many
-# members per core need it (below, starting threads costs more than they save).
-PARALLEL_CRYPTO_MIN: Final = 512
+# members per core need it (below, starting threads costs more than they save). Not Final:
+# bench/roster_scale.py raises it to time the same verification on one core.
+PARALLEL_CRYPTO_MIN = 512
 # Channel.mode_policy is a bit set of the envelope modes a channel allows.
 MODE_DIRECT: Final = 1
 MODE_EPOCH: Final = 2
@@ -563,7 +564,7 @@ def _members_crypto_problems(members: Sequence[Member]) -> list[str | None]:
     verifications of a first join (20,000 of them) run in parallel; few members are checked
     in the calling thread (a pool would cost more than it saves). Every member is checked, so
     which failure the caller reports first does not depend on the threads' timing."""
-    workers = min(_cores(), len(members) // PARALLEL_CRYPTO_MIN)
+    workers = min(cores(), len(members) // PARALLEL_CRYPTO_MIN)
     if workers < 2:
         return [_member_crypto_problem(m) for m in members]
     chunks = [members[i::workers] for i in range(workers)]
@@ -575,7 +576,7 @@ def _members_crypto_problems(members: Sequence[Member]) -> list[str | None]:
     return problems
 
 
-def _cores() -> int:
+def cores() -> int:
     """The cores this process may run on (its affinity, where the system tells it)."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
