@@ -172,8 +172,12 @@ def read_since(agency: live.Agency, since_ms: int, channel: str | None) -> list[
 
 
 def _write(text: str, out: Path | None) -> None:
+    """``text`` (JSON) to the file, or to stdout with every character a terminal would act
+    on written as its JSON escape (message content comes from other agencies)."""
     if out is None:
-        sys.stdout.write(text)
+        from tfshare.visible import escape_json  # noqa: PLC0415
+
+        sys.stdout.write(escape_json(text))
         sys.stdout.flush()
         return
     from tfshare.files import write_atomic  # noqa: PLC0415

@@ -99,8 +99,12 @@ def inbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Inbox]:
         ("alert", "labour", "tf.alert/1", "alerts", now - 40_000),
         ("tip", "ngo", "tf.tip_summary/1", "tips", now - 30_000),
     ]
+    hostile = example_dict("tf.red_flag/1")
+    hostile["context"] = "normal \u202eesrever\u202c then \x1b[2J cleared"
+    sent.append(("hostile", "labour", "tf.red_flag/1", "alerts", now - 20_000))
     for kind, sender, schema, channel, ts in sent:
-        data = _seal(tf, sender, schema, channel, example_dict(schema), ts, f"interop-{kind}")
+        body = hostile if kind == "hostile" else example_dict(schema)
+        data = _seal(tf, sender, schema, channel, body, ts, f"interop-{kind}")
         delivered = receiver.receive(data, channel_subject("nl-north", channel, sender))
         assert isinstance(delivered, Delivered), delivered
         ids[kind] = delivered.message.msg_id.hex()
@@ -174,6 +178,7 @@ def test_export_with_the_flag_writes_misp_events_carrying_the_markings(
         "Red flag: account",
         example_dict("tf.alert/1")["title"],
         "Tip summary (hotline)",
+        "Red flag: account",
     ]
     tip_tags = {t.name for t in events[2].tags}
     assert {"tlp:red", "tfshare:no-forward", 'tfshare:handling-code="H2"'} <= tip_tags
@@ -303,3 +308,13 @@ def test_the_interop_command_module_loads_no_stix_or_misp_library() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     ).stdout.strip()
     assert loaded == "[]"
+
+
+def test_export_to_a_terminal_escapes_what_other_agencies_wrote(
+    inbox: Inbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = tfshare(capsys, "export", inbox.ids["hostile"], *inbox.flags)
+    assert code == 0, err
+    assert "\u202e" not in out and "\x1b" not in out  # neither reaches the terminal raw
+    report = next(o for o in json.loads(out)["objects"] if o["type"] == "report")
+    assert report["description"].startswith("normal \u202eesrever\u202c then \x1b[2J cleared")
