@@ -267,12 +267,14 @@ def message_objects(message: Received, handling: Handling) -> list[dict[str, Any
 
 
 def _message_reference(msg_id: str, env_hash: str) -> dict[str, Any]:
-    return {
+    reference: dict[str, Any] = {
         "source_name": "tfshare",
         "external_id": msg_id,
         "description": "tfshare msg_id; hashes: SHA-256 of the signed envelope (env_hash)",
-        "hashes": {"SHA-256": env_hash},
     }
+    if re.fullmatch(r"[0-9a-f]{64}", env_hash):  # an older agent's view may lack it
+        reference["hashes"] = {"SHA-256": env_hash}
+    return reference
 
 
 def _origin(message: Received) -> dict[str, Any]:
