@@ -1210,6 +1210,22 @@ class Delivery:
         await self.message.nak(delay=delay)
 
 
+def _num_delivered(msg: Msg) -> int:
+    """How many times JetStream has delivered ``msg``: a field of its ack subject (ADR-15:
+    ``$JS.ACK.<stream>.<consumer>.<delivered>...``, 9 tokens, or with the domain and account
+    hash before the stream, 11 or 12). Read here rather than through ``msg.metadata``, which
+    builds two dataclasses and a datetime per message (5 us; this takes 0.3). Names of streams
+    and consumers hold no dots, so the tokens are the fields; any other form is left to
+    nats-py, which refuses what is not a JetStream message."""
+    reply = msg.reply or ""
+    tokens = reply.split(".")
+    if tokens[:2] == ["$JS", "ACK"]:
+        field = 4 if len(tokens) == 9 else 6 if len(tokens) in (11, 12) else None
+        if field is not None and tokens[field].isdecimal():
+            return int(tokens[field])
+    return int(msg.metadata.num_delivered)
+
+
 @dataclass
 class _Lane:
     """One durable consumer of a ``Consumer`` (on one channel's stream): its subscription, the
@@ -1363,7 +1379,7 @@ class Consumer:
             for lane in order:
                 if lane.ready and len(taken) < batch:
                     taken.append(lane.ready.popleft())
-        return [Delivery(m.subject, bytes(m.data), int(m.metadata.num_delivered), m) for m in taken]
+        return [Delivery(m.subject, bytes(m.data), _num_delivered(m), m) for m in taken]
 
     async def fetch(self, batch: int, timeout: float) -> list[Delivery]:
         """Up to ``batch`` messages; an empty list when none arrived within ``timeout``."""
