@@ -6,6 +6,7 @@ marking tfshare cannot carry, a weaker handling than the source's."""
 from __future__ import annotations
 
 import copy
+import io
 import json
 from typing import Any
 
@@ -28,6 +29,7 @@ from tfshare.interop.common import (
 from tfshare.interop.exporting import render
 from tfshare.interop.markings import TLP2_IDS, handling_of
 from tfshare.interop.misp_feed import feed, feed_lines, received_of_bundle
+from tfshare.interop.misp_feed import main as misp_feed_main
 
 SCHEMA_OF = {"alert": "tf.alert/1", "red-flag": "tf.red_flag/1", "tip": "tf.tip_summary/1"}
 
@@ -420,3 +422,17 @@ def test_the_misp_feed_reads_the_live_stix_lines_back_into_messages() -> None:
     client = FakeMisp()
     assert [f.outcome for f in feed_lines(client, [line, "", line])] == ["added", "added"]
     assert client.added[0].uuid == misp_export.event(message).uuid  # same event: MISP merges
+
+
+def test_the_misp_feed_command_wants_a_key_and_names_an_unreachable_misp(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("TFSHARE_MISP_KEY", raising=False)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert misp_feed_main(["--url", "https://127.0.0.1:9"]) == 6
+    assert "tfshare: error: no MISP API key" in capsys.readouterr().err
+    monkeypatch.setenv("TFSHARE_MISP_KEY", "not-a-real-key")
+    assert misp_feed_main(["--url", "https://127.0.0.1:9"]) == 4  # nothing listens there
+    err = capsys.readouterr().err
+    assert "tfshare: error: the MISP at the given URL failed" in err
+    assert "not-a-real-key" not in err

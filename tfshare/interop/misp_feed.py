@@ -4,8 +4,8 @@ Owns: ``feed``, which hands each message's event to a PyMISP-like client (``add_
 ``received_of_bundle``, which reads a message back from a bundle of ``listen --format stix``
 (the report's tfshare extension carries the whole origin); and the pipe
 ``tfshare listen --format stix | python -m tfshare.interop.misp_feed --url URL``, whose API
-key comes from ``TFSHARE_MISP_KEY`` (never the command line, which other local users can
-read). tfshare stores neither. Tested against PyMISP's objects, not a live MISP.
+key comes from ``--key-file`` or ``TFSHARE_MISP_KEY`` (never the command line, which other
+local users can read). tfshare stores neither. Tested against PyMISP's objects, not a live MISP.
 """
 
 from __future__ import annotations
@@ -109,18 +109,39 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tfshare.interop.misp_feed")
     parser.add_argument("--url", required=True, help="the agency's MISP, https://misp.example")
     parser.add_argument("--ca", help="CA bundle for the MISP's certificate (default: system)")
+    parser.add_argument("--key-file", help=f"a file holding the API key (else ${KEY_VARIABLE})")
     parser.add_argument("--allow-restricted", action="store_true")
     args = parser.parse_args(argv)
-    key = os.environ.get(KEY_VARIABLE)
+    key = os.environ.get(KEY_VARIABLE, "")
+    if args.key_file:
+        with open(args.key_file, encoding="utf-8") as handle:
+            key = handle.readline().strip()
     if not key:
-        print(f"tfshare: error: set {KEY_VARIABLE} to the MISP API key", file=sys.stderr)
+        print(f"tfshare: error: no MISP API key (--key-file or {KEY_VARIABLE})", file=sys.stderr)
+        print("tfshare: hint: MISP shows keys under Administration > Auth keys", file=sys.stderr)
         return 6
     from pymisp import PyMISP  # noqa: PLC0415
 
-    client = PyMISP(args.url, key, ssl=args.ca or True)
-    for fed in feed_lines(client, sys.stdin, allow_restricted=args.allow_restricted):
-        print(json.dumps({"msg_id": fed.msg_id, "outcome": fed.outcome, "detail": fed.detail}))
-        sys.stdout.flush()
+    try:
+        client = PyMISP(args.url, key, ssl=args.ca or True)  # it asks the MISP who we are
+        for fed in feed_lines(client, sys.stdin, allow_restricted=args.allow_restricted):
+            print(json.dumps({"msg_id": fed.msg_id, "outcome": fed.outcome, "detail": fed.detail}))
+            sys.stdout.flush()
+    except InteropError as exc:
+        print(f"tfshare: error: {exc.message}", file=sys.stderr)
+        print(f"tfshare: hint: {exc.hint}", file=sys.stderr)
+        return 5
+    except Exception as exc:  # requests' and PyMISP's errors: the MISP is unreachable or refused
+        # The type only: a message could quote the URL with its credentials.
+        print(
+            f"tfshare: error: the MISP at the given URL failed ({type(exc).__name__})",
+            file=sys.stderr,
+        )
+        print(
+            "tfshare: hint: check --url, --ca and the API key; lines already fed stay in MISP",
+            file=sys.stderr,
+        )
+        return 4
     return 0
 
 
