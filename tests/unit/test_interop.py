@@ -436,3 +436,11 @@ def test_the_misp_feed_command_wants_a_key_and_names_an_unreachable_misp(
     err = capsys.readouterr().err
     assert "tfshare: error: the MISP at the given URL failed" in err
     assert "not-a-real-key" not in err
+
+
+def test_the_misp_feed_refuses_a_line_that_is_not_a_tfshare_bundle() -> None:
+    client = FakeMisp()
+    for line in ("not json", "[1]", '{"type": "bundle", "objects": []}'):
+        with pytest.raises(InteropError):
+            list(feed_lines(client, [line]))
+    assert client.added == []

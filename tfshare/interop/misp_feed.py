@@ -99,9 +99,17 @@ def feed_lines(
 ) -> Iterable[Fed]:
     """Each NDJSON line of ``listen --format stix`` into MISP, as it comes."""
     for line in lines:
-        if line.strip():
-            message = received_of_bundle(json.loads(line))
-            yield feed_one(client, message, allow_restricted=allow_restricted)
+        if not line.strip():
+            continue
+        try:
+            bundle = json.loads(line)
+        except (ValueError, RecursionError):
+            raise InteropError(
+                "a line is not JSON", hint="feed the lines of 'tfshare listen --format stix'"
+            ) from None
+        if not isinstance(bundle, Mapping):
+            raise InteropError("a line is not a bundle", hint="feed 'listen --format stix'")
+        yield feed_one(client, received_of_bundle(bundle), allow_restricted=allow_restricted)
 
 
 def main(argv: list[str] | None = None) -> int:
