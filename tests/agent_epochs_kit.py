@@ -23,7 +23,7 @@ from tfkit import TaskForce, identity
 
 from tfshare import roster as R
 from tfshare.encoding import encode
-from tfshare.epochs import EPOCH_KEY_TYPE, EpochKey, EpochKeyDelivery
+from tfshare.epochs import EPOCH_KEY_TYPE, EpochKey, EpochKeyDelivery, readers_digest
 from tfshare.keyfile import KDF_PROFILES, seal_keyfile
 from tfshare.registry.book import shipped
 from tfshare.seal import Recipient, Sealed, seal_to, seal_to_epoch
@@ -60,8 +60,23 @@ def epoch_taskforce(*, now_ms: int, extra_readers: int = 0) -> TaskForce:
     return TaskForce(ids=ids, signed=signed, anchor=R.anchor_of(roster), now_ms=now_ms)
 
 
-def new_key(channel: str, epoch: int, *, starts_ms: int) -> EpochKey:
-    return EpochKey(channel, epoch, os.urandom(32), starts_ms)
+def made_for(channel: str, *, extra_readers: int = 0) -> bytes:
+    """The reader-set digest of ``channel`` in ``epoch_taskforce(extra_readers=...)`` (the
+    kit's identities are fixed: the same whatever ``now_ms``)."""
+    extra = [f"reader-{i}" for i in range(1, extra_readers + 1)] if channel == "alerts" else []
+    return readers_digest((name, identity(name).enc_pk) for name in (*READERS, *extra))
+
+
+def new_key(channel: str, epoch: int, *, starts_ms: int, extra_readers: int = 0) -> EpochKey:
+    """A new random key for ``channel``, made (as the key manager makes it) for the channel's
+    readers in ``epoch_taskforce(extra_readers=...)``."""
+    return EpochKey(
+        channel,
+        epoch,
+        os.urandom(32),
+        starts_ms,
+        made_for(channel, extra_readers=extra_readers),
+    )
 
 
 def key_delivery(
@@ -77,7 +92,14 @@ def key_delivery(
     """A ``tf.epoch-key/1`` message carrying ``key`` to the readers ``to``, sealed in direct
     mode by the key manager (as ``tfshare keys serve`` seals it)."""
     trusted = tf.trusted()
-    delivery = EpochKeyDelivery(key.channel, key.epoch, key.key, key.starts_ms, reason)  # type: ignore[arg-type]
+    delivery = EpochKeyDelivery(
+        key.channel,
+        key.epoch,
+        key.key,
+        key.starts_ms,
+        reason,  # type: ignore[arg-type]
+        key.readers_digest,
+    )
     return seal_to(
         identity=tf.ids[sender],
         taskforce=trusted.taskforce,

@@ -11,9 +11,12 @@ Pure: no I/O, no clock; times are arguments. Keys never appear in a repr.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -26,12 +29,17 @@ from tfshare.encoding import (
     decode_canonical,
     encode,
     label,
+    u32,
 )
 from tfshare.envelope import Mode
 from tfshare.errors import RejectCode, Rejected, TrustError, ValidationError
 
+if TYPE_CHECKING:
+    from tfshare.roster import TrustedRoster
+
 L_MSGKEY: Final = label("tfshare/v1/msgkey")
 L_BUILTIN_SCHEMA: Final = label("tfshare/v1/builtin-schema")
+L_EPOCH_READERS: Final = label("tfshare/v1/epoch-readers")
 
 EPOCH_KEY_SUBJECT: Final = "tf.epoch-key"
 EPOCH_KEY_SCHEMA: Final = "tf.epoch-key/1"
@@ -61,17 +69,61 @@ def message_key(epoch_key: bytes, msg_id: bytes, sender_kid: bytes) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
+# The reader set an epoch was made for
+
+
+def readers_digest(readers: Iterable[tuple[str, bytes]]) -> bytes:
+    """The digest of a channel's reader set: ``H(L(epoch-readers) || for each (agency_id,
+    enc_pk) in ascending agency_id byte order: u32(agency_id) || enc_pk)``.
+
+    Each key delivery names the set it was made for, and a sender uses an epoch only while
+    that set is still the channel's (PROTOCOL.md 8.3a): a reader removed, suspended, without
+    read access, or whose key was rotated, changes it, and so does a reader added."""
+    ordered = sorted((agency.encode(), bytes(pk)) for agency, pk in readers)
+    digest = hashlib.blake2b(L_EPOCH_READERS, digest_size=32)
+    for agency, pk in ordered:
+        digest.update(u32(agency))
+        digest.update(pk)
+    return digest.digest()
+
+
+# Per roster and channel: hashing 20,000 readers costs about a millisecond, too much for every
+# message, and a verified roster never changes.
+_roster_digests: Final[weakref.WeakKeyDictionary[TrustedRoster, dict[str, bytes]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def channel_readers_digest(roster: TrustedRoster, channel: str) -> bytes:
+    """``readers_digest`` of ``channel``'s ACTIVE readers with their CURRENT encryption keys in
+    ``roster`` (the key manager's readers, ``keymanager.plan.channel_readers``); computed once
+    per roster and channel. ``KeyError`` for a channel the roster does not have."""
+    digests = _roster_digests.get(roster)
+    if digests is None:
+        digests = _roster_digests.setdefault(roster, {})
+    digest = digests.get(channel)
+    if digest is None:
+        members = roster.members
+        digest = digests[channel] = readers_digest(
+            (agency, members[agency].enc_key.pk) for agency in roster.active_readers(channel)
+        )
+    return digest
+
+
+# ---------------------------------------------------------------------------------------------
 # The key delivery: a built-in message type
 
 
 class EpochKeyDelivery(msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen=True):
-    """The body of a ``tf.epoch-key/1`` message: one channel's key for one epoch."""
+    """The body of a ``tf.epoch-key/1`` message: one channel's key for one epoch, and the
+    digest of the reader set it was made for (``readers_digest``)."""
 
     channel: Name
     epoch: EpochNumber
     key: Bytes32
     starts_ms: Uint
     reason: DeliveryReason
+    readers_digest: Bytes32
 
     def __repr__(self) -> str:
         return (
@@ -114,6 +166,7 @@ class _EpochKeyType:
             "epoch": record.epoch,
             "starts_ms": record.starts_ms,
             "reason": record.reason,
+            "readers_digest": record.readers_digest.hex(),
         }
 
 
@@ -133,16 +186,33 @@ def decode_delivery(body: bytes) -> EpochKeyDelivery:
 
 @dataclass(frozen=True)
 class EpochKey:
-    """One held epoch key."""
+    """One held epoch key. ``readers_digest``: the reader set it was made for (the
+    delivery's); b"" when unknown (a key kept by an earlier tfshare): such a key opens
+    messages but is never used to seal one (``made_for_readers``)."""
 
     channel: str
     epoch: int
     key: bytes = field(repr=False)
     starts_ms: int
+    readers_digest: bytes = field(default=b"", repr=False)
 
     @classmethod
     def of(cls, delivery: EpochKeyDelivery) -> EpochKey:
-        return cls(delivery.channel, delivery.epoch, delivery.key, delivery.starts_ms)
+        return cls(
+            delivery.channel,
+            delivery.epoch,
+            delivery.key,
+            delivery.starts_ms,
+            delivery.readers_digest,
+        )
+
+
+def made_for_readers(key: EpochKey, roster: TrustedRoster) -> bool:
+    """Whether ``key`` was made for its channel's current readers in ``roster`` (a sender
+    seals under it only then: after a removal the removed reader still holds it)."""
+    return len(key.readers_digest) == 32 and key.readers_digest == channel_readers_digest(
+        roster, key.channel
+    )
 
 
 def _epoch_error(message: str, *, ahead: bool = False) -> Rejected:
@@ -154,14 +224,16 @@ def _epoch_error(message: str, *, ahead: bool = False) -> Rejected:
 class EpochKeyring:
     """The epoch keys an agency holds, by channel and epoch.
 
-    Readers (``get``, ``current``...) may run on several threads while one thread adds or
-    removes keys: each change replaces a channel's dict instead of mutating it.
+    Readers (``get``, ``current``...) run lock-free on any thread: each change replaces a
+    channel's dict instead of mutating it. Changes (``add``, ``remove``) take a lock, so two
+    threads adding at once (the agent and the desk) do not lose one of the keys.
     """
 
-    __slots__ = ("_by_channel",)
+    __slots__ = ("_by_channel", "_changing")
 
     def __init__(self, keys: Iterable[EpochKey] = ()) -> None:
         self._by_channel: dict[str, dict[int, EpochKey]] = {}
+        self._changing = threading.Lock()
         for key in keys:
             self.add(key)
 
@@ -223,18 +295,20 @@ class EpochKeyring:
         return True
 
     def add(self, key: EpochKey) -> None:
-        epochs = dict(self._by_channel.get(key.channel) or {})
-        epochs[key.epoch] = key
-        self._by_channel[key.channel] = epochs
+        with self._changing:
+            epochs = dict(self._by_channel.get(key.channel) or {})
+            epochs[key.epoch] = key
+            self._by_channel[key.channel] = epochs
 
     def remove(self, keys: Iterable[EpochKey]) -> None:
-        for key in keys:
-            epochs = dict(self._by_channel.get(key.channel) or {})
-            epochs.pop(key.epoch, None)
-            if epochs:
-                self._by_channel[key.channel] = epochs
-            else:
-                self._by_channel.pop(key.channel, None)
+        with self._changing:
+            for key in keys:
+                epochs = dict(self._by_channel.get(key.channel) or {})
+                epochs.pop(key.epoch, None)
+                if epochs:
+                    self._by_channel[key.channel] = epochs
+                else:
+                    self._by_channel.pop(key.channel, None)
 
     def expired(self, now_ms: int, retention_ms: int = EPOCH_KEY_RETENTION_MS) -> list[EpochKey]:
         """Superseded keys whose successor started more than ``retention_ms`` ago: to delete.
@@ -288,12 +362,15 @@ def choose_mode(
     active_readers: int,
     named_recipients: bool,
     current: EpochKey | None,
+    readers_changed: bool = False,
 ) -> ModeChoice:
     """Direct or epoch mode for one message, by the channel's policy and audience size.
 
     ``--to`` subsets are direct (an epoch key reaches every reader). A channel that allows
     both is sealed in epoch mode above ``DIRECT_AUDIENCE_MAX`` readers when a key is held.
-    Raises ``TrustError`` when the channel's policy cannot be met.
+    ``current``: the epoch key usable now, None if none; ``readers_changed``: a current key
+    is held but was made for other readers than the roster's (``made_for_readers``), so it is
+    not usable (the refusal says so). Raises ``TrustError`` when the policy cannot be met.
     """
     direct_ok = bool(mode_policy & Mode.DIRECT)
     epoch_ok = bool(mode_policy & Mode.EPOCH)
@@ -309,6 +386,15 @@ def choose_mode(
         return ModeChoice(Mode.EPOCH, current)
     if direct_ok and active_readers <= 256:
         return ModeChoice(Mode.DIRECT, None)
+    if epoch_ok and readers_changed:
+        raise TrustError(
+            f"the readers of channel {channel!r} changed: waiting for the key manager's new "
+            "epoch (the epoch key held was made for the readers before the change, and a "
+            "removed reader still holds it)",
+            hint="try again in a minute; if it lasts, the key manager ('tfshare keys serve') "
+            "is down or behind, or this agency's roster is not the key manager's: tell the "
+            "coordinators. 'tfshare agent status' lists the epoch keys held",
+        )
     if epoch_ok:
         raise TrustError(
             f"no epoch key for channel {channel!r} yet",

@@ -504,13 +504,13 @@ class StateStore:
         unreadable = 0
         for channel, epoch, starts_ms, sealed in rows:
             try:
-                secret = open_epoch_key(
+                secret, made_for = open_epoch_key_and_readers(
                     state_key, taskforce, channel, int(epoch), int(starts_ms), bytes(sealed)
                 )
             except CryptoError:
                 unreadable += 1
                 continue
-            keys.append(EpochKey(channel, int(epoch), secret, int(starts_ms)))
+            keys.append(EpochKey(channel, int(epoch), secret, int(starts_ms), made_for))
         return keys, unreadable
 
     @_guarded("write")
@@ -525,8 +525,10 @@ class StateStore:
         return max(cursor.rowcount, 0)
 
 
-# An epoch key at rest: nonce || XChaCha20-Poly1305(key), the associated data binding it to
-# its task force, channel, epoch and start, so a row moved or edited in the file does not open.
+# An epoch key at rest: nonce || XChaCha20-Poly1305(key || readers_digest), the associated
+# data binding it to its task force, channel, epoch and start, so a row moved or edited in the
+# file does not open. A row of an earlier tfshare seals the key alone (32 bytes): it opens
+# with readers_digest b"", and such a key opens messages but never seals one.
 L_STATE_EPOCH_KEY: Final = label("tfshare/v1/state-epoch-key")
 NONCE_BYTES: Final = 24
 
@@ -542,21 +544,33 @@ def _epoch_key_ad(taskforce: str, channel: str, epoch: int, starts_ms: int) -> b
 
 
 def seal_epoch_key(state_key: bytes, taskforce: str, key: EpochKey, nonce: bytes) -> bytes:
-    """``key.key`` sealed for the state database (a fresh random ``nonce`` each time)."""
+    """``key.key`` and the reader set it was made for (``key.readers_digest``, 32 bytes or
+    none) sealed for the state database (a fresh random ``nonce`` each time)."""
     if len(nonce) != NONCE_BYTES:
         raise ValueError("the nonce must be 24 bytes")
+    if len(key.readers_digest) not in (0, 32):
+        raise ValueError("a reader-set digest is 32 bytes")
     ad = _epoch_key_ad(taskforce, key.channel, key.epoch, key.starts_ms)
-    return nonce + primitives.aead_encrypt(key.key, ad, nonce, state_key)
+    return nonce + primitives.aead_encrypt(key.key + key.readers_digest, ad, nonce, state_key)
+
+
+def open_epoch_key_and_readers(
+    state_key: bytes, taskforce: str, channel: str, epoch: int, starts_ms: int, sealed: bytes
+) -> tuple[bytes, bytes]:
+    """The epoch key of a stored row and the reader-set digest kept with it (b"" for a row
+    of an earlier tfshare); ``CryptoError`` if it does not open as that row's."""
+    if len(sealed) not in (NONCE_BYTES + 32 + 16, NONCE_BYTES + 64 + 16):
+        raise CryptoError("a sealed epoch key has the wrong size")
+    ad = _epoch_key_ad(taskforce, channel, epoch, starts_ms)
+    plain = primitives.aead_decrypt(sealed[NONCE_BYTES:], ad, sealed[:NONCE_BYTES], state_key)
+    return plain[:32], plain[32:]
 
 
 def open_epoch_key(
     state_key: bytes, taskforce: str, channel: str, epoch: int, starts_ms: int, sealed: bytes
 ) -> bytes:
     """The epoch key of a stored row; ``CryptoError`` if it does not open as that row's."""
-    if len(sealed) != NONCE_BYTES + 32 + 16:
-        raise CryptoError("a sealed epoch key has the wrong size")
-    ad = _epoch_key_ad(taskforce, channel, epoch, starts_ms)
-    return primitives.aead_decrypt(sealed[NONCE_BYTES:], ad, sealed[:NONCE_BYTES], state_key)
+    return open_epoch_key_and_readers(state_key, taskforce, channel, epoch, starts_ms, sealed)[0]
 
 
 def _inbox_item(r: tuple[Any, ...]) -> InboxItem:

@@ -319,8 +319,8 @@ def test_publishing_through_the_desk_to_more_than_64_readers_uses_epoch_mode_onc
     )
     try:
         start = now_ms() - 5000
-        old = new_key("alerts", 1, starts_ms=start - 60_000)
-        key = new_key("alerts", 2, starts_ms=start)
+        old = new_key("alerts", 1, starts_ms=start - 60_000, extra_readers=61)
+        key = new_key("alerts", 2, starts_ms=start, extra_readers=61)
         police = load_agency(tf, "police", tmp_path / "police")
         agent = agent_of(police, broker.url)
         desk = Desk(police, agent, now_ms)

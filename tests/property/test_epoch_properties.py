@@ -44,6 +44,7 @@ EK1: Final = bytes(range(0x10, 0x30))
 EK2: Final = bytes(range(0x30, 0x50))
 S1: Final = NOW_MS - 2_000_000
 S2: Final = NOW_MS - 600_000
+READERS_DIGEST: Final = bytes(range(0x70, 0x90))
 KEYS: Final = (EpochKey("alerts", 1, EK1, S1), EpochKey("alerts", 2, EK2, S2))
 
 
@@ -221,9 +222,12 @@ delivery_bodies = st.one_of(
     st.binary(max_size=120),
     msgpack_values.map(msgspec.msgpack.encode),
     # near misses: a valid shape with one element of any value
-    st.tuples(st.integers(0, 4), msgpack_values).map(
+    st.tuples(st.integers(0, 5), msgpack_values).map(
         lambda p: msgspec.msgpack.encode(
-            [p[1] if i == p[0] else v for i, v in enumerate(["alerts", 1, EK1, S1, "initial"])]
+            [
+                p[1] if i == p[0] else v
+                for i, v in enumerate(["alerts", 1, EK1, S1, "initial", READERS_DIGEST])
+            ]
         )
     ),
 )
@@ -242,8 +246,9 @@ def test_any_delivery_body_decodes_validly_or_raises_a_decode_error(body: bytes)
 
 
 @given(delivery_bodies)
-@example(encode(EpochKeyDelivery("tips", 1, EK1, S1, "initial")))  # valid, another channel
-@example(encode(EpochKeyDelivery("alerts", 1, EK1, S1, "initial")))  # valid
+@example(encode(EpochKeyDelivery("tips", 1, EK1, S1, "initial", READERS_DIGEST)))  # another ch.
+@example(encode(EpochKeyDelivery("alerts", 1, EK1, S1, "initial", READERS_DIGEST)))  # valid
+@example(msgspec.msgpack.encode(["alerts", 1, EK1, S1, "initial"]))  # before readers_digest
 def test_any_delivery_body_received_is_delivered_or_e_body(body: bytes) -> None:
     """Sealed by the key manager, any body is delivered (a valid delivery for "alerts") or
     refused with E_BODY; the keyring changes only for a delivered new key."""

@@ -283,7 +283,8 @@ def test_sealing_picks_epoch_mode_above_64_readers_and_direct_mode_below_with_th
 ) -> None:
     large = epoch_taskforce(now_ms=now_ms(), extra_readers=61)  # "alerts": 65 readers
     small = epoch_taskforce(now_ms=now_ms())  # "alerts": 4 readers
-    key = new_key("alerts", 1, starts_ms=now_ms() - 1000)
+    # made for the large audience; the small one seals in direct mode whatever the key
+    key = new_key("alerts", 1, starts_ms=now_ms() - 1000, extra_readers=61)
     sealed = {}
     for name, tf in (("large", large), ("small", small)):
         agency = load_agency(tf, "police", tmp_path / name)

@@ -33,6 +33,7 @@ from tfshare.epochs import (
     EpochKey,
     EpochKeyDelivery,
     EpochKeyring,
+    channel_readers_digest,
     choose_mode,
     message_key,
 )
@@ -120,8 +121,20 @@ def removal_rosters() -> tuple[R.SignedRoster, R.SignedRoster]:
     return tf.signed, after
 
 
-def key(epoch: int = 1, key_bytes: bytes = EK1, starts_ms: int = S1) -> EpochKey:
-    return EpochKey("alerts", epoch, key_bytes, starts_ms)
+@functools.cache
+def alerts_readers() -> bytes:
+    """The reader-set digest of "alerts" in ``epoch_taskforce`` (any mode policy: the
+    readers are the same): what the kit's keys and deliveries name by default."""
+    return channel_readers_digest(trusted(epoch_taskforce()), "alerts")
+
+
+def key(
+    epoch: int = 1, key_bytes: bytes = EK1, starts_ms: int = S1, readers: bytes | None = None
+) -> EpochKey:
+    """An "alerts" key as a delivery gives it: made for ``readers`` (default: the epoch
+    task force's readers of "alerts")."""
+    made_for = alerts_readers() if readers is None else readers
+    return EpochKey("alerts", epoch, key_bytes, starts_ms, made_for)
 
 
 def keyring(*keys: EpochKey) -> EpochKeyring:
@@ -135,8 +148,10 @@ def delivery_body(
     key_bytes: bytes = EK1,
     starts_ms: int = S1,
     reason: DeliveryReason = "initial",
+    readers: bytes | None = None,
 ) -> bytes:
-    return encode(EpochKeyDelivery(channel, epoch, key_bytes, starts_ms, reason))
+    made_for = alerts_readers() if readers is None else readers
+    return encode(EpochKeyDelivery(channel, epoch, key_bytes, starts_ms, reason, made_for))
 
 
 def deliver(
@@ -154,9 +169,11 @@ def deliver(
     key_bytes: bytes = EK1,
     starts_ms: int = S1,
     reason: DeliveryReason = "initial",
+    made_for: bytes | None = None,
 ) -> Sealed:
     """A key delivery as the key manager makes it: direct mode, tf.epoch-key/1, to ``to``
-    (default: the channel's active readers)."""
+    (default: the channel's active readers), naming the reader set ``made_for`` (default:
+    ``alerts_readers()``)."""
     roster = roster if roster is not None else trusted(tf)
     readers = list(to) if to is not None else roster.active_readers(channel)
     return seal_to(
@@ -169,7 +186,12 @@ def deliver(
         body=body
         if body is not None
         else delivery_body(
-            channel=channel, epoch=epoch, key_bytes=key_bytes, starts_ms=starts_ms, reason=reason
+            channel=channel,
+            epoch=epoch,
+            key_bytes=key_bytes,
+            starts_ms=starts_ms,
+            reason=reason,
+            readers=made_for,
         ),
         seq=seq,
         now_ms=tf.now_ms if now_ms is None else now_ms,
@@ -598,7 +620,7 @@ def _assert_no_key(text: str, *keys: bytes) -> None:
 
 
 def test_delivery_and_key_reprs_hide_the_key() -> None:
-    delivery = EpochKeyDelivery("alerts", 1, EK1, S1, "initial")
+    delivery = EpochKeyDelivery("alerts", 1, EK1, S1, "initial", alerts_readers())
     held = key()
     ring = keyring(held)
     for text in (repr(delivery), str(delivery), repr(held), str(held), repr(ring)):

@@ -18,6 +18,7 @@ from tfshare.keymanager.plan import (
     EpochState,
     batches,
     channel_readers,
+    digest_of,
     epoch_channels,
     plan,
     reader_set,
@@ -32,8 +33,12 @@ DAY_MS = 24 * 3600 * 1000
 
 def _state(roster: R.TrustedRoster, *, epoch: int = 1, starts_ms: int = NOW_MS,
            start_seq: int | None = 10) -> dict[str, EpochState]:  # fmt: skip
-    readers = reader_set(channel_readers(roster, "alerts"))
-    return {"alerts": EpochState("alerts", epoch, starts_ms, readers, start_seq)}
+    readers = channel_readers(roster, "alerts")
+    return {
+        "alerts": EpochState(
+            "alerts", epoch, starts_ms, reader_set(readers), start_seq, digest_of(readers)
+        )
+    }
 
 
 def test_the_defaults_are_the_rosters() -> None:
@@ -90,7 +95,9 @@ def test_a_reader_whose_key_changed_gets_a_new_epoch() -> None:
     roster = trusted(km_taskforce(), now_ms=NOW_MS)
     state = _state(roster)["alerts"]
     old_key = {(a, b"\x00" * 8 if a == "police" else kid) for a, kid in state.readers}
-    rotated = {"alerts": EpochState("alerts", 1, NOW_MS, frozenset(old_key), 10)}
+    rotated = {
+        "alerts": EpochState("alerts", 1, NOW_MS, frozenset(old_key), 10, state.readers_digest)
+    }
     assert [r.reason for r in plan(roster, rotated, now_ms=NOW_MS)] == ["members"]
 
 

@@ -3,7 +3,8 @@ PROTOCOL.md 8.3a, 8.4 checks 7d/9d/9e, 8.6).
 
 The identities of v1.json (make_vectors.py) plus a key manager, "keyman" (seeds 05/45/85),
 two signed rosters (before and after ngo's removal), fixed epoch keys, fixed randomness and a
-fixed clock go in; exact bytes come out: the key delivery of epoch 1 (direct mode, built-in
+fixed clock go in; exact bytes come out: the key delivery of epoch 1 (naming the digest of the
+reader set it was made for, with that digest's preimage) (direct mode, built-in
 schema tf.epoch-key/1), a message under epoch 1, the re-key after the removal (the delivery of
 epoch 2 to the remaining readers) and a message under epoch 2, each with every intermediate
 value, then refusals with their codes. Run it only when the wire format changes on purpose:
@@ -30,7 +31,7 @@ from make_vectors import T0, body_bytes, fixed_identity, vector_schema  # noqa: 
 from tfkit import DeterministicRng  # noqa: E402
 
 from tfshare import roster as R  # noqa: E402
-from tfshare.encoding import encode  # noqa: E402
+from tfshare.encoding import encode, label, u32  # noqa: E402
 from tfshare.envelope import Header  # noqa: E402
 from tfshare.epochs import (  # noqa: E402
     EPOCH_GRACE_MS,
@@ -40,6 +41,7 @@ from tfshare.epochs import (  # noqa: E402
     EpochKey,
     EpochKeyDelivery,
     message_key,
+    readers_digest,
 )
 from tfshare.keys import Identity, fingerprint  # noqa: E402
 from tfshare.messages import MessageType  # noqa: E402
@@ -67,6 +69,20 @@ EK = {
     2: DeterministicRng("tfshare/v1/epoch-vector/key-2")(32),
 }
 STARTS = {1: STARTS_1, 2: STARTS_2}
+# Who each epoch is made for: the active readers of "alerts" before and after ngo's removal.
+READERS = {1: ("coord", "police", "ngo", "labour"), 2: ("coord", "police", "labour")}
+
+
+def readers_preimage(ids: dict[str, Identity], readers: Sequence[str]) -> bytes:
+    """What ``readers_digest`` hashes, spelled out (PROTOCOL.md 8.6) for the vector file."""
+    data = label("tfshare/v1/epoch-readers")
+    for agency in sorted(readers, key=str.encode):
+        data += u32(agency.encode()) + ids[agency].enc_pk
+    return data
+
+
+def made_for(ids: dict[str, Identity], epoch: int) -> bytes:
+    return readers_digest((a, ids[a].enc_pk) for a in READERS[epoch])
 
 
 def identities() -> dict[str, Identity]:
@@ -137,7 +153,9 @@ def delivery(
 ) -> tuple[Sealed, dict[str, Any]]:
     """A tf.epoch-key/1 envelope (direct mode) and its vector entry."""
     randomness = DeterministicRng(f"tfshare/v1/epoch-vector/{name}")(104)
-    record = EpochKeyDelivery(CHANNEL, epoch, key, starts_ms, reason)
+    # Made for the readers it is delivered to (a key manager's delivery of a whole epoch).
+    digest = readers_digest((a, ids[a].enc_pk) for a in recipients)
+    record = EpochKeyDelivery(CHANNEL, epoch, key, starts_ms, reason, digest)
     body = encode(record)
     sealed = seal_to(
         identity=ids[sender],
@@ -172,9 +190,12 @@ def delivery(
             "key": record.key.hex(),
             "starts_ms": record.starts_ms,
             "reason": record.reason,
+            "readers_digest": record.readers_digest.hex(),
         },
         "body": body.hex(),
         "intermediate": {
+            "readers": sorted(recipients, key=str.encode),
+            "readers_digest_preimage": readers_preimage(ids, recipients).hex(),
             "msg_id": msg_id.hex(),
             "nonce": nonce.hex(),
             "payload_key": payload_key.hex(),
@@ -213,7 +234,7 @@ def message(
         taskforce="nl-north",
         channel=CHANNEL,
         roster_seq=_seq_of(roster_bytes),
-        epoch_key=EpochKey(CHANNEL, epoch, EK[epoch], STARTS[epoch]),
+        epoch_key=EpochKey(CHANNEL, epoch, EK[epoch], STARTS[epoch], made_for(ids, epoch)),
         schema=schema,
         body=body,
         seq=seq,
@@ -426,7 +447,13 @@ def build() -> dict[str, Any]:
             "schema_fp": EPOCH_KEY_TYPE.fingerprint.hex(),
         },
         "epochs": [
-            {"channel": CHANNEL, "epoch": e, "key": EK[e].hex(), "starts_ms": STARTS[e]}
+            {
+                "channel": CHANNEL,
+                "epoch": e,
+                "key": EK[e].hex(),
+                "starts_ms": STARTS[e],
+                "readers_digest": made_for(ids, e).hex(),
+            }
             for e in (1, 2)
         ],
         "epoch_grace_ms": EPOCH_GRACE_MS,

@@ -17,7 +17,7 @@ from make_vectors import vector_schema
 from nacl import bindings
 
 from tfshare import roster as R
-from tfshare.epochs import EpochKey, EpochKeyDelivery, EpochKeyring
+from tfshare.epochs import EpochKey, EpochKeyDelivery, EpochKeyring, channel_readers_digest
 from tfshare.errors import RejectCode
 from tfshare.messages import MessageType
 from tfshare.protocol import Delivered, Outcome, Receiver, Rejection
@@ -68,7 +68,7 @@ def receiver(vector: dict[str, Any], agency: str) -> Receiver:
         data, anchor=R.anchor_of(roster), state=None, now_ms=VECTORS["open_at_ms"]
     )
     held = [
-        EpochKey(e["channel"], e["epoch"], h(e["key"]), e["starts_ms"])
+        EpochKey(e["channel"], e["epoch"], h(e["key"]), e["starts_ms"], h(e["readers_digest"]))
         for e in VECTORS["epochs"]
         if e["epoch"] in vector["keys_held"]
     ]
@@ -151,7 +151,8 @@ def _verify_and_decrypt(vector: dict[str, Any], payload_key: bytes) -> list[Any]
 @pytest.mark.parametrize("vector", DELIVERIES, ids=lambda v: v["name"])
 def test_delivery_rederived_from_raw_primitives(vector: dict[str, Any]) -> None:
     """A key delivery: a direct-mode header from the key manager, its K wrapped to each
-    recipient, and a Plain whose body is [channel, epoch, key, starts_ms, reason]."""
+    recipient, and a Plain whose body is [channel, epoch, key, starts_ms, reason,
+    readers_digest]."""
     inter, inputs = vector["intermediate"], vector["inputs"]
     hdr = msgspec.msgpack.decode(h(inter["hdr"]))
     assert hdr[4] == "keyman" == inputs["sender"]
@@ -182,9 +183,43 @@ def test_delivery_rederived_from_raw_primitives(vector: dict[str, Any]) -> None:
         h(fields["key"]),
         fields["starts_ms"],
         fields["reason"],
+        h(fields["readers_digest"]),
     ]
     epoch = next(e for e in VECTORS["epochs"] if e["epoch"] == fields["epoch"])
     assert (fields["key"], fields["starts_ms"]) == (epoch["key"], epoch["starts_ms"])
+    # readers_digest = H(L(epoch-readers) || for each reader, by agency id: u32(id) || enc_pk)
+    # over the readers it is delivered to
+    assert inter["readers"] == sorted(inputs["recipients"])
+    preimage = L("tfshare/v1/epoch-readers") + b"".join(
+        u32(a.encode()) + h(identity_entry(a)["enc_pk"]) for a in inter["readers"]
+    )
+    assert preimage.hex() == inter["readers_digest_preimage"]
+    assert blake(preimage).hex() == fields["readers_digest"]
+
+
+def test_each_epochs_readers_digest_is_its_rosters_channel_readers() -> None:
+    """Epoch 1 is made for the readers of "alerts" in the roster before ngo's removal,
+    epoch 2 for those after: what a sender holding that roster compares the key with."""
+    by_epoch = {e["epoch"]: e for e in VECTORS["epochs"]}
+    digests = {}
+    for name in ("before", "after"):
+        data = h(VECTORS["rosters"][name])
+        _, roster = R.decode_signed_roster(data)
+        trusted, _ = R.verify_roster(
+            data, anchor=R.anchor_of(roster), state=None, now_ms=VECTORS["open_at_ms"]
+        )
+        digests[name] = channel_readers_digest(trusted, "alerts").hex()
+    assert (
+        digests["before"]
+        == by_epoch[1]["readers_digest"]
+        == BY_NAME["delivery_epoch_1"]["plaintext"]["readers_digest"]
+    )
+    assert (
+        digests["after"]
+        == by_epoch[2]["readers_digest"]
+        == BY_NAME["delivery_epoch_2"]["plaintext"]["readers_digest"]
+    )
+    assert digests["before"] != digests["after"]
 
 
 @pytest.mark.parametrize("vector", MESSAGES, ids=lambda v: v["name"])
@@ -229,12 +264,20 @@ def test_delivery_vector_is_accepted_and_adds_its_key(vector: dict[str, Any], ag
     record = outcome.message.record
     assert isinstance(record, EpochKeyDelivery)
     fields = vector["plaintext"]
-    assert (record.channel, record.epoch, record.key.hex(), record.starts_ms, record.reason) == (
+    assert (
+        record.channel,
+        record.epoch,
+        record.key.hex(),
+        record.starts_ms,
+        record.reason,
+        record.readers_digest.hex(),
+    ) == (
         fields["channel"],
         fields["epoch"],
         fields["key"],
         fields["starts_ms"],
         fields["reason"],
+        fields["readers_digest"],
     )
     assert outcome.new_epoch_key == EpochKey.of(record)
     assert box.epochs.get("alerts", fields["epoch"]) == EpochKey.of(record)

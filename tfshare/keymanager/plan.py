@@ -3,7 +3,9 @@
 Owns: the rules of PROTOCOL.md 8.6 "New epochs" as a function of the roster in force, the
 epochs made so far, the clock and the channels' stream positions (``plan``); a channel's
 current readers as recipients (``channel_readers``); the key deliveries of one epoch, in
-direct-mode envelopes of at most 256 readers each (``seal_deliveries``).
+direct-mode envelopes of at most 256 readers each (``seal_deliveries``), each naming the
+reader set the epoch was made for (``epochs.readers_digest``: senders use an epoch only while
+it is their roster's reader set of the channel).
 
 A reader is an active reader of the channel *with its current encryption key*: an epoch is
 delivered to keys, so a reader whose key was rotated gets a new epoch too (a stolen old key
@@ -19,7 +21,13 @@ from dataclasses import dataclass
 from typing import Final
 
 from tfshare.envelope import MAX_RECIPIENTS, Mode
-from tfshare.epochs import EPOCH_KEY_TYPE, KEY_MANAGER_ROLE, DeliveryReason, EpochKeyDelivery
+from tfshare.epochs import (
+    EPOCH_KEY_TYPE,
+    KEY_MANAGER_ROLE,
+    DeliveryReason,
+    EpochKeyDelivery,
+    readers_digest,
+)
 from tfshare.keys import Identity, Random
 from tfshare.roster import TrustedRoster
 from tfshare.seal import Recipient, Sealed, seal_to
@@ -44,6 +52,10 @@ class EpochState:
     # The channel stream's last sequence when the epoch began (after its own deliveries);
     # None while the stream could not be looked at.
     start_seq: int | None
+    # The digest its deliveries name (``epochs.readers_digest`` of ``readers``' keys); None for
+    # an epoch made by a tfshare whose deliveries named none: agents never seal under such an
+    # epoch, so it is replaced at once (reason "members").
+    readers_digest: bytes | None
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,13 @@ def reader_set(readers: Sequence[Recipient]) -> ReaderSet:
     return frozenset((r.agency_id, r.kid) for r in readers)
 
 
+def digest_of(readers: Sequence[Recipient]) -> bytes:
+    """The ``readers_digest`` the deliveries of an epoch made for ``readers`` name: for
+    ``channel_readers(roster, channel)`` it is ``epochs.channel_readers_digest(roster,
+    channel)``, what a sender holding that roster compares it with."""
+    return readers_digest((r.agency_id, r.enc_pk) for r in readers)
+
+
 def reader_sets(roster: TrustedRoster) -> dict[str, ReaderSet]:
     """Each epoch-mode channel's active readers with their keys (what ``plan`` compares):
     computed once per roster, not at every look."""
@@ -112,7 +131,7 @@ def why_new_epoch(
     that must never be missed (a removed reader), whatever else is also due."""
     if state is None:
         return "initial"
-    if readers != state.readers:
+    if readers != state.readers or state.readers_digest is None:
         return "members"
     if now_ms >= state.starts_ms + period_ms:
         return "period"
@@ -184,11 +203,14 @@ def seal_deliveries(
     first_seq: int,
     now_ms: int,
     rng: Random,
+    made_for: bytes | None = None,
 ) -> list[Sealed]:
     """The ``tf.epoch-key/1`` envelopes that deliver ``key`` to ``readers``: direct mode,
     at most 256 readers each (one X25519 and one wrap per reader), sequence numbers from
-    ``first_seq`` on."""
-    body = EPOCH_KEY_TYPE.to_body(EpochKeyDelivery(channel, epoch, key, starts_ms, reason))
+    ``first_seq`` on. Each names the reader set the epoch was made for: ``made_for`` (a
+    resend to some of them passes the epoch's digest), by default ``readers``' own."""
+    digest = digest_of(readers) if made_for is None else made_for
+    body = EPOCH_KEY_TYPE.to_body(EpochKeyDelivery(channel, epoch, key, starts_ms, reason, digest))
     return [
         seal_to(
             identity=identity,

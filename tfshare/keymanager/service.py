@@ -32,6 +32,7 @@ from tfshare.keymanager.plan import (
     ReaderSet,
     Rekey,
     channel_readers,
+    digest_of,
     epoch_channels,
     is_key_manager,
     plan,
@@ -160,6 +161,7 @@ class KeyManager:
 
     def _make(self, rekey: Rekey, now_ms: int, start_seq: int | None) -> None:
         key = self.rng(32)
+        made_for = digest_of(rekey.readers)
         count = -(-len(rekey.readers) // 256)
         first_seq = self.store.reserve_seqs(rekey.channel, count)
         deliveries = seal_deliveries(
@@ -174,6 +176,7 @@ class KeyManager:
             first_seq=first_seq,
             now_ms=now_ms,
             rng=self.rng,
+            made_for=made_for,
         )
         self.store.record_epoch(
             channel=rekey.channel,
@@ -185,6 +188,7 @@ class KeyManager:
             start_seq=start_seq,
             roster_seq=self.roster.seq,
             readers=rekey.readers,
+            readers_digest=made_for,
             subject=channel_subject(self.roster.taskforce, rekey.channel, self.agency),
             deliveries=deliveries,
         )
@@ -418,6 +422,13 @@ def queue_resend(
             hint="an epoch key goes only to the channel's readers; grant read access first "
             "(the key manager then makes a new epoch for them)",
         )
+    if current.state.readers_digest is None:
+        raise TrustError(
+            f"epoch {current.state.epoch} of {channel!r} was made before key deliveries named "
+            "their readers",
+            hint="'tfshare keys serve' replaces it with a new epoch for the current readers "
+            "at its next turn: no resend is needed",
+        )
     reason: DeliveryReason = "resend"
     deliveries = seal_deliveries(
         identity=identity,
@@ -431,6 +442,7 @@ def queue_resend(
         first_seq=store.reserve_seqs(channel, 1),
         now_ms=now_ms,
         rng=rng,
+        made_for=current.state.readers_digest,
     )
     store.queue_deliveries(
         channel,

@@ -5,7 +5,9 @@ written and upgraded by ``tfshare.sqlite_db``, like the agent's state and the au
 
 - ``epochs``: per channel and epoch, the key AEAD-sealed under the agency's state key
   (``Identity.state_key``: only the unlocked key file opens it), its start, why it was made,
-  and the channel stream's sequence when it began (for the message budget);
+  the channel stream's sequence when it began (for the message budget) and the digest of the
+  reader set its deliveries name (a resend names the same; NULL for an epoch made before
+  deliveries named one, which is replaced at once);
 - ``epoch_readers``: who (agency and the encryption key id) each epoch was delivered to;
 - ``outbox``: the sealed delivery envelopes, written in the same transaction as their epoch
   and removed once JetStream acknowledged them. After a broker outage the same bytes are
@@ -58,8 +60,14 @@ CREATE TABLE IF NOT EXISTS outbound_seq (
 ) WITHOUT ROWID;
 """
 
+# Schema 2: each epoch's reader-set digest (PROTOCOL.md 8.6), what a resend names again.
+_SCHEMA_2: Final = """
+ALTER TABLE epochs ADD COLUMN readers_digest BLOB;
+"""
+
 MIGRATIONS: Final = (
     Migration(1, "the key manager's first tables", sqlite_db.statements(_SCHEMA_1)),
+    Migration(2, "the reader set each epoch was made for", sqlite_db.statements(_SCHEMA_2)),
 )
 
 KEYMANAGER_DATABASE: Final = DatabaseFile(
@@ -195,12 +203,12 @@ class KeyManagerStore:
     def current(self) -> dict[str, StoredEpoch]:
         """Each channel's newest epoch, its key opened."""
         rows = self._read(
-            "SELECT channel, epoch, nonce, sealed_key, starts_ms, reason, start_seq, own_msgs "
-            "FROM epochs e "
+            "SELECT channel, epoch, nonce, sealed_key, starts_ms, reason, start_seq, own_msgs, "
+            "readers_digest FROM epochs e "
             "WHERE epoch = (SELECT max(epoch) FROM epochs WHERE channel = e.channel)"
         )
         out: dict[str, StoredEpoch] = {}
-        for channel, epoch, nonce, sealed, starts_ms, reason, start_seq, own in rows:
+        for channel, epoch, nonce, sealed, starts_ms, reason, start_seq, own, digest in rows:
             assert (
                 isinstance(channel, str) and isinstance(epoch, int) and isinstance(starts_ms, int)
             )
@@ -208,7 +216,8 @@ class KeyManagerStore:
             key = self._open_key(channel, epoch, starts_ms, bytes(nonce), bytes(sealed))
             # The key manager's own deliveries are not messages of the epoch's budget.
             start = None if start_seq is None else int(start_seq) + int(own)
-            state = EpochState(channel, epoch, starts_ms, readers, start)
+            made_for = None if digest is None else bytes(digest)
+            state = EpochState(channel, epoch, starts_ms, readers, start, made_for)
             out[channel] = StoredEpoch(state, key, str(reason))
         return out
 
@@ -224,18 +233,34 @@ class KeyManagerStore:
         start_seq: int | None,
         roster_seq: int,
         readers: Sequence[Recipient],
+        readers_digest: bytes,
         subject: str,
         deliveries: Sequence[Sealed],
     ) -> None:
-        """Persist a new epoch, who it goes to and its delivery envelopes, in one
-        transaction: what is published afterwards is exactly this (retried as it is)."""
+        """Persist a new epoch, who it goes to (and the digest its deliveries name) and its
+        delivery envelopes, in one transaction: what is published afterwards is exactly this
+        (retried as it is)."""
+        if len(readers_digest) != 32:
+            raise ValueError("a reader-set digest is 32 bytes")
         sealed = primitives.aead_encrypt(
             key, _ad(channel, epoch, starts_ms), nonce, self._state_key
         )
         with self._tx():
             self._db.execute(
-                "INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
-                (channel, epoch, nonce, sealed, starts_ms, reason, start_seq, roster_seq),
+                "INSERT INTO epochs (channel, epoch, nonce, sealed_key, starts_ms, reason, "
+                "start_seq, own_msgs, roster_seq, readers_digest) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                (
+                    channel,
+                    epoch,
+                    nonce,
+                    sealed,
+                    starts_ms,
+                    reason,
+                    start_seq,
+                    roster_seq,
+                    readers_digest,
+                ),
             )
             self._db.executemany(
                 "INSERT INTO epoch_readers VALUES (?, ?, ?, ?)",
