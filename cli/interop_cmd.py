@@ -37,20 +37,29 @@ MAX_IMPORT = 16 * 1024 * 1024
 def export_cmd(
     msg_ids: Annotated[
         list[str] | None,
-        typer.Argument(help="msg_ids from 'inbox list' (or SENDER:MSG_ID); or use --since."),
+        typer.Argument(
+            metavar="MSG_ID",
+            help="msg_ids from 'inbox list' (or SENDER:MSG_ID); or use --since.",
+        ),
     ] = None,
     since: Annotated[
         str | None,
-        typer.Option("--since", help="Every received message sent since DATE (UTC) or date-time."),
+        typer.Option(
+            "--since",
+            metavar="DATE",
+            help="Every received message sent since DATE (UTC) or date-time.",
+        ),
     ] = None,
     channel: Annotated[
-        str | None, typer.Option("--channel", help="With --since: only this channel.")
+        str | None,
+        typer.Option("--channel", metavar="CHANNEL", help="With --since: only this channel."),
     ] = None,
     fmt: Annotated[
-        str, typer.Option("--format", help="stix (a STIX 2.1 bundle) or misp.")
+        str, typer.Option("--format", metavar="stix|misp", help="stix (a STIX 2.1 bundle) or misp.")
     ] = "stix",
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write to FILE (mode 0600) instead of stdout.")
+        Path | None,
+        typer.Option("--out", metavar="FILE", help="Write to FILE (mode 0600) instead of stdout."),
     ] = None,
     allow_restricted: Annotated[
         bool,
@@ -186,18 +195,32 @@ def _write(text: str, out: Path | None) -> None:
 
 
 def import_cmd(
-    file: Annotated[Path, typer.Argument(help="A STIX 2.1 bundle or a MISP event (JSON), or '-'.")],
-    kind: Annotated[str, typer.Option("--as", help="The draft's kind: tip, red-flag or alert.")],
+    file: Annotated[
+        Path,
+        typer.Argument(metavar="FILE", help="A STIX 2.1 bundle or a MISP event (JSON), or '-'."),
+    ],
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--as", metavar="tip|red-flag|alert", help="The draft's kind: tip, red-flag or alert."
+        ),
+    ],
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Write the draft to FILE (mode 0600) instead of stdout."),
+        typer.Option(
+            "--out", metavar="FILE", help="Write the draft to FILE (mode 0600) instead of stdout."
+        ),
     ] = None,
     tlp: Annotated[
         str | None,
-        typer.Option("--tlp", help="TLP for the draft when the source has none, or stricter."),
+        typer.Option(
+            "--tlp",
+            metavar="LEVEL",
+            help="TLP for the draft when the source has none, or stricter.",
+        ),
     ] = None,
     pap: Annotated[
-        str | None, typer.Option("--pap", help="PAP for the draft (not weaker).")
+        str | None, typer.Option("--pap", metavar="LEVEL", help="PAP for the draft (not weaker).")
     ] = None,
 ) -> None:
     """Turn a STIX bundle or MISP event into a draft body for 'tfshare publish KIND
