@@ -141,6 +141,15 @@ class Cpu:
 
 
 CPU: dict[str, tuple[float, float]] = {}
+# Consumes are measured this many times each, raw and tfshare alike, and the least CPU kept:
+# a second of consuming is short enough for another process's burst to double it.
+CONSUME_ROUNDS = int(os.environ.get("TFSHARE_BENCH_CONSUME_ROUNDS", "3"))
+
+
+def _keep_least(label: str, figures: tuple[float, float]) -> None:
+    """Keep the round with the least CPU (client + broker) under ``label``."""
+    if label not in CPU or sum(figures) < sum(CPU[label]):
+        CPU[label] = figures
 
 
 async def raw_rates(url: str, seed: bytes, cpu: Cpu) -> tuple[float, float]:
@@ -157,15 +166,19 @@ async def raw_rates(url: str, seed: bytes, cpu: Cpu) -> tuple[float, float]:
     publish_rate = N / (time.perf_counter() - start)
     await js.add_consumer("RAW", ConsumerConfig(durable_name="raw", ack_policy=AckPolicy.EXPLICIT))
     sub = await js.pull_subscribe_bind("raw", "RAW")
-    got = 0
-    start = time.perf_counter()
-    with cpu:
-        while got < N:
-            for msg in await sub.fetch(64, timeout=2):
-                await msg.ack()
-                got += 1
-        CPU["raw consume"] = cpu.per_message_us(N)
-    consume_rate = N / (time.perf_counter() - start)
+    consume_rate = 0.0
+    for round_ in range(CONSUME_ROUNDS):
+        if round_:  # the next N, published outside the measurement
+            await asyncio.gather(*[await js.publish_async("raw.x", payload) for _ in range(N)])
+        got = 0
+        start = time.perf_counter()
+        with cpu:
+            while got < N:
+                for msg in await sub.fetch(64, timeout=2):
+                    await msg.ack()
+                    got += 1
+            _keep_least("raw consume", cpu.per_message_us(N))
+        consume_rate = max(consume_rate, N / (time.perf_counter() - start))
     await conn.close()
     return publish_rate, consume_rate
 
@@ -294,7 +307,7 @@ async def secure_consume_rate(
             await asyncio.sleep(0.01)
         if agent.stats.delivered < N:
             raise RuntimeError(f"consumer stalled: {agent.stats}")
-        CPU[label] = cpu.per_message_us(N)
+        _keep_least(label, cpu.per_message_us(N))
     rate = N / (time.perf_counter() - start)
     stop.set()
     await task
@@ -709,6 +722,39 @@ def flood_delay(directory: Path) -> tuple[float, float, int]:
         broker.stop()
 
 
+def consume_rounds(tf: Any, url: str, directory: Path, cpu: Cpu) -> tuple[float, float]:
+    """The agent's consume in direct and in epoch mode, CONSUME_ROUNDS times each (msgs/s,
+    the best round; CPU per message of the least costly round in ``CPU``)."""
+    # Each consume round reads N messages queued for ngo: the first round those just
+    # published, the next ones sealed and queued again outside the measurement. A
+    # fresh state directory per round, so every round starts from the same inbox.
+    sec_con = 0.0
+    for round_ in range(CONSUME_ROUNDS):
+        if round_:
+            again = seal_direct_messages(tf, N, 1 + round_ * N)
+            asyncio.run(queue(tf, url, "alerts", again))
+        rate = asyncio.run(secure_consume_rate(tf, url, directory / f"ngo-{round_}", cpu))
+        sec_con = max(sec_con, rate)
+    # The same consume in epoch mode: N bulletins queued for the same reader.
+    keyring = epoch_keyring(_now())
+    sec_con_epoch = 0.0
+    for round_ in range(CONSUME_ROUNDS):
+        epoch_sealed = seal_epoch_messages(tf, keyring, N, 1 + round_ * N)
+        asyncio.run(queue(tf, url, EPOCH_CHANNEL, epoch_sealed))
+        rate = asyncio.run(
+            secure_consume_rate(
+                tf,
+                url,
+                directory / f"ngo-epoch-{round_}",
+                cpu,
+                label="tfshare consume epoch",
+                epochs=keyring,
+            )
+        )
+        sec_con_epoch = max(sec_con_epoch, rate)
+    return sec_con, sec_con_epoch
+
+
 def main() -> None:
     configure("warning")
     tf = taskforce_with_readers()
@@ -721,7 +767,7 @@ def main() -> None:
             directory / "broker",
             port=free_port(),
             roster_bytes=encode(tf.signed),
-            limits=limits_for(max(3000, N + LATENCY_N + 100)),
+            limits=limits_for(max(3000, CONSUME_ROUNDS * N + LATENCY_N + 100)),
         )
         try:
             seed = admin_seed(directory / "broker")
@@ -730,21 +776,7 @@ def main() -> None:
             raw_pub, raw_con = asyncio.run(raw_rates(broker.url, seed, cpu))
             send_bound, receive_bound, receive_epoch_bound = crypto_bound(tf)
             sec_pub = secure_publish_rate(tf, broker.url, cpu)
-            sec_con = asyncio.run(secure_consume_rate(tf, broker.url, directory / "ngo", cpu))
-            # The same consume in epoch mode: N bulletins queued for the same reader.
-            keyring = epoch_keyring(_now())
-            epoch_sealed = seal_epoch_messages(tf, keyring, N, 1)
-            asyncio.run(queue(tf, broker.url, EPOCH_CHANNEL, epoch_sealed))
-            sec_con_epoch = asyncio.run(
-                secure_consume_rate(
-                    tf,
-                    broker.url,
-                    directory / "ngo-epoch",
-                    cpu,
-                    label="tfshare consume epoch",
-                    epochs=keyring,
-                )
-            )
+            sec_con, sec_con_epoch = consume_rounds(tf, broker.url, directory, cpu)
             raw_p50, raw_p99 = raw_latency(broker.url, seed)
             sec_p50, sec_p99 = secure_latency(tf, broker.url, directory / "ngo2")
             rss = idle_agent_rss_mib(directory / "idle", broker.url)
