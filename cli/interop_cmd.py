@@ -103,6 +103,9 @@ def export_cmd(
         messages = read_named(agency, msg_ids or [])
     if not messages:
         note("no received message matches; nothing exported")
+    for message in messages:
+        if message.warning:  # the export carries it too (label, description, extension)
+            note(f"warning: {message.msg_id} from {message.sender}: {message.warning}")
     text = render(messages, fmt, allow_restricted=allow_restricted)
     _write(text, out)
     if out is not None:
@@ -236,11 +239,15 @@ def import_cmd(
 
     if kind not in KINDS:
         raise UsageError(f"unknown kind {kind!r}", hint=f"use --as {', '.join(KINDS)}")
-    data = (
-        sys.stdin.buffer.read(MAX_IMPORT)
-        if str(file) == "-"
-        else read_bytes(file, what="file to import", limit=MAX_IMPORT)
-    )
+    if str(file) == "-":
+        data = sys.stdin.buffer.read(MAX_IMPORT + 1)
+        if len(data) > MAX_IMPORT:
+            raise UsageError(
+                f"the file on stdin is larger than {MAX_IMPORT} bytes",
+                hint="a draft is one message: export one report or event from the platform",
+            )
+    else:
+        data = read_bytes(file, what="file to import", limit=MAX_IMPORT)
     schema = shipped().latest(KINDS[kind])
     assert schema is not None  # shipped with tfshare
     result = draft(data, kind, schema.document, tlp=tlp, pap=pap)

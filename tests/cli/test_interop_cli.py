@@ -6,6 +6,7 @@ codes), registered here when cli/app.py does not list them yet."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -318,3 +319,13 @@ def test_export_to_a_terminal_escapes_what_other_agencies_wrote(
     assert "\u202e" not in out and "\x1b" not in out  # neither reaches the terminal raw
     report = next(o for o in json.loads(out)["objects"] if o["type"] == "report")
     assert report["description"].startswith("normal \u202eesrever\u202c then \x1b[2J cleared")
+
+
+def test_import_from_stdin_refuses_more_than_it_may_read(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(interop_cmd, "MAX_IMPORT", 64)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"{" + b" " * 100 + b"}")))
+    code, out, err = tfshare(capsys, "import", "-", "--as", "tip")
+    assert code == 2
+    assert "larger than 64 bytes" in err and out == ""

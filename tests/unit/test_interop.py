@@ -16,6 +16,7 @@ from pymisp import MISPEvent
 from stix2validator import ValidationOptions, validate_instance
 from tfkit import SCHEMAS
 
+from tfshare.desk.api import Message
 from tfshare.errors import ExitCode, ValidationError
 from tfshare.interop import grading, importing, misp_export, stix_export
 from tfshare.interop.common import (
@@ -24,6 +25,7 @@ from tfshare.interop.common import (
     InteropError,
     LineageRef,
     Received,
+    from_view,
     report_id,
 )
 from tfshare.interop.exporting import render
@@ -444,3 +446,17 @@ def test_the_misp_feed_refuses_a_line_that_is_not_a_tfshare_bundle() -> None:
         with pytest.raises(InteropError):
             list(feed_lines(client, [line]))
     assert client.added == []
+
+
+def test_a_view_without_its_envelope_hash_is_refused_not_given_shared_ids() -> None:
+    def view(env_hash: str) -> Message:
+        return Message(
+            msg_id="ab" * 16, sender="police", fingerprint="fp", channel="alerts",
+            schema="tf.red_flag/1", sent="", received="", warning=None,
+            body=example("red-flag"), env_hash=env_hash, sent_ms=1, received_ms=2,
+        )  # fmt: skip
+
+    with pytest.raises(InteropError, match="without its envelope hash"):
+        from_view(view(""))
+    message = from_view(view("cd" * 32))
+    assert message.refs_known is False and message.env_hash == "cd" * 32

@@ -10,6 +10,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -117,7 +118,14 @@ def from_opened(opened: Opened, *, warning: str | None = None) -> Received:
 
 def from_view(view: Message) -> Received:
     """The builtins form of a message the running agent showed (``api.Message``): it does not
-    carry the envelope's refs, so lineage cannot be exported from it (``refs_known``)."""
+    carry the envelope's refs, so lineage cannot be exported from it (``refs_known``). Every
+    id derives from the envelope hash: a view without one (an agent older than this command)
+    is refused rather than given ids another message could share."""
+    if not re.fullmatch(r"[0-9a-f]{64}", view.env_hash):
+        raise InteropError(
+            f"the agent gave message {view.msg_id} without its envelope hash",
+            hint="restart the agent with this version of tfshare",
+        )
     body = view.body if isinstance(view.body, dict) else {}
     return Received(
         sender=view.sender,
