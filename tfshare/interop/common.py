@@ -18,6 +18,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from tfshare.errors import ExitCode, TfshareError
 
+# The handling forbids it: exporting a no_forward / H2 message without --allow-restricted
+# (E_NO_FORWARD, E_HANDLING_H2), importing under a weaker marking (E_WEAKENS_HANDLING). The
+# lineage rules' own refusal (exit 3): to the CLI, passing a message on is passing it on.
+from tfshare.lineage import HandlingRefused
+
 if TYPE_CHECKING:
     from tfshare.desk.api import Message
     from tfshare.seal import Opened
@@ -37,14 +42,6 @@ class InteropError(TfshareError):
     """A file to import cannot be used (not STIX, not MISP, invalid, unknown templates)."""
 
     exit_code = ExitCode.VALIDATION
-
-
-class HandlingRefused(TfshareError):
-    """The handling forbids it: exporting a no_forward / H2 message without
-    --allow-restricted, or importing with a weaker marking than the source's. Exit 3, as the
-    lineage rules' refusals (codes E_NO_FORWARD, E_HANDLING_H2, E_WEAKENS_HANDLING)."""
-
-    exit_code = ExitCode.REJECTED
 
 
 @dataclass(frozen=True)
@@ -165,3 +162,19 @@ def parse_time(text: str) -> dt.datetime | None:
     except (ValueError, AttributeError):
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
+
+
+__all__ = [
+    "KINDS",
+    "NAMESPACE",
+    "HandlingRefused",
+    "InteropError",
+    "LineageRef",
+    "Received",
+    "derived_id",
+    "from_opened",
+    "from_view",
+    "parse_time",
+    "report_id",
+    "stix_time",
+]
