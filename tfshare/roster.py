@@ -11,7 +11,10 @@ Invariant: a roster that fails any check changes nothing. ``verify_roster`` eith
 Scale (issue 15): up to 20,000 members, and every cost linear in the roster's size. The
 structural checks use sets and dicts; the per-member cryptographic checks (the encryption
 key's binding signature and its usability) run only for member records that are not identical
-to one of the previously accepted roster (``verify_roster(..., previous=...)``). Named edits
+to one of the previously accepted roster (``verify_roster(..., previous=...)``); when many
+must be checked (a first join), the binding signatures are verified on the machine's cores
+(threads: libsodium releases the GIL), and the first member with a problem is still the one
+reported. Named edits
 (``add_members``, ``grant``, ``apply_rotation``...) decode once, check only what they change
 against indexes of the rest, and encode once; ``roster sign`` (``self_verify``) checks all.
 """
@@ -525,7 +528,7 @@ def _check_member_keys(
 ) -> None:
     """One member's roles and keys (``member_kids``: its signing kids), against the keys of
     the members checked before it (sets: constant time per key). No cryptography: see
-    ``_check_member_crypto``."""
+    ``_member_crypto_problem``."""
     if len(set(member.roles)) != len(member.roles):
         raise bad(f"{member.agency_id!r} lists a role twice")
     for key in [*member.sign_keys, member.enc_key]:
