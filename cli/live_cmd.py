@@ -704,11 +704,34 @@ def listen_cmd(
     state: StateDir = None,
     registry: RegistryOpt = None,
     as_json: JsonFlag = False,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="text (the default), json (as --json), or stix: one STIX 2.1 bundle per "
+            "message, one per line, for OpenCTI or MISP (docs/INTEROP.md).",
+        ),
+    ] = None,
+    allow_restricted: Annotated[
+        bool,
+        typer.Option(
+            "--allow-restricted",
+            help="With --format stix: also messages marked no_forward or H2, only where their "
+            "originators allow it (their markings travel with them).",
+        ),
+    ] = False,
 ) -> None:
     """The live feed: each message the agent stores, the moment it is stored (NDJSON with
-    --json). Without a running agent, the inbox is read directly as the agent fills it."""
+    --json; STIX 2.1 bundles, one per line, with --format stix). Without a running agent, the
+    inbox is read directly as the agent fills it."""
     from tfshare.desk import api  # noqa: PLC0415
 
+    if fmt not in (None, "text", "json", "stix"):
+        raise UsageError(f"unknown format {fmt!r}", hint="use --format text, json or stix")
+    if as_json and fmt not in (None, "json"):
+        raise UsageError("--json and --format disagree", hint="give one of the two")
+    as_json = as_json or fmt == "json"
+    as_stix = fmt == "stix"
     if min_severity is not None and min_severity not in SEVERITIES:
         raise UsageError(
             f"unknown severity {min_severity!r}", hint=f"use one of {', '.join(SEVERITIES)}"
@@ -723,7 +746,7 @@ def listen_cmd(
         feed = _follow_direct(agency, include_existing)
         who = agency.identity().agency_id
     shown_count = 0
-    if not as_json:
+    if not as_json and not as_stix:
         note(f"listening for {who}'s messages (Ctrl-C to stop)")
     for view in feed:
         if isinstance(view, api.Unreadable):
@@ -735,7 +758,10 @@ def listen_cmd(
             continue
         if severity in SEVERITIES and SEVERITIES.index(severity) < floor:
             continue
-        if as_json:
+        if as_stix:
+            if not _emit_stix(view, allow_restricted):
+                continue  # named on stderr; --count counts what the feed gave
+        elif as_json:
             emit_json(_message_json(view))
         else:
             _render_feed(view)
@@ -743,6 +769,26 @@ def listen_cmd(
         shown_count += 1
         if count is not None and shown_count >= count:
             return
+
+
+def _emit_stix(view: api.Message, allow_restricted: bool) -> bool:
+    """One STIX 2.1 bundle, one line, for a platform (OpenCTI; MISP through
+    tfshare.interop.misp_feed); a no_forward / H2 message is named on stderr instead, and the
+    feed goes on (False). stix2 and PyMISP are never imported here (the bundle is built as
+    JSON)."""
+    from tfshare.interop.common import from_view  # noqa: PLC0415
+    from tfshare.interop.stix_export import feed_line  # noqa: PLC0415
+    from tfshare.visible import escape_json  # noqa: PLC0415
+
+    line = feed_line(from_view(view), allow_restricted=allow_restricted)
+    if line is None:
+        note(
+            f"{view.msg_id} from {view.sender} left out of the feed: marked no_forward or H2 "
+            "(--allow-restricted only where its originator allows it)"
+        )
+        return False
+    typer.echo(escape_json(line))
+    return True
 
 
 def _follow_through(

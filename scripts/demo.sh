@@ -287,4 +287,21 @@ cleanup
 trap - EXIT
 grep -h '"agent_stopped"' "$OUT"/agent-*.log | cut -c1-160 || true
 
-step "Done: messages signed, encrypted and delivered live; forgeries, tampering and replays refused; every message and receipt in a tamper-evident log, provable offline; an epoch-mode channel re-keyed when a member was removed."
+step "14. Into the analysts' platforms: the police alert as STIX 2.1, for MISP or OpenCTI"
+echo "-- the alert is marked no_forward and H2: it does not leave tfshare without an explicit flag:"
+expect_reject $TFSHARE export "$ALERT_ID" --format stix "${NGO[@]}"
+echo "-- with the originator's consent (--allow-restricted), its markings travel with it:"
+run $TFSHARE export "$ALERT_ID" --format stix --allow-restricted --out "$OUT/alert.stix.json" "${NGO[@]}"
+python3 - "$OUT/alert.stix.json" <<'PY'
+import json, sys
+objects = json.load(open(sys.argv[1]))["objects"]
+names = {o["id"]: o.get("name") for o in objects if o["type"] == "marking-definition"}
+report = next(o for o in objects if o["type"] == "report")
+print("report  ", report["name"])
+print("markings", ", ".join(names[m] for m in report["object_marking_refs"]))
+print("points to msg_id", report["external_references"][0]["external_id"])
+PY
+echo "-- checked by the OASIS validator (-d 103: derived ids are UUIDv5, a SHOULD for UUIDv4):"
+run stix2_validator --version 2.1 -d 103 "$OUT/alert.stix.json"
+
+step "Done: messages signed, encrypted and delivered live; forgeries, tampering and replays refused; every message and receipt in a tamper-evident log, provable offline; an epoch-mode channel re-keyed when a member was removed; an alert handed to the analysts' platforms as valid STIX 2.1, its handling with it."

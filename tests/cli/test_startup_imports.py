@@ -46,6 +46,11 @@ HEAVY = (
     "tfshare.registry.profile",
     "tfshare.registry.schema",
     "tfshare.registry.book",
+    # tfshare export / import (issue 16): over a second to import, loaded by those commands only
+    "stix2",
+    "stix2validator",
+    "pymisp",
+    "tfshare.interop",
 )
 
 # Every command module this task made light (live_cmd is the agent client's, and checked
@@ -59,6 +64,7 @@ COMMAND_MODULES = (
     "tfshare.cli.roster_cmd",
     "tfshare.cli.schema_cmd",
     "tfshare.cli.leaf_cmd",
+    "tfshare.cli.interop_cmd",
     "tfshare.logconfig",
 )
 
@@ -91,7 +97,15 @@ def _heavy(modules: set[str]) -> list[str]:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--version"], ["--help"], ["keys", "--help"], ["inbox", "--help"], ["audit", "--help"]],
+    [
+        ["--version"],
+        ["--help"],
+        ["keys", "--help"],
+        ["inbox", "--help"],
+        ["audit", "--help"],
+        ["export", "--help"],
+        ["import", "--help"],
+    ],
     ids=" ".join,
 )
 def test_cli_entry_imports_nothing_heavy(argv: list[str], tmp_path: Path) -> None:
