@@ -56,7 +56,7 @@ from tfshare.roster import (
     Anchor,
     Revocation,
     TrustedRoster,
-    decode_signed_roster,
+    decode_signed,
     roster_hash,
     verify_roster,
 )
@@ -661,7 +661,7 @@ class BrokerSupervisor:
                 await admin.close()
 
         data = asyncio.run(fetch())
-        if data is None or roster_hash(decode_signed_roster(data)[0].roster) == self.roster.hash:
+        if data is None or roster_hash(decode_signed(data).roster) == self.roster.hash:
             return None
         trusted, state = verify_roster(
             data,
