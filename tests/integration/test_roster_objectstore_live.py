@@ -328,3 +328,50 @@ def broker_run_as(broker: Broker, who: Identity, work: Callable[[Any], Awaitable
             await conn.close()
 
     return asyncio.run(main())
+
+
+def test_provisioning_again_creates_the_roster_objects_once_and_updates_consumers(
+    tmp_path: Path,
+) -> None:
+    """``ensure_roster_objects`` twice keeps the bucket (and what it holds); provisioning
+    again with another max_ack_pending changes every reader's consumer (whatever provision
+    skips as already there, it never skips a consumer configured otherwise)."""
+    tf = build_taskforce(now_ms=time.time_ns() // 1_000_000)
+    trusted = tf.trusted()
+    port = free_port()
+    config = tmp_path / "nats.conf"
+    config.write_text(
+        render_config(trusted, admin_nkey=ADMIN_NKEY, store_dir=tmp_path / "js", port=port)
+    )
+    process = BrokerProcess(config=config, host="127.0.0.1", port=port, log=tmp_path / "nats.log")
+    process.start()
+    broker = Broker(process)
+    limits = StreamLimits().channel_limits(names.task_force_channels(trusted))
+
+    async def provision(conn: Any, max_ack_pending: int) -> None:
+        await transport.provision(conn, trusted, limits, max_ack_pending=max_ack_pending)
+
+    async def objects_then_again(conn: Any) -> bytes:
+        await rosterdist.ensure_roster_objects(conn.js, trusted.taskforce)
+        objects = await conn.js.object_store(names.roster_objects_bucket(trusted.taskforce))
+        await objects.put("kept", b"still here")
+        await rosterdist.ensure_roster_objects(conn.js, trusted.taskforce)
+        return bytes((await objects.get("kept")).data)
+
+    async def ack_pending(conn: Any) -> set[int]:
+        found = set()
+        for channel in names.task_force_channels(trusted):
+            for agency in sorted(trusted.readers[channel]):
+                stream = names.stream_name(trusted.taskforce, channel)
+                info = await conn.js.consumer_info(stream, names.durable_name(agency, channel))
+                found.add(int(info.config.max_ack_pending))
+        return found
+
+    try:
+        broker.run(None, lambda conn: provision(conn, 256))
+        assert broker.run(None, objects_then_again) == b"still here"
+        assert broker.run(None, ack_pending) == {256}
+        broker.run(None, lambda conn: provision(conn, 100))
+        assert broker.run(None, ack_pending) == {100}
+    finally:
+        process.stop()
