@@ -631,6 +631,9 @@ def validate_content(roster: Roster, *, previous: TrustedRoster | None = None) -
             f"witness threshold {roster.witness_threshold} with {active} active member(s): "
             "at most one less than the active members can be met"
         )
+    managers = [m.agency_id for m in roster.members if _is_key_manager(m)]
+    if len(managers) > 1:
+        raise bad(f"{len(managers)} active key managers ({', '.join(managers[:3])}); at most one")
     voters = {k.agency_id for k in _coordinator_keys(roster, members)}
     if roster.threshold > len(voters):
         raise bad(f"threshold {roster.threshold} but only {len(voters)} coordinator(s) can sign")
@@ -654,6 +657,26 @@ def validate_content(roster: Roster, *, previous: TrustedRoster | None = None) -
     _check_retired(roster, members, enc_keys, bad)
     _check_epoch_policies(roster, names, bad)
     return ids
+
+
+def _is_key_manager(member: Member) -> bool:
+    return member.status == "active" and "key-manager" in member.roles
+
+
+def _second_key_manager(roster: Roster, agency: str) -> TrustError | None:
+    """The refusal if another active member than ``agency`` holds the key-manager role:
+    two key managers would make two keys for one epoch and split every epoch channel."""
+    other = next(
+        (m.agency_id for m in roster.members if _is_key_manager(m) and m.agency_id != agency),
+        None,
+    )
+    if other is None:
+        return None
+    return _edit_error(
+        f"{other!r} is the task force's key manager already; {_NOTHING_CHANGED}",
+        hint=f"one key manager per task force: take the role from {other!r} first "
+        "(roster role ROSTER AGENCY --roles member)",
+    )
 
 
 def _check_members(
@@ -1000,6 +1023,17 @@ def add_members(
         member = _member_from_card(card, [role], now_ms)
         _check_new_member(member, index)
         added.append(member)
+    if role == "key-manager" and added:
+        conflict = (
+            _second_key_manager(roster, "")
+            if len(added) == 1
+            else _edit_error(
+                f"{len(added)} key managers; {_NOTHING_CHANGED}",
+                hint="one key manager per task force: add the others as members",
+            )
+        )
+        if conflict is not None:
+            raise conflict
     coordinators = roster.coordinators
     if role == "coordinator":
         coordinators = [*coordinators, *(m.agency_id for m in added)]
@@ -1226,13 +1260,17 @@ def set_roles(
             f"{agency!r} already has the roles {','.join(member.roles)}",
             hint="nothing to change; 'tfshare roster show' lists the roles",
         )
+    if "key-manager" in wanted:
+        conflict = _second_key_manager(roster, agency)
+        if conflict is not None:
+            raise conflict
     members = list(roster.members)
     members[position] = msgspec.structs.replace(member, roles=wanted)
     return _issued(signed, msgspec.structs.replace(roster, members=members), now_ms=now_ms)
 
 
 # A rotation statement may come from a clock a little ahead of the coordinator's.
-ROTATION_CLOCK_SKEW_MS: Final = 10 * 60 * 1000
+ROTATION_CLOCK_SKEW_MS: Final = 5 * 60 * 1000  # PROTOCOL 6.4; rotation.MAX_FUTURE_MS
 
 
 def apply_rotation(

@@ -1,0 +1,53 @@
+"""Issue 15 checks written by the lead: rules the review asked for that live in the roster's
+consistency checks (PROTOCOL 7.2), so that a receiver refuses them whoever made the roster."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from tfkit import NOW_MS, build_taskforce
+
+from tfshare import roster as R
+from tfshare.errors import RejectCode, RosterRejected, TrustError
+
+
+def _with_roles(tf_signed: R.SignedRoster, roles: dict[str, list[R.Role]]) -> R.Roster:
+    _, roster = R.decode_signed_roster(msgspec.msgpack.encode(tf_signed))
+    members = [
+        msgspec.structs.replace(m, roles=roles[m.agency_id]) if m.agency_id in roles else m
+        for m in roster.members
+    ]
+    return msgspec.structs.replace(roster, members=members)
+
+
+def test_a_roster_naming_two_active_key_managers_is_malformed() -> None:
+    """Two key managers would make two keys for one epoch and split every epoch channel:
+    the consistency check refuses such a roster (E_ROSTER_MALFORMED), not only the editor."""
+    tf = build_taskforce()
+    roster = _with_roles(
+        tf.signed, {"police": ["member", "key-manager"], "labour": ["member", "key-manager"]}
+    )
+    with pytest.raises(RosterRejected) as raised:
+        R.validate_content(roster)
+    assert raised.value.reject_code is RejectCode.E_ROSTER_MALFORMED
+    assert "key managers" in raised.value.message
+
+
+def test_one_key_manager_and_a_removed_one_are_consistent() -> None:
+    """Only active members count: a removed key manager leaves room for its successor."""
+    tf = build_taskforce()
+    roster = _with_roles(
+        tf.signed, {"police": ["member", "key-manager"], "labour": ["member", "key-manager"]}
+    )
+    members = [
+        msgspec.structs.replace(m, status="removed") if m.agency_id == "labour" else m
+        for m in roster.members
+    ]
+    R.validate_content(msgspec.structs.replace(roster, members=members))
+
+
+def test_adding_two_key_managers_in_one_batch_is_refused() -> None:
+    tf = build_taskforce(outsiders=("a", "b"))
+    cards = [tf.ids["a"].card_body(), tf.ids["b"].card_body()]
+    with pytest.raises(TrustError, match="key managers"):
+        R.add_members(tf.signed, cards, role="key-manager", now_ms=NOW_MS)
