@@ -60,6 +60,7 @@ from tfshare.envelope import (
     wrap_kids,
 )
 from tfshare.epochs import (
+    EPOCH_GRACE_MS,
     EPOCH_KEY_SCHEMA,
     EPOCH_KEY_TYPE,
     KEY_MANAGER_ROLE,
@@ -68,6 +69,7 @@ from tfshare.epochs import (
     EpochKeyring,
     choose_mode,
     delivery_problem,
+    made_for_readers,
     message_key,
 )
 from tfshare.errors import RejectCode, Rejected, TrustError, ValidationError
@@ -404,7 +406,8 @@ def seal(
     Refuses what a receiver would reject: an expired roster, a sender that is not an active
     writer with this key, a schema the channel does not allow, recipients outside the channel.
     The mode follows the channel's policy and audience (``epochs.choose_mode``): epoch mode
-    needs the channel's current key in ``epochs``.
+    needs the channel's current key in ``epochs``, made for the channel's current readers in
+    ``roster`` (``epochs.made_for_readers``).
     """
     # What a receiver's strict decoding would refuse in the header (an int in 0..2^53-1; a
     # bool or a float is not one) is refused here, before anything is sealed.
@@ -421,6 +424,10 @@ def seal(
             hint="'tfshare roster show' lists the channels",
         )
     member = roster.members.get(identity.agency_id)
+    if member is not None and len(identity.sign_keys_held) > 1:
+        # After 'keys rotate --sign': the old key until the roster lists the new one, then
+        # the new one (receivers know only the keys their roster lists).
+        identity = identity.signing_with_listed([k.pk for k in member.sign_keys])
     key = roster.sign_keys.get(identity.kid_sig)
     if member is None or key is None or key.member.agency_id != identity.agency_id:
         raise _policy_error(
@@ -447,6 +454,12 @@ def seal(
             hint=f"this channel takes: {', '.join(allowed)}",
         )
     mode_policy = roster.channels[channel].mode_policy
+    current = epochs.current(channel, now_ms) if epochs is not None and not to else None
+    # An epoch made for other readers than the roster's (a reader removed, suspended, denied
+    # read access, rotated, or added since) is not sealed under: a removed reader holds it.
+    # Until the key manager's epoch for the current readers arrives, the channel is sealed as
+    # if no key were held (direct mode where allowed, else refused).
+    readers_changed = current is not None and not made_for_readers(current, roster)
     choice = choose_mode(
         channel=channel,
         mode_policy=mode_policy,
@@ -456,7 +469,8 @@ def seal(
         if not to and mode_policy & Mode.DIRECT
         else 0,
         named_recipients=bool(to),
-        current=epochs.current(channel, now_ms) if epochs is not None else None,
+        current=None if readers_changed else current,
+        readers_changed=readers_changed,
     )
     if choice.key is not None:
         return seal_to_epoch(
@@ -727,20 +741,24 @@ def _check_decoded(
     me = roster.members.get(identity.agency_id)
     if me is None or me.status != "active" or identity.agency_id not in roster.readers[hdr.channel]:
         raise _reject(RejectCode.E_NOT_RECIPIENT, "this agency is not a reader of the channel")
-    payload_key = _payload_key(hdr, kids, identity, epochs)
+    payload_key = _payload_key(hdr, kids, identity, epochs, roster)
     # 8-9. key commitment, payload, plaintext structure, schema, body
     plain, record = _open_payload(env, hdr, payload_key, schemas, channel)
-    _check_authority(hdr, sender_key, roster, plain, record)
+    _check_authority(hdr, sender_key, roster, plain, record, now_ms)
     return _opened(hdr, env_hash, sender_key, roster, plain, record)
 
 
 def _payload_key(
-    hdr: Header, kids: list[int], identity: Identity, epochs: EpochKeyring | None
+    hdr: Header,
+    kids: list[int],
+    identity: Identity,
+    epochs: EpochKeyring | None,
+    roster: TrustedRoster,
 ) -> bytes:
     """Check 7 after the reader check: K from this identity's wrap (mode 1) or from the
     channel's epoch key (mode 2)."""
     if hdr.mode == Mode.DIRECT:
-        return _unwrap(hdr, kids, identity)
+        return _unwrap(hdr, kids, identity, roster)
     if epochs is None:
         raise _reject(RejectCode.E_EPOCH, "this receiver holds no epoch keys")
     epoch_key = epochs.key_for_message(hdr.channel, hdr.epoch, hdr.ts_ms)
@@ -748,13 +766,27 @@ def _payload_key(
 
 
 def _check_authority(
-    hdr: Header, sender_key: SenderKey, roster: TrustedRoster, plain: Plain, record: object
+    hdr: Header,
+    sender_key: SenderKey,
+    roster: TrustedRoster,
+    plain: Plain,
+    record: object,
+    now_ms: int,
 ) -> None:
-    """Check 9b: who may send what. A key delivery comes only from a key manager, in direct
-    mode, for the channel it travels on; anything else only from a writer of the channel
-    (check 4 let a key manager through without knowing yet what it sent)."""
+    """Check 9d: who may send what. A key delivery comes only from the active key manager,
+    with a key neither revoked nor rotated away (a removed key manager, or whoever holds
+    its old key, could otherwise backdate a delivery within the retired grace and plant a
+    key that every later epoch is "older" than), in direct mode, for the channel it travels
+    on, starting no later than it was sealed; anything else only from a writer of the
+    channel (check 4 let a key manager through without knowing yet what it sent)."""
     if plain.schema == EPOCH_KEY_SCHEMA:
-        if KEY_MANAGER_ROLE not in sender_key.member.roles:
+        member, key = sender_key.member, sender_key.key
+        if (
+            KEY_MANAGER_ROLE not in member.roles
+            or member.status != "active"
+            or hdr.sender_kid in roster.revoked
+            or now_ms > key.not_after_ms + EPOCH_GRACE_MS
+        ):
             raise _reject(RejectCode.E_NOT_AUTHORIZED, "key delivery from a non-key-manager")
         if hdr.mode != Mode.DIRECT:
             raise _reject(RejectCode.E_EPOCH, "a key delivery must be sealed in direct mode")
@@ -762,6 +794,10 @@ def _check_authority(
         problem = delivery_problem(record, hdr.channel)
         if problem is not None:
             raise _reject(RejectCode.E_BODY, problem)
+        if record.starts_ms > hdr.ts_ms + MAX_SKEW_MS:
+            # An epoch that "starts" later than it was made would keep every sender on the
+            # epoch before it, which a removed member may hold.
+            raise _reject(RejectCode.E_EPOCH, "a key delivery starting after it was sealed")
     elif hdr.sender not in roster.writers[hdr.channel]:
         raise _reject(RejectCode.E_NOT_AUTHORIZED, f"sender may not write {hdr.channel!r}")
     elif not roster.channels[hdr.channel].mode_policy & hdr.mode:
@@ -800,7 +836,9 @@ def _opened(
     )
 
 
-def _unwrap(hdr: Header, kids: list[int], identity: Identity) -> bytes:
+def _unwrap(
+    hdr: Header, kids: list[int], identity: Identity, roster: TrustedRoster | None = None
+) -> bytes:
     """Check 7 (after the reader check): find and open this identity's wrap; returns K.
 
     The wrap may be to any encryption key the identity still holds (``enc_kids``: the current
@@ -814,6 +852,17 @@ def _unwrap(hdr: Header, kids: list[int], identity: Identity) -> bytes:
         if index < len(kids) and kids[index] == wanted:
             break
     else:
+        if roster is not None and any(
+            roster.agency_of_enc_kid.get(wrap_at(hdr.wraps, i)[0]) == identity.agency_id
+            for i in range(len(kids))
+        ):
+            # Addressed to this agency, under a key this process does not hold (a rotation
+            # it has not loaded, or a secret destroyed before the roster moved on): said,
+            # never acknowledged away as "not for us".
+            raise _reject(
+                RejectCode.E_WRAP,
+                "wrapped to a key of this agency that this key file does not hold",
+            )
         raise _reject(RejectCode.E_NOT_RECIPIENT, "not addressed to this agency's key")
     current = kid == held[0]
     try:
@@ -971,7 +1020,7 @@ def reopen_stored(
                 f"the sender's key {hdr.sender_kid.hex()} is no longer in the roster",
             )
         _check_signature(env, sender_key.key.pk)
-        payload_key = _reopen_key(hdr, kids, identity, epochs)
+        payload_key = _reopen_key(hdr, kids, identity, epochs, roster)
         # The channel's schema list of today does not apply to what was received before it.
         anywhere = Channel(hdr.channel, [], [], 0, 0, [])
         plain, record = _open_payload(env, hdr, payload_key, schemas, anywhere)
@@ -982,12 +1031,16 @@ def reopen_stored(
 
 
 def _reopen_key(
-    hdr: Header, kids: list[int], identity: Identity, epochs: EpochKeyring | None
+    hdr: Header,
+    kids: list[int],
+    identity: Identity,
+    epochs: EpochKeyring | None,
+    roster: TrustedRoster,
 ) -> bytes:
     """K of a stored envelope: the grace period of a superseded epoch judged what could be
     received, not what was (the message was accepted when it arrived)."""
     if hdr.mode == Mode.DIRECT:
-        return _unwrap(hdr, kids, identity)
+        return _unwrap(hdr, kids, identity, roster)
     key = None if epochs is None else epochs.get(hdr.channel, hdr.epoch)
     if key is None:
         raise _reject(
@@ -1045,10 +1098,25 @@ def payload_key_of(
     epoch mode derived per message, so it does not reveal the epoch key)."""
     env, hdr, kids = _decode_envelope(data)
     _check_signed(data, env, hdr, roster, now_ms, None, policy)
-    payload_key = _reopen_key(hdr, kids, identity, epochs)
+    payload_key = _reopen_key(hdr, kids, identity, epochs, roster)
     if not hmac.compare_digest(key_commitment(payload_key, hdr.msg_id), hdr.commit):
         raise _reject(RejectCode.E_COMMIT, "key commitment mismatch")
+    try:
+        plain = _plain_decoder.decode(
+            _aead_decrypt(env.ct, L_PAYLOAD + env.hdr, hdr.nonce, payload_key)
+        )
+    except CryptoError:
+        raise _reject(RejectCode.E_DECRYPT, "payload does not decrypt") from None
+    except DECODE_ERRORS:
+        raise _reject(RejectCode.E_BODY, "plaintext structure is malformed") from None
+    if plain.schema == EPOCH_KEY_SCHEMA:
+        raise _never_disclosed()
     return payload_key
+
+
+def _never_disclosed() -> Rejected:
+    # Its K opens a body that is a channel's epoch key: disclosing it would open the epoch.
+    return _reject(RejectCode.E_SCHEMA, "a key delivery is never disclosed")
 
 
 def open_with_key(
@@ -1071,6 +1139,10 @@ def open_with_key(
         if len(payload_key) != 32:
             raise _reject(RejectCode.E_COMMIT, "a payload key is 32 bytes")
         plain, record = _open_payload(env, hdr, payload_key, schemas, channel)
+        if plain.schema == EPOCH_KEY_SCHEMA:
+            raise _never_disclosed()
+        # What a receiver would have refused is not shown as the sender's message here.
+        _check_authority(hdr, sender_key, roster, plain, record, now_ms)
     except Rejected as exc:
         exc.sender, exc.msg_id = hdr.sender, hdr.msg_id
         raise

@@ -139,7 +139,9 @@ def test_key_file_stolen_after_rotation_and_grace_opens_nothing_sealed_before(
     for sealed in earlier:
         with pytest.raises(Rejected) as info:
             _open(tf, sealed, stolen_after, roster)
-        assert info.value.code == RejectCode.E_NOT_RECIPIENT
+        # The roster still names the old key as police's (retired_enc_keys), so the receiver
+        # says so (E_WRAP: addressed to this agency, under a key the file no longer holds).
+        assert info.value.code == RejectCode.E_WRAP
     # Not merely unlisted: the thief's identity has no secret for the old key.
     with pytest.raises(KeyError):
         stolen_after.x25519_kid(stolen_during.enc_kids[1], old_enc_pk)
@@ -171,7 +173,7 @@ def test_an_agent_that_stays_up_destroys_the_old_secret_without_the_passphrase(
     after = destroy_expired(unlocked, now_ms=GRACE_ENDS + 1)
     with pytest.raises(Rejected) as info:
         _open(tf, earlier, after.identity, roster)
-    assert info.value.code == RejectCode.E_NOT_RECIPIENT
+    assert info.value.code == RejectCode.E_WRAP  # police's old key, no longer held
     on_disk = open_keyfile(key_path.read_bytes(), PASSPHRASE)
     assert on_disk.enc_kids == after.identity.enc_kids == (after.identity.kid_enc,)
     assert on_disk.state_key == tf.ids["police"].state_key

@@ -5,10 +5,19 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from test_epoch_mode import KM, deliver, epoch_taskforce, trusted
 from tfkit import NOW_MS, build_taskforce
 
 from tfshare import roster as R
-from tfshare.errors import RejectCode, RosterRejected, TrustError
+from tfshare.errors import RejectCode, Rejected, RosterRejected, TrustError
+from tfshare.registry.book import shipped
+from tfshare.seal import (
+    ReceivePolicy,
+    _decode_envelope,
+    _reopen_key,
+    open_with_key,
+    payload_key_of,
+)
 
 
 def _with_roles(tf_signed: R.SignedRoster, roles: dict[str, list[R.Role]]) -> R.Roster:
@@ -51,3 +60,43 @@ def test_adding_two_key_managers_in_one_batch_is_refused() -> None:
     cards = [tf.ids["a"].card_body(), tf.ids["b"].card_body()]
     with pytest.raises(TrustError, match="key managers"):
         R.add_members(tf.signed, cards, role="key-manager", now_ms=NOW_MS)
+
+
+# -- disclosure never hands out an epoch key; nor shows what a receiver would refuse ----------
+
+
+def test_a_key_delivery_is_never_disclosed() -> None:
+    """Its K opens a body that is the channel's epoch key: the reader asked to disclose it
+    refuses (E_SCHEMA), so no disclosure file carries a whole epoch."""
+    tf = epoch_taskforce()
+    sealed = deliver(tf)
+    with pytest.raises(Rejected) as raised:
+        payload_key_of(
+            sealed.data,
+            identity=tf.ids["police"],
+            roster=trusted(tf),
+            now_ms=tf.now_ms,
+            policy=ReceivePolicy(),
+        )
+    assert raised.value.reject_code is RejectCode.E_SCHEMA
+
+
+def test_open_with_key_refuses_a_key_delivery_even_with_its_key() -> None:
+    """A checker handed a key delivery's K (by a recipient that bypassed the tool) still
+    shows nothing of it."""
+    tf = epoch_taskforce()
+    sealed = deliver(tf)
+    roster = trusted(tf)
+    _, hdr, kids = _decode_envelope(sealed.data)
+    k = _reopen_key(hdr, kids, tf.ids["police"], None, roster)
+    with pytest.raises(Rejected) as raised:
+        open_with_key(
+            sealed.data,
+            k,
+            roster=roster,
+            schemas=shipped(),
+            now_ms=tf.now_ms,
+            policy=ReceivePolicy(),
+        )
+    assert raised.value.reject_code is RejectCode.E_SCHEMA
+    assert KM in tf.ids
