@@ -36,7 +36,12 @@ from tfkit import TaskForce, build_taskforce  # noqa: E402
 from tfshare import roster as R  # noqa: E402
 from tfshare.encoding import MAX_UINT, blake2b_256, encode  # noqa: E402
 from tfshare.envelope import Envelope, Mode  # noqa: E402
-from tfshare.epochs import L_MSGKEY, EpochKey, EpochKeyring  # noqa: E402
+from tfshare.epochs import (  # noqa: E402
+    L_MSGKEY,
+    EpochKey,
+    EpochKeyring,
+    channel_readers_digest,
+)
 from tfshare.registry.book import shipped  # noqa: E402
 from tfshare.replay import MemoryReplayStore  # noqa: E402
 from tfshare.seal import ReceivePolicy, open_envelope, seal  # noqa: E402
@@ -93,7 +98,10 @@ def measure(tf: TaskForce, readers: int, body: bytes) -> dict[str, float]:
     assert schema is not None
     trusted = roster_with_readers(tf, readers)
     assert len(trusted.active_readers(CHANNEL)) == readers
-    keyring = EpochKeyring([EpochKey(CHANNEL, 1, os.urandom(32), tf.now_ms - 60_000)])
+    # Made for the channel's readers, as the key manager's delivery names them (a sender
+    # seals only under such a key).
+    made_for = channel_readers_digest(trusted, CHANNEL)
+    keyring = EpochKeyring([EpochKey(CHANNEL, 1, os.urandom(32), tf.now_ms - 60_000, made_for)])
     police, ngo = tf.ids["police"], tf.ids["ngo"]
     seq = iter(range(1, 10**9))
 
