@@ -47,7 +47,12 @@ from tfshare import transport  # noqa: E402
 from tfshare.agent import Agent  # noqa: E402
 from tfshare.broker import channel_subject  # noqa: E402
 from tfshare.encoding import blake2b_256, encode  # noqa: E402
-from tfshare.epochs import L_MSGKEY, EpochKey, EpochKeyring  # noqa: E402
+from tfshare.epochs import (  # noqa: E402
+    L_MSGKEY,
+    EpochKey,
+    EpochKeyring,
+    channel_readers_digest,
+)
 from tfshare.keyfile import KDF_PROFILES, seal_keyfile  # noqa: E402
 from tfshare.logconfig import configure  # noqa: E402
 from tfshare.registry.book import shipped  # noqa: E402
@@ -92,10 +97,13 @@ def taskforce_with_readers() -> Any:
     return tf
 
 
-def epoch_keyring(now_ms: int) -> EpochKeyring:
+def epoch_keyring(tf: Any, now_ms: int) -> EpochKeyring:
     """Epoch 1 of the bulletins channel, as the key manager would have delivered it to every
     reader (put in the keyrings directly: the delivery is not what is measured here)."""
-    return EpochKeyring([EpochKey(EPOCH_CHANNEL, 1, os.urandom(32), now_ms - 60_000)])
+    # Made for the channel's readers, as the key manager's delivery names them (a sender
+    # seals only under such a key).
+    made_for = channel_readers_digest(tf.trusted(), EPOCH_CHANNEL)
+    return EpochKeyring([EpochKey(EPOCH_CHANNEL, 1, os.urandom(32), now_ms - 60_000, made_for)])
 
 
 def limits_for(quota: int) -> StreamLimits:
@@ -375,7 +383,7 @@ def catch_up(directory: Path, mode: str) -> tuple[float, float, float]:
     messages queued for it in ``mode`` ("direct" on alerts, "epoch" on bulletins): msgs/s
     from its start until it has them all, and CPU per message (agent, broker)."""
     tf = taskforce_with_readers()
-    keyring = epoch_keyring(_now())
+    keyring = epoch_keyring(tf, _now())
     broker = start_broker(
         tf.trusted(),
         directory / "broker",
@@ -736,7 +744,7 @@ def consume_rounds(tf: Any, url: str, directory: Path, cpu: Cpu) -> tuple[float,
         rate = asyncio.run(secure_consume_rate(tf, url, directory / f"ngo-{round_}", cpu))
         sec_con = max(sec_con, rate)
     # The same consume in epoch mode: N bulletins queued for the same reader.
-    keyring = epoch_keyring(_now())
+    keyring = epoch_keyring(tf, _now())
     sec_con_epoch = 0.0
     for round_ in range(CONSUME_ROUNDS):
         epoch_sealed = seal_epoch_messages(tf, keyring, N, 1 + round_ * N)
