@@ -1,0 +1,199 @@
+"""Second adversarial review of issue 15 (the operational and insider-facing parts): each test
+is one finding, written to FAIL until the code is fixed. The names say the correct behaviour;
+the docstrings say what goes wrong today and the fix expected.
+
+Everything is real: keys, signatures, encryption, key files, SQLite; clocks and randomness
+are fixed where the test needs them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from agent_epochs_kit import epoch_message, epoch_taskforce, load_agency, new_key
+from kmkit import KM, edited, km_taskforce, trusted
+from tfkit import NOW_MS, DeterministicRng, TaskForce
+
+from tfshare import roster as R
+from tfshare.epochs import EPOCH_KEY_RETENTION_MS, EpochKeyring
+from tfshare.errors import ExitCode, TfshareError, TrustError
+from tfshare.files import write_atomic
+from tfshare.keyfile import KDF_PROFILES, seal_keyfile
+from tfshare.keymanager.service import KeyManager, queue_resend
+from tfshare.keymanager.store import KeyManagerStore
+from tfshare.protocol import Delivered, Receiver
+from tfshare.registry.book import shipped
+from tfshare.seal import ReceivePolicy
+from tfshare.workflows import live
+from tfshare.workflows.keys import rotate_keys
+
+
+def _now() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _manager(tf: TaskForce, path: Path, *, now_ms: int = NOW_MS) -> KeyManager:
+    identity = tf.ids[KM]
+    return KeyManager(
+        identity=identity,
+        roster=trusted(tf, now_ms=now_ms),
+        roster_bytes=tf.roster_bytes,
+        store=KeyManagerStore(path, state_key=identity.state_key),
+        url="nats://127.0.0.1:1",
+        clock=lambda: now_ms,
+        rng=DeterministicRng(f"review2 {path} {now_ms}"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# HIGH: `keys resend` hands a joiner the epoch made before it joined
+
+
+def test_resend_refuses_a_reader_the_current_epoch_was_not_made_for(tmp_path: Path) -> None:
+    """ngo is granted read on "alerts" after epoch 1 was made for coord, police and labour.
+    Until the key manager's next turn makes epoch 2 (a key manager that is stopped, behind,
+    or whose roster file the coordinator just replaced), ``keys resend --to ngo`` seals
+    epoch 1 to ngo: ngo then opens every message of the epoch sealed BEFORE it joined (up to
+    7 days / 100,000 messages), which re-keying on "a reader added" exists to prevent.
+
+    Fix (tfshare/keymanager/service.py, ``queue_resend``): after choosing ``readers``,
+    refuse unless ``(to, kid)`` is in ``current.state.readers`` (the epoch's own reader
+    set, already loaded by ``store.current()``)::
+
+        +    if not any((r.agency_id, r.kid) in current.state.readers for r in readers):
+        +        raise TrustError(
+        +            f"epoch {current.state.epoch} of {channel!r} was not made for {to!r} "
+        +            "(it joined, or its key changed, since)",
+        +            hint="'tfshare keys serve' makes a new epoch for the channel's current "
+        +            "readers at its next turn; no resend is needed",
+        +        )
+    """
+    before = km_taskforce()
+    before = edited(
+        before,
+        R.ungrant(before.signed, "ngo", channel="alerts", read=True, write=False, now_ms=NOW_MS),
+    )
+    manager = _manager(before, tmp_path / "km.db")
+    [made] = manager.make_epochs({})
+    assert (made.epoch, {r.agency_id for r in made.readers}) == (
+        1,
+        {"coord", "police", "labour"},
+    )
+    manager.store.published(*(p.msg_id for p in manager.store.pending()))
+
+    joined = edited(
+        before,
+        R.grant(before.signed, "ngo", channel="alerts", read=True, write=False, now_ms=NOW_MS),
+    )
+    with pytest.raises(TrustError) as refused:
+        queue_resend(
+            manager.identity, trusted(joined, now_ms=NOW_MS), manager.store, "alerts", "ngo",
+            now_ms=NOW_MS + 1000, rng=DeterministicRng("resend to a joiner"),
+        )  # fmt: skip
+    assert refused.value.exit_code == ExitCode.TRUST
+    assert manager.store.pending() == []  # nothing sealed to ngo
+    manager.store.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# MEDIUM (data loss): the inbox loses every epoch-mode message once its key's retention ends
+
+
+def test_inbox_epoch_message_stays_readable_after_its_epoch_key_retention(tmp_path: Path) -> None:
+    """PROTOCOL.md 8.7: "What the agency received and kept (its inbox) is its own record,
+    readable with the key file and the state directory together" (design: "The inbox keeps
+    opening what was received before a rotation (it stores what it needs under the state
+    key)"). Today the inbox row keeps only the envelope; ``read_inbox_item`` re-derives K
+    from the epoch key, and the agent deletes that key 44 days after its successor started
+    (``prune_epoch_keys``, ``Agency.load``). From then on every epoch-mode message of that
+    epoch in the inbox is "Unreadable E_EPOCH": with the default 7-day period, a channel's
+    whole epoch-mode history disappears from the desk within ~51 days. (Direct-mode rows
+    wrapped to a retired encryption key go the same way once the secret is destroyed.)
+
+    Fix: keep the message key with the row. tfshare/store.py: schema 4 ``ALTER TABLE inbox
+    ADD COLUMN sealed_key BLOB`` (K sealed under the state key, AD = L(inbox-key) ||
+    sender_kid || msg_id); the replay store's ``record`` writes it for a Delivered message
+    (``Opened`` carries K to the agent, never logged). tfshare/seal.py ``reopen_stored``:
+    ``payload_key: bytes | None`` used instead of ``_reopen_key`` when given (commit, AEAD,
+    signature still checked). tfshare/workflows/live.py ``_reopen``: open the row's
+    ``sealed_key`` with ``agency.identity().state_key`` and pass it."""
+    now = _now()
+    tf = epoch_taskforce(now_ms=now)
+    agency = load_agency(tf, "ngo", tmp_path / "ngo")
+    old = new_key("alerts", 1, starts_ms=now - 60_000)
+    message = epoch_message(tf, "police", old, seq=1, now_ms=now)
+    receiver = Receiver(
+        identity=tf.ids["ngo"], roster=tf.trusted(), replay=agency.store.replay(keep_inbox=True),
+        schemas=shipped(), clock=_now, policy=ReceivePolicy(), epochs=EpochKeyring([old]),
+    )  # fmt: skip
+    assert isinstance(receiver.receive(message.data, None), Delivered)
+    agency.epochs.add(old)
+    [shown] = list(live.read_inbox(agency, agency.store.inbox()))
+    assert isinstance(shown, live.InboxMessage)  # readable while the key is held
+
+    # Epoch 2 started; 44 days and a minute later epoch 1's key goes, as the agent deletes it.
+    successor = new_key("alerts", 2, starts_ms=now - 1000)
+    agency.epochs.add(successor)
+    gone = agency.epochs.expired(successor.starts_ms + EPOCH_KEY_RETENTION_MS + 60_000)
+    assert [k.epoch for k in gone] == [1]
+    agency.store.epoch_keys_delete(agency.roster.taskforce, gone)
+    agency.epochs.remove(gone)
+
+    [after] = list(live.read_inbox(agency, agency.store.inbox()))
+    assert isinstance(after, live.InboxMessage), after
+    assert after.opened.msg_id == message.msg_id
+    agency.store.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# MEDIUM: a second `keys rotate` overwrites the statement the coordinators have not applied
+
+
+PASSPHRASE = b"review2 issue 15 passphrase"
+
+
+def test_keys_rotate_never_overwrites_an_unapplied_rotation_statement(tmp_path: Path) -> None:
+    """``keys rotate --sign`` writes AGENCY.rotation (k1 -> k2, signed by k1). Before the
+    coordinators apply it, the agency runs ``keys rotate`` again (say --enc): the new
+    statement is signed by k2 and replaces the first file (``write_atomic`` overwrites).
+    The roster still lists k1, so the coordinators must refuse the second statement
+    (6.4 check 2), and the first no longer exists and cannot be made again (k1 is now a
+    retired secret, destroyed after the grace): the agency is locked out of its identity.
+
+    Fix (tfshare/workflows/keys.py, ``rotate_keys``): ``write_atomic(statement_path,
+    statement, overwrite=False)`` and, before asking the passphrase, refuse (InputError,
+    exit 1) when ``statement_path`` exists: hint "AGENCY.rotation is not applied yet: send
+    it to the coordinators and move it away first (or give --out)". Nothing else written."""
+    tf = build_police()
+    key_path = tmp_path / "police.key"
+    write_atomic(
+        key_path,
+        seal_keyfile(
+            tf.ids["police"],
+            PASSPHRASE,
+            limits=KDF_PROFILES["insecure-test"],
+            rng=DeterministicRng("police key"),
+        ),
+        secret=True,
+    )
+    first = rotate_keys(
+        key_path, ask_passphrase=lambda: PASSPHRASE, enc=False, sign=True, now_ms=NOW_MS
+    )
+    statement = Path(first.statement_path)
+    unapplied = statement.read_bytes()
+    key_after_first = key_path.read_bytes()
+
+    try:
+        rotate_keys(key_path, ask_passphrase=lambda: PASSPHRASE, now_ms=NOW_MS + 60_000)
+    except TfshareError as refused:
+        assert refused.exit_code == ExitCode.ERROR
+        assert key_path.read_bytes() == key_after_first  # refused: nothing half-written
+    assert statement.read_bytes() == unapplied, "the unapplied statement was overwritten"
+
+
+def build_police() -> TaskForce:
+    from tfkit import build_taskforce  # noqa: PLC0415
+
+    return build_taskforce()
