@@ -375,3 +375,31 @@ def test_provisioning_again_creates_the_roster_objects_once_and_updates_consumer
         assert broker.run(None, ack_pending) == {100}
     finally:
         process.stop()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="transport.stream_config sets max_consumers once the diff of the BROKER helper's "
+    "report (issue 15) is applied to tfshare/transport.py",
+)
+def test_provisioning_needs_no_server_consumer_default(tmp_path: Path) -> None:
+    """A nats-server tfshare did not configure (an operator's own, or one whose default cap
+    of consumers per stream is lower than a channel's readers: 3 here, 1,000 by default in
+    nats-server 2.15) still takes every reader's consumer: the streams say their own."""
+    tf = build_taskforce(now_ms=time.time_ns() // 1_000_000)
+    trusted = tf.trusted()
+    assert len(trusted.readers["alerts"]) > 3
+    port = free_port()
+    config = tmp_path / "nats.conf"
+    config.write_text(
+        f"listen: 127.0.0.1:{port}\n"
+        f'jetstream {{ store_dir: "{tmp_path / "js"}", limits {{ default_max_consumers: 3 }} }}\n'
+        f"authorization {{ users = [ {{ nkey: {ADMIN_NKEY} }} ] }}\n"
+    )
+    process = BrokerProcess(config=config, host="127.0.0.1", port=port, log=tmp_path / "nats.log")
+    process.start()
+    limits = StreamLimits().channel_limits(names.task_force_channels(trusted))
+    try:
+        Broker(process).run(None, lambda conn: transport.provision(conn, trusted, limits))
+    finally:
+        process.stop()
