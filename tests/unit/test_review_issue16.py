@@ -97,6 +97,36 @@ def test_stix_import_takes_the_tlp_of_the_report_itself() -> None:
     assert not any(m.startswith("handling.tlp") for m in made.missing)
 
 
+def _restricted_tip_bundle_of_the_report_alone() -> dict[str, Any]:
+    """tfshare's own bundle (unchanged) of a TLP:RED, H2, no_forward tip with no place and no
+    recommended action: its report names only the sender's identity, which is unmarked."""
+    body = handled("tip", "RED", "RED", "H2", True)
+    del body["locations"], body["recommended_action"]
+    bundle = stix_export.bundle([received("tip", body)], allow_restricted=True)
+    assert [o["type"] for o in bundle["objects"] if o["type"] not in DEFINITIONS] == ["report"]
+    return bundle
+
+
+@pytest.mark.parametrize("kind", ["alert", "red-flag"])
+def test_tfshares_own_red_no_forward_bundle_imported_as_another_kind_keeps_its_handling(
+    kind: str,
+) -> None:
+    """Before: --as alert / red-flag on a tip's bundle skipped the original body's handling
+    (folded only when the schemas match) and the report's markings were not read: the draft
+    was TLP:GREEN, H1, no_forward false, from a RED / H2 / no_forward message."""
+    data = json.dumps(_restricted_tip_bundle_of_the_report_alone()).encode()
+    with pytest.raises(HandlingRefused) as refused:
+        importing.draft(data, kind, document(kind), tlp="GREEN")
+    assert refused.value.code == "E_WEAKENS_HANDLING"
+    made = importing.draft(data, kind, document(kind))
+    assert made.body.get("handling") == {
+        "tlp": "RED",
+        "pap": "RED",
+        "code": "H2",
+        "no_forward": True,
+    }, made.missing
+
+
 # ---- F2: MISP import ignores the tags of object attributes ------------------------------
 
 
@@ -113,6 +143,18 @@ def test_misp_import_counts_the_tags_of_an_objects_attributes() -> None:
     assert refused.value.code == "E_WEAKENS_HANDLING"
     made = importing.draft(json.dumps(event).encode(), "alert", document("alert"))
     assert made.body["handling"]["tlp"] == "RED"
+
+
+def test_misp_import_of_an_organisation_only_event_is_not_shared_wider() -> None:
+    """MISP distribution 0 ("your organisation only") restricts the event whatever its tags.
+    Before: not read at all, so an organisation-only event tagged tlp:green (or untagged,
+    with --tlp GREEN) became a GREEN draft for the whole channel. AMBER+STRICT (the
+    recipient organisation only) is the least it may become."""
+    body = handled("alert", "GREEN", "GREEN", "H1", False)
+    event = misp_export.event_json(misp_export.event(received("alert", body)))
+    event["Event"]["distribution"] = "0"
+    made = importing.draft(json.dumps(event).encode(), "alert", document("alert"))
+    assert made.body["handling"]["tlp"] in ("AMBER+STRICT", "RED")
 
 
 # ---- F3: MISP distribution wider than TLP:AMBER allows ----------------------------------
