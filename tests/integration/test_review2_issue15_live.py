@@ -31,6 +31,7 @@ from tfkit import TaskForce
 from tfshare.agent import EPOCH_WAIT_MS, Agent
 from tfshare.broker import BrokerProcess, channel_subject
 from tfshare.epochs import EpochKey
+from tfshare.errors import Rejected
 from tfshare.seal import Sealed
 from tfshare.workflows import live
 
@@ -159,3 +160,77 @@ def test_a_writers_flood_of_future_epoch_messages_does_not_stop_the_channel(
     inbox = [i.msg_id for i in agency.store.inbox()]
     agency.store.close()
     assert inbox == [real.msg_id], f"police's alert is stuck behind the flood: {agent.stats}"
+
+
+# ---------------------------------------------------------------------------------------------
+# HIGH (availability, and removals that silently stop re-keying): the key manager's database
+# lost
+
+
+def test_a_key_manager_whose_database_was_lost_does_not_start_the_epochs_again_from_1(
+    tmp_path: Path,
+) -> None:
+    """The key manager made epoch 1 of "alerts" and its readers hold it. Its state directory
+    is lost (a new VM, a restore of the wrong disk) and ``keys serve`` is started again: it
+    sees no epoch and makes epoch 1 "initial" with a NEW key. Every reader refuses it
+    (E_EPOCH, 9e: a second key for a held epoch) and so every later epoch up to the number
+    they hold: the channel keeps the old epoch, whose reader set no longer matches after the
+    next removal, so senders stop sealing in epoch mode (or fall back to direct), until the
+    key manager's numbers pass the readers' (one per period: 7 days each). Nothing tells
+    the operator but the agents' quarantines; the key manager logs "epoch_created" as usual.
+
+    Fix (tfshare/keymanager/service.py, ``KeyManager.make_epochs`` / ``turn``): before
+    making an "initial" epoch for a channel, look at the channel's stream for a message on
+    the key manager's own subject (``js.get_last_msg(stream, channel_subject(tf, ch, km))``,
+    one request per channel without a stored epoch); if there is one, make nothing for that
+    channel and log an error once (``keymanager_state_lost``, hint: restore keymanager.db
+    from backup, or start the numbering above the readers' with an explicit
+    ``keys serve --first-epoch N``). Better still, the key manager wraps each delivery to
+    itself too (one more wrap per envelope), so ``keys serve`` can read back its newest
+    epoch of each channel from the stream after such a loss."""
+    from kmkit import km_taskforce, trusted  # noqa: PLC0415
+    from test_keymanager_live import (  # noqa: PLC0415
+        Reader,
+        _km_broker,
+        _manager,
+        _receive,
+        _with_manager,
+    )
+
+    km_tf = km_taskforce(now_ms=now_ms())
+    broker = _km_broker(km_tf, tmp_path / "broker")
+    try:
+        roster = trusted(km_tf, now_ms=now_ms())
+
+        class Agentlike(Reader):
+            """The kit's reader, refusing a delivery 9e refuses as an agent does."""
+
+            def take(self, data: bytes, subject: str) -> None:
+                try:
+                    super().take(data, subject)
+                except Rejected as exc:
+                    self.refused.append((str(exc.sender), str(exc.code)))
+
+        ngo = Agentlike("ngo", km_tf, roster)
+        first = _manager(km_tf, broker.url, tmp_path / "state-1" / "keymanager.db")
+
+        async def first_epoch() -> None:
+            await _receive(broker.url, [ngo], lambda: bool(ngo.keyring.get("alerts", 1)), 10)
+
+        asyncio.run(_with_manager(first, first_epoch))
+        first.store.close()
+        held = ngo.keyring.get("alerts", 1)
+        assert held is not None and first.stats.epochs == 1
+
+        # The state is gone: a new, empty database.
+        again = _manager(km_tf, broker.url, tmp_path / "state-2" / "keymanager.db")
+
+        async def restarted() -> None:
+            await _receive(broker.url, [ngo], lambda: bool(ngo.refused), 5)
+
+        asyncio.run(_with_manager(again, restarted))
+        again.store.close()
+    finally:
+        broker.stop()
+    assert ngo.refused == [], "the readers refuse what the restarted key manager made"
+    assert again.stats.epochs == 0
