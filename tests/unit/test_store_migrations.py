@@ -202,7 +202,7 @@ def test_a_state_database_of_the_previous_schema_is_upgraded_in_place_with_its_d
     store = StateStore(path)
     try:
         assert store.upgraded_from == 1
-        assert _meta(path)["schema"] == str(SCHEMA_VERSION) == "3"
+        assert _meta(path)["schema"] == str(SCHEMA_VERSION) == "4"
         assert "size" in _columns(path, "quarantine")
         # The inbox item reads back and its envelope still opens.
         [item] = store.inbox()
@@ -263,7 +263,7 @@ def test_a_state_database_of_the_interim_schema_1_with_sizes_is_not_counted_twic
     [row] = store.quarantined()
     assert (row.size, row.truncated) == (300_000, True)
     assert _meta(path)["quarantine_bytes"] == "3"
-    assert _meta(path)["schema"] == "3"
+    assert _meta(path)["schema"] == "4"
     store.close()
 
 
@@ -441,5 +441,5 @@ def test_a_state_database_at_the_current_version_missing_a_column_is_refused_by_
     with pytest.raises(SchemaError) as raised:
         StateStore(path)
     message = raised.value.message
-    assert "has schema 3 but lacks column quarantine.size, table sent: it was edited" in message
+    assert "has schema 4 but lacks column quarantine.size, table sent: it was edited" in message
     assert "restore the state directory from backup" in raised.value.hint
