@@ -56,6 +56,7 @@ demo-cluster: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/epoch.py
 	$(BIN)/python bench/live.py
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/startup.py
