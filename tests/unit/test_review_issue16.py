@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pymisp import MISPEvent
 from stix2validator import ValidationOptions, validate_instance
 from tfkit import SCHEMAS
 
 from tfshare.errors import ExitCode
 from tfshare.interop import importing, misp_export, stix_export
 from tfshare.interop.common import HandlingRefused, InteropError, Received
-from tfshare.interop.markings import TLP2_EXTENSION_ID, TLP2_IDS
+from tfshare.interop.markings import EXTENSION_ID, TLP2_EXTENSION_ID, TLP2_IDS
+from tfshare.interop.misp_feed import feed_lines
 
 SCHEMA_OF = {"alert": "tf.alert/1", "red-flag": "tf.red_flag/1", "tip": "tf.tip_summary/1"}
 DEFINITIONS = ("marking-definition", "extension-definition", "identity")
@@ -241,3 +243,59 @@ def test_misp_feed_names_a_key_file_it_cannot_read_without_a_traceback(
     lines = result.stderr.splitlines()
     assert lines[0].startswith("tfshare: error: ") and str(key_file) in lines[0]
     assert lines[1].startswith("tfshare: hint: ")
+
+
+# ---- F7, F8: misp_feed trusts the first report's extension alone -------------------------
+
+
+class RecordingMisp:
+    """A PyMISP-like client that records the events it is given."""
+
+    def __init__(self) -> None:
+        self.added: list[MISPEvent] = []
+
+    def add_event(self, event: MISPEvent, pythonify: bool = False) -> Any:
+        self.added.append(event)
+        return event
+
+
+def test_misp_feed_never_drops_the_second_message_of_a_bundle_silently() -> None:
+    """A bundle of two messages (``tfshare export``, made one line) on the feed's stdin.
+    Before: the first report was fed and the second message silently lost ("added" for
+    one). Either every message is fed, or the bundle is refused (exit 5)."""
+    first = handled("alert", "GREEN", "GREEN", "H1", False)
+    second = handled("alert", "AMBER", "AMBER", "H1", False)
+    bundle = stix_export.bundle([received("alert", first, 1), received("alert", second, 2)])
+    client = RecordingMisp()
+    try:
+        fed = list(feed_lines(client, [json.dumps(bundle)]))
+    except InteropError as refused:
+        assert refused.exit_code == ExitCode.VALIDATION
+        assert client.added == []
+        return
+    assert sorted(f.msg_id for f in fed) == [f"{1:032x}", f"{2:032x}"]
+    assert len(client.added) == 2
+
+
+def test_misp_feed_does_not_feed_a_bundle_whose_markings_are_stricter_than_its_body() -> None:
+    """A live-feed line of a RED, H2, no_forward message whose extension's body was edited to
+    CLEAR / H0 (the markings on every object still say RED, H2, no-forward). Before: fed as
+    CLEAR, MISP distribution 3 (all communities), without --allow-restricted. The markings
+    the bundle carries must count: skipped as restricted, or refused as contradictory."""
+    body = handled("alert", "RED", "RED", "H2", True)
+    line = stix_export.feed_line(received("alert", body, 3), allow_restricted=True)
+    assert line is not None
+    bundle = json.loads(line)
+    for obj in bundle["objects"]:
+        if obj["type"] == "report":
+            origin = obj["extensions"][EXTENSION_ID]["tfshare_message"]
+            origin["body"]["handling"] = {"tlp": "CLEAR", "pap": "CLEAR", "code": "H0"}
+    client = RecordingMisp()
+    try:
+        fed = list(feed_lines(client, [json.dumps(bundle)]))
+    except InteropError as refused:
+        assert refused.exit_code == ExitCode.VALIDATION
+        assert client.added == []
+        return
+    assert [f.outcome for f in fed] == ["skipped"]
+    assert client.added == []
