@@ -17,6 +17,7 @@ from kmkit import KM, edited, km_taskforce, trusted
 from tfkit import NOW_MS, DeterministicRng, TaskForce
 
 from tfshare import roster as R
+from tfshare.encoding import encode
 from tfshare.epochs import EPOCH_KEY_RETENTION_MS, EpochKeyring
 from tfshare.errors import ExitCode, TfshareError, TrustError
 from tfshare.files import write_atomic
@@ -197,3 +198,80 @@ def build_police() -> TaskForce:
     from tfkit import build_taskforce  # noqa: PLC0415
 
     return build_taskforce()
+
+
+# ---------------------------------------------------------------------------------------------
+# MEDIUM: the last epoch key of a channel the agency no longer reads is kept for ever
+
+
+def test_epoch_key_of_a_channel_the_agency_no_longer_reads_is_deleted_after_retention(
+    tmp_path: Path,
+) -> None:
+    """ngo held epoch 1 of "alerts"; the coordinators took its read right away, so the key
+    manager made epoch 2 for the others and ngo never receives it. ``EpochKeyring.expired``
+    only expires a key whose SUCCESSOR is held: ngo's epoch 1 is its newest key of the
+    channel, so ``prune_epoch_keys`` (and ``Agency.load``) keep it for ever. PROTOCOL.md 8.7
+    says a stolen key file + state opens "superseded [epoch keys] for up to 44 days"; here
+    it opens everything sealed under epoch 1 (a wiretap, a stream copy) years later. The
+    same holds for a channel removed from the roster or made direct-only.
+
+    Fix (tfshare/agent.py ``prune_epoch_keys``, tfshare/workflows/live.py ``Agency.load``):
+    also delete the keys of every channel the roster in force does not let this agency
+    read (``agency not in roster.active_readers(channel)``, or no such channel, or a
+    direct-only channel) once ``now > roster.issued_ms + EPOCH_KEY_RETENTION_MS`` (the
+    roster that took the right away, or any later one, was issued at least that long
+    ago); e.g. ``EpochKeyring.expired(now_ms, reads=lambda ch: ..., since_ms=...)``."""
+    now = _now()
+    tf = epoch_taskforce(now_ms=now)
+    agency = load_agency(tf, "ngo", tmp_path / "ngo")
+    held = new_key("alerts", 1, starts_ms=now - 60_000)
+    agency.store.epoch_key_add("nl-north", held, state_key=tf.ids["ngo"].state_key, received_ms=now)
+    agency.epochs.add(held)
+
+    # ngo no longer reads "alerts" (a new roster, signed and accepted as the agent does).
+    taken = R.ungrant(tf.signed, "ngo", channel="alerts", read=True, write=False, now_ms=now)
+    taken = R.sign(taken, tf.ids["coord"])
+    agency.accept_roster(encode(taken))
+    assert "ngo" not in agency.roster.active_readers("alerts")
+
+    later = now + EPOCH_KEY_RETENTION_MS + 24 * 3600 * 1000
+    agent = live.make_agent(agency, url="nats://127.0.0.1:1", clock=lambda: later, witness=False)
+    agent.prune_epoch_keys(force=True)
+    kept, _ = agency.store.epoch_keys("nl-north", state_key=tf.ids["ngo"].state_key)
+    agency.store.close()
+    assert agent.epochs.get("alerts", 1) is None
+    assert kept == []
+
+
+# ---------------------------------------------------------------------------------------------
+# HIGH (availability, at 20,000 readers): the key manager's deliveries exceed its stream quota
+
+
+@pytest.mark.parametrize("channels", [10, 100])
+def test_key_manager_quota_holds_a_daily_rekey_of_a_20000_reader_channel(channels: int) -> None:
+    """Each stream keeps at most ``max_msgs_per_sender`` messages per sender subject over
+    max_age (30 days), DiscardNew: the key manager's subject too. A re-key of 20,000 readers
+    is ceil(20,000 / 256) = 79 envelopes (about 14 KiB each), and ``channel_limits`` caps
+    the per-sender quota to half the channel's share in 516-KiB messages: with the default
+    8 GiB and 10 channels the quota is 812 messages = 10 re-keys in 30 days; with 100
+    channels 81 = ONE re-key (256 channels: 31, not even one). The next re-key (the first
+    removal) is refused by the broker; the key manager sets the deliveries aside until it
+    is restarted (``store.refused``), yet records the epoch as made. Senders then refuse
+    the channel (its readers changed, no new key): an epoch channel of 20,000 readers goes
+    down after its first removal, and stays down for up to 30 days.
+
+    Fix: give the key manager's deliveries a budget of their own. Either (a) at
+    provisioning (tfshare/workflows/live.py ``StreamLimits.channel_limits`` /
+    transport.stream_config) size ``max_msgs_per_subject`` of an epoch channel at least
+    ``rekeys_per_max_age x ceil(readers / 256)`` (the quota is per subject; count by bytes:
+    delivery envelopes are 35x smaller than the largest message), and refuse ``broker up``
+    (UsageError) when the byte share cannot hold it; or (b) in the key manager
+    (keymanager/service.py ``flush``): a delivery refused for "maximum messages per
+    subject" is retried every turn, not only after a restart, and logged as
+    ``epoch_delivery_quota`` with the figures."""
+    per_rekey = -(-20_000 // 256)
+    limits = live.StreamLimits().channel_limits([f"ch{i}" for i in range(channels)])
+    quota = limits["ch0"].max_msgs_per_sender
+    assert quota >= 30 * per_rekey, (
+        f"{quota} messages per sender in 30 days: {quota // per_rekey} re-key(s) of 20,000 readers"
+    )
