@@ -275,3 +275,70 @@ def test_key_manager_quota_holds_a_daily_rekey_of_a_20000_reader_channel(channel
     assert quota >= 30 * per_rekey, (
         f"{quota} messages per sender in 30 days: {quota // per_rekey} re-key(s) of 20,000 readers"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# LOW/MEDIUM: `keys rotate` killed between writing the statement and the key file
+
+_CRASH_AFTER_STATEMENT = """
+import os, sys
+from pathlib import Path
+import tfshare.workflows.keys as keys
+
+real = keys.write_atomic
+
+def crashing(path, data, *, secret=False, overwrite=True):
+    if secret:  # the key file: the process dies here (power cut, OOM kill, SIGKILL)
+        os._exit(137)
+    real(path, data, secret=secret, overwrite=overwrite)
+
+keys.write_atomic = crashing
+passphrase = sys.argv[2].encode()
+keys.rotate_keys(Path(sys.argv[1]), ask_passphrase=lambda: passphrase, now_ms=int(sys.argv[3]))
+"""
+
+
+def test_keys_rotate_killed_midway_leaves_no_statement_for_keys_the_file_lacks(
+    tmp_path: Path,
+) -> None:
+    """``rotate_keys`` writes AGENCY.rotation first and the key file second; it unlinks the
+    statement if the key file write RAISES, but a process killed between the two (power
+    loss, the OOM killer, SIGKILL) leaves a valid, signed statement naming a new encryption
+    key that no file holds. The agency sends it to the coordinators as told; once applied,
+    every sender wraps to a key nobody has (E_WRAP at the agency for everything direct),
+    and with --sign the roster's newest signing key has no secret either.
+
+    Fix (tfshare/workflows/keys.py ``rotate_keys``): write the key file FIRST (it keeps the
+    old secret through the grace, so nothing is lost if the statement never follows), then
+    the statement; and let ``keys rotate --statement-only`` make the statement again from a
+    key file whose newest keys are not yet in the roster (the retired secret it needs to
+    sign is still in the file), for a run that died after the key file."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from tfkit import build_taskforce  # noqa: PLC0415
+
+    from tfshare.keyfile import open_keyfile  # noqa: PLC0415
+    from tfshare.rotation import decode_rotation  # noqa: PLC0415
+
+    tf = build_taskforce()
+    key_path = tmp_path / "police.key"
+    write_atomic(
+        key_path,
+        seal_keyfile(
+            tf.ids["police"], PASSPHRASE, limits=KDF_PROFILES["insecure-test"],
+            rng=DeterministicRng("police key"),
+        ),
+        secret=True,
+    )  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", _CRASH_AFTER_STATEMENT, str(key_path), PASSPHRASE.decode(),
+         str(NOW_MS)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 137, done.stderr
+    statement = tmp_path / "police.rotation"
+    if statement.exists():
+        named = decode_rotation(statement.read_bytes()).new_enc_pk
+        held = open_keyfile(key_path.read_bytes(), PASSPHRASE)
+        assert named == held.enc_pk, "the statement names an encryption key no file holds"
