@@ -342,3 +342,66 @@ def test_keys_rotate_killed_midway_leaves_no_statement_for_keys_the_file_lacks(
         named = decode_rotation(statement.read_bytes()).new_enc_pk
         held = open_keyfile(key_path.read_bytes(), PASSPHRASE)
         assert named == held.enc_pk, "the statement names an encryption key no file holds"
+
+
+# ---------------------------------------------------------------------------------------------
+# HIGH (silent loss): the grace runs from `keys rotate`, not from the roster applying it
+
+
+def test_secret_of_the_key_the_roster_still_lists_is_not_destroyed(tmp_path: Path) -> None:
+    """police ran ``keys rotate`` 8 days ago (grace 7 days); the coordinators have not
+    applied the statement (holidays, a lost e-mail): the roster in force still lists the OLD
+    encryption key as police's, so every sender still wraps to it. At the next command (or
+    the agent's daily pass) ``unlock_key`` / ``destroy_expired`` destroy that old secret
+    because its grace, counted from the statement's creation, is over: from then on police
+    opens nothing sent to it (every direct message: E_WRAP / not for us), and nothing tells
+    it why until someone looks at the roster.
+
+    Fix (tfshare/workflows/live.py ``Agency.load`` and ``Agency.destroy_expired_secrets``,
+    tfshare/workflows/keys.py ``unlock_key``/``destroy_expired``): take a ``keep:
+    Collection[bytes]`` of public keys never to destroy — the agency's ``enc_key.pk`` and
+    signing keys in the roster in force — and warn (``rotation_not_applied``: "the roster
+    still lists the key you rotated on DATE: send AGENCY.rotation to the coordinators")
+    instead of destroying them; the agent passes ``roster.members[me]`` keys at each pass."""
+    from tfkit import example_json  # noqa: PLC0415
+
+    from tfshare.protocol import Rejection  # noqa: PLC0415
+    from tfshare.replay import MemoryReplayStore  # noqa: PLC0415
+    from tfshare.seal import Recipient, seal_to  # noqa: PLC0415
+
+    now = _now()
+    tf = epoch_taskforce(now_ms=now)
+    root = tmp_path / "police"
+    root.mkdir()
+    passphrase = b"kit passphrase of police"
+    key_path = root / "police.key"
+    write_atomic(
+        key_path,
+        seal_keyfile(
+            tf.ids["police"], passphrase, limits=KDF_PROFILES["insecure-test"],
+            rng=DeterministicRng("police key file"),
+        ),
+        secret=True,
+    )  # fmt: skip
+    day = 24 * 3600 * 1000
+    rotate_keys(key_path, ask_passphrase=lambda: passphrase, grace_ms=7 * day, now_ms=now - 8 * day)
+
+    agency = load_agency(tf, "police", root)  # the roster: police's key as before the rotation
+    listed = agency.roster.members["police"].enc_key.pk
+    assert listed == tf.ids["police"].enc_pk
+    alert = shipped().lookup("tf.alert/1")
+    assert alert is not None
+    sealed = seal_to(
+        identity=tf.ids["labour"], taskforce="nl-north", channel="alerts",
+        roster_seq=agency.roster.seq, recipients=[Recipient("police", listed)], schema=alert,
+        body=alert.to_body(alert.from_json(example_json("tf.alert/1"))), seq=1, now_ms=now,
+        rng=DeterministicRng("to police"),
+    )  # fmt: skip
+    receiver = Receiver(
+        identity=agency.identity(), roster=agency.roster, replay=MemoryReplayStore(),
+        schemas=shipped(), clock=_now, policy=ReceivePolicy(),
+    )  # fmt: skip
+    outcome = receiver.receive(sealed.data, None)
+    agency.store.close()
+    assert not isinstance(outcome, Rejection), f"{outcome.code}: {outcome.reason}"
+    assert isinstance(outcome, Delivered)
