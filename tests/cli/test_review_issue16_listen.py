@@ -198,3 +198,44 @@ def test_listen_stix_rejects_an_unknown_format_as_a_usage_error(inbox: Inbox) ->
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("tfshare: error: unknown format 'stx'")
     assert result.stdout == ""
+
+
+def tfshare(inbox: Inbox, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
+    home = inbox.root / "home"
+    home.mkdir(exist_ok=True)
+    return subprocess.run(
+        [str(TFSHARE), *args],
+        env={"PATH": os.environ.get("PATH", os.defpath), "HOME": str(home),
+             "TFSHARE_HOME": str(home), "TFSHARE_TEST": "1", "LC_ALL": "C.UTF-8"},
+        input=stdin.decode(), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_a_refused_export_leaves_an_existing_out_file_as_it_was(inbox: Inbox) -> None:
+    out = inbox.root / "earlier.json"
+    out.write_text("an earlier export\n")
+    result = tfshare(inbox, "export", "--since", "2000-01-01", "--out", str(out), *inbox.flags)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.startswith("tfshare: error: E_NO_FORWARD: ")
+    assert out.read_text() == "an earlier export\n"
+
+
+def test_export_into_a_missing_directory_is_an_error_line_not_a_traceback(inbox: Inbox) -> None:
+    out = inbox.root / "no-such-dir" / "x.json"
+    result = tfshare(inbox, "export", inbox.ids["red-flag"], "--out", str(out), *inbox.flags)
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("tfshare: error: ")
+    assert not out.exists()
+
+
+def test_import_with_a_tlp_that_is_no_level_is_a_usage_error(inbox: Inbox) -> None:
+    """A flag's value that is not one of its choices is a usage error (exit 2), as the CLI's
+    other flags (--format, --as, --min-severity) have it. Before: exit 5 (validation)."""
+    bundle = inbox.root / "bundle.json"
+    made = tfshare(inbox, "export", inbox.ids["red-flag"], "--out", str(bundle), *inbox.flags)
+    assert made.returncode == 0, made.stderr
+    result = tfshare(inbox, "import", str(bundle), "--as", "red-flag", "--tlp", "red")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("tfshare: error: --tlp 'red' is not a level")
+    assert result.stdout == ""
