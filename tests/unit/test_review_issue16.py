@@ -129,6 +129,25 @@ def test_tfshares_own_red_no_forward_bundle_imported_as_another_kind_keeps_its_h
     }, made.missing
 
 
+def test_stix_import_lists_the_properties_it_does_not_map() -> None:
+    """Issue 16: "each unmapped field listed". Before: a report's custom property and an
+    indicator's kill chain phases vanished without a word (only whole objects and labels
+    were listed), so an analyst could not know the draft lost them."""
+    body = handled("alert", "GREEN", "GREEN", "H1", False)
+    bundle = stix_export.bundle([received("alert", body)])
+    for obj in bundle["objects"]:
+        if obj["type"] == "report":
+            obj.pop("extensions")
+            obj["x_acme_case_id"] = "CASE-42"
+        if obj["type"] == "indicator":
+            obj["kill_chain_phases"] = [{"kill_chain_name": "acme", "phase_name": "recruit"}]
+    assert stix_errors(bundle) == []
+    made = importing.draft(json.dumps(bundle).encode(), "alert", document("alert"))
+    listed = " ".join(made.unmapped)
+    assert "x_acme_case_id" in listed, made.unmapped
+    assert "kill_chain_phases" in listed, made.unmapped
+
+
 # ---- F2: MISP import ignores the tags of object attributes ------------------------------
 
 
