@@ -272,11 +272,6 @@ def signed_large_taskforce() -> tuple[bytes, R.TrustedRoster]:
     return data, trusted
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transport.provision/put_roster/get_roster go through rosterdist once the diff of "
-    "the BROKER helper's report (issue 15) is applied to tfshare/transport.py",
-)
 def test_transport_publishes_and_fetches_a_roster_larger_than_a_message(tmp_path: Path) -> None:
     """What 'roster publish', the agents and the audit service call: provisioned by
     ``transport.provision``, published by coord, fetched by police, byte-identical."""
@@ -377,11 +372,6 @@ def test_provisioning_again_creates_the_roster_objects_once_and_updates_consumer
         process.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transport.stream_config sets max_consumers once the diff of the BROKER helper's "
-    "report (issue 15) is applied to tfshare/transport.py",
-)
 def test_provisioning_needs_no_server_consumer_default(tmp_path: Path) -> None:
     """A nats-server tfshare did not configure (an operator's own, or one whose default cap
     of consumers per stream is lower than a channel's readers: 3 here, 1,000 by default in

@@ -107,7 +107,7 @@ def test_each_channel_has_a_stream_with_its_own_limits(
                 info = await admin.js.stream_info(f"KV_tf_{TF}_{bucket}")
                 found[bucket] = (info.config.max_msg_size, info.config.max_bytes)
             names = [s.config.name for s in await admin.js.streams_info()]
-            found["streams"] = sorted(n for n in names if not n.startswith("KV_"))
+            found["streams"] = sorted(n for n in names if not n.startswith(("KV_", "OBJ_")))
             return found
         finally:
             await admin.close()
@@ -317,7 +317,7 @@ def test_the_legacy_all_channels_stream_is_refused_while_unread_and_deleted_once
         admin = await _admin(broker)
         try:
             names = [s.config.name for s in await admin.js.streams_info()]
-            return sorted(n for n in names if not n.startswith("KV_"))
+            return sorted(n for n in names if not n.startswith(("KV_", "OBJ_")))
         finally:
             await admin.close()
 

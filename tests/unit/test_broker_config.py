@@ -60,6 +60,7 @@ BUCKET = roster_bucket(TASKFORCE)
 SCHEMAS = schema_bucket(TASKFORCE)
 AUDIT_KV = audit_bucket(TASKFORCE)
 WITNESS_KV = witness_bucket(TASKFORCE)
+ROSTER_OBJECTS = "tf_nl-north_rosters"  # the roster object store bucket
 ROSTER_READ = [
     f"$JS.API.STREAM.INFO.KV_{BUCKET}",
     f"$JS.API.DIRECT.GET.KV_{BUCKET}.>",
@@ -69,6 +70,9 @@ ROSTER_READ = [
     f"$JS.API.DIRECT.GET.KV_{AUDIT_KV}.>",
     f"$JS.API.STREAM.INFO.KV_{WITNESS_KV}",  # ... and every witness's cosignature
     f"$JS.API.DIRECT.GET.KV_{WITNESS_KV}.>",
+    f"$JS.API.STREAM.INFO.OBJ_{ROSTER_OBJECTS}",  # ... and the roster object store
+    f"$JS.API.DIRECT.GET.OBJ_{ROSTER_OBJECTS}",
+    f"$JS.API.DIRECT.GET.OBJ_{ROSTER_OBJECTS}.>",
 ]
 CHECKPOINTS = audit_subject(TASKFORCE, "checkpoint")
 # Proof requests (request-reply): every member may ask on its own subject; only the audit
@@ -93,6 +97,12 @@ AUDIT = [
     f"$KV.{AUDIT_KV}.{CHECKPOINT_KEY}",
 ]
 ROSTER_WRITE = f"$KV.{BUCKET}.{ROSTER_KEY}"
+ROSTER_OBJECTS_WRITE = [
+    f"$O.{ROSTER_OBJECTS}.C.>",
+    f"$O.{ROSTER_OBJECTS}.M.>",
+    f"$JS.API.STREAM.MSG.GET.OBJ_{ROSTER_OBJECTS}",
+    f"$JS.API.STREAM.PURGE.OBJ_{ROSTER_OBJECTS}",
+]
 SCHEMA_WRITE = f"$KV.{SCHEMAS}.>"
 ADMIN_SEED: bytes = nkeys.encode_seed(b"\x07" * 32, nkeys.PREFIX_BYTE_USER)
 ADMIN_NKEY: str = nkeys.from_seed(ADMIN_SEED).public_key.decode()
@@ -219,7 +229,7 @@ def test_active_agency_has_exactly_its_own_permissions(
         *ROSTER_READ,
         f"$KV.{WITNESS_KV}.{agency}",  # its own witness cosignature, no one else's
         proof_subject(TASKFORCE, agency),  # its own proof requests, no one else's
-        *([ROSTER_WRITE, SCHEMA_WRITE, *AUDIT] if agency == "coord" else []),
+        *([ROSTER_WRITE, SCHEMA_WRITE, *ROSTER_OBJECTS_WRITE, *AUDIT] if agency == "coord" else []),
     ]
     assert sorted(user.publish or []) == sorted(expected)
     auditor = agency == "coord"

@@ -32,6 +32,21 @@ BUCKET_READS = [
 ]
 
 
+# ... and the roster object store, without a consumer (stream info, direct gets).
+OBJECT_READS = [
+    "$JS.API.STREAM.INFO.OBJ_tf_nl-north_rosters",
+    "$JS.API.DIRECT.GET.OBJ_tf_nl-north_rosters",
+    "$JS.API.DIRECT.GET.OBJ_tf_nl-north_rosters.>",
+]
+# Coordinators put and prune roster objects as nats-py's object store does.
+OBJECT_WRITES = [
+    "$O.tf_nl-north_rosters.C.>",
+    "$O.tf_nl-north_rosters.M.>",
+    "$JS.API.STREAM.MSG.GET.OBJ_tf_nl-north_rosters",
+    "$JS.API.STREAM.PURGE.OBJ_tf_nl-north_rosters",
+]
+
+
 def consumer(channel: str, durable: str) -> list[str]:
     stream = f"TF_nl-north_{channel}"
     return [
@@ -43,7 +58,12 @@ def consumer(channel: str, durable: str) -> list[str]:
 
 def member_publish(agency: str) -> list[str]:
     """What every active member may publish: bucket reads, its witness key, its proofs."""
-    return [*BUCKET_READS, f"$KV.tf_nl-north_witness.{agency}", f"tf.nl-north.audit.proof.{agency}"]
+    return [
+        *BUCKET_READS,
+        *OBJECT_READS,
+        f"$KV.tf_nl-north_witness.{agency}",
+        f"tf.nl-north.audit.proof.{agency}",
+    ]
 
 
 def member_subscribe(agency: str) -> tuple[str, ...]:
@@ -126,6 +146,7 @@ def test_coordinator_writes_the_buckets_and_runs_the_audit_service(taskforce: Ta
             *member_publish("coord"),
             "$KV.tf_nl-north_roster.roster",
             "$KV.tf_nl-north_schemas.>",
+            *OBJECT_WRITES,
             *consumer("alerts", "agent_coord_CH_alerts"),
             *consumer("alerts", "audit_coord"),
             *consumer("tips", "audit_coord"),

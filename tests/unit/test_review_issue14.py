@@ -62,7 +62,8 @@ def test_domain_permissions_of_a_member_are_spelled_out(taskforce: TaskForce) ->
         allow_responses=None,
     )
     added = got.publish[len(plain) :]
-    assert len(added) == 4 * 2 + 2 * 2  # 4 buckets (info, get), 2 consumers (next, info)
+    # 4 buckets (info, get), the roster object store (info, 2 gets), 2 consumers (next, info)
+    assert len(added) == 4 * 2 + 3 + 2 * 2
     assert all(s.startswith(f"$JS.{DOMAIN}.API.") for s in added)
 
 

@@ -962,7 +962,11 @@ class AuditService:
         """Log and use a newer roster from the bucket, once ``accept_roster`` verified it."""
         if self.accept_roster is None:
             return
-        data = await transport.get_roster(conn, self.roster.taskforce)
+        try:
+            data = await transport.get_roster(conn, self.roster.taskforce, known=self._seen_roster)
+        except TrustError as exc:  # the bucket's pointer or object is bad: looked at again
+            log.warning("audit_roster_refused", code=exc.code, reason=exc.message)
+            return
         if data is None or data in (self.roster_bytes, self._seen_roster):
             return
         try:

@@ -879,7 +879,12 @@ def publish(
             tls=tls,
         )
         try:
-            current = await transport.get_roster(conn, roster.taskforce)
+            try:
+                current = await transport.get_roster(conn, roster.taskforce)
+            except RosterRejected:
+                # The bucket points to an object that is missing or altered: junk, which
+                # check_replaces lets --force replace (and refuses to replace silently).
+                current = b""
             if current is not None:
                 check_replaces(current, data, trust, force=force)
             return await transport.put_roster(conn, roster.taskforce, data)
