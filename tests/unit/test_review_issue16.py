@@ -179,6 +179,20 @@ def test_misp_import_of_an_organisation_only_event_is_not_shared_wider() -> None
     assert made.body["handling"]["tlp"] not in ("CLEAR", "GREEN")
 
 
+@pytest.mark.parametrize("tag", ["tlp:ex:chr", "tlp:unclear", "PAP:EX:SOMETHING"])
+def test_misp_import_refuses_a_tlp_or_pap_tag_it_cannot_carry(tag: str) -> None:
+    """As a STIX marking tfshare cannot carry is refused (exit 5: its restrictions would be
+    lost), so is a MISP tlp / PAP tag it does not know (tlp:ex:chr, the Chatham House Rule,
+    forbids naming the source). Before: listed as "not imported" and the draft made."""
+    body = handled("alert", "GREEN", "GREEN", "H1", False)
+    event = misp_export.event_json(misp_export.event(received("alert", body)))
+    event["Event"]["Tag"].append({"name": tag})
+    with pytest.raises(InteropError) as refused:
+        importing.draft(json.dumps(event).encode(), "alert", document("alert"))
+    assert refused.value.exit_code == ExitCode.VALIDATION
+    assert tag in refused.value.message
+
+
 # ---- F3: MISP distribution wider than TLP:AMBER allows ----------------------------------
 
 
