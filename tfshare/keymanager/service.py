@@ -422,6 +422,15 @@ def queue_resend(
             hint="an epoch key goes only to the channel's readers; grant read access first "
             "(the key manager then makes a new epoch for them)",
         )
+    if not any((r.agency_id, r.kid) in current.state.readers for r in readers):
+        # A joiner (or a reader whose key changed) must not open what was sealed under the
+        # epoch before it joined: re-keying on "a reader added" exists for this.
+        raise TrustError(
+            f"epoch {current.state.epoch} of {channel!r} was not made for {to!r} (it joined, "
+            "or its key changed, since)",
+            hint="'tfshare keys serve' makes a new epoch for the channel's current readers at "
+            "its next turn; no resend is needed",
+        )
     if current.state.readers_digest is None:
         raise TrustError(
             f"epoch {current.state.epoch} of {channel!r} was made before key deliveries named "
