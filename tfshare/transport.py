@@ -49,7 +49,7 @@ from nats.js.api import (
 from tfshare import rosterdist
 from tfshare.audit.evidence import MAX_NOTE_SIZE
 from tfshare.broker import MAX_PAYLOAD
-from tfshare.envelope import MAX_ENVELOPE
+from tfshare.envelope import MAX_ENVELOPE, MAX_RECIPIENTS, Mode
 from tfshare.errors import BrokerError, BrokerRefused
 from tfshare.names import (
     CHECKPOINT_KEY,
@@ -635,6 +635,67 @@ class ChannelLimits:
     def sender_worst_case(self) -> int:
         """The most bytes one sender can make this stream keep: its quota of largest ones."""
         return self.max_msgs_per_sender * self.max_msg_size
+
+
+# The key manager (PROTOCOL.md 8.6) publishes its epoch-key deliveries on its own subject of
+# each epoch channel, so they count against that channel's per-sender quota like any
+# sender's: a re-key of R readers is ceil(R / 256) envelopes. JetStream has one
+# max_msgs_per_subject per stream (no per-subject override), so an epoch channel's quota is
+# raised to hold this many re-keys over max_age (a daily one for 30 days), for the readers
+# the channel has.
+KEY_MANAGER_REKEYS_PER_MAX_AGE: Final = 30
+# A delivery envelope has the shape of a receipt's: at most 256 wraps and a body under 300
+# bytes (channel, epoch, key, start, reason, reader-set digest).
+EPOCH_DELIVERY_MAX_SIZE: Final = RECEIPT_MAX_MSG_SIZE
+
+
+def key_manager_quota(readers: int) -> int:
+    """The messages the key manager needs on one epoch channel of ``readers`` readers over
+    max_age: ``KEY_MANAGER_REKEYS_PER_MAX_AGE`` re-keys of ceil(readers / 256) envelopes."""
+    return KEY_MANAGER_REKEYS_PER_MAX_AGE * max(1, -(-readers // MAX_RECIPIENTS))
+
+
+def epoch_readers(roster: TrustedRoster) -> dict[str, int]:
+    """Each epoch-mode channel's active readers (how many deliveries a re-key takes): what
+    ``StreamLimits.channel_limits`` sizes those channels' quotas for."""
+    return {
+        c.name: len(roster.active_readers(c.name))
+        for c in roster.roster.channels
+        if c.mode_policy & Mode.EPOCH
+    }
+
+
+def epoch_channel_quota(channel: str, *, share: int, quota: int, readers: int) -> int:
+    """The per-sender quota of an epoch channel whose share of max_bytes is ``share`` and
+    whose quota would otherwise be ``quota``: at least ``key_manager_quota(readers)``, so
+    the key manager's re-keys are never refused by the broker. Raising it above half the
+    share in largest messages (what keeps one flooding member from filling the channel) is
+    logged (``sender_quota_raised``); a share that cannot hold the key manager's deliveries
+    themselves is logged as an error (``epoch_delivery_share_small``: raise --max-bytes)."""
+    needed = key_manager_quota(readers)
+    if quota >= needed:
+        return quota
+    log.warning(
+        "sender_quota_raised",
+        channel=channel,
+        quota=quota,
+        raised=needed,
+        readers=readers,
+        share=share,
+        hint="the key manager's epoch-key deliveries count against the per-sender quota; "
+        "one member may now keep more than half of this channel's share",
+    )
+    if needed * EPOCH_DELIVERY_MAX_SIZE > share // 2:
+        log.error(
+            "epoch_delivery_share_small",
+            channel=channel,
+            share=share,
+            deliveries=needed,
+            delivery_bytes=needed * EPOCH_DELIVERY_MAX_SIZE,
+            hint="raise --max-bytes: this channel's share does not hold "
+            f"{KEY_MANAGER_REKEYS_PER_MAX_AGE} re-keys of its {readers} readers in half of it",
+        )
+    return needed
 
 
 def stream_config(
