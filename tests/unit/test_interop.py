@@ -185,7 +185,7 @@ def test_the_misp_event_has_taxonomy_tags_and_a_distribution_from_the_handling()
     assert 'tfshare:indicator="ilo:isolation"' in tags
     assert int(tip.distribution) == 0
     flag = misp_export.event(received("red-flag"))  # AMBER, PAP GREEN, H1
-    assert int(flag.distribution) == 1
+    assert int(flag.distribution) == 0
     assert [a.type for a in flag.attributes if a.comment.startswith("tfshare:entity")] == ["iban"]
 
 

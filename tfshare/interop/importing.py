@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from tfshare.errors import ValidationError
+from tfshare.errors import UsageError, ValidationError
 from tfshare.interop.common import KINDS, InteropError
 from tfshare.interop.drafts import Collected, shape
 from tfshare.interop.markings import PAP_ORDER, TLP_ORDER, Handling, check_not_weaker
@@ -54,7 +54,7 @@ def draft(
         raise InteropError(f"unknown kind {kind!r}", hint=f"use one of {', '.join(KINDS)}")
     for given, order, what in ((tlp, TLP_ORDER, "--tlp"), (pap, PAP_ORDER, "--pap")):
         if given is not None and given not in order:
-            raise InteropError(f"{what} {given!r} is not a level", hint=f"use {', '.join(order)}")
+            raise UsageError(f"{what} {given!r} is not a level", hint=f"use {', '.join(order)}")
     try:
         parsed = json.loads(data)
     except (ValueError, RecursionError):

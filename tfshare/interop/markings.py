@@ -182,28 +182,31 @@ def stricter(order: tuple[str, ...], a: str | None, b: str | None) -> str | None
 
 
 def read_stix_marking(found: FoundHandling, definition: Mapping[str, Any]) -> bool:
-    """Fold one marking definition into ``found``; False if it is none we know."""
+    """Fold one marking definition into ``found``; False if it is none we know. Every way
+    it says a level counts (its official id, the TLP 2.0 extension, a TLP 1.0 definition):
+    a definition that contradicts its own id is read at the stricter level."""
+    known = False
     marking_id = definition.get("id")
     if marking_id in TLP_OF_ID:
         found.add_tlp(TLP_OF_ID[str(marking_id)])
-        return True
+        known = True
     extensions = definition.get("extensions")
     if isinstance(extensions, Mapping):
         tlp2 = extensions.get(TLP2_EXTENSION_ID)
         if isinstance(tlp2, Mapping) and str(tlp2.get("tlp_2_0", "")).upper() in TLP_ORDER:
             found.add_tlp(str(tlp2["tlp_2_0"]).upper())
-            return True
+            known = True
         own = extensions.get(EXTENSION_ID)
         if isinstance(own, Mapping):
-            return _read_own(found, own)
-    if definition.get("definition_type") == "tlp":  # a TLP 1.0 definition with another id
+            known = _read_own(found, own) or known
+    if definition.get("definition_type") == "tlp":  # TLP 1.0
         inner = definition.get("definition")
         level = str(inner.get("tlp", "")).upper() if isinstance(inner, Mapping) else ""
         level = "CLEAR" if level == "WHITE" else level
         if level in TLP_ORDER:
             found.add_tlp(level)
-            return True
-    return False
+            known = True
+    return known
 
 
 def _read_own(found: FoundHandling, own: Mapping[str, Any]) -> bool:
@@ -256,7 +259,9 @@ def check_not_weaker(source: FoundHandling, draft: Handling, *, what: str) -> No
 
 # MISP distribution levels: 0 your organisation only, 1 this community only, 2 connected
 # communities, 3 all communities.
-DISTRIBUTION: Final = {"CLEAR": 3, "GREEN": 1, "AMBER": 1, "AMBER+STRICT": 0, "RED": 0}
+# TLP 2.0 AMBER is the recipient organisation and its clients: "this community" (1) would
+# hand it to every organisation of the MISP instance.
+DISTRIBUTION: Final = {"CLEAR": 3, "GREEN": 1, "AMBER": 0, "AMBER+STRICT": 0, "RED": 0}
 
 
 def misp_distribution(handling: Handling) -> int:

@@ -18,8 +18,21 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tfshare.interop.common import InteropError, LineageRef, Received, parse_time
-from tfshare.interop.markings import EXTENSION_ID, handling_of, restrictions
+from tfshare.interop.common import (
+    HandlingRefused,
+    InteropError,
+    LineageRef,
+    Received,
+    parse_time,
+)
+from tfshare.interop.markings import (
+    EXTENSION_ID,
+    FoundHandling,
+    check_not_weaker,
+    handling_of,
+    read_stix_marking,
+    restrictions,
+)
 from tfshare.interop.misp_export import event
 
 KEY_VARIABLE = "TFSHARE_MISP_KEY"
@@ -60,8 +73,17 @@ def feed_one(client: MispClient, message: Received, *, allow_restricted: bool = 
 
 
 def received_of_bundle(bundle: Mapping[str, Any]) -> Received:
-    """The message a tfshare bundle was made of (its report's ``tfshare_message``)."""
-    for obj in bundle.get("objects") or []:
+    """The message a tfshare bundle was made of (its report's ``tfshare_message``): one per
+    bundle (a line of ``listen --format stix``), its body's handling no weaker than the
+    markings the bundle carries on its report."""
+    objects = [o for o in bundle.get("objects") or [] if isinstance(o, Mapping)]
+    reports = [o for o in objects if o.get("type") == "report"]
+    if len(reports) > 1:
+        raise InteropError(
+            f"the bundle holds {len(reports)} reports; the feed takes one message per line",
+            hint="feed the lines of 'tfshare listen --format stix'",
+        )
+    for obj in objects:
         if not isinstance(obj, Mapping) or obj.get("type") != "report":
             continue
         extensions = obj.get("extensions")
@@ -72,6 +94,7 @@ def received_of_bundle(bundle: Mapping[str, Any]) -> Received:
         sent = parse_time(str(origin.get("sent")))
         if sent is None:
             break
+        _markings_agree(objects, obj, origin["body"])
         return Received(
             sender=str(origin.get("sender")),
             fingerprint=str(origin.get("fingerprint")),
@@ -92,6 +115,24 @@ def received_of_bundle(bundle: Mapping[str, Any]) -> Received:
         "the bundle holds no tfshare message",
         hint="feed the lines of 'tfshare listen --format stix'",
     )
+
+
+def _markings_agree(
+    objects: list[Mapping[str, Any]], report: Mapping[str, Any], body: Mapping[str, Any]
+) -> None:
+    """Refuse a bundle whose report is marked stricter than its message's body says (an
+    edited line): the feed's refusals and MISP distribution come from the body."""
+    by_id = {str(o.get("id")): o for o in objects}
+    found = FoundHandling()
+    for ref in report.get("object_marking_refs") or []:
+        read_stix_marking(found, by_id.get(str(ref), {"id": ref}))
+    try:
+        check_not_weaker(found, handling_of(body), what="its tfshare message")
+    except HandlingRefused as exc:
+        raise InteropError(
+            f"the bundle's markings are stricter than {exc.message}",
+            hint="feed the lines of 'tfshare listen --format stix' as they are",
+        ) from None
 
 
 def feed_lines(
@@ -122,8 +163,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     key = os.environ.get(KEY_VARIABLE, "")
     if args.key_file:
-        with open(args.key_file, encoding="utf-8") as handle:
-            key = handle.readline().strip()
+        try:
+            with open(args.key_file, encoding="utf-8") as handle:
+                key = handle.readline().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            from tfshare.visible import escape  # noqa: PLC0415
+
+            why = getattr(exc, "strerror", None) or type(exc).__name__
+            print(
+                f"tfshare: error: cannot read the MISP API key file {escape(args.key_file)}: {why}",
+                file=sys.stderr,
+            )
+            print(
+                "tfshare: hint: give --key-file a readable file with the key on its first line",
+                file=sys.stderr,
+            )
+            return 6
     if not key:
         print(f"tfshare: error: no MISP API key (--key-file or {KEY_VARIABLE})", file=sys.stderr)
         print("tfshare: hint: MISP shows keys under Administration > Auth keys", file=sys.stderr)

@@ -45,6 +45,8 @@ MISP_ENTITIES: Final = {
 }
 TAGGED: Final = ("severity", "category", "source-type", "response", "confidence")
 THREAT_LEVELS: Final = {1: "high", 2: "medium", 3: "low"}
+# The least TLP a MISP distribution allows: 0 your organisation only, 4 a sharing group.
+DISTRIBUTION_FLOOR: Final = {"0": "AMBER", "4": "AMBER"}
 TEXTS: Final = ("summary", "context")
 # Attributes misp_export writes that a new message does not take: who sent the original and
 # which envelope it was (the new message is signed by the importing agency).
@@ -98,6 +100,12 @@ def collect(parsed: dict[str, Any], kind: str) -> Collected:
     event = load(parsed)
     c = Collected(kind)
     _tags(c, [t.name for t in event.tags])
+    # The event's distribution restricts it whatever its tags: organisation only (0) or a
+    # sharing group (4) may not become a CLEAR or GREEN draft for the whole channel, unless
+    # no-forward or H2 (which keep tfshare's own events at 0) already say it goes no further.
+    floor = DISTRIBUTION_FLOOR.get(str(getattr(event, "distribution", "")))
+    if floor is not None and not c.found.no_forward and c.found.code != "H2":
+        c.found.add_tlp(floor)
     fields: dict[str, str] = {}
     for attribute in event.attributes:
         _attribute(c, attribute, fields)
@@ -124,9 +132,24 @@ def collect(parsed: dict[str, Any], kind: str) -> Collected:
     return c
 
 
+def _handling_tags(c: Collected, names: list[str]) -> list[str]:
+    """``read_misp_tags``, refusing a tlp / PAP tag tfshare cannot carry (tlp:ex:chr, ...):
+    listing it would drop its restriction, as a STIX marking tfshare cannot carry."""
+    others = read_misp_tags(c.found, names)
+    uncarried = [t for t in others if t.lower().startswith(("tlp:", "pap:"))]
+    if uncarried:
+        raise InteropError(
+            f"tag {uncarried[0]!r} is not a marking tfshare can carry: its restrictions would "
+            "be lost",
+            hint="tfshare carries tlp:clear/white, green, amber, amber+strict, red and "
+            "PAP:CLEAR/WHITE, GREEN, AMBER, RED; share this content another way",
+        )
+    return others
+
+
 def _tags(c: Collected, names: list[str]) -> None:
     admiralty: dict[str, str] = {}
-    for tag in read_misp_tags(c.found, names):
+    for tag in _handling_tags(c, names):
         name, _, value = tag.partition("=")
         value = value.strip('"')
         field = name.removeprefix("tfshare:")
@@ -151,7 +174,7 @@ def _tags(c: Collected, names: list[str]) -> None:
 
 def _attribute(c: Collected, attribute: MISPAttribute, fields: dict[str, str]) -> None:
     # An attribute's own tags restrict the whole draft (the stricter marking wins).
-    for tag in read_misp_tags(c.found, [t.name for t in attribute.tags]):
+    for tag in _handling_tags(c, [t.name for t in attribute.tags]):
         c.no_field(f"attribute tag {tag!r}")
     comment = str(attribute.comment or "")
     value = attribute.value
@@ -177,6 +200,10 @@ def _attribute(c: Collected, attribute: MISPAttribute, fields: dict[str, str]) -
 
 
 def _object(c: Collected, obj: MISPObject) -> None:
+    # An object's attributes' tags restrict the whole draft too (the stricter marking wins).
+    for attribute in obj.attributes:
+        for tag in _handling_tags(c, [t.name for t in attribute.tags]):
+            c.no_field(f"object {obj.name} attribute tag {tag!r}")
     if obj.name != "geolocation":
         c.no_field(f"object {obj.name}")
         return

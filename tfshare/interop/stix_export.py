@@ -85,7 +85,12 @@ def bundle(messages: Sequence[Received], *, allow_restricted: bool = False) -> d
         objects[identity["id"]] = identity
     for message, handling in zip(messages, handlings, strict=True):
         for obj in message_objects(message, handling):
-            objects.setdefault(obj["id"], obj)
+            kept = objects.setdefault(obj["id"], obj)
+            if kept is not obj and "object_marking_refs" in obj:
+                # An object two messages share (an observable's id derives from its value):
+                # the markings of both, so the strictest applies wherever it is read.
+                merged = [*kept.get("object_marking_refs", []), *obj["object_marking_refs"]]
+                kept["object_marking_refs"] = list(dict.fromkeys(merged))
     key = [m.env_hash for m in messages] or ["empty"]
     return {"type": "bundle", "id": derived_id("bundle", *key), "objects": list(objects.values())}
 

@@ -52,6 +52,24 @@ SILENT: Final = frozenset(
 )  # fmt: skip
 DEFINITIONS: Final = frozenset(("marking-definition", "extension-definition", "language-content"))
 LABELS: Final = ("severity", "category", "source_type", "response")
+# The properties each object's reading takes (or that only say what the object is): any
+# other is listed as not imported. name / description of an indicator, an observed-data's
+# number_observed: stix_export writes them from what the draft has anyway.
+COMMON_PROPERTIES: Final = frozenset(
+    ("type", "spec_version", "id", "created", "modified", "created_by_ref", "revoked",
+     "object_marking_refs", "granular_markings", "labels", "lang")
+)  # fmt: skip
+MAPPED_PROPERTIES: Final = {
+    "report": frozenset(("name", "description", "published", "report_types", "object_refs",
+                         "confidence", "external_references", "extensions")),
+    "indicator": frozenset(("name", "description", "pattern", "pattern_type",
+                            "pattern_version", "valid_from", "valid_until", "confidence")),
+    "observed-data": frozenset(("first_observed", "last_observed", "number_observed",
+                                "object_refs")),
+    "location": frozenset(("country", "administrative_area", "city", "latitude", "longitude",
+                           "street_address", "postal_code", "region", "precision")),
+    "note": frozenset(("abstract", "content", "object_refs")),
+}  # fmt: skip
 KNOWN_LABELS: Final = frozenset((*LABELS, "tfshare", "grading", "entity"))
 
 
@@ -78,12 +96,24 @@ def collect(bundle: dict[str, Any], kind: str) -> Collected:
     by_id = {str(o.get("id")): o for o in objects}
     report, used = _used(objects, by_id)
     c = Collected(kind)
-    _markings(c, used, by_id)
+    # The report's own markings restrict everything made of it (docs/INTEROP.md).
+    _markings(c, used if report is None else [report, *used], by_id)
     for obj in used:
         _read(c, obj)
+        _unmapped_properties(c, obj)
     if report is not None:
         _read_report(c, report)
+        _unmapped_properties(c, report)
     return c
+
+
+def _unmapped_properties(c: Collected, obj: Mapping[str, Any]) -> None:
+    """Every property of an object read into the draft that the draft does not take."""
+    mapped = MAPPED_PROPERTIES.get(str(obj.get("type")))
+    if mapped is None:  # an object listed whole, or one that carries nothing (SILENT)
+        return
+    for name in sorted(set(obj) - COMMON_PROPERTIES - mapped):
+        c.no_field(f"{obj.get('type')} {obj.get('id')}: {name}")
 
 
 def _used(
@@ -135,6 +165,8 @@ def _read(c: Collected, obj: Mapping[str, Any]) -> None:
                 c.add_code(str(label))
         if isinstance(obj.get("confidence"), int):
             c.link_confidence = obj["confidence"]
+        if isinstance(obj.get("valid_until"), str):  # stix_export writes an alert's expires there
+            c.times.setdefault("expires", rfc3339(obj["valid_until"]))
     elif kind == "observed-data":
         c.times["first_seen"] = rfc3339(str(obj.get("first_observed")))
         c.times["last_seen"] = rfc3339(str(obj.get("last_observed")))
@@ -173,12 +205,12 @@ def _read_report(c: Collected, report: Mapping[str, Any]) -> None:
             c.no_field(f"label {label!r}")
     origin = _origin(report)
     original = origin.get("body")
-    if (
-        isinstance(original, Mapping)
-        and str(origin.get("schema", "")).split("/")[0] == KINDS[c.kind]
-    ):
+    if isinstance(original, Mapping):
+        # The original's handling binds whatever kind the draft becomes; its other fields
+        # only fit a draft of its own kind.
         _fold_handling(c, original.get("handling"))
-        take_original(c, original)
+        if str(origin.get("schema", "")).split("/")[0] == KINDS[c.kind]:
+            take_original(c, original)
     confidence = report.get("confidence")
     if c.grading is None and isinstance(confidence, int):
         information = grades.admiralty_information(confidence)
