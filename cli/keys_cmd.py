@@ -137,19 +137,40 @@ def rotate_cmd(
             show_default=False,
         ),
     ] = None,
+    statement_only: Annotated[
+        bool,
+        typer.Option(
+            "--statement-only",
+            help="Rotate nothing: write again the statement of the newest rotation the key "
+            "file records (lost, or never written because 'keys rotate' was interrupted).",
+        ),
+    ] = False,
     passphrase_file: PassphraseFile = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Replace your agency's encryption key (and with --sign its signing key): the new keys
-    go into the key file, the old secret is kept for the grace period and then destroyed, and
-    a rotation statement signed by your current key is written for the coordinators."""
+    go into the key file, the old secret is kept for the grace period (and for as long as
+    the roster still lists its key) and then destroyed, and a rotation statement signed by
+    your current key is written for the coordinators."""
     from tfshare.workflows import keys as workflow
 
     grace_ms = workflow.parse_grace(grace)  # a typing mistake is said before the passphrase
     key_path = key if key is not None else where(None, None, None).key
+
+    def ask() -> bytes:
+        return passphrase(passphrase_file, confirm=False, purpose=str(key_path))
+
+    if statement_only:
+        again = workflow.remake_statement(key_path, ask_passphrase=ask, out=out)
+        if as_json:
+            emit_json(dataclasses.asdict(again))
+            return
+        note(f"wrote {again.statement_path} again (the rotation of {iso(again.created_ms)})")
+        _say_next(again)
+        return
     done = workflow.rotate_keys(
         key_path,
-        ask_passphrase=lambda: passphrase(passphrase_file, confirm=False, purpose=str(key_path)),
+        ask_passphrase=ask,
         enc=enc,
         sign=sign,
         grace_ms=grace_ms,
@@ -166,15 +187,19 @@ def rotate_cmd(
     )
     note(
         f"{done.key_path} now holds a new {what} key; the old one is kept until "
-        f"{iso(done.destroy_after_ms)}, then the first tfshare command that opens the key "
-        "destroys it"
+        f"{iso(done.destroy_after_ms)} (longer if the roster still lists it then), then the "
+        "first tfshare command that opens the key destroys it"
     )
     note(f"wrote {done.statement_path} (public, signed by your current key)")
+    _say_next(done)
+
+
+def _say_next(done: workflow.RotationDone) -> None:
     note(
         "next: send it to a coordinator of your task force; they run "
         f"'tfshare roster rotate ROSTER {Path(done.statement_path).name}' and publish the roster "
-        f"before {iso(done.destroy_after_ms)} (messages sent to the old key after that cannot "
-        "be opened)"
+        f"before {iso(done.destroy_after_ms)}; once it is applied, move "
+        f"{Path(done.statement_path).name} away (the next 'keys rotate' will not overwrite it)"
     )
     note(
         "restart your agent now so it holds the new key; until the new roster is out, "

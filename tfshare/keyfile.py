@@ -3,7 +3,9 @@
 Owns: the key-file formats (``tfshare-key/1``, and ``tfshare-key/2``, which adds the state key
 and the secrets a rotation retired), the Argon2id cost profiles, the checks that a file was
 neither tampered with nor opened with the wrong passphrase, and the destruction of retired
-secrets once their ``destroy_after_ms`` passed (``open_keyfile_at`` / ``expire_keyfile``).
+secrets once their ``destroy_after_ms`` passed (``open_keyfile_at`` / ``expire_keyfile``),
+except those whose public key the caller says to ``keep`` (the keys the roster in force still
+lists as the agency's: a rotation the coordinators have not applied yet).
 
 Every field in front of the ciphertext is associated data, so changing the agency id, the
 public keys or the KDF limits makes the file fail to open instead of silently changing meaning.
@@ -15,6 +17,7 @@ passphrase or any seed in an error.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Annotated, Final, Literal
 
@@ -315,23 +318,37 @@ def open_keyfile(data: bytes, passphrase: bytes) -> Identity:
     return _open_with(header, _stretch(passphrase, header.salt, header.limits))
 
 
-def open_keyfile_at(data: bytes, passphrase: bytes, *, now_ms: int, rng: Random) -> OpenedKeyFile:
+def open_keyfile_at(
+    data: bytes, passphrase: bytes, *, now_ms: int, rng: Random, keep: Collection[bytes] = ()
+) -> OpenedKeyFile:
     """Decrypt a key file as of ``now_ms``: retired secrets whose ``destroy_after_ms`` is before
-    ``now_ms`` are left out of the identity and out of ``rewritten``, the file to write in its
-    place (same passphrase, salt and cost; a fresh nonce from ``rng``). One Argon2id run."""
+    ``now_ms`` (and whose public key is not in ``keep``) are left out of the identity and out
+    of ``rewritten``, the file to write in its place (same passphrase, salt and cost; a fresh
+    nonce from ``rng``). One Argon2id run."""
     header = read_keyfile_header(data)
     file_key = FileKey(_stretch(passphrase, header.salt, header.limits), header.salt, header.limits)
-    return _opened_at(header, file_key, now_ms, rng)
+    return _opened_at(header, file_key, now_ms, rng, keep)
 
 
-def expire_keyfile(data: bytes, passphrase: bytes, *, now_ms: int, rng: Random) -> bytes | None:
-    """The key file rewritten without the secrets whose ``destroy_after_ms`` passed, or None
-    if none did."""
-    return open_keyfile_at(data, passphrase, now_ms=now_ms, rng=rng).rewritten
+def open_keyfile_keeping_all(data: bytes, passphrase: bytes) -> OpenedKeyFile:
+    """Decrypt a key file with every secret it holds, expired or not, and the key that opened
+    it: for a caller that learns only afterwards (from the roster) which secrets it must keep,
+    and then destroys the others with ``expire_keyfile_with``. One Argon2id run."""
+    header = read_keyfile_header(data)
+    file_key = FileKey(_stretch(passphrase, header.salt, header.limits), header.salt, header.limits)
+    return OpenedKeyFile(_open_with(header, file_key._key), None, file_key)
+
+
+def expire_keyfile(
+    data: bytes, passphrase: bytes, *, now_ms: int, rng: Random, keep: Collection[bytes] = ()
+) -> bytes | None:
+    """The key file rewritten without the secrets whose ``destroy_after_ms`` passed (except
+    those of ``keep``), or None if none did."""
+    return open_keyfile_at(data, passphrase, now_ms=now_ms, rng=rng, keep=keep).rewritten
 
 
 def expire_keyfile_with(
-    data: bytes, file_key: FileKey, *, now_ms: int, rng: Random
+    data: bytes, file_key: FileKey, *, now_ms: int, rng: Random, keep: Collection[bytes] = ()
 ) -> OpenedKeyFile | None:
     """``open_keyfile_at`` with the key a previous opening kept (no passphrase, no Argon2id).
     None when ``data`` is no longer the file that key opens (re-sealed since, by ``keys
@@ -339,12 +356,14 @@ def expire_keyfile_with(
     header = read_keyfile_header(data)
     if not file_key.fits(header):
         return None
-    return _opened_at(header, file_key, now_ms, rng)
+    return _opened_at(header, file_key, now_ms, rng, keep)
 
 
-def _opened_at(header: KeyFile, file_key: FileKey, now_ms: int, rng: Random) -> OpenedKeyFile:
+def _opened_at(
+    header: KeyFile, file_key: FileKey, now_ms: int, rng: Random, keep: Collection[bytes]
+) -> OpenedKeyFile:
     identity = _open_with(header, file_key._key)
-    kept = identity_without_expired(identity, now_ms)
+    kept = identity_without_expired(identity, now_ms, keep=keep)
     if kept is identity:
         return OpenedKeyFile(identity, None, file_key)
     rewritten_header = KeyFileV2(
@@ -361,11 +380,15 @@ def _opened_at(header: KeyFile, file_key: FileKey, now_ms: int, rng: Random) -> 
     return OpenedKeyFile(kept, _seal_with(rewritten_header, file_key._key, kept), file_key)
 
 
-def identity_without_expired(identity: Identity, now_ms: int) -> Identity:
+def identity_without_expired(
+    identity: Identity, now_ms: int, *, keep: Collection[bytes] = ()
+) -> Identity:
     """``identity`` without the retired secrets whose ``destroy_after_ms`` is before ``now_ms``
-    (the same object when none is): what an agent that stays up keeps in memory."""
+    (the same object when none is): what an agent that stays up keeps in memory. A secret
+    whose public key is in ``keep`` stays whatever its time: the roster in force still lists
+    that key as the agency's (its rotation is not applied), so senders still use it."""
     retired = identity.retired_secrets()
-    kept = [r for r in retired if r.destroy_after_ms >= now_ms]
+    kept = [r for r in retired if r.destroy_after_ms >= now_ms or r.public_key in keep]
     if len(kept) == len(retired):
         return identity
     return _rebuilt(identity, kept)

@@ -149,13 +149,16 @@ class RetiredSecret:
     """A secret kept after a rotation until ``destroy_after_ms`` (then the key file drops it).
 
     ``kind`` is "enc" (an X25519 secret) or "sign" (an Ed25519 seed); ``not_after_ms`` is when it
-    stopped being the current key (0 when not known). Its repr leaves the secret out.
+    stopped being the current key (0 when not known); ``public_key`` is its public half (what a
+    roster lists: a secret whose key the roster in force still lists as the agency's is never
+    destroyed). Its repr leaves the secret out.
     """
 
     kind: RetiredKind
     secret: bytes = field(repr=False)
     not_after_ms: int
     destroy_after_ms: int
+    public_key: bytes = field(repr=False)
 
     def __reduce__(self) -> str | tuple[object, ...]:
         raise TypeError("a retired secret cannot be pickled")
@@ -230,8 +233,7 @@ class Identity:
         enc_by_kid: dict[bytes, tuple[bytes, bytes]] = {self.kid_enc: (enc_sk, self.enc_pk)}
         for item in self._retired:
             if item.kind == "enc":
-                pk = primitives.scalarmult_base(item.secret)
-                enc_by_kid.setdefault(kid_enc(pk), (item.secret, pk))
+                enc_by_kid.setdefault(kid_enc(item.public_key), (item.secret, item.public_key))
         self._enc_by_kid = enc_by_kid
         # sign_pk -> 64-byte secret key, newest (the key file's current) first.
         sign_by_pk: dict[bytes, bytes] = {}
@@ -477,7 +479,11 @@ def _retired(kind: RetiredKind, spec: RetiredSpec) -> RetiredSecret:
     not_after_ms = spec[2] if len(spec) == 3 else 0
     if len(secret) != 32:
         raise ValueError("identity keys must be 32-byte seeds")
-    return RetiredSecret(kind, secret, not_after_ms, destroy_after_ms)
+    if kind == "enc":
+        public_key: bytes = primitives.scalarmult_base(secret)
+    else:
+        public_key = primitives.sign_seed_keypair(secret)[0]
+    return RetiredSecret(kind, secret, not_after_ms, destroy_after_ms, public_key)
 
 
 def _reason(exc: Exception) -> str:

@@ -2,14 +2,17 @@
 current signing key, for the coordinators to put in the roster.
 
 Owns: the statement's format, ``make_rotation`` (the agency's side) and ``read_rotation`` (the
-coordinators' side: every check before ``roster.apply_rotation`` may use it), and the bounds of
-a grace period (``MIN_GRACE_MS``..``MAX_GRACE_MS``).
+coordinators' side: every check before ``roster.apply_rotation`` may use it), the bounds of
+a grace period (``MIN_GRACE_MS``..``MAX_GRACE_MS``), and what an agency keeps of its retired
+secrets whatever their grace: ``listed_keys`` (its keys the roster in force still lists, whose
+secrets are never destroyed) and ``rotation_not_applied`` (a rotation overdue in the roster).
 
 Pure: no disk, no clock (times are arguments).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Final
 
@@ -35,7 +38,7 @@ from tfshare.keys import (
     usable_x25519_key,
     verify_signature,
 )
-from tfshare.roster import KeyValidity, Member, Roster
+from tfshare.roster import KeyValidity, Member, Roster, TrustedRoster
 
 ROTATION_TAG: Final = "tfshare-rotation/1"
 L_ROTATION: Final = label("tfshare/v1/rotation")
@@ -267,4 +270,73 @@ def _enc_key_taken(enc_pk: bytes, roster: Roster) -> bool:
     """Whether ``enc_pk`` is, or was, a member's encryption key (keys are never reused)."""
     return any(m.enc_key.pk == enc_pk for m in roster.members) or any(
         r.pk == enc_pk for r in roster.retired_enc_keys
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The agency's side after a rotation: what it keeps until the roster applies it
+
+
+def listed_keys(roster: TrustedRoster, agency_id: str) -> frozenset[bytes]:
+    """The public keys the roster in force lists as ``agency_id``'s own: its encryption key
+    and its signing keys not revoked. Senders wrap to that encryption key and receivers
+    check signatures against those signing keys, so their secrets are never destroyed
+    (PROTOCOL 8.7), whatever the grace period a ``keys rotate`` gave them. Empty when the
+    agency is not a member."""
+    member = roster.members.get(agency_id)
+    if member is None:
+        return frozenset()
+    signing = (
+        key.pk
+        for kid, key in zip(roster.sign_kids_of[agency_id], member.sign_keys, strict=True)
+        if kid not in roster.revoked
+    )
+    return frozenset((member.enc_key.pk, *signing))
+
+
+@dataclass(frozen=True)
+class RotationNotApplied:
+    """A rotation whose grace period is over while the roster in force still lists the key it
+    replaced: the secret is kept (``listed_keys``), and the agency is told to get the
+    statement applied."""
+
+    agency_id: str
+    rotated_ms: int  # when ``keys rotate`` replaced the key the roster still lists
+    overdue_ms: int  # how long past the end of its grace period
+
+    @property
+    def reason(self) -> str:
+        when = dt.datetime.fromtimestamp(self.rotated_ms / 1000, dt.UTC).strftime("%Y-%m-%d")
+        days = self.overdue_ms / DAY_MS
+        return (
+            f"the roster still lists the key {self.agency_id} replaced on {when} ('tfshare "
+            f"keys rotate'), {days:.1f} days past its grace period: its secret is kept until "
+            "the coordinators apply the rotation"
+        )
+
+    @property
+    def hint(self) -> str:
+        return (
+            f"send {self.agency_id}.rotation (written beside the key file) to a coordinator; "
+            f"they run 'tfshare roster rotate ROSTER {self.agency_id}.rotation' and publish "
+            "the roster. Lost it? 'tfshare keys rotate --statement-only' makes it again"
+        )
+
+
+def rotation_not_applied(
+    identity: Identity, roster: TrustedRoster, now_ms: int
+) -> RotationNotApplied | None:
+    """The overdue rotation of ``identity`` (its retired secrets past their grace period that
+    the roster in force still lists), or None. The oldest such secret says how late it is."""
+    listed = listed_keys(roster, identity.agency_id)
+    late = [
+        r
+        for r in identity.retired_secrets()
+        if r.destroy_after_ms < now_ms and r.public_key in listed
+    ]
+    if not late:
+        return None
+    first = min(late, key=lambda r: r.destroy_after_ms)
+    return RotationNotApplied(
+        identity.agency_id, first.not_after_ms, now_ms - first.destroy_after_ms
     )

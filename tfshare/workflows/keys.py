@@ -9,8 +9,13 @@ protected with the insecure test cost (``InsecureKeyCost``), raised through Pyth
 
 Also the one place key files are opened for use (``unlock_key``, ``load_identity``): each
 opening destroys the retired secrets whose grace period is over, rewriting the file atomically
-(mode 0600) - a key file stolen later no longer holds them. ``keys rotate`` (``rotate_keys``)
-writes the new keys into the file and the rotation statement the coordinators apply.
+(mode 0600) - a key file stolen later no longer holds them - except those whose public key the
+caller says to ``keep``: a caller that has the roster in force passes ``rotation.listed_keys``
+(the agency's keys that roster still lists; a rotation not applied yet), and one that reads the
+roster only after the key opens it with ``open_key`` and destroys with ``destroy_expired``.
+``keys rotate`` (``rotate_keys``) writes the new keys into the file, then the rotation
+statement the coordinators apply; ``remake_statement`` (``keys rotate --statement-only``)
+writes that statement again from the key file.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
@@ -37,12 +42,20 @@ from tfshare.keyfile import (
     identity_without_expired,
     is_test_cost,
     open_keyfile_at,
+    open_keyfile_keeping_all,
     passphrase_problem,
     read_keyfile_header,
     seal_keyfile,
 )
 from tfshare.keys import Identity, display_name_problem, fingerprint, kid_enc, kid_sig
-from tfshare.rotation import DEFAULT_GRACE_MS, grace_problem, make_rotation
+from tfshare.roster import TrustedRoster
+from tfshare.rotation import (
+    DEFAULT_GRACE_MS,
+    RotationNotApplied,
+    grace_problem,
+    make_rotation,
+    rotation_not_applied,
+)
 from tfshare.workflows.filekinds import MAX_FILE, load_card, read_kind, sniff
 
 # Set by the test suites (their conftests): their throwaway keys use the insecure test cost
@@ -276,35 +289,55 @@ class UnlockedKey:
     file_key: FileKey = field(repr=False)
 
 
-def unlock_key(path: Path, passphrase: bytes, *, now_ms: int | None = None) -> UnlockedKey:
+def unlock_key(
+    path: Path, passphrase: bytes, *, now_ms: int | None = None, keep: Collection[bytes] = ()
+) -> UnlockedKey:
     """Open a key file with its passphrase, as of ``now_ms`` (default: now): the retired
     secrets whose grace period is over are left out and the file is rewritten without them
-    (atomically, mode 0600). If it cannot be rewritten the command goes on and a
-    ``SecretsNotDestroyed`` warning says so. An ``InsecureKeyCost`` warning if the file has
-    the insecure test cost, outside test runs."""
+    (atomically, mode 0600), except those whose public key is in ``keep`` (the keys the
+    roster in force lists as the agency's: ``rotation.listed_keys``). If it cannot be
+    rewritten the command goes on and a ``SecretsNotDestroyed`` warning says so. An
+    ``InsecureKeyCost`` warning if the file has the insecure test cost, outside test runs."""
     data = read_key_file(path)
     at = _now_ms() if now_ms is None else now_ms
-    opened = open_keyfile_at(data, passphrase, now_ms=at, rng=os.urandom)
+    opened = open_keyfile_at(data, passphrase, now_ms=at, rng=os.urandom, keep=keep)
     if opened.rewritten is not None:
         _replace_key_file(path, opened.rewritten)
     _warn_if_test_cost(path, read_keyfile_header(data).limits)
     return UnlockedKey(path, opened.identity, opened.file_key)
 
 
-def load_identity(path: Path, passphrase: bytes, *, now_ms: int | None = None) -> Identity:
-    """Open a key file with its passphrase (``unlock_key``): expired secrets destroyed."""
-    return unlock_key(path, passphrase, now_ms=now_ms).identity
+def open_key(path: Path, passphrase: bytes) -> UnlockedKey:
+    """Open a key file with its passphrase, destroying nothing yet: for a command that reads
+    the roster only after the key (a wrong passphrase fails first) and then destroys what
+    that roster allows with ``destroy_expired(..., keep=rotation.listed_keys(...))``."""
+    data = read_key_file(path)
+    opened = open_keyfile_keeping_all(data, passphrase)
+    _warn_if_test_cost(path, read_keyfile_header(data).limits)
+    return UnlockedKey(path, opened.identity, opened.file_key)
 
 
-def destroy_expired(unlocked: UnlockedKey, *, now_ms: int | None = None) -> UnlockedKey:
+def load_identity(
+    path: Path, passphrase: bytes, *, now_ms: int | None = None, keep: Collection[bytes] = ()
+) -> Identity:
+    """Open a key file with its passphrase (``unlock_key``): expired secrets destroyed, but
+    never those of ``keep``."""
+    return unlock_key(path, passphrase, now_ms=now_ms, keep=keep).identity
+
+
+def destroy_expired(
+    unlocked: UnlockedKey, *, now_ms: int | None = None, keep: Collection[bytes] = ()
+) -> UnlockedKey:
     """For a process that keeps a key unlocked (the agent, daily): drop the secrets whose
     grace period ended from memory and from the key file (with the key kept at unlock, no
-    passphrase). A key file re-sealed since (``keys rotate``) is left to its next opening."""
+    passphrase), except those whose public key is in ``keep`` (``rotation.listed_keys`` of
+    the roster in force). A key file re-sealed since (``keys rotate``) is left to its next
+    opening."""
     at = _now_ms() if now_ms is None else now_ms
-    identity = identity_without_expired(unlocked.identity, at)
+    identity = identity_without_expired(unlocked.identity, at, keep=keep)
     try:
         data = read_key_file(unlocked.path)
-        opened = expire_keyfile_with(data, unlocked.file_key, now_ms=at, rng=os.urandom)
+        opened = expire_keyfile_with(data, unlocked.file_key, now_ms=at, rng=os.urandom, keep=keep)
     except TfshareError as exc:
         _warn_not_destroyed(unlocked.path, exc)
         opened = None
@@ -313,6 +346,29 @@ def destroy_expired(unlocked: UnlockedKey, *, now_ms: int | None = None) -> Unlo
     if identity is unlocked.identity:
         return unlocked
     return UnlockedKey(unlocked.path, identity, unlocked.file_key)
+
+
+def warn_rotation_not_applied(
+    identity: Identity, roster: TrustedRoster, now_ms: int
+) -> RotationNotApplied | None:
+    """Log ``rotation_not_applied`` (agency, when it rotated, how long overdue) when the roster
+    in force still lists a key whose grace period is over (its secret is kept); returns it
+    for whoever shows a status. Nothing is logged otherwise."""
+    late = rotation_not_applied(identity, roster, now_ms)
+    if late is None:
+        return None
+    # Imported here: structlog is for the modules that log, and this one logs only this.
+    import structlog  # noqa: PLC0415
+
+    structlog.get_logger("tfshare.keys").warning(
+        "rotation_not_applied",
+        agency=late.agency_id,
+        rotated_ms=late.rotated_ms,
+        overdue_hours=late.overdue_ms // 3_600_000,
+        reason=late.reason,
+        hint=late.hint,
+    )
+    return late
 
 
 def _replace_key_file(path: Path, data: bytes) -> None:
@@ -378,10 +434,15 @@ def rotate_keys(
     now_ms: int | None = None,
 ) -> RotationDone:
     """``keys rotate``: new encryption and/or signing keys in the key file (the replaced ones
-    kept until ``now + grace``), and the rotation statement (default AGENCY.rotation beside
-    the key). Every check that needs no passphrase first. The statement is written before the
-    key file and removed again if the key file cannot be written: there is never a statement
-    for keys the file does not hold."""
+    kept until ``now + grace``, and after that for as long as the roster lists them), and the
+    rotation statement (default AGENCY.rotation beside the key). Every check that needs no
+    passphrase first, among them that no statement is already there: one not applied yet is
+    never overwritten (the next would be signed by a key the roster does not list yet).
+
+    The key file is written first and the statement second: a run killed between the two
+    leaves new keys (the old secrets still held) and no statement, never a statement for keys
+    no file holds; ``remake_statement`` writes it then. If the statement cannot be written the
+    key file is put back as it was."""
     if not (enc or sign):
         raise UsageError(
             "nothing to rotate", hint="leave --enc on (the default), or give --sign, or both"
@@ -391,26 +452,21 @@ def rotate_keys(
         raise UsageError(problem, hint="give --grace between 1h and 90d (default 7d)")
     data = read_key_file(path)
     header = read_keyfile_header(data)
-    statement_path = out if out is not None else path.with_name(f"{header.agency_id}.rotation")
-    if statement_path.resolve() == path.resolve():
-        raise UsageError("--out is the key file itself", hint="choose another --out file")
-    if not statement_path.parent.is_dir():
-        raise InputError(
-            f"directory {str(statement_path.parent)!r} does not exist",
-            hint="create it first, or give --out another file",
-        )
+    statement_path = _statement_path(path, header.agency_id, out)
     at = _now_ms() if now_ms is None else now_ms
     passphrase = ask_passphrase()
-    before = open_keyfile_at(data, passphrase, now_ms=at, rng=os.urandom).identity
+    # Nothing is destroyed here: this command does not know the roster, which may still list
+    # a key whose grace is over (the openings that know it destroy what it allows).
+    before = open_keyfile_keeping_all(data, passphrase).identity
     after = before.rotated(rng=os.urandom, now_ms=at, grace_ms=grace_ms, enc=enc, sign=sign)
     statement = make_rotation(before, after, created_ms=at, grace_ms=grace_ms)
     # A fresh salt: the Argon2id output an agent kept for the old file opens nothing new.
     sealed = seal_keyfile(after, passphrase, limits=header.limits, rng=os.urandom)
-    write_atomic(statement_path, statement)
+    write_atomic(path, sealed, secret=True)
     try:
-        write_atomic(path, sealed, secret=True)
+        write_atomic(statement_path, statement, overwrite=False)
     except BaseException:
-        statement_path.unlink(missing_ok=True)
+        write_atomic(path, data, secret=True)  # no rotation rather than one nobody can apply
         raise
     _warn_if_test_cost(path, header.limits)
     return RotationDone(
@@ -424,4 +480,68 @@ def rotate_keys(
         fingerprint=after.fingerprint,
         created_ms=at,
         destroy_after_ms=at + grace_ms,
+    )
+
+
+def _statement_path(key_path: Path, agency_id: str, out: Path | None) -> Path:
+    """Where the statement goes (``--out``, else AGENCY.rotation beside the key), after the
+    checks that need no passphrase: not the key file, a directory that exists, and no file
+    there yet (an earlier statement may not be applied: it is never overwritten)."""
+    statement_path = out if out is not None else key_path.with_name(f"{agency_id}.rotation")
+    if statement_path.resolve() == key_path.resolve():
+        raise UsageError("--out is the key file itself", hint="choose another --out file")
+    if not statement_path.parent.is_dir():
+        raise InputError(
+            f"directory {str(statement_path.parent)!r} does not exist",
+            hint="create it first, or give --out another file",
+        )
+    if statement_path.exists() or statement_path.is_symlink():
+        raise InputError(
+            f"{str(statement_path)!r} already exists: a rotation statement not applied yet is "
+            "never overwritten",
+            hint=f"if the coordinators have not applied it, send {statement_path.name} to them "
+            "first; then move it away (or give --out another file) and run this again",
+        )
+    return statement_path
+
+
+def remake_statement(
+    path: Path, *, ask_passphrase: Callable[[], bytes], out: Path | None = None
+) -> RotationDone:
+    """``keys rotate --statement-only``: the statement of the newest rotation the key file
+    records, written again (the same bytes: same time, grace and keys, and Ed25519 signatures
+    are deterministic), for a ``keys rotate`` that died after writing the key file, or a
+    statement lost before the coordinators applied it. Signed with the replaced signing key,
+    which the file holds until the roster lists the new one. Never overwrites a file."""
+    data = read_key_file(path)
+    header = read_keyfile_header(data)
+    statement_path = _statement_path(path, header.agency_id, out)
+    identity = open_keyfile_keeping_all(data, ask_passphrase()).identity
+    retired = identity.retired_secrets()
+    rotated_ms = max((r.not_after_ms for r in retired), default=0)
+    last = [r for r in retired if r.not_after_ms == rotated_ms]
+    grace_ms = last[0].destroy_after_ms - rotated_ms if last else 0
+    if rotated_ms == 0 or grace_problem(grace_ms) is not None:
+        raise InputError(
+            f"the key file {str(path)!r} records no rotation whose statement can be made "
+            "(never rotated, or the replaced secrets are already destroyed)",
+            hint="to replace the keys, run 'tfshare keys rotate' (without --statement-only)",
+        )
+    old_sign = next((r.public_key for r in last if r.kind == "sign"), None)
+    newest = identity.with_signing_key(identity.sign_keys_held[0])
+    before = newest if old_sign is None else newest.with_signing_key(old_sign)
+    statement = make_rotation(before, newest, created_ms=rotated_ms, grace_ms=grace_ms)
+    write_atomic(statement_path, statement, overwrite=False)
+    _warn_if_test_cost(path, header.limits)
+    return RotationDone(
+        agency_id=newest.agency_id,
+        key_path=str(path),
+        statement_path=str(statement_path),
+        rotated_enc=any(r.kind == "enc" for r in last),
+        rotated_sign=old_sign is not None,
+        kid_enc=newest.kid_enc.hex(),
+        kid_sig=newest.kid_sig.hex(),
+        fingerprint=newest.fingerprint,
+        created_ms=rotated_ms,
+        destroy_after_ms=rotated_ms + grace_ms,
     )

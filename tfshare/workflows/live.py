@@ -35,6 +35,7 @@ from tfshare.broker import (
     task_force_channels,
 )
 from tfshare.envelope import Ref
+from tfshare.epoch_retention import epoch_keys_to_delete
 from tfshare.epochs import EpochKeyring
 from tfshare.errors import (
     BrokerError,
@@ -60,13 +61,20 @@ from tfshare.roster import (
     roster_hash,
     verify_roster,
 )
+from tfshare.rotation import listed_keys
 from tfshare.seal import Opened, Sealed, envelope_hash, reopen_stored, seal
 from tfshare.store import InboxItem, SentItem, StateStore
 from tfshare.urls import parse_server_url
 from tfshare.workflows.bodies import Prompt, body_json
 from tfshare.workflows.exchange import Credentials, default_state_dir
 from tfshare.workflows.filekinds import load_anchor
-from tfshare.workflows.keys import UnlockedKey, destroy_expired, load_identity, unlock_key
+from tfshare.workflows.keys import (
+    UnlockedKey,
+    destroy_expired,
+    load_identity,
+    open_key,
+    warn_rotation_not_applied,
+)
 from tfshare.workflows.rosters import load_trusted
 from tfshare.workflows.schemas import fetch_schema, resolve, store_for
 from tfshare.workflows.statedb import open_agency_state
@@ -740,10 +748,16 @@ class Agency:
     def destroy_expired_secrets(self, now_ms: int) -> Identity:
         """The identity without the retired secrets whose grace period ended by ``now_ms``,
         dropped from memory and from the key file (rewritten with the key kept at unlock,
-        no passphrase): the agent calls it daily (PROTOCOL 8.7)."""
+        no passphrase): the agent calls it daily (PROTOCOL 8.7). Never the secret of a key
+        the roster in force still lists as this agency's (a rotation not applied: senders
+        still use that key); ``rotation_not_applied`` is logged instead."""
         if self._unlocked is None:
             return self.identity()
-        self._unlocked = destroy_expired(self._unlocked, now_ms=now_ms)
+        identity = self._unlocked.identity
+        self._unlocked = destroy_expired(
+            self._unlocked, now_ms=now_ms, keep=listed_keys(self.roster, identity.agency_id)
+        )
+        warn_rotation_not_applied(self._unlocked.identity, self.roster, now_ms)
         self._identity = self._unlocked.identity
         return self._identity
 
@@ -761,8 +775,9 @@ class Agency:
     ) -> Agency:
         # The key first (a wrong passphrase fails here, before any command says it listens),
         # then the roster, and only then the state database: a command that fails leaves no
-        # new one behind (statedb.open_agency_state).
-        unlocked = unlock_key(creds.key_path, creds.passphrase)
+        # new one behind (statedb.open_agency_state). Nothing of the key is destroyed before
+        # the roster is known: it may still list a key whose grace period is over.
+        unlocked = open_key(creds.key_path, creds.passphrase)
         state = open_agency_state(
             state_dir or default_state_dir(creds.key_path),
             roster_path=roster_path,
@@ -784,10 +799,13 @@ class Agency:
             js_domain=js_domain,
             _unlocked=unlocked,
         )
+        now = _now()
+        agency.destroy_expired_secrets(now)
         agency.refresh_epochs()
         # Keys past their retention go at start, as the agent's do (nothing sealed under
-        # them is to be opened from this state any more).
-        gone = agency.epochs.expired(_now())
+        # them is to be opened from this state any more), and so do those of channels this
+        # agency no longer reads (epoch_retention).
+        gone = epoch_keys_to_delete(agency.epochs, agency.roster, agency.identity().agency_id, now)
         if gone:
             agency.store.epoch_keys_delete(agency.roster.taskforce, gone)
             agency.epochs.remove(gone)
