@@ -309,6 +309,23 @@ def sender_channels(roster: TrustedRoster, agency: str) -> list[str]:
     ]
 
 
+def key_manager_channels(roster: TrustedRoster, agency: str) -> list[str]:
+    """The channels whose epochs ``agency`` makes: every channel allowing epoch mode, for an
+    active key manager; none for anyone else."""
+    if agency not in roster.key_managers:
+        return []
+    return [c.name for c in roster.roster.channels if c.mode_policy & MODE_EPOCH]
+
+
+def key_manager_api(taskforce: str, channel: str, agency: str) -> tuple[str, ...]:
+    """What a key manager reads of an epoch channel's stream: by a direct get of the last
+    message on its OWN sender subject only, whether it delivered keys there before (a key
+    manager whose database was lost must not start the epochs again from 1). Nobody
+    else's message: the subject is part of the permission."""
+    stream = stream_name(taskforce, channel)
+    return (f"$JS.API.DIRECT.GET.{stream}.{channel_subject(taskforce, channel, agency)}",)
+
+
 def is_auditor(roster: TrustedRoster, agency: str) -> bool:
     """Coordinators and agencies with the auditor role may run the audit service."""
     member = roster.members.get(agency)
@@ -369,7 +386,8 @@ def permissions(
     the roster, registry, audit and witness buckets and the roster object store, write its
     own witness key, ask for proofs on its own proof subject, and receive replies on its own
     inbox and the checkpoint announcements. A key manager also publishes on its own sender
-    subject of every channel that allows epoch mode (its key deliveries). Coordinators also
+    subject of every channel that allows epoch mode (its key deliveries), and reads the
+    last message on its own subject there (``key_manager_api``). Coordinators also
     write the roster and registry buckets and the roster object store. Coordinators and
     auditors also run the audit service: their audit consumer on every channel's stream,
     the checkpoint subject and key, every member's proof requests, answered through
@@ -395,6 +413,8 @@ def permissions(
         publish += object_write_api(roster_objects)
     for channel in readable_channels(roster, agency):
         publish += consumer_api(stream_name(tf, channel), durable_name(agency, channel))
+    for channel in key_manager_channels(roster, agency):
+        publish += key_manager_api(tf, channel, agency)
     if is_auditor(roster, agency):
         for channel in task_force_channels(roster):
             publish += consumer_api(stream_name(tf, channel), audit_durable_name(agency))

@@ -726,6 +726,9 @@ def stream_config(
         max_msgs_per_subject=limits.max_msgs_per_sender,
         discard_new_per_subject=True,
         num_replicas=replicas,
+        # Direct gets: the key manager looks up the last message on its own subject (its
+        # permission names that subject: nobody can read another's this way).
+        allow_direct=True,
         # Each reader's durable consumer, and an auditor's: nats-server 2.15 caps a stream
         # that does not say at 1,000 consumers (jetstream.limits.default_max_consumers), so a
         # channel of more readers could not be provisioned on a server we did not configure.

@@ -18,10 +18,11 @@ import asyncio
 import contextlib
 import os
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeVar
 
+import nats.js.errors
 import structlog
 
 from tfshare import transport
@@ -39,13 +40,14 @@ from tfshare.keymanager.plan import (
     reader_sets,
     seal_deliveries,
 )
-from tfshare.keymanager.store import KeyManagerStore, KeyManagerStoreError
+from tfshare.keymanager.store import KeyManagerStore, KeyManagerStoreError, Pending
 from tfshare.keys import Identity, Random
 from tfshare.names import channel_subject, stream_name
 from tfshare.roster import TrustedRoster
-from tfshare.seal import Recipient
+from tfshare.seal import Recipient, Sealed
 
 log = structlog.get_logger("tfshare.keymanager")
+T = TypeVar("T")
 
 # Deliveries published in one pipelined round (a 10,000-reader re-key is 40 envelopes).
 PUBLISH_CHUNK: Final = 64
@@ -56,27 +58,50 @@ STREAM_INFO_TIMEOUT_S: Final = 2.0
 STREAM_INFO_RETRY_S: Final = 300.0
 
 
-async def _last_seq(conn: transport.Connection, stream: str) -> int:
-    """The stream's last sequence. A request the broker refuses (no permission) is only
-    answered by an asynchronous error: it is noticed as it arrives, not at the timeout."""
+async def _ask(conn: transport.Connection, subject: str, request: Awaitable[T]) -> T:
+    """Await a JetStream API ``request`` on ``subject``. A request the broker refuses (no
+    permission) is only answered by an asynchronous error: it is noticed as it arrives (a
+    TimeoutError), not at the timeout."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + STREAM_INFO_TIMEOUT_S
     # nats-py reports the refused subject in lower case.
-    subject = f"stream.info.{stream}".lower()
+    refused_subject = subject.lower()
     seen = len(conn.errors)  # only a refusal of this request counts
-    asked = asyncio.ensure_future(conn.js.stream_info(stream))
+    asked = asyncio.ensure_future(request)
     try:
         while not asked.done():
-            refused = any("permissions violation" in e and subject in e for e in conn.errors[seen:])
+            refused = any(
+                "permissions violation" in e and refused_subject in e for e in conn.errors[seen:]
+            )
             if refused or loop.time() > deadline:
                 raise TimeoutError
             await asyncio.wait({asked}, timeout=0.02)
-        return int(asked.result().state.last_seq)
+        return asked.result()
     finally:
         if not asked.done():
             asked.cancel()
             with contextlib.suppress(asyncio.CancelledError, *transport.NATS_ERRORS):
                 await asked
+
+
+async def _last_seq(conn: transport.Connection, stream: str) -> int:
+    """The stream's last sequence."""
+    info = await _ask(conn, f"stream.info.{stream}", conn.js.stream_info(stream))
+    return int(info.state.last_seq)
+
+
+async def _delivered_before(conn: transport.Connection, stream: str, subject: str) -> bool:
+    """Whether ``stream`` keeps a message on ``subject`` (the key manager's own: a direct
+    get of the last one, the only one its permissions let it read)."""
+    try:
+        await _ask(
+            conn,
+            f"direct.get.{stream}.{subject}",
+            conn.js.get_last_msg(stream, subject, direct=True),
+        )
+    except nats.js.errors.NotFoundError:
+        return False
+    return True
 
 
 def not_key_manager(roster: TrustedRoster, agency: str) -> TrustError:
@@ -115,6 +140,9 @@ class KeyManager:
     # How often the roster and the streams are looked at.
     every_s: float = 2.0
     reconnect_backoff: Backoff = field(default_factory=Backoff)
+    # Deliveries the broker refused are tried again after this pause (30 s, doubling to an
+    # hour while they keep being refused).
+    refused_backoff: Backoff = field(default_factory=lambda: Backoff(first=30.0, ceiling=3600.0))
     pause: Callable[[asyncio.Event, float], Awaitable[None]] = sleep_or_stop
     tls: ssl.SSLContext | None = field(default=None, repr=False)
     js_domain: str | None = None
@@ -125,6 +153,10 @@ class KeyManager:
         self._no_stream_info: dict[str, float] = {}  # channel -> when to look again
         self._said: set[str] = set()  # conditions logged once (not every turn)
         self._readers: tuple[TrustedRoster, dict[str, ReaderSet]] | None = None
+        self._lost: set[str] = set()  # channels whose deliveries predate this database
+        self._looked: set[str] = set()  # channels looked at for earlier deliveries
+        self._retry_refused_at: float | None = None  # loop time to retry what was refused
+        self._retried = False  # set-aside deliveries were put back in the queue
 
     @property
     def agency(self) -> str:
@@ -142,10 +174,9 @@ class KeyManager:
         if not is_key_manager(self.roster, self.agency):
             raise not_key_manager(self.roster, self.agency)
 
-    # -- making epochs (synchronous: the plan, the key, the sealing, the store) -------------
+    # -- making epochs (the plan, the key, the sealing, the store) ---------------------------
 
-    def make_epochs(self, last_seqs: dict[str, int]) -> list[Rekey]:
-        """Make every epoch due now; each is persisted with its deliveries, unpublished."""
+    def _due(self, last_seqs: dict[str, int], lost: Collection[str]) -> tuple[int, list[Rekey]]:
         now_ms = self.clock()
         current = {c: e.state for c, e in self.store.current().items()}
         for channel, state in current.items():
@@ -155,15 +186,43 @@ class KeyManager:
         due = plan(
             self.roster, current, now_ms=now_ms, last_seqs=last_seqs, readers=self.reader_sets()
         )
+        # A channel this key manager delivered keys on before, with no epoch stored: its
+        # database was lost; an epoch 1 now would be refused by every reader.
+        return now_ms, [r for r in due if not (r.channel in lost and r.channel not in current)]
+
+    def make_epochs(self, last_seqs: dict[str, int], lost: Collection[str] = ()) -> list[Rekey]:
+        """Make every epoch due now (none of the ``lost`` channels without a stored epoch);
+        each is persisted with its deliveries, unpublished."""
+        now_ms, due = self._due(last_seqs, lost)
         for rekey in due:
-            self._make(rekey, now_ms, last_seqs.get(rekey.channel))
+            key, first_seq = self._begin(rekey)
+            sealed = self._seal(rekey, key, first_seq, now_ms)
+            self._record(rekey, key, now_ms, last_seqs.get(rekey.channel), *sealed)
         return due
 
-    def _make(self, rekey: Rekey, now_ms: int, start_seq: int | None) -> None:
-        key = self.rng(32)
-        made_for = digest_of(rekey.readers)
+    async def make_epochs_off_loop(
+        self, last_seqs: dict[str, int], lost: Collection[str] = ()
+    ) -> list[Rekey]:
+        """``make_epochs``, with the sealing (one X25519 per reader: seconds for a channel of
+        20,000) in a worker thread, so the connection's pings are answered meanwhile. The
+        database is used from this thread only (its connection is bound to it)."""
+        now_ms, due = self._due(last_seqs, lost)
+        for rekey in due:
+            key, first_seq = self._begin(rekey)
+            sealed = await asyncio.to_thread(self._seal, rekey, key, first_seq, now_ms)
+            self._record(rekey, key, now_ms, last_seqs.get(rekey.channel), *sealed)
+        return due
+
+    def _begin(self, rekey: Rekey) -> tuple[bytes, int]:
+        """The new key and the first sequence number of its deliveries."""
         count = -(-len(rekey.readers) // 256)
-        first_seq = self.store.reserve_seqs(rekey.channel, count)
+        return self.rng(32), self.store.reserve_seqs(rekey.channel, count)
+
+    def _seal(
+        self, rekey: Rekey, key: bytes, first_seq: int, now_ms: int
+    ) -> tuple[bytes, list[Sealed]]:
+        """The reader-set digest and the delivery envelopes (CPU only: no database)."""
+        made_for = digest_of(rekey.readers)
         deliveries = seal_deliveries(
             identity=self.identity,
             roster=self.roster,
@@ -178,6 +237,17 @@ class KeyManager:
             rng=self.rng,
             made_for=made_for,
         )
+        return made_for, deliveries
+
+    def _record(
+        self,
+        rekey: Rekey,
+        key: bytes,
+        now_ms: int,
+        start_seq: int | None,
+        made_for: bytes,
+        deliveries: list[Sealed],
+    ) -> None:
         self.store.record_epoch(
             channel=rekey.channel,
             epoch=rekey.epoch,
@@ -203,6 +273,50 @@ class KeyManager:
             roster_seq=self.roster.seq,
         )
 
+    async def lost_channels(self, conn: transport.Connection) -> set[str]:
+        """The epoch channels this key manager would make epoch 1 of (readers, no stored
+        epoch) whose stream already holds a delivery of its own: its database was lost (a
+        new machine, a wrong restore). Each is logged once (``keymanager_state_lost``); it
+        gets no epoch from this process, the other channels are served. One direct get per
+        channel, once: a channel found empty gets its epoch 1 at this turn."""
+        stored = self.store.channels()
+        sets = self.reader_sets()
+        for channel in epoch_channels(self.roster):
+            if channel in stored or channel in self._lost or channel in self._looked:
+                continue
+            if not sets.get(channel):
+                continue  # no epoch is made without readers: nothing to look for yet
+            stream = stream_name(self.roster.taskforce, channel)
+            subject = channel_subject(self.roster.taskforce, channel, self.agency)
+            try:
+                before = await _delivered_before(conn, stream, subject)
+            except (TimeoutError, *transport.NATS_ERRORS) as exc:
+                # Not known: the epoch is made as before (a key manager that cannot look
+                # must still serve a new channel), and the gap said once.
+                self._once(
+                    "keymanager_stream_unlookable",
+                    channel=channel,
+                    error=type(exc).__name__,
+                    hint="the key manager needs $JS.API.DIRECT.GET on its own subject of "
+                    "each epoch channel's stream ('tfshare broker up' grants it; provision "
+                    "again for a new stream config) to notice a lost database",
+                )
+                self._looked.add(channel)
+                continue
+            self._looked.add(channel)
+            if before:
+                self._lost.add(channel)
+                log.error(
+                    "keymanager_state_lost",
+                    channel=channel,
+                    database=str(self.store.path),
+                    hint="this key manager delivered epoch keys on this channel before, but "
+                    "its database has no epoch of it: a new epoch 1 would be refused by every "
+                    "reader (E_EPOCH). Stop it, restore keymanager.db from backup (the state "
+                    "directory) and start it again; the other channels are served meanwhile",
+                )
+        return self._lost
+
     def queue_resend(self, channel: str, to: str) -> int:
         """Queue the current key of ``channel`` again for ``to`` (reason "resend"); returns
         the epoch. ``to`` must be an active reader of the channel now."""
@@ -212,11 +326,58 @@ class KeyManager:
 
     # -- the broker -------------------------------------------------------------------------
 
+    def retry_refused(self) -> int:
+        """Put the deliveries the broker refused back in the queue once their pause is over
+        (``refused_backoff``, growing while they keep being refused): a full per-sender quota
+        gets room as old messages expire, an operator fixes permissions or limits, and the
+        key manager must not need a restart to notice."""
+        if self._retry_refused_at is None:
+            return 0
+        if asyncio.get_running_loop().time() < self._retry_refused_at:
+            return 0
+        self._retry_refused_at = None
+        count = self.store.retry_refused()
+        if count:
+            self._retried = True
+            log.info("epoch_deliveries_retried", count=count)
+        return count
+
+    def _set_aside(self, item: Pending, refused: BrokerRefused) -> None:
+        self.store.refused(item.msg_id, refused.message)
+        self.stats.refused += 1
+        loop = asyncio.get_running_loop()
+        if self._retry_refused_at is None:
+            self._retry_refused_at = loop.time() + self.refused_backoff.next()
+        retry_s = round(self._retry_refused_at - loop.time(), 1)
+        if isinstance(refused, transport.SenderQuotaFull):
+            log.error(
+                "epoch_delivery_quota",
+                channel=item.channel,
+                epoch=item.epoch,
+                retry_s=retry_s,
+                reason=refused.message,
+                hint="the channel's stream keeps no more messages from the key manager: "
+                "provision the broker again with this tfshare (an epoch channel's quota "
+                f"holds {transport.KEY_MANAGER_REKEYS_PER_MAX_AGE} re-keys of its readers) "
+                "or raise --max-msgs-per-sender; tried again meanwhile",
+            )
+        else:
+            log.error(
+                "epoch_delivery_refused",
+                channel=item.channel,
+                epoch=item.epoch,
+                retry_s=retry_s,
+                reason=refused.message,
+                hint=refused.hint,
+            )
+
     async def flush(self, conn: transport.Connection) -> int:
         """Publish every queued delivery; each leaves the queue once acknowledged. A
-        delivery the broker refuses (permissions, size) is set aside and logged; any other
-        failure is raised (the rest stays queued for the next connection)."""
+        delivery the broker refuses (permissions, size, a full quota) is set aside, logged
+        and tried again later (``retry_refused``); any other failure is raised (the rest
+        stays queued for the next connection)."""
         sent = 0
+        refused = 0
         queued = self.store.pending()
         for start in range(0, len(queued), PUBLISH_CHUNK):
             part = queued[start : start + PUBLISH_CHUNK]
@@ -230,15 +391,8 @@ class KeyManager:
                 if isinstance(result, BrokerRefused) and not isinstance(
                     result, transport.BrokerAuthFailed
                 ):
-                    self.store.refused(item.msg_id, result.message)
-                    self.stats.refused += 1
-                    log.error(
-                        "epoch_delivery_refused",
-                        channel=item.channel,
-                        epoch=item.epoch,
-                        reason=result.message,
-                        hint=result.hint,
-                    )
+                    self._set_aside(item, result)
+                    refused += 1
                 elif isinstance(result, BrokerError):
                     lost = lost or result
                 else:
@@ -259,6 +413,10 @@ class KeyManager:
                 self.stats.deliveries += len(done)
             if lost is not None:
                 raise lost
+        if self._retried and not refused and sent:
+            # What was set aside went out: the next refusal starts from a short pause again.
+            self._retried = False
+            self.refused_backoff.reset()
         return sent
 
     async def last_seqs(self, conn: transport.Connection) -> dict[str, int]:
@@ -319,6 +477,7 @@ class KeyManager:
     async def turn(self, conn: transport.Connection) -> None:
         """One look: the roster, what is queued, the streams, new epochs, their delivery."""
         await self.follow_roster(conn)
+        self.retry_refused()
         await self.flush(conn)  # what an outage left queued goes first
         if not is_key_manager(self.roster, self.agency):
             self._once(
@@ -331,7 +490,9 @@ class KeyManager:
             self._once("keymanager_roster_expired", roster_seq=self.roster.seq)
             return
         self._said -= {"keymanager_not_authorized", "keymanager_roster_expired"}
-        if self.make_epochs(await self.last_seqs(conn)):
+        seqs = await self.last_seqs(conn)
+        lost = await self.lost_channels(conn)
+        if await self.make_epochs_off_loop(seqs, lost):
             await self.flush(conn)
         self.stats.turns += 1
 

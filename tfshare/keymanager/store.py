@@ -291,6 +291,10 @@ class KeyManagerStore:
                 (seq, channel, epoch),
             )
 
+    def channels(self) -> set[str]:
+        """The channels this key manager made an epoch of (without opening a key)."""
+        return {str(row[0]) for row in self._read("SELECT DISTINCT channel FROM epochs")}
+
     def readers_of(self, channel: str, epoch: int) -> set[str]:
         return {
             str(row[0])
