@@ -1,0 +1,76 @@
+"""FIX-KM (second review of issue 15), on a real nats-server: a key delivery the broker
+refuses because the key manager's quota on the channel is full is tried again while the key
+manager runs, and goes out once there is room (here: the operator raised the quota), with no
+restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import structlog
+from kmkit import km_taskforce, trusted, without
+from test_keymanager_live import (
+    TF,
+    Reader,
+    _km_broker,
+    _manager,
+    _now,
+    _publish_roster,
+    _receive,
+    _with_manager,
+)
+
+from tfshare.backoff import Backoff
+from tfshare.names import stream_name
+from tfshare.workflows.live import _admin
+
+pytestmark = pytest.mark.slow
+
+
+async def _set_quota(url: str, directory: Path, quota: int) -> None:
+    """What an operator does to the channel's stream (provision with other limits)."""
+    admin = await _admin(url, directory)
+    try:
+        info = await admin.js.stream_info(stream_name(TF, "alerts"))
+        config = info.config
+        config.max_msgs_per_subject = quota
+        await admin.js.update_stream(config)
+    finally:
+        await admin.close()
+
+
+def test_a_delivery_refused_for_a_full_quota_goes_out_without_a_restart(tmp_path: Path) -> None:
+    tf = km_taskforce(now_ms=_now())
+    broker = _km_broker(tf, tmp_path / "broker")
+    try:
+        asyncio.run(_set_quota(broker.url, tmp_path / "broker", 1))  # room for epoch 1 only
+        ngo = Reader("ngo", tf, trusted(tf, now_ms=_now()))
+        manager = _manager(tf, broker.url, tmp_path / "keymanager.db")
+        manager.refused_backoff = Backoff(first=0.1, ceiling=0.2)
+        removed = without(tf, "labour", now_ms=_now())
+
+        async def work() -> None:
+            await _receive(broker.url, [ngo], lambda: len(ngo.deliveries) == 1, 10)
+            await _publish_roster(removed, broker.url)
+            ngo.roster = trusted(removed, now_ms=_now())
+            deadline = asyncio.get_running_loop().time() + 10
+            while manager.stats.refused < 2 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)  # refused, retried, refused again
+            assert manager.stats.refused >= 2, manager.stats
+            await _set_quota(broker.url, tmp_path / "broker", 10)
+            await _receive(broker.url, [ngo], lambda: len(ngo.deliveries) == 2, 10)
+
+        with structlog.testing.capture_logs() as logs:
+            asyncio.run(_with_manager(manager, work))
+        pending = manager.store.pending()
+        manager.store.close()
+    finally:
+        broker.stop()
+    assert [(d.epoch, d.reason) for d in ngo.deliveries] == [(1, "initial"), (2, "members")]
+    assert pending == []
+    quota = [e for e in logs if e["event"] == "epoch_delivery_quota"]
+    assert quota and {(e["channel"], e["epoch"]) for e in quota} == {("alerts", 2)}
+    assert any(e["event"] == "epoch_deliveries_retried" for e in logs)
