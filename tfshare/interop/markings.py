@@ -86,12 +86,18 @@ def handling_of(record: Mapping[str, Any]) -> Handling:
 
 
 def restrictions(handling: Handling) -> list[tuple[str, str]]:
-    """(code, why) for each rule that keeps the message inside tfshare: no_forward, H2."""
+    """(code, why) for each rule that keeps the message inside tfshare: no_forward, H2, H3."""
     found = []
     if handling.no_forward:
         found.append(("E_NO_FORWARD", "is marked no_forward"))
     if handling.code == "H2":
         found.append(("E_HANDLING_H2", "carries handling code H2"))
+    if handling.code == "H3":
+        # H3's conditions are free text (code_note) that no program can check for the
+        # platform it is going to: a person decides, as for H2.
+        found.append(
+            ("E_HANDLING_H3", "carries handling code H3 (conditions set by its originator)")
+        )
     return found
 
 

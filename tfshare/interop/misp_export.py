@@ -58,7 +58,7 @@ def _uuid(*parts: str) -> str:
 
 
 def events(messages: Sequence[Received], *, allow_restricted: bool = False) -> list[MISPEvent]:
-    """One event per message (a no_forward / H2 one refused unless ``allow_restricted``)."""
+    """One event per message (a no_forward / H2 / H3 one refused unless ``allow_restricted``)."""
     for message in messages:
         if not allow_restricted:
             refuse_restricted(message.msg_id, handling_of(message.record))

@@ -102,9 +102,9 @@ def collect(parsed: dict[str, Any], kind: str) -> Collected:
     _tags(c, [t.name for t in event.tags])
     # The event's distribution restricts it whatever its tags: organisation only (0) or a
     # sharing group (4) may not become a CLEAR or GREEN draft for the whole channel, unless
-    # no-forward or H2 (which keep tfshare's own events at 0) already say it goes no further.
+    # no-forward, H2 or H3 (which keep tfshare's own events at 0) already say it goes no further.
     floor = DISTRIBUTION_FLOOR.get(str(getattr(event, "distribution", "")))
-    if floor is not None and not c.found.no_forward and c.found.code != "H2":
+    if floor is not None and not c.found.no_forward and c.found.code not in ("H2", "H3"):
         c.found.add_tlp(floor)
     fields: dict[str, str] = {}
     for attribute in event.attributes:
