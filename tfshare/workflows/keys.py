@@ -53,6 +53,7 @@ from tfshare.rotation import (
     DEFAULT_GRACE_MS,
     RotationNotApplied,
     grace_problem,
+    listed_keys,
     make_rotation,
     rotation_not_applied,
 )
@@ -346,6 +347,20 @@ def destroy_expired(
     if identity is unlocked.identity:
         return unlocked
     return UnlockedKey(unlocked.path, identity, unlocked.file_key)
+
+
+def destroy_expired_under(
+    unlocked: UnlockedKey, roster: TrustedRoster, *, now_ms: int | None = None
+) -> UnlockedKey:
+    """``destroy_expired`` keeping what ``roster`` (the roster in force) still lists as the
+    agency's (``rotation.listed_keys``), and ``rotation_not_applied`` logged when that keeps a
+    secret past its grace: what a command that opened its key with ``open_key`` does once it
+    has verified the roster."""
+    at = _now_ms() if now_ms is None else now_ms
+    listed = listed_keys(roster, unlocked.identity.agency_id)
+    done = destroy_expired(unlocked, now_ms=at, keep=listed)
+    warn_rotation_not_applied(done.identity, roster, at)
+    return done
 
 
 def warn_rotation_not_applied(

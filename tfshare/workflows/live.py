@@ -61,20 +61,13 @@ from tfshare.roster import (
     roster_hash,
     verify_roster,
 )
-from tfshare.rotation import listed_keys
 from tfshare.seal import Opened, Sealed, envelope_hash, reopen_stored, seal
 from tfshare.store import InboxItem, SentItem, StateStore
 from tfshare.urls import parse_server_url
 from tfshare.workflows.bodies import Prompt, body_json
 from tfshare.workflows.exchange import Credentials, default_state_dir
 from tfshare.workflows.filekinds import load_anchor
-from tfshare.workflows.keys import (
-    UnlockedKey,
-    destroy_expired,
-    load_identity,
-    open_key,
-    warn_rotation_not_applied,
-)
+from tfshare.workflows.keys import UnlockedKey, destroy_expired_under, load_identity, open_key
 from tfshare.workflows.rosters import load_trusted
 from tfshare.workflows.schemas import fetch_schema, resolve, store_for
 from tfshare.workflows.statedb import open_agency_state
@@ -753,11 +746,7 @@ class Agency:
         still use that key); ``rotation_not_applied`` is logged instead."""
         if self._unlocked is None:
             return self.identity()
-        identity = self._unlocked.identity
-        self._unlocked = destroy_expired(
-            self._unlocked, now_ms=now_ms, keep=listed_keys(self.roster, identity.agency_id)
-        )
-        warn_rotation_not_applied(self._unlocked.identity, self.roster, now_ms)
+        self._unlocked = destroy_expired_under(self._unlocked, self.roster, now_ms=now_ms)
         self._identity = self._unlocked.identity
         return self._identity
 
