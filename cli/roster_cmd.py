@@ -107,6 +107,21 @@ AgencyOpt = Annotated[
 ChannelOpt = Annotated[str, typer.Option("--channel", help="Channel name.")]
 
 
+def _write_only_warning(channel: str, writers: list[str]) -> None:
+    """One line naming the writers of an epoch-only channel that do not read it."""
+    if not writers:
+        return
+    who = ", ".join(writers) if len(writers) <= 10 else f"{len(writers)} agencies"
+    verb = "writes" if len(writers) == 1 else "write"
+    it = "it" if len(writers) == 1 else "they"
+    note(
+        f"tfshare: warning: {who} {verb} {channel!r} but do{'es' if len(writers) == 1 else ''} "
+        f"not read it: in epoch mode {it} never hold{'s' if len(writers) == 1 else ''} the key "
+        "and cannot send (grant --read, or allow direct mode: roster channel --modes "
+        "direct,epoch)"
+    )
+
+
 def _rights_done(
     roster: Head | None, verb: str, agencies: list[str], channel: str, read: bool, write: bool
 ) -> None:
@@ -131,7 +146,7 @@ def grant_cmd(
     """Let agencies (--agency A --agency B, or --all-members) read and/or write a channel."""
     from tfshare.workflows import rosters as workflow
 
-    roster, who = workflow.grant(
+    done = workflow.grant(
         path,
         [*([agencies] if agencies else []), *(agency or [])],
         channel=channel,
@@ -140,7 +155,8 @@ def grant_cmd(
         all_members=all_members,
         now_ms=now_ms(),
     )
-    _rights_done(roster, "granted", who, channel, read, write)
+    _rights_done(done.head, "granted", done.agencies, channel, read, write)
+    _write_only_warning(channel, done.write_only)
 
 
 @app.command("ungrant")
@@ -156,7 +172,7 @@ def ungrant_cmd(
     """Take read and/or write on a channel away from agencies (--agency, or --all-members)."""
     from tfshare.workflows import rosters as workflow
 
-    roster, who = workflow.ungrant(
+    done = workflow.ungrant(
         path,
         [*([agencies] if agencies else []), *(agency or [])],
         channel=channel,
@@ -165,7 +181,8 @@ def ungrant_cmd(
         all_members=all_members,
         now_ms=now_ms(),
     )
-    _rights_done(roster, "removed", who, channel, read, write)
+    _rights_done(done.head, "removed", done.agencies, channel, read, write)
+    _write_only_warning(channel, done.write_only)
 
 
 @app.command("channel")
@@ -220,8 +237,9 @@ def channel_cmd(
     )
     if done.head is None:
         note(f"nothing changed: {what}")
-        return
-    _saved(done.head, what)
+    else:
+        _saved(done.head, what)
+    _write_only_warning(channel, done.write_only)
 
 
 @app.command("role")

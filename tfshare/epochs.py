@@ -363,6 +363,8 @@ def choose_mode(
     named_recipients: bool,
     current: EpochKey | None,
     readers_changed: bool = False,
+    sender: str | None = None,
+    sender_reads: bool = True,
 ) -> ModeChoice:
     """Direct or epoch mode for one message, by the channel's policy and audience size.
 
@@ -370,7 +372,10 @@ def choose_mode(
     both is sealed in epoch mode above ``DIRECT_AUDIENCE_MAX`` readers when a key is held.
     ``current``: the epoch key usable now, None if none; ``readers_changed``: a current key
     is held but was made for other readers than the roster's (``made_for_readers``), so it is
-    not usable (the refusal says so). Raises ``TrustError`` when the policy cannot be met.
+    not usable (the refusal says so). ``sender_reads``: whether the sender (``sender``) is a
+    reader of the channel: epoch keys go to readers only, so a writer that does not read
+    never holds one (the refusal says that, not "no key yet"). Raises ``TrustError`` when
+    the policy cannot be met.
     """
     direct_ok = bool(mode_policy & Mode.DIRECT)
     epoch_ok = bool(mode_policy & Mode.EPOCH)
@@ -386,6 +391,13 @@ def choose_mode(
         return ModeChoice(Mode.EPOCH, current)
     if direct_ok and active_readers <= 256:
         return ModeChoice(Mode.DIRECT, None)
+    if epoch_ok and not sender_reads:
+        who = "this agency" if sender is None else repr(sender)
+        raise TrustError(
+            f"{who} writes channel {channel!r} but does not read it: epoch keys go to readers only",
+            hint="ask the coordinators for read access to the channel (roster grant --read), "
+            "or to allow direct mode on it (roster channel --modes direct,epoch)",
+        )
     if epoch_ok and readers_changed:
         raise TrustError(
             f"the readers of channel {channel!r} changed: waiting for the key manager's new "

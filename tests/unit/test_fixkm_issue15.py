@@ -113,3 +113,49 @@ def test_a_channel_found_delivered_before_gets_no_epoch_1_the_others_do(tmp_path
     assert manager.store.current() == {} and manager.store.pending() == []
     assert [r.channel for r in manager.make_epochs({})] == ["alerts"]
     manager.store.close()
+
+
+def test_a_writer_that_does_not_read_an_epoch_channel_is_told_why_it_has_no_key() -> None:
+    import pytest  # noqa: PLC0415
+
+    from tfshare.envelope import Mode  # noqa: PLC0415
+    from tfshare.epochs import choose_mode  # noqa: PLC0415
+    from tfshare.errors import ExitCode, TrustError  # noqa: PLC0415
+
+    with pytest.raises(TrustError) as refused:
+        choose_mode(
+            channel="alerts", mode_policy=Mode.EPOCH, active_readers=3, named_recipients=False,
+            current=None, sender="coord", sender_reads=False,
+        )  # fmt: skip
+    assert refused.value.exit_code == ExitCode.TRUST
+    assert refused.value.message == (
+        "'coord' writes channel 'alerts' but does not read it: epoch keys go to readers only"
+    )
+    assert "read access" in (refused.value.hint or "")
+    # A reader without a key yet is still told to look at the key manager.
+    with pytest.raises(TrustError, match="no epoch key for channel 'alerts' yet"):
+        choose_mode(
+            channel="alerts", mode_policy=Mode.EPOCH, active_readers=3, named_recipients=False,
+            current=None, sender="police", sender_reads=True,
+        )  # fmt: skip
+    # Direct mode allowed: a writer that does not read sends direct, as before.
+    both = Mode.EPOCH | Mode.DIRECT
+    choice = choose_mode(
+        channel="alerts", mode_policy=both, active_readers=3, named_recipients=False,
+        current=None, sender="coord", sender_reads=False,
+    )  # fmt: skip
+    assert choice.mode == Mode.DIRECT
+
+
+def test_write_only_writers_of_epoch_only_channels_only() -> None:
+    from tfshare import roster as R  # noqa: PLC0415
+    from tfshare.workflows.rosters import write_only_writers  # noqa: PLC0415
+
+    tf = km_taskforce(direct=False)  # alerts: epoch only; its writers read it; keyman neither
+    signed = R.grant(tf.signed, KM, channel="alerts", read=False, write=True, now_ms=NOW_MS)
+    content = R.decode_roster(signed.roster)
+    assert write_only_writers(content, "alerts") == [KM]
+    assert write_only_writers(content, "tips") == []  # direct only
+    assert write_only_writers(content, "no-such-channel") == []
+    both = R.set_channel_modes(signed, "alerts", direct=True, epoch=True, now_ms=NOW_MS)
+    assert write_only_writers(R.decode_roster(both.roster), "alerts") == []

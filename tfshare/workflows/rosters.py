@@ -26,7 +26,7 @@ import msgspec
 
 from tfshare import roster as R
 from tfshare import transport
-from tfshare.encoding import DECODE_ERRORS, encode, is_name
+from tfshare.encoding import DECODE_ERRORS, MAX_UINT, encode, is_name
 from tfshare.errors import RejectCode, RosterRejected, TrustError, UsageError
 from tfshare.files import read_bytes, write_atomic
 from tfshare.keyfile import read_keyfile_header
@@ -251,6 +251,29 @@ def _needs_change(
     return False
 
 
+def write_only_writers(roster: R.Roster, channel: str) -> list[str]:
+    """The active writers of an epoch-only ``channel`` that do not read it: epoch keys go to
+    readers only, so none of them can ever seal a message on it. Empty for a channel that
+    allows direct mode (they send direct), or that is not in ``roster``."""
+    ch = next((c for c in roster.channels if c.name == channel), None)
+    if ch is None or ch.mode_policy & R.MODE_DIRECT or not ch.mode_policy & R.MODE_EPOCH:
+        return []
+    active = {m.agency_id for m in roster.members if m.status == "active"}
+    readers = set(ch.readers)
+    return sorted(w for w in set(ch.writers) if w in active and w not in readers)
+
+
+@dataclass(frozen=True)
+class RightsChange:
+    """What ``roster grant``/``ungrant`` did: the new roster's head (None: nothing changed),
+    the agencies, and the writers of the channel that can never send on it
+    (``write_only_writers``)."""
+
+    head: Head | None
+    agencies: list[str]
+    write_only: list[str]
+
+
 def _change_rights(
     path: Path,
     names: str | Sequence[str] | None,
@@ -261,17 +284,19 @@ def _change_rights(
     write: bool,
     add: bool,
     now_ms: int,
-) -> tuple[Head | None, list[str]]:
+) -> RightsChange:
     _name(channel, "channel name")
     rights = _rights(read, write, "grant" if add else "remove")
     signed = _read(path)
     roster = _content(signed)
     agencies = _agencies(roster, names, all_members=all_members, granting=add)
     if not _needs_change(roster, channel, agencies, rights, add=add):
-        return None, agencies  # nothing to change: the file (and its signatures) stay as they are
+        # Nothing to change: the file (and its signatures) stay as they are.
+        return RightsChange(None, agencies, write_only_writers(roster, channel))
     change = R.grant if add else R.ungrant
     signed = change(signed, agencies, channel=channel, read=read, write=write, now_ms=now_ms)
-    return _write(path, signed), agencies
+    head = _write(path, signed)
+    return RightsChange(head, agencies, write_only_writers(_content(signed), channel))
 
 
 def grant(
@@ -283,11 +308,11 @@ def grant(
     write: bool,
     now_ms: int,
     all_members: bool = False,
-) -> tuple[Head | None, list[str]]:
+) -> RightsChange:
     """Let the agencies ``names`` (ids, or one comma-separated string) or ``all_members``
     (every active member) read and/or write ``channel``, created if new. Returns the new
-    roster's head (None when they all had those rights: nothing is written) and the
-    agencies."""
+    roster's head (None when they all had those rights: nothing is written), the agencies
+    and the channel's writers that cannot send on it (epoch-only, and they do not read)."""
     return _change_rights(
         path,
         names,
@@ -309,9 +334,11 @@ def ungrant(
     write: bool,
     now_ms: int,
     all_members: bool = False,
-) -> tuple[Head | None, list[str]]:
+) -> RightsChange:
     """Take read and/or write on ``channel`` away from the agencies named (or all members).
-    Returns the new roster's head (None when none had those rights) and the agencies."""
+    Returns the new roster's head (None when none had those rights), the agencies and the
+    channel's writers that cannot send on it (taking read from a writer of an epoch-only
+    channel makes it one)."""
     return _change_rights(
         path,
         names,
@@ -345,6 +372,12 @@ def parse_period(text: str) -> int:
     period_ms = int(match.group(1)) * _UNIT_MS[match.group(2)]
     if period_ms < R.MIN_EPOCH_PERIOD_MS:
         raise UsageError(f"an epoch period of {text!r} is under a minute", hint="give 1m or more")
+    if period_ms > MAX_UINT:
+        raise UsageError(
+            f"an epoch period of {text!r} is longer than a roster can hold "
+            f"({MAX_UINT // _UNIT_MS['w']}w)",
+            hint="give a period of days or weeks: 7d (the default), 12h, 2w",
+        )
     return period_ms
 
 
@@ -370,6 +403,8 @@ class ChannelChange:
     period_ms: int
     max_messages: int
     schemas: list[str]
+    # Writers of the channel that cannot send on it (epoch-only, and they do not read it).
+    write_only: list[str]
 
     @property
     def period(self) -> str:
@@ -393,6 +428,11 @@ def channel_settings(
     period = None if epoch_period is None else parse_period(epoch_period)
     if epoch_messages is not None and epoch_messages < 1:
         raise UsageError("--epoch-messages must be at least 1", hint="e.g. --epoch-messages 1000")
+    if epoch_messages is not None and epoch_messages > MAX_UINT:
+        raise UsageError(
+            f"--epoch-messages {epoch_messages} is more than a roster can hold ({MAX_UINT})",
+            hint="e.g. --epoch-messages 100000 (the default)",
+        )
     signed = _read(path)
     roster = _content(signed)
     ch = next((c for c in roster.channels if c.name == channel), None)
@@ -433,6 +473,7 @@ def channel_settings(
         period_ms=new_period,
         max_messages=new_messages,
         schemas=new_schemas,
+        write_only=write_only_writers(_content(signed), channel),
     )
 
 
