@@ -74,3 +74,41 @@ def test_a_delivery_refused_for_a_full_quota_goes_out_without_a_restart(tmp_path
     quota = [e for e in logs if e["event"] == "epoch_delivery_quota"]
     assert quota and {(e["channel"], e["epoch"]) for e in quota} == {("alerts", 2)}
     assert any(e["event"] == "epoch_deliveries_retried" for e in logs)
+
+
+def test_a_lost_database_without_a_backup_goes_on_from_the_first_epoch_given(
+    tmp_path: Path,
+) -> None:
+    """The key manager's database is lost; started again with ``first_epoch`` 2 (above the
+    epoch the readers hold), it makes epoch 2 of "alerts" and the readers take it: the
+    channel is re-keyed without a backup. (Without ``first_epoch`` it makes nothing:
+    tests/integration/test_review2_issue15_live.py.)"""
+    tf = km_taskforce(now_ms=_now())
+    broker = _km_broker(tf, tmp_path / "broker")
+    try:
+        ngo = Reader("ngo", tf, trusted(tf, now_ms=_now()))
+        first = _manager(tf, broker.url, tmp_path / "state-1" / "keymanager.db")
+
+        async def epoch_1() -> None:
+            await _receive(broker.url, [ngo], lambda: bool(ngo.keyring.get("alerts", 1)), 10)
+
+        asyncio.run(_with_manager(first, epoch_1))
+        first.store.close()
+
+        again = _manager(tf, broker.url, tmp_path / "state-2" / "keymanager.db")
+        again.first_epoch = 2
+
+        async def epoch_2() -> None:
+            await _receive(broker.url, [ngo], lambda: bool(ngo.keyring.get("alerts", 2)), 10)
+
+        with structlog.testing.capture_logs() as logs:
+            asyncio.run(_with_manager(again, epoch_2))
+        stored = again.store.current()["alerts"].state.epoch
+        again.store.close()
+    finally:
+        broker.stop()
+    assert ngo.refused == []
+    assert [(d.epoch, d.reason) for d in ngo.deliveries] == [(1, "initial"), (2, "initial")]
+    assert stored == 2
+    lost = [e for e in logs if e["event"] == "keymanager_state_lost"]
+    assert [e["channel"] for e in lost] == ["alerts"]

@@ -159,3 +159,23 @@ def test_write_only_writers_of_epoch_only_channels_only() -> None:
     assert write_only_writers(content, "no-such-channel") == []
     both = R.set_channel_modes(signed, "alerts", direct=True, epoch=True, now_ms=NOW_MS)
     assert write_only_writers(R.decode_roster(both.roster), "alerts") == []
+
+
+def test_a_lost_channel_gets_the_first_epoch_given_and_no_other_channel_does(
+    tmp_path: Path,
+) -> None:
+    tf = km_taskforce()
+    manager = KeyManager(
+        identity=tf.ids[KM],
+        roster=trusted(tf, now_ms=NOW_MS),
+        roster_bytes=tf.roster_bytes,
+        store=KeyManagerStore(tmp_path / "km.db", state_key=tf.ids[KM].state_key),
+        url="nats://127.0.0.1:1",
+        clock=lambda: NOW_MS,
+        rng=DeterministicRng("resume"),
+        first_epoch=12,
+    )
+    [made] = manager.make_epochs({}, lost={"alerts"})
+    assert (made.channel, made.epoch, made.reason) == ("alerts", 12, "initial")
+    assert manager.store.current()["alerts"].state.epoch == 12
+    manager.store.close()

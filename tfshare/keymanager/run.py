@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 from tfshare import transport
+from tfshare.encoding import MAX_UINT
+from tfshare.errors import UsageError
 from tfshare.keymanager.plan import is_key_manager
 from tfshare.keymanager.service import KeyManager, not_key_manager, queue_resend
 from tfshare.keymanager.store import KeyManagerStore
@@ -33,9 +35,18 @@ def open_store(agency: Agency) -> KeyManagerStore:
     return KeyManagerStore.in_state_dir(state_dir(agency), state_key=agency.identity().state_key)
 
 
-def key_manager(agency: Agency, *, url: str, every_s: float = 2.0) -> KeyManager:
+def key_manager(
+    agency: Agency, *, url: str, every_s: float = 2.0, first_epoch: int | None = None
+) -> KeyManager:
     """The key manager of ``agency``; refuses (TrustError) an agency without the role,
-    before its database is created."""
+    before its database is created. ``first_epoch``: the number a channel found delivered
+    before by a lost database starts from (``KeyManager.first_epoch``)."""
+    if first_epoch is not None and not 2 <= first_epoch <= MAX_UINT:
+        raise UsageError(
+            f"--first-epoch must be 2 or more (got {first_epoch})",
+            hint="give a number above every epoch the channel's readers hold ('tfshare agent "
+            "status' lists them)",
+        )
     identity = agency.identity()
     if not is_key_manager(agency.roster, identity.agency_id):
         raise not_key_manager(agency.roster, identity.agency_id)
@@ -50,6 +61,7 @@ def key_manager(agency: Agency, *, url: str, every_s: float = 2.0) -> KeyManager
         every_s=every_s,
         tls=agency.tls,
         js_domain=agency.js_domain,
+        first_epoch=first_epoch,
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import ssl
 from collections.abc import Awaitable, Callable, Collection
@@ -147,6 +148,10 @@ class KeyManager:
     tls: ssl.SSLContext | None = field(default=None, repr=False)
     js_domain: str | None = None
     stats: KeyManagerStats = field(default_factory=KeyManagerStats)
+    # After a lost database without a backup (``keys serve --first-epoch N``): a channel
+    # found delivered before (``lost_channels``) gets epoch N, not nothing. N must be above
+    # every epoch the readers hold ('tfshare agent status' lists them), else they refuse it.
+    first_epoch: int | None = None
 
     def __post_init__(self) -> None:
         self._seen_roster: bytes | None = None  # the last bucket roster refused
@@ -187,8 +192,20 @@ class KeyManager:
             self.roster, current, now_ms=now_ms, last_seqs=last_seqs, readers=self.reader_sets()
         )
         # A channel this key manager delivered keys on before, with no epoch stored: its
-        # database was lost; an epoch 1 now would be refused by every reader.
-        return now_ms, [r for r in due if not (r.channel in lost and r.channel not in current)]
+        # database was lost; an epoch 1 now would be refused by every reader. With
+        # ``first_epoch`` the numbering goes on from there instead.
+        kept: list[Rekey] = []
+        for rekey in due:
+            if rekey.channel in lost and rekey.channel not in current:
+                if self.first_epoch is None:
+                    continue
+                log.warning(
+                    "keymanager_state_resumed", channel=rekey.channel, epoch=self.first_epoch
+                )
+                kept.append(dataclasses.replace(rekey, epoch=self.first_epoch))
+                continue
+            kept.append(rekey)
+        return now_ms, kept
 
     def make_epochs(self, last_seqs: dict[str, int], lost: Collection[str] = ()) -> list[Rekey]:
         """Make every epoch due now (none of the ``lost`` channels without a stored epoch);
@@ -313,7 +330,9 @@ class KeyManager:
                     hint="this key manager delivered epoch keys on this channel before, but "
                     "its database has no epoch of it: a new epoch 1 would be refused by every "
                     "reader (E_EPOCH). Stop it, restore keymanager.db from backup (the state "
-                    "directory) and start it again; the other channels are served meanwhile",
+                    "directory) and start it again; without a backup, start it with "
+                    "--first-epoch N above every epoch the readers hold ('tfshare agent "
+                    "status'). The other channels are served meanwhile",
                 )
         return self._lost
 
