@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import structlog
-from kmkit import km_taskforce, trusted, without
+from kmkit import KM, km_taskforce, trusted, without
 from test_keymanager_live import (
     TF,
     Reader,
@@ -112,3 +112,45 @@ def test_a_lost_database_without_a_backup_goes_on_from_the_first_epoch_given(
     assert stored == 2
     lost = [e for e in logs if e["event"] == "keymanager_state_lost"]
     assert [e["channel"] for e in lost] == ["alerts"]
+
+
+def test_without_the_direct_get_permission_epoch_1_is_still_made_and_the_gap_said(
+    tmp_path: Path,
+) -> None:
+    """A broker configured before the key manager could look at its own deliveries (no
+    $JS.API.DIRECT.GET on its subject): a lost database cannot be noticed there, but a new
+    channel must still get its epoch 1; the log says once why the look is missing."""
+    from livekit import free_port  # noqa: PLC0415
+
+    from tfshare.broker import BrokerProcess, check_config  # noqa: PLC0415
+    from tfshare.names import channel_subject  # noqa: PLC0415
+    from tfshare.workflows.live import provision_broker, write_broker_config  # noqa: PLC0415
+
+    tf = km_taskforce(now_ms=_now())
+    roster = trusted(tf, now_ms=_now())
+    port, directory = free_port(), tmp_path / "broker"
+    config = write_broker_config(roster, directory, port=port)
+    own = f'"$JS.API.DIRECT.GET.{stream_name(TF, "alerts")}.{channel_subject(TF, "alerts", KM)}"'
+    text = config.read_text()
+    assert own in text
+    config.write_text(text.replace(own + ", ", "").replace(", " + own, ""))
+    check_config(config)
+    assert own not in config.read_text()
+    broker = BrokerProcess(config=config, host="127.0.0.1", port=port, log=directory / "nats.log")
+    broker.start()
+    try:
+        asyncio.run(provision_broker(broker.url, directory, roster, tf.roster_bytes))
+        ngo = Reader("ngo", tf, roster)
+        manager = _manager(tf, broker.url, tmp_path / "keymanager.db")
+
+        async def work() -> None:
+            await _receive(broker.url, [ngo], lambda: bool(ngo.keyring.get("alerts", 1)), 10)
+
+        with structlog.testing.capture_logs() as logs:
+            asyncio.run(_with_manager(manager, work))
+        manager.store.close()
+    finally:
+        broker.stop()
+    assert [(d.epoch, d.reason) for d in ngo.deliveries] == [(1, "initial")]
+    said = [e for e in logs if e["event"] == "keymanager_stream_unlookable"]
+    assert [e["channel"] for e in said] == ["alerts"]

@@ -59,6 +59,10 @@ STREAM_INFO_TIMEOUT_S: Final = 2.0
 STREAM_INFO_RETRY_S: Final = 300.0
 
 
+class _Refused(TimeoutError):
+    """The broker refused the request (no permission): asking again will not help."""
+
+
 async def _ask(conn: transport.Connection, subject: str, request: Awaitable[T]) -> T:
     """Await a JetStream API ``request`` on ``subject``. A request the broker refuses (no
     permission) is only answered by an asynchronous error: it is noticed as it arrives (a
@@ -74,7 +78,9 @@ async def _ask(conn: transport.Connection, subject: str, request: Awaitable[T]) 
             refused = any(
                 "permissions violation" in e and refused_subject in e for e in conn.errors[seen:]
             )
-            if refused or loop.time() > deadline:
+            if refused:
+                raise _Refused
+            if loop.time() > deadline:
                 raise TimeoutError
             await asyncio.wait({asked}, timeout=0.02)
         return asked.result()
@@ -298,6 +304,7 @@ class KeyManager:
         channel, once: a channel found empty gets its epoch 1 at this turn."""
         stored = self.store.channels()
         sets = self.reader_sets()
+        unknown: set[str] = set()  # not known this turn: no epoch 1 until it is
         for channel in epoch_channels(self.roster):
             if channel in stored or channel in self._lost or channel in self._looked:
                 continue
@@ -307,18 +314,25 @@ class KeyManager:
             subject = channel_subject(self.roster.taskforce, channel, self.agency)
             try:
                 before = await _delivered_before(conn, stream, subject)
-            except (TimeoutError, *transport.NATS_ERRORS) as exc:
-                # Not known: the epoch is made as before (a key manager that cannot look
-                # must still serve a new channel), and the gap said once.
+            except _Refused:
+                # No permission (a broker configured before it was granted): the epoch is
+                # made as before (a key manager that cannot look must still serve a new
+                # channel), and the gap said once.
                 self._once(
                     "keymanager_stream_unlookable",
                     channel=channel,
-                    error=type(exc).__name__,
                     hint="the key manager needs $JS.API.DIRECT.GET on its own subject of "
                     "each epoch channel's stream ('tfshare broker up' grants it; provision "
                     "again for a new stream config) to notice a lost database",
                 )
                 self._looked.add(channel)
+                continue
+            except (TimeoutError, *transport.NATS_ERRORS) as exc:
+                # A broker that did not answer: looked at again next turn, nothing made.
+                log.warning(
+                    "keymanager_stream_lookup_failed", channel=channel, error=type(exc).__name__
+                )
+                unknown.add(channel)
                 continue
             self._looked.add(channel)
             if before:
@@ -334,7 +348,7 @@ class KeyManager:
                     "--first-epoch N above every epoch the readers hold ('tfshare agent "
                     "status'). The other channels are served meanwhile",
                 )
-        return self._lost
+        return self._lost | unknown
 
     def queue_resend(self, channel: str, to: str) -> int:
         """Queue the current key of ``channel`` again for ``to`` (reason "resend"); returns
