@@ -58,6 +58,7 @@ import structlog
 
 from tfshare import transport
 from tfshare.backoff import Backoff, sleep_or_stop
+from tfshare.epoch_retention import epoch_keys_to_delete
 from tfshare.epochs import EPOCH_KEY_SCHEMA, EpochKey, EpochKeyDelivery, EpochKeyring
 from tfshare.errors import BrokerError, BrokerRefused, RejectCode, TfshareError, TrustError
 from tfshare.keys import Identity
@@ -75,6 +76,7 @@ from tfshare.protocol import (
     log_event,
 )
 from tfshare.roster import TrustedRoster
+from tfshare.rotation import rotation_not_applied
 from tfshare.seal import Duplicate, ReceivePolicy, envelope_hash, removed_from, seal
 from tfshare.store import (
     QUARANTINE_KEEP_BYTES,
@@ -288,6 +290,10 @@ class Agent:
             return False
         self._next_secrets = now + self.secrets_every_s
         identity = self.destroy_expired(self.clock())
+        # A key the roster still lists is kept past its grace: say so in 'agent status' too.
+        late = rotation_not_applied(identity, self.roster, self.clock())
+        if late is not None:
+            self.health.trouble("rotation_not_applied", late.reason, self.clock())
         if identity is self.identity:
             return False
         self.identity = identity
@@ -296,14 +302,15 @@ class Agent:
         return True
 
     def prune_epoch_keys(self, *, force: bool = False) -> int:
-        """Delete the epoch keys past their retention (``EpochKeyring.expired``), from the
-        state database first and then from memory; at most every ``epoch_prune_every_s``
-        unless ``force``. Returns how many went."""
+        """Delete the epoch keys past their retention (``epoch_keys_to_delete``: superseded
+        ones, and those of channels this agency no longer reads), from the state database
+        first and then from memory; at most every ``epoch_prune_every_s`` unless ``force``.
+        Returns how many went."""
         now = time.monotonic()
         if not force and now < self._next_prune:
             return 0
         self._next_prune = now + self.epoch_prune_every_s
-        gone = self.epochs.expired(self.clock())
+        gone = epoch_keys_to_delete(self.epochs, self.roster, self.identity.agency_id, self.clock())
         if not gone:
             return 0
         self.store.epoch_keys_delete(self.roster.taskforce, gone)

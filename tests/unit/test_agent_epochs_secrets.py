@@ -5,6 +5,7 @@ to the retired key."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import warnings
@@ -13,7 +14,9 @@ from pathlib import Path
 from agent_epochs_kit import epoch_taskforce, load_agency
 from structlog.testing import capture_logs
 
+from tfshare import roster as R
 from tfshare.keyfile import KDF_PROFILES, seal_keyfile
+from tfshare.rotation import make_rotation, read_rotation
 from tfshare.workflows import live
 from tfshare.workflows.keys import InsecureKeyCost, load_identity
 
@@ -27,6 +30,16 @@ def test_the_agent_destroys_retired_secrets_after_their_grace_in_memory_and_in_t
     now = time.time_ns() // 1_000_000
     tf = epoch_taskforce(now_ms=now)
     rotated = tf.ids["ngo"].rotated(rng=os.urandom, now_ms=now - 60_000, grace_ms=DAY_MS)
+    # The coordinators applied the rotation: a secret whose key the roster in force still
+    # lists is never destroyed (PROTOCOL 8.7; tests/unit/test_fixkeys_issue15.py).
+    statement = make_rotation(tf.ids["ngo"], rotated, created_ms=now - 60_000, grace_ms=DAY_MS)
+    checked = read_rotation(statement, R.decode_signed_roster(tf.roster_bytes)[1], now_ms=now)
+    applied = R.apply_rotation(
+        tf.signed, agency="ngo", new_enc_pk=checked.new_enc_pk,
+        enc_bind_sig=checked.enc_bind_sig, new_sign_pk=checked.new_sign_pk,
+        created_ms=checked.created_ms, grace_ms=checked.grace_ms, now_ms=now,
+    )  # fmt: skip
+    tf = dataclasses.replace(tf, signed=R.sign(applied, tf.ids["coord"]))
     key_path = tmp_path / "ngo.key"
     key_path.write_bytes(
         seal_keyfile(rotated, PASSPHRASE, limits=KDF_PROFILES["insecure-test"], rng=os.urandom)

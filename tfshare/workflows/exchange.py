@@ -19,7 +19,7 @@ from tfshare.keyfile import read_keyfile_header
 from tfshare.protocol import Clock, Outcome, Receiver
 from tfshare.seal import ReceivePolicy, Sealed, seal
 from tfshare.workflows.filekinds import read_envelope, read_kind
-from tfshare.workflows.keys import load_identity
+from tfshare.workflows.keys import destroy_expired_under, open_key
 from tfshare.workflows.schemas import resolve
 from tfshare.workflows.statedb import STATE_DB, AgencyState, open_agency_state, removed_if_failed
 
@@ -84,7 +84,9 @@ def seal_file(
         raise ValidationError(
             f"{schema_name!r} names no version", hint="name the version, e.g. tf.alert/1"
         )
-    identity = load_identity(creds.key_path, creds.passphrase)
+    # The key first (a wrong passphrase fails before anything is written); what it may
+    # destroy is known only with the roster, which may still list a key past its grace.
+    unlocked = open_key(creds.key_path, creds.passphrase)
     directory = state_dir or default_state_dir(creds.key_path)
     now_ms = clock()
     with removed_if_failed(directory / STATE_DB):  # a new state is kept only if sealed
@@ -96,6 +98,7 @@ def seal_file(
             now_ms=now_ms,
         )
         try:
+            identity = destroy_expired_under(unlocked, state.roster, now_ms=now_ms).identity
             schema = resolve(state.registry, schema_name)
             record = schema.from_json(body_json)
             sealed = seal(
@@ -128,7 +131,7 @@ def open_file(
 ) -> Outcome:
     """Verify the roster, then run the receive pipeline on one .tfenv file."""
     data = read_envelope(envelope_path)
-    identity = load_identity(creds.key_path, creds.passphrase)
+    unlocked = open_key(creds.key_path, creds.passphrase)  # as seal_file does
     directory = state_dir or default_state_dir(creds.key_path)
     with removed_if_failed(directory / STATE_DB):
         state = _state(
@@ -139,6 +142,7 @@ def open_file(
             now_ms=clock(),
         )
         try:
+            identity = destroy_expired_under(unlocked, state.roster, now_ms=clock()).identity
             receiver = Receiver(
                 identity=identity,
                 roster=state.roster,
