@@ -644,9 +644,11 @@ class ChannelLimits:
 # raised to hold this many re-keys over max_age (a daily one for 30 days), for the readers
 # the channel has.
 KEY_MANAGER_REKEYS_PER_MAX_AGE: Final = 30
-# A delivery envelope has the shape of a receipt's: at most 256 wraps and a body under 300
-# bytes (channel, epoch, key, start, reason, reader-set digest).
-EPOCH_DELIVERY_MAX_SIZE: Final = RECEIPT_MAX_MSG_SIZE
+# A delivery envelope: at most 256 wraps (14 KiB), a header, a body under 300 bytes (channel,
+# epoch, key, start, reason, reader-set digest) padded to one small class, a signature: 14,876
+# bytes measured for 256 readers (tests/unit/test_fixkm_issue15.py builds it); 16 KiB, and
+# 1 KiB for the subject and headers as JetStream stores them.
+EPOCH_DELIVERY_MAX_SIZE: Final = 17 * 1024
 
 
 def key_manager_quota(readers: int) -> int:
@@ -685,7 +687,7 @@ def epoch_channel_quota(channel: str, *, share: int, quota: int, readers: int) -
         hint="the key manager's epoch-key deliveries count against the per-sender quota; "
         "one member may now keep more than half of this channel's share",
     )
-    if needed * EPOCH_DELIVERY_MAX_SIZE > share // 2:
+    if needed * EPOCH_DELIVERY_MAX_SIZE > share:
         log.error(
             "epoch_delivery_share_small",
             channel=channel,
@@ -693,7 +695,7 @@ def epoch_channel_quota(channel: str, *, share: int, quota: int, readers: int) -
             deliveries=needed,
             delivery_bytes=needed * EPOCH_DELIVERY_MAX_SIZE,
             hint="raise --max-bytes: this channel's share does not hold "
-            f"{KEY_MANAGER_REKEYS_PER_MAX_AGE} re-keys of its {readers} readers in half of it",
+            f"{KEY_MANAGER_REKEYS_PER_MAX_AGE} re-keys of its {readers} readers",
         )
     return needed
 

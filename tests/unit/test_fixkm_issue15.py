@@ -30,8 +30,27 @@ def test_the_key_managers_quota_is_thirty_rekeys_of_the_channels_readers() -> No
 
 
 def test_a_delivery_envelope_fits_the_size_the_quota_is_counted_in() -> None:
-    # 256 wraps, a header, a body of one padding class and a signature, and headers.
-    assert MAX_RECIPIENTS * WRAP_SIZE + 4 * 1024 < transport.EPOCH_DELIVERY_MAX_SIZE
+    """The largest delivery: 256 readers, the longest channel name, a large epoch number,
+    the longest reason; 1 KiB left for the subject and headers."""
+    import os  # noqa: PLC0415
+
+    from nacl.public import PrivateKey  # noqa: PLC0415
+
+    from tfshare.keymanager.plan import seal_deliveries  # noqa: PLC0415
+    from tfshare.seal import Recipient  # noqa: PLC0415
+
+    tf = km_taskforce()
+    readers = [
+        Recipient(f"agency-{i:05d}", bytes(PrivateKey.generate().public_key), os.urandom(8))
+        for i in range(MAX_RECIPIENTS)
+    ]
+    [delivery] = seal_deliveries(
+        identity=tf.ids[KM], roster=trusted(tf, now_ms=NOW_MS), channel="c" * 32,
+        epoch=2**40, key=os.urandom(32), starts_ms=NOW_MS, reason="messages", readers=readers,
+        first_seq=2**40, now_ms=NOW_MS, rng=os.urandom,
+    )  # fmt: skip
+    assert len(delivery.data) > MAX_RECIPIENTS * WRAP_SIZE
+    assert len(delivery.data) + 1024 <= transport.EPOCH_DELIVERY_MAX_SIZE
 
 
 def test_an_epoch_channels_quota_is_raised_to_the_key_managers_need_only() -> None:
@@ -179,3 +198,18 @@ def test_a_lost_channel_gets_the_first_epoch_given_and_no_other_channel_does(
     assert (made.channel, made.epoch, made.reason) == ("alerts", 12, "initial")
     assert manager.store.current()["alerts"].state.epoch == 12
     manager.store.close()
+
+
+def test_a_share_that_cannot_hold_the_key_managers_rekeys_is_logged_as_an_error() -> None:
+    import structlog  # noqa: PLC0415
+
+    needed = transport.key_manager_quota(20_000) * transport.EPOCH_DELIVERY_MAX_SIZE
+    with structlog.testing.capture_logs() as logs:
+        transport.epoch_channel_quota("alerts", share=needed, quota=27, readers=20_000)
+        transport.epoch_channel_quota("alerts", share=needed - 1, quota=27, readers=20_000)
+    events = [(e["event"], e["log_level"]) for e in logs]
+    assert events == [
+        ("sender_quota_raised", "warning"),
+        ("sender_quota_raised", "warning"),
+        ("epoch_delivery_share_small", "error"),
+    ]
