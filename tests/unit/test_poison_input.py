@@ -60,14 +60,21 @@ def test_a_signed_envelope_with_a_ciphertext_shorter_than_the_tag_is_e_decrypt(
 
 
 def test_the_verify_functions_refuse_a_short_ciphertext_with_its_code(tf: TaskForce) -> None:
-    """verify_envelope checks only the signature (it verifies); payload_key_of unwraps K (the
-    header is intact); open_with_key with that K refuses the payload with E_DECRYPT."""
-    poison = resigned(tf, tf.seal("police").data, ct=b"short")
+    """verify_envelope checks only the signature (it verifies); payload_key_of, which opens the
+    payload to refuse disclosing a key delivery, refuses it with E_DECRYPT; open_with_key with
+    the message's K (the header and its wraps are intact) refuses the payload with E_DECRYPT."""
+    original = tf.seal("police").data
+    poison = resigned(tf, original, ct=b"short")
     roster = tf.trusted()
     verified = verify_envelope(poison, roster=roster, now_ms=tf.now_ms, subject=None, policy=POLICY)
     assert verified.header.sender == "police"
+    with pytest.raises(Rejected) as at_source:
+        payload_key_of(
+            poison, identity=tf.ids["ngo"], roster=roster, now_ms=tf.now_ms, policy=POLICY
+        )
+    assert at_source.value.reject_code is RejectCode.E_DECRYPT
     key = payload_key_of(
-        poison, identity=tf.ids["ngo"], roster=roster, now_ms=tf.now_ms, policy=POLICY
+        original, identity=tf.ids["ngo"], roster=roster, now_ms=tf.now_ms, policy=POLICY
     )
     with pytest.raises(Rejected) as refused:
         open_with_key(

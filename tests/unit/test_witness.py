@@ -33,7 +33,7 @@ from tfshare.audit.witness import (
     witnesses_of,
 )
 from tfshare.encoding import encode
-from tfshare.errors import ExitCode, RejectCode, RosterRejected
+from tfshare.errors import ExitCode, RejectCode, RosterRejected, TrustError
 
 T = NOW_MS // 1000  # a cosignature time, POSIX seconds
 
@@ -208,9 +208,11 @@ def test_a_witness_threshold_is_an_eleventh_element_and_verifies() -> None:
 def test_an_explicit_zero_threshold_is_not_canonical() -> None:
     tf = build_taskforce()
     content = R.decode_signed_roster(encode(tf.signed))[1]
-    eleven = encode(content)  # the generic encoder writes the default too
-    assert eleven[0] == 0x9B
-    signed = R.sign(R.SignedRoster(eleven, []), tf.ids["coord"])
+    # The generic encoder writes every trailing default (witness_threshold 0 and the later
+    # optional elements): 13 elements where the canonical form has 10.
+    explicit = encode(content)
+    assert explicit[0] == 0x9D
+    signed = R.sign(R.SignedRoster(explicit, []), tf.ids["coord"])
     with pytest.raises(RosterRejected) as refused:
         R.verify_roster(encode(signed), anchor=tf.anchor, state=None, now_ms=NOW_MS)
     assert refused.value.code == RejectCode.E_ROSTER_MALFORMED
@@ -219,6 +221,13 @@ def test_an_explicit_zero_threshold_is_not_canonical() -> None:
 def test_a_threshold_no_set_of_other_members_can_meet_is_refused() -> None:
     tf = build_taskforce()  # coord, police, ngo, labour: at most 3 witness the log
     with_witnesses(tf, 3)
-    with pytest.raises(RosterRejected) as refused:
+    # The editor refuses it, and says why...
+    with pytest.raises(TrustError, match="more witnesses than the 4 active"):
         with_witnesses(tf, 4)
+    # ...and a receiver refuses such a roster however it was made.
+    content = R.decode_signed_roster(encode(tf.signed))[1]
+    four = msgspec.structs.replace(content, seq=content.seq + 1, witness_threshold=4)
+    signed = R.sign(R.SignedRoster(R.encode_roster(four), []), tf.ids["coord"])
+    with pytest.raises(RosterRejected) as refused:
+        R.verify_roster(encode(signed), anchor=tf.anchor, state=None, now_ms=NOW_MS)
     assert refused.value.code == RejectCode.E_ROSTER_MALFORMED
