@@ -45,6 +45,16 @@ def serve_cmd(
         float,
         typer.Option("--every", help="Look at the roster and the streams every this many seconds."),
     ] = 2.0,
+    first_epoch: Annotated[
+        int | None,
+        typer.Option(
+            "--first-epoch",
+            help="Only after keymanager.db was lost without a backup: the epoch number a "
+            "channel the key manager delivered on before starts from (above every epoch its "
+            "readers hold: tfshare agent status).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the task force's key manager until Ctrl-C (JSON logs on stderr): epoch 1 for
     every channel that allows epoch mode, a new epoch when a channel's readers change, its
@@ -60,7 +70,7 @@ def serve_cmd(
         tls=TlsFiles(tls_ca, tls_cert, tls_key),
     )  # fmt: skip
     del secret
-    manager = run.key_manager(agency, url=url, every_s=every)
+    manager = run.key_manager(agency, url=url, every_s=every, first_epoch=first_epoch)
     note(f"key manager of {agency.roster.taskforce} ({manager.agency}) publishing to {url}")
     s = run.serve(manager).stats
     note(

@@ -471,6 +471,8 @@ def seal(
         named_recipients=bool(to),
         current=None if readers_changed else current,
         readers_changed=readers_changed,
+        sender=identity.agency_id,
+        sender_reads=identity.agency_id in roster.readers[channel],
     )
     if choice.key is not None:
         return seal_to_epoch(

@@ -12,7 +12,7 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -385,12 +385,16 @@ class StreamLimits:
         messages."""
         return self.max_msgs_per_sender * transport.MAX_MSG_SIZE
 
-    def channel_limits(self, channels: Sequence[str]) -> dict[str, transport.ChannelLimits]:
+    def channel_limits(
+        self, channels: Sequence[str], epoch_readers: Mapping[str, int] | None = None
+    ) -> dict[str, transport.ChannelLimits]:
         """Each channel's stream limits. A sender's quota on a channel is kept to half of
         that channel's share (``quota x largest message <= share / 2``), so one member that
         floods a channel can never fill it for the others: with many channels the share is
         smaller and the quota lowered to fit (logged, ``sender_quota_capped``). A share too
-        small for even one largest message is a ``UsageError``."""
+        small for even one largest message is a ``UsageError``. ``epoch_readers``: the
+        epoch-mode channels and their readers (``transport.epoch_readers``): their quota
+        holds the key manager's re-keys (``transport.epoch_channel_quota``)."""
         receipts = RECEIPTS_CHANNEL in channels
         others = [c for c in channels if c != RECEIPTS_CHANNEL]
         rest = self.max_bytes - (self.receipts_bytes if receipts else 0)
@@ -414,9 +418,14 @@ class StreamLimits:
                 log.warning(
                     "sender_quota_capped", channel=channel, quota=quota, capped=fits, share=share
                 )
+            quota = min(quota, fits)
+            if epoch_readers is not None and channel in epoch_readers:
+                quota = transport.epoch_channel_quota(
+                    channel, share=share, quota=quota, readers=epoch_readers[channel]
+                )
             found[channel] = transport.ChannelLimits(
                 max_bytes=share,
-                max_msgs_per_sender=min(quota, fits),
+                max_msgs_per_sender=quota,
                 max_age_days=age,
                 max_msg_size=size,
             )
@@ -532,7 +541,9 @@ async def provision_broker(
             f"--replicas must be 1 to 5 (got {replicas})",
             hint="3 on a cluster of 3 nodes or more, 1 for a server alone",
         )
-    channel_limits = limits.channel_limits(task_force_channels(roster))
+    channel_limits = limits.channel_limits(
+        task_force_channels(roster), epoch_readers=transport.epoch_readers(roster)
+    )
     admin = await _admin(url, directory, tls)
     try:
         if ready_timeout > 0:
