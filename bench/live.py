@@ -892,7 +892,7 @@ def main() -> None:
     )
     print("  CPU per message, microseconds (client process + nats-server):")
     for name, (client_us, broker_us) in CPU.items():
-        print(f"    {name:16s} {client_us:7.0f} + {broker_us:5.0f}")
+        print(f"    {name:21s} {client_us:7.0f} + {broker_us:5.0f}")
     receive_us = 1e6 * cores / receive_bound
     print(
         f"  primitives per message on one core: send {1e6 * cores / send_bound:.0f}, "
