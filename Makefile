@@ -42,8 +42,10 @@ browser:
 	  echo "tfshare: the web inbox tests need a browser: run 'sudo apt-get install chromium chromium-driver'"; \
 	fi
 
+# Two processes (the machine's two cores; the live tests mostly wait on brokers and
+# browsers): each test file runs whole on one of them (--dist loadfile).
 unit: $(STAMP) browser
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 test: lint typecheck unit
 
