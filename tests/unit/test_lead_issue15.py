@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from test_epoch_mode import KM, deliver, epoch_taskforce, trusted
+from test_epoch_mode import EK1, KM, deliver, epoch_taskforce, trusted
 from tfkit import NOW_MS, build_taskforce
 
 from tfshare import roster as R
@@ -100,3 +100,29 @@ def test_open_with_key_refuses_a_key_delivery_even_with_its_key() -> None:
         )
     assert raised.value.reject_code is RejectCode.E_SCHEMA
     assert KM in tf.ids
+
+
+def test_the_audit_service_logs_a_key_delivery_like_any_message() -> None:
+    """Key deliveries are ordinary envelopes on the channel's subject: the audit service
+    checks and logs each one (sender, channel, envelope hash), and when the coordinator is
+    among its readers it opens it without showing the key in the facts it keeps."""
+    from tfshare.audit.service import message_record  # noqa: PLC0415
+    from tfshare.names import channel_subject  # noqa: PLC0415
+    from tfshare.seal import envelope_hash  # noqa: PLC0415
+
+    tf = epoch_taskforce()
+    sealed = deliver(tf)
+    roster = trusted(tf)
+    entry, facts = message_record(
+        sealed.data,
+        identity=tf.ids["coord"],
+        roster=roster,
+        schemas=shipped(),
+        subject=channel_subject(roster.taskforce, "alerts", KM),
+        now_ms=tf.now_ms,
+    )
+    assert (entry.sender, entry.channel, entry.entry_type) == (KM, "alerts", "message")
+    assert entry.env_sha256 == envelope_hash(sealed.data)
+    assert "coord" in facts.recipients
+    assert facts.schema == "tf.epoch-key/1"
+    assert EK1.hex() not in repr(facts) and EK1 not in repr(facts).encode()
