@@ -35,7 +35,13 @@ Invariants:
   inbox or the feed; keys are loaded from the state at start, and those past their retention
   deleted at start and daily. A message naming an epoch newer than any key held is not
   quarantined at once: its key's delivery may be behind it, so it is asked for again
-  (``nak`` with a delay) and quarantined as E_EPOCH only after ``epoch_wait_ms``.
+  (``nak`` with a delay) and quarantined as E_EPOCH only after ``epoch_wait_ms``. What waits
+  is bounded, so that waiting messages never fill the consumer (``max_ack_pending``): at
+  most ``awaiting_per_channel`` per channel; an epoch more than one above the newest held,
+  and a message older than the wait on a channel of which no key is held (the backlog of a
+  reader that joined later), are quarantined at once. Nothing early is lost: when a new key
+  of a channel is kept, the channel's E_EPOCH quarantine is received again in the same
+  savepoint, and what now opens is delivered and leaves the quarantine.
 """
 
 from __future__ import annotations
@@ -54,10 +60,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import msgspec
 import structlog
 
 from tfshare import transport
 from tfshare.backoff import Backoff, sleep_or_stop
+from tfshare.envelope import Envelope, Header
 from tfshare.epoch_retention import epoch_keys_to_delete
 from tfshare.epochs import EPOCH_KEY_SCHEMA, EpochKey, EpochKeyDelivery, EpochKeyring
 from tfshare.errors import BrokerError, BrokerRefused, RejectCode, TfshareError, TrustError
@@ -106,6 +114,10 @@ EPOCH_RETRY_S: Final = 2.0  # ... asked for again this often meanwhile
 EPOCH_PRUNE_EVERY_S: Final = 24 * 3600.0  # keys past their retention are deleted this often
 SECRETS_EVERY_S: Final = 24 * 3600.0  # retired secrets past their grace are destroyed this often
 AWAITING_KEPT: Final = 100_000  # messages remembered as waiting for their epoch key
+# At most this many messages of one channel wait for their epoch key at a time, well under
+# JetStream's max_ack_pending (256): each waiting message is unacknowledged, and a consumer
+# holding max_ack_pending of them is given nothing more, not even the key they wait for.
+AWAITING_PER_CHANNEL: Final = 32
 
 
 class _AwaitingKey:
@@ -236,6 +248,9 @@ class Agent:
     # ``epoch_retry_s``, quarantined (E_EPOCH) once it waited ``epoch_wait_ms``.
     epoch_wait_ms: int = EPOCH_WAIT_MS
     epoch_retry_s: float = EPOCH_RETRY_S
+    # At most this many of one channel wait at a time (the rest are quarantined at once, and
+    # received again when the channel's next key arrives): keep it under max_ack_pending.
+    awaiting_per_channel: int = AWAITING_PER_CHANNEL
     epoch_prune_every_s: float = EPOCH_PRUNE_EVERY_S
     # Drops the retired secrets whose grace period ended by the time given from the key
     # file and returns the identity without them (``Agency.destroy_expired_secrets``);
@@ -257,8 +272,13 @@ class Agent:
         self._fetched = False  # this connection has fetched from the consumer at least once
         self._junk: Counter[str] = Counter()  # unverified rejections not yet logged, by code
         self._junk_logged_at = float("-inf")
-        # env_hash -> when this agent first put it back to wait for its epoch key.
-        self._awaiting: dict[bytes, int] = {}
+        # env_hash -> (when this agent first put it back to wait for its epoch key, its
+        # channel), and how many wait per channel.
+        self._awaiting: dict[bytes, tuple[int, str]] = {}
+        self._awaiting_on: Counter[str] = Counter()
+        # Quarantined messages delivered in this batch once their channel's key came
+        # (``_release_quarantined``): announced with the batch.
+        self._released: list[tuple[str, Outcome]] = []
         self._next_prune = float("-inf")
         self._next_secrets = float("-inf")
         self.load_epoch_keys()
@@ -586,6 +606,7 @@ class Agent:
         receiver = self.receiver  # the roster may change while the batch is opened
         now_ms = self.clock()
         self._batch_fetches = set()
+        self._released = []
         # A key delivered earlier in the batch opens the messages after it that named its
         # epoch: they were opened before it was settled (``_settle`` opens them again).
         self._batch_keys = len(self.epochs)
@@ -623,6 +644,7 @@ class Agent:
                 messages=len(deliveries),
                 retry_s=self.persist_retry_s,
             )
+            self._released = []  # rolled back with the rest
             for delivery in deliveries:
                 await delivery.nak(delay=self.persist_retry_s)
             return []
@@ -637,6 +659,7 @@ class Agent:
             self.stats.awaiting_key += 1
             await delivery.nak(delay=self.epoch_retry_s)
         self._announce(handled, outcomes, now_ms)
+        self._announce_released(now_ms)
         for delivery in handled:
             await delivery.ack()
         self._log_junk()
@@ -651,6 +674,7 @@ class Agent:
         conn: transport.Connection | None,
     ) -> Outcome | str | _AwaitingKey | None:
         """``_settle`` in a savepoint of its own; None if it failed and is to be retried."""
+        released = len(self._released)
         try:
             with self.store.savepoint():
                 return self._settle(receiver, delivery, opening, now_ms, conn)
@@ -658,12 +682,14 @@ class Agent:
             raise  # the store is unavailable: the whole batch waits
         except sqlite3.IntegrityError as exc:
             # A constraint this message's rows broke: a bug about this message.
+            del self._released[released:]  # undone with the savepoint
             return self._failed(delivery, opening, exc)
         except sqlite3.Error:
             # Every other SQLite error is the store's (full, damaged, a missing table):
             # acknowledging the message as failed could lose a valid one.
             raise
         except Exception as exc:
+            del self._released[released:]
             return self._failed(delivery, opening, exc)
 
     def _announce(
@@ -713,9 +739,12 @@ class Agent:
                 f"{self.epoch_wait_ms / 1000:g} s",
             )
         elif self._awaiting:
-            self._awaiting.pop(_env_hash(outcome), None)
+            self._stop_awaiting(_env_hash(outcome))
         if isinstance(outcome, Delivered) and outcome.message.schema == EPOCH_KEY_SCHEMA:
             self._keep_epoch_key(outcome, now_ms)
+            record = outcome.message.record
+            assert isinstance(record, EpochKeyDelivery)
+            self._release_quarantined(receiver, record.channel, now_ms)
         name = outcome.schema if isinstance(outcome, Rejection) else None
         if (
             name is not None
@@ -746,17 +775,45 @@ class Agent:
         self, delivery: transport.Delivery, rejection: Rejection, now_ms: int
     ) -> bool:
         """Whether a message naming an epoch newer than any held goes on waiting for its key
-        (True), or has waited ``epoch_wait_ms`` and is quarantined as E_EPOCH (False).
+        (True), or is quarantined as E_EPOCH now (False): once it waited ``epoch_wait_ms``;
+        at once when ``awaiting_per_channel`` of its channel wait already, when its epoch is
+        more than one above the newest held (the key manager delivers e+1 before anyone can
+        seal under it: no key is on its way), or when no key of its channel is held and it
+        is older than the wait (the backlog of a reader that joined later, whose own key is
+        behind it). Each waiting message is unacknowledged, and a consumer holding
+        max_ack_pending of them is given nothing more: the bound keeps the channel moving.
+        A message quarantined early is received again when its channel's key arrives.
 
         The wait is measured from when this agent first met it (or, after a restart, from
         its delivery count at ``epoch_retry_s`` per delivery), not from when the broker
         stored it: after days offline, the stream's time would be the agent's absence, and
         the key may be just behind the message in the backlog."""
-        first = self._awaiting.get(rejection.env_hash)
-        if first is None:
+        waiting = self._awaiting.get(rejection.env_hash)
+        if waiting is None:
+            claimed = _claimed_epoch(delivery.data)
+            channel, epoch, ts_ms = claimed if claimed is not None else (delivery.subject, 0, 0)
+            newest = self.epochs.newest(channel)
+            if self._awaiting_on[channel] >= self.awaiting_per_channel:
+                why = f"{self.awaiting_per_channel} messages of the channel wait already"
+            elif newest is not None and epoch > newest.epoch + 1:
+                why = f"its epoch is more than one above the newest held ({newest.epoch})"
+            elif newest is None and now_ms - ts_ms >= self.epoch_wait_ms:
+                why = "no key of its channel is held and it is older than the wait"
+            else:
+                why = None
+            if why is not None:
+                log.info(
+                    "epoch_key_not_awaited",
+                    sender=rejection.sender,
+                    msg_id=rejection.msg_id.hex() if rejection.msg_id else None,
+                    subject=delivery.subject,
+                    why=why,
+                )
+                return False
             if len(self._awaiting) >= AWAITING_KEPT:
-                self._awaiting.pop(next(iter(self._awaiting)))
-            first = self._awaiting[rejection.env_hash] = now_ms
+                self._stop_awaiting(next(iter(self._awaiting)))
+            waiting = self._awaiting[rejection.env_hash] = (now_ms, channel)
+            self._awaiting_on[channel] += 1
             log.info(
                 "epoch_key_awaited",
                 sender=rejection.sender,
@@ -767,10 +824,58 @@ class Agent:
                 wait_s=self.epoch_wait_ms / 1000,
             )
         by_count = int(max(delivery.delivered - 1, 0) * self.epoch_retry_s * 1000)
-        if max(now_ms - first, by_count) < self.epoch_wait_ms:
+        if max(now_ms - waiting[0], by_count) < self.epoch_wait_ms:
             return True
-        self._awaiting.pop(rejection.env_hash, None)
+        self._stop_awaiting(rejection.env_hash)
         return False
+
+    def _stop_awaiting(self, env_hash: bytes) -> None:
+        waiting = self._awaiting.pop(env_hash, None)
+        if waiting is not None:
+            channel = waiting[1]
+            self._awaiting_on[channel] -= 1
+            if self._awaiting_on[channel] <= 0:
+                del self._awaiting_on[channel]
+
+    def _release_quarantined(self, receiver: Receiver, channel: str, now_ms: int) -> None:
+        """After a key of ``channel`` was kept (in the same savepoint): receive again the
+        channel's quarantined E_EPOCH envelopes; each that is now delivered (or was already:
+        a duplicate) leaves the quarantine, the others stay as they were. A truncated
+        envelope (the quarantine's size cap) cannot be received again and stays."""
+        prefix = channel_subject(self.roster.taskforce, channel, "")
+        for item in self.store.quarantined_on(RejectCode.E_EPOCH.value, prefix):
+            if item.truncated or item.subject is None:
+                continue
+            opening = receiver.open(item.envelope, item.subject, now_ms)
+            if opening.fault is not None:
+                continue  # no verdict: it stays quarantined
+            outcome = receiver.settle(item.envelope, opening)
+            if isinstance(outcome, Rejection):
+                continue
+            if isinstance(outcome, Delivered) and is_key_delivery(outcome):
+                self._keep_epoch_key(outcome, now_ms)
+            self.store.quarantine_release(item.env_hash)
+            self._queue_receipt_on(item.subject, outcome, now_ms)
+            self._released.append((item.subject, outcome))
+            log.info(
+                "quarantine_released",
+                subject=item.subject,
+                env_hash=item.env_hash.hex(),
+                outcome="duplicate" if isinstance(outcome, Duplicate) else "delivered",
+            )
+
+    def _announce_released(self, now_ms: int) -> None:
+        """Count, log and announce what ``_release_quarantined`` delivered in this batch."""
+        released, self._released = self._released, []
+        for subject, outcome in released:
+            self._count_and_log_on(subject, 1, outcome)
+            if is_key_delivery(outcome):
+                continue
+            if isinstance(outcome, Delivered):
+                self.health.last_stored_ms = now_ms
+                self.health.last_sender = outcome.message.sender
+                if self.on_outcome is not None:
+                    self.on_outcome(outcome)
 
     def _failed(
         self, delivery: transport.Delivery, opening: Opening, exc: Exception
@@ -853,9 +958,12 @@ class Agent:
         """Seal a receipt for a processed message into the outbox, in the batch's transaction
         (so it is sent exactly once, and only for an outcome that was stored). Receipts go to
         the readers of the receipts channel: the coordinators."""
+        self._queue_receipt_on(delivery.subject, outcome, now_ms)
+
+    def _queue_receipt_on(self, subject: str, outcome: Outcome, now_ms: int) -> None:
         if not self.receipts:
             return
-        parsed = parse_channel_subject(delivery.subject)
+        parsed = parse_channel_subject(subject)
         if parsed is None or parsed.channel == RECEIPTS_CHANNEL:
             return  # no receipts for receipts
         if isinstance(outcome, Delivered):
@@ -949,6 +1057,11 @@ class Agent:
     def _count_and_log(
         self, delivery: transport.Delivery, outcome: Outcome, logger: Logger = log
     ) -> None:
+        self._count_and_log_on(delivery.subject, delivery.delivered, outcome, logger)
+
+    def _count_and_log_on(
+        self, subject: str, delivered: int, outcome: Outcome, logger: Logger = log
+    ) -> None:
         if isinstance(outcome, Delivered) and is_key_delivery(outcome):
             record = outcome.message.record
             assert isinstance(record, EpochKeyDelivery)
@@ -983,10 +1096,10 @@ class Agent:
             self._junk[outcome.code.value] += 1  # logged in aggregate (_log_junk)
         elif isinstance(outcome, Rejection):
             self.stats.rejected += 1
-            logger.warning(event, subject=delivery.subject, delivered=delivery.delivered, **fields)
+            logger.warning(event, subject=subject, delivered=delivered, **fields)
         elif isinstance(outcome, Duplicate):
             self.stats.duplicates += 1
-            logger.info(event, delivered=delivery.delivered, **fields)
+            logger.info(event, delivered=delivered, **fields)
 
     async def send_outbox_now(self) -> bool:
         """Send the outbox at once on the agent's connection (the desk calls this right after
@@ -1055,6 +1168,20 @@ def is_key_delivery(outcome: Outcome) -> bool:
 
 def _epoch_ahead(opening: Opening) -> bool:
     return isinstance(opening.result, Rejection) and opening.result.epoch_ahead
+
+
+_claimed_envelope: Final = msgspec.msgpack.Decoder(Envelope)
+_claimed_header: Final = msgspec.msgpack.Decoder(Header)
+
+
+def _claimed_epoch(data: bytes) -> tuple[str, int, int] | None:
+    """(channel, epoch, ts_ms) of an envelope's header (signed: only asked of a message whose
+    signature verified), or None if it does not decode."""
+    try:
+        header = _claimed_header.decode(_claimed_envelope.decode(data).hdr)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return header.channel, int(header.epoch), int(header.ts_ms)
 
 
 def _env_hash(outcome: Outcome) -> bytes:

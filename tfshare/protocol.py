@@ -104,6 +104,12 @@ class Receiver:
         # from the store once per pair, then kept here, so a delivery costs no extra query.
         # It only feeds the gap/reorder note of the log, never a verdict.
         self._last_seqs: dict[tuple[str, str], int | None] = {}
+        # A store that keeps an inbox (the agent's) keeps each message's payload key with its
+        # row, sealed under the state key: the row stays readable after the epoch key or the
+        # retired secret that gave the key is gone (PROTOCOL.md 8.7).
+        self._record_keyed: Callable[[ReplayEntry, bytes, bytes], bytes | None] | None = getattr(
+            replay, "record_keyed", None
+        )
 
     def receive(self, data: bytes, subject: str | None = None) -> Outcome:
         """Check one envelope and settle it against the replay store."""
@@ -203,19 +209,21 @@ class Receiver:
         note: SeqNote = None
         if last is not None and result.seq != last + 1:
             note = "gap" if result.seq > last + 1 else "reorder"
-        existing = self.replay.record(
-            ReplayEntry(
-                sender_kid=result.sender_kid,
-                msg_id=result.msg_id,
-                env_hash=result.env_hash,
-                ts_ms=result.ts_ms,
-                sender=result.sender,
-                channel=result.channel,
-                seq=result.seq,
-                schema=result.schema,
-                envelope=data,
-            )
+        entry = ReplayEntry(
+            sender_kid=result.sender_kid,
+            msg_id=result.msg_id,
+            env_hash=result.env_hash,
+            ts_ms=result.ts_ms,
+            sender=result.sender,
+            channel=result.channel,
+            seq=result.seq,
+            schema=result.schema,
+            envelope=data,
         )
+        if self._record_keyed is not None:
+            existing = self._record_keyed(entry, result.payload_key, self.identity.state_key)
+        else:
+            existing = self.replay.record(entry)
         if existing is not None:
             # Delivered before (or by another process between our checks and now).
             return self._seen(existing, result.env_hash, result.sender, result.msg_id)

@@ -531,6 +531,10 @@ class Opened(msgspec.Struct, frozen=True):
     agency_of_enc_kid: Mapping[bytes, str]
     refs: tuple[Ref, ...] = ()
     epoch: int = 0  # mode 2: the epoch it was sealed under (no wraps: every reader of it)
+    # K, the message's payload key: the agent keeps it sealed with the inbox row, so the row
+    # stays readable after the epoch key or the retired secret that gave it is gone. Never
+    # shown (``__repr__`` leaves it out), never serialized.
+    payload_key: bytes = b""
 
     def __repr__(self) -> str:
         # Never the record: a repr can end up in a log or a traceback.
@@ -747,7 +751,7 @@ def _check_decoded(
     # 8-9. key commitment, payload, plaintext structure, schema, body
     plain, record = _open_payload(env, hdr, payload_key, schemas, channel)
     _check_authority(hdr, sender_key, roster, plain, record, now_ms)
-    return _opened(hdr, env_hash, sender_key, roster, plain, record)
+    return _opened(hdr, env_hash, sender_key, roster, plain, record, payload_key)
 
 
 def _payload_key(
@@ -815,6 +819,7 @@ def _opened(
     roster: TrustedRoster,
     plain: Plain,
     record: object,
+    payload_key: bytes = b"",
 ) -> Opened:
     """What a receiver hands on once every check it runs has passed."""
     return Opened(
@@ -835,6 +840,7 @@ def _opened(
         record=record,
         refs=tuple(hdr.refs),
         epoch=hdr.epoch,
+        payload_key=payload_key,
     )
 
 
@@ -1001,6 +1007,7 @@ def reopen_stored(
     roster: TrustedRoster,
     schemas: SchemaBook,
     epochs: EpochKeyring | None = None,
+    payload_key: bytes | None = None,
 ) -> Opened:
     """Open again an envelope this receiver accepted and stored (its inbox), for display.
 
@@ -1010,7 +1017,12 @@ def reopen_stored(
     record (the sender's key in ``roster``: a revoked key stays listed, marked), then this
     identity's wrap, the key commitment, decryption and the body against its schema -- what
     keeps a stored row that was altered from being shown as the sender's. Whether the sender
-    is revoked now is the caller's to say (``roster.revoked``). Raises ``Rejected``."""
+    is revoked now is the caller's to say (``roster.revoked``). Raises ``Rejected``.
+
+    ``payload_key``: K as the inbox kept it (sealed under the state key) when the message
+    arrived; used instead of this identity's wrap or the epoch key, which may be gone since
+    (a retired secret destroyed, an epoch key past its retention). The key commitment still
+    binds it to this envelope, and the signature and the body are checked all the same."""
     env, hdr, kids = _decode_envelope(data)
     try:
         if hdr.taskforce != roster.taskforce:
@@ -1022,7 +1034,8 @@ def reopen_stored(
                 f"the sender's key {hdr.sender_kid.hex()} is no longer in the roster",
             )
         _check_signature(env, sender_key.key.pk)
-        payload_key = _reopen_key(hdr, kids, identity, epochs, roster)
+        if payload_key is None:
+            payload_key = _reopen_key(hdr, kids, identity, epochs, roster)
         # The channel's schema list of today does not apply to what was received before it.
         anywhere = Channel(hdr.channel, [], [], 0, 0, [])
         plain, record = _open_payload(env, hdr, payload_key, schemas, anywhere)

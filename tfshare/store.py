@@ -29,7 +29,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar
@@ -130,12 +130,24 @@ ALTER TABLE inbox_rowid RENAME TO inbox;
 CREATE UNIQUE INDEX inbox_key ON inbox (sender_kid, msg_id);
 """
 
+# Schema 5: each inbox message's payload key K, sealed under the state key
+# (``seal_inbox_key``), so the message stays readable after the epoch key or the retired
+# secret that gave K is deleted. A table beside the inbox rather than a column of it: the
+# inbox's rows stay as they were. Rows stored before have none: they open as they always did.
+_SCHEMA_5: Final = """
+CREATE TABLE IF NOT EXISTS inbox_keys (
+    sender_kid BLOB NOT NULL, msg_id BLOB NOT NULL, sealed BLOB NOT NULL,
+    PRIMARY KEY (sender_kid, msg_id)
+) WITHOUT ROWID;
+"""
+
 # The schema, step by step, oldest first; a database is brought from its version to the last.
 MIGRATIONS: Final = (
     Migration(1, "the first tables", sqlite_db.statements(_SCHEMA_1)),
     Migration(2, "quarantine sizes and their total", _quarantine_sizes),
     Migration(3, "the epoch keys held, sealed", sqlite_db.statements(_SCHEMA_3)),
     Migration(4, "the inbox as a rowid table", sqlite_db.statements(_SCHEMA_4)),
+    Migration(5, "the inbox keeps each message's key, sealed", sqlite_db.statements(_SCHEMA_5)),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 
@@ -444,26 +456,46 @@ class StateStore:
             "coalesce(size, length(envelope)) FROM quarantine ORDER BY received_ms DESC LIMIT ?",
             (limit,),
         ).fetchall()
-        return [
-            Quarantined(
-                bytes(r[0]),
-                r[1],
-                r[2],
-                r[3],
-                bytes(r[4]) if r[4] else None,
-                r[5],
-                r[6],
-                bytes(r[7]),
-                int(r[8]),
+        return [_quarantined(r) for r in rows]
+
+    @_guarded("read")
+    def quarantined_on(self, code: str, subject_prefix: str) -> list[Quarantined]:
+        """The quarantined envelopes of ``code`` whose subject starts with ``subject_prefix``
+        (a channel's, say), oldest first: the agent receives its E_EPOCH ones again once the
+        channel's new key is held."""
+        rows = self._db.execute(
+            "SELECT env_hash, code, reason, sender, msg_id, subject, received_ms, envelope, "
+            "coalesce(size, length(envelope)) FROM quarantine "
+            "WHERE code = ? AND substr(subject, 1, ?) = ? ORDER BY received_ms",
+            (code, len(subject_prefix), subject_prefix),
+        ).fetchall()
+        return [_quarantined(r) for r in rows]
+
+    @_guarded("write")
+    def quarantine_release(self, env_hash: bytes) -> bool:
+        """Take an envelope out of the quarantine (it was received again and settled), and
+        its bytes out of the quarantine's running total. Returns whether it was there."""
+        with _tx(self._db, self.path):
+            row = self._db.execute(
+                "SELECT length(envelope) FROM quarantine WHERE env_hash = ?", (env_hash,)
+            ).fetchone()
+            if row is None:
+                return False
+            self._db.execute("DELETE FROM quarantine WHERE env_hash = ?", (env_hash,))
+            self._db.execute(
+                "UPDATE meta SET value = CAST(max(CAST(value AS INTEGER) - ?, 0) AS TEXT) "
+                "WHERE key = 'quarantine_bytes'",
+                (int(row[0]),),
             )
-            for r in rows
-        ]
+        return True
 
     @_guarded("read")
     def inbox(self, limit: int = 100) -> list[InboxItem]:
         rows = self._db.execute(
             "SELECT msg_id, sender_kid, env_hash, sender, channel, schema, ts_ms, received_ms, "
-            "envelope FROM inbox ORDER BY received_ms DESC, ts_ms DESC LIMIT ?",
+            "envelope, inbox_keys.sealed "
+            "FROM inbox LEFT JOIN inbox_keys USING (sender_kid, msg_id) "
+            "ORDER BY received_ms DESC, ts_ms DESC LIMIT ?",
             (limit,),
         ).fetchall()
         return [_inbox_item(r) for r in rows]
@@ -519,7 +551,9 @@ class StateStore:
         like = prefix_hex.upper() + "%"
         received = self._db.execute(
             "SELECT msg_id, sender_kid, env_hash, sender, channel, schema, ts_ms, received_ms, "
-            "envelope FROM inbox WHERE hex(msg_id) LIKE ? LIMIT 10",
+            "envelope, inbox_keys.sealed "
+            "FROM inbox LEFT JOIN inbox_keys USING (sender_kid, msg_id) "
+            "WHERE hex(msg_id) LIKE ? LIMIT 10",
             (like,),
         ).fetchall()
         own = self._db.execute(
@@ -675,10 +709,49 @@ def open_epoch_key(
     return open_epoch_key_and_readers(state_key, taskforce, channel, epoch, starts_ms, sealed)[0]
 
 
+def _quarantined(r: tuple[Any, ...]) -> Quarantined:
+    return Quarantined(
+        bytes(r[0]), r[1], r[2], r[3], bytes(r[4]) if r[4] else None, r[5], r[6], bytes(r[7]),
+        int(r[8]),
+    )  # fmt: skip
+
+
 def _inbox_item(r: tuple[Any, ...]) -> InboxItem:
     return InboxItem(
-        bytes(r[0]), bytes(r[1]), bytes(r[2]), r[3], r[4], r[5], r[6], r[7], bytes(r[8])
-    )
+        bytes(r[0]), bytes(r[1]), bytes(r[2]), r[3], r[4], r[5], r[6], r[7], bytes(r[8]),
+        bytes(r[9]) if r[9] is not None else None,
+    )  # fmt: skip
+
+
+# A message's payload key K at rest with its inbox row: nonce || XChaCha20-Poly1305(K) under
+# the state key, the associated data binding it to the message (sender key id and msg_id), so
+# a sealed key copied to another row does not open there.
+L_STATE_INBOX_KEY: Final = label("tfshare/v1/state-inbox-key")
+PAYLOAD_KEY_BYTES: Final = 32
+
+
+def _inbox_key_ad(sender_kid: bytes, msg_id: bytes) -> bytes:
+    return L_STATE_INBOX_KEY + u32(sender_kid) + u32(msg_id)
+
+
+def seal_inbox_key(
+    state_key: bytes, sender_kid: bytes, msg_id: bytes, payload_key: bytes, nonce: bytes
+) -> bytes:
+    """K of a delivered message sealed for its inbox row (a fresh random ``nonce`` each time)."""
+    if len(nonce) != NONCE_BYTES:
+        raise ValueError("the nonce must be 24 bytes")
+    if len(payload_key) != PAYLOAD_KEY_BYTES:
+        raise ValueError("a payload key is 32 bytes")
+    ad = _inbox_key_ad(sender_kid, msg_id)
+    return nonce + primitives.aead_encrypt(payload_key, ad, nonce, state_key)
+
+
+def open_inbox_key(state_key: bytes, sender_kid: bytes, msg_id: bytes, sealed: bytes) -> bytes:
+    """K of an inbox row; ``CryptoError`` if it does not open as that row's."""
+    if len(sealed) != NONCE_BYTES + PAYLOAD_KEY_BYTES + 16:
+        raise CryptoError("a sealed message key has the wrong size")
+    ad = _inbox_key_ad(sender_kid, msg_id)
+    return primitives.aead_decrypt(sealed[NONCE_BYTES:], ad, sealed[:NONCE_BYTES], state_key)
 
 
 @dataclass(frozen=True)
@@ -730,6 +803,8 @@ class InboxItem:
     ts_ms: int
     received_ms: int
     envelope: bytes
+    # K sealed under the state key (``open_inbox_key``); None for a row of an earlier tfshare.
+    sealed_key: bytes | None = field(default=None, repr=False)
 
 
 class SqliteReplayStore:
@@ -772,12 +847,25 @@ class SqliteReplayStore:
 
     @_guarded("write")
     def record(self, entry: ReplayEntry) -> bytes | None:
-        if self._seqs.open:  # the batch's transaction: written at its end
-            return self._record(entry)
-        with _tx(self._db, self.path):
-            return self._record(entry)
+        return self.record_keyed(entry, b"", b"")
 
-    def _record(self, entry: ReplayEntry) -> bytes | None:
+    @_guarded("write")
+    def record_keyed(
+        self, entry: ReplayEntry, payload_key: bytes, state_key: bytes
+    ) -> bytes | None:
+        """``record``, and with the inbox row its message's payload key sealed under
+        ``state_key`` (``seal_inbox_key``; nothing kept if either is empty)."""
+        sealed = None
+        if self._keep_inbox and payload_key and state_key and entry.schema != EPOCH_KEY_SCHEMA:
+            sealed = seal_inbox_key(
+                state_key, entry.sender_kid, entry.msg_id, payload_key, os.urandom(NONCE_BYTES)
+            )
+        if self._seqs.open:  # the batch's transaction: written at its end
+            return self._record(entry, sealed)
+        with _tx(self._db, self.path):
+            return self._record(entry, sealed)
+
+    def _record(self, entry: ReplayEntry, sealed_key: bytes | None = None) -> bytes | None:
         inserted = self._db.execute(
             "INSERT OR IGNORE INTO replay VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
@@ -813,4 +901,9 @@ class SqliteReplayStore:
                     entry.envelope,
                 ),
             )
+            if sealed_key is not None:
+                self._db.execute(
+                    "INSERT INTO inbox_keys VALUES (?, ?, ?)",
+                    (entry.sender_kid, entry.msg_id, sealed_key),
+                )
         return None

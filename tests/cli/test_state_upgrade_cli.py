@@ -99,7 +99,7 @@ def test_inbox_list_upgrades_a_state_directory_of_the_previous_version(
     listed = ok(run("inbox", "list", "--json", "--state", state, *creds("ngo"), *trust))
     [message] = json.loads(listed.stdout)["messages"]
     assert (message["msg_id"], message["sender"]) == (MSG_ID.hex(), "police")
-    assert _schema(state) == "4"
+    assert _schema(state) == "5"
     quarantine = ok(run("inbox", "quarantine", "--state", state, *creds("ngo"), *trust))
     assert "E_MALFORMED" in quarantine.stdout
 

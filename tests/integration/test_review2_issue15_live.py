@@ -28,7 +28,7 @@ from agent_epochs_kit import (
 from livekit import free_port, publish_as
 from tfkit import TaskForce
 
-from tfshare.agent import EPOCH_WAIT_MS, Agent
+from tfshare.agent import AWAITING_PER_CHANNEL, EPOCH_WAIT_MS, Agent
 from tfshare.broker import BrokerProcess, channel_subject
 from tfshare.epochs import EpochKey
 from tfshare.errors import Rejected
@@ -92,6 +92,10 @@ def ngo_agent(tf: TaskForce, url: str, root: Path) -> tuple[live.Agency, Agent]:
     agent = live.make_agent(agency, url=url, clock=now_ms, witness=False)
     agent.fetch_timeout = 0.2
     assert agent.epoch_wait_ms == EPOCH_WAIT_MS  # 5 minutes, as deployed
+    # Scaled as the broker's limit is: AWAITING_PER_CHANNEL (32) is an eighth of the
+    # deployed max_ack_pending (256); here ACK_PENDING is 8.
+    assert agent.awaiting_per_channel == AWAITING_PER_CHANNEL
+    agent.awaiting_per_channel = ACK_PENDING // 2
     return agency, agent
 
 

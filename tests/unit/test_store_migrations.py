@@ -202,8 +202,9 @@ def test_a_state_database_of_the_previous_schema_is_upgraded_in_place_with_its_d
     store = StateStore(path)
     try:
         assert store.upgraded_from == 1
-        assert _meta(path)["schema"] == str(SCHEMA_VERSION) == "4"
+        assert _meta(path)["schema"] == str(SCHEMA_VERSION) == "5"
         assert "size" in _columns(path, "quarantine")
+        assert "sealed" in _columns(path, "inbox_keys")
         # The inbox item reads back and its envelope still opens.
         [item] = store.inbox()
         assert (item.msg_id, item.sender, item.received_ms) == (
@@ -211,6 +212,7 @@ def test_a_state_database_of_the_previous_schema_is_upgraded_in_place_with_its_d
             "police",
             RECEIVED_MS,
         )
+        assert item.sealed_key is None  # stored before: opens with the keys held, as it did
         reopened = _receiver(taskforce, MemoryReplayStore()).receive(item.envelope, SUBJECT)
         assert isinstance(reopened, Delivered)
         assert (reopened.message.msg_id, reopened.message.sender) == (old.sealed.msg_id, "police")
@@ -263,7 +265,7 @@ def test_a_state_database_of_the_interim_schema_1_with_sizes_is_not_counted_twic
     [row] = store.quarantined()
     assert (row.size, row.truncated) == (300_000, True)
     assert _meta(path)["quarantine_bytes"] == "3"
-    assert _meta(path)["schema"] == "4"
+    assert _meta(path)["schema"] == "5"
     store.close()
 
 
@@ -441,5 +443,5 @@ def test_a_state_database_at_the_current_version_missing_a_column_is_refused_by_
     with pytest.raises(SchemaError) as raised:
         StateStore(path)
     message = raised.value.message
-    assert "has schema 4 but lacks column quarantine.size, table sent: it was edited" in message
+    assert "has schema 5 but lacks column quarantine.size, table sent: it was edited" in message
     assert "restore the state directory from backup" in raised.value.hint

@@ -19,6 +19,7 @@ from pathlib import Path
 import msgspec
 import nkeys  # type: ignore[import-untyped,unused-ignore]
 import structlog
+from nacl.exceptions import CryptoError
 
 from tfshare import transport
 from tfshare.agent import Agent
@@ -62,7 +63,7 @@ from tfshare.roster import (
     verify_roster,
 )
 from tfshare.seal import Opened, Sealed, envelope_hash, reopen_stored, seal
-from tfshare.store import InboxItem, SentItem, StateStore
+from tfshare.store import InboxItem, SentItem, StateStore, open_inbox_key
 from tfshare.urls import parse_server_url
 from tfshare.workflows.bodies import Prompt, body_json
 from tfshare.workflows.exchange import Credentials, default_state_dir
@@ -1388,12 +1389,26 @@ def read_inbox_item(agency: Agency, item: InboxItem) -> InboxMessage:
 
 
 def _reopen(agency: Agency, item: InboxItem) -> Opened:
+    """The row's envelope opened again: with the message key kept with the row (sealed under
+    the state key) when there is one, so it stays readable after the epoch key or retired
+    secret that gave the key is deleted; else (a row of an earlier tfshare, or a sealed key
+    that does not open) with the keys held, as before."""
+    identity = agency.identity()
+    payload_key = None
+    if item.sealed_key is not None:
+        try:
+            payload_key = open_inbox_key(
+                identity.state_key, item.sender_kid, item.msg_id, item.sealed_key
+            )
+        except CryptoError:
+            payload_key = None
     return reopen_stored(
         item.envelope,
-        identity=agency.identity(),
+        identity=identity,
         roster=agency.roster,
         schemas=agency.registry,
         epochs=agency.epochs,
+        payload_key=payload_key,
     )
 
 
