@@ -846,6 +846,10 @@ class Agent:
         for item in self.store.quarantined_on(RejectCode.E_EPOCH.value, prefix):
             if item.truncated or item.subject is None:
                 continue
+            # Only what a key now held may open (a flood naming epoch 999 stays put, unopened).
+            claimed = _claimed_epoch(item.envelope)
+            if claimed is None or self.epochs.get(claimed[0], claimed[1]) is None:
+                continue
             opening = receiver.open(item.envelope, item.subject, now_ms)
             if opening.fault is not None:
                 continue  # no verdict: it stays quarantined

@@ -109,3 +109,33 @@ def test_messages_quarantined_while_their_key_was_on_its_way_are_delivered_when_
     delivered = [o.message.msg_id for o in announced if isinstance(o, Delivered)]
     assert sorted(delivered) == sorted(s.msg_id for s in sent)
     assert agent.stats.delivered == 3
+
+
+def test_a_joiners_backlog_older_than_the_wait_is_quarantined_at_once_and_opened_by_its_key(
+    tf: TaskForce, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """ngo holds no key of "bulletin" and meets a message sealed longer ago than the wait:
+    the backlog of a reader that joined later. It is not put back to wait (its key, if any
+    comes, is behind it in the stream): quarantined at once as E_EPOCH, and delivered from
+    the quarantine when the key arrives."""
+    one = new_key("bulletin", 1, starts_ms=now_ms() - 600_000)
+    old = epoch_message(tf, "police", one, seq=1, now_ms=now_ms() - 120_000)
+    publish(tf, broker.url, "police", old, "bulletin")
+
+    agency = load_agency(tf, "ngo", tmp_path / "ngo")
+    agent = live.make_agent(agency, url=broker.url, clock=now_ms, witness=False)
+    agent.fetch_timeout = 0.2
+    agent.epoch_wait_ms = 60_000
+    run_until(agent, lambda: len(agency.store.quarantined()) >= 1, timeout=20)
+    [early] = agency.store.quarantined()
+    assert (early.msg_id, early.code) == (old.msg_id, RejectCode.E_EPOCH.value)
+    assert agent.stats.awaiting_key == 0
+
+    delivery = key_delivery(tf, one, to=READERS, seq=1, now_ms=now_ms())
+    publish(tf, broker.url, KEY_MANAGER, delivery, "bulletin")
+    run_until(agent, lambda: agency.store.inbox_count() >= 1, timeout=20)
+    inbox = [i.msg_id for i in agency.store.inbox()]
+    quarantined = agency.store.quarantined()
+    agency.store.close()
+    assert inbox == [old.msg_id]
+    assert quarantined == []
