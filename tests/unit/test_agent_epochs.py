@@ -248,6 +248,12 @@ def test_the_inbox_reads_an_epoch_message_whose_key_the_agent_kept_after_the_com
     )  # fmt: skip
     assert isinstance(receiver.receive(message.data, None), Delivered)
     agent_store.close()
+    # A row stored before the inbox kept each message's key (state schema 5): it opens
+    # with the epoch keys held, as it always did.
+    db = sqlite3.connect(agency.store.path)
+    with db:
+        db.execute("DELETE FROM inbox_keys")
+    db.close()
     assert len(agency.epochs) == 0
     [read] = list(live.read_inbox(agency, agency.store.inbox()))
     assert isinstance(read, live.InboxMessage), read
@@ -267,6 +273,12 @@ def test_an_epoch_message_whose_key_is_gone_is_listed_as_unreadable_E_EPOCH(
         schemas=shipped(), clock=now_ms, policy=ReceivePolicy(), epochs=EpochKeyring([key]),
     )  # fmt: skip
     assert isinstance(receiver.receive(message.data, None), Delivered)
+    # A row stored before the inbox kept each message's key (state schema 5): it opens
+    # with the epoch keys held, as it always did.
+    db = sqlite3.connect(agency.store.path)
+    with db:
+        db.execute("DELETE FROM inbox_keys")
+    db.close()
     [read] = list(live.read_inbox(agency, agency.store.inbox()))
     assert isinstance(read, live.Unreadable) and read.code == "E_EPOCH"
     agency.store.close()
