@@ -88,7 +88,18 @@ def test_a_member_naming_another_members_inbox_gets_no_answer_and_spends_nothing
                 proof_subject("nl-north", "labour"), request, reply=f"{inbox_prefix('ngo')}.x"
             )
             await ngo.client.flush()
-            await asyncio.sleep(1.0)
+            # Every spoofed request refused (logged) before labour asks: on a busy machine
+            # the service may take more than a second to go through them.
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and (
+                sum(e["event"] == "request_reply_refused" for e in events) < SPOOFED
+            ):
+                await asyncio.sleep(0.05)
+            # ... and the broker's refusal of the other proof subject has come back.
+            while time.monotonic() < deadline and not any(
+                "permissions violation" in e.lower() for e in ngo.errors
+            ):
+                await asyncio.sleep(0.05)
             forged_errors.extend(ngo.errors)
             # labour's whole share is still there: BURST requests, each answered with a proof.
             for _ in range(BURST):
