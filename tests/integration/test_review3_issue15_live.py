@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,12 +29,14 @@ from agent_epochs_kit import (
     new_key,
 )
 from livekit import free_port, publish_as
-from tfkit import TaskForce
+from tfkit import TaskForce, example_json
 
 from tfshare.agent import Agent
 from tfshare.broker import BrokerProcess, channel_subject
+from tfshare.epochs import EpochKey
 from tfshare.errors import RejectCode
-from tfshare.seal import Sealed
+from tfshare.registry.book import shipped
+from tfshare.seal import Sealed, envelope_hash, seal_to_epoch
 from tfshare.workflows import live
 
 pytestmark = pytest.mark.slow
@@ -136,3 +139,53 @@ def test_a_quarantined_message_the_key_proves_forged_is_relabelled_and_not_opene
     agency.store.close()
     assert len(agent.epochs) == 1
     assert [(q.msg_id, q.code) for q in quarantined] == [(forged.msg_id, RejectCode.E_COMMIT.value)]
+
+
+def _same_msg_id(tf: TaskForce, key: EpochKey, msg_id: bytes, *, seq: int, ts: int) -> Sealed:
+    """An epoch-mode alert by police under ``key`` with the given msg_id (fresh nonce)."""
+    schema = shipped().lookup("tf.alert/1")
+    assert schema is not None
+    return seal_to_epoch(
+        identity=tf.ids["police"], taskforce="nl-north", channel=key.channel,
+        roster_seq=tf.trusted().seq, epoch_key=key, schema=schema,
+        body=schema.to_body(schema.from_json(example_json("tf.alert/1"))), seq=seq,
+        now_ms=ts, rng=lambda n: msg_id + os.urandom(n - 16),
+    )  # fmt: skip
+
+
+def test_of_two_equivocating_envelopes_quarantined_early_the_streams_first_is_delivered(
+    tf: TaskForce, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """police publishes two envelopes under one msg_id, both waiting for their key (a
+    joiner's backlog): quarantined in the same millisecond. When the key comes, the release
+    must keep check 6's rule, as the stream does: the first in the stream is delivered, the
+    second is E_EQUIVOCATION (said, not left as E_EPOCH). Today the quarantine is read back
+    by received_ms, ties by env_hash (a WITHOUT ROWID table): the sender picks which version
+    a reader delivers, and readers whose batches split differently deliver different ones."""
+    one = new_key("bulletin", 1, starts_ms=now_ms() - 600_000)
+    ts = now_ms() - 120_000
+    msg_id = os.urandom(16)
+    first = _same_msg_id(tf, one, msg_id, seq=1, ts=ts)
+    second = _same_msg_id(tf, one, msg_id, seq=1, ts=ts)
+    while envelope_hash(second.data) > envelope_hash(first.data):
+        second = _same_msg_id(tf, one, msg_id, seq=1, ts=ts)  # the later sorts first
+    subject = channel_subject("nl-north", "bulletin", "police")
+    publish_as(tf, "police", broker.url, subject, first.data, "first")
+    publish_as(tf, "police", broker.url, subject, second.data, "second")
+
+    agency = load_agency(tf, "ngo", tmp_path / "ngo")
+    start = now_ms()
+    agent = live.make_agent(agency, url=broker.url, clock=lambda: start, witness=False)
+    agent.fetch_timeout = 0.2
+    agent.epoch_wait_ms = 60_000
+    run_until(agent, lambda: len(agency.store.quarantined()) >= 2, timeout=20)
+    assert {q.code for q in agency.store.quarantined()} == {RejectCode.E_EPOCH.value}
+
+    delivery = key_delivery(tf, one, to=READERS, seq=1, now_ms=now_ms())
+    publish(tf, broker.url, KEY_MANAGER, delivery, "bulletin")
+    run_until(agent, lambda: agency.store.inbox_count() >= 1, timeout=20)
+    inbox = [i.env_hash for i in agency.store.inbox()]
+    quarantined = [(q.env_hash, q.code) for q in agency.store.quarantined()]
+    agency.store.close()
+    assert inbox == [envelope_hash(first.data)]
+    assert quarantined == [(envelope_hash(second.data), RejectCode.E_EQUIVOCATION.value)]
