@@ -110,6 +110,34 @@ def test_a_message_quarantined_early_is_delivered_when_its_key_comes_even_if_lar
     assert quarantined == []
 
 
+def test_a_message_quarantined_early_is_delivered_when_its_key_comes_even_if_the_quarantine_is_full(
+    tf: TaskForce, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """The quarantine keeps no envelope content once it holds ``quarantine_total_bytes``
+    (64 MiB; any member's unsigned junk counts towards it, and nothing empties it but a
+    release). A message quarantined early for its key must still be kept whole: else it is
+    acknowledged, never received again, and lost, where before it waited on the broker."""
+    one = new_key("bulletin", 1, starts_ms=now_ms() - 600_000)
+    old = epoch_message(tf, "police", one, seq=1, now_ms=now_ms() - 120_000)
+    publish(tf, broker.url, "police", old, "bulletin")
+
+    agency = load_agency(tf, "ngo", tmp_path / "ngo")
+    agent = live.make_agent(agency, url=broker.url, clock=now_ms, witness=False)
+    agent.fetch_timeout = 0.2
+    agent.epoch_wait_ms = 60_000
+    agent.quarantine_total_bytes = 0  # stands for a quarantine full of junk
+    run_until(agent, lambda: len(agency.store.quarantined()) >= 1, timeout=20)
+    [early] = agency.store.quarantined()
+    assert (early.msg_id, early.code) == (old.msg_id, RejectCode.E_EPOCH.value)
+
+    delivery = key_delivery(tf, one, to=READERS, seq=1, now_ms=now_ms())
+    publish(tf, broker.url, KEY_MANAGER, delivery, "bulletin")
+    run_until(agent, lambda: agency.store.inbox_count() >= 1, timeout=10)
+    inbox = [i.msg_id for i in agency.store.inbox()]
+    agency.store.close()
+    assert inbox == [old.msg_id]
+
+
 def test_a_quarantined_message_the_key_proves_forged_is_relabelled_and_not_opened_again(
     tf: TaskForce, broker: BrokerProcess, tmp_path: Path
 ) -> None:
