@@ -43,9 +43,11 @@ browser:
 	fi
 
 # Two processes (the machine's two cores; the live tests mostly wait on brokers and
-# browsers): each test file runs whole on one of them (--dist loadfile).
+# browsers): each test file runs whole on one of them (--dist loadfile). The tests that
+# flood a broker or time a failover (marked serial) then run alone.
 unit: $(STAMP) browser
-	$(BIN)/pytest -q -n 2 --dist loadfile
+	$(BIN)/pytest -q -n 2 --dist loadfile -m "not serial"
+	$(BIN)/pytest -q -m serial
 
 test: lint typecheck unit
 

@@ -32,7 +32,9 @@ from tfshare.errors import BrokerError
 from tfshare.names import durable_name, stream_name
 from tfshare.workflows.live import admin_seed
 
-pytestmark = pytest.mark.slow
+# Floods a broker or times a failover: run alone, after the parallel run (make test), so
+# that a busy neighbour cannot starve the broker or the service it measures.
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 cluster = cluster_fixture  # test_cluster_live's provisioned 3-node cluster (a fixture)
 layout = layout_fixture
 

@@ -22,6 +22,10 @@ from tfshare.errors import BrokerError, BrokerRefused
 from tfshare.protocol import Delivered, Outcome, Rejection
 from tfshare.workflows.live import StreamLimits, admin_seed, start_broker
 
+# Floods a broker or times a failover: run alone, after the parallel run (make test), so
+# that a busy neighbour cannot starve the broker or the service it measures.
+pytestmark = pytest.mark.serial
+
 TASKFORCE = "nl-north"
 MIB = 1024 * 1024
 # Small enough to reach in a test, with the same shape as the defaults: one sender's quota of

@@ -11,6 +11,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 import structlog
 from tfkit import TaskForce
 
@@ -19,6 +20,10 @@ from tfshare.audit import proofs
 from tfshare.audit.logstore import AuditStore
 from tfshare.audit.service import E_RATE_LIMITED, AuditService, CheckpointPolicy, RateLimit
 from tfshare.broker import BrokerProcess, channel_subject, inbox_prefix, proof_subject
+
+# Floods a broker or times a failover: run alone, after the parallel run (make test), so
+# that a busy neighbour cannot starve the broker or the service it measures.
+pytestmark = pytest.mark.serial
 
 FLOOD = 2000
 

@@ -37,7 +37,9 @@ from tfshare.workflows import live
 
 ACK_PENDING = 8
 
-pytestmark = pytest.mark.slow
+# Floods a broker or times a failover: run alone, after the parallel run (make test), so
+# that a busy neighbour cannot starve the broker or the service it measures.
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 
 def now_ms() -> int:

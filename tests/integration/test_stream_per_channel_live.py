@@ -46,6 +46,10 @@ from tfshare.workflows.live import (
     start_broker,
 )
 
+# Floods a broker or times a failover: run alone, after the parallel run (make test), so
+# that a busy neighbour cannot starve the broker or the service it measures.
+pytestmark = pytest.mark.serial
+
 TF = "nl-north"
 MIB = 1024 * 1024
 GIB = 1024 * MIB
