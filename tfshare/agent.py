@@ -281,6 +281,9 @@ class Agent:
         self._released: list[tuple[str, Outcome]] = []
         self._next_prune = float("-inf")
         self._next_secrets = float("-inf")
+        # The received_ms of the last envelope quarantined: each next one is later, so the
+        # quarantine reads back in arrival order (stream order), ties included.
+        self._quarantined_ms = 0
         self.load_epoch_keys()
         self._use(self.roster)
 
@@ -855,6 +858,11 @@ class Agent:
                 continue  # no verdict: it stays quarantined
             outcome = receiver.settle(item.envelope, opening)
             if isinstance(outcome, Rejection):
+                if not outcome.epoch_ahead:
+                    # Its key is held and it still does not open: what it really is (a forged
+                    # or equivocating envelope, a revoked sender) replaces E_EPOCH, so it is
+                    # not opened again at every later key of the channel.
+                    self.store.quarantine_relabel(item.env_hash, outcome.code.value, outcome.reason)
                 continue
             if isinstance(outcome, Delivered) and is_key_delivery(outcome):
                 self._keep_epoch_key(outcome, now_ms)
@@ -925,6 +933,7 @@ class Agent:
         return rejection
 
     def _quarantine(self, delivery: transport.Delivery, rejection: Rejection) -> None:
+        received_ms = self._quarantined_ms = max(self.clock(), self._quarantined_ms + 1)
         self.store.quarantine(
             Quarantined(
                 env_hash=rejection.env_hash,
@@ -933,12 +942,15 @@ class Agent:
                 sender=rejection.sender,
                 msg_id=rejection.msg_id,
                 subject=delivery.subject,
-                received_ms=self.clock(),
+                received_ms=received_ms,
                 envelope=delivery.data,
                 size=len(delivery.data),
             ),
             keep_bytes=self.quarantine_keep_bytes,
             total_bytes=self.quarantine_total_bytes,
+            # A message waiting for its epoch key is received again from the quarantine
+            # when the key comes (``_release_quarantined``): only a whole envelope can be.
+            whole=rejection.epoch_ahead,
         )
 
     def _log_junk(self, *, force: bool = False) -> None:

@@ -1107,13 +1107,18 @@ def payload_key_of(
     now_ms: int,
     policy: ReceivePolicy,
     epochs: EpochKeyring | None = None,
+    kept_key: bytes | None = None,
 ) -> bytes:
     """The payload key K of an envelope addressed to ``identity``, after checks 1-5 and the
     key commitment. K opens this one message and nothing else (a fresh K per message; in
-    epoch mode derived per message, so it does not reveal the epoch key)."""
+    epoch mode derived per message, so it does not reveal the epoch key). ``kept_key``: K as
+    the inbox kept it (``reopen_stored``), used instead of the wrap or the epoch key, which
+    may be gone since; the key commitment and decryption still bind it to this envelope."""
     env, hdr, kids = _decode_envelope(data)
     _check_signed(data, env, hdr, roster, now_ms, None, policy)
-    payload_key = _reopen_key(hdr, kids, identity, epochs, roster)
+    payload_key = kept_key
+    if payload_key is None:
+        payload_key = _reopen_key(hdr, kids, identity, epochs, roster)
     if not hmac.compare_digest(key_commitment(payload_key, hdr.msg_id), hdr.commit):
         raise _reject(RejectCode.E_COMMIT, "key commitment mismatch")
     try:

@@ -395,11 +395,17 @@ class StateStore:
         *,
         keep_bytes: int = QUARANTINE_KEEP_BYTES,
         total_bytes: int = QUARANTINE_TOTAL_BYTES,
+        whole: bool = False,
     ) -> bool:
         """Keep a rejected envelope with its code (once per envelope hash): always the code,
         reason, claimed sender and msg_id, env_hash and size; of the envelope itself the first
         ``keep_bytes``, and nothing once the quarantine holds ``total_bytes`` of envelopes (a
-        member flooding junk cannot fill the disk). Returns whether content was kept."""
+        member flooding junk cannot fill the disk). Returns whether content was kept.
+
+        ``whole``: a signed message waiting for its epoch key, to be received again from here
+        when the key comes: kept whole whatever the caps (it is counted in the total all the
+        same). What a writer can put here this way is bounded by its quota on the channel's
+        stream, and it leaves when the key comes (released, or relabelled)."""
         with _tx(self._db, self.path):
             row = self._db.execute(
                 "SELECT value FROM meta WHERE key = 'quarantine_bytes'"
@@ -410,8 +416,8 @@ class StateStore:
                 ).fetchone()
             else:
                 used = int(row[0])
-            kept = item.envelope[: max(keep_bytes, 0)]
-            if used + len(kept) > total_bytes:
+            kept = item.envelope if whole else item.envelope[: max(keep_bytes, 0)]
+            if not whole and used + len(kept) > total_bytes:
                 kept = b""
             inserted = self._db.execute(
                 "INSERT OR IGNORE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -488,6 +494,15 @@ class StateStore:
                 (int(row[0]),),
             )
         return True
+
+    @_guarded("write")
+    def quarantine_relabel(self, env_hash: bytes, code: str, reason: str) -> None:
+        """Give a quarantined envelope the verdict it got when received again."""
+        with _tx(self._db, self.path):
+            self._db.execute(
+                "UPDATE quarantine SET code = ?, reason = ? WHERE env_hash = ?",
+                (code, reason, env_hash),
+            )
 
     @_guarded("read")
     def inbox(self, limit: int = 100) -> list[InboxItem]:
@@ -788,6 +803,17 @@ class Quarantined:
     @property
     def truncated(self) -> bool:
         return self.size is not None and len(self.envelope) < self.size
+
+
+def kept_message_key(state_key: bytes, item: InboxItem) -> bytes | None:
+    """K as ``item``'s row kept it; None for a row of an earlier tfshare, or a sealed key
+    that does not open as this row's (then the row is opened with the keys held)."""
+    if item.sealed_key is None:
+        return None
+    try:
+        return open_inbox_key(state_key, item.sender_kid, item.msg_id, item.sealed_key)
+    except CryptoError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -100,8 +100,10 @@ def disclose(
     now_ms: int,
     schema_record: bytes = b"",
     epochs: EpochKeyring | None = None,
+    kept_key: bytes | None = None,
 ) -> bytes:
     """The disclosure file of a message addressed to ``identity`` (raises ``Rejected``).
+    ``kept_key``: the message key its inbox row kept (``seal.payload_key_of``).
     ``schema_record``: the signed registry record of its schema, if tfshare does not ship it.
     ``epochs``: the agency's epoch keys, for a message sealed in epoch mode (its disclosed K
     is that message's own, never the epoch key)."""
@@ -112,6 +114,7 @@ def disclose(
         now_ms=now_ms,
         policy=_AS_OF_THEN,
         epochs=epochs,
+        kept_key=kept_key,
     )
     name = identity.agency_id
     sig = identity.sign(disclosure_message(name, envelope, key, roster_bytes, schema_record))

@@ -50,7 +50,7 @@ from tfshare.files import read_bytes, write_atomic
 from tfshare.registry.book import Registry, shipped
 from tfshare.registry.schema import split_name
 from tfshare.roster import Anchor, RosterState, TrustedRoster, verify_roster
-from tfshare.store import InboxItem, StateStore
+from tfshare.store import InboxItem, StateStore, kept_message_key
 from tfshare.workflows.filekinds import load_anchor, read_kind
 from tfshare.workflows.live import Agency
 from tfshare.workflows.schemas import store_for
@@ -594,15 +594,18 @@ def disclose(agency: Agency, msg_id_text: str, out: Path) -> str:
 
 def disclosure_bytes(agency: Agency, item: InboxItem) -> bytes:
     """The disclosure of one received message (its message key and the evidence to check
-    it), as the file ``audit disclose`` writes."""
+    it), as the file ``audit disclose`` writes: with the key kept with the row when there is
+    one (it stays disclosable after its epoch key or retired secret is gone)."""
+    identity = agency.identity()
     return make_disclosure(
         item.envelope,
-        identity=agency.identity(),
+        identity=identity,
         roster=agency.roster,
         roster_bytes=read_kind(agency.roster_path, "roster"),
         now_ms=item.received_ms,
         schema_record=_schema_record(agency, item.schema),
         epochs=agency.epochs,
+        kept_key=kept_message_key(identity.state_key, item),
     )
 
 

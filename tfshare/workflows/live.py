@@ -19,7 +19,6 @@ from pathlib import Path
 import msgspec
 import nkeys  # type: ignore[import-untyped,unused-ignore]
 import structlog
-from nacl.exceptions import CryptoError
 
 from tfshare import transport
 from tfshare.agent import Agent
@@ -63,7 +62,7 @@ from tfshare.roster import (
     verify_roster,
 )
 from tfshare.seal import Opened, Sealed, envelope_hash, reopen_stored, seal
-from tfshare.store import InboxItem, SentItem, StateStore, open_inbox_key
+from tfshare.store import InboxItem, SentItem, StateStore, kept_message_key
 from tfshare.urls import parse_server_url
 from tfshare.workflows.bodies import Prompt, body_json
 from tfshare.workflows.exchange import Credentials, default_state_dir
@@ -1394,14 +1393,7 @@ def _reopen(agency: Agency, item: InboxItem) -> Opened:
     secret that gave the key is deleted; else (a row of an earlier tfshare, or a sealed key
     that does not open) with the keys held, as before."""
     identity = agency.identity()
-    payload_key = None
-    if item.sealed_key is not None:
-        try:
-            payload_key = open_inbox_key(
-                identity.state_key, item.sender_kid, item.msg_id, item.sealed_key
-            )
-        except CryptoError:
-            payload_key = None
+    payload_key = kept_message_key(identity.state_key, item)
     return reopen_stored(
         item.envelope,
         identity=identity,
