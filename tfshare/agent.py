@@ -844,7 +844,11 @@ class Agent:
         """After a key of ``channel`` was kept (in the same savepoint): receive again the
         channel's quarantined E_EPOCH envelopes; each that is now delivered (or was already:
         a duplicate) leaves the quarantine, the others stay as they were. A truncated
-        envelope (the quarantine's size cap) cannot be received again and stays."""
+        envelope (the quarantine's size cap) cannot be received again and stays.
+
+        Each envelope has a savepoint of its own: one that cannot be processed (a fault no
+        check foresaw) stays quarantined and is logged, and never takes the key just kept,
+        or the other envelopes, with it. A storage failure still fails the whole batch."""
         prefix = channel_subject(self.roster.taskforce, channel, "")
         for item in self.store.quarantined_on(RejectCode.E_EPOCH.value, prefix):
             if item.truncated or item.subject is None:
@@ -853,28 +857,46 @@ class Agent:
             claimed = _claimed_epoch(item.envelope)
             if claimed is None or self.epochs.get(claimed[0], claimed[1]) is None:
                 continue
-            opening = receiver.open(item.envelope, item.subject, now_ms)
-            if opening.fault is not None:
-                continue  # no verdict: it stays quarantined
-            outcome = receiver.settle(item.envelope, opening)
-            if isinstance(outcome, Rejection):
-                if not outcome.epoch_ahead:
-                    # Its key is held and it still does not open: what it really is (a forged
-                    # or equivocating envelope, a revoked sender) replaces E_EPOCH, so it is
-                    # not opened again at every later key of the channel.
-                    self.store.quarantine_relabel(item.env_hash, outcome.code.value, outcome.reason)
-                continue
-            if isinstance(outcome, Delivered) and is_key_delivery(outcome):
-                self._keep_epoch_key(outcome, now_ms)
-            self.store.quarantine_release(item.env_hash)
-            self._queue_receipt_on(item.subject, outcome, now_ms)
-            self._released.append((item.subject, outcome))
-            log.info(
-                "quarantine_released",
-                subject=item.subject,
-                env_hash=item.env_hash.hex(),
-                outcome="duplicate" if isinstance(outcome, Duplicate) else "delivered",
-            )
+            released = len(self._released)
+            try:
+                with self.store.savepoint():
+                    self._release_one(receiver, item, now_ms)
+            except StoreError:
+                raise
+            except Exception as exc:
+                del self._released[released:]
+                self.stats.failed += 1
+                log.error(
+                    "quarantine_release_failed",
+                    env_hash=item.env_hash.hex(),
+                    error=type(exc).__name__,
+                )
+
+    def _release_one(self, receiver: Receiver, item: Quarantined, now_ms: int) -> None:
+        """One quarantined envelope received again (see ``_release_quarantined``)."""
+        assert item.subject is not None
+        opening = receiver.open(item.envelope, item.subject, now_ms)
+        if opening.fault is not None:
+            return  # no verdict: it stays quarantined
+        outcome = receiver.settle(item.envelope, opening)
+        if isinstance(outcome, Rejection):
+            if not outcome.epoch_ahead:
+                # Its key is held and it still does not open: what it really is (a forged
+                # or equivocating envelope, a revoked sender) replaces E_EPOCH, so it is
+                # not opened again at every later key of the channel.
+                self.store.quarantine_relabel(item.env_hash, outcome.code.value, outcome.reason)
+            return
+        if isinstance(outcome, Delivered) and is_key_delivery(outcome):
+            self._keep_epoch_key(outcome, now_ms)
+        self.store.quarantine_release(item.env_hash)
+        self._queue_receipt_on(item.subject, outcome, now_ms)
+        self._released.append((item.subject, outcome))
+        log.info(
+            "quarantine_released",
+            subject=item.subject,
+            env_hash=item.env_hash.hex(),
+            outcome="duplicate" if isinstance(outcome, Duplicate) else "delivered",
+        )
 
     def _announce_released(self, now_ms: int) -> None:
         """Count, log and announce what ``_release_quarantined`` delivered in this batch."""
