@@ -221,7 +221,8 @@ class Receiver:
             envelope=data,
         )
         if self._record_keyed is not None:
-            existing = self._record_keyed(entry, result.payload_key, self.identity.state_key)
+            key = result.payload_key.reveal() if result.payload_key is not None else b""
+            existing = self._record_keyed(entry, key, self.identity.state_key)
         else:
             existing = self.replay.record(entry)
         if existing is not None:

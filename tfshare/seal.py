@@ -507,6 +507,26 @@ def seal(
 # Opening
 
 
+class SecretBytes:
+    """Key bytes that no repr shows and no encoder knows (``msgspec.to_builtins`` or
+    ``json.encode`` of what holds them fails rather than writing the key out); ``reveal``
+    gives them to the one caller that needs them."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def reveal(self) -> bytes:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+    def __reduce__(self) -> str | tuple[object, ...]:
+        raise TypeError("secret bytes are not pickled")
+
+
 class Opened(msgspec.Struct, frozen=True):
     """A verified, decrypted message. ``record`` is the decoded body.
 
@@ -533,8 +553,8 @@ class Opened(msgspec.Struct, frozen=True):
     epoch: int = 0  # mode 2: the epoch it was sealed under (no wraps: every reader of it)
     # K, the message's payload key: the agent keeps it sealed with the inbox row, so the row
     # stays readable after the epoch key or the retired secret that gave it is gone. Never
-    # shown (``__repr__`` leaves it out), never serialized.
-    payload_key: bytes = b""
+    # shown, and no encoder writes it (SecretBytes).
+    payload_key: SecretBytes | None = None
 
     def __repr__(self) -> str:
         # Never the record: a repr can end up in a log or a traceback.
@@ -840,7 +860,7 @@ def _opened(
         record=record,
         refs=tuple(hdr.refs),
         epoch=hdr.epoch,
-        payload_key=payload_key,
+        payload_key=SecretBytes(payload_key) if payload_key else None,
     )
 
 

@@ -12,6 +12,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 from agent_epochs_kit import epoch_message, epoch_taskforce, load_agency, new_key, state_files
 from tfkit import TaskForce, example_json
@@ -117,9 +118,13 @@ def test_the_state_database_never_holds_a_message_key_in_clear(tmp_path: Path) -
     ):
         outcome = receiver.receive(sealed.data, None)
         assert isinstance(outcome, Delivered)
-        assert len(outcome.message.payload_key) == 32
+        secret = outcome.message.payload_key
+        assert secret is not None and len(secret.reveal()) == 32
         assert "payload_key" not in repr(outcome.message)
-        keys.append(outcome.message.payload_key)
+        # No encoder writes it out: encoding what holds it fails instead.
+        with pytest.raises(TypeError):
+            msgspec.to_builtins(outcome.message)
+        keys.append(secret.reveal())
     items = agency.store.inbox()
     # Each row holds its key sealed, and it opens to K with the state key only.
     opened = {
