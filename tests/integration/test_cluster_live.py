@@ -45,7 +45,9 @@ from tfshare.workflows.live import (
     start_cluster,
 )
 
-pytestmark = pytest.mark.slow
+# Forms a 3-node cluster and times its failover: run alone, after the parallel run (make
+# test); with a busy neighbour the nodes took longer than broker up waits to find each other.
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 cli_tf = cli_tf_fixture  # test_live_cli's task force of key files (a fixture, by its name)
 
 TF = "nl-north"
