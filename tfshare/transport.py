@@ -101,6 +101,11 @@ _PROVISION_HINT: Final = (
 )
 
 
+class ReplicasUnavailable(BrokerError):
+    """The broker cannot place the replicas asked for ("no suitable peers for placement"):
+    fewer nodes than replicas, or a cluster just started whose nodes have not all met yet."""
+
+
 class BrokerAuthFailed(BrokerRefused):
     """The broker has no user with these NATS credentials ("Authorization Violation"): its
     configuration does not know this agency's NATS key. Retrying the same credentials cannot
@@ -994,7 +999,7 @@ async def provision(
             or "replica" in (exc.description or "").lower()
             or (exc.err_code in (JS_INSUFFICIENT_RESOURCES, JS_INSUFFICIENT_STORAGE) and wanted > 1)
         ):
-            raise BrokerError(
+            raise ReplicasUnavailable(
                 f"the broker cannot keep {wanted} replicas of the streams and buckets "
                 f"({exc.description}); its cluster has {nodes} node(s) that this server knows of",
                 hint="give --replicas at most the number of the cluster's nodes that are up "

@@ -546,17 +546,28 @@ async def provision_broker(
     )
     admin = await _admin(url, directory, tls)
     try:
+        deadline = time.monotonic() + ready_timeout
         if ready_timeout > 0:
             await transport.wait_jetstream(admin, timeout=ready_timeout)
-        kept = await transport.provision(
-            admin,
-            roster,
-            channel_limits,
-            duplicate_window_s=limits.duplicate_window_s,
-            max_ack_pending=limits.max_ack_pending,
-            max_waiting=limits.max_waiting,
-            replicas=replicas,
-        )
+        while True:
+            try:
+                kept = await transport.provision(
+                    admin,
+                    roster,
+                    channel_limits,
+                    duplicate_window_s=limits.duplicate_window_s,
+                    max_ack_pending=limits.max_ack_pending,
+                    max_waiting=limits.max_waiting,
+                    replicas=replicas,
+                )
+                break
+            except transport.ReplicasUnavailable:
+                # A cluster just started answers before all its nodes have met: its
+                # leaders cannot place 3 replicas yet. Within the wait, that is not an
+                # answer; after it, it is.
+                if time.monotonic() + 1.0 > deadline:
+                    raise
+                await asyncio.sleep(1.0)
         if roster_bytes is not None and await transport.get_roster(admin, roster.taskforce) is None:
             await transport.put_roster(admin, roster.taskforce, roster_bytes)
     finally:
