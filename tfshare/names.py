@@ -318,12 +318,18 @@ def key_manager_channels(roster: TrustedRoster, agency: str) -> list[str]:
 
 
 def key_manager_api(taskforce: str, channel: str, agency: str) -> tuple[str, ...]:
-    """What a key manager reads of an epoch channel's stream: by a direct get of the last
-    message on its OWN sender subject only, whether it delivered keys there before (a key
-    manager whose database was lost must not start the epochs again from 1). Nobody
-    else's message: the subject is part of the permission."""
+    """What a key manager reads of an epoch channel's stream: its state (stream info: the
+    message budget), and by a direct get of the last message on its OWN sender subject
+    only, whether it delivered keys there before (a key manager whose database was lost
+    must not start the epochs again from 1). Nobody else's message: the subject is part of
+    the permission."""
     stream = stream_name(taskforce, channel)
-    return (f"$JS.API.DIRECT.GET.{stream}.{channel_subject(taskforce, channel, agency)}",)
+    return (
+        f"$JS.API.DIRECT.GET.{stream}.{channel_subject(taskforce, channel, agency)}",
+        # The stream's state (its last sequence): how many messages an epoch has covered,
+        # for the per-channel message budget (PROTOCOL.md 8.6).
+        f"$JS.API.STREAM.INFO.{stream}",
+    )
 
 
 def is_auditor(roster: TrustedRoster, agency: str) -> bool:

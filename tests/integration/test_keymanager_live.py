@@ -62,13 +62,22 @@ def _km_broker(tf: TaskForce, directory: Path, *, stream_info: bool = True) -> B
     assert allowed is not None
     wanted = [s for s in _km_subjects(roster) if stream_info or "STREAM.INFO" not in s]
     missing = [s for s in wanted if s not in allowed.publish]
-    if missing:  # until names.permissions grants them (BROKER, issue 15)
-        text = config.read_text()
-        marker = f"# {KM}\n      permissions: {{\n        publish: {{ allow: ["
-        assert marker in text
+    marker = f"# {KM}\n      permissions: {{\n        publish: {{ allow: ["
+    text = config.read_text()
+    assert marker in text
+    if missing:  # what names.permissions does not grant
         extra = "".join(f'"{s}", ' for s in missing)
-        config.write_text(text.replace(marker, marker + extra))
-        check_config(config)
+        text = text.replace(marker, marker + extra)
+    if not stream_info:  # a broker configured before the key manager could read its streams
+        start = text.index(marker)
+        end = text.index("\n", start + len(marker))
+        line = text[start:end]
+        channel_streams = "$JS.API.STREAM.INFO." + stream_name(roster.taskforce, "")
+        for subject in (s for s in allowed.publish if s.startswith(channel_streams)):
+            line = line.replace(f'"{subject}", ', "").replace(f', "{subject}"', "")
+        text = text[:start] + line + text[end:]
+    config.write_text(text)
+    check_config(config)
     broker = BrokerProcess(config=config, host="127.0.0.1", port=port, log=directory / "nats.log")
     broker.start()
     try:

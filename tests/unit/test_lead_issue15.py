@@ -126,3 +126,22 @@ def test_the_audit_service_logs_a_key_delivery_like_any_message() -> None:
     assert "coord" in facts.recipients
     assert facts.schema == "tf.epoch-key/1"
     assert EK1.hex() not in repr(facts) and EK1 not in repr(facts).encode()
+
+
+def test_the_key_manager_may_read_the_state_of_epoch_streams_only() -> None:
+    """The message budget (8.6) needs the stream's last sequence: the key manager may ask
+    for the info of each epoch channel's stream, and of no other channel's."""
+    from kmkit import KM as KEY_MANAGER  # noqa: PLC0415
+    from kmkit import km_taskforce  # noqa: PLC0415
+    from kmkit import trusted as km_trusted  # noqa: PLC0415
+
+    from tfshare.names import permissions, stream_name  # noqa: PLC0415
+
+    roster = km_trusted(km_taskforce(), now_ms=NOW_MS)
+    allowed = permissions(roster, KEY_MANAGER)
+    assert allowed is not None
+    assert f"$JS.API.STREAM.INFO.{stream_name(roster.taskforce, 'alerts')}" in allowed.publish
+    assert f"$JS.API.STREAM.INFO.{stream_name(roster.taskforce, 'tips')}" not in allowed.publish
+    police = permissions(roster, "police")
+    assert police is not None
+    assert f"$JS.API.STREAM.INFO.{stream_name(roster.taskforce, 'alerts')}" not in police.publish
