@@ -38,7 +38,7 @@ from tfshare.encoding import (
     encode,
 )
 from tfshare.errors import TrustError
-from tfshare.keys import Identity, Random, RetiredSecret
+from tfshare.keys import Identity, Random, RetiredSecret, retired_specs
 
 KEYFILE_TAG: Final = "tfshare-key/1"
 KEYFILE_TAG_V2: Final = "tfshare-key/2"
@@ -404,12 +404,8 @@ def _rebuilt(identity: Identity, retired: list[RetiredSecret]) -> Identity:
         nats_seed=nats_seed,
         created_ms=identity.created_ms,
         state_key=identity.state_key,
-        retired_enc=[
-            (r.secret, r.destroy_after_ms, r.not_after_ms) for r in retired if r.kind == "enc"
-        ],
-        retired_sign=[
-            (r.secret, r.destroy_after_ms, r.not_after_ms) for r in retired if r.kind == "sign"
-        ],
+        retired_enc=retired_specs(retired, "enc"),
+        retired_sign=retired_specs(retired, "sign"),
     )
     # Keep signing with the key that was chosen, while it is still held.
     if identity.sign_pk in rebuilt.sign_keys_held:
@@ -445,16 +441,8 @@ def _open_with(keyfile: KeyFile, key: bytes) -> Identity:
         created_ms=secrets.created_ms,
         # v1: derived from enc_sk (Identity's default), and kept as is from then on.
         state_key=secrets.state_key or None,
-        retired_enc=[
-            (r.secret, r.destroy_after_ms, r.not_after_ms)
-            for r in secrets.retired
-            if r.kind == "enc"
-        ],
-        retired_sign=[
-            (r.secret, r.destroy_after_ms, r.not_after_ms)
-            for r in secrets.retired
-            if r.kind == "sign"
-        ],
+        retired_enc=retired_specs(secrets.retired, "enc"),
+        retired_sign=retired_specs(secrets.retired, "sign"),
     )
     if identity.sign_pk != keyfile.sign_pk or identity.enc_pk != keyfile.enc_pk:
         # Only a writer that knew the passphrase can get here: a buggy or hostile tool.

@@ -10,9 +10,9 @@ key into an X25519 one (signing and encryption keys are separate, generated sepa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, Protocol
 
 import msgspec
 import nkeys  # type: ignore[import-untyped,unused-ignore]
@@ -168,6 +168,23 @@ RetiredSpec = tuple[bytes, int] | tuple[bytes, int, int]
 """A retired secret as the constructor takes it: (secret, destroy_after_ms[, not_after_ms])."""
 
 
+class _RetiredLike(Protocol):
+    @property
+    def kind(self) -> str: ...
+    @property
+    def secret(self) -> bytes: ...
+    @property
+    def not_after_ms(self) -> int: ...
+    @property
+    def destroy_after_ms(self) -> int: ...
+
+
+def retired_specs(retired: Iterable[_RetiredLike], kind: RetiredKind) -> list[RetiredSpec]:
+    """The ``kind`` secrets of ``retired`` (an identity's, or a key file's), in order, as
+    ``Identity`` takes them: (secret, destroy_after_ms, not_after_ms)."""
+    return [(r.secret, r.destroy_after_ms, r.not_after_ms) for r in retired if r.kind == kind]
+
+
 class Identity:
     """An agency's secret keys. Never printed: ``repr`` shows the agency and key ids only.
 
@@ -186,6 +203,7 @@ class Identity:
         "_sign_order",
         "_sign_sk",
         "_state_key",
+        "_variants",
         "agency_id",
         "created_ms",
         "display_name",
@@ -248,6 +266,7 @@ class Identity:
         self.sign_pk = active
         self._sign_sk = sign_by_pk[active]
         self.kid_sig = kid_sig(self.sign_pk)
+        self._variants: dict[bytes, Identity] = {}
 
     @classmethod
     def generate(cls, agency_id: str, display_name: str, *, rng: Random, now_ms: int) -> Identity:
@@ -291,10 +310,8 @@ class Identity:
             new_sign_seed = rng(32)
             retired_sign.append((sign_seed, destroy_after_ms, now_ms))
         # Newest first: the key replaced now, then those replaced before.
-        for r in self._retired:
-            (retired_enc if r.kind == "enc" else retired_sign).append(
-                (r.secret, r.destroy_after_ms, r.not_after_ms)
-            )
+        retired_enc += retired_specs(self._retired, "enc")
+        retired_sign += retired_specs(self._retired, "sign")
         return Identity(
             agency_id=self.agency_id,
             display_name=self.display_name,
@@ -379,27 +396,24 @@ class Identity:
         rotation is the old one until the coordinators apply it."""
         if sign_pk == self.sign_pk:
             return self
-        sign_seed, enc_sk, nats_seed = self.secret_material()
-        return Identity(
-            agency_id=self.agency_id,
-            display_name=self.display_name,
-            sign_seed=sign_seed,
-            enc_sk=enc_sk,
-            nats_seed=nats_seed,
-            created_ms=self.created_ms,
-            state_key=self._state_key,
-            retired_enc=[
-                (r.secret, r.destroy_after_ms, r.not_after_ms)
-                for r in self._retired
-                if r.kind == "enc"
-            ],
-            retired_sign=[
-                (r.secret, r.destroy_after_ms, r.not_after_ms)
-                for r in self._retired
-                if r.kind == "sign"
-            ],
-            signing_pk=sign_pk,
-        )
+        # Kept: a sender during a rotation's grace picks its key on every seal.
+        variant = self._variants.get(sign_pk)
+        if variant is None:
+            sign_seed, enc_sk, nats_seed = self.secret_material()
+            variant = Identity(
+                agency_id=self.agency_id,
+                display_name=self.display_name,
+                sign_seed=sign_seed,
+                enc_sk=enc_sk,
+                nats_seed=nats_seed,
+                created_ms=self.created_ms,
+                state_key=self._state_key,
+                retired_enc=retired_specs(self._retired, "enc"),
+                retired_sign=retired_specs(self._retired, "sign"),
+                signing_pk=sign_pk,
+            )
+            self._variants[sign_pk] = variant
+        return variant
 
     def card_body(self) -> CardBody:
         """This agency's public card contents (what ``verify_card`` returns)."""

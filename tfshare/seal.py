@@ -192,25 +192,10 @@ def seal_to(
         wk = wrap_key(shared, eph_pk, recipient.enc_pk, msg_id, sender_kid)
         wct = _aead_encrypt(payload_key, wrap_ad, ZERO_NONCE, wk)
         wraps.append((recipient.kid, wct))
-    header = Header(
-        v=VERSION,
-        suite=SUITE_1,
-        msg_id=msg_id,
-        ts_ms=now_ms,
-        sender=identity.agency_id,
-        sender_kid=sender_kid,
-        taskforce=taskforce,
-        channel=channel,
-        seq=seq,
-        roster_seq=roster_seq,
-        mode=Mode.DIRECT,
-        epoch=0,
-        eph_pk=eph_pk,
-        wraps=pack_wraps(wraps),
-        nonce=nonce,
-        commit=key_commitment(payload_key, msg_id),
-        refs=list(refs),
-    )
+    header = _header(
+        identity, taskforce, channel, seq, roster_seq, now_ms, msg_id, nonce, payload_key, refs,
+        mode=Mode.DIRECT, epoch=0, eph_pk=eph_pk, wraps=pack_wraps(wraps),
+    )  # fmt: skip
     data = _finish(identity, header, payload_key, schema, body)
     return Sealed(data, msg_id, tuple(r.agency_id for r in recipients), now_ms, seq)
 
@@ -237,27 +222,51 @@ def seal_to_epoch(
     msg_id, nonce = fresh[:16], fresh[16:40]
     sender_kid = identity.kid_sig
     payload_key = message_key(epoch_key.key, msg_id, sender_kid)
-    header = Header(
+    header = _header(
+        identity, taskforce, channel, seq, roster_seq, now_ms, msg_id, nonce, payload_key, refs,
+        mode=Mode.EPOCH, epoch=epoch_key.epoch, eph_pk=b"", wraps=b"",
+    )  # fmt: skip
+    data = _finish(identity, header, payload_key, schema, body)
+    return Sealed(data, msg_id, (), now_ms, seq, epoch_key.epoch)
+
+
+def _header(
+    identity: Identity,
+    taskforce: str,
+    channel: str,
+    seq: int,
+    roster_seq: int,
+    now_ms: int,
+    msg_id: bytes,
+    nonce: bytes,
+    payload_key: bytes,
+    refs: Sequence[Ref],
+    *,
+    mode: Mode,
+    epoch: int,
+    eph_pk: bytes,
+    wraps: bytes,
+) -> Header:
+    """The header of either mode: what differs is the mode, the epoch and the wraps."""
+    return Header(
         v=VERSION,
         suite=SUITE_1,
         msg_id=msg_id,
         ts_ms=now_ms,
         sender=identity.agency_id,
-        sender_kid=sender_kid,
+        sender_kid=identity.kid_sig,
         taskforce=taskforce,
         channel=channel,
         seq=seq,
         roster_seq=roster_seq,
-        mode=Mode.EPOCH,
-        epoch=epoch_key.epoch,
-        eph_pk=b"",
-        wraps=b"",
+        mode=mode,
+        epoch=epoch,
+        eph_pk=eph_pk,
+        wraps=wraps,
         nonce=nonce,
         commit=key_commitment(payload_key, msg_id),
         refs=list(refs),
     )
-    data = _finish(identity, header, payload_key, schema, body)
-    return Sealed(data, msg_id, (), now_ms, seq, epoch_key.epoch)
 
 
 def _finish(
