@@ -178,3 +178,19 @@ __all__ = [
     "report_id",
     "stix_time",
 ]
+
+
+def headline(message: Received, *, title_of_any_kind: bool) -> str:
+    """A message's one-line name in a platform (STIX report name, MISP event info): its
+    title (an alert's only, unless ``title_of_any_kind``), else what kind of message it is."""
+    record = message.record
+    title = record.get("title")
+    if isinstance(title, str) and (title_of_any_kind or message.kind == "alert"):
+        return title
+    if message.kind == "red-flag":
+        entity = record.get("entity")
+        kind = entity.get("kind", "entity") if isinstance(entity, Mapping) else "entity"
+        return f"Red flag: {kind}"
+    if message.kind == "tip":
+        return f"Tip summary ({record.get('source_type', 'unknown source')})"
+    return f"tfshare {message.schema} message"

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from tfshare.interop import grading as grades
-from tfshare.interop.common import NAMESPACE, Received
+from tfshare.interop.common import NAMESPACE, Received, headline
 from tfshare.interop.markings import (
     handling_of,
     misp_distribution,
@@ -75,7 +75,7 @@ def event(message: Received, *, allow_restricted: bool = False) -> MISPEvent:
         refuse_restricted(message.msg_id, handling)
     built = MISPEvent()
     built.uuid = _uuid("event", message.env_hash)
-    built.info = _info(message)
+    built.info = headline(message, title_of_any_kind=True)
     built.set_date(message.sent.date())
     built.distribution = misp_distribution(handling)
     built.threat_level_id = THREAT_LEVELS.get(str(record.get("severity")), 4)
@@ -148,19 +148,6 @@ def _attribute_adder(built: MISPEvent, message: Received) -> Any:
         )
 
     return add
-
-
-def _info(message: Received) -> str:
-    record = message.record
-    if isinstance(record.get("title"), str):
-        return str(record["title"])
-    if message.kind == "red-flag":
-        entity = record.get("entity")
-        kind = entity.get("kind", "entity") if isinstance(entity, Mapping) else "entity"
-        return f"Red flag: {kind}"
-    if message.kind == "tip":
-        return f"Tip summary ({record.get('source_type', 'unknown source')})"
-    return f"tfshare {message.schema} message"
 
 
 def _tags(message: Received) -> list[str]:

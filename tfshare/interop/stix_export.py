@@ -25,6 +25,7 @@ from tfshare.interop import grading as grades
 from tfshare.interop.common import (
     Received,
     derived_id,
+    headline,
     parse_time,
     report_id,
     stix_time,
@@ -252,7 +253,7 @@ def message_objects(message: Received, handling: Handling) -> list[dict[str, Any
         "type": "report",
         "id": report_id(message.env_hash),
         **described,
-        "name": _name(message),
+        "name": headline(message, title_of_any_kind=False),
         "description": _description(message),
         "published": sent,
         "report_types": ["threat-report"],
@@ -301,19 +302,6 @@ def _origin(message: Received) -> dict[str, Any]:
     if message.warning:
         origin["warning"] = message.warning
     return origin
-
-
-def _name(message: Received) -> str:
-    record = message.record
-    if message.kind == "alert" and isinstance(record.get("title"), str):
-        return str(record["title"])
-    if message.kind == "red-flag":
-        entity = record.get("entity")
-        kind = entity.get("kind", "entity") if isinstance(entity, Mapping) else "entity"
-        return f"Red flag: {kind}"
-    if message.kind == "tip":
-        return f"Tip summary ({record.get('source_type', 'unknown source')})"
-    return f"tfshare {message.schema} message"
 
 
 def _description(message: Received) -> str:
