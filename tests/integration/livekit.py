@@ -13,6 +13,7 @@ from tfkit import TaskForce
 
 from tfshare import transport
 from tfshare.agent import Agent
+from tfshare.errors import BrokerError
 from tfshare.keys import Identity
 from tfshare.registry.book import shipped
 from tfshare.store import StateStore
@@ -75,3 +76,20 @@ def publish_as(
     return asyncio.run(
         _publish_as(tf.ids[agency], url, subject, data, msg_id or os.urandom(16).hex())
     )
+
+
+async def until_answered(
+    conn: transport.Connection, subject: str, request: bytes, *, timeout: float = 30.0
+) -> None:
+    """Ask on ``subject`` until a service answers: a service that signed its first checkpoint
+    may not have subscribed yet, and a request sent before reaches no one (NATS keeps
+    nothing for a subject without a subscriber)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await transport.request(conn, subject, request, timeout=2)
+            return
+        except BrokerError:  # no responders yet
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)

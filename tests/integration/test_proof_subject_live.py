@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from livekit import until_answered
 from tfkit import TaskForce
 
 from tfshare import transport
@@ -74,6 +75,13 @@ def test_a_member_naming_another_members_inbox_gets_no_answer_and_spends_nothing
             deadline = time.monotonic() + 15
             while service.store.latest_checkpoint() is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
+            # The service answers proof requests (its subscriptions are up: a request sent
+            # before would reach no one): police asks once, on its own subject.
+            police = await _connect(live_tf, "police", broker.url)
+            try:
+                await until_answered(police, proof_subject("nl-north", "police"), request)
+            finally:
+                await police.close()
 
             async def on_stolen(msg: object) -> None:
                 stolen.append(bytes(msg.data))  # type: ignore[attr-defined]
